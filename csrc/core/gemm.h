@@ -1,0 +1,30 @@
+// Single-precision matrix product for the CPU kernels: C = op(A) op(B), row-major, C overwritten.
+// Tiles of C are computed by Eigen's blocked product, compiled once per instruction set
+// (gemm_{scalar,avx2,avx512}.cc) and chosen at run time; the tile grid depends on the sizes alone,
+// so results do not depend on the number of threads.
+#pragma once
+
+#include <cstdint>
+
+#include "parallel.h"
+
+namespace fusedbnn {
+
+struct GemmArgs {
+  int64_t m, n, k;
+  const float* a;  // [m, k] with row stride lda, or [k, m] when trans_a
+  int64_t lda;
+  bool trans_a;
+  const float* b;  // [k, n] with row stride ldb, or [n, k] when trans_b
+  int64_t ldb;
+  bool trans_b;
+  float* c;  // [m, n] with row stride ldc
+  int64_t ldc;
+};
+
+// C[m0:m1, n0:n1] of the product, single-threaded.
+using GemmTileFn = void (*)(const GemmArgs& g, int64_t m0, int64_t m1, int64_t n0, int64_t n1);
+
+void gemm(const ParallelFor& pf, const GemmArgs& g);
+
+}  // namespace fusedbnn

@@ -1,0 +1,81 @@
+// Shared pieces of the TensorFlow bindings: seeds, the thread pool, argument checks.
+#pragma once
+
+#include <string>
+
+#include "core/noise.h"
+#include "core/parallel.h"
+#include "tensorflow/core/framework/op_kernel.h"
+#include "tensorflow/core/framework/shape_inference.h"
+#include "tensorflow/core/util/work_sharder.h"
+
+namespace fusedbnn {
+namespace tf {
+
+namespace tfl = ::tensorflow;
+
+// A [2] int32/int64 seed input, read on the host, as the key and counter of its noise stream.
+inline tfl::Status read_seed(tfl::OpKernelContext* ctx, const char* name, NoiseStream* stream) {
+  const tfl::Tensor* seed;
+  TF_RETURN_IF_ERROR(ctx->input(name, &seed));
+  if (seed->dims() != 1 || seed->dim_size(0) != 2) {
+    return tfl::errors::InvalidArgument(name, " must be a seed of shape [2], got shape ",
+                                        seed->shape().DebugString());
+  }
+  if (seed->dtype() == tfl::DT_INT32) {
+    const auto v = seed->flat<int32_t>();
+    *stream = stream_from_seed(v(0), v(1));
+  } else {
+    const auto v = seed->flat<int64_t>();
+    *stream = stream_from_seed(v(0), v(1));
+  }
+  return tfl::OkStatus();
+}
+
+inline ParallelFor parallel_for(tfl::OpKernelContext* ctx) {
+  auto* pool = ctx->device()->tensorflow_cpu_worker_threads()->workers;
+  return [pool](int64_t units, int64_t cost, const std::function<void(int64_t, int64_t)>& fn) {
+    if (units > 0) pool->ParallelFor(units, cost, fn);
+  };
+}
+
+inline tfl::Status require_same_shape(const tfl::Tensor& a, const char* a_name, const tfl::Tensor& b,
+                                      const char* b_name) {
+  if (a.shape() != b.shape()) {
+    return tfl::errors::InvalidArgument(b_name, " must have the shape of ", a_name, " ", a.shape().DebugString(),
+                                        ", got ", b.shape().DebugString());
+  }
+  return tfl::OkStatus();
+}
+
+inline tfl::Status require_rank(const tfl::Tensor& t, const char* name, int rank) {
+  if (t.dims() != rank) {
+    return tfl::errors::InvalidArgument(name, " must have rank ", rank, ", got shape ", t.shape().DebugString());
+  }
+  return tfl::OkStatus();
+}
+
+// Shape-function helpers: the named input has the shape of another, or is a [2] seed.
+inline tfl::Status merge_named(tfl::shape_inference::InferenceContext* c, int a, int b, const char* what) {
+  tfl::shape_inference::ShapeHandle merged;
+  const tfl::Status s = c->Merge(c->input(a), c->input(b), &merged);
+  if (!s.ok()) return tfl::errors::InvalidArgument(what, ": ", s.message());
+  return tfl::OkStatus();
+}
+
+inline tfl::Status seed_shape(tfl::shape_inference::InferenceContext* c, int index, const char* name) {
+  tfl::shape_inference::ShapeHandle seed;
+  tfl::shape_inference::DimensionHandle two;
+  tfl::Status s = c->WithRank(c->input(index), 1, &seed);
+  if (s.ok()) s = c->WithValue(c->Dim(seed, 0), 2, &two);
+  if (!s.ok()) return tfl::errors::InvalidArgument(name, " must be a seed of shape [2]: ", s.message());
+  return tfl::OkStatus();
+}
+
+}  // namespace tf
+}  // namespace fusedbnn
+
+// CPU kernels for both seed dtypes.
+#define FUSEDBNN_REGISTER_CPU(name, kernel)                                                                \
+  REGISTER_KERNEL_BUILDER(Name(name).Device(::tensorflow::DEVICE_CPU).TypeConstraint<int32_t>("Tseed"), kernel); \
+  REGISTER_KERNEL_BUILDER(Name(name).Device(::tensorflow::DEVICE_CPU).TypeConstraint<int64_t>("Tseed"), kernel)

@@ -1,0 +1,171 @@
+// FusedBnn>SampleGaussian, FusedBnn>GaussianKl and their fused gradients.
+#include "core/gaussian.h"
+#include "tensorflow/core/framework/op.h"
+#include "tf/common.h"
+
+namespace fusedbnn {
+namespace tf {
+
+using tfl::shape_inference::InferenceContext;
+
+namespace {
+
+tfl::Status mu_rho_seed_shapes(InferenceContext* c, int mu, int rho, int seed) {
+  TF_RETURN_IF_ERROR(merge_named(c, mu, rho, "rho must have the shape of mu"));
+  return seed_shape(c, seed, "seed");
+}
+
+}  // namespace
+
+REGISTER_OP("FusedBnn>SampleGaussian")
+    .Input("mu: float")
+    .Input("rho: float")
+    .Input("seed: Tseed")
+    .Output("w: float")
+    .Attr("Tseed: {int32, int64} = DT_INT64")
+    .SetShapeFn([](InferenceContext* c) {
+      TF_RETURN_IF_ERROR(mu_rho_seed_shapes(c, 0, 1, 2));
+      c->set_output(0, c->input(0));
+      return tfl::OkStatus();
+    })
+    .Doc("w = mu + softplus(rho) * eps, eps = stateless_normal(shape(mu), seed), eps never stored.");
+
+REGISTER_OP("FusedBnn>SampleGaussianGrad")
+    .Input("dw: float")
+    .Input("rho: float")
+    .Input("seed: Tseed")
+    .Output("drho: float")
+    .Attr("Tseed: {int32, int64} = DT_INT64")
+    .SetShapeFn([](InferenceContext* c) {
+      TF_RETURN_IF_ERROR(mu_rho_seed_shapes(c, 0, 1, 2));
+      c->set_output(0, c->input(1));
+      return tfl::OkStatus();
+    })
+    .Doc("drho = dw * eps * sigmoid(rho), regenerating eps from the seed.");
+
+REGISTER_OP("FusedBnn>GaussianKl")
+    .Input("mu: float")
+    .Input("rho: float")
+    .Input("seed: Tseed")
+    .Output("kl: float")
+    .Attr("Tseed: {int32, int64} = DT_INT64")
+    .Attr("mu_prior: float = 0.0")
+    .Attr("std_prior: float = 0.1")
+    .SetShapeFn([](InferenceContext* c) {
+      TF_RETURN_IF_ERROR(mu_rho_seed_shapes(c, 0, 1, 2));
+      c->set_output(0, c->Scalar());
+      return tfl::OkStatus();
+    })
+    .Doc("sum(log N(w; mu, softplus(rho))) - sum(log N(w; mu_prior, std_prior)) at the sample w.");
+
+REGISTER_OP("FusedBnn>GaussianKlGrad")
+    .Input("dkl: float")
+    .Input("mu: float")
+    .Input("rho: float")
+    .Input("seed: Tseed")
+    .Output("dmu: float")
+    .Output("drho: float")
+    .Attr("Tseed: {int32, int64} = DT_INT64")
+    .Attr("mu_prior: float = 0.0")
+    .Attr("std_prior: float = 0.1")
+    .SetShapeFn([](InferenceContext* c) {
+      TF_RETURN_IF_ERROR(mu_rho_seed_shapes(c, 1, 2, 3));
+      c->set_output(0, c->input(1));
+      c->set_output(1, c->input(1));
+      return tfl::OkStatus();
+    });
+
+namespace {
+
+// Checks rho against mu and reads the seed; both kernels of a pair share it.
+tfl::Status read_mu_rho_seed(tfl::OpKernelContext* ctx, const char* mu_name, const tfl::Tensor** mu,
+                             const tfl::Tensor** rho, NoiseStream* stream) {
+  TF_RETURN_IF_ERROR(ctx->input(mu_name, mu));
+  TF_RETURN_IF_ERROR(ctx->input("rho", rho));
+  TF_RETURN_IF_ERROR(require_same_shape(**mu, mu_name, **rho, "rho"));
+  return read_seed(ctx, "seed", stream);
+}
+
+class PriorAttrs {
+ public:
+  explicit PriorAttrs(tfl::OpKernelConstruction* ctx) {
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("mu_prior", &mu_prior_));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("std_prior", &std_prior_));
+    OP_REQUIRES(ctx, std_prior_ > 0.0f,
+                tfl::errors::InvalidArgument("std_prior must be positive, got ", std_prior_));
+  }
+
+ protected:
+  float mu_prior_ = 0.0f, std_prior_ = 0.1f;
+};
+
+class SampleGaussianOp : public tfl::OpKernel {
+ public:
+  using OpKernel::OpKernel;
+  void Compute(tfl::OpKernelContext* ctx) override {
+    const tfl::Tensor *mu, *rho;
+    NoiseStream stream;
+    OP_REQUIRES_OK(ctx, read_mu_rho_seed(ctx, "mu", &mu, &rho, &stream));
+    tfl::Tensor* w;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, mu->shape(), &w));
+    sample_gaussian(parallel_for(ctx), stream, mu->NumElements(), mu->flat<float>().data(),
+                    rho->flat<float>().data(), w->flat<float>().data());
+  }
+};
+
+class SampleGaussianGradOp : public tfl::OpKernel {
+ public:
+  using OpKernel::OpKernel;
+  void Compute(tfl::OpKernelContext* ctx) override {
+    const tfl::Tensor *dw, *rho;
+    NoiseStream stream;
+    OP_REQUIRES_OK(ctx, read_mu_rho_seed(ctx, "dw", &dw, &rho, &stream));
+    tfl::Tensor* drho;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, rho->shape(), &drho));
+    sample_gaussian_grad(parallel_for(ctx), stream, rho->NumElements(), dw->flat<float>().data(), nullptr,
+                         rho->flat<float>().data(), drho->flat<float>().data(), nullptr);
+  }
+};
+
+class GaussianKlOp : public tfl::OpKernel, PriorAttrs {
+ public:
+  explicit GaussianKlOp(tfl::OpKernelConstruction* ctx) : OpKernel(ctx), PriorAttrs(ctx) {}
+  void Compute(tfl::OpKernelContext* ctx) override {
+    const tfl::Tensor *mu, *rho;
+    NoiseStream stream;
+    OP_REQUIRES_OK(ctx, read_mu_rho_seed(ctx, "mu", &mu, &rho, &stream));
+    tfl::Tensor* kl;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, tfl::TensorShape({}), &kl));
+    kl->scalar<float>()() = gaussian_kl(parallel_for(ctx), stream, mu->NumElements(), mu->flat<float>().data(),
+                                        rho->flat<float>().data(), mu_prior_, std_prior_);
+  }
+};
+
+class GaussianKlGradOp : public tfl::OpKernel, PriorAttrs {
+ public:
+  explicit GaussianKlGradOp(tfl::OpKernelConstruction* ctx) : OpKernel(ctx), PriorAttrs(ctx) {}
+  void Compute(tfl::OpKernelContext* ctx) override {
+    const tfl::Tensor& dkl = ctx->input(0);
+    OP_REQUIRES(ctx, tfl::TensorShapeUtils::IsScalar(dkl.shape()),
+                tfl::errors::InvalidArgument("dkl must be a scalar, got shape ", dkl.shape().DebugString()));
+    const tfl::Tensor *mu, *rho;
+    NoiseStream stream;
+    OP_REQUIRES_OK(ctx, read_mu_rho_seed(ctx, "mu", &mu, &rho, &stream));
+    tfl::Tensor *dmu, *drho;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, mu->shape(), &dmu));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(1, mu->shape(), &drho));
+    gaussian_kl_grad(parallel_for(ctx), stream, mu->NumElements(), mu->flat<float>().data(),
+                     rho->flat<float>().data(), mu_prior_, std_prior_, dkl.scalar<float>()(),
+                     dmu->flat<float>().data(), drho->flat<float>().data());
+  }
+};
+
+}  // namespace
+
+FUSEDBNN_REGISTER_CPU("FusedBnn>SampleGaussian", SampleGaussianOp);
+FUSEDBNN_REGISTER_CPU("FusedBnn>SampleGaussianGrad", SampleGaussianGradOp);
+FUSEDBNN_REGISTER_CPU("FusedBnn>GaussianKl", GaussianKlOp);
+FUSEDBNN_REGISTER_CPU("FusedBnn>GaussianKlGrad", GaussianKlGradOp);
+
+}  // namespace tf
+}  // namespace fusedbnn

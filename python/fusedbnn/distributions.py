@@ -1,0 +1,87 @@
+"""GaussianDistribution: the variational posterior N(mu, softplus(rho)^2) of one parameter tensor."""
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from fusedbnn import ops, reference
+
+
+@keras.saving.register_keras_serializable(package="fusedbnn")
+class GaussianDistribution(keras.layers.Layer):
+    """Trainable Gaussian over a tensor of shape ``shape``, with a Gaussian prior (illia's API).
+
+    Attributes ``mu`` and ``rho`` are trainable variables initialised from N(mu_init, 0.1) and
+    N(rho_init, 0.1); the standard deviation is ``softplus(rho)``, computed stably (for rho above
+    about 20 it is rho itself, where illia's ``log1p(exp(rho))`` overflows).
+
+    Args:
+        shape: shape of the parameter tensor, every size positive.
+        mu_prior, std_prior: the prior N(mu_prior, std_prior^2); std_prior must be positive.
+        mu_init, rho_init: centres of the initial values of mu and rho.
+        seed: optional int seed for the initial values and for ``sample()`` without a seed.
+    """
+
+    def __init__(self, shape, mu_prior=0.0, std_prior=0.1, mu_init=0.0, rho_init=-7.0, seed=None, **kwargs):
+        super().__init__(**kwargs)
+        shape = (shape,) if isinstance(shape, (int, np.integer)) else tuple(shape)
+        if not shape or any(not isinstance(s, (int, np.integer)) or s <= 0 for s in shape):
+            raise ValueError(f"shape must be a non-empty sequence of positive ints, got {shape}")
+        if not std_prior > 0:
+            raise ValueError(f"std_prior must be positive, got {std_prior}")
+        self.shape = tuple(int(s) for s in shape)
+        self.mu_prior = float(mu_prior)
+        self.std_prior = float(std_prior)
+        self.mu_init = float(mu_init)
+        self.rho_init = float(rho_init)
+        self.seed = seed
+        self._seed_generator = keras.random.SeedGenerator(seed)
+        init_seed = None if seed is None else int(seed)
+        self.mu = self.add_weight(
+            name="mu", shape=self.shape,
+            initializer=keras.initializers.RandomNormal(self.mu_init, 0.1, seed=init_seed),
+        )
+        self.rho = self.add_weight(
+            name="rho", shape=self.shape,
+            initializer=keras.initializers.RandomNormal(
+                self.rho_init, 0.1, seed=None if init_seed is None else init_seed + 1
+            ),
+        )
+        self.built = True
+
+    @property
+    def num_params(self):
+        """Number of elements of the parameter tensor."""
+        return int(np.prod(self.shape))
+
+    @property
+    def sigma(self):
+        """The standard deviation softplus(rho)."""
+        return tf.nn.softplus(self.rho)
+
+    def next_seed(self):
+        """A fresh int64 seed of shape [2] from this distribution's seed generator."""
+        return self._seed_generator.next()
+
+    def sample(self, seed=None):
+        """One draw ``mu + softplus(rho) * eps``; ``seed`` ([2] ints) makes it reproducible."""
+        return ops.sample_gaussian(self.mu, self.rho, self.next_seed() if seed is None else seed)
+
+    def log_prob(self, x=None):
+        """``sum(log N(x; mu, sigma)) - sum(log N(x; mu_prior, std_prior))``, x a fresh sample if None."""
+        x = self.sample() if x is None else tf.convert_to_tensor(x, tf.float32)
+        log_posterior = tf.reduce_sum(reference.gaussian_log_density(x, self.mu, self.sigma))
+        log_prior = tf.reduce_sum(reference.gaussian_log_density(x, self.mu_prior, tf.constant(self.std_prior)))
+        return log_posterior - log_prior
+
+    def kl_at_seed(self, seed):
+        """``log_prob`` at the sample that ``seed`` draws, fused: the sample is never stored."""
+        return ops.gaussian_kl(self.mu, self.rho, seed, self.mu_prior, self.std_prior)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            shape=list(self.shape), mu_prior=self.mu_prior, std_prior=self.std_prior,
+            mu_init=self.mu_init, rho_init=self.rho_init, seed=self.seed,
+        )
+        return config

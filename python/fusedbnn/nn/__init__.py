@@ -1,0 +1,6 @@
+"""Keras 3 Bayesian layers over the fused ops, with illia's API."""
+
+from fusedbnn.nn.base import BayesianModule
+from fusedbnn.nn.linear import Linear
+
+__all__ = ["BayesianModule", "Linear"]

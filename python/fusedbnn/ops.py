@@ -1,0 +1,105 @@
+"""The fused ops: sampling, KL and layer ops, each with its fused gradient.
+
+Every op samples ``w = mu + softplus(rho) * eps`` inside, with ``eps`` equal to
+``tf.random.stateless_normal(mu.shape, seed)`` and never stored: gradients regenerate it from
+``seed``. ``fusedbnn.reference`` has the same functions in plain TensorFlow.
+"""
+
+import tensorflow as tf
+
+from fusedbnn._loader import load_op_library
+
+_ops = load_op_library()
+
+
+def _float_tensor(value, name):
+    tensor = tf.convert_to_tensor(value)
+    if tensor.dtype != tf.float32:
+        raise ValueError(f"{name} must be a float32 tensor, got dtype {tensor.dtype.name}")
+    return tensor
+
+
+def _seed_tensor(seed, name):
+    tensor = tf.convert_to_tensor(seed)
+    if tensor.dtype not in (tf.int32, tf.int64):
+        if not tensor.dtype.is_integer:
+            raise ValueError(f"{name} must be an int32 or int64 tensor of shape [2], got dtype {tensor.dtype.name}")
+        tensor = tf.cast(tensor, tf.int64)
+    if tensor.shape.rank is not None and tensor.shape != [2]:
+        raise ValueError(f"{name} must be a seed of shape [2], got shape {tensor.shape}")
+    return tensor
+
+
+def _mu_rho_seed(mu, rho, seed, prefix=""):
+    return (
+        _float_tensor(mu, prefix + "mu"),
+        _float_tensor(rho, prefix + "rho"),
+        _seed_tensor(seed, prefix + "seed"),
+    )
+
+
+def sample_gaussian(mu, rho, seed):
+    """``mu + softplus(rho) * eps`` with ``eps = stateless_normal(shape(mu), seed)``."""
+    mu, rho, seed = _mu_rho_seed(mu, rho, seed)
+    return _ops.fused_bnn_sample_gaussian(mu, rho, seed)
+
+
+@tf.RegisterGradient("FusedBnn>SampleGaussian")
+def _sample_gaussian_grad(op, dw):
+    _, rho, seed = op.inputs
+    return dw, _ops.fused_bnn_sample_gaussian_grad(dw, rho, seed), None
+
+
+def gaussian_kl(mu, rho, seed, mu_prior=0.0, std_prior=0.1):
+    """illia's one-sample KL estimate at ``w = sample_gaussian(mu, rho, seed)``.
+
+    ``sum(log N(w; mu, softplus(rho))) - sum(log N(w; mu_prior, std_prior))``, a float32 scalar.
+    """
+    mu, rho, seed = _mu_rho_seed(mu, rho, seed)
+    if not std_prior > 0:
+        raise ValueError(f"std_prior must be positive, got {std_prior}")
+    return _ops.fused_bnn_gaussian_kl(mu, rho, seed, mu_prior=float(mu_prior), std_prior=float(std_prior))
+
+
+@tf.RegisterGradient("FusedBnn>GaussianKl")
+def _gaussian_kl_grad(op, dkl):
+    mu, rho, seed = op.inputs
+    dmu, drho = _ops.fused_bnn_gaussian_kl_grad(
+        dkl, mu, rho, seed, mu_prior=op.get_attr("mu_prior"), std_prior=op.get_attr("std_prior")
+    )
+    return dmu, drho, None
+
+
+def _optional_bias(b_mu, b_rho, b_seed, w_seed):
+    """Bias inputs of a layer op: the real ones, or empty placeholders with use_bias=False."""
+    given = [b is not None for b in (b_mu, b_rho, b_seed)]
+    if any(given) and not all(given):
+        raise ValueError("b_mu, b_rho and b_seed must be given together (or none of them, for no bias)")
+    if not any(given):
+        empty = tf.zeros([0], tf.float32)
+        return empty, empty, w_seed, False
+    b_mu, b_rho, b_seed = _mu_rho_seed(b_mu, b_rho, b_seed, prefix="b_")
+    return b_mu, b_rho, b_seed, True
+
+
+def linear(x, w_mu, w_rho, w_seed, b_mu=None, b_rho=None, b_seed=None):
+    """Bayesian dense layer: ``x @ W^T + b``, W ``[out, in]`` and b ``[out]`` sampled in the op.
+
+    ``x`` has shape ``[..., in]``; the result ``[..., out]``. Without ``b_*`` there is no bias.
+    """
+    x = _float_tensor(x, "x")
+    w_mu, w_rho, w_seed = _mu_rho_seed(w_mu, w_rho, w_seed, prefix="w_")
+    if w_seed.dtype != tf.int64:
+        w_seed = tf.cast(w_seed, tf.int64)
+    b_mu, b_rho, b_seed, use_bias = _optional_bias(b_mu, b_rho, b_seed, w_seed)
+    b_seed = tf.cast(b_seed, tf.int64)
+    return _ops.fused_bnn_linear(x, w_mu, w_rho, w_seed, b_mu, b_rho, b_seed, use_bias=use_bias)
+
+
+@tf.RegisterGradient("FusedBnn>Linear")
+def _linear_grad(op, dy):
+    use_bias = op.get_attr("use_bias")
+    dx, dw_mu, dw_rho, db_mu, db_rho = _ops.fused_bnn_linear_grad(dy, *op.inputs, use_bias=use_bias)
+    if not use_bias:
+        db_mu = db_rho = None
+    return dx, dw_mu, dw_rho, None, db_mu, db_rho, None

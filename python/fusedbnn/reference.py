@@ -1,0 +1,38 @@
+"""The functional API of ``fusedbnn.ops`` in plain TensorFlow: the baseline for tests and benchmarks.
+
+Each function samples with ``tf.random.stateless_normal`` and lets autodiff do the rest, as an
+unfused Bayesian layer does. Run it with ``jit_compile=False``: XLA draws other numbers.
+"""
+
+import math
+
+import tensorflow as tf
+
+
+def sample_gaussian(mu, rho, seed):
+    """``mu + softplus(rho) * stateless_normal(shape(mu), seed)``."""
+    eps = tf.random.stateless_normal(tf.shape(mu), seed=seed, dtype=mu.dtype)
+    return mu + tf.nn.softplus(rho) * eps
+
+
+def gaussian_log_density(x, mu, sigma):
+    """Elementwise log N(x; mu, sigma)."""
+    return -0.5 * math.log(2.0 * math.pi) - tf.math.log(sigma) - 0.5 * tf.square((x - mu) / sigma)
+
+
+def gaussian_kl(mu, rho, seed, mu_prior=0.0, std_prior=0.1):
+    """``sum(log N(w; mu, sigma)) - sum(log N(w; mu_prior, std_prior))`` at one sample w."""
+    w = sample_gaussian(mu, rho, seed)
+    sigma = tf.nn.softplus(rho)
+    log_posterior = tf.reduce_sum(gaussian_log_density(w, mu, sigma))
+    log_prior = tf.reduce_sum(gaussian_log_density(w, mu_prior, tf.constant(std_prior, w.dtype)))
+    return log_posterior - log_prior
+
+
+def linear(x, w_mu, w_rho, w_seed, b_mu=None, b_rho=None, b_seed=None):
+    """``x @ W^T + b`` with W ``[out, in]`` and b sampled by ``sample_gaussian``."""
+    w = sample_gaussian(w_mu, w_rho, w_seed)
+    y = tf.tensordot(x, w, axes=[[x.shape.rank - 1], [1]])
+    if b_mu is not None:
+        y = tf.nn.bias_add(y, sample_gaussian(b_mu, b_rho, b_seed))
+    return y
