@@ -41,10 +41,6 @@ void for_chunks(const ParallelFor& pf, int64_t n, Fn fn) {
 
 }  // namespace
 
-void fill_normal(const ParallelFor& pf, const GaussianKernels& k, const NoiseStream& s, int64_t n, float* eps) {
-  for_chunks(pf, n, [&](int64_t lo, int64_t hi) { k.fill_normal(s, lo, hi, eps + lo); });
-}
-
 void sample_gaussian(const ParallelFor& pf, const NoiseStream& s, int64_t n, const float* mu, const float* rho,
                      float* w) {
   const GaussianKernels& k = best_kernels();

@@ -36,7 +36,6 @@ const GaussianKernels& best_kernels();
 const GaussianKernels& exact_kernels();
 
 // Whole-tensor entry points, split over the ParallelFor in fixed chunks.
-void fill_normal(const ParallelFor& pf, const GaussianKernels& k, const NoiseStream& s, int64_t n, float* eps);
 void sample_gaussian(const ParallelFor& pf, const NoiseStream& s, int64_t n, const float* mu, const float* rho,
                      float* w);
 void sample_gaussian_grad(const ParallelFor& pf, const NoiseStream& s, int64_t n, const float* dw,

@@ -32,7 +32,12 @@ def gaussian_kl(mu, rho, seed, mu_prior=0.0, std_prior=0.1):
 def linear(x, w_mu, w_rho, w_seed, b_mu=None, b_rho=None, b_seed=None):
     """``x @ W^T + b`` with W ``[out, in]`` and b sampled by ``sample_gaussian``."""
     w = sample_gaussian(w_mu, w_rho, w_seed)
-    y = tf.tensordot(x, w, axes=[[x.shape.rank - 1], [1]])
+    if x.shape[-1] == 0 or w.shape[0] == 0:
+        # TensorFlow's oneDNN matmul aborts the process on an empty contraction inside a graph
+        # (forward with in == 0, backward with out == 0).
+        y = tf.reduce_sum(x[..., None, :] * w, axis=-1)
+    else:
+        y = tf.tensordot(x, w, axes=[[x.shape.rank - 1], [1]])
     if b_mu is not None:
-        y = tf.nn.bias_add(y, sample_gaussian(b_mu, b_rho, b_seed))
+        y = y + sample_gaussian(b_mu, b_rho, b_seed)
     return y

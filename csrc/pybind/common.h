@@ -1,0 +1,38 @@
+// Helpers shared by the pybind11 files of fusedbnn._core.
+#pragma once
+
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <algorithm>
+#include <stdexcept>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "core/noise.h"
+
+namespace fusedbnn {
+namespace pyb {
+
+namespace py = pybind11;
+
+using Array = py::array_t<float, py::array::c_style | py::array::forcecast>;
+using Seed = std::pair<int64_t, int64_t>;
+
+inline NoiseStream stream(const Seed& seed) { return stream_from_seed(seed.first, seed.second); }
+
+inline Array empty_like(const Array& a) { return Array(std::vector<py::ssize_t>(a.shape(), a.shape() + a.ndim())); }
+
+inline void require_same_shape(const Array& a, const Array& b, const char* what) {
+  if (a.ndim() != b.ndim() || !std::equal(a.shape(), a.shape() + a.ndim(), b.shape()))
+    throw std::invalid_argument(std::string(what) + " must have the same shape");
+}
+
+// One registration function per op family, defined in that family's file.
+void register_gaussian(py::module_& m);
+void register_linear(py::module_& m);
+
+}  // namespace pyb
+}  // namespace fusedbnn

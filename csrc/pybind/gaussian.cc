@@ -1,0 +1,71 @@
+// fusedbnn._core: noise and Gaussian sampling kernels.
+#include "core/cpu_features.h"
+#include "core/gaussian.h"
+#include "pybind/common.h"
+
+namespace fusedbnn {
+namespace pyb {
+namespace {
+
+// Elements [begin, begin + n) of the seed's normal sequence.
+Array normal(int64_t n, const Seed& seed, bool exact, int64_t begin) {
+  if (n < 0 || begin < 0) throw std::invalid_argument("n and begin must be >= 0");
+  Array out(n);
+  const GaussianKernels& k = exact ? exact_kernels() : best_kernels();
+  k.fill_normal(stream(seed), begin, begin + n, out.mutable_data());
+  return out;
+}
+
+Array sample(const Array& mu, const Array& rho, const Seed& seed) {
+  require_same_shape(mu, rho, "mu and rho");
+  Array w = empty_like(mu);
+  sample_gaussian(serial_for(), stream(seed), mu.size(), mu.data(), rho.data(), w.mutable_data());
+  return w;
+}
+
+// (drho, w): drho = dw * eps * sigmoid(rho) and the regenerated sample.
+py::tuple sample_grad(const Array& dw, const Array& mu, const Array& rho, const Seed& seed) {
+  require_same_shape(mu, rho, "mu and rho");
+  require_same_shape(mu, dw, "mu and dw");
+  Array drho = empty_like(mu), w = empty_like(mu);
+  sample_gaussian_grad(serial_for(), stream(seed), mu.size(), dw.data(), mu.data(), rho.data(),
+                       drho.mutable_data(), w.mutable_data());
+  return py::make_tuple(drho, w);
+}
+
+float kl(const Array& mu, const Array& rho, const Seed& seed, float mu_prior, float std_prior) {
+  require_same_shape(mu, rho, "mu and rho");
+  return gaussian_kl(serial_for(), stream(seed), mu.size(), mu.data(), rho.data(), mu_prior, std_prior);
+}
+
+py::tuple kl_grad(const Array& mu, const Array& rho, const Seed& seed, float mu_prior, float std_prior, float dkl) {
+  require_same_shape(mu, rho, "mu and rho");
+  Array dmu = empty_like(mu), drho = empty_like(mu);
+  gaussian_kl_grad(serial_for(), stream(seed), mu.size(), mu.data(), rho.data(), mu_prior, std_prior, dkl,
+                   dmu.mutable_data(), drho.mutable_data());
+  return py::make_tuple(dmu, drho);
+}
+
+}  // namespace
+
+void register_gaussian(py::module_& m) {
+  m.def("isa", [] { return std::string(isa_name(active_isa())); }, "Instruction set the CPU kernels run.");
+  m.def("stream_from_seed", [](const Seed& s) {
+        const NoiseStream st = stream(s);
+        return py::make_tuple(py::make_tuple(st.key[0], st.key[1]),
+                              py::make_tuple(st.counter[0], st.counter[1], st.counter[2], st.counter[3]));
+      }, py::arg("seed"), "Philox key (2 x uint32) and counter (4 x uint32) of a [2] seed.");
+  m.def("eps_at", [](const Seed& s, uint64_t i) { return eps_at(stream(s), i); }, py::arg("seed"), py::arg("index"),
+        "Element `index` of the seed's normal sequence, computed alone (exact scalar path).");
+  m.def("normal", &normal, py::arg("n"), py::arg("seed"), py::arg("exact") = false, py::arg("begin") = 0,
+        "Elements [begin, begin + n) of stateless_normal's flat sequence; exact=True: the libm path.");
+  m.def("sample_gaussian", &sample, py::arg("mu"), py::arg("rho"), py::arg("seed"));
+  m.def("sample_gaussian_grad", &sample_grad, py::arg("dw"), py::arg("mu"), py::arg("rho"), py::arg("seed"));
+  m.def("gaussian_kl", &kl, py::arg("mu"), py::arg("rho"), py::arg("seed"), py::arg("mu_prior") = 0.0f,
+        py::arg("std_prior") = 0.1f);
+  m.def("gaussian_kl_grad", &kl_grad, py::arg("mu"), py::arg("rho"), py::arg("seed"), py::arg("mu_prior") = 0.0f,
+        py::arg("std_prior") = 0.1f, py::arg("dkl") = 1.0f);
+}
+
+}  // namespace pyb
+}  // namespace fusedbnn

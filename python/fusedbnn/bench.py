@@ -1,0 +1,203 @@
+"""Microbenchmarks: each fused op against the pure-TensorFlow reference and the deterministic layer.
+
+    python -m fusedbnn.bench [--cases linear-s,linear-b] [--pairs 30] [--json out.json] [--plot out.png]
+
+Method (DESIGN.md): every side is a ``tf.function(jit_compile=False)`` over variables (a constant
+seed would let Grappler fold the reference's noise into a constant). The three sides are timed in one
+process, interleaved, for many rounds; the reported figures are medians of per-round ratios, which
+stay stable on a shared, noisy machine where absolute times do not. Peak memory is TensorFlow's CPU
+allocator peak during one training step above what was allocated before it.
+"""
+
+import argparse
+import dataclasses
+import json
+import statistics
+import sys
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from fusedbnn import ops, reference
+
+SIDES = ("fused", "reference", "deterministic")
+
+
+@dataclasses.dataclass
+class Side:
+    """One implementation of a case: a forward function and a training step (forward + all gradients)."""
+
+    forward: object
+    train_step: object
+
+
+def _function(fn):
+    return tf.function(fn, jit_compile=False)
+
+
+def _side(forward, trainables):
+    """A Side whose training step takes the gradient of sum(forward()^2) for every trainable."""
+
+    def train_step():
+        with tf.GradientTape() as tape:
+            out = forward()
+            loss = tf.reduce_sum(tf.square(out))
+        return tape.gradient(loss, trainables)
+
+    return Side(_function(forward), _function(train_step))
+
+
+def _params(shape, rng, rho=-5.0):
+    mu = tf.Variable(rng.normal(0.0, 0.1, shape).astype(np.float32))
+    return mu, tf.Variable(np.full(shape, rho, np.float32)), tf.Variable(rng.integers(0, 2**31, [2]), dtype=tf.int64)
+
+
+def linear_case(batch, n_in, n_out):
+    """A Bayesian dense layer ``n_in -> n_out`` at batch ``batch``, with bias."""
+
+    def build(rng):
+        x = tf.Variable(rng.normal(size=[batch, n_in]).astype(np.float32))
+        w_mu, w_rho, w_seed = _params([n_out, n_in], rng)
+        b_mu, b_rho, b_seed = _params([n_out], rng)
+        trainables = [x, w_mu, w_rho, b_mu, b_rho]
+        dense = keras.layers.Dense(n_out)
+        dense.build((batch, n_in))
+        return {
+            "fused": _side(lambda: ops.linear(x, w_mu, w_rho, w_seed, b_mu, b_rho, b_seed), trainables),
+            "reference": _side(lambda: reference.linear(x, w_mu, w_rho, w_seed, b_mu, b_rho, b_seed), trainables),
+            "deterministic": _side(lambda: dense(x), [x] + dense.trainable_variables),
+        }
+
+    return build
+
+
+# The standard cases of DESIGN.md.
+CASES = {
+    "linear-s": linear_case(32, 1024, 1024),
+    "linear-l": linear_case(32, 4096, 4096),
+    "linear-b": linear_case(512, 1024, 1024),
+}
+
+
+def _time_once(fn, inner):
+    start = time.perf_counter()
+    for _ in range(inner):
+        fn()
+    return (time.perf_counter() - start) / inner
+
+
+def _peak_bytes(fn):
+    """TensorFlow CPU allocator peak during fn() above the bytes in use before it."""
+    try:
+        tf.config.experimental.reset_memory_stats("CPU:0")
+        before = tf.config.experimental.get_memory_info("CPU:0")["current"]
+        fn()
+        return tf.config.experimental.get_memory_info("CPU:0")["peak"] - before
+    except (ValueError, tf.errors.InvalidArgumentError):
+        return float("nan")
+
+
+def measure(name, build, pairs, min_seconds=0.02, log=None):
+    """Rows for one case: forward and forward+backward, timed over ``pairs`` interleaved rounds."""
+    sides = build(np.random.default_rng(0))
+    rows = []
+    for pass_name, attr in (("forward", "forward"), ("forward+backward", "train_step")):
+        fns = {s: getattr(sides[s], attr) for s in SIDES}
+        for fn in fns.values():  # trace and warm up
+            fn()
+            fn()
+        inner = max(1, int(min_seconds / max(_time_once(fns["fused"], 1), 1e-6)))
+        times = {s: [] for s in SIDES}
+        for round_index in range(pairs):
+            order = SIDES if round_index % 2 == 0 else SIDES[::-1]
+            for s in order:
+                times[s].append(_time_once(fns[s], inner))
+        speedup = statistics.median(r / f for r, f in zip(times["reference"], times["fused"]))
+        vs_det = statistics.median(f / d for f, d in zip(times["fused"], times["deterministic"]))
+        row = {
+            "case": name,
+            "pass": pass_name,
+            "fused_ms": 1e3 * statistics.median(times["fused"]),
+            "reference_ms": 1e3 * statistics.median(times["reference"]),
+            "deterministic_ms": 1e3 * statistics.median(times["deterministic"]),
+            "speedup_vs_reference": speedup,
+            "ratio_to_deterministic": vs_det,
+        }
+        if attr == "train_step":
+            for s in SIDES:
+                row[f"peak_mb_{s}"] = _peak_bytes(fns[s]) / 2**20
+        rows.append(row)
+        if log:
+            log(f"  {name:10s} {pass_name:17s} speedup {speedup:5.2f}x  vs deterministic {vs_det:5.2f}x")
+    return rows
+
+
+def format_table(rows):
+    header = (f"{'case':10s} {'pass':17s} {'fused ms':>9s} {'ref ms':>9s} {'det ms':>9s} {'speedup':>8s} "
+              f"{'vs det':>7s} {'peak MB fused/ref/det':>22s}")
+    lines = [header, "-" * len(header)]
+    for r in rows:
+        peak = ""
+        if "peak_mb_fused" in r:
+            peak = f"{r['peak_mb_fused']:.1f}/{r['peak_mb_reference']:.1f}/{r['peak_mb_deterministic']:.1f}"
+        lines.append(
+            f"{r['case']:10s} {r['pass']:17s} {r['fused_ms']:9.3f} {r['reference_ms']:9.3f} "
+            f"{r['deterministic_ms']:9.3f} {r['speedup_vs_reference']:7.2f}x {r['ratio_to_deterministic']:6.2f}x "
+            f"{peak:>22s}"
+        )
+    return "\n".join(lines)
+
+
+def plot(rows, path):
+    """Bar chart of the speedup over the reference and the ratio to the deterministic layer."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = [f"{r['case']}\n{r['pass'].replace('forward+backward', 'fwd+bwd')}" for r in rows]
+    xs = np.arange(len(rows))
+    fig, axes = plt.subplots(1, 2, figsize=(max(8, 1.1 * len(rows) + 4), 4.5))
+    axes[0].bar(xs, [r["speedup_vs_reference"] for r in rows], color="tab:blue")
+    axes[0].axhline(1.0, color="black", linewidth=0.8)
+    axes[0].set_title("speedup over the pure-TF reference (higher is better)")
+    axes[1].bar(xs, [r["ratio_to_deterministic"] for r in rows], color="tab:orange")
+    axes[1].axhline(1.0, color="black", linewidth=0.8)
+    axes[1].set_title("time / deterministic Keras layer (lower is better)")
+    for ax in axes:
+        ax.set_xticks(xs, labels, fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--cases", default=",".join(CASES), help="comma-separated, from: " + ", ".join(CASES))
+    parser.add_argument("--pairs", type=int, default=15, help="interleaved timing rounds per pass")
+    parser.add_argument("--json", help="write the rows as JSON here")
+    parser.add_argument("--plot", help="write a PNG chart here")
+    args = parser.parse_args(argv)
+    names = [c.strip() for c in args.cases.split(",") if c.strip()]
+    unknown = [n for n in names if n not in CASES]
+    if unknown:
+        parser.error(f"unknown case(s) {unknown}; known: {', '.join(CASES)}")
+    print(f"fusedbnn bench: {len(names)} case(s), {args.pairs} rounds each, "
+          f"{tf.config.threading.get_intra_op_parallelism_threads() or 'all'} intra-op threads", file=sys.stderr)
+    rows = []
+    for index, name in enumerate(names, 1):
+        print(f"[{index}/{len(names)}] {name}", file=sys.stderr, flush=True)
+        rows += measure(name, CASES[name], args.pairs, log=lambda m: print(m, file=sys.stderr, flush=True))
+    print(format_table(rows))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"rows": rows, "tensorflow": tf.__version__}, f, indent=2)
+    if args.plot:
+        plot(rows, args.plot)
+    return rows
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,67 @@
+"""fusedbnn._core: the framework-free kernels on NumPy, checked against NumPy maths."""
+
+import numpy as np
+import pytest
+
+from fusedbnn import _core
+
+
+def softplus(x):
+    return np.logaddexp(0.0, x.astype(np.float64))
+
+
+def sigmoid(x):
+    return 1.0 / (1.0 + np.exp(-x.astype(np.float64)))
+
+
+@pytest.mark.parametrize("n", [1, 5, 64, 1001])
+def test_sample_and_grad_against_numpy(n):
+    rng = np.random.default_rng(n)
+    mu = rng.normal(size=n).astype(np.float32)
+    rho = rng.normal(-2, 2, size=n).astype(np.float32)
+    dw = rng.normal(size=n).astype(np.float32)
+    eps = _core.normal(n, (4, 5), exact=True)
+    np.testing.assert_allclose(_core.sample_gaussian(mu, rho, (4, 5)), mu + softplus(rho) * eps, rtol=1e-5, atol=1e-5)
+    drho, w = _core.sample_gaussian_grad(dw, mu, rho, (4, 5))
+    np.testing.assert_allclose(drho, dw * eps * sigmoid(rho), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(w, mu + softplus(rho) * eps, rtol=1e-5, atol=1e-5)
+
+
+def test_kl_and_grad_against_numpy():
+    rng = np.random.default_rng(1)
+    mu = rng.normal(size=(40, 30)).astype(np.float32)
+    rho = rng.normal(-2, 1, size=(40, 30)).astype(np.float32)
+    eps = _core.normal(mu.size, (1, 1), exact=True).reshape(mu.shape).astype(np.float64)
+    s = softplus(rho)
+    w = mu + s * eps
+    kl = np.sum(-np.log(s) - 0.5 * eps**2 + np.log(0.5) + 0.5 * ((w - 0.2) / 0.5) ** 2)
+    assert _core.gaussian_kl(mu, rho, (1, 1), 0.2, 0.5) == pytest.approx(kl, rel=1e-5)
+    dmu, drho = _core.gaussian_kl_grad(mu, rho, (1, 1), 0.2, 0.5, 2.0)
+    np.testing.assert_allclose(dmu, 2.0 * (w - 0.2) / 0.25, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(drho, 2.0 * (-1 / s + eps * (w - 0.2) / 0.25) * sigmoid(rho), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("rows, n_in, n_out", [(1, 1, 1), (3, 5, 7), (33, 70, 129), (0, 4, 3)])
+def test_linear_against_numpy(rows, n_in, n_out):
+    rng = np.random.default_rng(rows + n_in)
+    x = rng.normal(size=(rows, n_in)).astype(np.float32)
+    w_mu, b_mu = rng.normal(size=(n_out, n_in)).astype(np.float32), rng.normal(size=n_out).astype(np.float32)
+    w_rho, b_rho = np.full((n_out, n_in), -1.0, np.float32), np.full(n_out, -2.0, np.float32)
+    w = _core.sample_gaussian(w_mu, w_rho, (1, 2)).astype(np.float64)
+    b = _core.sample_gaussian(b_mu, b_rho, (3, 4)).astype(np.float64)
+    y = _core.linear(x, w_mu, w_rho, (1, 2), b_mu, b_rho, (3, 4))
+    np.testing.assert_allclose(y, x @ w.T + b, rtol=1e-4, atol=1e-4)
+    dy = rng.normal(size=(rows, n_out)).astype(np.float32)
+    dx, dw_mu, dw_rho, db_mu, db_rho = _core.linear_grad(dy, x, w_mu, w_rho, (1, 2), b_mu, b_rho, (3, 4))
+    np.testing.assert_allclose(dx, dy @ w, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(dw_mu, dy.T @ x, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(dw_rho, _core.sample_gaussian_grad(dw_mu, w_mu, w_rho, (1, 2))[0], rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(db_mu, dy.sum(0), rtol=1e-4, atol=1e-4)
+    assert db_rho.shape == (n_out,)
+
+
+def test_bad_shapes_raise():
+    with pytest.raises(ValueError, match="same shape"):
+        _core.sample_gaussian(np.zeros(3, np.float32), np.zeros(4, np.float32), (1, 2))
+    with pytest.raises(ValueError, match="in-features"):
+        _core.linear(np.zeros((2, 3), np.float32), np.zeros((4, 5), np.float32), np.zeros((4, 5), np.float32), (1, 2))
