@@ -89,10 +89,9 @@ def linear(x, w_mu, w_rho, w_seed, b_mu=None, b_rho=None, b_seed=None):
     """
     x = _float_tensor(x, "x")
     w_mu, w_rho, w_seed = _mu_rho_seed(w_mu, w_rho, w_seed, prefix="w_")
-    if w_seed.dtype != tf.int64:
-        w_seed = tf.cast(w_seed, tf.int64)
     b_mu, b_rho, b_seed, use_bias = _optional_bias(b_mu, b_rho, b_seed, w_seed)
-    b_seed = tf.cast(b_seed, tf.int64)
+    # The op takes both seeds in one dtype.
+    w_seed, b_seed = tf.cast(w_seed, tf.int64), tf.cast(b_seed, tf.int64)
     return _ops.fused_bnn_linear(x, w_mu, w_rho, w_seed, b_mu, b_rho, b_seed, use_bias=use_bias)
 
 
