@@ -61,14 +61,16 @@ def _conv2d_nhwc(x, w, args):
     """Plain TF convolution of NHWC ``x`` with the kernel ``w`` [kh, kw, in/groups, out], covering
     what TensorFlow's CPU convolution refuses: dilation (its CPU gradient does not support it, so the
     kernel is dilated with zeros instead) and groups (one convolution per group)."""
-    out_h, _ = _conv_args.axis_output(x.shape[1], w.shape[0], args.strides[0], args.dilations[0], args.padding,
-                                      *args.explicit[:2])
-    out_w, _ = _conv_args.axis_output(x.shape[2], w.shape[1], args.strides[1], args.dilations[1], args.padding,
-                                      *args.explicit[2:])
-    if x.shape[0] == 0 or out_h == 0 or out_w == 0:
+    out_size = [None, None]
+    for axis in (0, 1):
+        if x.shape[axis + 1] is not None:
+            out_size[axis], _ = _conv_args.axis_output(x.shape[axis + 1], w.shape[axis], args.strides[axis],
+                                                       args.dilations[axis], args.padding,
+                                                       *args.explicit[2 * axis:2 * axis + 2])
+    if None not in out_size and 0 in (x.shape[0], *out_size):
         # oneDNN mishandles empty convolutions in graphs; keep the gradients defined (zero).
         zero = 0.0 * (tf.reduce_sum(x) + tf.reduce_sum(w))
-        return tf.zeros([x.shape[0], out_h, out_w, w.shape[3]], x.dtype) + zero
+        return tf.zeros([tf.shape(x)[0], *out_size, w.shape[3]], x.dtype) + zero
     w = _dilate_kernel(_dilate_kernel(w, 0, args.dilations[0]), 1, args.dilations[1])
     padding = args.padding
     if padding == "EXPLICIT":
@@ -94,7 +96,7 @@ def conv2d(x, w_mu, w_rho, w_seed, b_mu=None, b_rho=None, b_seed=None, stride=1,
            groups=1, data_format="NHWC"):
     """2-D convolution with the kernel [kh, kw, in/groups, out] (and bias) sampled by ``sample_gaussian``.
 
-    Spatial sizes must be static. Arguments as ``fusedbnn.ops.conv2d``.
+    Arguments as ``fusedbnn.ops.conv2d``.
     """
     args = _conv_args.conv2d_args(stride, padding, dilation, groups, data_format)
     b = None if b_mu is None else sample_gaussian(b_mu, b_rho, b_seed)
