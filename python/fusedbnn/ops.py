@@ -123,9 +123,13 @@ def _sampled_conv2d(x, w_mu, w_rho, w_seed, b_mu, b_rho, b_seed, use_bias, args)
 
 
 def _prefers_tensorflow_engine(x, args):
-    """Where TensorFlow's oneDNN convolution beats the in-op one (benchmarks/NOTES.md): NHWC with
-    static spatial sizes, one group and no dilation (TensorFlow has no CPU gradient for dilation)."""
-    return args.channels_last and args.groups == 1 and max(args.dilations) == 1 and x.shape[1:3].is_fully_defined()
+    """Where sampling in the fused op and convolving with TensorFlow beats the in-op convolution
+    (measured in benchmarks/NOTES.md): every undilated convolution (oneDNN's kernels are faster
+    than the in-op im2col + GEMM, and transposing NCHW or splitting groups costs less than the
+    difference). Dilated ones stay in the op: TensorFlow has no CPU gradient for dilation, and a
+    zero-dilated kernel costs more. Inputs with unknown sizes also stay in the op, which checks
+    them at run time."""
+    return max(args.dilations) == 1 and x.shape[1:].is_fully_defined()
 
 
 _ENGINES = ("auto", "fused", "tensorflow")
