@@ -73,11 +73,29 @@ def linear_case(batch, n_in, n_out):
     return build
 
 
+def embedding_case(rows, dim, ids_shape):
+    """A Bayesian embedding table ``[rows, dim]`` looked up at random ids of shape ``ids_shape``."""
+
+    def build(rng):
+        ids = tf.Variable(rng.integers(0, rows, ids_shape), dtype=tf.int64)
+        w_mu, w_rho, w_seed = _params([rows, dim], rng)
+        table = keras.layers.Embedding(rows, dim)
+        table.build(ids_shape)
+        return {
+            "fused": _side(lambda: ops.embedding(ids, w_mu, w_rho, w_seed), [w_mu, w_rho]),
+            "reference": _side(lambda: reference.embedding(ids, w_mu, w_rho, w_seed), [w_mu, w_rho]),
+            "deterministic": _side(lambda: table(ids), table.trainable_variables),
+        }
+
+    return build
+
+
 # The standard cases of DESIGN.md.
 CASES = {
     "linear-s": linear_case(32, 1024, 1024),
     "linear-l": linear_case(32, 4096, 4096),
     "linear-b": linear_case(512, 1024, 1024),
+    "embedding": embedding_case(50000, 128, [32, 64]),
 }
 
 

@@ -5,6 +5,8 @@ Every op samples ``w = mu + softplus(rho) * eps`` inside, with ``eps`` equal to
 ``seed``. ``fusedbnn.reference`` has the same functions in plain TensorFlow.
 """
 
+import numbers
+
 import tensorflow as tf
 
 from fusedbnn._loader import load_op_library
@@ -103,3 +105,49 @@ def _linear_grad(op, dy):
     if not use_bias:
         db_mu = db_rho = None
     return dx, dw_mu, dw_rho, None, db_mu, db_rho, None
+
+
+def _embedding_options(padding_idx, max_norm, norm_type):
+    """The op attributes for embedding's options, checked: -1 and 0.0 mean none."""
+    if padding_idx is not None and (isinstance(padding_idx, bool) or not isinstance(padding_idx, numbers.Integral)
+                                    or padding_idx < 0):
+        raise ValueError(f"padding_idx must be None or an int >= 0, got {padding_idx!r}")
+    if max_norm is not None and not (isinstance(max_norm, numbers.Real) and max_norm > 0):
+        raise ValueError(f"max_norm must be None or positive, got {max_norm!r}")
+    if not (isinstance(norm_type, numbers.Real) and 0 < norm_type < float("inf")):
+        raise ValueError(f"norm_type must be a positive finite number, got {norm_type!r}")
+    return {
+        "padding_idx": -1 if padding_idx is None else int(padding_idx),
+        "max_norm": 0.0 if max_norm is None else float(max_norm),
+        "norm_type": float(norm_type),
+    }
+
+
+def embedding(ids, w_mu, w_rho, w_seed, padding_idx=None, max_norm=None, norm_type=2.0):
+    """Bayesian embedding lookup ``W[ids]``, W ``[num_embeddings, dim]``, sampling only the rows it reads.
+
+    ``ids`` are int32 or int64 of any shape, each in ``[0, num_embeddings)`` (else
+    InvalidArgumentError naming the id); the result has shape ``ids.shape + [dim]`` and equals a
+    gather from ``sample_gaussian(w_mu, w_rho, w_seed)``. Outputs at ``padding_idx`` are zero (and
+    get no gradient). With ``max_norm``, each output row e is scaled by
+    ``max_norm / max(norm(e, norm_type), max_norm)``, gradient included. The gradients for
+    ``w_mu`` and ``w_rho`` are ``tf.IndexedSlices`` over the distinct looked-up rows.
+    """
+    ids = tf.convert_to_tensor(ids)
+    if ids.dtype not in (tf.int32, tf.int64):
+        raise ValueError(f"ids must be an int32 or int64 tensor, got dtype {ids.dtype.name}")
+    w_mu, w_rho, w_seed = _mu_rho_seed(w_mu, w_rho, w_seed, prefix="w_")
+    options = _embedding_options(padding_idx, max_norm, norm_type)
+    num_embeddings = w_mu.shape[0] if w_mu.shape.rank == 2 else None
+    if num_embeddings is not None and options["padding_idx"] >= num_embeddings:
+        raise ValueError(f"padding_idx must be in [0, {num_embeddings}), got {padding_idx}")
+    return _ops.fused_bnn_embedding(ids, w_mu, w_rho, w_seed, **options)
+
+
+@tf.RegisterGradient("FusedBnn>Embedding")
+def _embedding_grad(op, dy):
+    ids, w_mu, w_rho, w_seed = op.inputs
+    options = {name: op.get_attr(name) for name in ("padding_idx", "max_norm", "norm_type")}
+    indices, dw_mu, dw_rho = _ops.fused_bnn_embedding_grad(dy, ids, w_mu, w_rho, w_seed, **options)
+    table_shape = tf.shape(w_mu)  # int32, as tf.gather's gradient has it (tf.cond needs them to agree)
+    return None, tf.IndexedSlices(dw_mu, indices, table_shape), tf.IndexedSlices(dw_rho, indices, table_shape), None

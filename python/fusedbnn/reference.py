@@ -41,3 +41,26 @@ def linear(x, w_mu, w_rho, w_seed, b_mu=None, b_rho=None, b_seed=None):
     if b_mu is not None:
         y = y + sample_gaussian(b_mu, b_rho, b_seed)
     return y
+
+
+def embedding(ids, w_mu, w_rho, w_seed, padding_idx=None, max_norm=None, norm_type=2.0):
+    """``W[ids]`` from the fully sampled table, then padding and max-norm as ``embedding_lookup``."""
+    return embedding_lookup(sample_gaussian(w_mu, w_rho, w_seed), ids, padding_idx, max_norm, norm_type)
+
+
+def embedding_lookup(w, ids, padding_idx=None, max_norm=None, norm_type=2.0):
+    """``w[ids]`` with illia's padding and max-norm, for a fixed table ``w``.
+
+    Rows at ``padding_idx`` are zero. With ``max_norm``, each row e is multiplied by
+    ``max_norm / max(norm(e, norm_type), max_norm)``: illia's ``clip(norm, 0, max_norm) /
+    max(norm, 1e-7)`` for every norm above 1e-7, without its 0/0 guard. The norm is taken before
+    the padding mask (which zeroes those rows anyway), so no gradient passes through a zero norm.
+    """
+    rows = tf.gather(w, ids)
+    if max_norm is not None:
+        norms = tf.norm(rows, ord=norm_type, axis=-1, keepdims=True)
+        rows = rows * (max_norm / tf.maximum(norms, max_norm))
+    if padding_idx is not None:
+        rows = tf.where(tf.expand_dims(tf.not_equal(ids, tf.cast(padding_idx, ids.dtype)), -1), rows,
+                        tf.zeros_like(rows))
+    return rows

@@ -1,6 +1,7 @@
 """Keras 3 Bayesian layers over the fused ops, with illia's API."""
 
 from fusedbnn.nn.base import BayesianModule
+from fusedbnn.nn.embedding import Embedding
 from fusedbnn.nn.linear import Linear
 
-__all__ = ["BayesianModule", "Linear"]
+__all__ = ["BayesianModule", "Embedding", "Linear"]
