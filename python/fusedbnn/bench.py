@@ -90,12 +90,33 @@ def embedding_case(rows, dim, ids_shape):
     return build
 
 
+def lstm_case(batch, steps, n_in, hidden):
+    """A Bayesian LSTM ``n_in -> hidden`` over ``steps`` steps at batch ``batch``; the output is h_seq."""
+
+    def build(rng):
+        x = tf.Variable(rng.normal(size=[batch, steps, n_in]).astype(np.float32))
+        w_mu, w_rho, w_seed = _params([n_in + hidden, 4 * hidden], rng)
+        b_mu, b_rho, b_seed = _params([4 * hidden], rng)
+        args = (x, w_mu, w_rho, w_seed, b_mu, b_rho, b_seed)
+        trainables = [x, w_mu, w_rho, b_mu, b_rho]
+        recurrent = keras.layers.LSTM(hidden, return_sequences=True)
+        recurrent.build((batch, steps, n_in))
+        return {
+            "fused": _side(lambda: ops.lstm(*args)[0], trainables),
+            "reference": _side(lambda: reference.lstm(*args)[0], trainables),
+            "deterministic": _side(lambda: recurrent(x), [x] + recurrent.trainable_variables),
+        }
+
+    return build
+
+
 # The standard cases of DESIGN.md.
 CASES = {
     "linear-s": linear_case(32, 1024, 1024),
     "linear-l": linear_case(32, 4096, 4096),
     "linear-b": linear_case(512, 1024, 1024),
     "embedding": embedding_case(50000, 128, [32, 64]),
+    "lstm": lstm_case(32, 64, 128, 256),
 }
 
 

@@ -151,3 +151,39 @@ def _embedding_grad(op, dy):
     indices, dw_mu, dw_rho = _ops.fused_bnn_embedding_grad(dy, ids, w_mu, w_rho, w_seed, **options)
     table_shape = tf.shape(w_mu)  # int32, as tf.gather's gradient has it (tf.cond needs them to agree)
     return None, tf.IndexedSlices(dw_mu, indices, table_shape), tf.IndexedSlices(dw_rho, indices, table_shape), None
+
+
+def lstm(x, w_mu, w_rho, w_seed, b_mu, b_rho, b_seed, initial_state=None):
+    """Bayesian LSTM over a whole sequence in one op; returns ``(h_seq, (h_T, c_T))``.
+
+    ``x`` is ``[B, T, E]``, W ``[E + H, 4H]`` and b ``[4H]`` are sampled once per call, gate order
+    f, i, c, o along the last axis: ``z = [x_t, h] @ W + b``, ``c = sig(f) c + sig(i) tanh(g)``,
+    ``h = sig(o) tanh(c)``. ``initial_state`` is ``(h0, c0)``, each ``[B, H]``, zeros if None.
+    ``h_seq`` is ``[B, T, H]``. The gradient op runs backpropagation through time from the
+    activations the forward op kept, and regenerates the noise for the ``rho`` gradients.
+    """
+    x = _float_tensor(x, "x")
+    w_mu, w_rho, w_seed = _mu_rho_seed(w_mu, w_rho, w_seed, prefix="w_")
+    b_mu, b_rho, b_seed = _mu_rho_seed(b_mu, b_rho, b_seed, prefix="b_")
+    if w_seed.dtype != b_seed.dtype:
+        w_seed, b_seed = tf.cast(w_seed, tf.int64), tf.cast(b_seed, tf.int64)
+    if initial_state is None:
+        h0 = c0 = tf.zeros(tf.stack([tf.shape(x)[0], tf.shape(w_mu)[-1] // 4]), tf.float32)
+    else:
+        if len(initial_state) != 2:
+            raise ValueError(f"initial_state must be a pair (h0, c0), got {len(initial_state)} tensors")
+        h0, c0 = _float_tensor(initial_state[0], "h0"), _float_tensor(initial_state[1], "c0")
+    h_seq, h_last, c_last, _, _, _ = _ops.fused_bnn_lstm(x, w_mu, w_rho, w_seed, b_mu, b_rho, b_seed, h0, c0)
+    return h_seq, (h_last, c_last)
+
+
+@tf.RegisterGradient("FusedBnn>Lstm")
+def _lstm_grad(op, dh_seq, dh_last, dc_last, *_saved_grads):
+    h_seq, h_last, c_last, w, gates, cells = op.outputs
+    dh_seq = tf.zeros_like(h_seq) if dh_seq is None else dh_seq
+    dh_last = tf.zeros_like(h_last) if dh_last is None else dh_last
+    dc_last = tf.zeros_like(c_last) if dc_last is None else dc_last
+    dx, dw_mu, dw_rho, db_mu, db_rho, dh0, dc0 = _ops.fused_bnn_lstm_grad(
+        dh_seq, dh_last, dc_last, *op.inputs, h_seq, w, gates, cells
+    )
+    return dx, dw_mu, dw_rho, None, db_mu, db_rho, None, dh0, dc0
