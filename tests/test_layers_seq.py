@@ -92,3 +92,118 @@ def test_embedding_config_round_trip():
         assert getattr(clone, key) == getattr(layer, key)
     restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(layer))
     assert isinstance(restored, nn.Embedding) and restored.get_config() == config
+
+
+def illia_lstm(layer, ids, init_states=None):
+    """illia's LSTM.call in NumPy from the frozen variables under illia's names."""
+    sig = lambda v: 1 / (1 + np.exp(-v))  # noqa: E731
+    x = reference.embedding_lookup(layer.embedding.w, ids[..., 0], layer.padding_idx, layer.max_norm,
+                                   layer.norm_type).numpy().astype(np.float64)
+    w = {name: getattr(layer, name).numpy().astype(np.float64)
+         for name in ("wf", "bf", "wi", "bi", "wc", "bc", "wo", "bo", "wv", "bv")}
+    if init_states is None:
+        h = c = np.zeros([x.shape[0], layer.hidden_size])
+    else:
+        h, c = (np.asarray(s, np.float64) for s in init_states)
+    for t in range(x.shape[1]):
+        z = np.concatenate([x[:, t], h], 1)
+        c = c * sig(z @ w["wf"] + w["bf"]) + np.tanh(z @ w["wc"] + w["bc"]) * sig(z @ w["wi"] + w["bi"])
+        h = sig(z @ w["wo"] + w["bo"]) * np.tanh(c)
+    return h @ w["wv"] + w["bv"], (h, c)
+
+
+def lstm_ids(rng, batch, steps, rows):
+    return tf.constant(rng.integers(0, rows, size=[batch, steps, 1]), tf.int64)
+
+
+@pytest.mark.parametrize("options", [{}, {"padding_idx": 0, "max_norm": 0.1}])
+@pytest.mark.parametrize("with_states", [False, True])
+def test_lstm_frozen_weights_under_illia_names_reproduce_the_output(options, with_states, rng):
+    layer = nn.LSTM(15, 4, 6, 3, seed=3, **options)
+    ids = lstm_ids(rng, 5, 7, 15)
+    states = None
+    if with_states:
+        states = tuple(tf.constant(rng.normal(0, 0.5, [5, 6]).astype(np.float32)) for _ in range(2))
+    y, (h, c) = layer(ids, init_states=states)
+    assert y.shape == (5, 3) and h.shape == (5, 6) and c.shape == (5, 6)
+    assert not np.allclose(layer(ids, init_states=states)[0], y)
+    last = layer(ids, init_states=states)
+    layer.freeze()
+    for name, shape in [("wf", (10, 6)), ("wi", (10, 6)), ("wc", (10, 6)), ("wo", (10, 6)), ("bf", (6,)),
+                        ("bi", (6,)), ("bc", (6,)), ("bo", (6,)), ("wv", (6, 3)), ("bv", (3,))]:
+        assert tuple(getattr(layer, name).shape) == shape, name
+    frozen = layer(ids, init_states=states)
+    # freeze() keeps the last call's sample, so the frozen layer repeats that call ...
+    for got, want in zip(tf.nest.flatten(frozen), tf.nest.flatten(last)):
+        assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+    # ... and illia's computation from the named variables gives the same.
+    for got, want in zip(tf.nest.flatten(frozen), tf.nest.flatten(illia_lstm(layer, ids.numpy(), states))):
+        assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+    layer.unfreeze()
+    assert not layer.frozen and not layer.embedding.frozen
+    assert not np.allclose(layer(ids, init_states=states)[0], frozen[0])
+
+
+def test_lstm_kl_cost_includes_every_parameter(rng):
+    layer = nn.LSTM(11, 3, 5, 2, seed=4)
+    layer(lstm_ids(rng, 2, 4, 11))
+    parts = [layer.embedding.kl_cost()[0]] + [
+        dist.kl_at_seed(param.seed) for dist, param in [
+            (layer.gate_weights_distribution, layer._w), (layer.gate_bias_distribution, layer._b),
+            (layer.output_weights_distribution, layer._wv), (layer.output_bias_distribution, layer._bv)]
+    ]
+    kl, num_params = layer.kl_cost()
+    assert num_params == 11 * 3 + 4 * (8 * 5 + 5) + 5 * 2 + 2
+    assert_allclose(kl, tf.add_n(parts), rtol=1e-6, atol=1e-3)
+    layer.freeze()
+    frozen_parts = [layer.embedding.weights_distribution.log_prob(layer.embedding.w)] + [
+        dist.log_prob(value) for dist, value in [
+            (layer.gate_weights_distribution, tf.concat([layer.wf, layer.wi, layer.wc, layer.wo], 1)),
+            (layer.gate_bias_distribution, tf.concat([layer.bf, layer.bi, layer.bc, layer.bo], 0)),
+            (layer.output_weights_distribution, layer.wv), (layer.output_bias_distribution, layer.bv)]
+    ]
+    assert_allclose(layer.kl_cost()[0], tf.add_n(frozen_parts), rtol=1e-6, atol=1e-3)
+    # The frozen sample is the last call's sample: the same KL.
+    assert_allclose(layer.kl_cost()[0], kl, rtol=1e-4, atol=1e-2)
+
+
+def test_lstm_trains_in_a_traced_step(rng):
+    layer = nn.LSTM(20, 4, 5, 2, padding_idx=1, seed=6)
+    ids = lstm_ids(rng, 3, 6, 20)
+    states = [tf.Variable(rng.normal(size=[3, 5]).astype(np.float32)) for _ in range(2)]
+    optimizer = keras.optimizers.Adam(1e-2)
+
+    @tf.function(jit_compile=False)
+    def step():
+        with tf.GradientTape() as tape:
+            y, (h, c) = layer(ids, init_states=states)
+            loss = tf.reduce_sum(tf.square(y)) + tf.reduce_sum(h) + layer.kl_cost()[0] * 1e-4
+        variables = layer.trainable_variables + states
+        grads = tape.gradient(loss, variables)
+        optimizer.apply_gradients(zip(grads, variables))
+        return loss, grads
+
+    losses = [float(step()[0]) for _ in range(3)]
+    _, grads = step()
+    assert len(layer.trainable_variables) == 10 and all(g is not None for g in grads)
+    assert np.all(np.isfinite(losses))
+    layer.freeze()
+    frozen_loss, frozen_grads = step()  # the same trace, now on the frozen branch
+    assert np.isfinite(float(frozen_loss))
+    assert all(g is not None for g in frozen_grads[-2:])  # the states still get gradients
+
+
+def test_lstm_config_round_trip_and_bad_arguments():
+    layer = nn.LSTM(9, 4, 3, 2, padding_idx=0, max_norm=2.0, norm_type=1.0, sparse=True, seed=8, name="rnn")
+    config = layer.get_config()
+    clone = nn.LSTM.from_config(config)
+    assert clone.get_config() == config
+    assert clone.embedding.padding_idx == 0 and clone.embedding.max_norm == 2.0
+    restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(layer))
+    assert isinstance(restored, nn.LSTM) and restored.get_config() == config
+    for kwargs, name in [((0, 4, 3, 2), "num_embeddings"), ((9, 4, 0, 2), "hidden_size"),
+                         ((9, 4, 3, -1), "output_size"), ((9, 4.0, 3, 2), "embeddings_dim")]:
+        with pytest.raises(ValueError, match=name):
+            nn.LSTM(*kwargs)
+    with pytest.raises(ValueError, match="batch, steps, 1"):
+        layer(tf.zeros([2, 3, 2], tf.int64))

@@ -3,5 +3,6 @@
 from fusedbnn.nn.base import BayesianModule
 from fusedbnn.nn.embedding import Embedding
 from fusedbnn.nn.linear import Linear
+from fusedbnn.nn.lstm import LSTM
 
-__all__ = ["BayesianModule", "Embedding", "Linear"]
+__all__ = ["BayesianModule", "Embedding", "LSTM", "Linear"]
