@@ -100,18 +100,19 @@ void lstm_backward(const ParallelFor& pf, const LstmParams& p, const LstmForward
       float* dh = s.dh + b * H;
       float* dc = s.dc + b * H;
       float* dz = s.dz + (b * T + t) * G;
-      // tanh(c) into the o slot of dz, overwritten below once used.
-      float* tanh_c = dz + 3 * H;
+      float* tanh_c = s.row + b * H;
       act.tanh(c, tanh_c, H);
       for (int64_t j = 0; j < H; ++j) {
+        // Read all four gates of unit j before writing its dz (dz may alias the gates).
+        const float fj = f[j], ij = i[j], gj = cand[j], oj = o[j];
         const float dh_total = dh[j] + dh_out[j];
         const float tc = tanh_c[j];
-        const float dc_total = dc[j] + dh_total * o[j] * (1.0f - tc * tc);
-        dz[j] = dc_total * c_prev[j] * f[j] * (1.0f - f[j]);
-        dz[H + j] = dc_total * cand[j] * i[j] * (1.0f - i[j]);
-        dz[2 * H + j] = dc_total * i[j] * (1.0f - cand[j] * cand[j]);
-        dz[3 * H + j] = dh_total * tc * o[j] * (1.0f - o[j]);
-        dc[j] = dc_total * f[j];
+        const float dc_total = dc[j] + dh_total * oj * (1.0f - tc * tc);
+        dz[j] = dc_total * c_prev[j] * fj * (1.0f - fj);
+        dz[H + j] = dc_total * gj * ij * (1.0f - ij);
+        dz[2 * H + j] = dc_total * ij * (1.0f - gj * gj);
+        dz[3 * H + j] = dh_total * tc * oj * (1.0f - oj);
+        dc[j] = dc_total * fj;
       }
     });
     // dh_{t-1} = dz_t W_h^T.
@@ -120,11 +121,14 @@ void lstm_backward(const ParallelFor& pf, const LstmParams& p, const LstmForward
   std::memcpy(g.dh0, s.dh, B * H * sizeof(float));
   std::memcpy(g.dc0, s.dc, B * H * sizeof(float));
   // The inputs of every step's contraction: x, and h_{t-1} (h0 at t = 0).
-  for_rows(pf, B, T * H / kCyclesPerElement + 1, [&](int64_t b) {
-    if (T == 0) return;
-    std::memcpy(s.h_prev + b * T * H, p.h0 + b * H, H * sizeof(float));
-    std::memcpy(s.h_prev + (b * T + 1) * H, fwd.h_seq + b * T * H, (T - 1) * H * sizeof(float));
-  });
+  if (T > 0) {
+    pf(B, T * H, [&](int64_t first, int64_t last) {
+      for (int64_t b = first; b < last; ++b) {
+        std::memcpy(s.h_prev + b * T * H, p.h0 + b * H, H * sizeof(float));
+        std::memcpy(s.h_prev + (b * T + 1) * H, fwd.h_seq + b * T * H, (T - 1) * H * sizeof(float));
+      }
+    });
+  }
   gemm(pf, GemmArgs{B * T, E, G, s.dz, G, false, fwd.w, G, true, g.dx, E});
   gemm(pf, GemmArgs{E, G, B * T, p.x, E, true, s.dz, G, false, g.dw_mu, G});
   gemm(pf, GemmArgs{H, G, B * T, s.h_prev, H, true, s.dz, G, false, g.dw_mu + E * G, G});

@@ -53,12 +53,15 @@ struct LstmGrads {
   float* db_rho;
 };
 
-// Scratch: dz [batch, steps, 4 hidden], h_prev [batch, steps, hidden], dh and dc [batch, hidden].
+// Scratch: dz [batch, steps, 4 hidden] (may be the saved gates' own buffer: step t's gates are read
+// only before step t's dz overwrites them), h_prev [batch, steps, hidden], dh, dc and row
+// [batch, hidden].
 struct LstmBackwardScratch {
   float* dz;
   float* h_prev;
   float* dh;
   float* dc;
+  float* row;
 };
 
 // What lstm_backward reads of the forward pass: LstmSaved and h_seq.

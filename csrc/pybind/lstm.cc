@@ -51,11 +51,14 @@ py::tuple lstm_grad(const Array& dh_seq, const Array& dh_last, const Array& dc_l
   require_same_shape(h0, dc_last, "h0 and dc_last");
   const py::tuple saved = forward(p);
   Array dx({B, T, p.in}), dw_mu({p.in + H, 4 * H}), dw_rho({p.in + H, 4 * H}), db_mu(4 * H), db_rho(4 * H),
-      dh0({B, H}), dc0({B, H}), dz({B, T, 4 * H}), h_prev({B, T, H}), dh({B, H}), dc({B, H});
-  const LstmForwardResult fwd{saved[3].cast<Array>().data(), saved[4].cast<Array>().data(),
-                              saved[5].cast<Array>().data(), saved[0].cast<Array>().data()};
+      dh0({B, H}), dc0({B, H}), h_prev({B, T, H}), dh({B, H}), dc({B, H}), row({B, H});
+  // dz overwrites the saved gates in place, as the TF op does when it can.
+  Array gates = saved[4].cast<Array>();
+  const LstmForwardResult fwd{saved[3].cast<Array>().data(), gates.data(), saved[5].cast<Array>().data(),
+                              saved[0].cast<Array>().data()};
   lstm_backward(serial_for(), p, fwd, dh_seq.data(), dh_last.data(), dc_last.data(),
-                LstmBackwardScratch{dz.mutable_data(), h_prev.mutable_data(), dh.mutable_data(), dc.mutable_data()},
+                LstmBackwardScratch{gates.mutable_data(), h_prev.mutable_data(), dh.mutable_data(), dc.mutable_data(),
+                                    row.mutable_data()},
                 LstmGrads{dx.mutable_data(), dh0.mutable_data(), dc0.mutable_data(), dw_mu.mutable_data(),
                           dw_rho.mutable_data(), db_mu.mutable_data(), db_rho.mutable_data()});
   return py::make_tuple(dx, dw_mu, dw_rho, db_mu, db_rho, dh0, dc0);

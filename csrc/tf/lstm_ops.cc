@@ -138,14 +138,17 @@ class LstmGradOp : public tfl::OpKernel {
     OP_REQUIRES_OK(ctx, ctx->allocate_output(4, ctx->input(kGradPrefix + kBMu).shape(), &db_rho));
     OP_REQUIRES_OK(ctx, ctx->allocate_output(5, state, &dh0));
     OP_REQUIRES_OK(ctx, ctx->allocate_output(6, state, &dc0));
-    tfl::Tensor dz, h_prev, dh, dc;
-    OP_REQUIRES_OK(ctx, ctx->allocate_temp(tfl::DT_FLOAT, tfl::TensorShape({B, T, 4 * H}), &dz));
+    tfl::Tensor dz, h_prev, dh, dc, row;
+    // dz takes over the saved gates' buffer when nothing else holds it (as in a traced training step).
+    OP_REQUIRES_OK(ctx, ctx->forward_input_or_allocate_temp({kGates}, tfl::DT_FLOAT, tfl::TensorShape({B, T, 4 * H}),
+                                                            &dz));
     OP_REQUIRES_OK(ctx, ctx->allocate_temp(tfl::DT_FLOAT, seq, &h_prev));
     OP_REQUIRES_OK(ctx, ctx->allocate_temp(tfl::DT_FLOAT, state, &dh));
     OP_REQUIRES_OK(ctx, ctx->allocate_temp(tfl::DT_FLOAT, state, &dc));
+    OP_REQUIRES_OK(ctx, ctx->allocate_temp(tfl::DT_FLOAT, state, &row));
     const LstmForwardResult fwd{data(ctx->input(kW)), data(ctx->input(kGates)), data(ctx->input(kCells)),
                                 data(ctx->input(kHSeq))};
-    lstm_backward(parallel_for(ctx), p, fwd, data(ctx->input(0)), data(ctx->input(1)), data(ctx->input(2)), LstmBackwardScratch{data(&dz), data(&h_prev), data(&dh), data(&dc)},
+    lstm_backward(parallel_for(ctx), p, fwd, data(ctx->input(0)), data(ctx->input(1)), data(ctx->input(2)), LstmBackwardScratch{data(&dz), data(&h_prev), data(&dh), data(&dc), data(&row)},
                   LstmGrads{data(dx), data(dh0), data(dc0), data(dw_mu), data(dw_rho), data(db_mu), data(db_rho)});
   }
 };
