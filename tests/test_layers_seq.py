@@ -207,3 +207,25 @@ def test_lstm_config_round_trip_and_bad_arguments():
             nn.LSTM(*kwargs)
     with pytest.raises(ValueError, match="batch, steps, 1"):
         layer(tf.zeros([2, 3, 2], tf.int64))
+
+
+def test_saving_keeps_the_frozen_weights(tmp_path, rng):
+    ids = rng.integers(0, 13, size=[2, 5, 1])
+    inputs = keras.Input(shape=(5, 1), dtype="int64")
+    recurrent = nn.LSTM(13, 3, 4, 2, padding_idx=0, seed=9)
+    table = nn.Embedding(13, 6, max_norm=1.0, seed=10)
+    y, (h, c) = recurrent(inputs)
+    model = keras.Model(inputs, {"y": y, "h": h, "embedded": table(inputs)})
+    model(ids)
+    recurrent.freeze()
+    table.freeze()
+    expected = model(ids)
+    path = str(tmp_path / "model.keras")
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    got = loaded(ids)
+    for key in expected:
+        assert_allclose(got[key], expected[key], rtol=0, atol=0, err_msg=key)
+    restored = next(layer for layer in loaded.layers if isinstance(layer, nn.LSTM))
+    assert restored.frozen and restored.embedding.frozen
+    assert_allclose(restored.wf, recurrent.wf, rtol=0, atol=0)

@@ -144,9 +144,9 @@ class LSTM(BayesianModule):
         kl = tf.add_n([embedding_kl] + [p.kl(self._frozen) for p in self._parameters()])
         return kl, embedding_params + sum(p.dist.num_params for p in self._parameters())
 
-    def compute_output_shape(self, input_shape, init_states_shape=None):
-        state = (input_shape[0], self.hidden_size)
-        return (input_shape[0], self.output_size), (state, state)
+    def compute_output_shape(self, inputs_shape, init_states_shape=None):
+        state = (inputs_shape[0], self.hidden_size)
+        return (inputs_shape[0], self.output_size), (state, state)
 
     def get_config(self):
         config = super().get_config()
