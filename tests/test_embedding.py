@@ -38,7 +38,7 @@ def compare(mode, ids, w_mu, w_rho, w_seed, rtol=2e-4, atol=2e-4, **options):
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("ids_shape, rows, dim", [
     ([1], 1, 1), ([7], 5, 3), ([4, 9], 30, 17), ([2, 3, 5], 11, 64), ([32, 5], 1000, 129), ([0], 4, 5),
-    ([3, 0], 4, 5),
+    ([3, 0], 4, 5), ([2, 3], 4, 0),
 ])
 @pytest.mark.parametrize("id_dtype", [tf.int32, tf.int64])
 def test_embedding_matches_reference(mode, ids_shape, rows, dim, id_dtype, rng):
