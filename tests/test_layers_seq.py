@@ -6,7 +6,7 @@ import pytest
 import tensorflow as tf
 
 from conftest import assert_allclose
-from fusedbnn import nn, ops, reference
+from fusedbnn import nn, reference
 
 
 def embedding_ids(rng, shape, rows):
