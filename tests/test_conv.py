@@ -58,6 +58,11 @@ CONV2D_CASES = [
     (0, (5, 5), 3, 4, (3, 3), dict(padding="SAME")),
     (2, (4, 13), 2, 3, (4, 5), dict(padding="SAME", dilation=2)),
     (1, (1, 1), 1, 1, (1, 1), {}),
+    (2, (7, 8), 6, 6, (3, 3), dict(padding="SAME", groups=6)),
+    (3, (9, 8), 4, 6, (3, 2), dict(stride=2, groups=2)),
+    (2, (6, 7), 4, 8, (2, 3), dict(stride=[1, 2], padding="SAME", groups=4)),
+    # Per-group products large enough for one GEMM per group (the cases above take the small-group loops).
+    (2, (6, 7), 16, 34, (3, 3), dict(stride=[2, 1], padding="SAME", dilation=[1, 2], groups=2)),
 ]
 
 

@@ -114,12 +114,29 @@ def _fused_conv2d(x, w_mu, w_rho, w_seed, b_mu, b_rho, b_seed, use_bias, args):
     )
 
 
+def _onednn_enabled():
+    """Whether TensorFlow runs its CPU convolutions with oneDNN (TF_ENABLE_ONEDNN_OPTS), which
+    convolves all groups in one op, gradients included (in graphs); TensorFlow's own kernels refuse
+    groups."""
+    try:
+        from tensorflow.python.util import _pywrap_util_port
+    except ImportError:
+        return False
+    return bool(_pywrap_util_port.IsMklEnabled())
+
+
+_ONEDNN = _onednn_enabled()
+
+
 def _sampled_conv2d(x, w_mu, w_rho, w_seed, b_mu, b_rho, b_seed, use_bias, args):
     """The kernel sampled by the fused op and handed to TensorFlow's own convolution; the fused
     sampling gradient finishes the backward pass."""
     w = sample_gaussian(w_mu, w_rho, w_seed)
     b = sample_gaussian(b_mu, b_rho, b_seed) if use_bias else None
-    return reference.conv2d_with_kernel(x, w, b, args)
+    # oneDNN's graph rewrite gives the grouped convolution its gradient: in graphs only (not eager),
+    # and not for explicit padding, which it leaves to TensorFlow's own kernels.
+    native_groups = _ONEDNN and args.padding != "EXPLICIT" and not tf.executing_eagerly()
+    return reference.conv2d_with_kernel(x, w, b, args, native_groups=native_groups)
 
 
 def _prefers_tensorflow_engine(x, args):
