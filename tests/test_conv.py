@@ -180,6 +180,7 @@ def test_bad_arguments_raise_naming_them(mode):
         ((x, w_mu, w_rho, tf.constant([1, 2, 3], tf.int64)), good, "w_seed"),
         ((x, w_mu, w_rho, w_seed, tf.zeros([5]), tf.zeros([5]), b_seed), good, "b_mu"),
         ((x, w_mu, w_rho, w_seed, b_mu, tf.zeros([5]), b_seed), good, "b_rho"),
+        ((x, w_mu, w_rho, w_seed, tf.zeros([0]), tf.zeros([0]), b_seed), good, "b_mu"),
         ((x, w_mu, w_rho, w_seed), dict(groups=4), "groups"),
         ((x, w_mu, w_rho, w_seed), dict(groups=0), "groups"),
         ((x, w_mu, w_rho, w_seed), dict(good, stride=0), "stride"),
