@@ -92,10 +92,15 @@ def test_conv2d_random_configs(rng):
         compare("eager", args, engine="fused", **kwargs)
 
 
-def test_conv2d_large_enough_for_several_chunks(rng):
-    """More images than one im2col chunk holds, so partial kernel gradients are accumulated."""
-    args = conv_inputs(rng, [9, 23, 21, 16], [3, 3, 16, 12])
-    compare("function", args, engine="fused", padding="SAME", rtol=5e-4, atol=5e-4)
+@pytest.mark.parametrize("x_shape, kernel_shape, groups, data_format", [
+    ([9, 23, 21, 16], [3, 3, 16, 12], 1, "NHWC"),
+    ([12, 16, 40, 40], [3, 3, 1, 32], 16, "NCHW"),  # depthwise, multiplier 2
+])
+def test_conv2d_large_enough_for_several_chunks(x_shape, kernel_shape, groups, data_format, rng):
+    """More images than one chunk holds, so partial kernel gradients are accumulated."""
+    args = conv_inputs(rng, x_shape, kernel_shape)
+    compare("function", args, engine="fused", padding="SAME", groups=groups, data_format=data_format,
+            rtol=5e-4, atol=5e-4)
 
 
 CONV1D_CASES = [
