@@ -45,7 +45,11 @@ fi
 
 step "tests/gpu under compute-sanitizer memcheck"
 sanitizer=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
+# Without PyTorch's caching allocator every tensor is its own allocation, so memcheck sees an
+# access past any of them.
+export PYTORCH_NO_CUDA_MEMORY_CACHING=1
 run "$sanitizer" --tool memcheck --error-exitcode 1 --print-limit 20 "${pytest_gpu[@]}" -x
 
 step "GPU benchmark"
+unset PYTORCH_NO_CUDA_MEMORY_CACHING
 run "$PYTHON" tests/gpu/bench.py --reps "${BENCH_REPS:-30}" --json "${BENCH_JSON:-$BUILD_DIR/gpu_bench.json}"
