@@ -4,7 +4,8 @@
 #   build-ci-cuda/     TensorFlow op library with its GPU kernel registrations + _core with CUDA;
 #   build-ci-cuda-notf/  _core with CUDA and without TensorFlow (what tests/gpu/run_on_gpu.sh builds).
 # Then it checks that the op library loads in TensorFlow with DEVICE_GPU kernels registered for
-# every op that has CUDA kernels, and that _core exposes its CUDA submodule.
+# every op that has CUDA kernels, that _core exposes its CUDA submodule, and runs the kernels
+# themselves on the CPU under tests/cuda_emulation (indexing, tiles, splits, barriers; no GPU).
 # Idempotent (incremental rebuilds); fails on any compiler warning in the CUDA sources.
 # Needs nvcc (CUDA 12.x or 13.x; on PATH, in CUDACXX, or /usr/local/cuda), TensorFlow in $PYTHON;
 # installs CMake, Ninja and pybind11 from PyPI when they are missing.
@@ -69,3 +70,5 @@ for build in (with_tf, without_tf):
         sys.exit(f"ci_cuda_build: {path} lacks the CUDA entry points")
 print(f"ci_cuda_build: OK: GPU kernels registered for {len(ops)} ops; _core.cuda in both builds")
 PY
+
+bash tests/cuda_emulation/run.sh
