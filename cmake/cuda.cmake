@@ -21,8 +21,12 @@ set_target_properties(fusedbnn_core_cuda PROPERTIES CUDA_STANDARD 17 CUDA_STANDA
                                                     POSITION_INDEPENDENT_CODE ON)
 # No contraction into FMAs except where the kernels write fmaf (the noise contract); never
 # --use_fast_math.
-target_compile_options(fusedbnn_core_cuda PRIVATE --fmad=false -O3 -Xcompiler=-Wall,-Wextra,-Wno-unknown-pragmas
-                                                  --Werror=all-warnings)
+target_compile_options(fusedbnn_core_cuda PRIVATE --fmad=false -O3 -Xcompiler=-Wall,-Wextra,-Wno-unknown-pragmas)
+# CI turns warnings into errors; elsewhere another host compiler's new warning must not stop a build.
+option(FUSEDBNN_CUDA_WERROR "Treat warnings in the CUDA sources as errors" OFF)
+if(FUSEDBNN_CUDA_WERROR)
+  target_compile_options(fusedbnn_core_cuda PRIVATE --Werror=all-warnings)
+endif()
 target_link_libraries(fusedbnn_core_cuda PUBLIC CUDA::cudart_static)
 
 file(GLOB PYBIND_CUDA_SOURCES CONFIGURE_DEPENDS "${CMAKE_SOURCE_DIR}/csrc/pybind/cuda/*.cc")

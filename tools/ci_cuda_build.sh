@@ -36,7 +36,8 @@ configure_and_build() {
   local dir=$1
   shift
   cmake -S . -B "$dir" -G Ninja -DPython_EXECUTABLE="$PYTHON" -DCMAKE_CUDA_COMPILER="$nvcc" \
-    -DFUSEDBNN_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 -DFUSEDBNN_COPY_TO_SOURCE=OFF "$@" >"$dir/configure.log" 2>&1 ||
+    -DFUSEDBNN_CUDA=ON -DFUSEDBNN_CUDA_WERROR=ON -DCMAKE_CUDA_ARCHITECTURES=90 \
+    -DFUSEDBNN_COPY_TO_SOURCE=OFF "$@" >"$dir/configure.log" 2>&1 ||
     { cat "$dir/configure.log" >&2; exit 1; }
   cmake --build "$dir" -j "${CI_BUILD_JOBS:-2}"
 }

@@ -123,14 +123,15 @@ def bandwidth(reps):
     return {"sample_gb_s": 12 * n / ms["sample"] / 1e6, "copy_gb_s": 16 * n / ms["copy"] / 1e6}
 
 
+# name -> (sides builder, bytes of mu and rho: reading them once at the copy rate is the floor).
 CASES = {
-    "linear B=32 4096 fwd": lambda: linear_sides(32, 4096, 4096, False),
-    "linear B=32 4096 fwd+bwd": lambda: linear_sides(32, 4096, 4096, True),
-    "linear B=32 8192 fwd": lambda: linear_sides(32, 8192, 8192, False),
-    "linear B=32 8192 fwd+bwd": lambda: linear_sides(32, 8192, 8192, True),
-    "linear B=512 1024 fwd+bwd": lambda: linear_sides(512, 1024, 1024, True),
-    "embedding 50000x128 32x64 fwd": lambda: embedding_sides(50000, 128, (32, 64), False),
-    "embedding 50000x128 32x64 fwd+bwd": lambda: embedding_sides(50000, 128, (32, 64), True),
+    "linear B=32 4096 fwd": (lambda: linear_sides(32, 4096, 4096, False), 8 * 4096 * 4096),
+    "linear B=32 4096 fwd+bwd": (lambda: linear_sides(32, 4096, 4096, True), 8 * 4096 * 4096),
+    "linear B=32 8192 fwd": (lambda: linear_sides(32, 8192, 8192, False), 8 * 8192 * 8192),
+    "linear B=32 8192 fwd+bwd": (lambda: linear_sides(32, 8192, 8192, True), 8 * 8192 * 8192),
+    "linear B=512 1024 fwd+bwd": (lambda: linear_sides(512, 1024, 1024, True), 8 * 1024 * 1024),
+    "embedding 50000x128 32x64 fwd": (lambda: embedding_sides(50000, 128, (32, 64), False), 8 * 2048 * 128),
+    "embedding 50000x128 32x64 fwd+bwd": (lambda: embedding_sides(50000, 128, (32, 64), True), 8 * 2048 * 128),
 }
 
 
@@ -146,11 +147,11 @@ def main(argv=None):
     torch.backends.cuda.matmul.allow_tf32 = False
     results = {"device": torch.cuda.get_device_name(), "cases": {}}
     results.update(bandwidth(args.reps))
-    for name, build in CASES.items():
+    for name, (build, param_bytes) in CASES.items():
         sides = build()
         ms = time_sides(sides, args.reps)
         peak = {side: peak_mib(fn) for side, fn in sides.items()}
-        results["cases"][name] = {"ms": ms, "peak_mib": peak}
+        results["cases"][name] = {"ms": ms, "peak_mib": peak, "param_gb_s": param_bytes / ms["fused"] / 1e6}
         del sides
         torch.cuda.empty_cache()
     if args.json:
@@ -159,14 +160,15 @@ def main(argv=None):
 
     print(f"\n{results['device']}: sample_gaussian {results['sample_gb_s']:.0f} GB/s of mu/rho/w traffic, "
           f"device copy {results['copy_gb_s']:.0f} GB/s")
-    header = f"{'case':36} {'fused ms':>9} {'unfused':>9} {'determ.':>9} {'unfused/fused':>14} {'fused/determ.':>14} {'peak MiB f/u/d':>18}"
+    header = (f"{'case':36} {'fused ms':>9} {'unfused':>9} {'determ.':>9} {'unfused/fused':>14} "
+              f"{'fused/determ.':>14} {'mu+rho GB/s':>12} {'peak MiB f/u/d':>18}")
     print(header)
     print("-" * len(header))
     for name, r in results["cases"].items():
         ms, peak = r["ms"], r["peak_mib"]
         print(f"{name:36} {ms['fused']:9.3f} {ms['unfused']:9.3f} {ms['deterministic']:9.3f} "
               f"{ms['unfused'] / ms['fused']:13.2f}x {ms['fused'] / ms['deterministic']:13.2f}x "
-              f"{peak['fused']:6.0f}/{peak['unfused']:.0f}/{peak['deterministic']:.0f}")
+              f"{r['param_gb_s']:12.0f} {peak['fused']:6.0f}/{peak['unfused']:.0f}/{peak['deterministic']:.0f}")
     return 0
 
 
