@@ -25,9 +25,13 @@ run() {
 step "build _core with CUDA (sm_${CUDA_ARCH}, no TensorFlow)"
 generator=()
 if command -v ninja >/dev/null; then generator=(-G Ninja); fi
-cmake -S . -B "$BUILD_DIR" "${generator[@]}" -DPython_EXECUTABLE="$(command -v "$PYTHON")" \
-  -DFUSEDBNN_TF=OFF -DFUSEDBNN_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES="$CUDA_ARCH" -DFUSEDBNN_COPY_TO_SOURCE=OFF >/dev/null
-cmake --build "$BUILD_DIR" --parallel "$(nproc)" -- >/dev/null
+mkdir -p "$BUILD_DIR"
+build_log="$BUILD_DIR/build.log"
+{
+  cmake -S . -B "$BUILD_DIR" "${generator[@]}" -DPython_EXECUTABLE="$(command -v "$PYTHON")" \
+    -DFUSEDBNN_TF=OFF -DFUSEDBNN_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES="$CUDA_ARCH" -DFUSEDBNN_COPY_TO_SOURCE=OFF &&
+    cmake --build "$BUILD_DIR" --parallel "$(nproc)"
+} >"$build_log" 2>&1 || { cat "$build_log"; echo "build failed (log: $build_log)" >&2; exit 1; }
 FUSEDBNN_CORE=$(ls "$BUILD_DIR"/_core*.so)
 export FUSEDBNN_CORE
 echo "built $FUSEDBNN_CORE"
