@@ -9,10 +9,10 @@
 # Idempotent (incremental rebuilds); fails on any compiler warning in the CUDA sources.
 # Needs nvcc (CUDA 12.x or 13.x; on PATH, in CUDACXX, or /usr/local/cuda), TensorFlow in $PYTHON;
 # installs CMake, Ninja and pybind11 from PyPI when they are missing.
-# Usage (from .ci/run): PYTHON=/path/to/venv/bin/python bash tools/ci_cuda_build.sh
+# Usage (from .ci/run, with the venv that has TensorFlow active): bash tools/ci_cuda_build.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PYTHON=${PYTHON:-python3}
+PYTHON=$(command -v "${PYTHON:-python3}")  # an absolute path, for CMake
 export TF_CPP_MIN_LOG_LEVEL=3
 
 nvcc=${CUDACXX:-$(command -v nvcc || true)}
