@@ -15,6 +15,7 @@ import warnings
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from fusedbnn.losses import bayesian_modules
 from fusedbnn.nn._params import positive_int
@@ -26,39 +27,63 @@ _LONG_RUN_SECONDS = 5.0
 def predict_mc(model, x, num_samples, batch_size=None, aggregate=False, verbose="auto"):
     """``num_samples`` predictions of ``model`` on ``x``, each with fresh noise.
 
+    Every sample is one inference pass over all of ``x`` in batches; each batch call draws new
+    weights. Arrays, tensors and their nests run through one traced function (fast); a
+    ``tf.data.Dataset`` or ``keras.utils.PyDataset`` goes through ``model.predict`` once per sample.
+
     Args:
         model: a Keras model with fusedbnn layers (unfrozen, or every sample is the same).
-        x: inputs, anything ``model.predict`` takes.
-        num_samples: number of forward passes, positive.
-        batch_size: passed to ``model.predict`` (Keras's default 32 when None).
+        x: inputs: an array, a tensor, a nest of them, or a dataset.
+        num_samples: number of passes, positive.
+        batch_size: examples per forward call (32 when None, as in Keras); unused for datasets.
         aggregate: False to return the stack; True to return ``(mean, std)`` over the samples.
         verbose: 0 silent, 1 a progress bar over samples, "auto" a progress bar when the run is
             expected to take more than a few seconds (judged after the first sample).
 
     Returns:
-        A NumPy array ``[num_samples, *prediction_shape]`` (a list of them for several outputs),
-        or ``(mean, std)`` with the prediction's shape when ``aggregate``.
+        A NumPy array ``[num_samples, *prediction_shape]`` (a nest of them for several outputs),
+        or ``(mean, std)`` with the prediction's shape (nests of them) when ``aggregate``.
     """
     num_samples = positive_int(num_samples, "num_samples")
+    batch_size = 32 if batch_size is None else positive_int(batch_size, "batch_size")
     if verbose not in (0, 1, "auto", False, True):
         raise ValueError(f"verbose must be 0, 1 or 'auto', got {verbose!r}")
-    if any(module.frozen for module in bayesian_modules(model)) and num_samples > 1:
+    if num_samples > 1 and any(module.frozen for module in bayesian_modules(model)):
         warnings.warn("predict_mc: the model has frozen layers, whose samples are all equal", stacklevel=2)
+    one_pass = _pass_over(model, x, batch_size)
     samples, progress = [], None
     for index in range(num_samples):
         start = time.perf_counter()
-        samples.append(model.predict(x, batch_size=batch_size, verbose=0))
+        samples.append(one_pass())
         if index == 0:
             expected_seconds = (time.perf_counter() - start) * num_samples
             if verbose == 1 or (verbose == "auto" and expected_seconds > _LONG_RUN_SECONDS):
                 progress = keras.utils.Progbar(num_samples, unit_name="sample")
         if progress is not None:
             progress.update(index + 1)
-    if isinstance(samples[0], (list, tuple)):
-        stacks = [np.stack(outputs) for outputs in zip(*samples)]
-        return [(s.mean(0), s.std(0)) for s in stacks] if aggregate else stacks
-    stack = np.stack(samples)
-    return (stack.mean(0), stack.std(0)) if aggregate else stack
+    stack = tf.nest.map_structure(lambda *parts: np.stack(parts), *samples)
+    if aggregate:
+        return tf.nest.map_structure(lambda s: (s.mean(axis=0), s.std(axis=0)), stack)
+    return stack
+
+
+def _pass_over(model, x, batch_size):
+    """A function making one prediction over all of ``x``, as NumPy (nests for several outputs)."""
+    if isinstance(x, (tf.data.Dataset, keras.utils.PyDataset)):
+        return lambda: model.predict(x, verbose=0)
+    x = tf.nest.map_structure(tf.convert_to_tensor, x)
+    sizes = {int(t.shape[0]) for t in tf.nest.flatten(x)}
+    if len(sizes) != 1:
+        raise ValueError(f"x must have one batch size across its inputs, got sizes {sorted(sizes)}")
+    size = sizes.pop()
+    forward = tf.function(lambda batch: model(batch, training=False), jit_compile=False, reduce_retracing=True)
+    batches = [tf.nest.map_structure(lambda t: t[i:i + batch_size], x) for i in range(0, size, batch_size)]
+
+    def one_pass():
+        outputs = [forward(batch) for batch in batches]
+        return tf.nest.map_structure(lambda *parts: np.concatenate([np.asarray(p) for p in parts]), *outputs)
+
+    return one_pass
 
 
 def _probabilities(samples, from_logits):
