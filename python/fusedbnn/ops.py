@@ -7,6 +7,7 @@ Every op samples ``w = mu + softplus(rho) * eps`` inside, with ``eps`` equal to
 
 import tensorflow as tf
 
+from fusedbnn import _conv_args, reference
 from fusedbnn._loader import load_op_library
 
 _ops = load_op_library()
@@ -89,10 +90,9 @@ def linear(x, w_mu, w_rho, w_seed, b_mu=None, b_rho=None, b_seed=None):
     """
     x = _float_tensor(x, "x")
     w_mu, w_rho, w_seed = _mu_rho_seed(w_mu, w_rho, w_seed, prefix="w_")
-    if w_seed.dtype != tf.int64:
-        w_seed = tf.cast(w_seed, tf.int64)
     b_mu, b_rho, b_seed, use_bias = _optional_bias(b_mu, b_rho, b_seed, w_seed)
-    b_seed = tf.cast(b_seed, tf.int64)
+    # The op takes both seeds in one dtype.
+    w_seed, b_seed = tf.cast(w_seed, tf.int64), tf.cast(b_seed, tf.int64)
     return _ops.fused_bnn_linear(x, w_mu, w_rho, w_seed, b_mu, b_rho, b_seed, use_bias=use_bias)
 
 
@@ -100,6 +100,117 @@ def linear(x, w_mu, w_rho, w_seed, b_mu=None, b_rho=None, b_seed=None):
 def _linear_grad(op, dy):
     use_bias = op.get_attr("use_bias")
     dx, dw_mu, dw_rho, db_mu, db_rho = _ops.fused_bnn_linear_grad(dy, *op.inputs, use_bias=use_bias)
+    if not use_bias:
+        db_mu = db_rho = None
+    return dx, dw_mu, dw_rho, None, db_mu, db_rho, None
+
+
+def _fused_conv2d(x, w_mu, w_rho, w_seed, b_mu, b_rho, b_seed, use_bias, args):
+    return _ops.fused_bnn_conv2d(
+        x, w_mu, w_rho, w_seed, b_mu, b_rho, b_seed, strides=list(args.strides), dilations=list(args.dilations),
+        padding=args.padding, explicit_paddings=list(args.explicit) if args.padding == "EXPLICIT" else [],
+        groups=args.groups, data_format=args.data_format, use_bias=use_bias,
+    )
+
+
+def _sampled_conv2d(x, w_mu, w_rho, w_seed, b_mu, b_rho, b_seed, use_bias, args):
+    """The kernel sampled by the fused op and handed to TensorFlow's own convolution; the fused
+    sampling gradient finishes the backward pass."""
+    w = sample_gaussian(w_mu, w_rho, w_seed)
+    b = sample_gaussian(b_mu, b_rho, b_seed) if use_bias else None
+    return reference.conv2d_with_kernel(x, w, b, args)
+
+
+def _prefers_tensorflow_engine(x, args):
+    """Where sampling in the fused op and convolving with TensorFlow beats the in-op convolution
+    (measured in benchmarks/NOTES.md): every undilated convolution (oneDNN's kernels are faster
+    than the in-op im2col + GEMM, and transposing NCHW or splitting groups costs less than the
+    difference). Dilated ones stay in the op: TensorFlow has no CPU gradient for dilation, and a
+    zero-dilated kernel costs more. Inputs with unknown sizes also stay in the op, which checks
+    them at run time."""
+    return max(args.dilations) == 1 and x.shape[1:].is_fully_defined()
+
+
+_ENGINES = ("auto", "fused", "tensorflow")
+
+
+def _check_conv_shapes(x, w_mu, w_rho, b_mu, b_rho, args, rank):
+    """The static shape checks the fused op also makes, so that both engines raise the same errors."""
+    for tensor, name in ((x, "x"), (w_mu, "w_mu")):
+        if tensor.shape.rank is not None and tensor.shape.rank != rank + 2:
+            raise ValueError(f"{name} must have rank {rank + 2}, got shape {tensor.shape}")
+    if not w_rho.shape.is_compatible_with(w_mu.shape):
+        raise ValueError(f"w_rho must have the shape of w_mu {w_mu.shape}, got {w_rho.shape}")
+    in_per_group, out = (w_mu.shape[-2], w_mu.shape[-1]) if w_mu.shape.rank else (None, None)
+    channels = x.shape[-1 if args.channels_last else 1] if x.shape.rank else None
+    if None not in (channels, in_per_group) and channels != in_per_group * args.groups:
+        raise ValueError(f"x's channels ({channels}) must equal w_mu's in/groups ({in_per_group}) times groups "
+                         f"({args.groups})")
+    if out is not None and out % args.groups:
+        raise ValueError(f"groups ({args.groups}) must divide w_mu's out channels ({out})")
+    if b_mu.shape.rank is not None and out is not None and b_mu.shape != [out] and b_mu.shape != [0]:
+        raise ValueError(f"b_mu must have shape [{out}] (w_mu's out channels), got {b_mu.shape}")
+    if not b_rho.shape.is_compatible_with(b_mu.shape):
+        raise ValueError(f"b_rho must have the shape of b_mu {b_mu.shape}, got {b_rho.shape}")
+
+
+def _conv(x, w_mu, w_rho, w_seed, b_mu, b_rho, b_seed, args, engine, rank):
+    x = _float_tensor(x, "x")
+    w_mu, w_rho, w_seed = _mu_rho_seed(w_mu, w_rho, w_seed, prefix="w_")
+    if engine not in _ENGINES:
+        raise ValueError(f"engine must be one of {_ENGINES}, got {engine!r}")
+    w_seed = tf.cast(w_seed, tf.int64)
+    b_mu, b_rho, b_seed, use_bias = _optional_bias(b_mu, b_rho, b_seed, w_seed)
+    _check_conv_shapes(x, w_mu, w_rho, b_mu, b_rho, args, rank)
+    b_seed = tf.cast(b_seed, tf.int64)
+    if rank == 1:
+        height_axis = 1 if args.channels_last else 2
+        x = tf.expand_dims(x, height_axis)
+        w_mu, w_rho = w_mu[None], w_rho[None]
+    if engine == "tensorflow" or (engine == "auto" and _prefers_tensorflow_engine(x, args)):
+        y = _sampled_conv2d(x, w_mu, w_rho, w_seed, b_mu, b_rho, b_seed, use_bias, args)
+    else:
+        y = _fused_conv2d(x, w_mu, w_rho, w_seed, b_mu, b_rho, b_seed, use_bias, args)
+    return tf.squeeze(y, height_axis) if rank == 1 else y
+
+
+def conv2d(x, w_mu, w_rho, w_seed, b_mu=None, b_rho=None, b_seed=None, stride=1, padding="VALID", dilation=1,
+           groups=1, data_format="NHWC", engine="auto"):
+    """Bayesian 2-D convolution; the kernel ``[kh, kw, in/groups, out]`` and bias ``[out]`` are sampled
+    by fused ops and never stored as ``eps``.
+
+    Args:
+        x: ``[batch, h, w, in]`` (NHWC) or ``[batch, in, h, w]`` (NCHW), float32.
+        w_mu, w_rho, w_seed: the kernel's parameters and its seed (int32/int64 ``[2]``).
+        b_mu, b_rho, b_seed: the bias's, or all None for no bias.
+        stride, dilation: an int or ``[h, w]``; stride > 1 together with dilation > 1 is allowed.
+        padding: "VALID", "SAME" (TensorFlow's arithmetic), ``[[top, bottom], [left, right]]``, or
+            ``[pad_h, pad_w]`` for symmetric padding.
+        groups: divides both channel counts; ``groups == in`` is a depthwise convolution.
+        data_format: "NHWC" or "NCHW", both on the CPU.
+        engine: "fused" runs the convolution inside the fused op (``FusedBnn>Conv2D`` and its fused
+            gradient); "tensorflow" samples the kernel with ``sample_gaussian`` and convolves with
+            ``tf.nn.conv2d``; "auto" picks the faster for the arguments (see benchmarks/NOTES.md).
+    """
+    args = _conv_args.conv2d_args(stride, padding, dilation, groups, data_format)
+    return _conv(x, w_mu, w_rho, w_seed, b_mu, b_rho, b_seed, args, engine, rank=2)
+
+
+def conv1d(x, w_mu, w_rho, w_seed, b_mu=None, b_rho=None, b_seed=None, stride=1, padding="VALID", dilation=1,
+           groups=1, data_format="NWC", engine="auto"):
+    """Bayesian 1-D convolution, the 2-D one with a unit height: ``x`` is ``[batch, width, in]`` (NWC)
+    or ``[batch, in, width]`` (NCW), the kernel ``[k, in/groups, out]``; ``stride`` and ``dilation``
+    are ints, ``padding`` "VALID", "SAME", an int or ``[left, right]``. Otherwise as ``conv2d``."""
+    args = _conv_args.conv1d_args(stride, padding, dilation, groups, data_format)
+    return _conv(x, w_mu, w_rho, w_seed, b_mu, b_rho, b_seed, args, engine, rank=1)
+
+
+@tf.RegisterGradient("FusedBnn>Conv2D")
+def _conv2d_grad(op, dy):
+    use_bias = op.get_attr("use_bias")
+    attrs = {name: op.get_attr(name)
+             for name in ("strides", "dilations", "padding", "explicit_paddings", "groups", "data_format")}
+    dx, dw_mu, dw_rho, db_mu, db_rho = _ops.fused_bnn_conv2d_grad(dy, *op.inputs, use_bias=use_bias, **attrs)
     if not use_bias:
         db_mu = db_rho = None
     return dx, dw_mu, dw_rho, None, db_mu, db_rho, None

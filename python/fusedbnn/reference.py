@@ -8,6 +8,8 @@ import math
 
 import tensorflow as tf
 
+from fusedbnn import _conv_args
+
 
 def sample_gaussian(mu, rho, seed):
     """``mu + softplus(rho) * stateless_normal(shape(mu), seed)``."""
@@ -41,3 +43,73 @@ def linear(x, w_mu, w_rho, w_seed, b_mu=None, b_rho=None, b_seed=None):
     if b_mu is not None:
         y = y + sample_gaussian(b_mu, b_rho, b_seed)
     return y
+
+
+def _dilate_kernel(w, axis, dilation):
+    """``w`` with ``dilation - 1`` zero taps between its taps along ``axis`` (0 or 1)."""
+    if dilation == 1:
+        return w
+    zeros_shape = list(w.shape)
+    zeros_shape.insert(axis + 1, dilation - 1)
+    spaced = tf.concat([tf.expand_dims(w, axis + 1), tf.zeros(zeros_shape, w.dtype)], axis=axis + 1)
+    merged = list(w.shape)
+    merged[axis] *= dilation
+    return tf.gather(tf.reshape(spaced, merged), tf.range((w.shape[axis] - 1) * dilation + 1), axis=axis)
+
+
+def _conv2d_nhwc(x, w, args):
+    """Plain TF convolution of NHWC ``x`` with the kernel ``w`` [kh, kw, in/groups, out], covering
+    what TensorFlow's CPU convolution refuses: dilation (its CPU gradient does not support it, so the
+    kernel is dilated with zeros instead) and groups (one convolution per group)."""
+    out_size = [None, None]
+    for axis in (0, 1):
+        if x.shape[axis + 1] is not None:
+            out_size[axis], _ = _conv_args.axis_output(x.shape[axis + 1], w.shape[axis], args.strides[axis],
+                                                       args.dilations[axis], args.padding,
+                                                       *args.explicit[2 * axis:2 * axis + 2])
+    if None not in out_size and 0 in (x.shape[0], *out_size):
+        # oneDNN mishandles empty convolutions in graphs; keep the gradients defined (zero).
+        zero = 0.0 * (tf.reduce_sum(x) + tf.reduce_sum(w))
+        return tf.zeros([tf.shape(x)[0], *out_size, w.shape[3]], x.dtype) + zero
+    w = _dilate_kernel(_dilate_kernel(w, 0, args.dilations[0]), 1, args.dilations[1])
+    padding = args.padding
+    if padding == "EXPLICIT":
+        top, bottom, left, right = args.explicit
+        padding = [[0, 0], [top, bottom], [left, right], [0, 0]]
+    xs = tf.split(x, args.groups, axis=3) if args.groups > 1 else [x]
+    ws = tf.split(w, args.groups, axis=3) if args.groups > 1 else [w]
+    ys = [tf.nn.conv2d(xg, wg, args.strides, padding) for xg, wg in zip(xs, ws)]
+    return tf.concat(ys, axis=3) if args.groups > 1 else ys[0]
+
+
+def conv2d_with_kernel(x, w, b, args):
+    """Convolution of ``x`` (either layout) with a given kernel and optional bias, in plain TF."""
+    if not args.channels_last:
+        x = tf.transpose(x, [0, 2, 3, 1])
+    y = _conv2d_nhwc(x, w, args)
+    if b is not None:
+        y = y + b
+    return y if args.channels_last else tf.transpose(y, [0, 3, 1, 2])
+
+
+def conv2d(x, w_mu, w_rho, w_seed, b_mu=None, b_rho=None, b_seed=None, stride=1, padding="VALID", dilation=1,
+           groups=1, data_format="NHWC"):
+    """2-D convolution with the kernel [kh, kw, in/groups, out] (and bias) sampled by ``sample_gaussian``.
+
+    Arguments as ``fusedbnn.ops.conv2d``.
+    """
+    args = _conv_args.conv2d_args(stride, padding, dilation, groups, data_format)
+    b = None if b_mu is None else sample_gaussian(b_mu, b_rho, b_seed)
+    return conv2d_with_kernel(x, sample_gaussian(w_mu, w_rho, w_seed), b, args)
+
+
+def conv1d(x, w_mu, w_rho, w_seed, b_mu=None, b_rho=None, b_seed=None, stride=1, padding="VALID", dilation=1,
+           groups=1, data_format="NWC"):
+    """1-D convolution with the kernel [k, in/groups, out] (and bias) sampled by ``sample_gaussian``,
+    as the 2-D one with a unit height. Arguments as ``fusedbnn.ops.conv1d``."""
+    args = _conv_args.conv1d_args(stride, padding, dilation, groups, data_format)
+    height_axis = 1 if args.channels_last else 2
+    b = None if b_mu is None else sample_gaussian(b_mu, b_rho, b_seed)
+    w = sample_gaussian(w_mu, w_rho, w_seed)[None]
+    y = conv2d_with_kernel(tf.expand_dims(x, height_axis), w, b, args)
+    return tf.squeeze(y, height_axis)

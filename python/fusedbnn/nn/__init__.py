@@ -1,6 +1,7 @@
 """Keras 3 Bayesian layers over the fused ops, with illia's API."""
 
 from fusedbnn.nn.base import BayesianModule
+from fusedbnn.nn.conv import Conv1d, Conv2d
 from fusedbnn.nn.linear import Linear
 
-__all__ = ["BayesianModule", "Linear"]
+__all__ = ["BayesianModule", "Conv1d", "Conv2d", "Linear"]
