@@ -146,3 +146,28 @@ def test_subclassed_bayesian_model_trains_with_several_samples():
     y = np.tanh(x[:, :2])
     history = model.fit(x, y, epochs=10, verbose=0)
     assert history.history["loss"][-1] < 0.5 * history.history["loss"][0]
+
+
+def test_digits_example_builds_trains_and_plots(tmp_path):
+    """The worked example's pieces on a short run (the full run is examples/digits_uncertainty.py)."""
+    pytest.importorskip("sklearn", reason="the digits example needs scikit-learn (pip install .[test])")
+    import importlib.util
+    import os
+
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples",
+                        "digits_uncertainty.py")
+    spec = importlib.util.spec_from_file_location("digits_uncertainty", path)
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    x_train, x_test, y_train, _ = example.load_data()
+    assert x_train.shape[1:] == (8, 8, 1) and x_train.max() <= 1.0
+    model = example.bayesian_cnn()
+    model.compile(optimizer="adam", loss=ELBOLoss(keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                                                  num_samples=2, kl_weight=example.KL_WEIGHT))
+    history = model.fit(x_train[:256], y_train[:256], batch_size=64, epochs=2, verbose=0)
+    assert history.history["loss"][1] < history.history["loss"][0]
+    rotated, noise = example.shifted_inputs(x_test[:4], np.random.default_rng(0))
+    probs = fusedbnn.uncertainty.predict_mc(keras.Sequential([model, keras.layers.Softmax()]), noise, 3, verbose=0)
+    assert probs.shape == (3, 4, 10)
+    example.plot(tmp_path / "figure.png", [("noise", noise[0], probs[:, 0])], {"noise": np.array([0.1, 0.2])})
+    assert (tmp_path / "figure.png").stat().st_size > 1000

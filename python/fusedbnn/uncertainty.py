@@ -37,8 +37,8 @@ def predict_mc(model, x, num_samples, batch_size=None, aggregate=False, verbose=
         num_samples: number of passes, positive.
         batch_size: examples per forward call (32 when None, as in Keras); unused for datasets.
         aggregate: False to return the stack; True to return ``(mean, std)`` over the samples.
-        verbose: 0 silent, 1 a progress bar over samples, "auto" a progress bar when the run is
-            expected to take more than a few seconds (judged after the first sample).
+        verbose: 0 silent, 1 a progress bar over samples, "auto" a progress bar when the rest of
+            the run is expected to take more than a few seconds (judged after the second sample).
 
     Returns:
         A NumPy array ``[num_samples, *prediction_shape]`` (a nest of them for several outputs),
@@ -55,10 +55,10 @@ def predict_mc(model, x, num_samples, batch_size=None, aggregate=False, verbose=
     for index in range(num_samples):
         start = time.perf_counter()
         samples.append(one_pass())
-        if index == 0:
-            expected_seconds = (time.perf_counter() - start) * num_samples
-            if verbose == 1 or (verbose == "auto" and expected_seconds > _LONG_RUN_SECONDS):
-                progress = keras.utils.Progbar(num_samples, unit_name="sample")
+        # The first pass includes tracing, so "auto" judges from the second one.
+        if progress is None and (verbose == 1 and index == 0 or verbose == "auto" and index == 1
+                                 and (time.perf_counter() - start) * (num_samples - 2) > _LONG_RUN_SECONDS):
+            progress = keras.utils.Progbar(num_samples, unit_name="sample")
         if progress is not None:
             progress.update(index + 1)
     stack = tf.nest.map_structure(lambda *parts: np.stack(parts), *samples)
