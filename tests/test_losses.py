@@ -220,3 +220,25 @@ def test_losses_round_trip_through_their_config():
     assert_allclose(by_name.loss_function(y, p), 2.5)
     kl = keras.losses.deserialize(keras.losses.serialize(KLDivergenceLoss(weight=3.0)))
     assert kl.weight == 3.0
+
+
+def test_num_samples_step_applies_the_mean_gradient_of_the_passes():
+    x, y = regression_data(16)
+    model = regression_model(fusedbnn.BayesianModel)
+    kl_weight, lr = 0.05, 0.1
+    elbo = ELBOLoss("mse", num_samples=3, kl_weight=kl_weight)
+    model.compile(optimizer=keras.optimizers.SGD(lr), loss=elbo)
+    model(x[:1])
+    generators = [layer._seed_generator.state for layer in bayesian_modules(model)]
+    start_state = [g.numpy() for g in generators]
+    start_weights = [w.numpy() for w in model.trainable_weights]
+    gradient_sum = [np.zeros_like(w) for w in start_weights]
+    for _ in range(3):  # the three passes by hand, each with its own tape
+        with tf.GradientTape() as tape:
+            loss = elbo(y, model(x))
+        gradient_sum = [s + g.numpy() for s, g in zip(gradient_sum, tape.gradient(loss, model.trainable_weights))]
+    for g, value in zip(generators, start_state):
+        g.assign(value)
+    model.train_on_batch(x, y)
+    for weight, start, total in zip(model.trainable_weights, start_weights, gradient_sum):
+        assert_allclose(weight.numpy(), start - lr * total / 3, rtol=1e-5, atol=1e-6, err_msg=weight.path)

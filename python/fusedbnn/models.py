@@ -76,18 +76,35 @@ class BayesianModel(keras.Model):
         with strategy.scope():
             self._symbolic_build(data_batch=data_batch)
 
-    def _sampled_loss(self, x, y, sample_weight, training):
-        """Loss averaged over ``num_samples`` forward passes, and the mean prediction."""
-        losses, predictions = [], []
-        for _ in range(getattr(self, "num_samples", 1)):
-            y_pred = self(x, training=training) if self._call_has_training_arg else self(x)
-            losses.append(self._compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight,
-                                             training=training))
+    def _sampled_passes(self, x, y, sample_weight, training):
+        """``num_samples`` forward passes, one after the other: the mean loss, the mean prediction,
+        and when training the mean gradients of the scaled loss.
+
+        Each pass's gradients are taken before the next pass starts (a control dependency), so only
+        one pass's activations and sampled weights are alive at a time: memory does not grow with
+        ``num_samples``.
+        """
+        losses, predictions, gradients = [], [], None
+        for _ in range(self.num_samples):
+            with tf.GradientTape() as tape:
+                y_pred = self(x, training=training) if self._call_has_training_arg else self(x)
+                loss = self._compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=training)
+                scaled_loss = self.optimizer.scale_loss(loss) if training else loss
+            done = [loss]
+            if training:
+                pass_gradients = tape.gradient(scaled_loss, self.trainable_weights)
+                gradients = pass_gradients if gradients is None else [
+                    None if total is None else total + g for total, g in zip(gradients, pass_gradients)]
+                done += [g for g in pass_gradients if g is not None]
+            losses.append(loss)
             predictions.append(y_pred)
-        if len(losses) == 1:
-            return losses[0], predictions[0]
-        mean_prediction = tf.nest.map_structure(lambda *p: tf.add_n(p) / len(p), *predictions)
-        return tf.add_n(losses) / len(losses), mean_prediction
+            with tf.control_dependencies(done):
+                x = tf.nest.map_structure(lambda t: None if t is None else tf.identity(t), x)
+        count = len(losses)
+        mean_prediction = tf.nest.map_structure(lambda *p: tf.add_n(p) / count, *predictions)
+        if gradients is not None:
+            gradients = [None if g is None else g / count for g in gradients]
+        return tf.add_n(losses) / count, mean_prediction, gradients
 
     def _track_loss(self, loss, x):
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
@@ -112,11 +129,8 @@ class BayesianModel(keras.Model):
         if getattr(self, "num_samples", 1) == 1:
             return super().train_step(data)
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        with tf.GradientTape() as tape:
-            loss, y_pred = self._sampled_loss(x, y, sample_weight, training=True)
-            self._track_loss(loss, x)
-            scaled_loss = self.optimizer.scale_loss(loss)
-        gradients = tape.gradient(scaled_loss, self.trainable_weights)
+        loss, y_pred, gradients = self._sampled_passes(x, y, sample_weight, training=True)
+        self._track_loss(loss, x)
         self.optimizer.apply_gradients(zip(gradients, self.trainable_weights))
         return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
 
@@ -124,7 +138,7 @@ class BayesianModel(keras.Model):
         if getattr(self, "num_samples", 1) == 1:
             return super().test_step(data)
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        loss, y_pred = self._sampled_loss(x, y, sample_weight, training=False)
+        loss, y_pred, _ = self._sampled_passes(x, y, sample_weight, training=False)
         self._track_loss(loss, x)
         return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
 
