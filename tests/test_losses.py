@@ -242,3 +242,17 @@ def test_num_samples_step_applies_the_mean_gradient_of_the_passes():
     model.train_on_batch(x, y)
     for weight, start, total in zip(model.trainable_weights, start_weights, gradient_sum):
         assert_allclose(weight.numpy(), start - lr * total / 3, rtol=1e-5, atol=1e-6, err_msg=weight.path)
+
+
+def test_lstm_kl_includes_its_embedding_once():
+    from fusedbnn.nn import LSTM
+
+    inputs = keras.Input((6, 1), dtype="int32")
+    lstm = LSTM(20, 8, 16, 3, seed=1)
+    model = keras.Model(inputs, lstm(inputs)[0])
+    model(np.random.default_rng(0).integers(0, 20, size=(4, 6, 1)).astype(np.int32))
+    assert bayesian_modules(model) == [lstm]  # the embedding is inside the LSTM's kl_cost
+    kl, num_params = kl_divergence(model)
+    embedding_kl, embedding_params = lstm.embedding.kl_cost()
+    assert num_params == lstm.kl_cost()[1] and embedding_params == 20 * 8 < num_params
+    assert_allclose(kl, lstm.kl_cost()[0], rtol=1e-6)

@@ -162,3 +162,25 @@ def test_export_and_saved_model_reload_in_a_fresh_process(tmp_path):
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "served (6, 3)" in result.stdout
+
+
+def test_lstm_model_round_trips_through_keras_and_saved_model(tmp_path):
+    import tensorflow as tf
+
+    from fusedbnn.nn import LSTM
+
+    ids = np.random.default_rng(0).integers(0, 20, size=(4, 6, 1)).astype(np.int32)
+    model_inputs = keras.Input((6, 1), dtype="int32")
+    lstm = LSTM(20, 8, 16, 3, padding_idx=0, seed=1)
+    model = fusedbnn.BayesianModel(model_inputs, lstm(model_inputs)[0])
+    model.predict(ids, verbose=0)
+    lstm.freeze()
+    expected = model.predict(ids, verbose=0)
+    model.save(tmp_path / "lstm.keras")
+    loaded = keras.models.load_model(tmp_path / "lstm.keras")
+    assert layer_configs(loaded) == layer_configs(model)
+    np.testing.assert_array_equal(loaded.predict(ids, verbose=0), expected)
+    tf.saved_model.save(model, str(tmp_path / "lstm_saved_model"))
+    restored = tf.saved_model.load(str(tmp_path / "lstm_saved_model"))
+    served = restored.signatures["serving_default"](tf.constant(ids))
+    np.testing.assert_array_equal(list(served.values())[0].numpy(), expected)

@@ -8,4 +8,6 @@ PYBIND11_MODULE(_core, m) {
   register_gaussian(m);
   register_linear(m);
   register_conv(m);
+  register_embedding(m);
+  register_lstm(m);
 }

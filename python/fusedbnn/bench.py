@@ -98,6 +98,43 @@ def conv_case(batch, spatial, n_in, n_out, kernel, padding, engine="auto"):
     return build
 
 
+def embedding_case(rows, dim, ids_shape):
+    """A Bayesian embedding table ``[rows, dim]`` looked up at random ids of shape ``ids_shape``."""
+
+    def build(rng):
+        ids = tf.Variable(rng.integers(0, rows, ids_shape), dtype=tf.int64)
+        w_mu, w_rho, w_seed = _params([rows, dim], rng)
+        table = keras.layers.Embedding(rows, dim)
+        table.build(ids_shape)
+        return {
+            "fused": _side(lambda: ops.embedding(ids, w_mu, w_rho, w_seed), [w_mu, w_rho]),
+            "reference": _side(lambda: reference.embedding(ids, w_mu, w_rho, w_seed), [w_mu, w_rho]),
+            "deterministic": _side(lambda: table(ids), table.trainable_variables),
+        }
+
+    return build
+
+
+def lstm_case(batch, steps, n_in, hidden):
+    """A Bayesian LSTM ``n_in -> hidden`` over ``steps`` steps at batch ``batch``; the output is h_seq."""
+
+    def build(rng):
+        x = tf.Variable(rng.normal(size=[batch, steps, n_in]).astype(np.float32))
+        w_mu, w_rho, w_seed = _params([n_in + hidden, 4 * hidden], rng)
+        b_mu, b_rho, b_seed = _params([4 * hidden], rng)
+        args = (x, w_mu, w_rho, w_seed, b_mu, b_rho, b_seed)
+        trainables = [x, w_mu, w_rho, b_mu, b_rho]
+        recurrent = keras.layers.LSTM(hidden, return_sequences=True)
+        recurrent.build((batch, steps, n_in))
+        return {
+            "fused": _side(lambda: ops.lstm(*args)[0], trainables),
+            "reference": _side(lambda: reference.lstm(*args)[0], trainables),
+            "deterministic": _side(lambda: recurrent(x), [x] + recurrent.trainable_variables),
+        }
+
+    return build
+
+
 # The standard cases of DESIGN.md.
 CASES = {
     "linear-s": linear_case(32, 1024, 1024),
@@ -105,6 +142,8 @@ CASES = {
     "linear-b": linear_case(512, 1024, 1024),
     "conv2d": conv_case(16, (32, 32), 64, 64, (3, 3), "SAME"),
     "conv1d": conv_case(16, (512,), 64, 64, (5,), "VALID"),
+    "embedding": embedding_case(50000, 128, [32, 64]),
+    "lstm": lstm_case(32, 64, 128, 256),
 }
 
 # The in-op convolution on the standard shapes, for the engine choice in ops.conv2d (NOTES.md).

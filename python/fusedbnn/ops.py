@@ -5,6 +5,8 @@ Every op samples ``w = mu + softplus(rho) * eps`` inside, with ``eps`` equal to
 ``seed``. ``fusedbnn.reference`` has the same functions in plain TensorFlow.
 """
 
+import numbers
+
 import tensorflow as tf
 
 from fusedbnn import _conv_args, reference
@@ -214,3 +216,85 @@ def _conv2d_grad(op, dy):
     if not use_bias:
         db_mu = db_rho = None
     return dx, dw_mu, dw_rho, None, db_mu, db_rho, None
+
+
+def _embedding_options(padding_idx, max_norm, norm_type):
+    """The op attributes for embedding's options, checked: -1 and 0.0 mean none."""
+    if padding_idx is not None and (isinstance(padding_idx, bool) or not isinstance(padding_idx, numbers.Integral)
+                                    or padding_idx < 0):
+        raise ValueError(f"padding_idx must be None or an int >= 0, got {padding_idx!r}")
+    if max_norm is not None and not (isinstance(max_norm, numbers.Real) and max_norm > 0):
+        raise ValueError(f"max_norm must be None or positive, got {max_norm!r}")
+    if not (isinstance(norm_type, numbers.Real) and 0 < norm_type < float("inf")):
+        raise ValueError(f"norm_type must be a positive finite number, got {norm_type!r}")
+    return {
+        "padding_idx": -1 if padding_idx is None else int(padding_idx),
+        "max_norm": 0.0 if max_norm is None else float(max_norm),
+        "norm_type": float(norm_type),
+    }
+
+
+def embedding(ids, w_mu, w_rho, w_seed, padding_idx=None, max_norm=None, norm_type=2.0):
+    """Bayesian embedding lookup ``W[ids]``, W ``[num_embeddings, dim]``, sampling only the rows it reads.
+
+    ``ids`` are int32 or int64 of any shape, each in ``[0, num_embeddings)`` (else
+    InvalidArgumentError naming the id); the result has shape ``ids.shape + [dim]`` and equals a
+    gather from ``sample_gaussian(w_mu, w_rho, w_seed)``. Outputs at ``padding_idx`` are zero (and
+    get no gradient). With ``max_norm``, each output row e is scaled by
+    ``max_norm / max(norm(e, norm_type), max_norm)``, gradient included. The gradients for
+    ``w_mu`` and ``w_rho`` are ``tf.IndexedSlices`` over the distinct looked-up rows.
+    """
+    ids = tf.convert_to_tensor(ids)
+    if ids.dtype not in (tf.int32, tf.int64):
+        raise ValueError(f"ids must be an int32 or int64 tensor, got dtype {ids.dtype.name}")
+    w_mu, w_rho, w_seed = _mu_rho_seed(w_mu, w_rho, w_seed, prefix="w_")
+    options = _embedding_options(padding_idx, max_norm, norm_type)
+    num_embeddings = w_mu.shape[0] if w_mu.shape.rank == 2 else None
+    if num_embeddings is not None and options["padding_idx"] >= num_embeddings:
+        raise ValueError(f"padding_idx must be in [0, {num_embeddings}), got {padding_idx}")
+    return _ops.fused_bnn_embedding(ids, w_mu, w_rho, w_seed, **options)
+
+
+@tf.RegisterGradient("FusedBnn>Embedding")
+def _embedding_grad(op, dy):
+    ids, w_mu, w_rho, w_seed = op.inputs
+    options = {name: op.get_attr(name) for name in ("padding_idx", "max_norm", "norm_type")}
+    indices, dw_mu, dw_rho = _ops.fused_bnn_embedding_grad(dy, ids, w_mu, w_rho, w_seed, **options)
+    table_shape = tf.shape(w_mu)  # int32, as tf.gather's gradient has it (tf.cond needs them to agree)
+    return None, tf.IndexedSlices(dw_mu, indices, table_shape), tf.IndexedSlices(dw_rho, indices, table_shape), None
+
+
+def lstm(x, w_mu, w_rho, w_seed, b_mu, b_rho, b_seed, initial_state=None):
+    """Bayesian LSTM over a whole sequence in one op; returns ``(h_seq, (h_T, c_T))``.
+
+    ``x`` is ``[B, T, E]``, W ``[E + H, 4H]`` and b ``[4H]`` are sampled once per call, gate order
+    f, i, c, o along the last axis: ``z = [x_t, h] @ W + b``, ``c = sig(f) c + sig(i) tanh(g)``,
+    ``h = sig(o) tanh(c)``. ``initial_state`` is ``(h0, c0)``, each ``[B, H]``, zeros if None.
+    ``h_seq`` is ``[B, T, H]``. The gradient op runs backpropagation through time from the
+    activations the forward op kept, and regenerates the noise for the ``rho`` gradients.
+    """
+    x = _float_tensor(x, "x")
+    w_mu, w_rho, w_seed = _mu_rho_seed(w_mu, w_rho, w_seed, prefix="w_")
+    b_mu, b_rho, b_seed = _mu_rho_seed(b_mu, b_rho, b_seed, prefix="b_")
+    if w_seed.dtype != b_seed.dtype:
+        w_seed, b_seed = tf.cast(w_seed, tf.int64), tf.cast(b_seed, tf.int64)
+    if initial_state is None:
+        h0 = c0 = tf.zeros(tf.stack([tf.shape(x)[0], tf.shape(w_mu)[-1] // 4]), tf.float32)
+    else:
+        if len(initial_state) != 2:
+            raise ValueError(f"initial_state must be a pair (h0, c0), got {len(initial_state)} tensors")
+        h0, c0 = _float_tensor(initial_state[0], "h0"), _float_tensor(initial_state[1], "c0")
+    h_seq, h_last, c_last, _, _, _ = _ops.fused_bnn_lstm(x, w_mu, w_rho, w_seed, b_mu, b_rho, b_seed, h0, c0)
+    return h_seq, (h_last, c_last)
+
+
+@tf.RegisterGradient("FusedBnn>Lstm")
+def _lstm_grad(op, dh_seq, dh_last, dc_last, *_saved_grads):
+    h_seq, h_last, c_last, w, gates, cells = op.outputs
+    dh_seq = tf.zeros_like(h_seq) if dh_seq is None else dh_seq
+    dh_last = tf.zeros_like(h_last) if dh_last is None else dh_last
+    dc_last = tf.zeros_like(c_last) if dc_last is None else dc_last
+    dx, dw_mu, dw_rho, db_mu, db_rho, dh0, dc0 = _ops.fused_bnn_lstm_grad(
+        dh_seq, dh_last, dc_last, *op.inputs, h_seq, w, gates, cells
+    )
+    return dx, dw_mu, dw_rho, None, db_mu, db_rho, None, dh0, dc0

@@ -113,3 +113,57 @@ def conv1d(x, w_mu, w_rho, w_seed, b_mu=None, b_rho=None, b_seed=None, stride=1,
     w = sample_gaussian(w_mu, w_rho, w_seed)[None]
     y = conv2d_with_kernel(tf.expand_dims(x, height_axis), w, b, args)
     return tf.squeeze(y, height_axis)
+
+
+def embedding(ids, w_mu, w_rho, w_seed, padding_idx=None, max_norm=None, norm_type=2.0):
+    """``W[ids]`` from the fully sampled table, then padding and max-norm as ``embedding_lookup``."""
+    return embedding_lookup(sample_gaussian(w_mu, w_rho, w_seed), ids, padding_idx, max_norm, norm_type)
+
+
+def embedding_lookup(w, ids, padding_idx=None, max_norm=None, norm_type=2.0):
+    """``w[ids]`` with illia's padding and max-norm, for a fixed table ``w``.
+
+    Rows at ``padding_idx`` are zero. With ``max_norm``, each row e is multiplied by
+    ``max_norm / max(norm(e, norm_type), max_norm)``: illia's ``clip(norm, 0, max_norm) /
+    max(norm, 1e-7)`` for every norm above 1e-7, without its 0/0 guard. The norm is taken before
+    the padding mask (which zeroes those rows anyway), so no gradient passes through a zero norm.
+    """
+    rows = tf.gather(w, ids)
+    if max_norm is not None:
+        norms = tf.norm(rows, ord=norm_type, axis=-1, keepdims=True)
+        rows = rows * (max_norm / tf.maximum(norms, max_norm))
+    if padding_idx is not None:
+        rows = tf.where(tf.expand_dims(tf.not_equal(ids, tf.cast(padding_idx, ids.dtype)), -1), rows,
+                        tf.zeros_like(rows))
+    return rows
+
+
+def lstm(x, w_mu, w_rho, w_seed, b_mu, b_rho, b_seed, initial_state=None):
+    """The LSTM as illia writes it (a loop over time steps) with W and b from ``sample_gaussian``."""
+    return lstm_recurrence(x, sample_gaussian(w_mu, w_rho, w_seed), sample_gaussian(b_mu, b_rho, b_seed),
+                           initial_state)
+
+
+def lstm_recurrence(x, w, b, initial_state=None):
+    """illia's LSTM loop with fixed ``w [E + H, 4H]`` (gates f, i, c, o) and ``b [4H]``.
+
+    Returns ``(h_seq [B, T, H], (h_T, c_T))``. The loop over time is a ``tf.while_loop``, which is
+    what autograph makes of illia's ``for t in range(seq_len)`` inside a ``tf.function``.
+    """
+    hidden = tf.shape(w)[-1] // 4
+    if initial_state is None:
+        h = c = tf.zeros(tf.stack([tf.shape(x)[0], hidden]), x.dtype)
+    else:
+        h, c = initial_state
+    steps = tf.shape(x)[1]
+    h_seq = tf.TensorArray(x.dtype, size=steps, element_shape=h.shape)
+
+    def step(t, h, c, h_seq):
+        z = tf.matmul(tf.concat([x[:, t, :], h], axis=1), w) + b
+        f, i, g, o = tf.split(z, 4, axis=1)
+        c = c * tf.sigmoid(f) + tf.tanh(g) * tf.sigmoid(i)
+        h = tf.sigmoid(o) * tf.tanh(c)
+        return t + 1, h, c, h_seq.write(t, h)
+
+    _, h, c, h_seq = tf.while_loop(lambda t, *_: t < steps, step, (tf.constant(0), h, c, h_seq))
+    return tf.transpose(h_seq.stack(), [1, 0, 2]), (h, c)

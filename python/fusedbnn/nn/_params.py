@@ -57,8 +57,12 @@ class SampledParameter(tf.__internal__.tracking.AutoTrackable):
         self.seed = layer.add_weight(name=f"{name}_seed", shape=(2,), dtype="int64", initializer="zeros",
                                      trainable=False)
         self.seed.assign(layer._seed_generator.next())
-        self.frozen_value = layer.add_weight(name=name, shape=dist.shape, initializer="zeros", trainable=False)
+        self._add_frozen_variables(layer, name)
         self.generator_state = layer._seed_generator.state
+
+    def _add_frozen_variables(self, layer, name):
+        """The variables that hold the frozen sample (one, ``frozen_value``, unless overridden)."""
+        self.frozen_value = layer.add_weight(name=name, shape=self.dist.shape, initializer="zeros", trainable=False)
 
     def draw_seed(self, layer):
         """A fresh seed (per replica), remembered as the seed of the last call's sample."""
