@@ -8,7 +8,8 @@ digits, their predictive distributions, and the entropy histograms.
     pip install scikit-learn matplotlib
     PYTHONPATH=python python examples/digits_uncertainty.py [--out digits_uncertainty.png]
 
-Runs in under a minute on 2 CPU cores (about 30 s when they are not shared). The data ship with scikit-learn: nothing is downloaded.
+Runs in under a minute on 2 CPU cores (about 30 s measured on a shared 2-core VM). The data ship
+with scikit-learn: nothing is downloaded.
 """
 
 import argparse

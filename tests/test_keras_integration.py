@@ -1,5 +1,7 @@
 """Keras integration: XLA handling, and freeze()/unfreeze() inside functions Keras already traced."""
 
+import importlib.util
+import os
 import warnings
 
 import keras
@@ -151,9 +153,6 @@ def test_subclassed_bayesian_model_trains_with_several_samples():
 def test_digits_example_builds_trains_and_plots(tmp_path):
     """The worked example's pieces on a short run (the full run is examples/digits_uncertainty.py)."""
     pytest.importorskip("sklearn", reason="the digits example needs scikit-learn (pip install .[test])")
-    import importlib.util
-    import os
-
     path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples",
                         "digits_uncertainty.py")
     spec = importlib.util.spec_from_file_location("digits_uncertainty", path)

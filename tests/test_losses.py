@@ -9,7 +9,7 @@ import fusedbnn
 from conftest import assert_allclose
 from fusedbnn import reference
 from fusedbnn.losses import ELBOLoss, KLDivergenceLoss, bayesian_modules, kl_divergence
-from fusedbnn.nn import BayesianModule, Linear
+from fusedbnn.nn import LSTM, BayesianModule, Linear
 
 
 class Wrapper(BayesianModule):
@@ -245,8 +245,6 @@ def test_num_samples_step_applies_the_mean_gradient_of_the_passes():
 
 
 def test_lstm_kl_includes_its_embedding_once():
-    from fusedbnn.nn import LSTM
-
     inputs = keras.Input((6, 1), dtype="int32")
     lstm = LSTM(20, 8, 16, 3, seed=1)
     model = keras.Model(inputs, lstm(inputs)[0])

@@ -9,11 +9,12 @@ import textwrap
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 import fusedbnn
 from conftest import assert_allclose
 from fusedbnn.losses import ELBOLoss, bayesian_modules
-from fusedbnn.nn import Linear
+from fusedbnn.nn import LSTM, Linear
 from fusedbnn.uncertainty import predict_mc
 
 PYTHON_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "python")
@@ -149,8 +150,6 @@ def test_export_and_saved_model_reload_in_a_fresh_process(tmp_path):
     np.save(tmp_path / "x.npy", x)
     np.save(tmp_path / "expected.npy", model.predict(x, verbose=0))
     model.export(str(tmp_path / "export"), verbose=False)
-    import tensorflow as tf
-
     tf.saved_model.save(model, str(tmp_path / "saved_model"))
     script = tmp_path / "serve.py"
     script.write_text(FRESH_PROCESS)
@@ -165,10 +164,6 @@ def test_export_and_saved_model_reload_in_a_fresh_process(tmp_path):
 
 
 def test_lstm_model_round_trips_through_keras_and_saved_model(tmp_path):
-    import tensorflow as tf
-
-    from fusedbnn.nn import LSTM
-
     ids = np.random.default_rng(0).integers(0, 20, size=(4, 6, 1)).astype(np.int32)
     model_inputs = keras.Input((6, 1), dtype="int32")
     lstm = LSTM(20, 8, 16, 3, padding_idx=0, seed=1)

@@ -121,7 +121,9 @@ class BayesianModel(keras.Model):
         # With several workers Keras reduces each step output by strategy.reduce("MEAN", v, axis=0),
         # which fails on scalars (keras-team/keras#20585): give them an axis of length 1.
         strategy = tf.distribute.get_strategy()
-        if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and strategy.extended._in_multi_worker_mode():
+        several_workers = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and \
+            strategy.extended._in_multi_worker_mode()
+        if several_workers:
             return tf.nest.map_structure(lambda value: tf.reshape(value, [-1]), logs)
         return logs
 
@@ -154,5 +156,6 @@ _functional_variants = {BayesianModel: FunctionalBayesianModel}
 def _functional_variant(cls):
     """``cls`` with Functional mixed in (a BayesianModel subclass built from inputs and outputs)."""
     if cls not in _functional_variants:
-        _functional_variants[cls] = type(f"Functional{cls.__name__}", (cls, Functional), {"__module__": cls.__module__})
+        name = f"Functional{cls.__name__}"
+        _functional_variants[cls] = type(name, (cls, Functional), {"__module__": cls.__module__})
     return _functional_variants[cls]
