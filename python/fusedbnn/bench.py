@@ -180,12 +180,14 @@ def measure(name, build, pairs, min_seconds=0.02, log=None):
         for fn in fns.values():  # trace and warm up
             fn()
             fn()
-        inner = max(1, int(min_seconds / max(_time_once(fns["fused"], 1), 1e-6)))
+        # Each sample repeats a side until it lasts min_seconds, so fast sides are not timer noise
+        # and slow ones (the reference) are not repeated needlessly.
+        inner = {s: max(1, int(min_seconds / max(_time_once(fns[s], 1), 1e-6))) for s in SIDES}
         times = {s: [] for s in SIDES}
         for round_index in range(pairs):
             order = SIDES if round_index % 2 == 0 else SIDES[::-1]
             for s in order:
-                times[s].append(_time_once(fns[s], inner))
+                times[s].append(_time_once(fns[s], inner[s]))
         speedup = statistics.median(r / f for r, f in zip(times["reference"], times["fused"]))
         vs_det = statistics.median(f / d for f, d in zip(times["fused"], times["deterministic"]))
         row = {
@@ -248,7 +250,7 @@ def plot(rows, path):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--cases", default=",".join(CASES), help="comma-separated, from: " + ", ".join({**CASES, **EXTRA_CASES}))
-    parser.add_argument("--pairs", type=int, default=15, help="interleaved timing rounds per pass")
+    parser.add_argument("--pairs", type=int, default=30, help="interleaved timing rounds per pass")
     parser.add_argument("--json", help="write the rows as JSON here")
     parser.add_argument("--plot", help="write a PNG chart here")
     args = parser.parse_args(argv)
