@@ -67,15 +67,15 @@ def test_same_seed_is_bit_identical(rng):
 
 
 def test_no_eps_sized_tensor_beyond_the_weight_in_a_training_step():
-    """The fused step's peak allocation holds the gradients and one sampled weight, not eps/sigma."""
+    """The fused step's peak allocation holds the two gradients only: no sampled weight, eps or sigma."""
     rng = np.random.default_rng(0)
-    x, w_mu, w_rho, w_seed = linear_inputs(rng, [8, 512], 512, bias=False)
+    # Variables, not constants: Grappler would fold the reference's noise into a constant.
+    x, w_mu, w_rho, w_seed = map(tf.Variable, linear_inputs(rng, [8, 512], 512, bias=False))
     weight_bytes = 512 * 512 * 4
 
     @tf.function(jit_compile=False)
     def step(fn):
         with tf.GradientTape() as tape:
-            tape.watch([w_mu, w_rho])
             loss = tf.reduce_sum(fn(x, w_mu, w_rho, w_seed))
         return tape.gradient(loss, [w_mu, w_rho])
 
@@ -86,8 +86,8 @@ def test_no_eps_sized_tensor_beyond_the_weight_in_a_training_step():
         before = tf.config.experimental.get_memory_info("CPU:0")["current"]
         step(fn)
         peaks[name] = tf.config.experimental.get_memory_info("CPU:0")["peak"] - before
-    # dmu + drho + the regenerated weight; the reference also keeps eps and softplus(rho).
-    assert peaks["fused"] <= 3 * weight_bytes + 2**20
+    # dmu + drho (+ cache-sized tiles); the reference also keeps w, eps and softplus(rho).
+    assert peaks["fused"] <= 2 * weight_bytes + 2**20
     assert peaks["reference"] >= peaks["fused"] + weight_bytes
 
 

@@ -150,8 +150,10 @@ struct GaussianImpl {
       return;
     }
     map_range<T, 3, 2>(st, begin, end, {dw, mu, rho}, {drho, w}, [](F e, const F* x, F* y) {
-      y[0] = M::mul(M::mul(x[0], e), M::sigmoid(x[2]));
-      y[1] = M::fma(M::softplus(x[2]), e, x[1]);
+      F sigma, dsigma;
+      M::softplus_sigmoid(x[2], &sigma, &dsigma);
+      y[0] = M::mul(M::mul(x[0], e), dsigma);
+      y[1] = M::fma(sigma, e, x[1]);
     });
   }
 
@@ -179,10 +181,11 @@ struct GaussianImpl {
                       float mu_prior, float std_prior, float scale, float* dmu, float* drho) {
     const F mp = M::set1(mu_prior), g = M::set1(scale / (std_prior * std_prior)), sc = M::set1(scale);
     map_range<T, 2, 2>(st, begin, end, {mu, rho}, {dmu, drho}, [&](F e, const F* x, F* y) {
-      const F sigma = M::softplus(x[1]);
+      F sigma, dsigma;
+      M::softplus_sigmoid(x[1], &sigma, &dsigma);
       const F pull = M::mul(M::sub(M::fma(sigma, e, x[0]), mp), g);  // scale * (w - mu_prior) / std_prior^2
       y[0] = pull;
-      y[1] = M::mul(M::sub(M::mul(pull, e), M::div(sc, sigma)), M::sigmoid(x[1]));
+      y[1] = M::mul(M::sub(M::mul(pull, e), M::div(sc, sigma)), dsigma);
     });
   }
 

@@ -20,12 +20,12 @@ struct LinearParams {
   NoiseStream b_stream;
 };
 
-// w_scratch [out, in] and b_scratch [out] receive the sampled weights; y is [rows, out].
-void linear_forward(const ParallelFor& pf, const LinearParams& p, float* w_scratch, float* b_scratch, float* y);
+// y [rows, out]. W is sampled tile by tile into cache-sized buffers: it never exists whole.
+void linear_forward(const ParallelFor& pf, const LinearParams& p, float* y);
 
 // Gradients for dy [rows, out]: dx [rows, in], dw_mu and dw_rho [out, in], db_mu and db_rho [out]
-// (bias outputs unused without bias). w_scratch [out, in] holds the regenerated weights.
-void linear_backward(const ParallelFor& pf, const LinearParams& p, const float* dy, float* w_scratch, float* dx,
-                     float* dw_mu, float* dw_rho, float* db_mu, float* db_rho);
+// (bias outputs unused without bias), regenerating the noise tile by tile.
+void linear_backward(const ParallelFor& pf, const LinearParams& p, const float* dy, float* dx, float* dw_mu,
+                     float* dw_rho, float* db_mu, float* db_rho);
 
 }  // namespace fusedbnn

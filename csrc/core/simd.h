@@ -71,23 +71,35 @@ struct PolyMath {
     return T::mul(y, T::as_float(pow2n));
   }
 
-  // log(1 + y) for y >= 0, keeping relative accuracy for tiny y.
+  // 1 / x: the hardware estimate refined by one Newton step (a division costs several times more).
+  static F recip(F x) {
+    const F r = T::rcp_estimate(x);
+    return T::mul(r, T::fma(T::sub(T::set1(0.0f), x), r, T::set1(2.0f)));
+  }
+
+  // log(1 + y) for y >= 0, keeping relative accuracy for tiny y: log(u) for the rounded u = 1 + y,
+  // plus the rounding error of u divided by u (where u == 1 this is y itself).
   static F log1p(F y) {
     const F u = T::add(y, T::set1(1.0f));
-    const F du = T::sub(u, T::set1(1.0f));
-    // log(u) * y / (u - 1) corrects the rounding of 1 + y; where u == 1, log1p(y) = y.
-    const auto exact_one = T::eq(du, T::set1(0.0f));
-    const F corrected = T::div(T::mul(log(u), y), T::select(exact_one, T::set1(1.0f), du));
-    return T::select(exact_one, y, corrected);
+    return T::fma(T::sub(y, T::sub(u, T::set1(1.0f))), recip(u), log(u));
+  }
+
+  // softplus(x) = max(x, 0) + log1p(exp(-|x|)) and sigmoid(x), sharing one exp.
+  static void softplus_sigmoid(F x, F* softplus, F* sigmoid) {
+    const F e = exp(T::sub(T::set1(0.0f), T::abs(x)));
+    *softplus = T::add(T::max(x, T::set1(0.0f)), log1p(e));
+    const F inv = recip(T::add(T::set1(1.0f), e));  // sigmoid(|x|)
+    *sigmoid = T::select(T::lt(x, T::set1(0.0f)), T::mul(e, inv), inv);
   }
 
   static F softplus(F x) {
-    const F neg_abs = T::sub(T::set1(0.0f), T::abs(x));
-    return T::add(T::max(x, T::set1(0.0f)), log1p(exp(neg_abs)));
+    return T::add(T::max(x, T::set1(0.0f)), log1p(exp(T::sub(T::set1(0.0f), T::abs(x)))));
   }
 
   static F sigmoid(F x) {
-    return T::div(T::set1(1.0f), T::add(T::set1(1.0f), exp(T::sub(T::set1(0.0f), x))));
+    F sp, sg;
+    softplus_sigmoid(x, &sp, &sg);
+    return sg;
   }
 
   // sin and cos of x in [0, 2*pi], Cephes sinf/cosf with a three-part pi/4 reduction.
@@ -133,6 +145,7 @@ struct Avx512 {
   static F sub(F a, F b) { return _mm512_sub_ps(a, b); }
   static F mul(F a, F b) { return _mm512_mul_ps(a, b); }
   static F div(F a, F b) { return _mm512_div_ps(a, b); }
+  static F rcp_estimate(F a) { return _mm512_rcp14_ps(a); }
   static F fma(F a, F b, F c) { return _mm512_fmadd_ps(a, b, c); }
   static F min(F a, F b) { return _mm512_min_ps(a, b); }
   static F max(F a, F b) { return _mm512_max_ps(a, b); }
@@ -197,6 +210,7 @@ struct Avx2 {
   static F sub(F a, F b) { return _mm256_sub_ps(a, b); }
   static F mul(F a, F b) { return _mm256_mul_ps(a, b); }
   static F div(F a, F b) { return _mm256_div_ps(a, b); }
+  static F rcp_estimate(F a) { return _mm256_rcp_ps(a); }
   static F fma(F a, F b, F c) { return _mm256_fmadd_ps(a, b, c); }
   static F min(F a, F b) { return _mm256_min_ps(a, b); }
   static F max(F a, F b) { return _mm256_max_ps(a, b); }
@@ -266,6 +280,10 @@ struct ScalarExact {
   static F fma(F a, F b, F c) { return a * b + c; }
   static F softplus(F x) { return stable_softplus(x); }
   static F sigmoid(F x) { return fusedbnn::sigmoid(x); }
+  static void softplus_sigmoid(F x, F* softplus, F* sigmoid) {
+    *softplus = stable_softplus(x);
+    *sigmoid = fusedbnn::sigmoid(x);
+  }
   static F log(F x) { return logf(x); }
   static float reduce_add(F v) { return v; }
 };

@@ -33,6 +33,9 @@ inline void require_same_shape(const Array& a, const Array& b, const char* what)
 // One registration function per op family, defined in that family's file.
 void register_gaussian(py::module_& m);
 void register_linear(py::module_& m);
+void register_conv(py::module_& m);
+void register_embedding(py::module_& m);
+void register_lstm(py::module_& m);
 
 }  // namespace pyb
 }  // namespace fusedbnn

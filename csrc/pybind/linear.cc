@@ -28,8 +28,8 @@ LinearParams linear_params(const Array& x, const Array& w_mu, const Array& w_rho
 Array linear(const Array& x, const Array& w_mu, const Array& w_rho, const Seed& w_seed,
              const std::optional<Array>& b_mu, const std::optional<Array>& b_rho, const Seed& b_seed) {
   const LinearParams p = linear_params(x, w_mu, w_rho, w_seed, b_mu, b_rho, b_seed);
-  Array y({p.rows, p.out}), w({p.out, p.in}), b(p.has_bias ? p.out : 0);
-  linear_forward(serial_for(), p, w.mutable_data(), b.mutable_data(), y.mutable_data());
+  Array y({p.rows, p.out});
+  linear_forward(serial_for(), p, y.mutable_data());
   return y;
 }
 
@@ -39,8 +39,8 @@ py::tuple linear_grad(const Array& dy, const Array& x, const Array& w_mu, const 
   const LinearParams p = linear_params(x, w_mu, w_rho, w_seed, b_mu, b_rho, b_seed);
   if (dy.ndim() != 2 || dy.shape(0) != p.rows || dy.shape(1) != p.out) throw std::invalid_argument("dy must be [rows, out]");
   const int64_t nb = p.has_bias ? p.out : 0;
-  Array dx({p.rows, p.in}), dw_mu({p.out, p.in}), dw_rho({p.out, p.in}), w({p.out, p.in}), db_mu(nb), db_rho(nb);
-  linear_backward(serial_for(), p, dy.data(), w.mutable_data(), dx.mutable_data(), dw_mu.mutable_data(),
+  Array dx({p.rows, p.in}), dw_mu({p.out, p.in}), dw_rho({p.out, p.in}), db_mu(nb), db_rho(nb);
+  linear_backward(serial_for(), p, dy.data(), dx.mutable_data(), dw_mu.mutable_data(),
                   dw_rho.mutable_data(), db_mu.mutable_data(), db_rho.mutable_data());
   return py::make_tuple(dx, dw_mu, dw_rho, db_mu, db_rho);
 }

@@ -99,10 +99,7 @@ class LinearOp : public LinearBase {
     y_shape.set_dim(y_shape.dims() - 1, p.out);
     tfl::Tensor* y;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, y_shape, &y));
-    tfl::Tensor w, b;
-    OP_REQUIRES_OK(ctx, ctx->allocate_temp(tfl::DT_FLOAT, tfl::TensorShape({p.out, p.in}), &w));
-    OP_REQUIRES_OK(ctx, ctx->allocate_temp(tfl::DT_FLOAT, tfl::TensorShape({use_bias_ ? p.out : 0}), &b));
-    linear_forward(parallel_for(ctx), p, w.flat<float>().data(), b.flat<float>().data(), y->flat<float>().data());
+    linear_forward(parallel_for(ctx), p, y->flat<float>().data());
   }
 };
 
@@ -124,10 +121,7 @@ class LinearGradOp : public LinearBase {
     OP_REQUIRES_OK(ctx, ctx->allocate_output(2, ctx->input(1 + kWMu).shape(), &dw_rho));
     OP_REQUIRES_OK(ctx, ctx->allocate_output(3, ctx->input(1 + kBMu).shape(), &db_mu));
     OP_REQUIRES_OK(ctx, ctx->allocate_output(4, ctx->input(1 + kBMu).shape(), &db_rho));
-    tfl::Tensor w;
-    OP_REQUIRES_OK(ctx, ctx->allocate_temp(tfl::DT_FLOAT, tfl::TensorShape({p.out, p.in}), &w));
-    linear_backward(parallel_for(ctx), p, dy.flat<float>().data(), w.flat<float>().data(),
-                    dx->flat<float>().data(), dw_mu->flat<float>().data(), dw_rho->flat<float>().data(),
+    linear_backward(parallel_for(ctx), p, dy.flat<float>().data(), dx->flat<float>().data(), dw_mu->flat<float>().data(), dw_rho->flat<float>().data(),
                     db_mu->flat<float>().data(), db_rho->flat<float>().data());
   }
 };

@@ -73,11 +73,83 @@ def linear_case(batch, n_in, n_out):
     return build
 
 
+def conv_case(batch, spatial, n_in, n_out, kernel, padding, engine="auto"):
+    """A Bayesian convolution (1-D or 2-D by the length of ``spatial`` and ``kernel``), channels last,
+    with bias, against ``keras.layers.Conv1D`` / ``Conv2D``."""
+    rank = len(spatial)
+    fused_fn, reference_fn = (ops.conv1d, reference.conv1d) if rank == 1 else (ops.conv2d, reference.conv2d)
+    keras_layer = keras.layers.Conv1D if rank == 1 else keras.layers.Conv2D
+
+    def build(rng):
+        x = tf.Variable(rng.normal(size=[batch, *spatial, n_in]).astype(np.float32))
+        w_mu, w_rho, w_seed = _params([*kernel, n_in, n_out], rng)
+        b_mu, b_rho, b_seed = _params([n_out], rng)
+        trainables = [x, w_mu, w_rho, b_mu, b_rho]
+        deterministic = keras_layer(n_out, kernel, padding=padding.lower())
+        deterministic.build((batch, *spatial, n_in))
+        args = dict(padding=padding)
+        return {
+            "fused": _side(lambda: fused_fn(x, w_mu, w_rho, w_seed, b_mu, b_rho, b_seed, engine=engine, **args),
+                           trainables),
+            "reference": _side(lambda: reference_fn(x, w_mu, w_rho, w_seed, b_mu, b_rho, b_seed, **args), trainables),
+            "deterministic": _side(lambda: deterministic(x), [x] + deterministic.trainable_variables),
+        }
+
+    return build
+
+
+def embedding_case(rows, dim, ids_shape):
+    """A Bayesian embedding table ``[rows, dim]`` looked up at random ids of shape ``ids_shape``."""
+
+    def build(rng):
+        ids = tf.Variable(rng.integers(0, rows, ids_shape), dtype=tf.int64)
+        w_mu, w_rho, w_seed = _params([rows, dim], rng)
+        table = keras.layers.Embedding(rows, dim)
+        table.build(ids_shape)
+        return {
+            "fused": _side(lambda: ops.embedding(ids, w_mu, w_rho, w_seed), [w_mu, w_rho]),
+            "reference": _side(lambda: reference.embedding(ids, w_mu, w_rho, w_seed), [w_mu, w_rho]),
+            "deterministic": _side(lambda: table(ids), table.trainable_variables),
+        }
+
+    return build
+
+
+def lstm_case(batch, steps, n_in, hidden):
+    """A Bayesian LSTM ``n_in -> hidden`` over ``steps`` steps at batch ``batch``; the output is h_seq."""
+
+    def build(rng):
+        x = tf.Variable(rng.normal(size=[batch, steps, n_in]).astype(np.float32))
+        w_mu, w_rho, w_seed = _params([n_in + hidden, 4 * hidden], rng)
+        b_mu, b_rho, b_seed = _params([4 * hidden], rng)
+        args = (x, w_mu, w_rho, w_seed, b_mu, b_rho, b_seed)
+        trainables = [x, w_mu, w_rho, b_mu, b_rho]
+        recurrent = keras.layers.LSTM(hidden, return_sequences=True)
+        recurrent.build((batch, steps, n_in))
+        return {
+            "fused": _side(lambda: ops.lstm(*args)[0], trainables),
+            "reference": _side(lambda: reference.lstm(*args)[0], trainables),
+            "deterministic": _side(lambda: recurrent(x), [x] + recurrent.trainable_variables),
+        }
+
+    return build
+
+
 # The standard cases of DESIGN.md.
 CASES = {
     "linear-s": linear_case(32, 1024, 1024),
     "linear-l": linear_case(32, 4096, 4096),
     "linear-b": linear_case(512, 1024, 1024),
+    "conv2d": conv_case(16, (32, 32), 64, 64, (3, 3), "SAME"),
+    "conv1d": conv_case(16, (512,), 64, 64, (5,), "VALID"),
+    "embedding": embedding_case(50000, 128, [32, 64]),
+    "lstm": lstm_case(32, 64, 128, 256),
+}
+
+# The in-op convolution on the standard shapes, for the engine choice in ops.conv2d (NOTES.md).
+EXTRA_CASES = {
+    "conv2d-inop": conv_case(16, (32, 32), 64, 64, (3, 3), "SAME", engine="fused"),
+    "conv1d-inop": conv_case(16, (512,), 64, 64, (5,), "VALID", engine="fused"),
 }
 
 
@@ -175,21 +247,22 @@ def plot(rows, path):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--cases", default=",".join(CASES), help="comma-separated, from: " + ", ".join(CASES))
+    parser.add_argument("--cases", default=",".join(CASES), help="comma-separated, from: " + ", ".join({**CASES, **EXTRA_CASES}))
     parser.add_argument("--pairs", type=int, default=15, help="interleaved timing rounds per pass")
     parser.add_argument("--json", help="write the rows as JSON here")
     parser.add_argument("--plot", help="write a PNG chart here")
     args = parser.parse_args(argv)
     names = [c.strip() for c in args.cases.split(",") if c.strip()]
-    unknown = [n for n in names if n not in CASES]
+    known = {**CASES, **EXTRA_CASES}
+    unknown = [n for n in names if n not in known]
     if unknown:
-        parser.error(f"unknown case(s) {unknown}; known: {', '.join(CASES)}")
+        parser.error(f"unknown case(s) {unknown}; known: {', '.join(known)}")
     print(f"fusedbnn bench: {len(names)} case(s), {args.pairs} rounds each, "
           f"{tf.config.threading.get_intra_op_parallelism_threads() or 'all'} intra-op threads", file=sys.stderr)
     rows = []
     for index, name in enumerate(names, 1):
         print(f"[{index}/{len(names)}] {name}", file=sys.stderr, flush=True)
-        rows += measure(name, CASES[name], args.pairs, log=lambda m: print(m, file=sys.stderr, flush=True))
+        rows += measure(name, known[name], args.pairs, log=lambda m: print(m, file=sys.stderr, flush=True))
     print(format_table(rows))
     if args.json:
         with open(args.json, "w") as f:

@@ -5,8 +5,11 @@ Every op samples ``w = mu + softplus(rho) * eps`` inside, with ``eps`` equal to
 ``seed``. ``fusedbnn.reference`` has the same functions in plain TensorFlow.
 """
 
+import numbers
+
 import tensorflow as tf
 
+from fusedbnn import _conv_args, reference
 from fusedbnn._loader import load_op_library
 
 _ops = load_op_library()
@@ -89,10 +92,9 @@ def linear(x, w_mu, w_rho, w_seed, b_mu=None, b_rho=None, b_seed=None):
     """
     x = _float_tensor(x, "x")
     w_mu, w_rho, w_seed = _mu_rho_seed(w_mu, w_rho, w_seed, prefix="w_")
-    if w_seed.dtype != tf.int64:
-        w_seed = tf.cast(w_seed, tf.int64)
     b_mu, b_rho, b_seed, use_bias = _optional_bias(b_mu, b_rho, b_seed, w_seed)
-    b_seed = tf.cast(b_seed, tf.int64)
+    # The op takes both seeds in one dtype.
+    w_seed, b_seed = tf.cast(w_seed, tf.int64), tf.cast(b_seed, tf.int64)
     return _ops.fused_bnn_linear(x, w_mu, w_rho, w_seed, b_mu, b_rho, b_seed, use_bias=use_bias)
 
 
@@ -103,3 +105,196 @@ def _linear_grad(op, dy):
     if not use_bias:
         db_mu = db_rho = None
     return dx, dw_mu, dw_rho, None, db_mu, db_rho, None
+
+
+def _fused_conv2d(x, w_mu, w_rho, w_seed, b_mu, b_rho, b_seed, use_bias, args):
+    return _ops.fused_bnn_conv2d(
+        x, w_mu, w_rho, w_seed, b_mu, b_rho, b_seed, strides=list(args.strides), dilations=list(args.dilations),
+        padding=args.padding, explicit_paddings=list(args.explicit) if args.padding == "EXPLICIT" else [],
+        groups=args.groups, data_format=args.data_format, use_bias=use_bias,
+    )
+
+
+def _sampled_conv2d(x, w_mu, w_rho, w_seed, b_mu, b_rho, b_seed, use_bias, args):
+    """The kernel sampled by the fused op and handed to TensorFlow's own convolution; the fused
+    sampling gradient finishes the backward pass."""
+    w = sample_gaussian(w_mu, w_rho, w_seed)
+    b = sample_gaussian(b_mu, b_rho, b_seed) if use_bias else None
+    return reference.conv2d_with_kernel(x, w, b, args)
+
+
+def _prefers_tensorflow_engine(x, args):
+    """Where sampling in the fused op and convolving with TensorFlow beats the in-op convolution
+    (measured in benchmarks/NOTES.md): every undilated convolution (oneDNN's kernels are faster
+    than the in-op im2col + GEMM, and transposing NCHW or splitting groups costs less than the
+    difference). Dilated ones stay in the op: TensorFlow has no CPU gradient for dilation, and a
+    zero-dilated kernel costs more. Inputs with unknown sizes also stay in the op, which checks
+    them at run time."""
+    return max(args.dilations) == 1 and x.shape[1:].is_fully_defined()
+
+
+_ENGINES = ("auto", "fused", "tensorflow")
+
+
+def _check_conv_shapes(x, w_mu, w_rho, b_mu, b_rho, args, rank):
+    """The static shape checks the fused op also makes, so that both engines raise the same errors."""
+    for tensor, name in ((x, "x"), (w_mu, "w_mu")):
+        if tensor.shape.rank is not None and tensor.shape.rank != rank + 2:
+            raise ValueError(f"{name} must have rank {rank + 2}, got shape {tensor.shape}")
+    if not w_rho.shape.is_compatible_with(w_mu.shape):
+        raise ValueError(f"w_rho must have the shape of w_mu {w_mu.shape}, got {w_rho.shape}")
+    in_per_group, out = (w_mu.shape[-2], w_mu.shape[-1]) if w_mu.shape.rank else (None, None)
+    channels = x.shape[-1 if args.channels_last else 1] if x.shape.rank else None
+    if None not in (channels, in_per_group) and channels != in_per_group * args.groups:
+        raise ValueError(f"x's channels ({channels}) must equal w_mu's in/groups ({in_per_group}) times groups "
+                         f"({args.groups})")
+    if out is not None and out % args.groups:
+        raise ValueError(f"groups ({args.groups}) must divide w_mu's out channels ({out})")
+    if b_mu.shape.rank is not None and out is not None and b_mu.shape != [out] and b_mu.shape != [0]:
+        raise ValueError(f"b_mu must have shape [{out}] (w_mu's out channels), got {b_mu.shape}")
+    if not b_rho.shape.is_compatible_with(b_mu.shape):
+        raise ValueError(f"b_rho must have the shape of b_mu {b_mu.shape}, got {b_rho.shape}")
+
+
+def _conv(x, w_mu, w_rho, w_seed, b_mu, b_rho, b_seed, args, engine, rank):
+    x = _float_tensor(x, "x")
+    w_mu, w_rho, w_seed = _mu_rho_seed(w_mu, w_rho, w_seed, prefix="w_")
+    if engine not in _ENGINES:
+        raise ValueError(f"engine must be one of {_ENGINES}, got {engine!r}")
+    w_seed = tf.cast(w_seed, tf.int64)
+    b_mu, b_rho, b_seed, use_bias = _optional_bias(b_mu, b_rho, b_seed, w_seed)
+    _check_conv_shapes(x, w_mu, w_rho, b_mu, b_rho, args, rank)
+    b_seed = tf.cast(b_seed, tf.int64)
+    if rank == 1:
+        height_axis = 1 if args.channels_last else 2
+        x = tf.expand_dims(x, height_axis)
+        w_mu, w_rho = w_mu[None], w_rho[None]
+    if engine == "tensorflow" or (engine == "auto" and _prefers_tensorflow_engine(x, args)):
+        y = _sampled_conv2d(x, w_mu, w_rho, w_seed, b_mu, b_rho, b_seed, use_bias, args)
+    else:
+        y = _fused_conv2d(x, w_mu, w_rho, w_seed, b_mu, b_rho, b_seed, use_bias, args)
+    return tf.squeeze(y, height_axis) if rank == 1 else y
+
+
+def conv2d(x, w_mu, w_rho, w_seed, b_mu=None, b_rho=None, b_seed=None, stride=1, padding="VALID", dilation=1,
+           groups=1, data_format="NHWC", engine="auto"):
+    """Bayesian 2-D convolution; the kernel ``[kh, kw, in/groups, out]`` and bias ``[out]`` are sampled
+    by fused ops and never stored as ``eps``.
+
+    Args:
+        x: ``[batch, h, w, in]`` (NHWC) or ``[batch, in, h, w]`` (NCHW), float32.
+        w_mu, w_rho, w_seed: the kernel's parameters and its seed (int32/int64 ``[2]``).
+        b_mu, b_rho, b_seed: the bias's, or all None for no bias.
+        stride, dilation: an int or ``[h, w]``; stride > 1 together with dilation > 1 is allowed.
+        padding: "VALID", "SAME" (TensorFlow's arithmetic), ``[[top, bottom], [left, right]]``, or
+            ``[pad_h, pad_w]`` for symmetric padding.
+        groups: divides both channel counts; ``groups == in`` is a depthwise convolution.
+        data_format: "NHWC" or "NCHW", both on the CPU.
+        engine: "fused" runs the convolution inside the fused op (``FusedBnn>Conv2D`` and its fused
+            gradient); "tensorflow" samples the kernel with ``sample_gaussian`` and convolves with
+            ``tf.nn.conv2d``; "auto" picks the faster for the arguments (see benchmarks/NOTES.md).
+    """
+    args = _conv_args.conv2d_args(stride, padding, dilation, groups, data_format)
+    return _conv(x, w_mu, w_rho, w_seed, b_mu, b_rho, b_seed, args, engine, rank=2)
+
+
+def conv1d(x, w_mu, w_rho, w_seed, b_mu=None, b_rho=None, b_seed=None, stride=1, padding="VALID", dilation=1,
+           groups=1, data_format="NWC", engine="auto"):
+    """Bayesian 1-D convolution, the 2-D one with a unit height: ``x`` is ``[batch, width, in]`` (NWC)
+    or ``[batch, in, width]`` (NCW), the kernel ``[k, in/groups, out]``; ``stride`` and ``dilation``
+    are ints, ``padding`` "VALID", "SAME", an int or ``[left, right]``. Otherwise as ``conv2d``."""
+    args = _conv_args.conv1d_args(stride, padding, dilation, groups, data_format)
+    return _conv(x, w_mu, w_rho, w_seed, b_mu, b_rho, b_seed, args, engine, rank=1)
+
+
+@tf.RegisterGradient("FusedBnn>Conv2D")
+def _conv2d_grad(op, dy):
+    use_bias = op.get_attr("use_bias")
+    attrs = {name: op.get_attr(name)
+             for name in ("strides", "dilations", "padding", "explicit_paddings", "groups", "data_format")}
+    dx, dw_mu, dw_rho, db_mu, db_rho = _ops.fused_bnn_conv2d_grad(dy, *op.inputs, use_bias=use_bias, **attrs)
+    if not use_bias:
+        db_mu = db_rho = None
+    return dx, dw_mu, dw_rho, None, db_mu, db_rho, None
+
+
+def _embedding_options(padding_idx, max_norm, norm_type):
+    """The op attributes for embedding's options, checked: -1 and 0.0 mean none."""
+    if padding_idx is not None and (isinstance(padding_idx, bool) or not isinstance(padding_idx, numbers.Integral)
+                                    or padding_idx < 0):
+        raise ValueError(f"padding_idx must be None or an int >= 0, got {padding_idx!r}")
+    if max_norm is not None and not (isinstance(max_norm, numbers.Real) and max_norm > 0):
+        raise ValueError(f"max_norm must be None or positive, got {max_norm!r}")
+    if not (isinstance(norm_type, numbers.Real) and 0 < norm_type < float("inf")):
+        raise ValueError(f"norm_type must be a positive finite number, got {norm_type!r}")
+    return {
+        "padding_idx": -1 if padding_idx is None else int(padding_idx),
+        "max_norm": 0.0 if max_norm is None else float(max_norm),
+        "norm_type": float(norm_type),
+    }
+
+
+def embedding(ids, w_mu, w_rho, w_seed, padding_idx=None, max_norm=None, norm_type=2.0):
+    """Bayesian embedding lookup ``W[ids]``, W ``[num_embeddings, dim]``, sampling only the rows it reads.
+
+    ``ids`` are int32 or int64 of any shape, each in ``[0, num_embeddings)`` (else
+    InvalidArgumentError naming the id); the result has shape ``ids.shape + [dim]`` and equals a
+    gather from ``sample_gaussian(w_mu, w_rho, w_seed)``. Outputs at ``padding_idx`` are zero (and
+    get no gradient). With ``max_norm``, each output row e is scaled by
+    ``max_norm / max(norm(e, norm_type), max_norm)``, gradient included. The gradients for
+    ``w_mu`` and ``w_rho`` are ``tf.IndexedSlices`` over the distinct looked-up rows.
+    """
+    ids = tf.convert_to_tensor(ids)
+    if ids.dtype not in (tf.int32, tf.int64):
+        raise ValueError(f"ids must be an int32 or int64 tensor, got dtype {ids.dtype.name}")
+    w_mu, w_rho, w_seed = _mu_rho_seed(w_mu, w_rho, w_seed, prefix="w_")
+    options = _embedding_options(padding_idx, max_norm, norm_type)
+    num_embeddings = w_mu.shape[0] if w_mu.shape.rank == 2 else None
+    if num_embeddings is not None and options["padding_idx"] >= num_embeddings:
+        raise ValueError(f"padding_idx must be in [0, {num_embeddings}), got {padding_idx}")
+    return _ops.fused_bnn_embedding(ids, w_mu, w_rho, w_seed, **options)
+
+
+@tf.RegisterGradient("FusedBnn>Embedding")
+def _embedding_grad(op, dy):
+    ids, w_mu, w_rho, w_seed = op.inputs
+    options = {name: op.get_attr(name) for name in ("padding_idx", "max_norm", "norm_type")}
+    indices, dw_mu, dw_rho = _ops.fused_bnn_embedding_grad(dy, ids, w_mu, w_rho, w_seed, **options)
+    table_shape = tf.shape(w_mu)  # int32, as tf.gather's gradient has it (tf.cond needs them to agree)
+    return None, tf.IndexedSlices(dw_mu, indices, table_shape), tf.IndexedSlices(dw_rho, indices, table_shape), None
+
+
+def lstm(x, w_mu, w_rho, w_seed, b_mu, b_rho, b_seed, initial_state=None):
+    """Bayesian LSTM over a whole sequence in one op; returns ``(h_seq, (h_T, c_T))``.
+
+    ``x`` is ``[B, T, E]``, W ``[E + H, 4H]`` and b ``[4H]`` are sampled once per call, gate order
+    f, i, c, o along the last axis: ``z = [x_t, h] @ W + b``, ``c = sig(f) c + sig(i) tanh(g)``,
+    ``h = sig(o) tanh(c)``. ``initial_state`` is ``(h0, c0)``, each ``[B, H]``, zeros if None.
+    ``h_seq`` is ``[B, T, H]``. The gradient op runs backpropagation through time from the
+    activations the forward op kept, and regenerates the noise for the ``rho`` gradients.
+    """
+    x = _float_tensor(x, "x")
+    w_mu, w_rho, w_seed = _mu_rho_seed(w_mu, w_rho, w_seed, prefix="w_")
+    b_mu, b_rho, b_seed = _mu_rho_seed(b_mu, b_rho, b_seed, prefix="b_")
+    if w_seed.dtype != b_seed.dtype:
+        w_seed, b_seed = tf.cast(w_seed, tf.int64), tf.cast(b_seed, tf.int64)
+    if initial_state is None:
+        h0 = c0 = tf.zeros(tf.stack([tf.shape(x)[0], tf.shape(w_mu)[-1] // 4]), tf.float32)
+    else:
+        if len(initial_state) != 2:
+            raise ValueError(f"initial_state must be a pair (h0, c0), got {len(initial_state)} tensors")
+        h0, c0 = _float_tensor(initial_state[0], "h0"), _float_tensor(initial_state[1], "c0")
+    h_seq, h_last, c_last, _, _, _ = _ops.fused_bnn_lstm(x, w_mu, w_rho, w_seed, b_mu, b_rho, b_seed, h0, c0)
+    return h_seq, (h_last, c_last)
+
+
+@tf.RegisterGradient("FusedBnn>Lstm")
+def _lstm_grad(op, dh_seq, dh_last, dc_last, *_saved_grads):
+    h_seq, h_last, c_last, w, gates, cells = op.outputs
+    dh_seq = tf.zeros_like(h_seq) if dh_seq is None else dh_seq
+    dh_last = tf.zeros_like(h_last) if dh_last is None else dh_last
+    dc_last = tf.zeros_like(c_last) if dc_last is None else dc_last
+    dx, dw_mu, dw_rho, db_mu, db_rho, dh0, dc0 = _ops.fused_bnn_lstm_grad(
+        dh_seq, dh_last, dc_last, *op.inputs, h_seq, w, gates, cells
+    )
+    return dx, dw_mu, dw_rho, None, db_mu, db_rho, None, dh0, dc0

@@ -8,6 +8,8 @@ import math
 
 import tensorflow as tf
 
+from fusedbnn import _conv_args
+
 
 def sample_gaussian(mu, rho, seed):
     """``mu + softplus(rho) * stateless_normal(shape(mu), seed)``."""
@@ -41,3 +43,127 @@ def linear(x, w_mu, w_rho, w_seed, b_mu=None, b_rho=None, b_seed=None):
     if b_mu is not None:
         y = y + sample_gaussian(b_mu, b_rho, b_seed)
     return y
+
+
+def _dilate_kernel(w, axis, dilation):
+    """``w`` with ``dilation - 1`` zero taps between its taps along ``axis`` (0 or 1)."""
+    if dilation == 1:
+        return w
+    zeros_shape = list(w.shape)
+    zeros_shape.insert(axis + 1, dilation - 1)
+    spaced = tf.concat([tf.expand_dims(w, axis + 1), tf.zeros(zeros_shape, w.dtype)], axis=axis + 1)
+    merged = list(w.shape)
+    merged[axis] *= dilation
+    return tf.gather(tf.reshape(spaced, merged), tf.range((w.shape[axis] - 1) * dilation + 1), axis=axis)
+
+
+def _conv2d_nhwc(x, w, args):
+    """Plain TF convolution of NHWC ``x`` with the kernel ``w`` [kh, kw, in/groups, out], covering
+    what TensorFlow's CPU convolution refuses: dilation (its CPU gradient does not support it, so the
+    kernel is dilated with zeros instead) and groups (one convolution per group)."""
+    out_size = [None, None]
+    for axis in (0, 1):
+        if x.shape[axis + 1] is not None:
+            out_size[axis], _ = _conv_args.axis_output(x.shape[axis + 1], w.shape[axis], args.strides[axis],
+                                                       args.dilations[axis], args.padding,
+                                                       *args.explicit[2 * axis:2 * axis + 2])
+    if None not in out_size and 0 in (x.shape[0], *out_size):
+        # oneDNN mishandles empty convolutions in graphs; keep the gradients defined (zero).
+        zero = 0.0 * (tf.reduce_sum(x) + tf.reduce_sum(w))
+        return tf.zeros([tf.shape(x)[0], *out_size, w.shape[3]], x.dtype) + zero
+    w = _dilate_kernel(_dilate_kernel(w, 0, args.dilations[0]), 1, args.dilations[1])
+    padding = args.padding
+    if padding == "EXPLICIT":
+        top, bottom, left, right = args.explicit
+        padding = [[0, 0], [top, bottom], [left, right], [0, 0]]
+    xs = tf.split(x, args.groups, axis=3) if args.groups > 1 else [x]
+    ws = tf.split(w, args.groups, axis=3) if args.groups > 1 else [w]
+    ys = [tf.nn.conv2d(xg, wg, args.strides, padding) for xg, wg in zip(xs, ws)]
+    return tf.concat(ys, axis=3) if args.groups > 1 else ys[0]
+
+
+def conv2d_with_kernel(x, w, b, args):
+    """Convolution of ``x`` (either layout) with a given kernel and optional bias, in plain TF."""
+    if not args.channels_last:
+        x = tf.transpose(x, [0, 2, 3, 1])
+    y = _conv2d_nhwc(x, w, args)
+    if b is not None:
+        y = y + b
+    return y if args.channels_last else tf.transpose(y, [0, 3, 1, 2])
+
+
+def conv2d(x, w_mu, w_rho, w_seed, b_mu=None, b_rho=None, b_seed=None, stride=1, padding="VALID", dilation=1,
+           groups=1, data_format="NHWC"):
+    """2-D convolution with the kernel [kh, kw, in/groups, out] (and bias) sampled by ``sample_gaussian``.
+
+    Arguments as ``fusedbnn.ops.conv2d``.
+    """
+    args = _conv_args.conv2d_args(stride, padding, dilation, groups, data_format)
+    b = None if b_mu is None else sample_gaussian(b_mu, b_rho, b_seed)
+    return conv2d_with_kernel(x, sample_gaussian(w_mu, w_rho, w_seed), b, args)
+
+
+def conv1d(x, w_mu, w_rho, w_seed, b_mu=None, b_rho=None, b_seed=None, stride=1, padding="VALID", dilation=1,
+           groups=1, data_format="NWC"):
+    """1-D convolution with the kernel [k, in/groups, out] (and bias) sampled by ``sample_gaussian``,
+    as the 2-D one with a unit height. Arguments as ``fusedbnn.ops.conv1d``."""
+    args = _conv_args.conv1d_args(stride, padding, dilation, groups, data_format)
+    height_axis = 1 if args.channels_last else 2
+    b = None if b_mu is None else sample_gaussian(b_mu, b_rho, b_seed)
+    w = sample_gaussian(w_mu, w_rho, w_seed)[None]
+    y = conv2d_with_kernel(tf.expand_dims(x, height_axis), w, b, args)
+    return tf.squeeze(y, height_axis)
+
+
+def embedding(ids, w_mu, w_rho, w_seed, padding_idx=None, max_norm=None, norm_type=2.0):
+    """``W[ids]`` from the fully sampled table, then padding and max-norm as ``embedding_lookup``."""
+    return embedding_lookup(sample_gaussian(w_mu, w_rho, w_seed), ids, padding_idx, max_norm, norm_type)
+
+
+def embedding_lookup(w, ids, padding_idx=None, max_norm=None, norm_type=2.0):
+    """``w[ids]`` with illia's padding and max-norm, for a fixed table ``w``.
+
+    Rows at ``padding_idx`` are zero. With ``max_norm``, each row e is multiplied by
+    ``max_norm / max(norm(e, norm_type), max_norm)``: illia's ``clip(norm, 0, max_norm) /
+    max(norm, 1e-7)`` for every norm above 1e-7, without its 0/0 guard. The norm is taken before
+    the padding mask (which zeroes those rows anyway), so no gradient passes through a zero norm.
+    """
+    rows = tf.gather(w, ids)
+    if max_norm is not None:
+        norms = tf.norm(rows, ord=norm_type, axis=-1, keepdims=True)
+        rows = rows * (max_norm / tf.maximum(norms, max_norm))
+    if padding_idx is not None:
+        rows = tf.where(tf.expand_dims(tf.not_equal(ids, tf.cast(padding_idx, ids.dtype)), -1), rows,
+                        tf.zeros_like(rows))
+    return rows
+
+
+def lstm(x, w_mu, w_rho, w_seed, b_mu, b_rho, b_seed, initial_state=None):
+    """The LSTM as illia writes it (a loop over time steps) with W and b from ``sample_gaussian``."""
+    return lstm_recurrence(x, sample_gaussian(w_mu, w_rho, w_seed), sample_gaussian(b_mu, b_rho, b_seed),
+                           initial_state)
+
+
+def lstm_recurrence(x, w, b, initial_state=None):
+    """illia's LSTM loop with fixed ``w [E + H, 4H]`` (gates f, i, c, o) and ``b [4H]``.
+
+    Returns ``(h_seq [B, T, H], (h_T, c_T))``. The loop over time is a ``tf.while_loop``, which is
+    what autograph makes of illia's ``for t in range(seq_len)`` inside a ``tf.function``.
+    """
+    hidden = tf.shape(w)[-1] // 4
+    if initial_state is None:
+        h = c = tf.zeros(tf.stack([tf.shape(x)[0], hidden]), x.dtype)
+    else:
+        h, c = initial_state
+    steps = tf.shape(x)[1]
+    h_seq = tf.TensorArray(x.dtype, size=steps, element_shape=h.shape)
+
+    def step(t, h, c, h_seq):
+        z = tf.matmul(tf.concat([x[:, t, :], h], axis=1), w) + b
+        f, i, g, o = tf.split(z, 4, axis=1)
+        c = c * tf.sigmoid(f) + tf.tanh(g) * tf.sigmoid(i)
+        h = tf.sigmoid(o) * tf.tanh(c)
+        return t + 1, h, c, h_seq.write(t, h)
+
+    _, h, c, h_seq = tf.while_loop(lambda t, *_: t < steps, step, (tf.constant(0), h, c, h_seq))
+    return tf.transpose(h_seq.stack(), [1, 0, 2]), (h, c)

@@ -40,7 +40,11 @@ class SampledParameter:
         self.seed = layer.add_weight(name=f"{name}_seed", shape=(2,), dtype="int64", initializer="zeros",
                                      trainable=False)
         self.seed.assign(layer._seed_generator.next())
-        self.frozen_value = layer.add_weight(name=name, shape=dist.shape, initializer="zeros", trainable=False)
+        self._add_frozen_variables(layer, name)
+
+    def _add_frozen_variables(self, layer, name):
+        """The variables that hold the frozen sample (one, ``frozen_value``, unless overridden)."""
+        self.frozen_value = layer.add_weight(name=name, shape=self.dist.shape, initializer="zeros", trainable=False)
 
     def draw_seed(self, layer):
         """A fresh seed, remembered as the seed of the last call's sample."""

@@ -1,0 +1,279 @@
+#include "conv.h"
+
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#include "gaussian.h"
+#include "gemm.h"
+
+namespace fusedbnn {
+
+std::string conv_axis(int64_t in, int64_t kernel, int64_t stride, int64_t dilation, ConvPadding padding,
+                      int64_t explicit_before, int64_t explicit_after, int64_t* out, int64_t* pad_before) {
+  const int64_t window = (kernel - 1) * dilation + 1;
+  if (padding == ConvPadding::kSame) {
+    *out = ceil_div(in, stride);
+    const int64_t total = std::max<int64_t>((*out - 1) * stride + window - in, 0);
+    *pad_before = total / 2;
+    return "";
+  }
+  const int64_t before = padding == ConvPadding::kExplicit ? explicit_before : 0;
+  const int64_t after = padding == ConvPadding::kExplicit ? explicit_after : 0;
+  if (before < 0 || after < 0) return "explicit paddings must be non-negative";
+  const int64_t padded = in + before + after;
+  if (padded < window) {
+    return "the padded input (" + std::to_string(padded) + ") is smaller than the dilated kernel window (" +
+           std::to_string(window) + "): the output size would be negative";
+  }
+  *out = (padded - window) / stride + 1;
+  *pad_before = before;
+  return "";
+}
+
+namespace {
+
+// Floats of im2col buffer a chunk aims for: chunks hold whole images, so that dx rows can be
+// gathered within one chunk; the chunk grid depends on the sizes alone.
+constexpr int64_t kChunkFloats = int64_t{1} << 20;
+
+// Derived sizes and the element strides of x (dx) and y (dy) in either layout.
+struct Geometry {
+  int64_t cin_g, cout_g, k_g;  // per group: input channels, output channels, kernel rows
+  int64_t cols_width;          // groups * k_g: one im2col row, group-major
+  int64_t pixels;              // out_h * out_w
+  int64_t images_per_chunk;
+  int64_t xs_b, xs_h, xs_w, xs_c;
+  int64_t ys_b, ys_p, ys_c;
+  bool direct;  // 1x1, stride 1, unpadded NHWC: x itself is the im2col matrix
+
+  explicit Geometry(const ConvParams& p) {
+    cin_g = p.in_channels / p.groups;
+    cout_g = p.out_channels / p.groups;
+    k_g = p.kernel_h * p.kernel_w * cin_g;
+    cols_width = p.groups * k_g;
+    pixels = p.out_h * p.out_w;
+    images_per_chunk = std::clamp<int64_t>(kChunkFloats / std::max<int64_t>(pixels * cols_width, 1), 1,
+                                           std::max<int64_t>(p.batch, 1));
+    const int64_t hw = p.in_h * p.in_w;
+    if (p.channels_last) {
+      xs_c = 1, xs_w = p.in_channels, xs_h = p.in_w * p.in_channels;
+      ys_p = p.out_channels, ys_c = 1;
+    } else {
+      xs_c = hw, xs_w = 1, xs_h = p.in_w;
+      ys_p = 1, ys_c = pixels;
+    }
+    xs_b = hw * p.in_channels;
+    ys_b = pixels * p.out_channels;
+    direct = p.channels_last && p.kernel_h == 1 && p.kernel_w == 1 && p.stride_h == 1 && p.stride_w == 1 &&
+             p.pad_top == 0 && p.pad_left == 0 && p.out_h == p.in_h && p.out_w == p.in_w;
+  }
+
+  int64_t chunk_rows() const { return images_per_chunk * pixels; }
+  // Rows of a chunk-sized [rows, out_channels] buffer for y or dy; NHWC uses y itself.
+  int64_t channel_buffer(const ConvParams& p) const { return p.channels_last ? 0 : chunk_rows() * p.out_channels; }
+  int64_t cols_buffer() const { return direct ? 0 : chunk_rows() * cols_width; }
+};
+
+// Rows [r0, r1) of the im2col matrix of the chunk starting at image `image0`: row (image, oh, ow),
+// column (g, i, j, c) holds x[image, oh*sh - pad_top + i*dh, ow*sw - pad_left + j*dw, g*cin_g + c].
+void im2col_rows(const ConvParams& p, const Geometry& g, int64_t image0, int64_t r0, int64_t r1, float* cols) {
+  for (int64_t r = r0; r < r1; ++r) {
+    const int64_t image = image0 + r / g.pixels, pixel = r % g.pixels;
+    const int64_t oh = pixel / p.out_w, ow = pixel % p.out_w;
+    const float* x_image = p.x + image * g.xs_b;
+    float* row = cols + r * g.cols_width;
+    for (int64_t grp = 0; grp < p.groups; ++grp) {
+      for (int64_t i = 0; i < p.kernel_h; ++i) {
+        const int64_t ih = oh * p.stride_h - p.pad_top + i * p.dilation_h;
+        for (int64_t j = 0; j < p.kernel_w; ++j) {
+          const int64_t iw = ow * p.stride_w - p.pad_left + j * p.dilation_w;
+          float* dst = row + grp * g.k_g + (i * p.kernel_w + j) * g.cin_g;
+          if (ih < 0 || ih >= p.in_h || iw < 0 || iw >= p.in_w) {
+            std::fill(dst, dst + g.cin_g, 0.0f);
+            continue;
+          }
+          const float* src = x_image + ih * g.xs_h + iw * g.xs_w + grp * g.cin_g * g.xs_c;
+          if (g.xs_c == 1) {
+            std::memcpy(dst, src, g.cin_g * sizeof(float));
+          } else {
+            for (int64_t c = 0; c < g.cin_g; ++c) dst[c] = src[c * g.xs_c];
+          }
+        }
+      }
+    }
+  }
+}
+
+// The chunk's im2col matrix (x itself in the direct case), with its row stride.
+const float* chunk_cols(const ParallelFor& pf, const ConvParams& p, const Geometry& g, int64_t image0,
+                        int64_t rows, float* cols_buffer) {
+  if (g.direct) return p.x + image0 * g.xs_b;
+  pf(rows, 4 * g.cols_width, [&](int64_t r0, int64_t r1) { im2col_rows(p, g, image0, r0, r1, cols_buffer); });
+  return cols_buffer;
+}
+
+// dx for input rows [u0, u1) of the chunk (unit = image * in_h + ih), gathered from the chunk's
+// d(im2col) matrix in a fixed order over (i, j): the transpose of im2col_rows.
+void col2im_rows(const ConvParams& p, const Geometry& g, int64_t image0, int64_t u0, int64_t u1,
+                 const float* dcols, float* dx) {
+  std::vector<float> acc(p.in_w * p.in_channels);
+  for (int64_t u = u0; u < u1; ++u) {
+    const int64_t local = u / p.in_h, ih = u % p.in_h;
+    std::fill(acc.begin(), acc.end(), 0.0f);
+    for (int64_t i = 0; i < p.kernel_h; ++i) {
+      const int64_t h_num = ih + p.pad_top - i * p.dilation_h;
+      if (h_num < 0 || h_num % p.stride_h != 0 || h_num / p.stride_h >= p.out_h) continue;
+      const int64_t oh = h_num / p.stride_h;
+      for (int64_t iw = 0; iw < p.in_w; ++iw) {
+        float* dst = acc.data() + iw * p.in_channels;
+        for (int64_t j = 0; j < p.kernel_w; ++j) {
+          const int64_t w_num = iw + p.pad_left - j * p.dilation_w;
+          if (w_num < 0 || w_num % p.stride_w != 0 || w_num / p.stride_w >= p.out_w) continue;
+          const int64_t row = local * g.pixels + oh * p.out_w + w_num / p.stride_w;
+          const float* src = dcols + row * g.cols_width + (i * p.kernel_w + j) * g.cin_g;
+          for (int64_t grp = 0; grp < p.groups; ++grp) {
+            const float* s = src + grp * g.k_g;
+            float* d = dst + grp * g.cin_g;
+            for (int64_t c = 0; c < g.cin_g; ++c) d[c] += s[c];
+          }
+        }
+      }
+    }
+    float* dx_row = dx + (image0 + local) * g.xs_b + ih * g.xs_h;
+    if (p.channels_last) {
+      std::memcpy(dx_row, acc.data(), acc.size() * sizeof(float));
+    } else {
+      for (int64_t iw = 0; iw < p.in_w; ++iw)
+        for (int64_t c = 0; c < p.in_channels; ++c) dx_row[iw * g.xs_w + c * g.xs_c] = acc[iw * p.in_channels + c];
+    }
+  }
+}
+
+// Copies between y (either layout) and a chunk's [rows, out_channels] matrix, by (image, channel).
+void nchw_to_rows(const ParallelFor& pf, const ConvParams& p, const Geometry& g, const float* y, int64_t images,
+                  float* rows) {
+  pf(images * p.out_channels, g.pixels, [&](int64_t first, int64_t last) {
+    for (int64_t u = first; u < last; ++u) {
+      const float* src = y + u * g.pixels;  // image u / C, channel u % C: consecutive planes
+      const int64_t image = u / p.out_channels, o = u % p.out_channels;
+      for (int64_t pix = 0; pix < g.pixels; ++pix) rows[(image * g.pixels + pix) * p.out_channels + o] = src[pix];
+    }
+  });
+}
+
+void rows_to_nchw(const ParallelFor& pf, const ConvParams& p, const Geometry& g, const float* rows, int64_t images,
+                  float* y) {
+  pf(images * p.out_channels, g.pixels, [&](int64_t first, int64_t last) {
+    for (int64_t u = first; u < last; ++u) {
+      float* dst = y + u * g.pixels;
+      const int64_t image = u / p.out_channels, o = u % p.out_channels;
+      for (int64_t pix = 0; pix < g.pixels; ++pix) dst[pix] = rows[(image * g.pixels + pix) * p.out_channels + o];
+    }
+  });
+}
+
+}  // namespace
+
+int64_t conv_kernel_size(const ConvParams& p) {
+  return p.kernel_h * p.kernel_w * (p.in_channels / p.groups) * p.out_channels;
+}
+
+int64_t conv_forward_workspace(const ConvParams& p) {
+  const Geometry g(p);
+  return conv_kernel_size(p) + p.out_channels + g.cols_buffer() + g.channel_buffer(p);
+}
+
+int64_t conv_backward_workspace(const ConvParams& p) {
+  const Geometry g(p);
+  // kernel, partial dW of a chunk, im2col and its gradient, dy rows (NCHW).
+  const int64_t dcols = g.direct ? 0 : g.chunk_rows() * g.cols_width;
+  return 2 * conv_kernel_size(p) + g.cols_buffer() + dcols + g.channel_buffer(p);
+}
+
+void conv_forward(const ParallelFor& pf, const ConvParams& p, float* workspace, float* y) {
+  const Geometry g(p);
+  float* w = workspace;
+  float* b = w + conv_kernel_size(p);
+  float* cols_buffer = b + p.out_channels;
+  float* y_rows_buffer = cols_buffer + g.cols_buffer();
+  if (p.batch == 0 || g.pixels == 0) return;
+  sample_gaussian(pf, p.w_stream, conv_kernel_size(p), p.w_mu, p.w_rho, w);
+  if (p.has_bias) sample_gaussian(serial_for(), p.b_stream, p.out_channels, p.b_mu, p.b_rho, b);
+
+  for (int64_t image0 = 0; image0 < p.batch; image0 += g.images_per_chunk) {
+    const int64_t images = std::min(g.images_per_chunk, p.batch - image0), rows = images * g.pixels;
+    const float* cols = chunk_cols(pf, p, g, image0, rows, cols_buffer);
+    float* y_rows = p.channels_last ? y + image0 * g.ys_b : y_rows_buffer;
+    for (int64_t grp = 0; grp < p.groups; ++grp) {
+      // y[:, group] = cols[:, group] @ W[:, group]
+      gemm(pf, GemmArgs{rows, g.cout_g, g.k_g, cols + grp * g.k_g, g.cols_width, false, w + grp * g.cout_g,
+                        p.out_channels, false, y_rows + grp * g.cout_g, p.out_channels});
+    }
+    if (p.has_bias) {
+      pf(rows, p.out_channels, [&](int64_t first, int64_t last) {
+        for (int64_t r = first; r < last; ++r)
+          for (int64_t o = 0; o < p.out_channels; ++o) y_rows[r * p.out_channels + o] += b[o];
+      });
+    }
+    if (!p.channels_last) rows_to_nchw(pf, p, g, y_rows, images, y + image0 * g.ys_b);
+  }
+}
+
+void conv_backward(const ParallelFor& pf, const ConvParams& p, const float* dy, float* workspace, float* dx,
+                   float* dw_mu, float* dw_rho, float* db_mu, float* db_rho) {
+  const Geometry g(p);
+  const int64_t kernel_size = conv_kernel_size(p);
+  float* w = workspace;
+  float* dw_part = w + kernel_size;
+  float* cols_buffer = dw_part + kernel_size;
+  float* dcols_buffer = cols_buffer + g.cols_buffer();
+  float* dy_rows_buffer = dcols_buffer + (g.direct ? 0 : g.chunk_rows() * g.cols_width);
+
+  sample_gaussian(pf, p.w_stream, kernel_size, p.w_mu, p.w_rho, w);
+  std::fill(dw_mu, dw_mu + kernel_size, 0.0f);
+  if (p.has_bias) std::fill(db_mu, db_mu + p.out_channels, 0.0f);
+  if (g.pixels == 0) std::fill(dx, dx + p.batch * g.xs_b, 0.0f);
+
+  for (int64_t image0 = 0; g.pixels > 0 && image0 < p.batch; image0 += g.images_per_chunk) {
+    const int64_t images = std::min(g.images_per_chunk, p.batch - image0), rows = images * g.pixels;
+    const float* cols = chunk_cols(pf, p, g, image0, rows, cols_buffer);
+    const float* dy_rows = dy + image0 * g.ys_b;
+    if (!p.channels_last) {
+      nchw_to_rows(pf, p, g, dy_rows, images, dy_rows_buffer);
+      dy_rows = dy_rows_buffer;
+    }
+    // dW[:, group] += cols[:, group]^T @ dy[:, group], chunk partials added in chunk order.
+    float* dw_target = image0 == 0 ? dw_mu : dw_part;
+    for (int64_t grp = 0; grp < p.groups; ++grp) {
+      gemm(pf, GemmArgs{g.k_g, g.cout_g, rows, cols + grp * g.k_g, g.cols_width, true, dy_rows + grp * g.cout_g,
+                        p.out_channels, false, dw_target + grp * g.cout_g, p.out_channels});
+    }
+    if (image0 > 0) {
+      pf(kernel_size, 1, [&](int64_t first, int64_t last) {
+        for (int64_t e = first; e < last; ++e) dw_mu[e] += dw_part[e];
+      });
+    }
+    if (p.has_bias) {
+      for (int64_t r = 0; r < rows; ++r)
+        for (int64_t o = 0; o < p.out_channels; ++o) db_mu[o] += dy_rows[r * p.out_channels + o];
+    }
+    // d(cols)[:, group] = dy[:, group] @ W[:, group]^T, then gathered into dx (written directly
+    // when x is its own im2col matrix).
+    float* dcols = g.direct ? dx + image0 * g.xs_b : dcols_buffer;
+    for (int64_t grp = 0; grp < p.groups; ++grp) {
+      gemm(pf, GemmArgs{rows, g.k_g, g.cout_g, dy_rows + grp * g.cout_g, p.out_channels, false,
+                        w + grp * g.cout_g, p.out_channels, true, dcols + grp * g.k_g, g.cols_width});
+    }
+    if (!g.direct) {
+      pf(images * p.in_h, p.in_w * g.cols_width, [&](int64_t u0, int64_t u1) {
+        col2im_rows(p, g, image0, u0, u1, dcols, dx);
+      });
+    }
+  }
+  // drho = dW * eps * sigmoid(rho), regenerating eps.
+  sample_gaussian_grad(pf, p.w_stream, kernel_size, dw_mu, p.w_mu, p.w_rho, dw_rho, nullptr);
+  if (p.has_bias) sample_gaussian_grad(serial_for(), p.b_stream, p.out_channels, db_mu, p.b_mu, p.b_rho, db_rho, nullptr);
+}
+
+}  // namespace fusedbnn

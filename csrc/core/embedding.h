@@ -1,0 +1,47 @@
+// Bayesian embedding lookup on the CPU: only the looked-up rows of W = mu + softplus(rho) * eps are
+// sampled. Element (r, c) uses noise element r * dim + c of the full-table draw, so the result equals
+// a gather from a fully sampled table.
+//
+// Semantics (those of fusedbnn.reference.embedding): output row n is W[ids[n]], zero where
+// ids[n] == padding_idx; with max_norm > 0 each row e is rescaled by max_norm / max(|e|_p, max_norm),
+// p = norm_type, so rows with a norm above max_norm come out with norm max_norm and the gradient
+// flows through the rescale.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "noise.h"
+#include "parallel.h"
+
+namespace fusedbnn {
+
+struct EmbeddingParams {
+  const int64_t* ids;  // [count], every id in [0, rows)
+  int64_t count;
+  int64_t rows, dim;
+  const float* w_mu;  // [rows, dim]
+  const float* w_rho;
+  NoiseStream stream;
+  int64_t padding_idx;  // < 0: none
+  float max_norm;       // <= 0: no rescaling
+  float norm_type;      // p > 0 of the p-norm
+};
+
+// out [count, dim].
+void embedding_forward(const ParallelFor& pf, const EmbeddingParams& p, float* out);
+
+// The distinct looked-up rows other than padding_idx, ascending, and the positions of each.
+struct EmbeddingRows {
+  std::vector<int64_t> rows;       // [unique]
+  std::vector<int64_t> positions;  // positions into ids, grouped by row in row order, ascending within
+  std::vector<int64_t> starts;     // [unique + 1]: row u owns positions[starts[u] : starts[u + 1]]
+};
+EmbeddingRows embedding_rows(const EmbeddingParams& p);
+
+// Gradients for dy [count, dim] as rows of the table: dw_mu and dw_rho [unique, dim] for the rows of
+// `rows` (repeated ids summed), regenerating the noise.
+void embedding_backward(const ParallelFor& pf, const EmbeddingParams& p, const EmbeddingRows& rows,
+                        const float* dy, float* dw_mu, float* dw_rho);
+
+}  // namespace fusedbnn

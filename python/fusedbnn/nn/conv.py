@@ -1,0 +1,201 @@
+"""Bayesian 1-D and 2-D convolution layers."""
+
+import keras
+import tensorflow as tf
+
+from fusedbnn import _conv_args, ops, reference
+from fusedbnn.nn import _params
+from fusedbnn.nn.base import BayesianModule
+
+
+class _BayesianConv(BayesianModule):
+    """The shared body of Conv1d and Conv2d: ``rank`` spatial axes, kernel ``[*kernel_size, in/groups, out]``."""
+
+    rank = None
+    _conv_fn = None
+
+    def __init__(self, input_channels, output_channels, kernel_size, stride, padding, dilation, groups, data_format,
+                 weights_distribution, bias_distribution, use_bias, seed, **kwargs):
+        super().__init__(seed=seed, **kwargs)
+        self.input_channels = _params.positive_int(input_channels, "input_channels")
+        self.output_channels = _params.positive_int(output_channels, "output_channels")
+        self.groups = _params.positive_int(groups, "groups")
+        if self.input_channels % self.groups or self.output_channels % self.groups:
+            raise ValueError(f"groups ({self.groups}) must divide input_channels ({self.input_channels}) and "
+                             f"output_channels ({self.output_channels})")
+        self.kernel_size = kernel_size
+        self._kernel = _conv_args.int_tuple(kernel_size, self.rank, "kernel_size")
+        self.stride, self.padding, self.dilation, self.data_format = stride, padding, dilation, data_format
+        parse = _conv_args.conv1d_args if self.rank == 1 else _conv_args.conv2d_args
+        self._args = parse(stride, padding, dilation, self.groups, data_format)
+        self.use_bias = bool(use_bias)
+        self._seed_generator = keras.random.SeedGenerator(_params.derived_seed(seed, 7))
+        kernel_shape = (*self._kernel, self.input_channels // self.groups, self.output_channels)
+        self.weights_distribution = _params.distribution(weights_distribution, kernel_shape, "weights_distribution",
+                                                         seed)
+        self._w = _params.SampledParameter(self, self.weights_distribution, "w")
+        self.bias_distribution = None
+        self._b = None
+        if self.use_bias:
+            self.bias_distribution = _params.distribution(
+                bias_distribution, (self.output_channels,), "bias_distribution", _params.derived_seed(seed, 2)
+            )
+            self._b = _params.SampledParameter(self, self.bias_distribution, "b")
+
+    @property
+    def w(self):
+        """The frozen kernel sample ``[*kernel_size, input_channels / groups, output_channels]`` (set by ``freeze()``)."""
+        return self._w.frozen_value
+
+    @property
+    def b(self):
+        """The frozen bias sample ``[output_channels]``, or None without bias."""
+        return None if self._b is None else self._b.frozen_value
+
+    def _parameters(self):
+        return [p for p in (self._w, self._b) if p is not None]
+
+    def _channel_axis(self):
+        return -1 if self._args.channels_last else 1
+
+    def build(self, input_shape):
+        input_shape = tuple(input_shape)
+        if len(input_shape) != self.rank + 2:
+            raise ValueError(f"{type(self).__name__} expects inputs of rank {self.rank + 2} ({self.data_format}), "
+                             f"got shape {input_shape}")
+        channels = input_shape[self._channel_axis()]
+        if channels is not None and channels != self.input_channels:
+            raise ValueError(f"{type(self).__name__} expects {self.input_channels} input channels "
+                             f"({self.data_format}), got shape {input_shape}")
+
+    def call(self, inputs):
+        x = tf.convert_to_tensor(inputs)
+        if x.dtype != tf.float32:
+            raise ValueError(f"{type(self).__name__} expects float32 inputs, got dtype {x.dtype.name}")
+        self.build(x.shape)
+
+        def frozen():
+            if self.rank == 2:
+                return reference.conv2d_with_kernel(x, self.w, self.b, self._args)
+            height_axis = 1 if self._args.channels_last else 2
+            y = reference.conv2d_with_kernel(tf.expand_dims(x, height_axis), self.w[None], self.b, self._args)
+            return tf.squeeze(y, height_axis)
+
+        def sampling():
+            args = [x, self.weights_distribution.mu, self.weights_distribution.rho, self._w.draw_seed(self)]
+            if self._b is not None:
+                args += [self.bias_distribution.mu, self.bias_distribution.rho, self._b.draw_seed(self)]
+            return self._conv_fn(*args, stride=self.stride, padding=self.padding, dilation=self.dilation,
+                                 groups=self.groups, data_format=self.data_format)
+
+        return self._when_frozen(frozen, sampling)
+
+    def freeze(self):
+        for p in self._parameters():
+            p.freeze()
+        self._set_frozen(True)
+
+    def kl_cost(self):
+        kl = tf.add_n([p.kl(self._frozen) for p in self._parameters()])
+        return kl, sum(p.dist.num_params for p in self._parameters())
+
+    def compute_output_shape(self, input_shape):
+        shape = list(input_shape)
+        first_spatial = 1 if self._args.channels_last else 2
+        for i in range(self.rank):
+            axis, arg = first_spatial + i, 2 - self.rank + i  # Conv1d's axis is the 2-D width axis
+            if shape[axis] is not None:
+                shape[axis] = _conv_args.axis_output(
+                    shape[axis], self._kernel[i], self._args.strides[arg], self._args.dilations[arg],
+                    self._args.padding, *self._args.explicit[2 * arg:2 * arg + 2],
+                )[0]
+        shape[self._channel_axis()] = self.output_channels
+        return tuple(shape)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            input_channels=self.input_channels,
+            output_channels=self.output_channels,
+            kernel_size=self.kernel_size,
+            stride=self.stride,
+            padding=self.padding,
+            dilation=self.dilation,
+            groups=self.groups,
+            data_format=self.data_format,
+            use_bias=self.use_bias,
+            weights_distribution=keras.saving.serialize_keras_object(self.weights_distribution),
+            bias_distribution=None if self.bias_distribution is None
+            else keras.saving.serialize_keras_object(self.bias_distribution),
+        )
+        return config
+
+
+_ILLIA_DIFFERENCES = """
+    Where illia's documentation is wrong, this layer does what it means:
+        - the kernel has TensorFlow's layout ``[{kernel}, input_channels / groups, output_channels]``;
+          the docs' ``(input_channels / groups, {kernel}, output_channels)`` only works when those
+          sizes happen to agree;
+        - ``groups`` must divide both channel counts (the docs test ``kernel_size % groups``);
+        - ``get_config()`` returns every constructor argument (the docs drop ``use_bias``, the
+          distributions and the seed).
+"""
+
+
+@keras.saving.register_keras_serializable(package="fusedbnn")
+class Conv2d(_BayesianConv):
+    """Bayesian 2-D convolution (illia's API): each unfrozen call samples the kernel and bias in
+    fused ops (``fusedbnn.ops.conv2d``); the backward pass regenerates the noise.
+
+    Args:
+        input_channels, output_channels: channel counts, positive.
+        kernel_size: an int or ``[kh, kw]``.
+        stride, dilation: an int or ``[h, w]`` (``dilation=None`` means 1); stride > 1 together
+            with dilation > 1 is allowed.
+        padding: "VALID", "SAME", ``[[top, bottom], [left, right]]`` or ``[pad_h, pad_w]``.
+        groups: divides both channel counts; ``groups == input_channels`` is depthwise.
+        data_format: "NHWC" or "NCHW" (both run on the CPU).
+        weights_distribution: GaussianDistribution of the kernel's shape, or None for the default
+            prior N(0, 0.1^2).
+        bias_distribution: GaussianDistribution of shape ``(output_channels,)``, or None.
+        use_bias: whether to add a bias.
+        seed: optional int for reproducible initial values and noise.
+    """ + _ILLIA_DIFFERENCES.format(kernel="kh, kw")
+
+    rank = 2
+    _conv_fn = staticmethod(ops.conv2d)
+
+    def __init__(self, input_channels, output_channels, kernel_size, stride=1, padding="VALID", dilation=None,
+                 groups=1, data_format="NHWC", weights_distribution=None, bias_distribution=None, use_bias=True,
+                 seed=None, **kwargs):
+        super().__init__(input_channels, output_channels, kernel_size, stride, padding, dilation, groups, data_format,
+                         weights_distribution, bias_distribution, use_bias, seed, **kwargs)
+
+
+@keras.saving.register_keras_serializable(package="fusedbnn")
+class Conv1d(_BayesianConv):
+    """Bayesian 1-D convolution (illia's API): each unfrozen call samples the kernel and bias in
+    fused ops (``fusedbnn.ops.conv1d``); the backward pass regenerates the noise.
+
+    Args:
+        input_channels, output_channels: channel counts, positive.
+        kernel_size: an int (or a one-element list).
+        stride, dilation: ints.
+        padding: "VALID", "SAME", an int or ``[left, right]``.
+        groups: divides both channel counts; ``groups == input_channels`` is depthwise.
+        data_format: "NWC" or "NCW" (both run on the CPU).
+        weights_distribution: GaussianDistribution of the kernel's shape, or None for the default
+            prior N(0, 0.1^2).
+        bias_distribution: GaussianDistribution of shape ``(output_channels,)``, or None.
+        use_bias: whether to add a bias.
+        seed: optional int for reproducible initial values and noise.
+    """ + _ILLIA_DIFFERENCES.format(kernel="k")
+
+    rank = 1
+    _conv_fn = staticmethod(ops.conv1d)
+
+    def __init__(self, input_channels, output_channels, kernel_size, stride=1, padding="VALID", dilation=1,
+                 groups=1, data_format="NWC", weights_distribution=None, bias_distribution=None, use_bias=True,
+                 seed=None, **kwargs):
+        super().__init__(input_channels, output_channels, kernel_size, stride, padding, dilation, groups, data_format,
+                         weights_distribution, bias_distribution, use_bias, seed, **kwargs)

@@ -1,0 +1,142 @@
+"""ops.embedding: fused lookup and its row-sparse gradients against the pure-TF reference."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from conftest import MODES, assert_allclose, gaussian_params, grads, run, seed_of
+from fusedbnn import _core, ops, reference
+
+
+def table(rng, rows, dim, rho_center=-3.0):
+    w_mu, w_rho = gaussian_params(rng, [rows, dim], rho_center)
+    return w_mu, w_rho, seed_of(rng)
+
+
+def random_ids(rng, shape, rows, dtype=tf.int64):
+    return tf.constant(rng.integers(0, rows, size=shape), dtype)
+
+
+def dense_grads(fn, sources):
+    """Output and dense gradients of sum(fn() * cot) (embedding gradients are IndexedSlices)."""
+    return [tf.convert_to_tensor(g) for g in grads(fn, sources)]
+
+
+def compare(mode, ids, w_mu, w_rho, w_seed, rtol=2e-4, atol=2e-4, **options):
+    def both(ids, w_mu, w_rho, w_seed):
+        return (dense_grads(lambda: ops.embedding(ids, w_mu, w_rho, w_seed, **options), [w_mu, w_rho]),
+                dense_grads(lambda: reference.embedding(ids, w_mu, w_rho, w_seed, **options), [w_mu, w_rho]))
+
+    fused, ref = run(mode, both, ids, w_mu, w_rho, w_seed)
+    for name, f, r in zip(["y", "dw_mu", "dw_rho"], fused, ref):
+        assert f.shape == r.shape, name
+        assert np.all(np.isfinite(f)), name
+        assert_allclose(f, r, rtol=rtol, atol=atol, err_msg=name)
+    return fused
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("ids_shape, rows, dim", [
+    ([1], 1, 1), ([7], 5, 3), ([4, 9], 30, 17), ([2, 3, 5], 11, 64), ([32, 5], 1000, 129), ([0], 4, 5),
+    ([3, 0], 4, 5), ([2, 3], 4, 0),
+])
+@pytest.mark.parametrize("id_dtype", [tf.int32, tf.int64])
+def test_embedding_matches_reference(mode, ids_shape, rows, dim, id_dtype, rng):
+    compare(mode, random_ids(rng, ids_shape, rows, id_dtype), *table(rng, rows, dim))
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("norm_type", [2.0, 1.0, 3.0])
+def test_max_norm_active_and_inactive(mode, norm_type, rng):
+    w_mu, w_rho, w_seed = table(rng, 20, 13)
+    ids = random_ids(rng, [6, 8], 20)
+    norms = np.linalg.norm(ops.embedding(ids, w_mu, w_rho, w_seed).numpy(), ord=norm_type, axis=-1)
+    # A bound between the middle norms clips about half the rows (none sits at the kink of the
+    # rescale, where the two sides may pick different subgradients); one above them all clips none.
+    distinct = np.unique(norms)
+    middle = len(distinct) // 2
+    for max_norm in (float(distinct[middle - 1] + distinct[middle]) / 2, float(norms.max()) * 2):
+        y = compare(mode, ids, w_mu, w_rho, w_seed, max_norm=max_norm, norm_type=norm_type)[0]
+        clipped = norms > max_norm
+        assert_allclose(np.linalg.norm(y, ord=norm_type, axis=-1)[clipped], max_norm, rtol=1e-5)
+        assert_allclose(y[~clipped], ops.embedding(ids, w_mu, w_rho, w_seed).numpy()[~clipped], rtol=0, atol=0)
+        assert clipped.any() == (max_norm < norms.max())
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_padding_and_repeated_ids(mode, rng):
+    w_mu, w_rho, w_seed = table(rng, 9, 6)
+    ids = tf.constant([[2, 2, 0, 5], [2, 0, 8, 5]], tf.int32)
+    for options in ({"padding_idx": 0}, {"padding_idx": 2, "max_norm": 0.5}):
+        y, dw_mu, dw_rho = compare(mode, ids, w_mu, w_rho, w_seed, **options)
+        padded = ids.numpy() == options["padding_idx"]
+        assert np.all(y[padded] == 0.0)
+        assert np.all(dw_mu[options["padding_idx"]] == 0.0) and np.all(dw_rho[options["padding_idx"]] == 0.0)
+
+
+def test_gradients_are_row_slices_of_the_distinct_ids(rng):
+    w_mu, w_rho, w_seed = table(rng, 50, 4)
+    ids = tf.constant([7, 3, 7, 49, 3, 0], tf.int64)
+    with tf.GradientTape() as tape:
+        tape.watch([w_mu, w_rho])
+        loss = tf.reduce_sum(ops.embedding(ids, w_mu, w_rho, w_seed, padding_idx=0))
+    dw_mu, dw_rho = tape.gradient(loss, [w_mu, w_rho])
+    for g in (dw_mu, dw_rho):
+        assert isinstance(g, tf.IndexedSlices)
+        assert g.indices.numpy().tolist() == [3, 7, 49]
+        assert tuple(g.dense_shape.numpy()) == (50, 4)
+    assert_allclose(dw_mu.values, [[2.0] * 4, [2.0] * 4, [1.0] * 4])
+
+
+def test_rows_do_not_depend_on_the_other_ids(rng):
+    w_mu, w_rho, w_seed = table(rng, 300, 37)
+    together = ops.embedding(tf.constant([5, 299, 5, 128]), w_mu, w_rho, w_seed).numpy()
+    for position, row in enumerate([5, 299, 5, 128]):
+        np.testing.assert_array_equal(ops.embedding(tf.constant([row]), w_mu, w_rho, w_seed).numpy()[0],
+                                      together[position])
+
+
+def test_numeric_gradient():
+    rng = np.random.default_rng(4)
+    w_mu, w_rho, w_seed = table(rng, 6, 5, rho_center=-1.0)
+    ids = tf.constant([[1, 4, 1], [0, 5, 3]])
+    for options in ({}, {"max_norm": 0.8, "padding_idx": 3}, {"max_norm": 0.8, "norm_type": 1.5}):
+        fn = lambda m, r: ops.embedding(ids, m, r, w_seed, **options)  # noqa: E731
+        theoretical, numerical = tf.test.compute_gradient(fn, [w_mu, w_rho], delta=1e-3)
+        for t, n in zip(theoretical, numerical):
+            assert_allclose(t, n, rtol=2e-2, atol=2e-2)
+
+
+def test_core_matches_full_table_sample(rng):
+    w_mu, w_rho = (t.numpy() for t in gaussian_params(rng, [40, 21]))
+    ids = rng.integers(0, 40, size=30)
+    full = _core.sample_gaussian(w_mu, w_rho, (3, 4))
+    assert_allclose(_core.embedding(ids, w_mu, w_rho, (3, 4)), full[ids], rtol=0, atol=0)
+    dy = rng.normal(size=(30, 21)).astype(np.float32)
+    rows, dw_mu, dw_rho = _core.embedding_grad(dy, ids, w_mu, w_rho, (3, 4))
+    dense = np.zeros_like(w_mu)
+    np.add.at(dense, ids, dy)
+    assert rows.tolist() == sorted(set(ids.tolist()))
+    assert_allclose(dw_mu, dense[rows])
+    assert_allclose(dw_rho, _core.sample_gaussian_grad(dense, w_mu, w_rho, (3, 4))[0][rows])
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_bad_arguments_raise_naming_them(mode, rng):
+    w_mu, w_rho, w_seed = table(rng, 10, 3)
+    ids = tf.constant([1, 2])
+    op_cases = [
+        ((tf.constant([1, 10]), w_mu, w_rho, w_seed), {}, "got id 10"),
+        ((tf.constant([[3, -1]], tf.int64), w_mu, w_rho, w_seed), {}, "got id -1"),
+        ((ids, w_mu, tf.zeros([10, 4]), w_seed), {}, "w_rho"),
+        ((ids, tf.zeros([10]), tf.zeros([10]), w_seed), {}, "w_mu"),
+        ((ids, w_mu, w_rho, tf.constant([1, 2, 3], tf.int64)), {}, "w_seed"),
+        ((tf.constant([1.0, 2.0]), w_mu, w_rho, w_seed), {}, "ids"),
+        ((ids, w_mu, w_rho, w_seed), {"padding_idx": 10}, "padding_idx"),
+        ((ids, w_mu, w_rho, w_seed), {"padding_idx": -2}, "padding_idx"),
+        ((ids, w_mu, w_rho, w_seed), {"max_norm": 0.0}, "max_norm"),
+        ((ids, w_mu, w_rho, w_seed), {"max_norm": 1.0, "norm_type": 0.0}, "norm_type"),
+    ]
+    for args, options, match in op_cases:
+        with pytest.raises((ValueError, tf.errors.InvalidArgumentError), match=match):
+            run(mode, lambda: ops.embedding(*args, **options))

@@ -1,0 +1,231 @@
+"""fusedbnn.nn.Embedding and fusedbnn.nn.LSTM: illia's layer behaviour over the fused ops."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from conftest import assert_allclose
+from fusedbnn import nn, reference
+
+
+def embedding_ids(rng, shape, rows):
+    return tf.constant(rng.integers(0, rows, size=shape), tf.int64)
+
+
+@pytest.mark.parametrize("options", [{}, {"padding_idx": 3, "max_norm": 0.05, "norm_type": 1.0}])
+def test_embedding_samples_each_call_and_freezes(options, rng):
+    layer = nn.Embedding(20, 7, seed=1, **options)
+    ids = embedding_ids(rng, [4, 5], 20)
+    first, second = layer(ids).numpy(), layer(ids).numpy()
+    assert first.shape == (4, 5, 7)
+    assert not np.allclose(first, second)
+    dist = layer.weights_distribution
+    # The last call's output is a lookup in the sample that its seed draws.
+    last_sample = dist.sample(layer._w.seed)
+    assert_allclose(second, reference.embedding_lookup(last_sample, ids, **options))
+    kl, num_params = layer.kl_cost()
+    assert num_params == 20 * 7
+    assert_allclose(kl, dist.log_prob(last_sample), rtol=1e-4, atol=1e-2)
+
+    layer.freeze()
+    assert layer.frozen
+    assert_allclose(layer.w, last_sample, rtol=0, atol=0)
+    frozen = layer(ids).numpy()
+    assert_allclose(frozen, second, rtol=1e-6, atol=1e-6)
+    assert_allclose(layer(ids), frozen, rtol=0, atol=0)
+    assert_allclose(layer.kl_cost()[0], dist.log_prob(layer.w), rtol=1e-5, atol=1e-3)
+    layer.unfreeze()
+    assert not np.allclose(layer(ids).numpy(), frozen)
+
+
+def test_embedding_trains_in_a_traced_step_with_sparse_gradients(rng):
+    layer = nn.Embedding(50, 6, padding_idx=0, seed=2)
+    ids = embedding_ids(rng, [8, 3], 50)
+    optimizer = keras.optimizers.SGD(0.1)
+
+    @tf.function(jit_compile=False)
+    def step():
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(tf.square(layer(ids))) + layer.kl_cost()[0] * 1e-3
+        grads = tape.gradient(loss, layer.trainable_variables)
+        optimizer.apply_gradients(zip(grads, layer.trainable_variables))
+        return grads
+
+    mu_before = layer.weights_distribution.mu.numpy()
+    grads = step()
+    assert all(g is not None for g in grads)
+    changed = np.any(layer.weights_distribution.mu.numpy() != mu_before, axis=1)
+    # The KL term touches every row; the lookup adds to the looked-up ones.
+    assert changed.all()
+    layer.freeze()
+    frozen = step()  # already traced: the frozen flag is a variable
+    assert_allclose(layer(ids), layer(ids), rtol=0, atol=0)
+    assert all(g is not None for g in frozen)
+
+
+def test_embedding_accepts_float_ids_and_rejects_bad_arguments():
+    layer = nn.Embedding(10, 3, seed=0)
+    assert layer(tf.constant([[1.0], [9.0]])).shape == (2, 1, 3)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="got id 10"):
+        layer(tf.constant([10]))
+    for kwargs, name in [
+        ({"num_embeddings": 0, "embeddings_dim": 3}, "num_embeddings"),
+        ({"num_embeddings": 4, "embeddings_dim": 2.5}, "embeddings_dim"),
+        ({"num_embeddings": 4, "embeddings_dim": 3, "padding_idx": 4}, "padding_idx"),
+        ({"num_embeddings": 4, "embeddings_dim": 3, "max_norm": -1.0}, "max_norm"),
+        ({"num_embeddings": 4, "embeddings_dim": 3, "norm_type": 0}, "norm_type"),
+        ({"num_embeddings": 4, "embeddings_dim": 3,
+          "weights_distribution": nn.Linear(4, 3).weights_distribution}, "weights_distribution"),
+    ]:
+        with pytest.raises(ValueError, match=name):
+            nn.Embedding(**kwargs)
+
+
+def test_embedding_config_round_trip():
+    layer = nn.Embedding(12, 4, padding_idx=2, max_norm=1.5, norm_type=3.0, scale_grad_by_freq=True, sparse=True,
+                         seed=5, name="emb")
+    config = layer.get_config()
+    clone = nn.Embedding.from_config(config)
+    assert clone.get_config() == config
+    for key in ("padding_idx", "max_norm", "norm_type", "scale_grad_by_freq", "sparse"):
+        assert getattr(clone, key) == getattr(layer, key)
+    restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(layer))
+    assert isinstance(restored, nn.Embedding) and restored.get_config() == config
+
+
+def illia_lstm(layer, ids, init_states=None):
+    """illia's LSTM.call in NumPy from the frozen variables under illia's names."""
+    sig = lambda v: 1 / (1 + np.exp(-v))  # noqa: E731
+    x = reference.embedding_lookup(layer.embedding.w, ids[..., 0], layer.padding_idx, layer.max_norm,
+                                   layer.norm_type).numpy().astype(np.float64)
+    w = {name: getattr(layer, name).numpy().astype(np.float64)
+         for name in ("wf", "bf", "wi", "bi", "wc", "bc", "wo", "bo", "wv", "bv")}
+    if init_states is None:
+        h = c = np.zeros([x.shape[0], layer.hidden_size])
+    else:
+        h, c = (np.asarray(s, np.float64) for s in init_states)
+    for t in range(x.shape[1]):
+        z = np.concatenate([x[:, t], h], 1)
+        c = c * sig(z @ w["wf"] + w["bf"]) + np.tanh(z @ w["wc"] + w["bc"]) * sig(z @ w["wi"] + w["bi"])
+        h = sig(z @ w["wo"] + w["bo"]) * np.tanh(c)
+    return h @ w["wv"] + w["bv"], (h, c)
+
+
+def lstm_ids(rng, batch, steps, rows):
+    return tf.constant(rng.integers(0, rows, size=[batch, steps, 1]), tf.int64)
+
+
+@pytest.mark.parametrize("options", [{}, {"padding_idx": 0, "max_norm": 0.1}])
+@pytest.mark.parametrize("with_states", [False, True])
+def test_lstm_frozen_weights_under_illia_names_reproduce_the_output(options, with_states, rng):
+    layer = nn.LSTM(15, 4, 6, 3, seed=3, **options)
+    ids = lstm_ids(rng, 5, 7, 15)
+    states = None
+    if with_states:
+        states = tuple(tf.constant(rng.normal(0, 0.5, [5, 6]).astype(np.float32)) for _ in range(2))
+    y, (h, c) = layer(ids, init_states=states)
+    assert y.shape == (5, 3) and h.shape == (5, 6) and c.shape == (5, 6)
+    assert not np.allclose(layer(ids, init_states=states)[0], y)
+    last = layer(ids, init_states=states)
+    layer.freeze()
+    for name, shape in [("wf", (10, 6)), ("wi", (10, 6)), ("wc", (10, 6)), ("wo", (10, 6)), ("bf", (6,)),
+                        ("bi", (6,)), ("bc", (6,)), ("bo", (6,)), ("wv", (6, 3)), ("bv", (3,))]:
+        assert tuple(getattr(layer, name).shape) == shape, name
+    frozen = layer(ids, init_states=states)
+    # freeze() keeps the last call's sample, so the frozen layer repeats that call ...
+    for got, want in zip(tf.nest.flatten(frozen), tf.nest.flatten(last)):
+        assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+    # ... and illia's computation from the named variables gives the same.
+    for got, want in zip(tf.nest.flatten(frozen), tf.nest.flatten(illia_lstm(layer, ids.numpy(), states))):
+        assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+    layer.unfreeze()
+    assert not layer.frozen and not layer.embedding.frozen
+    assert not np.allclose(layer(ids, init_states=states)[0], frozen[0])
+
+
+def test_lstm_kl_cost_includes_every_parameter(rng):
+    layer = nn.LSTM(11, 3, 5, 2, seed=4)
+    layer(lstm_ids(rng, 2, 4, 11))
+    parts = [layer.embedding.kl_cost()[0]] + [
+        dist.kl_at_seed(param.seed) for dist, param in [
+            (layer.gate_weights_distribution, layer._w), (layer.gate_bias_distribution, layer._b),
+            (layer.output_weights_distribution, layer._wv), (layer.output_bias_distribution, layer._bv)]
+    ]
+    kl, num_params = layer.kl_cost()
+    assert num_params == 11 * 3 + 4 * (8 * 5 + 5) + 5 * 2 + 2
+    assert_allclose(kl, tf.add_n(parts), rtol=1e-6, atol=1e-3)
+    layer.freeze()
+    frozen_parts = [layer.embedding.weights_distribution.log_prob(layer.embedding.w)] + [
+        dist.log_prob(value) for dist, value in [
+            (layer.gate_weights_distribution, tf.concat([layer.wf, layer.wi, layer.wc, layer.wo], 1)),
+            (layer.gate_bias_distribution, tf.concat([layer.bf, layer.bi, layer.bc, layer.bo], 0)),
+            (layer.output_weights_distribution, layer.wv), (layer.output_bias_distribution, layer.bv)]
+    ]
+    assert_allclose(layer.kl_cost()[0], tf.add_n(frozen_parts), rtol=1e-6, atol=1e-3)
+    # The frozen sample is the last call's sample: the same KL.
+    assert_allclose(layer.kl_cost()[0], kl, rtol=1e-4, atol=1e-2)
+
+
+def test_lstm_trains_in_a_traced_step(rng):
+    layer = nn.LSTM(20, 4, 5, 2, padding_idx=1, seed=6)
+    ids = lstm_ids(rng, 3, 6, 20)
+    states = [tf.Variable(rng.normal(size=[3, 5]).astype(np.float32)) for _ in range(2)]
+    optimizer = keras.optimizers.Adam(1e-2)
+
+    @tf.function(jit_compile=False)
+    def step():
+        with tf.GradientTape() as tape:
+            y, (h, c) = layer(ids, init_states=states)
+            loss = tf.reduce_sum(tf.square(y)) + tf.reduce_sum(h) + layer.kl_cost()[0] * 1e-4
+        variables = layer.trainable_variables + states
+        grads = tape.gradient(loss, variables)
+        optimizer.apply_gradients(zip(grads, variables))
+        return loss, grads
+
+    losses = [float(step()[0]) for _ in range(3)]
+    _, grads = step()
+    assert len(layer.trainable_variables) == 10 and all(g is not None for g in grads)
+    assert np.all(np.isfinite(losses))
+    layer.freeze()
+    frozen_loss, frozen_grads = step()  # the same trace, now on the frozen branch
+    assert np.isfinite(float(frozen_loss))
+    assert all(g is not None for g in frozen_grads[-2:])  # the states still get gradients
+
+
+def test_lstm_config_round_trip_and_bad_arguments():
+    layer = nn.LSTM(9, 4, 3, 2, padding_idx=0, max_norm=2.0, norm_type=1.0, sparse=True, seed=8, name="rnn")
+    config = layer.get_config()
+    clone = nn.LSTM.from_config(config)
+    assert clone.get_config() == config
+    assert clone.embedding.padding_idx == 0 and clone.embedding.max_norm == 2.0
+    restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(layer))
+    assert isinstance(restored, nn.LSTM) and restored.get_config() == config
+    for kwargs, name in [((0, 4, 3, 2), "num_embeddings"), ((9, 4, 0, 2), "hidden_size"),
+                         ((9, 4, 3, -1), "output_size"), ((9, 4.0, 3, 2), "embeddings_dim")]:
+        with pytest.raises(ValueError, match=name):
+            nn.LSTM(*kwargs)
+    with pytest.raises(ValueError, match="batch, steps, 1"):
+        layer(tf.zeros([2, 3, 2], tf.int64))
+
+
+def test_saving_keeps_the_frozen_weights(tmp_path, rng):
+    ids = rng.integers(0, 13, size=[2, 5, 1])
+    inputs = keras.Input(shape=(5, 1), dtype="int64")
+    recurrent = nn.LSTM(13, 3, 4, 2, padding_idx=0, seed=9)
+    table = nn.Embedding(13, 6, max_norm=1.0, seed=10)
+    y, (h, c) = recurrent(inputs)
+    model = keras.Model(inputs, {"y": y, "h": h, "embedded": table(inputs)})
+    model(ids)
+    recurrent.freeze()
+    table.freeze()
+    expected = model(ids)
+    path = str(tmp_path / "model.keras")
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    got = loaded(ids)
+    for key in expected:
+        assert_allclose(got[key], expected[key], rtol=0, atol=0, err_msg=key)
+    restored = next(layer for layer in loaded.layers if isinstance(layer, nn.LSTM))
+    assert restored.frozen and restored.embedding.frozen
+    assert_allclose(restored.wf, recurrent.wf, rtol=0, atol=0)
