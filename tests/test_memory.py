@@ -22,9 +22,22 @@ def rss_bytes():
         return int(f.read().split()[1]) * PAGE
 
 
-# Each layer at a size where one leaked weight-sized buffer per step (256 KiB) would stand out.
+def floats(shape):
+    return tf.constant(np.random.default_rng(0).normal(size=shape).astype(np.float32))
+
+
+def ids(shape, high):
+    return tf.constant(np.random.default_rng(0).integers(0, high, shape), tf.int64)
+
+
+# Each layer at a size where one leaked weight- or activation-sized buffer per step (64 KiB or
+# more) would stand out: (layer, input).
 LAYERS = {
-    "Linear": (lambda: nn.Linear(256, 256, seed=1), [16, 256]),
+    "Linear": (lambda: nn.Linear(256, 256, seed=1), lambda: floats([16, 256])),
+    "Conv1d": (lambda: nn.Conv1d(32, 32, 5, dilation=2, seed=1), lambda: floats([8, 128, 32])),
+    "Conv2d": (lambda: nn.Conv2d(16, 16, 3, padding="SAME", seed=1), lambda: floats([4, 24, 24, 16])),
+    "Embedding": (lambda: nn.Embedding(4096, 64, seed=1), lambda: ids([16, 32], 4096)),
+    "LSTM": (lambda: nn.LSTM(1000, 32, 64, 8, seed=1), lambda: ids([8, 16, 1], 1000)),
 }
 
 
@@ -32,7 +45,8 @@ def training_step(layer):
     def step(x):
         with tf.GradientTape() as tape:
             kl, count = layer.kl_cost()
-            loss = tf.reduce_mean(tf.square(layer(x))) + kl / count
+            y = tf.nest.flatten(layer(x))[0]
+            loss = tf.reduce_mean(tf.square(y)) + kl / count
         variables = layer.trainable_variables
         for v, g in zip(variables, tape.gradient(loss, variables)):
             v.assign_sub(1e-6 * g)
@@ -57,13 +71,13 @@ def rss_growth_after_warmup(step, x, steps):
 @pytest.mark.parametrize("traced", [True, False], ids=["tf.function", "eager"])
 @pytest.mark.parametrize("name", sorted(LAYERS))
 def test_training_steps_keep_rss_flat(name, traced):
-    build, x_shape = LAYERS[name]
+    build, make_input = LAYERS[name]
     keras.utils.set_random_seed(0)
     layer = build()
     step = training_step(layer)
     if traced:
         step = tf.function(step, jit_compile=False)
-    x = tf.constant(np.random.default_rng(0).normal(size=x_shape).astype(np.float32))
+    x = make_input()
     steps = STEPS if traced else STEPS // 3  # eager steps are Python-bound: fewer, same criterion
     growth, samples = rss_growth_after_warmup(step, x, steps)
     assert growth < FLAT_BYTES, f"RSS grew by {growth / 2**20:.1f} MiB over {steps} steps: {samples}"

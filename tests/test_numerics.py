@@ -20,14 +20,6 @@ from fusedbnn import _core, ops
 from op_specs import SPEC_IDS, SPECS, subprocess_env
 
 NON_FINITE = [float("nan"), float("inf"), float("-inf")]
-# Medium sizes: several kernel blocks, gemm tiles and bias columns, not multiples of any of them.
-MEDIUM = {
-    "sample_gaussian": {"shape": [37, 29], "rho_center": -2.0, "seed_dtype": tf.int64},
-    "gaussian_kl": {"shape": [37, 29], "rho_center": -2.0, "seed_dtype": tf.int64, "mu_prior": 0.1, "std_prior": 0.5},
-    "linear": {"batch": [13], "n_in": 71, "n_out": 67, "bias": True, "rho_center": -2.0, "seed_dtype": tf.int64},
-}
-
-
 # A known deviation: the vector kernels' exp is clamped below at -87.3 (and their log at the least
 # normal float), so rho = -inf gives sigma = 1.2e-38 rather than 0 and a finite KL where the
 # reference's is +inf. Samples and gradients are unaffected (sigma * eps vanishes beside mu).
@@ -57,7 +49,7 @@ def assert_same_non_finite_pattern(spec, args, what):
 @pytest.mark.parametrize("spec", SPECS, ids=SPEC_IDS)
 def test_non_finite_values_reach_only_the_affected_outputs(spec):
     rng = np.random.default_rng(11)
-    base = spec.make(MEDIUM[spec.name], rng)
+    base = spec.make(spec.medium, rng)
     for name in spec.differentiable_in(base):
         size = base[name].shape.num_elements()
         for value in NON_FINITE:

@@ -37,8 +37,13 @@ export UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1:suppressions=$root/tool
 export TF_CPP_MIN_LOG_LEVEL=2
 export PYTHONPATH="$root/$stage"
 
-tests=${SANITIZE_TESTS:-"tests/test_core.py tests/test_noise.py tests/test_gaussian_ops.py tests/test_linear.py tests/test_properties.py"}
+# The kernel and op tests (the layers' tests add nothing the op tests do not reach). The one
+# deselected test measures TensorFlow's allocation peaks, which the ASan runtime changes.
+tests=${SANITIZE_TESTS:-"tests/test_core.py tests/test_noise.py tests/test_gaussian_ops.py tests/test_linear.py
+  tests/test_conv.py tests/test_embedding.py tests/test_lstm.py tests/test_properties.py tests/test_numerics.py"}
+# --capture=sys: a sanitizer writes its report to file descriptor 2, which must not be captured.
 # The staged package, not python/, must be the one imported: check before running the tests.
 "$python" -c "import fusedbnn, sys; sys.exit(0 if fusedbnn.__file__.startswith('$root/$stage') else 'not the sanitizer build: ' + fusedbnn.__file__)"
 # shellcheck disable=SC2086
-"$python" -m pytest -q -p no:cacheprovider $tests "$@"
+"$python" -m pytest -q -p no:cacheprovider --capture=sys $tests \
+  --deselect tests/test_linear.py::test_no_eps_sized_tensor_beyond_the_weight_in_a_training_step "$@"
