@@ -58,6 +58,11 @@ CONV2D_CASES = [
     (0, (5, 5), 3, 4, (3, 3), dict(padding="SAME")),
     (2, (4, 13), 2, 3, (4, 5), dict(padding="SAME", dilation=2)),
     (1, (1, 1), 1, 1, (1, 1), {}),
+    (2, (7, 8), 6, 6, (3, 3), dict(padding="SAME", groups=6)),
+    (3, (9, 8), 4, 6, (3, 2), dict(stride=2, groups=2)),
+    (2, (6, 7), 4, 8, (2, 3), dict(stride=[1, 2], padding="SAME", groups=4)),
+    # Per-group products large enough for one GEMM per group (the cases above take the small-group loops).
+    (2, (6, 7), 16, 34, (3, 3), dict(stride=[2, 1], padding="SAME", dilation=[1, 2], groups=2)),
 ]
 
 
@@ -87,10 +92,15 @@ def test_conv2d_random_configs(rng):
         compare("eager", args, engine="fused", **kwargs)
 
 
-def test_conv2d_large_enough_for_several_chunks(rng):
-    """More images than one im2col chunk holds, so partial kernel gradients are accumulated."""
-    args = conv_inputs(rng, [9, 23, 21, 16], [3, 3, 16, 12])
-    compare("function", args, engine="fused", padding="SAME", rtol=5e-4, atol=5e-4)
+@pytest.mark.parametrize("x_shape, kernel_shape, groups, data_format", [
+    ([9, 23, 21, 16], [3, 3, 16, 12], 1, "NHWC"),
+    ([12, 16, 40, 40], [3, 3, 1, 32], 16, "NCHW"),  # depthwise, multiplier 2
+])
+def test_conv2d_large_enough_for_several_chunks(x_shape, kernel_shape, groups, data_format, rng):
+    """More images than one chunk holds, so partial kernel gradients are accumulated."""
+    args = conv_inputs(rng, x_shape, kernel_shape)
+    compare("function", args, engine="fused", padding="SAME", groups=groups, data_format=data_format,
+            rtol=5e-4, atol=5e-4)
 
 
 CONV1D_CASES = [
@@ -175,6 +185,7 @@ def test_bad_arguments_raise_naming_them(mode):
         ((x, w_mu, w_rho, tf.constant([1, 2, 3], tf.int64)), good, "w_seed"),
         ((x, w_mu, w_rho, w_seed, tf.zeros([5]), tf.zeros([5]), b_seed), good, "b_mu"),
         ((x, w_mu, w_rho, w_seed, b_mu, tf.zeros([5]), b_seed), good, "b_rho"),
+        ((x, w_mu, w_rho, w_seed, tf.zeros([0]), tf.zeros([0]), b_seed), good, "b_mu"),
         ((x, w_mu, w_rho, w_seed), dict(groups=4), "groups"),
         ((x, w_mu, w_rho, w_seed), dict(groups=0), "groups"),
         ((x, w_mu, w_rho, w_seed), dict(good, stride=0), "stride"),

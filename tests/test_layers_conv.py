@@ -91,6 +91,11 @@ def test_config_round_trip_and_saving(index, tmp_path):
     assert_allclose(loaded(x), model(x))
 
 
+def test_data_format_none_means_channels_last():
+    assert nn.Conv2d(3, 4, 3, data_format=None).data_format == "NHWC"
+    assert nn.Conv1d(3, 4, 3, data_format=None).data_format == "NWC"
+
+
 def test_kernel_has_tensorflow_layout():
     layer = nn.Conv2d(6, 4, [3, 2], groups=2)
     assert layer.weights_distribution.shape == (3, 2, 3, 4)

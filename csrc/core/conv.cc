@@ -37,15 +37,17 @@ namespace {
 // gathered within one chunk; the chunk grid depends on the sizes alone.
 constexpr int64_t kChunkFloats = int64_t{1} << 20;
 
-// Derived sizes and the element strides of x (dx) and y (dy) in either layout.
+// Derived sizes, the element strides of x (dx) in its layout, and the chunking.
 struct Geometry {
   int64_t cin_g, cout_g, k_g;  // per group: input channels, output channels, kernel rows
   int64_t cols_width;          // groups * k_g: one im2col row, group-major
   int64_t pixels;              // out_h * out_w
   int64_t images_per_chunk;
   int64_t xs_b, xs_h, xs_w, xs_c;
-  int64_t ys_b, ys_p, ys_c;
-  bool direct;  // 1x1, stride 1, unpadded NHWC: x itself is the im2col matrix
+  int64_t ys_b;  // y's image stride (either layout)
+  bool channels_last;
+  bool depthwise;  // one input channel per group: direct loops over x, no im2col or GEMM
+  bool direct;     // 1x1, stride 1, unpadded NHWC: x itself is the im2col matrix
 
   explicit Geometry(const ConvParams& p) {
     cin_g = p.in_channels / p.groups;
@@ -56,32 +58,36 @@ struct Geometry {
     images_per_chunk = std::clamp<int64_t>(kChunkFloats / std::max<int64_t>(pixels * cols_width, 1), 1,
                                            std::max<int64_t>(p.batch, 1));
     const int64_t hw = p.in_h * p.in_w;
+    channels_last = p.channels_last;
     if (p.channels_last) {
       xs_c = 1, xs_w = p.in_channels, xs_h = p.in_w * p.in_channels;
-      ys_p = p.out_channels, ys_c = 1;
     } else {
       xs_c = hw, xs_w = 1, xs_h = p.in_w;
-      ys_p = 1, ys_c = pixels;
     }
     xs_b = hw * p.in_channels;
     ys_b = pixels * p.out_channels;
-    direct = p.channels_last && p.kernel_h == 1 && p.kernel_w == 1 && p.stride_h == 1 && p.stride_w == 1 &&
+    depthwise = p.groups > 1 && cin_g == 1;
+    direct = !depthwise && p.channels_last && p.kernel_h == 1 && p.kernel_w == 1 && p.stride_h == 1 && p.stride_w == 1 &&
              p.pad_top == 0 && p.pad_left == 0 && p.out_h == p.in_h && p.out_w == p.in_w;
   }
 
   int64_t chunk_rows() const { return images_per_chunk * pixels; }
   // Rows of a chunk-sized [rows, out_channels] buffer for y or dy; NHWC uses y itself.
   int64_t channel_buffer(const ConvParams& p) const { return p.channels_last ? 0 : chunk_rows() * p.out_channels; }
-  int64_t cols_buffer() const { return direct ? 0 : chunk_rows() * cols_width; }
+  // im2col of a chunk, after (NCHW) the chunk's images transposed to NHWC for im2col to read.
+  int64_t nhwc_stage() const { return direct || channels_last ? 0 : images_per_chunk * xs_b; }
+  int64_t im2col_floats() const { return direct || depthwise ? 0 : chunk_rows() * cols_width; }
+  int64_t cols_buffer() const { return im2col_floats() + nhwc_stage(); }
 };
 
-// Rows [r0, r1) of the im2col matrix of the chunk starting at image `image0`: row (image, oh, ow),
-// column (g, i, j, c) holds x[image, oh*sh - pad_top + i*dh, ow*sw - pad_left + j*dw, g*cin_g + c].
-void im2col_rows(const ConvParams& p, const Geometry& g, int64_t image0, int64_t r0, int64_t r1, float* cols) {
+// Rows [r0, r1) of the im2col matrix of a chunk whose images start at `x` (NHWC): row (image, oh,
+// ow), column (g, i, j, c) holds x[image, oh*sh - pad_top + i*dh, ow*sw - pad_left + j*dw, g*cin_g + c].
+void im2col_rows(const ConvParams& p, const Geometry& g, const float* x, int64_t r0, int64_t r1, float* cols) {
+  const int64_t xs_w = p.in_channels, xs_h = p.in_w * p.in_channels;
   for (int64_t r = r0; r < r1; ++r) {
-    const int64_t image = image0 + r / g.pixels, pixel = r % g.pixels;
+    const int64_t image = r / g.pixels, pixel = r % g.pixels;
     const int64_t oh = pixel / p.out_w, ow = pixel % p.out_w;
-    const float* x_image = p.x + image * g.xs_b;
+    const float* x_image = x + image * g.xs_b;
     float* row = cols + r * g.cols_width;
     for (int64_t grp = 0; grp < p.groups; ++grp) {
       for (int64_t i = 0; i < p.kernel_h; ++i) {
@@ -93,30 +99,105 @@ void im2col_rows(const ConvParams& p, const Geometry& g, int64_t image0, int64_t
             std::fill(dst, dst + g.cin_g, 0.0f);
             continue;
           }
-          const float* src = x_image + ih * g.xs_h + iw * g.xs_w + grp * g.cin_g * g.xs_c;
-          if (g.xs_c == 1) {
-            std::memcpy(dst, src, g.cin_g * sizeof(float));
-          } else {
-            for (int64_t c = 0; c < g.cin_g; ++c) dst[c] = src[c * g.xs_c];
-          }
+          std::memcpy(dst, x_image + ih * xs_h + iw * xs_w + grp * g.cin_g, g.cin_g * sizeof(float));
         }
       }
     }
   }
 }
 
-// The chunk's im2col matrix (x itself in the direct case), with its row stride.
+// The chunk's images in NHWC: x itself, or (NCHW) a transposed copy in the end of cols_buffer.
+const float* chunk_nhwc(const ParallelFor& pf, const ConvParams& p, const Geometry& g, int64_t image0,
+                        int64_t images, float* cols_buffer) {
+  const float* x = p.x + image0 * g.xs_b;
+  if (g.nhwc_stage() > 0) {
+    // NCHW: im2col reading across channel planes is 2-3x slower than transposing first.
+    float* stage = cols_buffer + g.im2col_floats();
+    const int64_t hw = p.in_h * p.in_w;
+    pf(images * p.in_h, p.in_w * p.in_channels, [&](int64_t first, int64_t last) {
+      for (int64_t u = first; u < last; ++u) {
+        const int64_t image = u / p.in_h, h = u % p.in_h;
+        float* dst = stage + image * g.xs_b + h * p.in_w * p.in_channels;
+        const float* src = x + image * g.xs_b + h * p.in_w;
+        for (int64_t c = 0; c < p.in_channels; ++c)
+          for (int64_t w = 0; w < p.in_w; ++w) dst[w * p.in_channels + c] = src[c * hw + w];
+      }
+    });
+    x = stage;
+  }
+  return x;
+}
+
+// The chunk's im2col matrix (x itself in the direct case), with row stride cols_width.
 const float* chunk_cols(const ParallelFor& pf, const ConvParams& p, const Geometry& g, int64_t image0,
                         int64_t rows, float* cols_buffer) {
-  if (g.direct) return p.x + image0 * g.xs_b;
-  pf(rows, 4 * g.cols_width, [&](int64_t r0, int64_t r1) { im2col_rows(p, g, image0, r0, r1, cols_buffer); });
+  const float* x = chunk_nhwc(pf, p, g, image0, rows / g.pixels, cols_buffer);
+  if (g.direct) return x;
+  pf(rows, 4 * g.cols_width, [&](int64_t r0, int64_t r1) { im2col_rows(p, g, x, r0, r1, cols_buffer); });
   return cols_buffer;
 }
 
-// dx for input rows [u0, u1) of the chunk (unit = image * in_h + ih), gathered from the chunk's
-// d(im2col) matrix in a fixed order over (i, j): the transpose of im2col_rows.
-void col2im_rows(const ConvParams& p, const Geometry& g, int64_t image0, int64_t u0, int64_t u1,
-                 const float* dcols, float* dx) {
+// Calls fn(row, tap, input pixel) for the valid taps of output rows [r0, r1) of a chunk whose
+// images start at the NHWC `x`: the traversal of im2col_rows without the copy.
+template <typename Fn>
+void for_each_tap(const ConvParams& p, const Geometry& g, const float* x, int64_t r0, int64_t r1, Fn fn) {
+  for (int64_t r = r0; r < r1; ++r) {
+    const int64_t image = r / g.pixels, pixel = r % g.pixels;
+    const int64_t oh = pixel / p.out_w, ow = pixel % p.out_w;
+    for (int64_t i = 0; i < p.kernel_h; ++i) {
+      const int64_t ih = oh * p.stride_h - p.pad_top + i * p.dilation_h;
+      if (ih < 0 || ih >= p.in_h) continue;
+      for (int64_t j = 0; j < p.kernel_w; ++j) {
+        const int64_t iw = ow * p.stride_w - p.pad_left + j * p.dilation_w;
+        if (iw < 0 || iw >= p.in_w) continue;
+        fn(r, i * p.kernel_w + j, x + image * g.xs_b + (ih * p.in_w + iw) * p.in_channels);
+      }
+    }
+  }
+}
+
+// Depthwise: output channel c*m + k (m = cout_g) reads input channel c alone, so
+// y[r, c*m + k] = sum over taps t of x[tap pixel, c] * W[t, c*m + k], in tap order.
+void depthwise_forward_rows(const ConvParams& p, const Geometry& g, const float* x, const float* w, int64_t r0,
+                            int64_t r1, float* y_rows) {
+  const int64_t out = p.out_channels, m = g.cout_g;
+  std::fill(y_rows + r0 * out, y_rows + r1 * out, 0.0f);
+  for_each_tap(p, g, x, r0, r1, [&](int64_t r, int64_t t, const float* pixel) {
+    float* y = y_rows + r * out;
+    const float* wt = w + t * out;
+    if (m == 1) {  // the common case, as one vectorisable loop
+      for (int64_t c = 0; c < p.in_channels; ++c) y[c] += pixel[c] * wt[c];
+      return;
+    }
+    for (int64_t c = 0; c < p.in_channels; ++c)
+      for (int64_t k = 0; k < m; ++k) y[c * m + k] += pixel[c] * wt[c * m + k];
+  });
+}
+
+// Depthwise kernel gradient of one chunk for taps [t0, t1): dW[t, o] = sum over rows in order.
+void depthwise_kernel_grad(const ConvParams& p, const Geometry& g, const float* x, const float* dy_rows,
+                           int64_t rows, int64_t t0, int64_t t1, float* dw) {
+  const int64_t out = p.out_channels, m = g.cout_g;
+  std::fill(dw + t0 * out, dw + t1 * out, 0.0f);
+  for_each_tap(p, g, x, 0, rows, [&](int64_t r, int64_t t, const float* pixel) {
+    if (t < t0 || t >= t1) return;
+    float* dwt = dw + t * out;
+    const float* dy = dy_rows + r * out;
+    if (m == 1) {
+      for (int64_t c = 0; c < p.in_channels; ++c) dwt[c] += pixel[c] * dy[c];
+      return;
+    }
+    for (int64_t c = 0; c < p.in_channels; ++c)
+      for (int64_t k = 0; k < m; ++k) dwt[c * m + k] += pixel[c] * dy[c * m + k];
+  });
+}
+
+// dx for input rows [u0, u1) of the chunk (unit = image * in_h + ih): for every output row and
+// tap that read an input pixel, in a fixed order over (i, j), add(row, tap, dx of the pixel) adds
+// the contribution; the transpose of im2col_rows.
+template <typename Add>
+void gather_dx_rows(const ConvParams& p, const Geometry& g, int64_t image0, int64_t u0, int64_t u1, float* dx,
+                    Add add) {
   std::vector<float> acc(p.in_w * p.in_channels);
   for (int64_t u = u0; u < u1; ++u) {
     const int64_t local = u / p.in_h, ih = u % p.in_h;
@@ -130,13 +211,7 @@ void col2im_rows(const ConvParams& p, const Geometry& g, int64_t image0, int64_t
         for (int64_t j = 0; j < p.kernel_w; ++j) {
           const int64_t w_num = iw + p.pad_left - j * p.dilation_w;
           if (w_num < 0 || w_num % p.stride_w != 0 || w_num / p.stride_w >= p.out_w) continue;
-          const int64_t row = local * g.pixels + oh * p.out_w + w_num / p.stride_w;
-          const float* src = dcols + row * g.cols_width + (i * p.kernel_w + j) * g.cin_g;
-          for (int64_t grp = 0; grp < p.groups; ++grp) {
-            const float* s = src + grp * g.k_g;
-            float* d = dst + grp * g.cin_g;
-            for (int64_t c = 0; c < g.cin_g; ++c) d[c] += s[c];
-          }
+          add(local * g.pixels + oh * p.out_w + w_num / p.stride_w, i * p.kernel_w + j, dst);
         }
       }
     }
@@ -144,8 +219,8 @@ void col2im_rows(const ConvParams& p, const Geometry& g, int64_t image0, int64_t
     if (p.channels_last) {
       std::memcpy(dx_row, acc.data(), acc.size() * sizeof(float));
     } else {
-      for (int64_t iw = 0; iw < p.in_w; ++iw)
-        for (int64_t c = 0; c < p.in_channels; ++c) dx_row[iw * g.xs_w + c * g.xs_c] = acc[iw * p.in_channels + c];
+      for (int64_t c = 0; c < p.in_channels; ++c)
+        for (int64_t iw = 0; iw < p.in_w; ++iw) dx_row[c * g.xs_c + iw] = acc[iw * p.in_channels + c];
     }
   }
 }
@@ -187,7 +262,7 @@ int64_t conv_forward_workspace(const ConvParams& p) {
 int64_t conv_backward_workspace(const ConvParams& p) {
   const Geometry g(p);
   // kernel, partial dW of a chunk, im2col and its gradient, dy rows (NCHW).
-  const int64_t dcols = g.direct ? 0 : g.chunk_rows() * g.cols_width;
+  const int64_t dcols = g.im2col_floats();
   return 2 * conv_kernel_size(p) + g.cols_buffer() + dcols + g.channel_buffer(p);
 }
 
@@ -203,12 +278,19 @@ void conv_forward(const ParallelFor& pf, const ConvParams& p, float* workspace, 
 
   for (int64_t image0 = 0; image0 < p.batch; image0 += g.images_per_chunk) {
     const int64_t images = std::min(g.images_per_chunk, p.batch - image0), rows = images * g.pixels;
-    const float* cols = chunk_cols(pf, p, g, image0, rows, cols_buffer);
     float* y_rows = p.channels_last ? y + image0 * g.ys_b : y_rows_buffer;
-    for (int64_t grp = 0; grp < p.groups; ++grp) {
-      // y[:, group] = cols[:, group] @ W[:, group]
-      gemm(pf, GemmArgs{rows, g.cout_g, g.k_g, cols + grp * g.k_g, g.cols_width, false, w + grp * g.cout_g,
-                        p.out_channels, false, y_rows + grp * g.cout_g, p.out_channels});
+    if (g.depthwise) {
+      const float* x = chunk_nhwc(pf, p, g, image0, images, cols_buffer);
+      pf(rows, p.out_channels * p.kernel_h * p.kernel_w, [&](int64_t r0, int64_t r1) {
+        depthwise_forward_rows(p, g, x, w, r0, r1, y_rows);
+      });
+    } else {
+      const float* cols = chunk_cols(pf, p, g, image0, rows, cols_buffer);
+      for (int64_t grp = 0; grp < p.groups; ++grp) {
+        // y[:, group] = cols[:, group] @ W[:, group]
+        gemm(pf, GemmArgs{rows, g.cout_g, g.k_g, cols + grp * g.k_g, g.cols_width, false, w + grp * g.cout_g,
+                          p.out_channels, false, y_rows + grp * g.cout_g, p.out_channels});
+      }
     }
     if (p.has_bias) {
       pf(rows, p.out_channels, [&](int64_t first, int64_t last) {
@@ -228,7 +310,7 @@ void conv_backward(const ParallelFor& pf, const ConvParams& p, const float* dy, 
   float* dw_part = w + kernel_size;
   float* cols_buffer = dw_part + kernel_size;
   float* dcols_buffer = cols_buffer + g.cols_buffer();
-  float* dy_rows_buffer = dcols_buffer + (g.direct ? 0 : g.chunk_rows() * g.cols_width);
+  float* dy_rows_buffer = dcols_buffer + g.im2col_floats();
 
   sample_gaussian(pf, p.w_stream, kernel_size, p.w_mu, p.w_rho, w);
   std::fill(dw_mu, dw_mu + kernel_size, 0.0f);
@@ -237,17 +319,25 @@ void conv_backward(const ParallelFor& pf, const ConvParams& p, const float* dy, 
 
   for (int64_t image0 = 0; g.pixels > 0 && image0 < p.batch; image0 += g.images_per_chunk) {
     const int64_t images = std::min(g.images_per_chunk, p.batch - image0), rows = images * g.pixels;
-    const float* cols = chunk_cols(pf, p, g, image0, rows, cols_buffer);
     const float* dy_rows = dy + image0 * g.ys_b;
     if (!p.channels_last) {
       nchw_to_rows(pf, p, g, dy_rows, images, dy_rows_buffer);
       dy_rows = dy_rows_buffer;
     }
-    // dW[:, group] += cols[:, group]^T @ dy[:, group], chunk partials added in chunk order.
+    // dW += this chunk's part, chunk partials added in chunk order.
     float* dw_target = image0 == 0 ? dw_mu : dw_part;
-    for (int64_t grp = 0; grp < p.groups; ++grp) {
-      gemm(pf, GemmArgs{g.k_g, g.cout_g, rows, cols + grp * g.k_g, g.cols_width, true, dy_rows + grp * g.cout_g,
-                        p.out_channels, false, dw_target + grp * g.cout_g, p.out_channels});
+    if (g.depthwise) {
+      const float* x = chunk_nhwc(pf, p, g, image0, images, cols_buffer);
+      pf(p.kernel_h * p.kernel_w, rows * p.out_channels, [&](int64_t t0, int64_t t1) {
+        depthwise_kernel_grad(p, g, x, dy_rows, rows, t0, t1, dw_target);
+      });
+    } else {
+      // dW[:, group] = cols[:, group]^T @ dy[:, group]
+      const float* cols = chunk_cols(pf, p, g, image0, rows, cols_buffer);
+      for (int64_t grp = 0; grp < p.groups; ++grp) {
+        gemm(pf, GemmArgs{g.k_g, g.cout_g, rows, cols + grp * g.k_g, g.cols_width, true, dy_rows + grp * g.cout_g,
+                          p.out_channels, false, dw_target + grp * g.cout_g, p.out_channels});
+      }
     }
     if (image0 > 0) {
       pf(kernel_size, 1, [&](int64_t first, int64_t last) {
@@ -258,6 +348,25 @@ void conv_backward(const ParallelFor& pf, const ConvParams& p, const float* dy, 
       for (int64_t r = 0; r < rows; ++r)
         for (int64_t o = 0; o < p.out_channels; ++o) db_mu[o] += dy_rows[r * p.out_channels + o];
     }
+    if (g.depthwise) {
+      // dx[pixel, c] += sum over k of dy[row, c*m + k] * W[tap, c*m + k]
+      pf(images * p.in_h, p.in_w * p.out_channels * p.kernel_h * p.kernel_w, [&](int64_t u0, int64_t u1) {
+        gather_dx_rows(p, g, image0, u0, u1, dx, [&](int64_t row, int64_t tap, float* pixel) {
+          const float* d = dy_rows + row * p.out_channels;
+          const float* wt = w + tap * p.out_channels;
+          if (g.cout_g == 1) {
+            for (int64_t c = 0; c < p.in_channels; ++c) pixel[c] += d[c] * wt[c];
+            return;
+          }
+          for (int64_t c = 0; c < p.in_channels; ++c) {
+            float sum = 0.0f;
+            for (int64_t k = 0; k < g.cout_g; ++k) sum += d[c * g.cout_g + k] * wt[c * g.cout_g + k];
+            pixel[c] += sum;
+          }
+        });
+      });
+      continue;
+    }
     // d(cols)[:, group] = dy[:, group] @ W[:, group]^T, then gathered into dx (written directly
     // when x is its own im2col matrix).
     float* dcols = g.direct ? dx + image0 * g.xs_b : dcols_buffer;
@@ -267,7 +376,11 @@ void conv_backward(const ParallelFor& pf, const ConvParams& p, const float* dy, 
     }
     if (!g.direct) {
       pf(images * p.in_h, p.in_w * g.cols_width, [&](int64_t u0, int64_t u1) {
-        col2im_rows(p, g, image0, u0, u1, dcols, dx);
+        gather_dx_rows(p, g, image0, u0, u1, dx, [&](int64_t row, int64_t tap, float* pixel) {
+          const float* src = dcols + row * g.cols_width + tap * g.cin_g;
+          for (int64_t grp = 0; grp < p.groups; ++grp)
+            for (int64_t c = 0; c < g.cin_g; ++c) pixel[grp * g.cin_g + c] += src[grp * g.k_g + c];
+        });
       });
     }
   }

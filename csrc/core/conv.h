@@ -1,9 +1,11 @@
 // Bayesian 2-D convolution on the CPU (1-D is the 2-D case with a unit height): the kernel
-// W = mu + softplus(rho) * eps is sampled inside, then consumed by an im2col + GEMM convolution.
+// W = mu + softplus(rho) * eps is sampled inside, then consumed by an im2col + GEMM convolution
+// over chunks of whole images (depthwise: direct loops instead). eps is never stored.
 //
 // Layouts follow TensorFlow: x is NHWC or NCHW, the kernel is [kh, kw, in/groups, out] (row-major,
 // so it is also a [kh*kw*in/groups, out] matrix whose columns [g*out/groups, (g+1)*out/groups) belong
-// to group g), y has x's layout. Both layouts are read and written in place through element strides.
+// to group g), y has x's layout. NCHW chunks pass through NHWC scratch inside the workspace.
+// Results are bit-identical whatever the ParallelFor's thread count.
 #pragma once
 
 #include <cstdint>

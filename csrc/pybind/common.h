@@ -36,6 +36,7 @@ void register_linear(py::module_& m);
 void register_conv(py::module_& m);
 void register_embedding(py::module_& m);
 void register_lstm(py::module_& m);
+void register_cuda(py::module_& m);  // csrc/pybind/cuda/, only in CUDA builds
 
 }  // namespace pyb
 }  // namespace fusedbnn

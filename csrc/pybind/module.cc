@@ -10,4 +10,10 @@ PYBIND11_MODULE(_core, m) {
   register_conv(m);
   register_embedding(m);
   register_lstm(m);
+#if defined(FUSEDBNN_WITH_CUDA)
+  register_cuda(m);
+  m.attr("has_cuda") = true;
+#else
+  m.attr("has_cuda") = false;
+#endif
 }

@@ -2,6 +2,7 @@
 #include "core/gaussian.h"
 #include "tensorflow/core/framework/op.h"
 #include "tf/common.h"
+#include "tf/gaussian_kernel.h"
 
 namespace fusedbnn {
 namespace tf {
@@ -77,28 +78,6 @@ REGISTER_OP("FusedBnn>GaussianKlGrad")
 
 namespace {
 
-// Checks rho against mu and reads the seed; both kernels of a pair share it.
-tfl::Status read_mu_rho_seed(tfl::OpKernelContext* ctx, const char* mu_name, const tfl::Tensor** mu,
-                             const tfl::Tensor** rho, NoiseStream* stream) {
-  TF_RETURN_IF_ERROR(ctx->input(mu_name, mu));
-  TF_RETURN_IF_ERROR(ctx->input("rho", rho));
-  TF_RETURN_IF_ERROR(require_same_shape(**mu, mu_name, **rho, "rho"));
-  return read_seed(ctx, "seed", stream);
-}
-
-class PriorAttrs {
- public:
-  explicit PriorAttrs(tfl::OpKernelConstruction* ctx) {
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("mu_prior", &mu_prior_));
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("std_prior", &std_prior_));
-    OP_REQUIRES(ctx, std_prior_ > 0.0f,
-                tfl::errors::InvalidArgument("std_prior must be positive, got ", std_prior_));
-  }
-
- protected:
-  float mu_prior_ = 0.0f, std_prior_ = 0.1f;
-};
-
 class SampleGaussianOp : public tfl::OpKernel {
  public:
   using OpKernel::OpKernel;
@@ -146,8 +125,7 @@ class GaussianKlGradOp : public tfl::OpKernel, PriorAttrs {
   explicit GaussianKlGradOp(tfl::OpKernelConstruction* ctx) : OpKernel(ctx), PriorAttrs(ctx) {}
   void Compute(tfl::OpKernelContext* ctx) override {
     const tfl::Tensor& dkl = ctx->input(0);
-    OP_REQUIRES(ctx, tfl::TensorShapeUtils::IsScalar(dkl.shape()),
-                tfl::errors::InvalidArgument("dkl must be a scalar, got shape ", dkl.shape().DebugString()));
+    OP_REQUIRES_OK(ctx, require_scalar_dkl(dkl));
     const tfl::Tensor *mu, *rho;
     NoiseStream stream;
     OP_REQUIRES_OK(ctx, read_mu_rho_seed(ctx, "mu", &mu, &rho, &stream));

@@ -4,9 +4,11 @@
 >>> layer = fusedbnn.nn.Linear(16, 4)
 """
 
-from fusedbnn import distributions, nn, ops, reference
+from fusedbnn import distributions, losses, nn, ops, reference, uncertainty
 from fusedbnn.distributions import GaussianDistribution
+from fusedbnn.models import BayesianModel
 
 __version__ = "0.1.0"
 
-__all__ = ["GaussianDistribution", "distributions", "nn", "ops", "reference"]
+__all__ = ["BayesianModel", "GaussianDistribution", "distributions", "losses", "nn", "ops", "reference",
+           "uncertainty"]

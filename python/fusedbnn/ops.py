@@ -115,12 +115,29 @@ def _fused_conv2d(x, w_mu, w_rho, w_seed, b_mu, b_rho, b_seed, use_bias, args):
     )
 
 
+def _onednn_enabled():
+    """Whether TensorFlow runs its CPU convolutions with oneDNN (TF_ENABLE_ONEDNN_OPTS), which
+    convolves all groups in one op, gradients included (in graphs); TensorFlow's own kernels refuse
+    groups."""
+    try:
+        from tensorflow.python.util import _pywrap_util_port
+    except ImportError:
+        return False
+    return bool(_pywrap_util_port.IsMklEnabled())
+
+
+_ONEDNN = _onednn_enabled()
+
+
 def _sampled_conv2d(x, w_mu, w_rho, w_seed, b_mu, b_rho, b_seed, use_bias, args):
     """The kernel sampled by the fused op and handed to TensorFlow's own convolution; the fused
     sampling gradient finishes the backward pass."""
     w = sample_gaussian(w_mu, w_rho, w_seed)
     b = sample_gaussian(b_mu, b_rho, b_seed) if use_bias else None
-    return reference.conv2d_with_kernel(x, w, b, args)
+    # oneDNN's graph rewrite gives the grouped convolution its gradient: in graphs only (not eager),
+    # and not for explicit padding, which it leaves to TensorFlow's own kernels.
+    native_groups = _ONEDNN and args.padding != "EXPLICIT" and not tf.executing_eagerly()
+    return reference.conv2d_with_kernel(x, w, b, args, native_groups=native_groups)
 
 
 def _prefers_tensorflow_engine(x, args):
@@ -136,7 +153,7 @@ def _prefers_tensorflow_engine(x, args):
 _ENGINES = ("auto", "fused", "tensorflow")
 
 
-def _check_conv_shapes(x, w_mu, w_rho, b_mu, b_rho, args, rank):
+def _check_conv_shapes(x, w_mu, w_rho, bias, args, rank):
     """The static shape checks the fused op also makes, so that both engines raise the same errors."""
     for tensor, name in ((x, "x"), (w_mu, "w_mu")):
         if tensor.shape.rank is not None and tensor.shape.rank != rank + 2:
@@ -150,7 +167,10 @@ def _check_conv_shapes(x, w_mu, w_rho, b_mu, b_rho, args, rank):
                          f"({args.groups})")
     if out is not None and out % args.groups:
         raise ValueError(f"groups ({args.groups}) must divide w_mu's out channels ({out})")
-    if b_mu.shape.rank is not None and out is not None and b_mu.shape != [out] and b_mu.shape != [0]:
+    if bias is None:
+        return
+    b_mu, b_rho = bias
+    if not b_mu.shape.is_compatible_with([out]):
         raise ValueError(f"b_mu must have shape [{out}] (w_mu's out channels), got {b_mu.shape}")
     if not b_rho.shape.is_compatible_with(b_mu.shape):
         raise ValueError(f"b_rho must have the shape of b_mu {b_mu.shape}, got {b_rho.shape}")
@@ -163,7 +183,7 @@ def _conv(x, w_mu, w_rho, w_seed, b_mu, b_rho, b_seed, args, engine, rank):
         raise ValueError(f"engine must be one of {_ENGINES}, got {engine!r}")
     w_seed = tf.cast(w_seed, tf.int64)
     b_mu, b_rho, b_seed, use_bias = _optional_bias(b_mu, b_rho, b_seed, w_seed)
-    _check_conv_shapes(x, w_mu, w_rho, b_mu, b_rho, args, rank)
+    _check_conv_shapes(x, w_mu, w_rho, (b_mu, b_rho) if use_bias else None, args, rank)
     b_seed = tf.cast(b_seed, tf.int64)
     if rank == 1:
         height_axis = 1 if args.channels_last else 2

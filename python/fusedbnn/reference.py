@@ -57,10 +57,11 @@ def _dilate_kernel(w, axis, dilation):
     return tf.gather(tf.reshape(spaced, merged), tf.range((w.shape[axis] - 1) * dilation + 1), axis=axis)
 
 
-def _conv2d_nhwc(x, w, args):
+def _conv2d_nhwc(x, w, args, native_groups):
     """Plain TF convolution of NHWC ``x`` with the kernel ``w`` [kh, kw, in/groups, out], covering
     what TensorFlow's CPU convolution refuses: dilation (its CPU gradient does not support it, so the
-    kernel is dilated with zeros instead) and groups (one convolution per group)."""
+    kernel is dilated with zeros instead) and, unless ``native_groups``, groups (one convolution per
+    group; only oneDNN builds convolve groups in one op, forward and backward)."""
     out_size = [None, None]
     for axis in (0, 1):
         if x.shape[axis + 1] is not None:
@@ -76,17 +77,18 @@ def _conv2d_nhwc(x, w, args):
     if padding == "EXPLICIT":
         top, bottom, left, right = args.explicit
         padding = [[0, 0], [top, bottom], [left, right], [0, 0]]
-    xs = tf.split(x, args.groups, axis=3) if args.groups > 1 else [x]
-    ws = tf.split(w, args.groups, axis=3) if args.groups > 1 else [w]
-    ys = [tf.nn.conv2d(xg, wg, args.strides, padding) for xg, wg in zip(xs, ws)]
-    return tf.concat(ys, axis=3) if args.groups > 1 else ys[0]
+    if args.groups == 1 or native_groups:
+        return tf.nn.conv2d(x, w, args.strides, padding)
+    xs, ws = tf.split(x, args.groups, axis=3), tf.split(w, args.groups, axis=3)
+    return tf.concat([tf.nn.conv2d(xg, wg, args.strides, padding) for xg, wg in zip(xs, ws)], axis=3)
 
 
-def conv2d_with_kernel(x, w, b, args):
-    """Convolution of ``x`` (either layout) with a given kernel and optional bias, in plain TF."""
+def conv2d_with_kernel(x, w, b, args, native_groups=False):
+    """Convolution of ``x`` (either layout) with a given kernel and optional bias, in plain TF;
+    ``native_groups`` lets one ``tf.nn.conv2d`` do all groups (oneDNN builds only)."""
     if not args.channels_last:
         x = tf.transpose(x, [0, 2, 3, 1])
-    y = _conv2d_nhwc(x, w, args)
+    y = _conv2d_nhwc(x, w, args, native_groups)
     if b is not None:
         y = y + b
     return y if args.channels_last else tf.transpose(y, [0, 3, 1, 2])

@@ -18,6 +18,19 @@ def derived_seed(seed, offset):
     return None if seed is None else int(seed) + offset
 
 
+def replica_seed(seed):
+    """``seed``, made distinct per replica under a tf.distribute strategy with several replicas.
+
+    Replicas run the same graph with mirrored seed generators; without this, every replica would
+    draw the same noise. The replica id is global across workers, so workers differ too.
+    """
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync == 1:
+        return seed
+    replica_id = tf.cast(context.replica_id_in_sync_group, tf.int64)
+    return tf.cast(tf.random.experimental.stateless_fold_in(seed, replica_id), seed.dtype)
+
+
 def distribution(given, shape, name, seed):
     """The given distribution, checked against ``shape``, or a default GaussianDistribution."""
     if given is None:
@@ -31,9 +44,13 @@ def distribution(given, shape, name, seed):
     return given
 
 
-class SampledParameter:
+class SampledParameter(tf.__internal__.tracking.AutoTrackable):
     """One Bayesian parameter of a layer: its distribution, the seed of the last call's sample, and
-    the frozen sample, as variables of the owning layer."""
+    the frozen sample, as variables of the owning layer.
+
+    Trackable, with the layer's seed-generator state as an attribute: ``tf.saved_model.save`` only
+    exports variables it reaches through attributes, and Keras reaches neither these nor the state.
+    """
 
     def __init__(self, layer, dist, name):
         self.dist = dist
@@ -41,14 +58,15 @@ class SampledParameter:
                                      trainable=False)
         self.seed.assign(layer._seed_generator.next())
         self._add_frozen_variables(layer, name)
+        self.generator_state = layer._seed_generator.state
 
     def _add_frozen_variables(self, layer, name):
         """The variables that hold the frozen sample (one, ``frozen_value``, unless overridden)."""
         self.frozen_value = layer.add_weight(name=name, shape=self.dist.shape, initializer="zeros", trainable=False)
 
     def draw_seed(self, layer):
-        """A fresh seed, remembered as the seed of the last call's sample."""
-        seed = layer._seed_generator.next()
+        """A fresh seed (per replica), remembered as the seed of the last call's sample."""
+        seed = replica_seed(layer._seed_generator.next())
         self.seed.assign(seed)
         return seed
 

@@ -2,6 +2,7 @@
 
 import keras
 import tensorflow as tf
+from tensorflow.python.ops import control_flow_util
 
 
 class BayesianModule(keras.layers.Layer):
@@ -20,6 +21,14 @@ class BayesianModule(keras.layers.Layer):
         self.seed = seed
         self.supports_jit = False
         self._frozen = self.add_weight(name="frozen", shape=(), dtype="bool", initializer="zeros", trainable=False)
+
+    def __call__(self, *args, **kwargs):
+        if control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph()):
+            raise ValueError(
+                f"{type(self).__name__} layer '{self.name}' cannot run under XLA (jit_compile=True): its fused "
+                "ops have no XLA kernels. Use jit_compile=False (Keras compile() falls back to it by itself)."
+            )
+        return super().__call__(*args, **kwargs)
 
     @property
     def frozen(self):

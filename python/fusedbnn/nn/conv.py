@@ -13,6 +13,7 @@ class _BayesianConv(BayesianModule):
 
     rank = None
     _conv_fn = None
+    _default_format = None
 
     def __init__(self, input_channels, output_channels, kernel_size, stride, padding, dilation, groups, data_format,
                  weights_distribution, bias_distribution, use_bias, seed, **kwargs):
@@ -25,6 +26,8 @@ class _BayesianConv(BayesianModule):
                              f"output_channels ({self.output_channels})")
         self.kernel_size = kernel_size
         self._kernel = _conv_args.int_tuple(kernel_size, self.rank, "kernel_size")
+        # illia reads data_format=None as the channels-last default.
+        data_format = self._default_format if data_format is None else data_format
         self.stride, self.padding, self.dilation, self.data_format = stride, padding, dilation, data_format
         parse = _conv_args.conv1d_args if self.rank == 1 else _conv_args.conv2d_args
         self._args = parse(stride, padding, dilation, self.groups, data_format)
@@ -154,7 +157,7 @@ class Conv2d(_BayesianConv):
             with dilation > 1 is allowed.
         padding: "VALID", "SAME", ``[[top, bottom], [left, right]]`` or ``[pad_h, pad_w]``.
         groups: divides both channel counts; ``groups == input_channels`` is depthwise.
-        data_format: "NHWC" or "NCHW" (both run on the CPU).
+        data_format: "NHWC" or "NCHW" (both run on the CPU); None means "NHWC", as in illia.
         weights_distribution: GaussianDistribution of the kernel's shape, or None for the default
             prior N(0, 0.1^2).
         bias_distribution: GaussianDistribution of shape ``(output_channels,)``, or None.
@@ -164,6 +167,7 @@ class Conv2d(_BayesianConv):
 
     rank = 2
     _conv_fn = staticmethod(ops.conv2d)
+    _default_format = "NHWC"
 
     def __init__(self, input_channels, output_channels, kernel_size, stride=1, padding="VALID", dilation=None,
                  groups=1, data_format="NHWC", weights_distribution=None, bias_distribution=None, use_bias=True,
@@ -183,7 +187,7 @@ class Conv1d(_BayesianConv):
         stride, dilation: ints.
         padding: "VALID", "SAME", an int or ``[left, right]``.
         groups: divides both channel counts; ``groups == input_channels`` is depthwise.
-        data_format: "NWC" or "NCW" (both run on the CPU).
+        data_format: "NWC" or "NCW" (both run on the CPU); None means "NWC", as in illia.
         weights_distribution: GaussianDistribution of the kernel's shape, or None for the default
             prior N(0, 0.1^2).
         bias_distribution: GaussianDistribution of shape ``(output_channels,)``, or None.
@@ -193,6 +197,7 @@ class Conv1d(_BayesianConv):
 
     rank = 1
     _conv_fn = staticmethod(ops.conv1d)
+    _default_format = "NWC"
 
     def __init__(self, input_channels, output_channels, kernel_size, stride=1, padding="VALID", dilation=1,
                  groups=1, data_format="NWC", weights_distribution=None, bias_distribution=None, use_bias=True,

@@ -1,0 +1,66 @@
+// Device helpers shared by the CUDA kernels (.cu files only): noise for runs of four consecutive
+// flat elements, 16-byte accesses, and grid sizing.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstdint>
+
+#include "noise.h"
+
+namespace fusedbnn {
+namespace cuda {
+
+constexpr int kThreads = 256;
+
+// eps of flat elements [f, f + 4): one Philox group when f is a multiple of 4, else the two groups
+// it straddles. The values are those of eps_at(s, f + j) either way.
+__device__ __forceinline__ void eps4(const NoiseStream& s, uint64_t f, float e[4]) {
+  const uint64_t g = f / 4;
+  const int skip = static_cast<int>(f % 4);
+  float lo[4];
+  normal_group(s, g, lo);
+  if (skip == 0) {
+#pragma unroll
+    for (int j = 0; j < 4; ++j) e[j] = lo[j];
+    return;
+  }
+  float hi[4];
+  normal_group(s, g + 1, hi);
+#pragma unroll
+  for (int j = 0; j < 4; ++j) e[j] = skip + j < 4 ? lo[skip + j] : hi[skip + j - 4];
+}
+
+__device__ __forceinline__ bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
+
+__device__ __forceinline__ void load4(const float* p, float v[4]) {
+  const float4 q = *reinterpret_cast<const float4*>(p);
+  v[0] = q.x, v[1] = q.y, v[2] = q.z, v[3] = q.w;
+}
+
+__device__ __forceinline__ void store4(float* p, const float v[4]) {
+  *reinterpret_cast<float4*>(p) = make_float4(v[0], v[1], v[2], v[3]);
+}
+
+// w from its parameters and noise; fmaf spelled out since the kernels build with --fmad=false.
+__device__ __forceinline__ float sample_one(float mu, float rho, float eps) {
+  return fmaf(stable_softplus(rho), eps, mu);
+}
+
+// Blocks for a grid-stride loop over `items`: enough to fill every multiprocessor a few times
+// over, no more (the loop covers the rest).
+inline int multiprocessors() {
+  int device = 0, sms = 1;
+  cudaGetDevice(&device);
+  cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
+  return sms;
+}
+
+inline int grid_for(int64_t items, int threads = kThreads) {
+  const int64_t wanted = (items + threads - 1) / threads;
+  return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(wanted, int64_t{multiprocessors()} * 8)));
+}
+
+}  // namespace cuda
+}  // namespace fusedbnn

@@ -1,0 +1,41 @@
+// Gaussian sampling, its gradient and the one-sample KL estimate on NVIDIA GPUs: the CUDA
+// counterparts of gaussian.h. Pointers are device pointers; every function only enqueues work on
+// `stream` (no synchronisation) and returns the launch status. eps is regenerated, never stored.
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <cstddef>
+#include <cstdint>
+
+#include "noise.h"
+
+namespace fusedbnn {
+namespace cuda {
+
+// out[i] = eps(s, i) for i < n.
+cudaError_t fill_normal(const NoiseStream& s, int64_t n, float* out, cudaStream_t stream);
+
+// w = mu + softplus(rho) * eps.
+cudaError_t sample_gaussian(const NoiseStream& s, int64_t n, const float* mu, const float* rho, float* w,
+                            cudaStream_t stream);
+
+// drho = dw * eps * sigmoid(rho); when w is not null also w = mu + softplus(rho) * eps (then mu is
+// read, else it may be null).
+cudaError_t sample_gaussian_grad(const NoiseStream& s, int64_t n, const float* dw, const float* mu,
+                                 const float* rho, float* drho, float* w, cudaStream_t stream);
+
+// Bytes of device scratch gaussian_kl needs (independent of n).
+size_t gaussian_kl_scratch_bytes();
+
+// *kl (one device float) = sum of log N(w; mu, sigma) - log N(w; mu_prior, std_prior), summed in
+// double in an order fixed by n alone (deterministic).
+cudaError_t gaussian_kl(const NoiseStream& s, int64_t n, const float* mu, const float* rho, float mu_prior,
+                        float std_prior, void* scratch, float* kl, cudaStream_t stream);
+
+// dmu, drho of (*dkl) * kl, dkl a device scalar.
+cudaError_t gaussian_kl_grad(const NoiseStream& s, int64_t n, const float* mu, const float* rho, float mu_prior,
+                             float std_prior, const float* dkl, float* dmu, float* drho, cudaStream_t stream);
+
+}  // namespace cuda
+}  // namespace fusedbnn

@@ -1,0 +1,357 @@
+// CUDA Bayesian linear layer. Two tiled kernels do the work:
+// - product_kernel: C[r, n] = sum_c A[r, c] Wt(c, n) over one slice of the contraction, with
+//   Wt(c, n) = W[n, c] (forward, A = x) or W[c, n] (dx, A = dy). W tiles are sampled from mu / rho as
+//   they are staged in shared memory (or read from a sampled copy at large batch).
+// - weight_grad_kernel: dW = dy^T x per 64 x 64 tile, with the sampling gradient as its epilogue:
+//   dw_mu = dW, dw_rho = dW * eps * sigmoid(rho), eps regenerated in registers.
+#include "cuda_common.cuh"
+#include "gaussian_cuda.h"
+#include "linear_cuda.h"
+
+namespace fusedbnn {
+namespace cuda {
+namespace {
+
+constexpr int kTileN = 256;  // output columns per block: 64 threads x 4
+constexpr int kTileC = 32;   // contraction elements per shared-memory stage
+
+struct ProductArgs {
+  const float* a;  // [rows, contraction], row stride lda
+  int64_t rows, lda, contraction, cols;
+  const float* w_mu;   // [out, in] row-major; the sampled W itself when not sampling
+  const float* w_rho;  // unused when not sampling
+  int64_t in;          // W's row length
+  NoiseStream stream;
+  bool transposed;     // Wt(c, n) = W[n, c]
+  bool w_aligned;      // w_mu and w_rho are 16-byte aligned
+  int64_t split_len;   // contraction elements per blockIdx.z (a multiple of kTileC)
+  float* out;          // [splits, rows, cols]
+};
+
+// Four consecutive elements of W starting at (row, col): sampled or loaded, zero past the edges.
+template <bool kSample>
+__device__ __forceinline__ void load_w4(const ProductArgs& p, int64_t out_rows, int64_t row, int64_t col,
+                                        float w[4]) {
+#pragma unroll
+  for (int j = 0; j < 4; ++j) w[j] = 0.0f;
+  if (row >= out_rows || col >= p.in) return;
+  const int64_t flat = row * p.in + col;
+  float mu[4] = {0, 0, 0, 0}, rho[4] = {0, 0, 0, 0};
+  if (p.w_aligned && flat % 4 == 0 && col + 4 <= p.in) {
+    load4(p.w_mu + flat, mu);
+    if (kSample) load4(p.w_rho + flat, rho);
+  } else {
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      if (col + j < p.in) {
+        mu[j] = p.w_mu[flat + j];
+        if (kSample) rho[j] = p.w_rho[flat + j];
+      }
+    }
+  }
+  if (!kSample) {
+#pragma unroll
+    for (int j = 0; j < 4; ++j) w[j] = mu[j];
+    return;
+  }
+  float e[4];
+  eps4(p.stream, static_cast<uint64_t>(flat), e);
+#pragma unroll
+  for (int j = 0; j < 4; ++j) {
+    if (col + j < p.in) w[j] = sample_one(mu[j], rho[j], e[j]);
+  }
+}
+
+// 256 threads: ty = threadIdx.x / 64 owns rows [ty * kRowsPerThread, +kRowsPerThread) of the block's
+// row tile, tx = threadIdx.x % 64 owns columns [4 tx, 4 tx + 4) of its column tile.
+template <int kRowsPerThread, bool kSample>
+__global__ void __launch_bounds__(kThreads, 2) product_kernel(ProductArgs p, int64_t out_rows) {
+  constexpr int kTileRows = 4 * kRowsPerThread;
+  __shared__ __align__(16) float a_tile[kTileC][kTileRows];
+  __shared__ __align__(16) float w_tile[kTileC][kTileN];
+  const int tx = threadIdx.x % 64, ty = threadIdx.x / 64;
+  const int64_t r0 = int64_t{blockIdx.x} * kTileRows, n0 = int64_t{blockIdx.y} * kTileN;
+  const int64_t c_begin = int64_t{blockIdx.z} * p.split_len;
+  const int64_t c_end = c_begin + p.split_len < p.contraction ? c_begin + p.split_len : p.contraction;
+
+  float acc[kRowsPerThread][4];
+#pragma unroll
+  for (int i = 0; i < kRowsPerThread; ++i) {
+#pragma unroll
+    for (int j = 0; j < 4; ++j) acc[i][j] = 0.0f;
+  }
+
+  for (int64_t c0 = c_begin; c0 < c_end; c0 += kTileC) {
+    // A tile, rows fastest across threads (conflict-free transposed stores; A is small).
+#pragma unroll
+    for (int k = 0; k < kTileRows * kTileC / kThreads; ++k) {
+      const int idx = threadIdx.x + k * kThreads;
+      const int r = idx % kTileRows, c = idx / kTileRows;
+      const bool valid = r0 + r < p.rows && c0 + c < c_end;
+      a_tile[c][r] = valid ? p.a[(r0 + r) * p.lda + c0 + c] : 0.0f;
+    }
+    // W tile: 2048 runs of four consecutive elements of a W row, 8 per thread (two in flight at a
+    // time: more spills registers).
+#pragma unroll 2
+    for (int k = 0; k < kTileC * kTileN / 4 / kThreads; ++k) {
+      const int q = threadIdx.x + k * kThreads;
+      float w[4];
+      if (p.transposed) {  // W rows are output columns n; the run lies along c
+        const int n = q / (kTileC / 4), c = 4 * (q % (kTileC / 4));
+        const bool inside = c0 + c < c_end;
+        if (inside) {
+          load_w4<kSample>(p, out_rows, n0 + n, c0 + c, w);
+        }
+#pragma unroll
+        for (int j = 0; j < 4; ++j) w_tile[c + j][n] = inside && c0 + c + j < c_end ? w[j] : 0.0f;
+      } else {  // W rows are contraction steps c; the run lies along n
+        const int c = q / (kTileN / 4), n = 4 * (q % (kTileN / 4));
+        if (c0 + c < c_end) {
+          load_w4<kSample>(p, out_rows, c0 + c, n0 + n, w);
+        } else {
+#pragma unroll
+          for (int j = 0; j < 4; ++j) w[j] = 0.0f;
+        }
+        store4(&w_tile[c][n], w);
+      }
+    }
+    __syncthreads();
+#pragma unroll 8
+    for (int c = 0; c < kTileC; ++c) {
+      float xv[kRowsPerThread], wv[4];
+#pragma unroll
+      for (int i = 0; i < kRowsPerThread; i += 4) load4(&a_tile[c][ty * kRowsPerThread + i], xv + i);
+      load4(&w_tile[c][4 * tx], wv);
+#pragma unroll
+      for (int i = 0; i < kRowsPerThread; ++i) {
+#pragma unroll
+        for (int j = 0; j < 4; ++j) acc[i][j] = fmaf(xv[i], wv[j], acc[i][j]);
+      }
+    }
+    __syncthreads();
+  }
+
+  float* out = p.out + int64_t{blockIdx.z} * p.rows * p.cols;
+#pragma unroll
+  for (int i = 0; i < kRowsPerThread; ++i) {
+    const int64_t r = r0 + ty * kRowsPerThread + i;
+    if (r >= p.rows) break;
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      const int64_t n = n0 + 4 * tx + j;
+      if (n < p.cols) out[r * p.cols + n] = acc[i][j];
+    }
+  }
+}
+
+// y[r, n] = sum over splits of partial[z, r, n] (in order), plus the sampled bias when b_mu is set.
+// With one split, partial is y itself.
+__global__ void __launch_bounds__(kThreads) finish_kernel(const float* partial, int splits, int64_t rows,
+                                                          int64_t cols, const float* b_mu, const float* b_rho,
+                                                          NoiseStream b_stream, float* y) {
+  const int64_t total = rows * cols;
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < total; i += int64_t{gridDim.x} * blockDim.x) {
+    float sum = partial[i];
+    for (int z = 1; z < splits; ++z) sum += partial[z * total + i];
+    if (b_mu != nullptr) {
+      const int64_t n = i % cols;
+      sum += sample_one(b_mu[n], b_rho[n], eps_at(b_stream, static_cast<uint64_t>(n)));
+    }
+    y[i] = sum;
+  }
+}
+
+constexpr int kGradTile = 64;  // dW tile: 64 x 64, 16 x 16 threads of 4 x 4
+constexpr int kGradRows = 32;  // rows of dy and x per shared-memory stage
+
+__global__ void __launch_bounds__(kThreads) weight_grad_kernel(LinearParams p, const float* dy, bool aligned,
+                                                               float* dw_mu, float* dw_rho) {
+  __shared__ __align__(16) float dy_tile[kGradRows][kGradTile];
+  __shared__ __align__(16) float x_tile[kGradRows][kGradTile];
+  const int tx = threadIdx.x % 16, ty = threadIdx.x / 16;
+  const int64_t k0 = int64_t{blockIdx.x} * kGradTile, o0 = int64_t{blockIdx.y} * kGradTile;
+  float acc[4][4] = {};
+  for (int64_t r0 = 0; r0 < p.rows; r0 += kGradRows) {
+#pragma unroll
+    for (int k = 0; k < kGradRows * kGradTile / kThreads; ++k) {
+      const int idx = threadIdx.x + k * kThreads;
+      const int r = idx / kGradTile, c = idx % kGradTile;
+      const bool row_ok = r0 + r < p.rows;
+      dy_tile[r][c] = row_ok && o0 + c < p.out ? dy[(r0 + r) * p.out + o0 + c] : 0.0f;
+      x_tile[r][c] = row_ok && k0 + c < p.in ? p.x[(r0 + r) * p.in + k0 + c] : 0.0f;
+    }
+    __syncthreads();
+#pragma unroll 8
+    for (int r = 0; r < kGradRows; ++r) {
+      float dv[4], xv[4];
+      load4(&dy_tile[r][4 * ty], dv);
+      load4(&x_tile[r][4 * tx], xv);
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+#pragma unroll
+        for (int j = 0; j < 4; ++j) acc[i][j] = fmaf(dv[i], xv[j], acc[i][j]);
+      }
+    }
+    __syncthreads();
+  }
+  const int64_t k = k0 + 4 * tx;
+  if (k >= p.in) return;
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const int64_t o = o0 + 4 * ty + i;
+    if (o >= p.out) break;
+    const int64_t flat = o * p.in + k;
+    float e[4], rho[4] = {0, 0, 0, 0}, drho[4];
+    eps4(p.w_stream, static_cast<uint64_t>(flat), e);
+    const bool vector = aligned && flat % 4 == 0 && k + 4 <= p.in;
+    if (vector) {
+      load4(p.w_rho + flat, rho);
+    } else {
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        if (k + j < p.in) rho[j] = p.w_rho[flat + j];
+      }
+    }
+#pragma unroll
+    for (int j = 0; j < 4; ++j) drho[j] = acc[i][j] * e[j] * sigmoid(rho[j]);
+    if (vector) {
+      store4(dw_mu + flat, acc[i]);
+      store4(dw_rho + flat, drho);
+    } else {
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        if (k + j < p.in) {
+          dw_mu[flat + j] = acc[i][j];
+          dw_rho[flat + j] = drho[j];
+        }
+      }
+    }
+  }
+}
+
+// db_mu = column sums of dy (in row order), db_rho = db_mu * eps * sigmoid(b_rho).
+__global__ void __launch_bounds__(kThreads) bias_grad_kernel(LinearParams p, const float* dy, float* db_mu,
+                                                             float* db_rho) {
+  for (int64_t o = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; o < p.out; o += int64_t{gridDim.x} * blockDim.x) {
+    float sum = 0.0f;
+    for (int64_t r = 0; r < p.rows; ++r) sum += dy[r * p.out + o];
+    db_mu[o] = sum;
+    db_rho[o] = sum * eps_at(p.b_stream, static_cast<uint64_t>(o)) * sigmoid(p.b_rho[o]);
+  }
+}
+
+bool is_aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
+
+size_t round_up(size_t bytes) { return (bytes + 255) / 256 * 256; }
+
+// How one product C[rows, cols] = A Wt over `contraction` is cut into blocks.
+struct ProductPlan {
+  bool sample;  // sample W tiles in the kernel (else W was sampled into scratch)
+  int rows_per_thread;
+  int64_t row_tiles, col_tiles, split_len;
+  int splits;
+
+  ProductPlan(int64_t rows, int64_t cols, int64_t contraction) {
+    sample = rows <= kFusedMaxRows;
+    rows_per_thread = rows <= 32 ? 8 : 16;
+    row_tiles = (rows + 4 * rows_per_thread - 1) / (4 * rows_per_thread);
+    col_tiles = (cols + kTileN - 1) / kTileN;
+    // Split the contraction until the grid covers every multiprocessor about twice.
+    const int64_t steps = (contraction + kTileC - 1) / kTileC;
+    const int64_t tiles = std::max<int64_t>(1, row_tiles * col_tiles);
+    const int64_t wanted = std::min<int64_t>(std::max<int64_t>(1, steps), (2 * multiprocessors() + tiles - 1) / tiles);
+    const int64_t steps_per_split = std::max<int64_t>(1, (steps + wanted - 1) / wanted);
+    split_len = steps_per_split * kTileC;
+    splits = static_cast<int>(std::max<int64_t>(1, (contraction + split_len - 1) / split_len));
+  }
+
+  size_t w_bytes(const LinearParams& p) const { return sample ? 0 : round_up(sizeof(float) * p.out * p.in); }
+  size_t partial_bytes(int64_t rows, int64_t cols) const {
+    return splits > 1 ? round_up(sizeof(float) * splits * rows * cols) : 0;
+  }
+};
+
+// Runs the product into `partial` (or `c` itself with one split); `w` is the sampled W when the
+// plan does not sample.
+cudaError_t run_product(const ProductPlan& plan, const LinearParams& p, const float* a, int64_t rows, int64_t lda,
+                        int64_t contraction, int64_t cols, bool transposed, const float* w, float* partial,
+                        float* c, cudaStream_t stream) {
+  ProductArgs args{a, rows, lda, contraction, cols,
+                   plan.sample ? p.w_mu : w, p.w_rho, p.in, p.w_stream, transposed,
+                   is_aligned16(plan.sample ? p.w_mu : w) && is_aligned16(p.w_rho), plan.split_len,
+                   plan.splits > 1 ? partial : c};
+  const dim3 grid(static_cast<unsigned>(plan.row_tiles), static_cast<unsigned>(plan.col_tiles),
+                  static_cast<unsigned>(plan.splits));
+  if (plan.sample && plan.rows_per_thread == 8) {
+    product_kernel<8, true><<<grid, kThreads, 0, stream>>>(args, p.out);
+  } else if (plan.sample) {
+    product_kernel<16, true><<<grid, kThreads, 0, stream>>>(args, p.out);
+  } else {
+    product_kernel<16, false><<<grid, kThreads, 0, stream>>>(args, p.out);
+  }
+  return cudaGetLastError();
+}
+
+}  // namespace
+
+size_t linear_forward_scratch_bytes(const LinearParams& p) {
+  const ProductPlan plan(p.rows, p.out, p.in);
+  return plan.w_bytes(p) + plan.partial_bytes(p.rows, p.out);
+}
+
+size_t linear_backward_scratch_bytes(const LinearParams& p) {
+  const ProductPlan plan(p.rows, p.in, p.out);
+  return plan.w_bytes(p) + plan.partial_bytes(p.rows, p.in);
+}
+
+cudaError_t linear_forward(const LinearParams& p, void* scratch, float* y, cudaStream_t stream) {
+  if (p.rows == 0 || p.out == 0) return cudaSuccess;
+  const ProductPlan plan(p.rows, p.out, p.in);
+  float* w = static_cast<float*>(scratch);
+  float* partial = reinterpret_cast<float*>(static_cast<char*>(scratch) + plan.w_bytes(p));
+  if (!plan.sample) {
+    const cudaError_t status = sample_gaussian(p.w_stream, p.out * p.in, p.w_mu, p.w_rho, w, stream);
+    if (status != cudaSuccess) return status;
+  }
+  cudaError_t status = run_product(plan, p, p.x, p.rows, p.in, p.in, p.out, true, w, partial, y, stream);
+  if (status != cudaSuccess) return status;
+  if (plan.splits == 1 && !p.has_bias) return cudaSuccess;
+  finish_kernel<<<grid_for(p.rows * p.out), kThreads, 0, stream>>>(
+      plan.splits > 1 ? partial : y, plan.splits, p.rows, p.out, p.has_bias ? p.b_mu : nullptr, p.b_rho,
+      p.b_stream, y);
+  return cudaGetLastError();
+}
+
+cudaError_t linear_backward(const LinearParams& p, const float* dy, void* scratch, float* dx, float* dw_mu,
+                            float* dw_rho, float* db_mu, float* db_rho, cudaStream_t stream) {
+  if (p.out > 0 && p.in > 0) {
+    const dim3 grid(static_cast<unsigned>((p.in + kGradTile - 1) / kGradTile),
+                    static_cast<unsigned>((p.out + kGradTile - 1) / kGradTile));
+    const bool aligned = is_aligned16(p.w_rho) && is_aligned16(dw_mu) && is_aligned16(dw_rho);
+    weight_grad_kernel<<<grid, kThreads, 0, stream>>>(p, dy, aligned, dw_mu, dw_rho);
+    const cudaError_t status = cudaGetLastError();
+    if (status != cudaSuccess) return status;
+  }
+  if (p.has_bias && p.out > 0) {
+    bias_grad_kernel<<<grid_for(p.out), kThreads, 0, stream>>>(p, dy, db_mu, db_rho);
+    const cudaError_t status = cudaGetLastError();
+    if (status != cudaSuccess) return status;
+  }
+  if (p.rows == 0 || p.in == 0) return cudaSuccess;
+  // dx = dy W: the contraction runs over W's rows.
+  const ProductPlan plan(p.rows, p.in, p.out);
+  float* w = static_cast<float*>(scratch);
+  float* partial = reinterpret_cast<float*>(static_cast<char*>(scratch) + plan.w_bytes(p));
+  if (!plan.sample) {
+    const cudaError_t status = sample_gaussian(p.w_stream, p.out * p.in, p.w_mu, p.w_rho, w, stream);
+    if (status != cudaSuccess) return status;
+  }
+  cudaError_t status = run_product(plan, p, dy, p.rows, p.out, p.out, p.in, false, w, partial, dx, stream);
+  if (status != cudaSuccess || plan.splits == 1) return status;
+  finish_kernel<<<grid_for(p.rows * p.in), kThreads, 0, stream>>>(partial, plan.splits, p.rows, p.in, nullptr,
+                                                                  nullptr, p.b_stream, dx);
+  return cudaGetLastError();
+}
+
+}  // namespace cuda
+}  // namespace fusedbnn

@@ -1,0 +1,35 @@
+// Bayesian linear layer on NVIDIA GPUs: the CUDA counterpart of linear.h, on the same LinearParams
+// (device pointers). Functions only enqueue work on `stream` and return the launch status.
+//
+// Plan: up to kFusedMaxRows rows, the product kernels sample each W tile into shared memory as they
+// load it (W never exists in device memory; mu and rho are read once). Above that, W is sampled
+// once into scratch and the same tiled kernels read it. The contraction is split across blocks so
+// that small batches fill the GPU; the partial sums are added in a fixed order (deterministic on a
+// given GPU model).
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <cstddef>
+#include <cstdint>
+
+#include "linear.h"
+
+namespace fusedbnn {
+namespace cuda {
+
+constexpr int64_t kFusedMaxRows = 64;
+
+// Device scratch each call needs, in bytes (depends on the sizes and the current device).
+size_t linear_forward_scratch_bytes(const LinearParams& p);
+size_t linear_backward_scratch_bytes(const LinearParams& p);
+
+// y [rows, out] = x W^T + b.
+cudaError_t linear_forward(const LinearParams& p, void* scratch, float* y, cudaStream_t stream);
+
+// dx [rows, in], dw_mu and dw_rho [out, in], db_mu and db_rho [out] (unused without bias).
+cudaError_t linear_backward(const LinearParams& p, const float* dy, void* scratch, float* dx, float* dw_mu,
+                            float* dw_rho, float* db_mu, float* db_rho, cudaStream_t stream);
+
+}  // namespace cuda
+}  // namespace fusedbnn

@@ -1,0 +1,129 @@
+// fusedbnn._core.cuda: the CUDA kernels on raw device pointers (integers, e.g. a PyTorch tensor's
+// data_ptr()) and a raw cudaStream_t (0: the legacy default stream). Functions enqueue work and
+// return at once; sizes are in elements. Built only with -DFUSEDBNN_CUDA=ON.
+#include <cuda_runtime_api.h>
+
+#include "core/embedding_cuda.h"
+#include "core/gaussian_cuda.h"
+#include "core/linear_cuda.h"
+#include "pybind/common.h"
+
+namespace fusedbnn {
+namespace pyb {
+namespace {
+
+using Ptr = uintptr_t;
+
+template <class T = float>
+T* device(Ptr p) {
+  return reinterpret_cast<T*>(p);
+}
+
+cudaStream_t as_stream(Ptr s) { return reinterpret_cast<cudaStream_t>(s); }
+
+void check(cudaError_t status) {
+  if (status != cudaSuccess) throw std::runtime_error(std::string("CUDA error: ") + cudaGetErrorString(status));
+}
+
+void require_sizes(std::initializer_list<int64_t> sizes) {
+  for (int64_t s : sizes) {
+    if (s < 0) throw std::invalid_argument("sizes must be >= 0");
+  }
+}
+
+LinearParams linear_params(Ptr x, int64_t rows, int64_t in, int64_t out, Ptr w_mu, Ptr w_rho, const Seed& w_seed,
+                           Ptr b_mu, Ptr b_rho, const Seed& b_seed) {
+  require_sizes({rows, in, out});
+  return LinearParams{device<const float>(x), rows, in, out, device<const float>(w_mu), device<const float>(w_rho),
+                      stream(w_seed), b_mu != 0, device<const float>(b_mu), device<const float>(b_rho),
+                      stream(b_seed)};
+}
+
+cuda::EmbeddingParams embedding_params(Ptr ids, bool ids_int64, int64_t count, int64_t num_embeddings,
+                                       int64_t dim, Ptr w_mu, Ptr w_rho, const Seed& seed, int64_t padding_idx) {
+  require_sizes({count, num_embeddings, dim});
+  return cuda::EmbeddingParams{device<const void>(ids), ids_int64, count, num_embeddings, dim,
+                               device<const float>(w_mu), device<const float>(w_rho), stream(seed), padding_idx};
+}
+
+}  // namespace
+
+void register_cuda(py::module_& parent) {
+  py::module_ m = parent.def_submodule("cuda", "The CUDA kernels on raw device pointers (float32).");
+  m.def("normal", [](Ptr out, int64_t n, const Seed& seed, Ptr s) {
+        require_sizes({n});
+        check(cuda::fill_normal(stream(seed), n, device(out), as_stream(s)));
+      }, py::arg("out"), py::arg("n"), py::arg("seed"), py::arg("stream") = 0,
+      "out[i] = eps(seed, i) for i < n.");
+  m.def("sample_gaussian", [](Ptr mu, Ptr rho, Ptr w, int64_t n, const Seed& seed, Ptr s) {
+        require_sizes({n});
+        check(cuda::sample_gaussian(stream(seed), n, device<const float>(mu), device<const float>(rho), device(w),
+                                    as_stream(s)));
+      }, py::arg("mu"), py::arg("rho"), py::arg("w"), py::arg("n"), py::arg("seed"), py::arg("stream") = 0);
+  m.def("sample_gaussian_grad", [](Ptr dw, Ptr mu, Ptr rho, Ptr drho, Ptr w, int64_t n, const Seed& seed, Ptr s) {
+        require_sizes({n});
+        check(cuda::sample_gaussian_grad(stream(seed), n, device<const float>(dw), device<const float>(mu),
+                                         device<const float>(rho), device(drho), device(w), as_stream(s)));
+      }, py::arg("dw"), py::arg("mu"), py::arg("rho"), py::arg("drho"), py::arg("w"), py::arg("n"), py::arg("seed"),
+      py::arg("stream") = 0, "drho = dw * eps * sigmoid(rho); w = mu + softplus(rho) * eps unless w is 0.");
+  m.def("gaussian_kl_scratch_bytes", &cuda::gaussian_kl_scratch_bytes);
+  m.def("gaussian_kl", [](Ptr mu, Ptr rho, int64_t n, const Seed& seed, float mu_prior, float std_prior,
+                          Ptr scratch, Ptr kl, Ptr s) {
+        require_sizes({n});
+        check(cuda::gaussian_kl(stream(seed), n, device<const float>(mu), device<const float>(rho), mu_prior,
+                                std_prior, device<void>(scratch), device(kl), as_stream(s)));
+      }, py::arg("mu"), py::arg("rho"), py::arg("n"), py::arg("seed"), py::arg("mu_prior"), py::arg("std_prior"),
+      py::arg("scratch"), py::arg("kl"), py::arg("stream") = 0);
+  m.def("gaussian_kl_grad", [](Ptr mu, Ptr rho, int64_t n, const Seed& seed, float mu_prior, float std_prior,
+                               Ptr dkl, Ptr dmu, Ptr drho, Ptr s) {
+        require_sizes({n});
+        check(cuda::gaussian_kl_grad(stream(seed), n, device<const float>(mu), device<const float>(rho), mu_prior,
+                                     std_prior, device<const float>(dkl), device(dmu), device(drho), as_stream(s)));
+      }, py::arg("mu"), py::arg("rho"), py::arg("n"), py::arg("seed"), py::arg("mu_prior"), py::arg("std_prior"),
+      py::arg("dkl"), py::arg("dmu"), py::arg("drho"), py::arg("stream") = 0);
+
+  m.def("linear_forward_scratch_bytes", [](int64_t rows, int64_t in, int64_t out) {
+        return cuda::linear_forward_scratch_bytes(linear_params(0, rows, in, out, 0, 0, {0, 0}, 0, 0, {0, 0}));
+      }, py::arg("rows"), py::arg("in_features"), py::arg("out_features"));
+  m.def("linear_backward_scratch_bytes", [](int64_t rows, int64_t in, int64_t out) {
+        return cuda::linear_backward_scratch_bytes(linear_params(0, rows, in, out, 0, 0, {0, 0}, 0, 0, {0, 0}));
+      }, py::arg("rows"), py::arg("in_features"), py::arg("out_features"));
+  m.def("linear_forward", [](Ptr x, int64_t rows, int64_t in, int64_t out, Ptr w_mu, Ptr w_rho, const Seed& w_seed,
+                             Ptr b_mu, Ptr b_rho, const Seed& b_seed, Ptr scratch, Ptr y, Ptr s) {
+        const LinearParams p = linear_params(x, rows, in, out, w_mu, w_rho, w_seed, b_mu, b_rho, b_seed);
+        check(cuda::linear_forward(p, device<void>(scratch), device(y), as_stream(s)));
+      }, py::arg("x"), py::arg("rows"), py::arg("in_features"), py::arg("out_features"), py::arg("w_mu"),
+      py::arg("w_rho"), py::arg("w_seed"), py::arg("b_mu"), py::arg("b_rho"), py::arg("b_seed"), py::arg("scratch"),
+      py::arg("y"), py::arg("stream") = 0, "y = x W^T + b; b_mu = 0 means no bias.");
+  m.def("linear_backward", [](Ptr dy, Ptr x, int64_t rows, int64_t in, int64_t out, Ptr w_mu, Ptr w_rho,
+                              const Seed& w_seed, Ptr b_mu, Ptr b_rho, const Seed& b_seed, Ptr scratch, Ptr dx,
+                              Ptr dw_mu, Ptr dw_rho, Ptr db_mu, Ptr db_rho, Ptr s) {
+        const LinearParams p = linear_params(x, rows, in, out, w_mu, w_rho, w_seed, b_mu, b_rho, b_seed);
+        check(cuda::linear_backward(p, device<const float>(dy), device<void>(scratch), device(dx), device(dw_mu),
+                                    device(dw_rho), device(db_mu), device(db_rho), as_stream(s)));
+      }, py::arg("dy"), py::arg("x"), py::arg("rows"), py::arg("in_features"), py::arg("out_features"),
+      py::arg("w_mu"), py::arg("w_rho"), py::arg("w_seed"), py::arg("b_mu"), py::arg("b_rho"), py::arg("b_seed"),
+      py::arg("scratch"), py::arg("dx"), py::arg("dw_mu"), py::arg("dw_rho"), py::arg("db_mu"), py::arg("db_rho"),
+      py::arg("stream") = 0);
+
+  m.def("embedding_forward", [](Ptr ids, bool ids_int64, int64_t count, int64_t num_embeddings, int64_t dim,
+                                Ptr w_mu, Ptr w_rho, const Seed& seed, int64_t padding_idx, Ptr out, Ptr bad_id,
+                                Ptr s) {
+        const auto p = embedding_params(ids, ids_int64, count, num_embeddings, dim, w_mu, w_rho, seed, padding_idx);
+        check(cuda::embedding_forward(p, device(out), device<int>(bad_id), as_stream(s)));
+      }, py::arg("ids"), py::arg("ids_int64"), py::arg("count"), py::arg("num_embeddings"), py::arg("dim"),
+      py::arg("w_mu"), py::arg("w_rho"), py::arg("seed"), py::arg("padding_idx"), py::arg("out"),
+      py::arg("bad_id"), py::arg("stream") = 0,
+      "out = W[ids]; padding_idx -1 for none; *bad_id (an int32, when not 0) = 1 on an out-of-range id.");
+  m.def("embedding_backward", [](Ptr ids, bool ids_int64, int64_t count, int64_t num_embeddings, int64_t dim,
+                                 Ptr w_rho, const Seed& seed, int64_t padding_idx, Ptr dy, Ptr dw_mu, Ptr dw_rho,
+                                 Ptr s) {
+        const auto p = embedding_params(ids, ids_int64, count, num_embeddings, dim, 0, w_rho, seed, padding_idx);
+        check(cuda::embedding_backward(p, device<const float>(dy), device(dw_mu), device(dw_rho), as_stream(s)));
+      }, py::arg("ids"), py::arg("ids_int64"), py::arg("count"), py::arg("num_embeddings"), py::arg("dim"),
+      py::arg("w_rho"), py::arg("seed"), py::arg("padding_idx"), py::arg("dy"), py::arg("dw_mu"), py::arg("dw_rho"),
+      py::arg("stream") = 0);
+}
+
+}  // namespace pyb
+}  // namespace fusedbnn

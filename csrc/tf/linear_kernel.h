@@ -1,0 +1,98 @@
+// The input checks of FusedBnn>Linear and FusedBnn>LinearGrad, shared by their CPU kernels
+// (linear_ops.cc) and GPU kernels (gpu/linear_gpu.cc). Tensor data pointers are read, never
+// dereferenced: they are device pointers on the GPU; the seeds are host tensors on both.
+#pragma once
+
+#include "core/linear.h"
+#include "tf/common.h"
+
+namespace fusedbnn {
+namespace tf {
+
+// Inputs shared by both ops, at these positions after LinearGrad's leading dy.
+enum LinearInput { kX, kWMu, kWRho, kWSeed, kBMu, kBRho, kBSeed };
+
+// LinearGrad's input dy and its outputs.
+struct LinearGrads {
+  const float* dy;
+  float *dx, *dw_mu, *dw_rho, *db_mu, *db_rho;
+};
+
+// Validates the inputs in eager mode too (shape functions only run when graphs are built).
+class LinearBase : public tfl::OpKernel {
+ public:
+  explicit LinearBase(tfl::OpKernelConstruction* ctx) : OpKernel(ctx) {
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("use_bias", &use_bias_));
+  }
+
+ protected:
+  tfl::Status read_params(tfl::OpKernelContext* ctx, LinearParams* p) {
+    const tfl::Tensor *x, *w_mu, *w_rho;
+    TF_RETURN_IF_ERROR(ctx->input("x", &x));
+    TF_RETURN_IF_ERROR(ctx->input("w_mu", &w_mu));
+    TF_RETURN_IF_ERROR(ctx->input("w_rho", &w_rho));
+    if (x->dims() < 1) return tfl::errors::InvalidArgument("x must have rank >= 1, got a scalar");
+    TF_RETURN_IF_ERROR(require_rank(*w_mu, "w_mu", 2));
+    TF_RETURN_IF_ERROR(require_same_shape(*w_mu, "w_mu", *w_rho, "w_rho"));
+    if (x->dim_size(x->dims() - 1) != w_mu->dim_size(1)) {
+      return tfl::errors::InvalidArgument("x's last dimension (", x->dim_size(x->dims() - 1),
+                                          ") must equal w_mu's in-features (", w_mu->dim_size(1), ")");
+    }
+    p->x = x->flat<float>().data();
+    p->in = w_mu->dim_size(1);
+    p->out = w_mu->dim_size(0);
+    p->rows = 1;
+    for (int d = 0; d + 1 < x->dims(); ++d) p->rows *= x->dim_size(d);
+    p->w_mu = w_mu->flat<float>().data();
+    p->w_rho = w_rho->flat<float>().data();
+    TF_RETURN_IF_ERROR(read_seed(ctx, "w_seed", &p->w_stream));
+    p->has_bias = use_bias_;
+    if (use_bias_) {
+      const tfl::Tensor *b_mu, *b_rho;
+      TF_RETURN_IF_ERROR(ctx->input("b_mu", &b_mu));
+      TF_RETURN_IF_ERROR(ctx->input("b_rho", &b_rho));
+      TF_RETURN_IF_ERROR(require_rank(*b_mu, "b_mu", 1));
+      TF_RETURN_IF_ERROR(require_same_shape(*b_mu, "b_mu", *b_rho, "b_rho"));
+      if (b_mu->dim_size(0) != p->out) {
+        return tfl::errors::InvalidArgument("b_mu must have w_mu's out-features (", p->out, "), got shape ",
+                                            b_mu->shape().DebugString());
+      }
+      p->b_mu = b_mu->flat<float>().data();
+      p->b_rho = b_rho->flat<float>().data();
+      TF_RETURN_IF_ERROR(read_seed(ctx, "b_seed", &p->b_stream));
+    }
+    return tfl::OkStatus();
+  }
+
+  // y of shape x.shape[:-1] + [out].
+  tfl::Status allocate_y(tfl::OpKernelContext* ctx, const LinearParams& p, tfl::Tensor** y) {
+    tfl::TensorShape y_shape = ctx->input(kX).shape();
+    y_shape.set_dim(y_shape.dims() - 1, p.out);
+    return ctx->allocate_output(0, y_shape, y);
+  }
+
+  // LinearGrad: checks dy against y's shape and allocates the gradients like their inputs.
+  tfl::Status allocate_grads(tfl::OpKernelContext* ctx, const LinearParams& p, LinearGrads* g) {
+    const tfl::Tensor& dy = ctx->input(0);
+    tfl::TensorShape y_shape = ctx->input(1 + kX).shape();
+    y_shape.set_dim(y_shape.dims() - 1, p.out);
+    if (dy.shape() != y_shape) {
+      return tfl::errors::InvalidArgument("dy must have shape ", y_shape.DebugString(), ", got ",
+                                          dy.shape().DebugString());
+    }
+    g->dy = dy.flat<float>().data();
+    const int like[] = {kX, kWMu, kWMu, kBMu, kBMu};
+    float** outputs[] = {&g->dx, &g->dw_mu, &g->dw_rho, &g->db_mu, &g->db_rho};
+    for (int i = 0; i < 5; ++i) {
+      tfl::Tensor* t;
+      TF_RETURN_IF_ERROR(ctx->allocate_output(i, ctx->input(1 + like[i]).shape(), &t));
+      *outputs[i] = t->flat<float>().data();
+    }
+    return tfl::OkStatus();
+  }
+
+  bool use_bias_ = true;
+};
+
+}  // namespace tf
+}  // namespace fusedbnn

@@ -1,0 +1,196 @@
+"""KL and ELBO losses for models built from fusedbnn layers (illia's API, working on nested models).
+
+>>> model = fusedbnn.BayesianModel(inputs, outputs)
+>>> model.compile("adam", loss=fusedbnn.losses.ELBOLoss(keras.losses.SparseCategoricalCrossentropy()))
+>>> model.fit(x, y)
+"""
+
+import weakref
+
+import keras
+import tensorflow as tf
+
+from fusedbnn.nn._params import positive_int
+from fusedbnn.nn.base import BayesianModule
+
+_REDUCTIONS = ("mean", "sum", "sum_over_batch_size", "mean_with_sample_weight", "none", None)
+
+
+def bayesian_modules(model):
+    """The outermost BayesianModules inside ``model`` (a model, a layer, or a BayesianModule itself).
+
+    The search goes through nested layers and sub-models but stops at each BayesianModule: its
+    ``kl_cost()`` covers the Bayesian modules inside it (the LSTM's embedding, say), so counting
+    those again would count their KL twice. A layer used at several places is listed once.
+    """
+    found, seen = [], set()
+
+    def visit(layer):
+        if id(layer) in seen:
+            return
+        seen.add(id(layer))
+        if isinstance(layer, BayesianModule):
+            found.append(layer)
+            return
+        for child in layer._flatten_layers(include_self=False, recursive=False):
+            visit(child)
+
+    if not isinstance(model, keras.layers.Layer):
+        raise ValueError(f"model must be a Keras model or layer, got {type(model).__name__}")
+    visit(model)
+    return found
+
+
+def kl_divergence(model):
+    """``(kl, num_params)``: the summed ``kl_cost()`` of every BayesianModule in ``model``.
+
+    ``kl`` is a float32 scalar tensor for the samples of the last call (or the frozen samples);
+    ``num_params`` the total count of Bayesian parameters. ValueError if the model has none.
+    """
+    modules = bayesian_modules(model)
+    if not modules:
+        raise ValueError(f"model '{model.name}' contains no fusedbnn BayesianModule, so it has no KL cost")
+    costs = [module.kl_cost() for module in modules]
+    return tf.add_n([kl for kl, _ in costs]), sum(n for _, n in costs)
+
+
+def _check_reduction(reduction):
+    if reduction not in _REDUCTIONS:
+        raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}")
+    return reduction
+
+
+@keras.saving.register_keras_serializable(package="fusedbnn")
+class KLDivergenceLoss(keras.losses.Loss):
+    """``weight * KL / num_params`` over every BayesianModule of a model (illia's definition).
+
+    Called as ``loss(model)`` or ``loss(model=model)``. The KL is the sum of ``kl_cost()`` of the
+    model's BayesianModules, found recursively (nested layers and sub-models; a module's own
+    sub-modules are covered by its ``kl_cost()``), divided by their total parameter count.
+
+    Args:
+        reduction: kept for illia's signature; the KL is a scalar, so it changes nothing.
+        weight: factor on the result.
+    """
+
+    def __init__(self, reduction="mean", weight=1.0, name="kl_divergence", **kwargs):
+        super().__init__(reduction=_check_reduction(reduction), name=name, **kwargs)
+        self.weight = float(weight)
+
+    def __call__(self, model):
+        kl, num_params = kl_divergence(model)
+        return kl * (self.weight / num_params)
+
+    def call(self, y_true, y_pred):
+        raise TypeError("KLDivergenceLoss is called with the model: loss(model), not loss(y_true, y_pred)")
+
+    def get_config(self):
+        return {**super().get_config(), "weight": self.weight}
+
+
+class _FunctionLoss(keras.losses.Loss):
+    """A plain ``fn(y_true, y_pred)`` as a Keras Loss: sample weights, reduction, replica scaling."""
+
+    def __init__(self, fn):
+        super().__init__(name=getattr(fn, "__name__", "loss"))
+        self.fn = fn
+
+    def call(self, y_true, y_pred):
+        return self.fn(y_true, y_pred)
+
+
+def _as_loss(loss_function):
+    if isinstance(loss_function, dict):
+        loss_function = keras.losses.deserialize(loss_function)
+    if isinstance(loss_function, str):
+        loss_function = keras.losses.get(loss_function)
+    if isinstance(loss_function, keras.losses.Loss):
+        return loss_function
+    if not callable(loss_function):
+        raise ValueError(f"loss_function must be a Keras loss, a loss name or a callable, got {loss_function!r}")
+    return _FunctionLoss(loss_function)
+
+
+@keras.saving.register_keras_serializable(package="fusedbnn")
+class ELBOLoss(keras.losses.Loss):
+    """The negative ELBO: ``loss_function(y_true, y_pred) + kl_weight * KL / num_params``.
+
+    Call forms:
+      * Keras: ``model.compile(loss=ELBOLoss(...))`` with the model bound, either by
+        ``ELBOLoss(..., model=model)`` or automatically by ``fusedbnn.BayesianModel.compile``;
+        Keras then calls ``loss(y_true, y_pred, sample_weight)``.
+      * illia: ``loss(y_true, y_pred, model)``.
+
+    The KL is that of the samples drawn by the forward pass that made ``y_pred`` (each layer keeps
+    the seed of its last call). Under tf.distribute each replica adds its own KL scaled by
+    ``1 / num_replicas``, like Keras scales the data loss, so the all-reduced objective is the data
+    loss of the global batch plus the replicas' mean KL.
+
+    ``num_samples > 1`` averages the objective over that many forward passes with fresh noise. One
+    ``y_pred`` is one forward pass, so the averaging is done by ``fusedbnn.BayesianModel``'s
+    ``train_step`` / ``test_step``, which read ``num_samples`` from this loss; any other model
+    raises a ValueError for ``num_samples > 1``.
+
+    Args:
+        loss_function: data loss: a ``keras.losses.Loss``, a loss name, or ``fn(y_true, y_pred)``
+            returning per-example values.
+        num_samples: forward passes averaged per step (positive).
+        kl_weight: factor on ``KL / num_params``.
+        model: the model whose KL is added, or None to bind it later.
+    """
+
+    def __init__(self, loss_function, num_samples=1, kl_weight=1e-3, model=None, name="elbo", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self._loss_function_arg = loss_function
+        self.loss_function = _as_loss(loss_function)
+        self.num_samples = positive_int(num_samples, "num_samples")
+        self.kl_weight = float(kl_weight)
+        self.kl_loss = KLDivergenceLoss(weight=self.kl_weight)
+        self._model_ref = None
+        if model is not None:
+            self.bind(model)
+
+    def bind(self, model):
+        """Make ``model`` the model whose KL this loss adds (held by a weak reference: Keras saving
+        walks a loss's attributes, and a strong one back to the model would loop)."""
+        if not isinstance(model, keras.layers.Layer):
+            raise ValueError(f"model must be a Keras model or layer, got {type(model).__name__}")
+        self._model_ref = weakref.ref(model)
+
+    def bound_model(self):
+        """The model bound by ``model=`` or ``bind()``, or None (a method: Keras saving walks properties)."""
+        return None if self._model_ref is None else self._model_ref()
+
+    def __call__(self, y_true, y_pred, model=None, sample_weight=None):
+        # Keras passes sample_weight as the third positional argument; illia passes the model there.
+        if model is not None and not isinstance(model, keras.layers.Layer):
+            model, sample_weight = None, model
+        model = model if model is not None else self.bound_model()
+        if model is None:
+            raise ValueError(
+                "ELBOLoss needs the model whose KL it adds: pass ELBOLoss(..., model=model), call "
+                "loss(y_true, y_pred, model), or compile a fusedbnn.BayesianModel (which binds itself)"
+            )
+        if self.num_samples > 1:
+            from fusedbnn.models import BayesianModel
+
+            if not isinstance(model, BayesianModel):
+                raise ValueError(
+                    f"ELBOLoss(num_samples={self.num_samples}) averages over several forward passes, which "
+                    f"only fusedbnn.BayesianModel's train_step runs; model '{model.name}' is a "
+                    f"{type(model).__name__}. Use fusedbnn.BayesianModel(inputs, outputs) or num_samples=1."
+                )
+        data_loss = self.loss_function(y_true, y_pred, sample_weight=sample_weight)
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        return data_loss + self.kl_loss(model) / replicas
+
+    def call(self, y_true, y_pred):
+        raise TypeError("ELBOLoss is used through __call__: loss(y_true, y_pred[, model])")
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "loss_function": keras.losses.serialize(self._loss_function_arg),
+            "num_samples": self.num_samples,
+            "kl_weight": self.kl_weight,
+        }

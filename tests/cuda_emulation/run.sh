@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Runs csrc/core/*.cu on the CPU under the host stand-in of cuda_runtime.h and checks every kernel
+# against double-precision loops over the host noise (kernels_test.cc), for two multiprocessor
+# counts (different grids and contraction splits). Needs g++ with C++20 and python3; about a
+# minute on 2 cores. Usage: tests/cuda_emulation/run.sh
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/../.." && pwd)
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+sources=()
+for cu in "$root"/csrc/core/*.cu; do
+  translated="$work/$(basename "$cu" .cu).cc"
+  python3 "$here/translate_launches.py" "$cu" >"$translated"
+  sources+=("$translated")
+done
+# -iquote: the translated sources include their neighbours ("cuda_common.cuh") from csrc/core.
+g++ -std=c++20 -O1 -pthread -w -I"$here" -iquote "$root/csrc/core" -I"$root/csrc" \
+  "$here/kernels_test.cc" "${sources[@]}" -o "$work/kernels_test"
+for sms in 3 132; do
+  echo "cuda_emulation: $sms multiprocessors"
+  CUDA_EMULATION_SMS=$sms "$work/kernels_test"
+done
