@@ -9,6 +9,15 @@
 
 namespace fusedbnn {
 
+namespace {
+
+// memcpy of n floats; empty tensors may have null data, which memcpy must not get even for n == 0.
+void copy_floats(float* dst, const float* src, int64_t n) {
+  if (n > 0) std::memcpy(dst, src, n * sizeof(float));
+}
+
+}  // namespace
+
 const ActivationKernels& scalar_activations();
 #if defined(FUSEDBNN_HAVE_AVX2)
 const ActivationKernels& avx2_activations();
@@ -78,8 +87,8 @@ void lstm_forward(const ParallelFor& pf, const LstmParams& p, const LstmSaved& s
   }
   for (int64_t b = 0; b < B; ++b) {
     const bool empty = T == 0;
-    std::memcpy(h_last + b * H, empty ? p.h0 + b * H : h_seq + (b * T + T - 1) * H, H * sizeof(float));
-    std::memcpy(c_last + b * H, empty ? p.c0 + b * H : saved.cells + (b * T + T - 1) * H, H * sizeof(float));
+    copy_floats(h_last + b * H, empty ? p.h0 + b * H : h_seq + (b * T + T - 1) * H, H);
+    copy_floats(c_last + b * H, empty ? p.c0 + b * H : saved.cells + (b * T + T - 1) * H, H);
   }
 }
 
@@ -88,8 +97,8 @@ void lstm_backward(const ParallelFor& pf, const LstmParams& p, const LstmForward
   const int64_t B = p.batch, T = p.steps, E = p.in, H = p.hidden, G = 4 * H;
   const ActivationKernels& act = best_activations();
   const float* w_h = fwd.w + E * G;
-  std::memcpy(s.dh, dh_last, B * H * sizeof(float));
-  std::memcpy(s.dc, dc_last, B * H * sizeof(float));
+  copy_floats(s.dh, dh_last, B * H);
+  copy_floats(s.dc, dc_last, B * H);
   for (int64_t t = T - 1; t >= 0; --t) {
     for_rows(pf, B, G, [&](int64_t b) {
       const float* gate = fwd.gates + (b * T + t) * G;
@@ -118,14 +127,14 @@ void lstm_backward(const ParallelFor& pf, const LstmParams& p, const LstmForward
     // dh_{t-1} = dz_t W_h^T.
     gemm(pf, GemmArgs{B, H, G, s.dz + t * G, T * G, false, w_h, G, true, s.dh, H});
   }
-  std::memcpy(g.dh0, s.dh, B * H * sizeof(float));
-  std::memcpy(g.dc0, s.dc, B * H * sizeof(float));
+  copy_floats(g.dh0, s.dh, B * H);
+  copy_floats(g.dc0, s.dc, B * H);
   // The inputs of every step's contraction: x, and h_{t-1} (h0 at t = 0).
   if (T > 0) {
     pf(B, T * H, [&](int64_t first, int64_t last) {
       for (int64_t b = first; b < last; ++b) {
-        std::memcpy(s.h_prev + b * T * H, p.h0 + b * H, H * sizeof(float));
-        std::memcpy(s.h_prev + (b * T + 1) * H, fwd.h_seq + b * T * H, (T - 1) * H * sizeof(float));
+        copy_floats(s.h_prev + b * T * H, p.h0 + b * H, H);
+        copy_floats(s.h_prev + (b * T + 1) * H, fwd.h_seq + b * T * H, (T - 1) * H);
       }
     });
   }

@@ -54,7 +54,8 @@ struct PolyMath {
 
   // exp for x in [-87.3, 88.7] (clamped outside): softplus never needs more.
   static F exp(F x) {
-    x = T::min(T::max(x, T::set1(-87.3f)), T::set1(88.3762626647949f));
+    // x last: x86 min/max return their second operand when either is NaN, so NaN stays NaN.
+    x = T::min(T::set1(88.3762626647949f), T::max(T::set1(-87.3f), x));
     const F fx = T::floor(T::fma(x, T::set1(1.44269504088896341f), T::set1(0.5f)));
     x = T::fma(fx, T::set1(-0.693359375f), x);
     x = T::fma(fx, T::set1(2.12194440e-4f), x);

@@ -16,33 +16,46 @@ Array normal(int64_t n, const Seed& seed, bool exact, int64_t begin) {
   return out;
 }
 
-Array sample(const Array& mu, const Array& rho, const Seed& seed) {
+// With begin > 0 the arrays are elements [begin, begin + size) of a larger flat parameter: the
+// kernels' 64-bit index math is tested past 2^31 without allocating that much.
+void check_begin(int64_t begin) {
+  if (begin < 0) throw std::invalid_argument("begin must be >= 0");
+}
+
+Array sample(const Array& mu, const Array& rho, const Seed& seed, int64_t begin) {
   require_same_shape(mu, rho, "mu and rho");
+  check_begin(begin);
   Array w = empty_like(mu);
-  sample_gaussian(serial_for(), stream(seed), mu.size(), mu.data(), rho.data(), w.mutable_data());
+  best_kernels().sample(stream(seed), begin, begin + mu.size(), mu.data(), rho.data(), w.mutable_data());
   return w;
 }
 
 // (drho, w): drho = dw * eps * sigmoid(rho) and the regenerated sample.
-py::tuple sample_grad(const Array& dw, const Array& mu, const Array& rho, const Seed& seed) {
+py::tuple sample_grad(const Array& dw, const Array& mu, const Array& rho, const Seed& seed, int64_t begin) {
   require_same_shape(mu, rho, "mu and rho");
   require_same_shape(mu, dw, "mu and dw");
+  check_begin(begin);
   Array drho = empty_like(mu), w = empty_like(mu);
-  sample_gaussian_grad(serial_for(), stream(seed), mu.size(), dw.data(), mu.data(), rho.data(),
-                       drho.mutable_data(), w.mutable_data());
+  best_kernels().sample_grad(stream(seed), begin, begin + mu.size(), dw.data(), mu.data(), rho.data(),
+                             drho.mutable_data(), w.mutable_data());
   return py::make_tuple(drho, w);
 }
 
-float kl(const Array& mu, const Array& rho, const Seed& seed, float mu_prior, float std_prior) {
+float kl(const Array& mu, const Array& rho, const Seed& seed, float mu_prior, float std_prior, int64_t begin) {
   require_same_shape(mu, rho, "mu and rho");
-  return gaussian_kl(serial_for(), stream(seed), mu.size(), mu.data(), rho.data(), mu_prior, std_prior);
+  check_begin(begin);
+  if (begin == 0) return gaussian_kl(serial_for(), stream(seed), mu.size(), mu.data(), rho.data(), mu_prior, std_prior);
+  return static_cast<float>(
+      best_kernels().kl_sum(stream(seed), begin, begin + mu.size(), mu.data(), rho.data(), mu_prior, std_prior));
 }
 
-py::tuple kl_grad(const Array& mu, const Array& rho, const Seed& seed, float mu_prior, float std_prior, float dkl) {
+py::tuple kl_grad(const Array& mu, const Array& rho, const Seed& seed, float mu_prior, float std_prior, float dkl,
+                  int64_t begin) {
   require_same_shape(mu, rho, "mu and rho");
+  check_begin(begin);
   Array dmu = empty_like(mu), drho = empty_like(mu);
-  gaussian_kl_grad(serial_for(), stream(seed), mu.size(), mu.data(), rho.data(), mu_prior, std_prior, dkl,
-                   dmu.mutable_data(), drho.mutable_data());
+  best_kernels().kl_grad(stream(seed), begin, begin + mu.size(), mu.data(), rho.data(), mu_prior, std_prior, dkl,
+                         dmu.mutable_data(), drho.mutable_data());
   return py::make_tuple(dmu, drho);
 }
 
@@ -59,12 +72,14 @@ void register_gaussian(py::module_& m) {
         "Element `index` of the seed's normal sequence, computed alone (exact scalar path).");
   m.def("normal", &normal, py::arg("n"), py::arg("seed"), py::arg("exact") = false, py::arg("begin") = 0,
         "Elements [begin, begin + n) of stateless_normal's flat sequence; exact=True: the libm path.");
-  m.def("sample_gaussian", &sample, py::arg("mu"), py::arg("rho"), py::arg("seed"));
-  m.def("sample_gaussian_grad", &sample_grad, py::arg("dw"), py::arg("mu"), py::arg("rho"), py::arg("seed"));
+  // begin: flat index of the arrays' first element in the parameter (the noise they get).
+  m.def("sample_gaussian", &sample, py::arg("mu"), py::arg("rho"), py::arg("seed"), py::arg("begin") = 0);
+  m.def("sample_gaussian_grad", &sample_grad, py::arg("dw"), py::arg("mu"), py::arg("rho"), py::arg("seed"),
+        py::arg("begin") = 0);
   m.def("gaussian_kl", &kl, py::arg("mu"), py::arg("rho"), py::arg("seed"), py::arg("mu_prior") = 0.0f,
-        py::arg("std_prior") = 0.1f);
+        py::arg("std_prior") = 0.1f, py::arg("begin") = 0);
   m.def("gaussian_kl_grad", &kl_grad, py::arg("mu"), py::arg("rho"), py::arg("seed"), py::arg("mu_prior") = 0.0f,
-        py::arg("std_prior") = 0.1f, py::arg("dkl") = 1.0f);
+        py::arg("std_prior") = 0.1f, py::arg("dkl") = 1.0f, py::arg("begin") = 0);
 }
 
 }  // namespace pyb

@@ -68,6 +68,10 @@ class EmbeddingBase : public tfl::OpKernel {
     TF_RETURN_IF_ERROR(require_same_shape(*w_mu, "w_mu", *w_rho, "w_rho"));
     p->rows = w_mu->dim_size(0);
     p->dim = w_mu->dim_size(1);
+    if (padding_idx_ >= p->rows) {  // ops.embedding checks this too, but only for static shapes
+      return tfl::errors::InvalidArgument("padding_idx must be in [0, num_embeddings = ", p->rows, "), got ",
+                                          padding_idx_);
+    }
     if (id_tensor->dtype() == tfl::DT_INT32) {
       TF_RETURN_IF_ERROR(checked_ids<int32_t>(*id_tensor, p->rows, ids));
     } else {
