@@ -1,6 +1,7 @@
 """Shared test helpers: both execution modes, tolerant comparisons, random parameters."""
 
 import os
+import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -47,3 +48,10 @@ def assert_allclose(actual, expected, rtol=1e-4, atol=1e-5, err_msg=""):
 @pytest.fixture
 def rng(request):
     return np.random.default_rng(abs(hash(request.node.name)) % 2**32)
+
+
+def subprocess_env(**extra):
+    """The environment for a child Python that imports what this one does: the installed fusedbnn, or
+    the source tree when the tests run with PYTHONPATH=python."""
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p), "TF_CPP_MIN_LOG_LEVEL": "2",
+            **extra}

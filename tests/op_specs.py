@@ -6,8 +6,6 @@ the error must give). test_properties, test_determinism, test_numerics and test_
 iterate over ``SPECS``: adding an op to every check is one entry here.
 """
 
-import os
-import sys
 from dataclasses import dataclass
 from typing import Callable
 
@@ -389,12 +387,6 @@ LSTM = OpSpec(
 
 SPECS = [SAMPLE_GAUSSIAN, GAUSSIAN_KL, LINEAR, CONV2D, CONV1D, EMBEDDING, LSTM]
 SPEC_IDS = [s.name for s in SPECS]
-
-
-def subprocess_env(**extra):
-    """The environment for a child Python that imports what this one does (fusedbnn included)."""
-    return {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p), "TF_CPP_MIN_LOG_LEVEL": "2",
-            **extra}
 
 
 def large_args(spec, value_seed=0):

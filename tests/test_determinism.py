@@ -38,7 +38,7 @@ def compute_all(path):
 @pytest.fixture(scope="module")
 def results_per_thread_count(tmp_path_factory):
     folder = tmp_path_factory.mktemp("determinism")
-    from op_specs import subprocess_env
+    from conftest import subprocess_env
 
     env = subprocess_env()
     results = {}

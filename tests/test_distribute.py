@@ -3,7 +3,6 @@ worker processes on loopback ports. Each run is a subprocess: logical devices an
 set before TensorFlow starts."""
 
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -12,7 +11,8 @@ import textwrap
 import numpy as np
 import pytest
 
-PYTHON_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "python")
+from conftest import subprocess_env
+
 TIMEOUT_S = 150
 
 MIRRORED = textwrap.dedent("""
@@ -101,7 +101,7 @@ WORKER = textwrap.dedent("""
 
 
 def run_python(script, args=(), env_extra=None):
-    env = dict(os.environ, PYTHONPATH=PYTHON_DIR, TF_CPP_MIN_LOG_LEVEL="2", **(env_extra or {}))
+    env = subprocess_env(**(env_extra or {}))
     return subprocess.Popen([sys.executable, "-c", script, *args], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
 

@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import assert_allclose
+from conftest import assert_allclose, subprocess_env
 from fusedbnn import _core, ops
-from op_specs import SPEC_IDS, SPECS, subprocess_env
+from op_specs import SPEC_IDS, SPECS
 
 NON_FINITE = [float("nan"), float("inf"), float("-inf")]
 # A known deviation: the vector kernels' exp is clamped below at -87.3 (and their log at the least

@@ -1,7 +1,6 @@
 """Saving: .keras round trips (config, weights, frozen samples, compile config) and SavedModel export
 reloaded in a fresh process."""
 
-import os
 import subprocess
 import sys
 import textwrap
@@ -12,12 +11,11 @@ import pytest
 import tensorflow as tf
 
 import fusedbnn
-from conftest import assert_allclose
+from conftest import assert_allclose, subprocess_env
 from fusedbnn.losses import ELBOLoss, bayesian_modules
 from fusedbnn.nn import LSTM, Linear
 from fusedbnn.uncertainty import predict_mc
 
-PYTHON_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "python")
 
 
 def custom_model():
@@ -153,7 +151,7 @@ def test_export_and_saved_model_reload_in_a_fresh_process(tmp_path):
     tf.saved_model.save(model, str(tmp_path / "saved_model"))
     script = tmp_path / "serve.py"
     script.write_text(FRESH_PROCESS)
-    env = dict(os.environ, PYTHONPATH=PYTHON_DIR, TF_CPP_MIN_LOG_LEVEL="2")
+    env = subprocess_env()
     result = subprocess.run(
         [sys.executable, str(script), str(tmp_path / "export"), str(tmp_path / "saved_model"), unfrozen_dir,
          str(tmp_path / "x.npy"), str(tmp_path / "expected.npy")],
