@@ -2,11 +2,13 @@
 // on the CPU through cuda_runtime.h here. Outputs start as NaN, so unwritten elements fail; every
 // case runs with 16-byte-aligned and with misaligned pointers (the kernels' vector and scalar
 // paths), sizes off every tile, batch 0 and 1, empty sizes, repeated and out-of-range ids.
+#include <algorithm>
 #include <cstdio>
 #include <random>
 #include <string>
 #include <vector>
 
+#include "core/conv_cuda.h"
 #include "core/embedding_cuda.h"
 #include "core/gaussian_cuda.h"
 #include "core/linear_cuda.h"
@@ -190,6 +192,152 @@ void embedding_case(int64_t num, int64_t dim, int64_t count, int64_t highest, in
   expect_close(name + " dw_rho", drho_out.data(), drho);
 }
 
+
+// One convolution's sizes and options; padding: -1 VALID, -2 SAME, else explicit pads[4].
+struct ConvCase {
+  int64_t batch, in_h, in_w, in_c, out_c, kernel_h, kernel_w, stride_h, stride_w, dilation_h, dilation_w;
+  int padding;
+  int64_t pads[4];  // top, bottom, left, right (explicit)
+  int64_t groups;
+  bool channels_last, bias;
+};
+
+// TensorFlow's output size and leading padding of one axis.
+void conv_axis_reference(int64_t in, int64_t k, int64_t stride, int64_t dilation, int padding, int64_t before,
+                         int64_t after, int64_t* out, int64_t* pad) {
+  const int64_t window = (k - 1) * dilation + 1;
+  if (padding == -2) {
+    *out = (in + stride - 1) / stride;
+    *pad = std::max<int64_t>((*out - 1) * stride + window - in, 0) / 2;
+    return;
+  }
+  if (padding == -1) before = after = 0;
+  *out = (in + before + after - window) / stride + 1;
+  *pad = before;
+}
+
+void conv_case(const ConvCase& c, int offset) {
+  const std::string name = "conv b=" + std::to_string(c.batch) + " " + std::to_string(c.in_h) + "x" +
+                           std::to_string(c.in_w) + "x" + std::to_string(c.in_c) + "->" + std::to_string(c.out_c) +
+                           " k=" + std::to_string(c.kernel_h) + "x" + std::to_string(c.kernel_w) + " s=" +
+                           std::to_string(c.stride_h) + "," + std::to_string(c.stride_w) + " d=" +
+                           std::to_string(c.dilation_h) + "," + std::to_string(c.dilation_w) +
+                           " pad=" + std::to_string(c.padding) + " g=" + std::to_string(c.groups) +
+                           (c.channels_last ? " NHWC" : " NCHW") + (c.bias ? " bias" : "") +
+                           " offset=" + std::to_string(offset);
+  ConvParams p{};
+  p.batch = c.batch, p.in_h = c.in_h, p.in_w = c.in_w, p.in_channels = c.in_c, p.out_channels = c.out_c;
+  p.kernel_h = c.kernel_h, p.kernel_w = c.kernel_w, p.stride_h = c.stride_h, p.stride_w = c.stride_w;
+  p.dilation_h = c.dilation_h, p.dilation_w = c.dilation_w, p.groups = c.groups, p.channels_last = c.channels_last;
+  conv_axis_reference(c.in_h, c.kernel_h, c.stride_h, c.dilation_h, c.padding, c.pads[0], c.pads[1], &p.out_h,
+                      &p.pad_top);
+  conv_axis_reference(c.in_w, c.kernel_w, c.stride_w, c.dilation_w, c.padding, c.pads[2], c.pads[3], &p.out_w,
+                      &p.pad_left);
+  const int64_t cin_g = c.in_c / c.groups, cout_g = c.out_c / c.groups;
+  const int64_t nx = c.batch * c.in_h * c.in_w * c.in_c, ny = c.batch * p.out_h * p.out_w * c.out_c;
+  const int64_t nw = c.kernel_h * c.kernel_w * cin_g * c.out_c;
+  const auto x = random_floats(nx, 0, 1), mu = random_floats(nw, 0, 0.5f), rho = random_floats(nw, -3, 1),
+             b_mu = random_floats(c.out_c, 0, 0.5f), b_rho = random_floats(c.out_c, -3, 1),
+             dy_v = random_floats(ny, 0, 1);
+  p.x = x.data() + offset;
+  p.w_mu = mu.data() + offset;
+  p.w_rho = rho.data() + offset;
+  p.w_stream = stream_from_seed(nw, c.groups);
+  p.has_bias = c.bias;
+  p.b_mu = b_mu.data();
+  p.b_rho = b_rho.data();
+  p.b_stream = stream_from_seed(c.out_c, 11);
+  const float* dy = dy_v.data() + offset;
+  if (cuda::conv_size_error(p) != nullptr) {
+    ++failures;
+    std::printf("FAIL %s: rejected sizes\n", name.c_str());
+    return;
+  }
+
+  // Flat indices of x and y in the case's layout.
+  const auto xi = [&](int64_t b, int64_t h, int64_t w, int64_t ch) {
+    return c.channels_last ? ((b * c.in_h + h) * c.in_w + w) * c.in_c + ch : ((b * c.in_c + ch) * c.in_h + h) * c.in_w + w;
+  };
+  const auto yi = [&](int64_t b, int64_t h, int64_t w, int64_t ch) {
+    return c.channels_last ? ((b * p.out_h + h) * p.out_w + w) * c.out_c + ch
+                           : ((b * c.out_c + ch) * p.out_h + h) * p.out_w + w;
+  };
+  std::vector<double> w(nw), eps(nw), bias(c.out_c, 0.0), b_eps(c.out_c, 0.0);
+  for (int64_t i = 0; i < nw; ++i) {
+    eps[i] = eps_at(p.w_stream, i);
+    w[i] = p.w_mu[i] + softplus(p.w_rho[i]) * eps[i];
+  }
+  for (int64_t o = 0; c.bias && o < c.out_c; ++o) {
+    b_eps[o] = eps_at(p.b_stream, o);
+    bias[o] = b_mu[o] + softplus(b_rho[o]) * b_eps[o];
+  }
+  std::vector<double> y(ny), dx(nx, 0.0), dw_mu(nw, 0.0), dw_rho(nw), db_mu(c.out_c, 0.0), db_rho(c.out_c);
+  for (int64_t b = 0; b < c.batch; ++b)
+    for (int64_t oh = 0; oh < p.out_h; ++oh)
+      for (int64_t ow = 0; ow < p.out_w; ++ow)
+        for (int64_t o = 0; o < c.out_c; ++o) {
+          const int64_t g = o / cout_g, yo = yi(b, oh, ow, o);
+          double sum = bias[o];
+          db_mu[o] += dy[yo];
+          for (int64_t i = 0; i < c.kernel_h; ++i)
+            for (int64_t j = 0; j < c.kernel_w; ++j) {
+              const int64_t ih = oh * c.stride_h - p.pad_top + i * c.dilation_h;
+              const int64_t iw = ow * c.stride_w - p.pad_left + j * c.dilation_w;
+              if (ih < 0 || ih >= c.in_h || iw < 0 || iw >= c.in_w) continue;
+              for (int64_t ch = 0; ch < cin_g; ++ch) {
+                const int64_t xo = xi(b, ih, iw, g * cin_g + ch), wo = ((i * c.kernel_w + j) * cin_g + ch) * c.out_c + o;
+                sum += p.x[xo] * w[wo];
+                dx[xo] += dy[yo] * w[wo];
+                dw_mu[wo] += p.x[xo] * dy[yo];
+              }
+            }
+          y[yo] = sum;
+        }
+  for (int64_t i = 0; i < nw; ++i) dw_rho[i] = dw_mu[i] * eps[i] * sigmoid_d(p.w_rho[i]);
+  for (int64_t o = 0; o < c.out_c; ++o) db_rho[o] = db_mu[o] * b_eps[o] * sigmoid_d(b_rho[o]);
+
+  std::vector<char> forward_scratch(cuda::conv_forward_scratch_bytes(p));
+  auto y_out = poisoned(ny);
+  cuda::conv_forward(p, forward_scratch.data(), y_out.data(), nullptr);
+  expect_close(name + " y", y_out.data(), y);
+  std::vector<char> backward_scratch(cuda::conv_backward_scratch_bytes(p));
+  auto dx_out = poisoned(nx), dmu_out = poisoned(nw), drho_out = poisoned(nw);
+  auto dbmu_out = poisoned(c.out_c), dbrho_out = poisoned(c.out_c);
+  cuda::conv_backward(p, dy, backward_scratch.data(), dx_out.data(), dmu_out.data(), drho_out.data(),
+                      dbmu_out.data(), dbrho_out.data(), nullptr);
+  expect_close(name + " dx", dx_out.data(), dx);
+  expect_close(name + " dw_mu", dmu_out.data(), dw_mu);
+  expect_close(name + " dw_rho", drho_out.data(), dw_rho);
+  if (c.bias) {
+    expect_close(name + " db_mu", dbmu_out.data(), db_mu);
+    expect_close(name + " db_rho", dbrho_out.data(), db_rho);
+  }
+}
+
+void conv_cases() {
+  // {batch, in_h, in_w, in_c, out_c, kh, kw, sh, sw, dh, dw, padding, pads, groups, NHWC, bias}
+  const ConvCase cases[] = {
+      {2, 5, 7, 3, 4, 3, 3, 1, 1, 1, 1, -1, {}, 1, true, true},              // VALID, odd sizes
+      {1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, -1, {}, 1, true, true},              // everything 1
+      {1, 6, 5, 3, 2, 1, 1, 1, 1, 1, 1, -2, {}, 1, false, false},            // 1x1, batch 1, NCHW
+      {3, 9, 8, 3, 70, 3, 3, 1, 1, 2, 2, -2, {}, 1, true, true},             // dilation, SAME, > 64 columns
+      {2, 7, 6, 4, 6, 3, 2, 2, 2, 2, 1, 0, {1, 2, 0, 1}, 2, true, true},     // groups, explicit, stride 2
+      {2, 7, 6, 4, 6, 3, 2, 2, 2, 2, 1, 0, {1, 2, 0, 1}, 2, false, true},    // the same in NCHW
+      {2, 6, 7, 5, 10, 3, 3, 2, 1, 1, 1, -2, {}, 5, false, true},            // depthwise x2, NCHW
+      {1, 5, 5, 6, 6, 3, 3, 1, 1, 1, 1, -2, {}, 6, true, false},             // depthwise
+      {2, 10, 10, 20, 5, 3, 3, 1, 1, 1, 1, -1, {}, 1, true, true},           // 180 kernel rows, split dW
+      {1, 1, 17, 4, 3, 1, 5, 1, 3, 1, 2, 0, {0, 0, 4, 1}, 1, true, true},    // conv1d: stride 3, dilation 2
+      {2, 1, 16, 3, 5, 1, 4, 1, 1, 1, 1, -2, {}, 1, false, true},            // conv1d NCW, even kernel
+      {2, 8, 7, 2, 3, 2, 2, 3, 3, 1, 1, -1, {}, 1, true, true},              // stride > kernel: dx gaps
+      {0, 5, 5, 3, 4, 3, 3, 1, 1, 1, 1, -2, {}, 1, true, true},              // empty batch
+      {2, 0, 4, 3, 4, 1, 1, 1, 1, 1, 1, -2, {}, 1, false, true},             // empty image
+      {1, 0, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, {1, 1, 0, 0}, 1, true, true},     // empty x, padding-only y
+  };
+  for (int offset : {0, 1}) {
+    for (const ConvCase& c : cases) conv_case(c, offset);
+  }
+}
+
 }  // namespace
 }  // namespace fusedbnn
 
@@ -212,6 +360,7 @@ int main() {
       embedding_case(64, 7, 0, 64, -1, int64_ids, offset);
     }
   }
+  conv_cases();
   std::printf("cuda_emulation: %s (%d failures)\n", failures ? "FAILED" : "all kernels match", failures);
   return failures != 0;
 }
