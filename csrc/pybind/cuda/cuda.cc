@@ -48,6 +48,8 @@ cuda::EmbeddingParams embedding_params(Ptr ids, bool ids_int64, int64_t count, i
 
 }  // namespace
 
+void register_cuda_conv(py::module_& m);  // conv.cc
+
 void register_cuda(py::module_& parent) {
   py::module_ m = parent.def_submodule("cuda", "The CUDA kernels on raw device pointers (float32).");
   m.def("normal", [](Ptr out, int64_t n, const Seed& seed, Ptr s) {
@@ -123,6 +125,7 @@ void register_cuda(py::module_& parent) {
       }, py::arg("ids"), py::arg("ids_int64"), py::arg("count"), py::arg("num_embeddings"), py::arg("dim"),
       py::arg("w_rho"), py::arg("seed"), py::arg("padding_idx"), py::arg("dy"), py::arg("dw_mu"), py::arg("dw_rho"),
       py::arg("stream") = 0);
+  register_cuda_conv(m);
 }
 
 }  // namespace pyb
