@@ -135,6 +135,71 @@ CASES = {
 }
 
 
+
+def conv_sides(batch, spatial, c_in, c_out, kernel, backward):
+    """Conv2d (spatial (h, w)) or Conv1d (spatial (length,)), stride 1, SAME padding, with bias. The
+    fused op runs NHWC / NWC (TensorFlow's default), PyTorch NCHW / NCW (its cuDNN default). "hybrid"
+    is what ops.conv2d's engine="auto" runs on a GPU: the fused sampling kernel, cuDNN's convolution,
+    and the fused sampling gradient for drho."""
+    conv = F.conv2d if len(spatial) == 2 else F.conv1d
+    k = (kernel,) * len(spatial)
+    x_torch = randn(batch, c_in, *spatial, grad=backward)
+    x_fused = x_torch.detach().movedim(1, -1).contiguous()
+    dy_torch = randn(batch, c_out, *spatial)
+    dy_fused = dy_torch.movedim(1, -1).contiguous()
+    mu_fused, rho_fused = randn(*k, c_in, c_out, scale=0.05), randn(*k, c_in, c_out, shift=-5.0)
+    b_mu_fused, b_rho_fused = randn(c_out, scale=0.05), randn(c_out, shift=-5.0)
+    mu = mu_fused.movedim(-1, 0).movedim(-1, 1).contiguous().requires_grad_(backward)  # [out, in, *k]
+    rho = rho_fused.movedim(-1, 0).movedim(-1, 1).contiguous().requires_grad_(backward)
+    b_mu, b_rho = b_mu_fused.clone().requires_grad_(backward), b_rho_fused.clone().requires_grad_(backward)
+    kernel_det, bias_det = randn(c_out, c_in, *k, scale=0.05, grad=backward), randn(c_out, grad=backward)
+    if len(spatial) == 1:  # the fused op's unit height
+        x_fused, dy_fused = x_fused[:, None], dy_fused[:, None]
+        mu_fused, rho_fused = mu_fused[None], rho_fused[None]
+
+    def fused():
+        torch_ops.conv2d(x_fused, mu_fused, rho_fused, (1, 2), b_mu_fused, b_rho_fused, (3, 4), padding="SAME")
+        if backward:
+            torch_ops.conv2d_grad(dy_fused, x_fused, mu_fused, rho_fused, (1, 2), b_mu_fused, b_rho_fused, (3, 4),
+                                  padding="SAME")
+
+    def hybrid():
+        clear_grads(x_torch)
+        w_tf = torch_ops.sample_gaussian(mu_fused, rho_fused, (1, 2)).requires_grad_(backward)
+        b = torch_ops.sample_gaussian(b_mu_fused, b_rho_fused, (3, 4)).requires_grad_(backward)
+        w = w_tf.reshape(*k, c_in, c_out).movedim(-1, 0).movedim(-1, 1)
+        y = conv(x_torch, w, b, padding="same")
+        if backward:
+            y.backward(dy_torch)
+            torch_ops.sample_gaussian_grad(w_tf.grad, mu_fused, rho_fused, (1, 2), with_w=False)
+            torch_ops.sample_gaussian_grad(b.grad, b_mu_fused, b_rho_fused, (3, 4), with_w=False)
+
+    def unfused():
+        clear_grads(x_torch, mu, rho, b_mu, b_rho)
+        w = mu + F.softplus(rho) * torch.randn_like(mu)
+        b = b_mu + F.softplus(b_rho) * torch.randn_like(b_mu)
+        y = conv(x_torch, w, b, padding="same")
+        if backward:
+            y.backward(dy_torch)
+
+    def deterministic():
+        clear_grads(x_torch, kernel_det, bias_det)
+        y = conv(x_torch, kernel_det, bias_det, padding="same")
+        if backward:
+            y.backward(dy_torch)
+
+    return {"fused": fused, "unfused": unfused, "deterministic": deterministic, "hybrid": hybrid}
+
+
+CASES.update({
+    "conv2d B=64 56x56 64->64 3x3 fwd": (lambda: conv_sides(64, (56, 56), 64, 64, 3, False), 8 * 9 * 64 * 64),
+    "conv2d B=64 56x56 64->64 3x3 fwd+bwd": (lambda: conv_sides(64, (56, 56), 64, 64, 3, True), 8 * 9 * 64 * 64),
+    "conv1d B=64 L=1024 128->128 k=5 fwd": (lambda: conv_sides(64, (1024,), 128, 128, 5, False), 8 * 5 * 128 * 128),
+    "conv1d B=64 L=1024 128->128 k=5 fwd+bwd": (lambda: conv_sides(64, (1024,), 128, 128, 5, True),
+                                                8 * 5 * 128 * 128),
+})
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reps", type=int, default=50)
@@ -169,6 +234,13 @@ def main(argv=None):
         print(f"{name:36} {ms['fused']:9.3f} {ms['unfused']:9.3f} {ms['deterministic']:9.3f} "
               f"{ms['unfused'] / ms['fused']:13.2f}x {ms['fused'] / ms['deterministic']:13.2f}x "
               f"{r['param_gb_s']:12.0f} {peak['fused']:6.0f}/{peak['unfused']:.0f}/{peak['deterministic']:.0f}")
+    hybrid = {name: r for name, r in results["cases"].items() if "hybrid" in r["ms"]}
+    if hybrid:
+        print(f"\n{'hybrid: fused sampling + cuDNN':36} {'hybrid ms':>9} {'hybrid/determ.':>15} {'fused/hybrid':>13}")
+        for name, r in hybrid.items():
+            ms = r["ms"]
+            print(f"{name:36} {ms['hybrid']:9.3f} {ms['hybrid'] / ms['deterministic']:14.2f}x "
+                  f"{ms['fused'] / ms['hybrid']:12.2f}x")
     return 0
 
 

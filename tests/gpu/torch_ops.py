@@ -166,3 +166,42 @@ def embedding_grad(ids, dy, w_rho, seed, padding_idx=None):
                                  -1 if padding_idx is None else padding_idx, _ptr(dy), _ptr(dw_mu), _ptr(dw_rho),
                                  _stream())
     return dw_mu, dw_rho
+
+
+def _conv_geometry(x, w_mu, stride, padding, dilation, groups, data_format):
+    """The geometry arguments of _core.cuda's conv functions; padding "VALID", "SAME" or
+    [[top, bottom], [left, right]]."""
+    if isinstance(padding, str):
+        mode, explicit = padding, []
+    else:
+        mode, explicit = "EXPLICIT", [int(v) for pair in padding for v in pair]
+    return dict(x_shape=list(x.shape), w_shape=list(w_mu.shape), stride=tuple(stride), padding=mode,
+                explicit_paddings=explicit, dilation=tuple(dilation), groups=groups, data_format=data_format)
+
+
+def conv2d(x, w_mu, w_rho, w_seed, b_mu=None, b_rho=None, b_seed=(0, 0), stride=(1, 1), padding="VALID",
+           dilation=(1, 1), groups=1, data_format="NHWC"):
+    """y in x's layout for x NHWC or NCHW and the kernel [kh, kw, in/groups, out] (TensorFlow's)."""
+    _floats(x, w_mu, w_rho, b_mu, b_rho)
+    geometry = _conv_geometry(x, w_mu, stride, padding, dilation, groups, data_format)
+    y = _alloc(tuple(core.cuda.conv_output_shape(**geometry)))
+    scratch = _scratch(core.cuda.conv_forward_scratch_bytes(use_bias=b_mu is not None, **geometry))
+    core.cuda.conv_forward(x=_ptr(x), w_mu=_ptr(w_mu), w_rho=_ptr(w_rho), w_seed=tuple(w_seed), b_mu=_ptr(b_mu),
+                           b_rho=_ptr(b_rho), b_seed=tuple(b_seed), scratch=_ptr(scratch), y=_ptr(y),
+                           stream=_stream(), **geometry)
+    return y
+
+
+def conv2d_grad(dy, x, w_mu, w_rho, w_seed, b_mu=None, b_rho=None, b_seed=(0, 0), stride=(1, 1), padding="VALID",
+                dilation=(1, 1), groups=1, data_format="NHWC"):
+    """(dx, dw_mu, dw_rho, db_mu, db_rho); the bias gradients are None without a bias."""
+    _floats(dy, x, w_mu, w_rho, b_mu, b_rho)
+    geometry = _conv_geometry(x, w_mu, stride, padding, dilation, groups, data_format)
+    scratch = _scratch(core.cuda.conv_backward_scratch_bytes(use_bias=b_mu is not None, **geometry))
+    dx, dw_mu, dw_rho = _alloc(x.shape), _alloc(w_mu.shape), _alloc(w_mu.shape)
+    db_mu, db_rho = (_alloc(b_mu.shape), _alloc(b_mu.shape)) if b_mu is not None else (None, None)
+    core.cuda.conv_backward(dy=_ptr(dy), x=_ptr(x), w_mu=_ptr(w_mu), w_rho=_ptr(w_rho), w_seed=tuple(w_seed),
+                            b_mu=_ptr(b_mu), b_rho=_ptr(b_rho), b_seed=tuple(b_seed), scratch=_ptr(scratch),
+                            dx=_ptr(dx), dw_mu=_ptr(dw_mu), dw_rho=_ptr(dw_rho), db_mu=_ptr(db_mu),
+                            db_rho=_ptr(db_rho), stream=_stream(), **geometry)
+    return dx, dw_mu, dw_rho, db_mu, db_rho
