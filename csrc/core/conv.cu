@@ -21,7 +21,11 @@ namespace {
     if (status_ != cudaSuccess) return status_;  \
   } while (0)
 
-constexpr int kTile = 64;   // output rows and columns of a block: 16 x 16 threads of 4 x 4
+// A block computes a 128 x 64 tile of a product: 16 x 16 threads of 8 rows x 4 columns (twice the
+// arithmetic per shared-memory read of 4 x 4, within 128 registers: two blocks per multiprocessor).
+constexpr int kTileM = 128;
+constexpr int kTileN = 64;
+constexpr int kRowsPerThread = kTileM / 16, kColsPerThread = kTileN / 16;
 constexpr int kTileK = 16;  // contraction steps per shared-memory stage
 constexpr int kPad = 4;     // row padding: keeps float4 reads aligned, spreads the transposed stores over banks
 
@@ -179,89 +183,99 @@ struct GemmShape {
   int split_len;  // contraction steps per split (a multiple of kTileK)
 };
 
-// Where a thread's four loads of one operand stage go: (row, k) within the [kTileK][kTile] stage.
-template <bool kAlongK>
+// Where a thread's loads of one operand stage go: (row, k) within the [kTileK][kRows] stage.
+template <bool kAlongK, int kRows>
 struct LoadSlots {
-  int row[4], k[4];
+  static constexpr int kCount = kRows * kTileK / kThreads;
+  int row[kCount], k[kCount];
   __device__ explicit LoadSlots(int t) {
 #pragma unroll
-    for (int e = 0; e < 4; ++e) {
-      row[e] = kAlongK ? t / kTileK + 16 * e : t % kTile;
-      k[e] = kAlongK ? t % kTileK : t / kTile + 4 * e;
+    for (int e = 0; e < kCount; ++e) {
+      row[e] = kAlongK ? t / kTileK + kThreads / kTileK * e : t % kRows;
+      k[e] = kAlongK ? t % kTileK : t / kRows + kThreads / kRows * e;
     }
   }
 };
 
-// C[m, n] = sum over the block's split of A(m, k) B(k, n) for one 64 x 64 tile; the next stage's
-// global loads are issued before the current stage's arithmetic.
+// C[m, n] = sum over the block's split of A(m, k) B(k, n) for one tile; the next stage's global
+// loads are issued before the current stage's arithmetic.
 template <class A, class B, class Store>
 __global__ void __launch_bounds__(kThreads) gemm_kernel(GemmShape g, A a, B b, Store store) {
-  __shared__ __align__(16) float a_stage[kTileK][kTile + kPad];
-  __shared__ __align__(16) float b_stage[kTileK][kTile + kPad];
+  __shared__ __align__(16) float a_stage[kTileK][kTileM + kPad];
+  __shared__ __align__(16) float b_stage[kTileK][kTileN + kPad];
   const int t = threadIdx.x;
   const int group = blockIdx.z % g.groups, split = blockIdx.z / g.groups;
-  const int m0 = blockIdx.x * kTile, n0 = blockIdx.y * kTile;
+  const int m0 = blockIdx.x * kTileM, n0 = blockIdx.y * kTileN;
   const int k_begin = split * g.split_len;
   const int k_end = g.k - k_begin < g.split_len ? g.k : k_begin + g.split_len;
 
-  const LoadSlots<A::kAlongK> a_slots(t);
-  const LoadSlots<B::kAlongK> b_slots(t);
-  typename A::Row a_rows[4];
-  typename B::Row b_rows[4];
-  bool a_inside[4], b_inside[4];
+  using ASlots = LoadSlots<A::kAlongK, kTileM>;
+  using BSlots = LoadSlots<B::kAlongK, kTileN>;
+  const ASlots a_slots(t);
+  const BSlots b_slots(t);
+  typename A::Row a_rows[ASlots::kCount];
+  typename B::Row b_rows[BSlots::kCount];
+  bool a_inside[ASlots::kCount], b_inside[BSlots::kCount];
 #pragma unroll
-  for (int e = 0; e < 4; ++e) {
+  for (int e = 0; e < ASlots::kCount; ++e) {
     a_inside[e] = m0 + a_slots.row[e] < g.m;
-    b_inside[e] = n0 + b_slots.row[e] < g.n;
     a_rows[e] = a.row(group, a_inside[e] ? m0 + a_slots.row[e] : 0);
+  }
+#pragma unroll
+  for (int e = 0; e < BSlots::kCount; ++e) {
+    b_inside[e] = n0 + b_slots.row[e] < g.n;
     b_rows[e] = b.row(group, b_inside[e] ? n0 + b_slots.row[e] : 0);
   }
-  float a_next[4], b_next[4];
+  float a_next[ASlots::kCount], b_next[BSlots::kCount];
   const auto fetch = [&](int k0) {
 #pragma unroll
-    for (int e = 0; e < 4; ++e) {
-      const int ka = k0 + a_slots.k[e], kb = k0 + b_slots.k[e];
-      a_next[e] = a_inside[e] && ka < k_end ? a.at(a_rows[e], ka) : 0.0f;
-      b_next[e] = b_inside[e] && kb < k_end ? b.at(b_rows[e], kb) : 0.0f;
+    for (int e = 0; e < ASlots::kCount; ++e) {
+      const int k = k0 + a_slots.k[e];
+      a_next[e] = a_inside[e] && k < k_end ? a.at(a_rows[e], k) : 0.0f;
+    }
+#pragma unroll
+    for (int e = 0; e < BSlots::kCount; ++e) {
+      const int k = k0 + b_slots.k[e];
+      b_next[e] = b_inside[e] && k < k_end ? b.at(b_rows[e], k) : 0.0f;
     }
   };
 
   const int tx = t % 16, ty = t / 16;
-  float acc[4][4];
+  float acc[kRowsPerThread][kColsPerThread];
 #pragma unroll
-  for (int i = 0; i < 4; ++i) {
+  for (int i = 0; i < kRowsPerThread; ++i) {
 #pragma unroll
-    for (int j = 0; j < 4; ++j) acc[i][j] = 0.0f;
+    for (int j = 0; j < kColsPerThread; ++j) acc[i][j] = 0.0f;
   }
   fetch(k_begin);
   for (int k0 = k_begin; k0 < k_end; k0 += kTileK) {
 #pragma unroll
-    for (int e = 0; e < 4; ++e) {
-      a_stage[a_slots.k[e]][a_slots.row[e]] = a_next[e];
-      b_stage[b_slots.k[e]][b_slots.row[e]] = b_next[e];
-    }
+    for (int e = 0; e < ASlots::kCount; ++e) a_stage[a_slots.k[e]][a_slots.row[e]] = a_next[e];
+#pragma unroll
+    for (int e = 0; e < BSlots::kCount; ++e) b_stage[b_slots.k[e]][b_slots.row[e]] = b_next[e];
     __syncthreads();
     if (k0 + kTileK < k_end) fetch(k0 + kTileK);
 #pragma unroll
     for (int kk = 0; kk < kTileK; ++kk) {
-      float av[4], bv[4];
-      load4(&a_stage[kk][4 * ty], av);
-      load4(&b_stage[kk][4 * tx], bv);
+      float av[kRowsPerThread], bv[kColsPerThread];
 #pragma unroll
-      for (int i = 0; i < 4; ++i) {
+      for (int i = 0; i < kRowsPerThread; i += 4) load4(&a_stage[kk][kRowsPerThread * ty + i], av + i);
+      load4(&b_stage[kk][kColsPerThread * tx], bv);
 #pragma unroll
-        for (int j = 0; j < 4; ++j) acc[i][j] = fmaf(av[i], bv[j], acc[i][j]);
+      for (int i = 0; i < kRowsPerThread; ++i) {
+#pragma unroll
+        for (int j = 0; j < kColsPerThread; ++j) acc[i][j] = fmaf(av[i], bv[j], acc[i][j]);
       }
     }
     __syncthreads();
   }
 #pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    const int m = m0 + 4 * ty + i;
+  for (int i = 0; i < kRowsPerThread; ++i) {
+    const int m = m0 + kRowsPerThread * ty + i;
     if (m >= g.m) break;
 #pragma unroll
-    for (int j = 0; j < 4; ++j) {
-      const int n = n0 + 4 * tx + j;
+    for (int j = 0; j < kColsPerThread; ++j) {
+      const int n = n0 + kColsPerThread * tx + j;
       if (n < g.n) store(group, split, m, n, acc[i][j]);
     }
   }
@@ -271,7 +285,7 @@ template <class A, class B, class Store>
 cudaError_t run_gemm(const GemmShape& g, int splits, const A& a, const B& b, const Store& store,
                      cudaStream_t stream) {
   if (g.m == 0 || g.n == 0) return cudaSuccess;
-  const dim3 grid(static_cast<unsigned>(ceil_div(g.m, kTile)), static_cast<unsigned>(ceil_div(g.n, kTile)),
+  const dim3 grid(static_cast<unsigned>(ceil_div(g.m, kTileM)), static_cast<unsigned>(ceil_div(g.n, kTileN)),
                   static_cast<unsigned>(g.groups * splits));
   gemm_kernel<<<grid, kThreads, 0, stream>>>(g, a, b, store);
   return cudaGetLastError();
@@ -359,8 +373,8 @@ struct Splits {
 
 Splits weight_splits(const ConvParams& p) {
   const int64_t steps = ceil_div(p.batch * p.out_h * p.out_w, kTileK);
-  const int64_t tiles = p.groups * ceil_div(p.kernel_h * p.kernel_w * (p.in_channels / p.groups), kTile) *
-                        ceil_div(p.out_channels / p.groups, kTile);
+  const int64_t tiles = p.groups * ceil_div(p.kernel_h * p.kernel_w * (p.in_channels / p.groups), kTileM) *
+                        ceil_div(p.out_channels / p.groups, kTileN);
   const int64_t wanted = std::max<int64_t>(
       1, std::min({ceil_div(2 * multiprocessors(), tiles), steps, kMaxGridZ / p.groups}));
   const int64_t len = kTileK * std::max<int64_t>(1, ceil_div(steps, wanted));

@@ -63,7 +63,7 @@ def check(x, w_mu, w_rho, w_seed, b, dy, stride, padding, dilation, groups, data
 
 # (batch, h, w, in, out, kernel (kh, kw), stride, padding, dilation, groups): odd sizes, batch 1, 1x1
 # kernels, groups, depthwise, dilation, stride 2 (and stride > kernel: inputs no window reads),
-# every padding, sizes around the 64 x 64 tiles and the 16-step stages, an empty batch.
+# every padding, sizes around the 128 x 64 tiles and the 16-step stages, an empty batch.
 CASES = [
     (2, 5, 7, 3, 4, (3, 3), (1, 1), "VALID", (1, 1), 1),
     (1, 1, 1, 1, 1, (1, 1), (1, 1), "VALID", (1, 1), 1),
