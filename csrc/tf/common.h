@@ -55,6 +55,24 @@ inline tfl::Status require_rank(const tfl::Tensor& t, const char* name, int rank
   return tfl::OkStatus();
 }
 
+// The optional bias inputs b_mu, b_rho ([out], same shape) and b_seed, read into *b_mu, *b_rho and
+// *stream. `out_what` names what the length must match in the error.
+inline tfl::Status read_bias(tfl::OpKernelContext* ctx, int64_t out, const char* out_what, const float** b_mu,
+                             const float** b_rho, NoiseStream* stream) {
+  const tfl::Tensor *mu, *rho;
+  TF_RETURN_IF_ERROR(ctx->input("b_mu", &mu));
+  TF_RETURN_IF_ERROR(ctx->input("b_rho", &rho));
+  TF_RETURN_IF_ERROR(require_rank(*mu, "b_mu", 1));
+  TF_RETURN_IF_ERROR(require_same_shape(*mu, "b_mu", *rho, "b_rho"));
+  if (mu->dim_size(0) != out) {
+    return tfl::errors::InvalidArgument("b_mu must have ", out_what, " (", out, "), got shape ",
+                                        mu->shape().DebugString());
+  }
+  *b_mu = mu->flat<float>().data();
+  *b_rho = rho->flat<float>().data();
+  return read_seed(ctx, "b_seed", stream);
+}
+
 // Shape-function helpers: the named input has the shape of another, or is a [2] seed.
 inline tfl::Status merge_named(tfl::shape_inference::InferenceContext* c, int a, int b, const char* what) {
   tfl::shape_inference::ShapeHandle merged;

@@ -123,18 +123,7 @@ class ConvBase : public tfl::OpKernel {
     TF_RETURN_IF_ERROR(read_seed(ctx, "w_seed", &p->w_stream));
     p->has_bias = attrs_.use_bias;
     if (attrs_.use_bias) {
-      const tfl::Tensor *b_mu, *b_rho;
-      TF_RETURN_IF_ERROR(ctx->input("b_mu", &b_mu));
-      TF_RETURN_IF_ERROR(ctx->input("b_rho", &b_rho));
-      TF_RETURN_IF_ERROR(require_rank(*b_mu, "b_mu", 1));
-      TF_RETURN_IF_ERROR(require_same_shape(*b_mu, "b_mu", *b_rho, "b_rho"));
-      if (b_mu->dim_size(0) != p->out_channels) {
-        return tfl::errors::InvalidArgument("b_mu must have w_mu's out channels (", p->out_channels, "), got shape ",
-                                            b_mu->shape().DebugString());
-      }
-      p->b_mu = b_mu->flat<float>().data();
-      p->b_rho = b_rho->flat<float>().data();
-      TF_RETURN_IF_ERROR(read_seed(ctx, "b_seed", &p->b_stream));
+      TF_RETURN_IF_ERROR(read_bias(ctx, p->out_channels, "w_mu's out channels", &p->b_mu, &p->b_rho, &p->b_stream));
     }
     return tfl::OkStatus();
   }

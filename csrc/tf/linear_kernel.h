@@ -48,18 +48,7 @@ class LinearBase : public tfl::OpKernel {
     TF_RETURN_IF_ERROR(read_seed(ctx, "w_seed", &p->w_stream));
     p->has_bias = use_bias_;
     if (use_bias_) {
-      const tfl::Tensor *b_mu, *b_rho;
-      TF_RETURN_IF_ERROR(ctx->input("b_mu", &b_mu));
-      TF_RETURN_IF_ERROR(ctx->input("b_rho", &b_rho));
-      TF_RETURN_IF_ERROR(require_rank(*b_mu, "b_mu", 1));
-      TF_RETURN_IF_ERROR(require_same_shape(*b_mu, "b_mu", *b_rho, "b_rho"));
-      if (b_mu->dim_size(0) != p->out) {
-        return tfl::errors::InvalidArgument("b_mu must have w_mu's out-features (", p->out, "), got shape ",
-                                            b_mu->shape().DebugString());
-      }
-      p->b_mu = b_mu->flat<float>().data();
-      p->b_rho = b_rho->flat<float>().data();
-      TF_RETURN_IF_ERROR(read_seed(ctx, "b_seed", &p->b_stream));
+      TF_RETURN_IF_ERROR(read_bias(ctx, p->out, "w_mu's out-features", &p->b_mu, &p->b_rho, &p->b_stream));
     }
     return tfl::OkStatus();
   }
