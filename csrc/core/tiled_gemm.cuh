@@ -1,0 +1,122 @@
+// A plain shared-memory tiled SGEMM for the CUDA kernels (.cu files only): C(m, n) = sum_k A(m, k)
+// B(k, n), each block one BM x BN tile of C, each thread TM rows x 4 consecutive columns of it.
+// Operands are small accessor types (a strided matrix, optionally transposed, or anything else
+// that maps (row, col) to an element), and the epilogue receives each thread's accumulators, so
+// that a consumer (bias, LSTM cell update) runs in registers instead of a second pass over C.
+// The summation order depends on K alone: results are deterministic on a given GPU model.
+#pragma once
+
+#include "cuda_common.cuh"
+
+namespace fusedbnn {
+namespace cuda {
+
+// Element (r, c) of a row-major matrix with row stride ld, or of its transpose. kContiguousCols
+// tells the tile loader which index walks memory, so that a warp's loads coalesce.
+template <bool kTransposed>
+struct Strided {
+  const float* p;
+  int64_t ld;
+  static constexpr bool kContiguousCols = !kTransposed;
+  __device__ __forceinline__ float operator()(int64_t r, int64_t c) const {
+    return kTransposed ? p[c * ld + r] : p[r * ld + c];
+  }
+};
+
+constexpr int kGemmTileK = 16;
+
+// Loads the rows x cols tile at (r0, c0) of `op` into tile[c][r] when kTransposeIntoTile (A: the
+// contraction index is the column), else tile[r][c] (B); zero outside [0, rows_total) x
+// [0, cols_total). Consecutive threads take consecutive elements along the operand's contiguous
+// index.
+template <int kRows, int kCols, int kThreadCount, bool kTransposeIntoTile, class Op, int kLd>
+__device__ __forceinline__ void load_tile(const Op& op, int64_t r0, int64_t c0, int64_t rows_total,
+                                          int64_t cols_total, float (*tile)[kLd]) {
+  for (int idx = threadIdx.x; idx < kRows * kCols; idx += kThreadCount) {
+    const int r = Op::kContiguousCols ? idx / kCols : idx % kRows;
+    const int c = Op::kContiguousCols ? idx % kCols : idx / kRows;
+    const float v = r0 + r < rows_total && c0 + c < cols_total ? op(r0 + r, c0 + c) : 0.0f;
+    if (kTransposeIntoTile) {
+      tile[c][r] = v;
+    } else {
+      tile[r][c] = v;
+    }
+  }
+}
+
+template <int BM, int BN, int TM, class OpA, class OpB, class Epilogue>
+__global__ void __launch_bounds__((BM / TM) * (BN / 4)) tiled_gemm_kernel(int64_t M, int64_t N, int64_t K, OpA a,
+                                                                          OpB b, Epilogue epilogue) {
+  constexpr int kThreadCount = (BM / TM) * (BN / 4);
+  static_assert(TM == 1 || TM == 2 || TM == 4, "TM rows are read as one vector of shared memory");
+  // Rows padded by 4 floats: the transposed stores of a tile spread over 8 banks, and rows stay
+  // 16-byte aligned for the vector reads.
+  __shared__ __align__(16) float a_tile[kGemmTileK][BM + 4];
+  __shared__ __align__(16) float b_tile[kGemmTileK][BN + 4];
+  const int tx = threadIdx.x % (BN / 4), ty = threadIdx.x / (BN / 4);
+  const int64_t m0 = int64_t{blockIdx.x} * BM, n0 = int64_t{blockIdx.y} * BN;
+
+  float acc[TM][4];
+#pragma unroll
+  for (int i = 0; i < TM; ++i) {
+#pragma unroll
+    for (int j = 0; j < 4; ++j) acc[i][j] = 0.0f;
+  }
+  for (int64_t k0 = 0; k0 < K; k0 += kGemmTileK) {
+    load_tile<BM, kGemmTileK, kThreadCount, true>(a, m0, k0, M, K, a_tile);
+    load_tile<kGemmTileK, BN, kThreadCount, false>(b, k0, n0, K, N, b_tile);
+    __syncthreads();
+#pragma unroll
+    for (int k = 0; k < kGemmTileK; ++k) {
+      float av[TM], bv[4];
+      if (TM == 4) {
+        load4(&a_tile[k][ty * TM], av);
+      } else {
+#pragma unroll
+        for (int i = 0; i < TM; ++i) av[i] = a_tile[k][ty * TM + i];
+      }
+      load4(&b_tile[k][4 * tx], bv);
+#pragma unroll
+      for (int i = 0; i < TM; ++i) {
+#pragma unroll
+        for (int j = 0; j < 4; ++j) acc[i][j] = fmaf(av[i], bv[j], acc[i][j]);
+      }
+    }
+    __syncthreads();
+  }
+  const int64_t n = n0 + 4 * tx;
+  if (n >= N) return;
+#pragma unroll
+  for (int i = 0; i < TM; ++i) {
+    const int64_t m = m0 + ty * TM + i;
+    if (m < M) epilogue(m, n, acc[i]);
+  }
+}
+
+// Launches C = A B over M x N (nothing when either is empty; K = 0 gives zeros). The epilogue is
+// called as epilogue(m, n, acc) with acc the values of columns n .. n + 3, some of which may lie
+// past N.
+template <int BM, int BN, int TM, class OpA, class OpB, class Epilogue>
+cudaError_t tiled_gemm(int64_t M, int64_t N, int64_t K, const OpA& a, const OpB& b, const Epilogue& epilogue,
+                       cudaStream_t stream) {
+  if (M <= 0 || N <= 0) return cudaSuccess;
+  const dim3 grid(static_cast<unsigned>((M + BM - 1) / BM), static_cast<unsigned>((N + BN - 1) / BN));
+  tiled_gemm_kernel<BM, BN, TM><<<grid, (BM / TM) * (BN / 4), 0, stream>>>(M, N, K, a, b, epilogue);
+  return cudaGetLastError();
+}
+
+// The usual epilogue: C (row stride ldc) = the product, plus bias[n] when bias is not null.
+struct StoreEpilogue {
+  float* c;
+  int64_t ldc, cols;
+  const float* bias;
+  __device__ __forceinline__ void operator()(int64_t m, int64_t n, const float acc[4]) const {
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      if (n + j < cols) c[m * ldc + n + j] = bias != nullptr ? acc[j] + bias[n + j] : acc[j];
+    }
+  }
+};
+
+}  // namespace cuda
+}  // namespace fusedbnn
