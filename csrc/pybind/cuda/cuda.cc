@@ -7,29 +7,11 @@
 #include "core/gaussian_cuda.h"
 #include "core/linear_cuda.h"
 #include "pybind/common.h"
+#include "pybind/cuda/cuda_binding.h"
 
 namespace fusedbnn {
 namespace pyb {
 namespace {
-
-using Ptr = uintptr_t;
-
-template <class T = float>
-T* device(Ptr p) {
-  return reinterpret_cast<T*>(p);
-}
-
-cudaStream_t as_stream(Ptr s) { return reinterpret_cast<cudaStream_t>(s); }
-
-void check(cudaError_t status) {
-  if (status != cudaSuccess) throw std::runtime_error(std::string("CUDA error: ") + cudaGetErrorString(status));
-}
-
-void require_sizes(std::initializer_list<int64_t> sizes) {
-  for (int64_t s : sizes) {
-    if (s < 0) throw std::invalid_argument("sizes must be >= 0");
-  }
-}
 
 LinearParams linear_params(Ptr x, int64_t rows, int64_t in, int64_t out, Ptr w_mu, Ptr w_rho, const Seed& w_seed,
                            Ptr b_mu, Ptr b_rho, const Seed& b_seed) {
@@ -123,6 +105,7 @@ void register_cuda(py::module_& parent) {
       }, py::arg("ids"), py::arg("ids_int64"), py::arg("count"), py::arg("num_embeddings"), py::arg("dim"),
       py::arg("w_rho"), py::arg("seed"), py::arg("padding_idx"), py::arg("dy"), py::arg("dw_mu"), py::arg("dw_rho"),
       py::arg("stream") = 0);
+  register_cuda_lstm(m);
 }
 
 }  // namespace pyb
