@@ -152,20 +152,21 @@ struct WeightAndBiasGrad {
 template <class OpA, class OpB, class Epilogue>
 cudaError_t wide_gemm(int64_t M, int64_t N, int64_t K, const OpA& a, const OpB& b, const Epilogue& epilogue,
                       cudaStream_t stream) {
-  return tiled_gemm<64, 64, 4>(M, N, K, a, b, epilogue, stream);
+  return tiled_gemm<64, 64, 4, 16>(M, N, K, a, b, epilogue, stream);
 }
 
-// Tiles of the per-step products (batch rows): 16-row tiles when 32-row ones leave
-// multiprocessors idle.
+// Tiles of the per-step products (batch rows, a few thousand columns at most): the largest tiles
+// that still give every multiprocessor a block, else the smallest. A step's time is about its
+// number of k stages (each waits on a round trip to L2) times their length, so the stages are
+// long (32) and the tiles small.
 template <class OpA, class OpB, class Epilogue>
-cudaError_t step_gemm(bool narrow, int64_t M, int64_t N, int64_t K, const OpA& a, const OpB& b,
+cudaError_t step_gemm(int multiprocessor_count, int64_t M, int64_t N, int64_t K, const OpA& a, const OpB& b,
                       const Epilogue& epilogue, cudaStream_t stream) {
-  if (narrow) return tiled_gemm<16, 64, 1>(M, N, K, a, b, epilogue, stream);
-  return tiled_gemm<32, 64, 2>(M, N, K, a, b, epilogue, stream);
-}
-
-bool narrow_step_tiles(int64_t rows, int64_t cols) {
-  return (rows + 31) / 32 * ((cols + 63) / 64) < multiprocessors();
+  const auto blocks = [&](int64_t bm, int64_t bn) { return (M + bm - 1) / bm * ((N + bn - 1) / bn); };
+  if (blocks(32, 64) >= multiprocessor_count) return tiled_gemm<32, 64, 2, 32>(M, N, K, a, b, epilogue, stream);
+  if (blocks(16, 64) >= multiprocessor_count) return tiled_gemm<16, 64, 1, 32>(M, N, K, a, b, epilogue, stream);
+  if (blocks(16, 32) >= multiprocessor_count) return tiled_gemm<16, 32, 1, 32>(M, N, K, a, b, epilogue, stream);
+  return tiled_gemm<16, 16, 1, 32>(M, N, K, a, b, epilogue, stream);
 }
 
 size_t round_up(size_t bytes) { return (bytes + 255) / 256 * 256; }
@@ -194,7 +195,7 @@ cudaError_t lstm_forward(const LstmParams& p, const LstmSaved& saved, void* scra
     if (status == cudaSuccess) status = copy(p.c0, B * H, c_last, stream);
     return status;
   }
-  const bool narrow = narrow_step_tiles(B, G);
+  const int sms = multiprocessors();
   const GateInterleaved w_h{saved.w + E * G, H};
   for (int64_t t = 0; t < T && status == cudaSuccess; ++t) {
     // h_{t-1}: h0, or column t - 1 of h_seq (row stride T H).
@@ -202,7 +203,7 @@ cudaError_t lstm_forward(const LstmParams& p, const LstmSaved& saved, void* scra
     const bool last = t == T - 1;
     const CellForward cell{t, T, H, saved.gates, saved.cells, p.c0, h_seq, last ? h_last : nullptr,
                            last ? c_last : nullptr};
-    status = step_gemm(narrow, B, G, H, h_prev, w_h, cell, stream);
+    status = step_gemm(sms, B, G, H, h_prev, w_h, cell, stream);
   }
   return status;
 }
@@ -224,14 +225,14 @@ cudaError_t lstm_backward(const LstmParams& p, const LstmForwardResult& fwd, con
       status = cudaGetLastError();
     }
     cell.dc_in = g.dc0;
-    const bool narrow = narrow_step_tiles(B, H);
+    const int sms = multiprocessors();
     for (int64_t t = T - 1; t > 0 && status == cudaSuccess; --t) {
       // dh_{t-1} = dz_t W_h^T, then the cell of step t - 1.
       cell.t = t - 1;
-      status = step_gemm(narrow, B, H, G, Strided<false>{dz + t * G, T * G}, w_h_transposed, cell, stream);
+      status = step_gemm(sms, B, H, G, Strided<false>{dz + t * G, T * G}, w_h_transposed, cell, stream);
     }
     if (status == cudaSuccess) {
-      status = step_gemm(narrow, B, H, G, Strided<false>{dz, T * G}, w_h_transposed, StoreEpilogue{g.dh0, H, H, nullptr},
+      status = step_gemm(sms, B, H, G, Strided<false>{dz, T * G}, w_h_transposed, StoreEpilogue{g.dh0, H, H, nullptr},
                          stream);
     }
   }

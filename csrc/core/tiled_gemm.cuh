@@ -1,5 +1,6 @@
 // A plain shared-memory tiled SGEMM for the CUDA kernels (.cu files only): C(m, n) = sum_k A(m, k)
-// B(k, n), each block one BM x BN tile of C, each thread TM rows x 4 consecutive columns of it.
+// B(k, n), each block one BM x BN tile of C in steps of BK along k, each thread TM rows x 4
+// consecutive columns of it.
 // Operands are small accessor types (a strided matrix, optionally transposed, or anything else
 // that maps (row, col) to an element), and the epilogue receives each thread's accumulators, so
 // that a consumer (bias, LSTM cell update) runs in registers instead of a second pass over C.
@@ -23,36 +24,58 @@ struct Strided {
   }
 };
 
-constexpr int kGemmTileK = 16;
+// The tile of kRows x kCols elements that a block moves from an operand to shared memory, kPerThread
+// elements a thread: element q of thread i is tile element i + q * kThreadCount, with consecutive
+// threads on consecutive elements along the operand's contiguous index (coalesced loads).
+template <int kRows, int kCols, int kThreadCount, class Op>
+struct TileCopy {
+  static constexpr int kPerThread = kRows * kCols / kThreadCount;
+  static_assert(kRows * kCols % kThreadCount == 0, "every thread moves the same number of elements");
 
-// Loads the rows x cols tile at (r0, c0) of `op` into tile[c][r] when kTransposeIntoTile (A: the
-// contraction index is the column), else tile[r][c] (B); zero outside [0, rows_total) x
-// [0, cols_total). Consecutive threads take consecutive elements along the operand's contiguous
-// index.
-template <int kRows, int kCols, int kThreadCount, bool kTransposeIntoTile, class Op, int kLd>
-__device__ __forceinline__ void load_tile(const Op& op, int64_t r0, int64_t c0, int64_t rows_total,
-                                          int64_t cols_total, float (*tile)[kLd]) {
-  for (int idx = threadIdx.x; idx < kRows * kCols; idx += kThreadCount) {
-    const int r = Op::kContiguousCols ? idx / kCols : idx % kRows;
-    const int c = Op::kContiguousCols ? idx % kCols : idx / kRows;
-    const float v = r0 + r < rows_total && c0 + c < cols_total ? op(r0 + r, c0 + c) : 0.0f;
-    if (kTransposeIntoTile) {
-      tile[c][r] = v;
-    } else {
-      tile[r][c] = v;
+  __device__ __forceinline__ static void coords(int q, int* r, int* c) {
+    const int idx = static_cast<int>(threadIdx.x) + q * kThreadCount;
+    *r = Op::kContiguousCols ? idx / kCols : idx % kRows;
+    *c = Op::kContiguousCols ? idx % kCols : idx / kRows;
+  }
+
+  // This thread's elements of the tile at (r0, c0), zero outside [0, rows_total) x [0, cols_total).
+  __device__ __forceinline__ static void fetch(const Op& op, int64_t r0, int64_t c0, int64_t rows_total,
+                                               int64_t cols_total, float v[kPerThread]) {
+#pragma unroll
+    for (int q = 0; q < kPerThread; ++q) {
+      int r, c;
+      coords(q, &r, &c);
+      v[q] = r0 + r < rows_total && c0 + c < cols_total ? op(r0 + r, c0 + c) : 0.0f;
     }
   }
-}
 
-template <int BM, int BN, int TM, class OpA, class OpB, class Epilogue>
+  // Into tile[c][r] when kTransposed (A, whose contraction index is the column), else tile[r][c].
+  template <bool kTransposed, int kLd>
+  __device__ __forceinline__ static void store(const float v[kPerThread], float (*tile)[kLd]) {
+#pragma unroll
+    for (int q = 0; q < kPerThread; ++q) {
+      int r, c;
+      coords(q, &r, &c);
+      if (kTransposed) {
+        tile[c][r] = v[q];
+      } else {
+        tile[r][c] = v[q];
+      }
+    }
+  }
+};
+
+template <int BM, int BN, int TM, int BK, class OpA, class OpB, class Epilogue>
 __global__ void __launch_bounds__((BM / TM) * (BN / 4)) tiled_gemm_kernel(int64_t M, int64_t N, int64_t K, OpA a,
                                                                           OpB b, Epilogue epilogue) {
   constexpr int kThreadCount = (BM / TM) * (BN / 4);
   static_assert(TM == 1 || TM == 2 || TM == 4, "TM rows are read as one vector of shared memory");
+  using CopyA = TileCopy<BM, BK, kThreadCount, OpA>;
+  using CopyB = TileCopy<BK, BN, kThreadCount, OpB>;
   // Rows padded by 4 floats: the transposed stores of a tile spread over 8 banks, and rows stay
   // 16-byte aligned for the vector reads.
-  __shared__ __align__(16) float a_tile[kGemmTileK][BM + 4];
-  __shared__ __align__(16) float b_tile[kGemmTileK][BN + 4];
+  __shared__ __align__(16) float a_tile[BK][BM + 4];
+  __shared__ __align__(16) float b_tile[BK][BN + 4];
   const int tx = threadIdx.x % (BN / 4), ty = threadIdx.x / (BN / 4);
   const int64_t m0 = int64_t{blockIdx.x} * BM, n0 = int64_t{blockIdx.y} * BN;
 
@@ -62,12 +85,23 @@ __global__ void __launch_bounds__((BM / TM) * (BN / 4)) tiled_gemm_kernel(int64_
 #pragma unroll
     for (int j = 0; j < 4; ++j) acc[i][j] = 0.0f;
   }
-  for (int64_t k0 = 0; k0 < K; k0 += kGemmTileK) {
-    load_tile<BM, kGemmTileK, kThreadCount, true>(a, m0, k0, M, K, a_tile);
-    load_tile<kGemmTileK, BN, kThreadCount, false>(b, k0, n0, K, N, b_tile);
+  // The next tiles wait in registers while the current ones are multiplied, so that their loads
+  // are in flight during the arithmetic.
+  float a_next[CopyA::kPerThread], b_next[CopyB::kPerThread];
+  if (K > 0) {
+    CopyA::fetch(a, m0, 0, M, K, a_next);
+    CopyB::fetch(b, 0, n0, K, N, b_next);
+  }
+  for (int64_t k0 = 0; k0 < K; k0 += BK) {
+    CopyA::template store<true>(a_next, a_tile);
+    CopyB::template store<false>(b_next, b_tile);
     __syncthreads();
+    if (k0 + BK < K) {
+      CopyA::fetch(a, m0, k0 + BK, M, K, a_next);
+      CopyB::fetch(b, k0 + BK, n0, K, N, b_next);
+    }
 #pragma unroll
-    for (int k = 0; k < kGemmTileK; ++k) {
+    for (int k = 0; k < BK; ++k) {
       float av[TM], bv[4];
       if (TM == 4) {
         load4(&a_tile[k][ty * TM], av);
@@ -96,12 +130,12 @@ __global__ void __launch_bounds__((BM / TM) * (BN / 4)) tiled_gemm_kernel(int64_
 // Launches C = A B over M x N (nothing when either is empty; K = 0 gives zeros). The epilogue is
 // called as epilogue(m, n, acc) with acc the values of columns n .. n + 3, some of which may lie
 // past N.
-template <int BM, int BN, int TM, class OpA, class OpB, class Epilogue>
+template <int BM, int BN, int TM, int BK, class OpA, class OpB, class Epilogue>
 cudaError_t tiled_gemm(int64_t M, int64_t N, int64_t K, const OpA& a, const OpB& b, const Epilogue& epilogue,
                        cudaStream_t stream) {
   if (M <= 0 || N <= 0) return cudaSuccess;
   const dim3 grid(static_cast<unsigned>((M + BM - 1) / BM), static_cast<unsigned>((N + BN - 1) / BN));
-  tiled_gemm_kernel<BM, BN, TM><<<grid, (BM / TM) * (BN / 4), 0, stream>>>(M, N, K, a, b, epilogue);
+  tiled_gemm_kernel<BM, BN, TM, BK><<<grid, (BM / TM) * (BN / 4), 0, stream>>>(M, N, K, a, b, epilogue);
   return cudaGetLastError();
 }
 

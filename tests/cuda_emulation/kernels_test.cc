@@ -197,7 +197,8 @@ void embedding_case(int64_t num, int64_t dim, int64_t count, int64_t highest, in
 void lstm_case(int64_t B, int64_t T, int64_t E, int64_t H, bool zero_state, bool alias_dz, int offset) {
   const std::string name = "lstm B=" + std::to_string(B) + " T=" + std::to_string(T) + " E=" + std::to_string(E) +
                            " H=" + std::to_string(H) + (zero_state ? " zero state" : "") +
-                           (alias_dz ? " dz=gates" : "") + " offset=" + std::to_string(offset);
+                           (alias_dz ? " dz=gates" : "") + " offset=" + std::to_string(offset) + " sms=" +
+                           std::getenv("CUDA_EMULATION_SMS");
   const int64_t G = 4 * H, R = E + H;
   const auto x = random_floats(B * T * E, 0, 1), w_mu = random_floats(R * G, 0, 0.5f),
              w_rho = random_floats(R * G, -3, 1), b_mu = random_floats(G, 0, 0.5f), b_rho = random_floats(G, -3, 1),
@@ -344,6 +345,14 @@ int main() {
     for (bool zero_state : {false, true}) lstm_case(s[0], s[1], s[2], s[3], zero_state, !zero_state, 0);
   }
   lstm_case(3, 4, 5, 9, false, false, 1);
+  // The per-step products pick their tiles from the multiprocessor count: these counts reach every
+  // choice in both directions at B 33, 4 H = 280.
+  const std::string sms_before = std::getenv("CUDA_EMULATION_SMS") ? std::getenv("CUDA_EMULATION_SMS") : "3";
+  for (const char* sms : {"5", "8", "12", "20"}) {
+    setenv("CUDA_EMULATION_SMS", sms, 1);
+    lstm_case(33, 3, 67, 70, false, true, 0);
+  }
+  setenv("CUDA_EMULATION_SMS", sms_before.c_str(), 1);
   std::printf("cuda_emulation: %s (%d failures)\n", failures ? "FAILED" : "all kernels match", failures);
   return failures != 0;
 }
