@@ -156,9 +156,9 @@ cudaError_t wide_gemm(int64_t M, int64_t N, int64_t K, const OpA& a, const OpB& 
 }
 
 // Tiles of the per-step products (batch rows, a few thousand columns at most): the largest tiles
-// that still give every multiprocessor a block, else the smallest. A step's time is about its
-// number of k stages (each waits on a round trip to L2) times their length, so the stages are
-// long (32) and the tiles small.
+// that still give every multiprocessor a block, else the smallest. The expectation (not yet
+// measured on a GPU): a step costs about its number of k stages, each partly waiting on L2, so
+// the stages are long (32) and the tiles small.
 template <class OpA, class OpB, class Epilogue>
 cudaError_t step_gemm(int multiprocessor_count, int64_t M, int64_t N, int64_t K, const OpA& a, const OpB& b,
                       const Epilogue& epilogue, cudaStream_t stream) {

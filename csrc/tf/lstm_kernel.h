@@ -30,7 +30,9 @@ inline const float* data(const tfl::Tensor& t) { return t.flat<float>().data(); 
 inline tfl::Status read_lstm_params(tfl::OpKernelContext* ctx, int first, LstmParams* p) {
   const tfl::Tensor& x = ctx->input(first + kX);
   const tfl::Tensor& w_mu = ctx->input(first + kWMu);
-  if (x.dims() != 3) return tfl::errors::InvalidArgument("x must be [batch, steps, in], got shape ", x.shape().DebugString());
+  if (x.dims() != 3) {
+    return tfl::errors::InvalidArgument("x must be [batch, steps, in], got shape ", x.shape().DebugString());
+  }
   TF_RETURN_IF_ERROR(require_rank(w_mu, "w_mu", 2));
   TF_RETURN_IF_ERROR(require_same_shape(w_mu, "w_mu", ctx->input(first + kWRho), "w_rho"));
   p->batch = x.dim_size(0);
