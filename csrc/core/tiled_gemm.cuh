@@ -1,6 +1,6 @@
 // A plain shared-memory tiled SGEMM for the CUDA kernels (.cu files only): C(m, n) = sum_k A(m, k)
-// B(k, n), each block one BM x BN tile of C in steps of BK along k, each thread TM rows x 4
-// consecutive columns of it.
+// B(k, n), each block one BM x BN tile of C in steps of BK along k, each thread TM rows x CG
+// groups of 4 consecutive columns of it.
 // Operands are small accessor types (a strided matrix, optionally transposed, or anything else
 // that maps (row, col) to an element), and the epilogue receives each thread's accumulators, so
 // that a consumer (bias, LSTM cell update) runs in registers instead of a second pass over C.
@@ -65,25 +65,37 @@ struct TileCopy {
   }
 };
 
-template <int BM, int BN, int TM, int BK, class OpA, class OpB, class Epilogue>
-__global__ void __launch_bounds__((BM / TM) * (BN / 4)) tiled_gemm_kernel(int64_t M, int64_t N, int64_t K, OpA a,
-                                                                          OpB b, Epilogue epilogue) {
-  constexpr int kThreadCount = (BM / TM) * (BN / 4);
-  static_assert(TM == 1 || TM == 2 || TM == 4, "TM rows are read as one vector of shared memory");
+// Threads of a block: each computes TM rows x CG groups of 4 columns.
+template <int BM, int BN, int TM, int CG>
+__host__ __device__ constexpr int gemm_threads() {
+  return (BM / TM) * (BN / (4 * CG));
+}
+
+template <int BM, int BN, int TM, int BK, int CG, class OpA, class OpB, class Epilogue>
+__global__ void __launch_bounds__(gemm_threads<BM, BN, TM, CG>()) tiled_gemm_kernel(int64_t M, int64_t N, int64_t K,
+                                                                                   OpA a, OpB b, Epilogue epilogue) {
+  constexpr int kThreadCount = gemm_threads<BM, BN, TM, CG>();
+  // A thread's column groups lie BN / CG apart, so that a warp's vector reads of a B row are
+  // consecutive (conflict-free); its TM rows are consecutive (read as vectors when TM % 4 == 0).
+  constexpr int kGroupStride = BN / CG;
+  static_assert(BN % (4 * CG) == 0 && (TM % 4 == 0 || TM < 4), "tile shape");
   using CopyA = TileCopy<BM, BK, kThreadCount, OpA>;
   using CopyB = TileCopy<BK, BN, kThreadCount, OpB>;
   // Rows padded by 4 floats: the transposed stores of a tile spread over 8 banks, and rows stay
   // 16-byte aligned for the vector reads.
   __shared__ __align__(16) float a_tile[BK][BM + 4];
   __shared__ __align__(16) float b_tile[BK][BN + 4];
-  const int tx = threadIdx.x % (BN / 4), ty = threadIdx.x / (BN / 4);
+  const int tx = threadIdx.x % (kGroupStride / 4), ty = threadIdx.x / (kGroupStride / 4);
   const int64_t m0 = int64_t{blockIdx.x} * BM, n0 = int64_t{blockIdx.y} * BN;
 
-  float acc[TM][4];
+  float acc[TM][CG][4];
 #pragma unroll
   for (int i = 0; i < TM; ++i) {
 #pragma unroll
-    for (int j = 0; j < 4; ++j) acc[i][j] = 0.0f;
+    for (int g = 0; g < CG; ++g) {
+#pragma unroll
+      for (int j = 0; j < 4; ++j) acc[i][g][j] = 0.0f;
+    }
   }
   // The next tiles wait in registers while the current ones are multiplied, so that their loads
   // are in flight during the arithmetic.
@@ -102,40 +114,49 @@ __global__ void __launch_bounds__((BM / TM) * (BN / 4)) tiled_gemm_kernel(int64_
     }
 #pragma unroll
     for (int k = 0; k < BK; ++k) {
-      float av[TM], bv[4];
-      if (TM == 4) {
-        load4(&a_tile[k][ty * TM], av);
+      float av[TM], bv[CG][4];
+      if (TM % 4 == 0) {
+#pragma unroll
+        for (int i = 0; i < TM; i += 4) load4(&a_tile[k][ty * TM + i], av + i);
       } else {
 #pragma unroll
         for (int i = 0; i < TM; ++i) av[i] = a_tile[k][ty * TM + i];
       }
-      load4(&b_tile[k][4 * tx], bv);
+#pragma unroll
+      for (int g = 0; g < CG; ++g) load4(&b_tile[k][g * kGroupStride + 4 * tx], bv[g]);
 #pragma unroll
       for (int i = 0; i < TM; ++i) {
 #pragma unroll
-        for (int j = 0; j < 4; ++j) acc[i][j] = fmaf(av[i], bv[j], acc[i][j]);
+        for (int g = 0; g < CG; ++g) {
+#pragma unroll
+          for (int j = 0; j < 4; ++j) acc[i][g][j] = fmaf(av[i], bv[g][j], acc[i][g][j]);
+        }
       }
     }
     __syncthreads();
   }
-  const int64_t n = n0 + 4 * tx;
-  if (n >= N) return;
 #pragma unroll
-  for (int i = 0; i < TM; ++i) {
-    const int64_t m = m0 + ty * TM + i;
-    if (m < M) epilogue(m, n, acc[i]);
+  for (int g = 0; g < CG; ++g) {
+    const int64_t n = n0 + g * kGroupStride + 4 * tx;
+    if (n >= N) break;
+#pragma unroll
+    for (int i = 0; i < TM; ++i) {
+      const int64_t m = m0 + ty * TM + i;
+      if (m < M) epilogue(m, n, acc[i][g]);
+    }
   }
 }
 
 // Launches C = A B over M x N (nothing when either is empty; K = 0 gives zeros). The epilogue is
 // called as epilogue(m, n, acc) with acc the values of columns n .. n + 3, some of which may lie
 // past N.
-template <int BM, int BN, int TM, int BK, class OpA, class OpB, class Epilogue>
+template <int BM, int BN, int TM, int BK, int CG = 1, class OpA, class OpB, class Epilogue>
 cudaError_t tiled_gemm(int64_t M, int64_t N, int64_t K, const OpA& a, const OpB& b, const Epilogue& epilogue,
                        cudaStream_t stream) {
   if (M <= 0 || N <= 0) return cudaSuccess;
   const dim3 grid(static_cast<unsigned>((M + BM - 1) / BM), static_cast<unsigned>((N + BN - 1) / BN));
-  tiled_gemm_kernel<BM, BN, TM, BK><<<grid, (BM / TM) * (BN / 4), 0, stream>>>(M, N, K, a, b, epilogue);
+  tiled_gemm_kernel<BM, BN, TM, BK, CG><<<grid, gemm_threads<BM, BN, TM, CG>(), 0, stream>>>(M, N, K, a, b,
+                                                                                             epilogue);
   return cudaGetLastError();
 }
 

@@ -9,10 +9,11 @@ from gpu_testing import (CONTRACTION, assert_close, gaussian_params, host_eps, m
 pytestmark = requires_gpu
 
 # (batch, steps, in, hidden): batch and steps 0 and 1, odd sizes, E = 0, row tiles of 16 / 32 and
-# column tiles of 64 crossed, and the benchmark's widths.
+# column tiles of 64 crossed, the benchmark's widths, and (on a 132-multiprocessor H100) the
+# 128 x 128 tiles of the input projection, of dW and of dx.
 SHAPES = [
     (1, 1, 1, 1), (3, 5, 7, 5), (1, 7, 3, 17), (0, 5, 7, 5), (3, 0, 7, 5), (2, 3, 0, 4), (33, 9, 67, 70),
-    (17, 12, 96, 160), (64, 6, 256, 512),
+    (17, 12, 96, 160), (64, 6, 256, 512), (64, 40, 64, 256), (4, 3, 1100, 1024), (128, 40, 512, 32),
 ]
 
 
