@@ -160,17 +160,18 @@ cudaError_t wide_gemm(int multiprocessor_count, int64_t M, int64_t N, int64_t K,
 }
 
 // Tiles of the per-step products (batch rows, a few thousand columns at most): the largest tiles
-// that still give every multiprocessor a block, else the smallest. The expectation (not yet
-// measured on a GPU): a step costs about its number of k stages, each partly waiting on L2, so
-// the stages are long (32) and the tiles small.
+// that still give every multiprocessor a block, else the smallest; small tiles split the
+// contraction over 2 or 4 thread groups, so that every block has 256 threads. The expectation
+// (not yet measured on a GPU): a step costs about its number of k stages in a row, each partly
+// waiting on L2, so the stages are long (32) and the tiles small.
 template <class OpA, class OpB, class Epilogue>
 cudaError_t step_gemm(int multiprocessor_count, int64_t M, int64_t N, int64_t K, const OpA& a, const OpB& b,
                       const Epilogue& epilogue, cudaStream_t stream) {
   const auto blocks = [&](int64_t bm, int64_t bn) { return (M + bm - 1) / bm * ((N + bn - 1) / bn); };
   if (blocks(32, 64) >= multiprocessor_count) return tiled_gemm<32, 64, 2, 32>(M, N, K, a, b, epilogue, stream);
   if (blocks(16, 64) >= multiprocessor_count) return tiled_gemm<16, 64, 1, 32>(M, N, K, a, b, epilogue, stream);
-  if (blocks(16, 32) >= multiprocessor_count) return tiled_gemm<16, 32, 1, 32>(M, N, K, a, b, epilogue, stream);
-  return tiled_gemm<16, 16, 1, 32>(M, N, K, a, b, epilogue, stream);
+  if (blocks(16, 32) >= multiprocessor_count) return tiled_gemm<16, 32, 1, 32, 1, 2>(M, N, K, a, b, epilogue, stream);
+  return tiled_gemm<16, 16, 1, 32, 1, 4>(M, N, K, a, b, epilogue, stream);
 }
 
 size_t round_up(size_t bytes) { return (bytes + 255) / 256 * 256; }

@@ -200,6 +200,7 @@ def main(argv=None):
         print(f"GPU benchmark skipped: {why}")
         return 0
     torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False  # cuDNN's LSTM and convolutions in float32 too
     results = {"device": torch.cuda.get_device_name(), "cases": {}}
     results.update(bandwidth(args.reps))
     for name, (build, param_bytes) in CASES.items():
