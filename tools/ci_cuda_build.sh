@@ -58,7 +58,7 @@ from tensorflow.python.framework import kernels
 with_tf, without_tf = sys.argv[1:]
 tf.load_op_library(f"{with_tf}/_fusedbnn_ops.so")
 ops = ["SampleGaussian", "SampleGaussianGrad", "GaussianKl", "GaussianKlGrad", "Linear", "LinearGrad", "Conv2D",
-       "Conv2DGrad"]
+       "Conv2DGrad", "Lstm", "LstmGrad"]
 for op in ops:
     devices = {k.device_type for k in kernels.get_registered_kernels_for_op(f"FusedBnn>{op}").kernel}
     if devices != {"CPU", "GPU"}:
@@ -68,7 +68,7 @@ for build in (with_tf, without_tf):
     loader = importlib.machinery.ExtensionFileLoader("_core", path)
     core = importlib.util.module_from_spec(importlib.util.spec_from_file_location("_core", path, loader=loader))
     loader.exec_module(core)
-    if not (core.has_cuda and hasattr(core.cuda, "linear_forward")):
+    if not (core.has_cuda and all(hasattr(core.cuda, f) for f in ("linear_forward", "lstm_forward"))):
         sys.exit(f"ci_cuda_build: {path} lacks the CUDA entry points")
 print(f"ci_cuda_build: OK: GPU kernels registered for {len(ops)} ops; _core.cuda in both builds")
 PY

@@ -1,7 +1,6 @@
 // FusedBnn>Lstm and FusedBnn>LstmGrad: the whole recurrence in one op, weights sampled once per call.
-#include "core/lstm.h"
 #include "tensorflow/core/framework/op.h"
-#include "tf/common.h"
+#include "tf/lstm_kernel.h"
 
 namespace fusedbnn {
 namespace tf {
@@ -11,10 +10,6 @@ using tfl::shape_inference::InferenceContext;
 using tfl::shape_inference::ShapeHandle;
 
 namespace {
-
-// Inputs shared by both ops, at these positions after LstmGrad's leading dh_seq, dh_last, dc_last.
-enum LstmInput { kX, kWMu, kWRho, kWSeed, kBMu, kBRho, kBSeed, kH0, kC0 };
-constexpr int kGradPrefix = 3;
 
 tfl::Status named(const tfl::Status& s, const char* what) {
   if (s.ok()) return s;
@@ -45,111 +40,41 @@ tfl::Status lstm_shapes(InferenceContext* c, int first, DimensionHandle* batch, 
   return tfl::OkStatus();
 }
 
-tfl::Status require_shape(const tfl::Tensor& t, const char* name, const tfl::TensorShape& shape) {
-  if (t.shape() != shape) {
-    return tfl::errors::InvalidArgument(name, " must have shape ", shape.DebugString(), ", got ",
-                                        t.shape().DebugString());
-  }
-  return tfl::OkStatus();
-}
-
-// Reads and validates the shared inputs (shape functions only run when graphs are built).
-tfl::Status read_params(tfl::OpKernelContext* ctx, int first, LstmParams* p) {
-  const tfl::Tensor& x = ctx->input(first + kX);
-  const tfl::Tensor& w_mu = ctx->input(first + kWMu);
-  if (x.dims() != 3) return tfl::errors::InvalidArgument("x must be [batch, steps, in], got shape ", x.shape().DebugString());
-  TF_RETURN_IF_ERROR(require_rank(w_mu, "w_mu", 2));
-  TF_RETURN_IF_ERROR(require_same_shape(w_mu, "w_mu", ctx->input(first + kWRho), "w_rho"));
-  p->batch = x.dim_size(0);
-  p->steps = x.dim_size(1);
-  p->in = x.dim_size(2);
-  const int64_t gates = w_mu.dim_size(1);
-  if (gates == 0 || gates % 4 != 0) {
-    return tfl::errors::InvalidArgument("w_mu must be [in + hidden, 4 hidden] with hidden > 0, got shape ",
-                                        w_mu.shape().DebugString());
-  }
-  p->hidden = gates / 4;
-  TF_RETURN_IF_ERROR(require_shape(w_mu, "w_mu", tfl::TensorShape({p->in + p->hidden, gates})));
-  TF_RETURN_IF_ERROR(require_shape(ctx->input(first + kBMu), "b_mu", tfl::TensorShape({gates})));
-  TF_RETURN_IF_ERROR(require_same_shape(ctx->input(first + kBMu), "b_mu", ctx->input(first + kBRho), "b_rho"));
-  const tfl::TensorShape state({p->batch, p->hidden});
-  TF_RETURN_IF_ERROR(require_shape(ctx->input(first + kH0), "h0", state));
-  TF_RETURN_IF_ERROR(require_shape(ctx->input(first + kC0), "c0", state));
-  p->x = x.flat<float>().data();
-  p->w_mu = w_mu.flat<float>().data();
-  p->w_rho = ctx->input(first + kWRho).flat<float>().data();
-  p->b_mu = ctx->input(first + kBMu).flat<float>().data();
-  p->b_rho = ctx->input(first + kBRho).flat<float>().data();
-  p->h0 = ctx->input(first + kH0).flat<float>().data();
-  p->c0 = ctx->input(first + kC0).flat<float>().data();
-  TF_RETURN_IF_ERROR(read_seed(ctx, "w_seed", &p->w_stream));
-  return read_seed(ctx, "b_seed", &p->b_stream);
-}
-
-float* data(tfl::Tensor* t) { return t->flat<float>().data(); }
-const float* data(const tfl::Tensor& t) { return t.flat<float>().data(); }
-
 class LstmOp : public tfl::OpKernel {
  public:
   using OpKernel::OpKernel;
   void Compute(tfl::OpKernelContext* ctx) override {
     LstmParams p;
-    OP_REQUIRES_OK(ctx, read_params(ctx, 0, &p));
-    const int64_t B = p.batch, T = p.steps, H = p.hidden;
-    tfl::Tensor *h_seq, *h_last, *c_last, *w, *gates, *cells;
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, tfl::TensorShape({B, T, H}), &h_seq));
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(1, tfl::TensorShape({B, H}), &h_last));
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(2, tfl::TensorShape({B, H}), &c_last));
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(3, ctx->input(kWMu).shape(), &w));
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(4, tfl::TensorShape({B, T, 4 * H}), &gates));
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(5, tfl::TensorShape({B, T, H}), &cells));
+    OP_REQUIRES_OK(ctx, read_lstm_params(ctx, 0, &p));
+    LstmOutputs out;
+    OP_REQUIRES_OK(ctx, allocate_lstm_outputs(ctx, p, &out));
+    const int64_t B = p.batch, H = p.hidden;
     tfl::Tensor z, b, row;
     OP_REQUIRES_OK(ctx, ctx->allocate_temp(tfl::DT_FLOAT, tfl::TensorShape({B, 4 * H}), &z));
     OP_REQUIRES_OK(ctx, ctx->allocate_temp(tfl::DT_FLOAT, tfl::TensorShape({4 * H}), &b));
     OP_REQUIRES_OK(ctx, ctx->allocate_temp(tfl::DT_FLOAT, tfl::TensorShape({B, H}), &row));
-    lstm_forward(parallel_for(ctx), p, LstmSaved{data(w), data(gates), data(cells)},
-                 LstmForwardScratch{data(&z), data(&b), data(&row)}, data(h_seq), data(h_last), data(c_last));
+    lstm_forward(parallel_for(ctx), p, out.saved, LstmForwardScratch{data(&z), data(&b), data(&row)}, out.h_seq,
+                 out.h_last, out.c_last);
   }
 };
-
-// Inputs after the shared ones: the forward outputs the backward pass reads.
-enum LstmSavedInput { kHSeq = kGradPrefix + kC0 + 1, kW, kGates, kCells };
 
 class LstmGradOp : public tfl::OpKernel {
  public:
   using OpKernel::OpKernel;
   void Compute(tfl::OpKernelContext* ctx) override {
     LstmParams p;
-    OP_REQUIRES_OK(ctx, read_params(ctx, kGradPrefix, &p));
-    const int64_t B = p.batch, T = p.steps, H = p.hidden;
-    const tfl::TensorShape seq({B, T, H}), state({B, H});
-    OP_REQUIRES_OK(ctx, require_shape(ctx->input(0), "dh_seq", seq));
-    OP_REQUIRES_OK(ctx, require_shape(ctx->input(1), "dh_last", state));
-    OP_REQUIRES_OK(ctx, require_shape(ctx->input(2), "dc_last", state));
-    OP_REQUIRES_OK(ctx, require_shape(ctx->input(kHSeq), "h_seq", seq));
-    OP_REQUIRES_OK(ctx, require_shape(ctx->input(kW), "w", ctx->input(kGradPrefix + kWMu).shape()));
-    OP_REQUIRES_OK(ctx, require_shape(ctx->input(kGates), "gates", tfl::TensorShape({B, T, 4 * H})));
-    OP_REQUIRES_OK(ctx, require_shape(ctx->input(kCells), "cells", seq));
-    tfl::Tensor *dx, *dw_mu, *dw_rho, *db_mu, *db_rho, *dh0, *dc0;
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, ctx->input(kGradPrefix + kX).shape(), &dx));
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(1, ctx->input(kGradPrefix + kWMu).shape(), &dw_mu));
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(2, ctx->input(kGradPrefix + kWMu).shape(), &dw_rho));
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(3, ctx->input(kGradPrefix + kBMu).shape(), &db_mu));
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(4, ctx->input(kGradPrefix + kBMu).shape(), &db_rho));
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(5, state, &dh0));
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(6, state, &dc0));
-    tfl::Tensor dz, h_prev, dh, dc, row;
-    // dz takes over the saved gates' buffer when nothing else holds it (as in a traced training step).
-    OP_REQUIRES_OK(ctx, ctx->forward_input_or_allocate_temp({kGates}, tfl::DT_FLOAT, tfl::TensorShape({B, T, 4 * H}),
-                                                            &dz));
+    OP_REQUIRES_OK(ctx, read_lstm_params(ctx, kGradPrefix, &p));
+    tfl::Tensor dz;
+    LstmGradArgs args;
+    OP_REQUIRES_OK(ctx, prepare_lstm_grad(ctx, p, &dz, &args));
+    const tfl::TensorShape seq({p.batch, p.steps, p.hidden}), state({p.batch, p.hidden});
+    tfl::Tensor h_prev, dh, dc, row;
     OP_REQUIRES_OK(ctx, ctx->allocate_temp(tfl::DT_FLOAT, seq, &h_prev));
     OP_REQUIRES_OK(ctx, ctx->allocate_temp(tfl::DT_FLOAT, state, &dh));
     OP_REQUIRES_OK(ctx, ctx->allocate_temp(tfl::DT_FLOAT, state, &dc));
     OP_REQUIRES_OK(ctx, ctx->allocate_temp(tfl::DT_FLOAT, state, &row));
-    const LstmForwardResult fwd{data(ctx->input(kW)), data(ctx->input(kGates)), data(ctx->input(kCells)),
-                                data(ctx->input(kHSeq))};
-    lstm_backward(parallel_for(ctx), p, fwd, data(ctx->input(0)), data(ctx->input(1)), data(ctx->input(2)), LstmBackwardScratch{data(&dz), data(&h_prev), data(&dh), data(&dc), data(&row)},
-                  LstmGrads{data(dx), data(dh0), data(dc0), data(dw_mu), data(dw_rho), data(db_mu), data(db_rho)});
+    lstm_backward(parallel_for(ctx), p, args.fwd, args.dh_seq, args.dh_last, args.dc_last,
+                  LstmBackwardScratch{args.dz, data(&h_prev), data(&dh), data(&dc), data(&row)}, args.grads);
   }
 };
 

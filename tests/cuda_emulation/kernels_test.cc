@@ -12,6 +12,7 @@
 #include "core/embedding_cuda.h"
 #include "core/gaussian_cuda.h"
 #include "core/linear_cuda.h"
+#include "core/lstm_cuda.h"
 
 namespace fusedbnn {
 namespace {
@@ -336,6 +337,127 @@ void conv_cases() {
   for (int offset : {0, 1}) {
     for (const ConvCase& c : cases) conv_case(c, offset);
   }
+// The LSTM forward and BPTT in double from the host noise; the backward starts from the kernel's
+// own saved gates and cells, as the op does. dz runs in the gates' buffer when alias_dz.
+void lstm_case(int64_t B, int64_t T, int64_t E, int64_t H, bool zero_state, bool alias_dz, int offset) {
+  const std::string name = "lstm B=" + std::to_string(B) + " T=" + std::to_string(T) + " E=" + std::to_string(E) +
+                           " H=" + std::to_string(H) + (zero_state ? " zero state" : "") +
+                           (alias_dz ? " dz=gates" : "") + " offset=" + std::to_string(offset) + " sms=" +
+                           std::getenv("CUDA_EMULATION_SMS");
+  const int64_t G = 4 * H, R = E + H;
+  const auto x = random_floats(B * T * E, 0, 1), w_mu = random_floats(R * G, 0, 0.5f),
+             w_rho = random_floats(R * G, -3, 1), b_mu = random_floats(G, 0, 0.5f), b_rho = random_floats(G, -3, 1),
+             h0_v = zero_state ? std::vector<float>(B * H + 8, 0.0f) : random_floats(B * H, 0, 0.5f),
+             c0_v = zero_state ? std::vector<float>(B * H + 8, 0.0f) : random_floats(B * H, 0, 1),
+             dh_seq = random_floats(B * T * H, 0, 1), dh_last = random_floats(B * H, 0, 1),
+             dc_last = random_floats(B * H, 0, 1);
+  const LstmParams p{x.data() + offset, B, T, E, H, w_mu.data() + offset, w_rho.data() + offset,
+                     stream_from_seed(B * 7 + T, E * 5 + H), b_mu.data() + offset, b_rho.data() + offset,
+                     stream_from_seed(H, 11), h0_v.data() + offset, c0_v.data() + offset};
+  auto sig = [](double v) { return 1.0 / (1.0 + std::exp(-v)); };
+
+  std::vector<double> w(R * G), w_eps(R * G), b(G), b_eps(G);
+  for (int64_t i = 0; i < R * G; ++i) {
+    w_eps[i] = eps_at(p.w_stream, i);
+    w[i] = p.w_mu[i] + softplus(p.w_rho[i]) * w_eps[i];
+  }
+  for (int64_t i = 0; i < G; ++i) {
+    b_eps[i] = eps_at(p.b_stream, i);
+    b[i] = p.b_mu[i] + softplus(p.b_rho[i]) * b_eps[i];
+  }
+  std::vector<double> h_seq(B * T * H), gates(B * T * G), cells(B * T * H), h_last(B * H), c_last(B * H);
+  for (int64_t bi = 0; bi < B; ++bi) {
+    std::vector<double> h(p.h0 + bi * H, p.h0 + (bi + 1) * H), c(p.c0 + bi * H, p.c0 + (bi + 1) * H);
+    for (int64_t t = 0; t < T; ++t) {
+      const int64_t row = bi * T + t;
+      for (int64_t j = 0; j < G; ++j) {
+        double z = b[j];
+        for (int64_t e = 0; e < E; ++e) z += p.x[row * E + e] * w[e * G + j];
+        for (int64_t k = 0; k < H; ++k) z += h[k] * w[(E + k) * G + j];
+        gates[row * G + j] = j >= 2 * H && j < 3 * H ? std::tanh(z) : sig(z);
+      }
+      for (int64_t j = 0; j < H; ++j) {
+        const double* gate = &gates[row * G + j];
+        c[j] = gate[0] * c[j] + gate[H] * gate[2 * H];
+        h[j] = gate[3 * H] * std::tanh(c[j]);
+        cells[row * H + j] = c[j];
+        h_seq[row * H + j] = h[j];
+      }
+    }
+    std::copy(h.begin(), h.end(), h_last.begin() + bi * H);
+    std::copy(c.begin(), c.end(), c_last.begin() + bi * H);
+  }
+
+  std::vector<char> forward_scratch(cuda::lstm_forward_scratch_bytes(p));
+  auto w_out = poisoned(R * G), gates_out = poisoned(B * T * G), cells_out = poisoned(B * T * H),
+       h_seq_out = poisoned(B * T * H), h_last_out = poisoned(B * H), c_last_out = poisoned(B * H);
+  cuda::lstm_forward(p, LstmSaved{w_out.data(), gates_out.data(), cells_out.data()}, forward_scratch.data(),
+                     h_seq_out.data(), h_last_out.data(), c_last_out.data(), nullptr);
+  expect_close(name + " w", w_out.data(), w);
+  expect_close(name + " gates", gates_out.data(), gates);
+  expect_close(name + " cells", cells_out.data(), cells);
+  expect_close(name + " h_seq", h_seq_out.data(), h_seq);
+  expect_close(name + " h_last", h_last_out.data(), h_last);
+  expect_close(name + " c_last", c_last_out.data(), c_last);
+
+  // BPTT over the kernel's saved values (float), in double.
+  std::vector<double> dx(B * T * E, 0.0), dw(R * G, 0.0), db(G, 0.0), dh0(B * H), dc0(B * H);
+  for (int64_t bi = 0; bi < B; ++bi) {
+    std::vector<double> dh(dh_last.begin() + offset + bi * H, dh_last.begin() + offset + (bi + 1) * H),
+        dc(dc_last.begin() + offset + bi * H, dc_last.begin() + offset + (bi + 1) * H), dz(G);
+    for (int64_t t = T - 1; t >= 0; --t) {
+      const int64_t row = bi * T + t;
+      const float* gate = gates_out.data() + row * G;
+      for (int64_t j = 0; j < H; ++j) {
+        const double f = gate[j], i = gate[H + j], g = gate[2 * H + j], o = gate[3 * H + j];
+        const double tc = std::tanh(static_cast<double>(cells_out[row * H + j]));
+        const double c_prev = t == 0 ? p.c0[bi * H + j] : cells_out[(row - 1) * H + j];
+        const double dht = dh[j] + dh_seq[offset + row * H + j];
+        const double dct = dc[j] + dht * o * (1 - tc * tc);
+        dz[j] = dct * c_prev * f * (1 - f);
+        dz[H + j] = dct * g * i * (1 - i);
+        dz[2 * H + j] = dct * i * (1 - g * g);
+        dz[3 * H + j] = dht * tc * o * (1 - o);
+        dc[j] = dct * f;
+      }
+      const float* h_prev = t == 0 ? p.h0 + bi * H : h_seq_out.data() + (row - 1) * H;
+      for (int64_t k = 0; k < R; ++k) {
+        const double in = k < E ? p.x[row * E + k] : h_prev[k - E];
+        for (int64_t j = 0; j < G; ++j) dw[k * G + j] += in * dz[j];
+      }
+      for (int64_t j = 0; j < G; ++j) db[j] += dz[j];
+      for (int64_t e = 0; e < E; ++e) {
+        for (int64_t j = 0; j < G; ++j) dx[row * E + e] += dz[j] * w_out[e * G + j];
+      }
+      for (int64_t k = 0; k < H; ++k) {
+        dh[k] = 0.0;
+        for (int64_t j = 0; j < G; ++j) dh[k] += dz[j] * w_out[(E + k) * G + j];
+      }
+    }
+    std::copy(dh.begin(), dh.end(), dh0.begin() + bi * H);
+    std::copy(dc.begin(), dc.end(), dc0.begin() + bi * H);
+  }
+  std::vector<double> dw_rho(R * G), db_rho(G);
+  for (int64_t i = 0; i < R * G; ++i) dw_rho[i] = dw[i] * w_eps[i] * sigmoid_d(p.w_rho[i]);
+  for (int64_t i = 0; i < G; ++i) db_rho[i] = db[i] * b_eps[i] * sigmoid_d(p.b_rho[i]);
+
+  std::vector<char> backward_scratch(cuda::lstm_backward_scratch_bytes(p));
+  auto dz_own = poisoned(B * T * G);
+  auto dx_out = poisoned(B * T * E), dw_mu_out = poisoned(R * G), dw_rho_out = poisoned(R * G), db_mu_out = poisoned(G),
+       db_rho_out = poisoned(G), dh0_out = poisoned(B * H), dc0_out = poisoned(B * H);
+  const LstmForwardResult fwd{w_out.data(), gates_out.data(), cells_out.data(), h_seq_out.data()};
+  cuda::lstm_backward(p, fwd, dh_seq.data() + offset, dh_last.data() + offset, dc_last.data() + offset,
+                      alias_dz ? gates_out.data() : dz_own.data(), backward_scratch.data(),
+                      LstmGrads{dx_out.data(), dh0_out.data(), dc0_out.data(), dw_mu_out.data(), dw_rho_out.data(),
+                                db_mu_out.data(), db_rho_out.data()},
+                      nullptr);
+  expect_close(name + " dx", dx_out.data(), dx);
+  expect_close(name + " dh0", dh0_out.data(), dh0);
+  expect_close(name + " dc0", dc0_out.data(), dc0);
+  expect_close(name + " dw_mu", dw_mu_out.data(), dw);
+  expect_close(name + " dw_rho", dw_rho_out.data(), dw_rho);
+  expect_close(name + " db_mu", db_mu_out.data(), db);
+  expect_close(name + " db_rho", db_rho_out.data(), db_rho);
 }
 
 }  // namespace
@@ -361,6 +483,22 @@ int main() {
     }
   }
   conv_cases();
+  // (B, T, E, H): batch and steps 0, 1 and more, odd sizes, tiles of 16 / 32 / 64 rows and 64 columns
+  // crossed (B 33, E 67, H 70: 4 H = 280), with and without a zero initial state, dz in the gates.
+  const int64_t lstm_shapes[][4] = {{1, 1, 1, 1}, {3, 5, 7, 5},  {1, 5, 3, 17}, {0, 5, 7, 5}, {3, 0, 7, 5},
+                                    {0, 0, 3, 2}, {3, 1, 1, 3},  {2, 3, 0, 4},  {33, 3, 67, 70}};
+  for (const auto& s : lstm_shapes) {
+    for (bool zero_state : {false, true}) lstm_case(s[0], s[1], s[2], s[3], zero_state, !zero_state, 0);
+  }
+  lstm_case(3, 4, 5, 9, false, false, 1);
+  // The per-step products pick their tiles from the multiprocessor count: these counts reach every
+  // choice in both directions at B 33, 4 H = 280.
+  const std::string sms_before = std::getenv("CUDA_EMULATION_SMS") ? std::getenv("CUDA_EMULATION_SMS") : "3";
+  for (const char* sms : {"5", "8", "12", "20"}) {
+    setenv("CUDA_EMULATION_SMS", sms, 1);
+    lstm_case(33, 3, 67, 70, false, true, 0);
+  }
+  setenv("CUDA_EMULATION_SMS", sms_before.c_str(), 1);
   std::printf("cuda_emulation: %s (%d failures)\n", failures ? "FAILED" : "all kernels match", failures);
   return failures != 0;
 }

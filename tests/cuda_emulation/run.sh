@@ -9,13 +9,18 @@ root=$(cd "$here/../.." && pwd)
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
+# Headers with kernels and launches too: the translated sources include their neighbours from $work
+# first (the directory of the including file).
+for cuh in "$root"/csrc/core/*.cuh; do
+  python3 "$here/translate_launches.py" "$cuh" >"$work/$(basename "$cuh")"
+done
 sources=()
 for cu in "$root"/csrc/core/*.cu; do
   translated="$work/$(basename "$cu" .cu).cc"
   python3 "$here/translate_launches.py" "$cu" >"$translated"
   sources+=("$translated")
 done
-# -iquote: the translated sources include their neighbours ("cuda_common.cuh") from csrc/core.
+# -iquote: the translated sources include the other headers ("noise.h") from csrc/core.
 g++ -std=c++20 -O1 -pthread -w -I"$here" -iquote "$root/csrc/core" -I"$root/csrc" \
   "$here/kernels_test.cc" "${sources[@]}" -o "$work/kernels_test"
 for sms in 3 132; do

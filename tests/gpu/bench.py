@@ -109,6 +109,59 @@ def embedding_sides(num, dim, ids_shape, backward):
     return {"fused": fused, "unfused": unfused, "deterministic": deterministic}
 
 
+def lstm_sides(batch, steps, n_in, hidden, backward):
+    """fused op; unfused Bayesian layer as a step loop and through cuDNN (torch.nn.LSTM run with the
+    sampled weights, gate blocks reordered to PyTorch's i, f, g, o); deterministic torch.nn.LSTM."""
+    gates = 4 * hidden
+    x = randn(batch, steps, n_in, grad=backward)
+    h0, c0 = randn(batch, hidden), randn(batch, hidden)
+    dh_seq, dh_last, dc_last = randn(batch, steps, hidden), randn(batch, hidden), randn(batch, hidden)
+    mu = randn(n_in + hidden, gates, scale=0.05, grad=backward)
+    rho = randn(n_in + hidden, gates, shift=-5.0, grad=backward)
+    b_mu, b_rho = randn(gates, scale=0.05, grad=backward), randn(gates, shift=-5.0, grad=backward)
+    xd, mud, rhod, bmd, brd = (t.detach() for t in (x, mu, rho, b_mu, b_rho))
+    to_torch_order = torch.cat([torch.arange(hidden, 2 * hidden), torch.arange(hidden),
+                                torch.arange(2 * hidden, gates)]).cuda()
+    cudnn = torch.nn.LSTM(n_in, hidden, batch_first=True).cuda()
+    no_bias = torch.zeros(gates, device="cuda")
+
+    def sampled():
+        w = mu + F.softplus(rho) * torch.randn_like(mu)
+        return w, b_mu + F.softplus(b_rho) * torch.randn_like(b_mu)
+
+    def backward_from(h_seq, h_last, c_last):
+        if backward:
+            torch.autograd.backward([h_seq, h_last, c_last], [dh_seq, dh_last, dc_last])
+
+    def fused():
+        h_seq, _, _, w, gate_values, cells = torch_ops.lstm(xd, mud, rhod, (1, 2), bmd, brd, (3, 4), h0, c0)
+        if backward:
+            torch_ops.lstm_grad(dh_seq, dh_last, dc_last, xd, rhod, (1, 2), brd, (3, 4), h0, c0, h_seq, w,
+                                gate_values, cells, dz_in_gates=True)
+
+    def unfused():
+        clear_grads(x, mu, rho, b_mu, b_rho)
+        w, b = sampled()
+        h_seq, h_last, c_last, _, _ = torch_ops.lstm_step_loop(x, w, b, h0, c0)
+        backward_from(h_seq, h_last, c_last)
+
+    def unfused_cudnn():
+        clear_grads(x, mu, rho, b_mu, b_rho)
+        w, b = sampled()
+        weights = {"weight_ih_l0": w[:n_in, to_torch_order].T.contiguous(),
+                   "weight_hh_l0": w[n_in:, to_torch_order].T.contiguous(), "bias_ih_l0": b[to_torch_order],
+                   "bias_hh_l0": no_bias}
+        h_seq, (h_last, c_last) = torch.func.functional_call(cudnn, weights, (x, (h0[None], c0[None])))
+        backward_from(h_seq, h_last[0], c_last[0])
+
+    def deterministic():
+        clear_grads(x, *cudnn.parameters())
+        h_seq, (h_last, c_last) = cudnn(x, (h0[None], c0[None]))
+        backward_from(h_seq, h_last[0], c_last[0])
+
+    return {"fused": fused, "unfused": unfused, "deterministic": deterministic, "unfused_cudnn": unfused_cudnn}
+
+
 def bandwidth(reps):
     """GB/s of sample_gaussian (mu, rho read, w written) and of a plain device copy, 2^26 floats."""
     n = 1 << 26
@@ -132,6 +185,8 @@ CASES = {
     "linear B=512 1024 fwd+bwd": (lambda: linear_sides(512, 1024, 1024, True), 8 * 1024 * 1024),
     "embedding 50000x128 32x64 fwd": (lambda: embedding_sides(50000, 128, (32, 64), False), 8 * 2048 * 128),
     "embedding 50000x128 32x64 fwd+bwd": (lambda: embedding_sides(50000, 128, (32, 64), True), 8 * 2048 * 128),
+    "lstm B=64 T=128 256->512 fwd": (lambda: lstm_sides(64, 128, 256, 512, False), 8 * (768 * 2048 + 2048)),
+    "lstm B=64 T=128 256->512 fwd+bwd": (lambda: lstm_sides(64, 128, 256, 512, True), 8 * (768 * 2048 + 2048)),
 }
 
 
@@ -210,6 +265,7 @@ def main(argv=None):
         print(f"GPU benchmark skipped: {why}")
         return 0
     torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False  # cuDNN's LSTM and convolutions in float32 too
     results = {"device": torch.cuda.get_device_name(), "cases": {}}
     results.update(bandwidth(args.reps))
     for name, (build, param_bytes) in CASES.items():
@@ -234,13 +290,13 @@ def main(argv=None):
         print(f"{name:36} {ms['fused']:9.3f} {ms['unfused']:9.3f} {ms['deterministic']:9.3f} "
               f"{ms['unfused'] / ms['fused']:13.2f}x {ms['fused'] / ms['deterministic']:13.2f}x "
               f"{r['param_gb_s']:12.0f} {peak['fused']:6.0f}/{peak['unfused']:.0f}/{peak['deterministic']:.0f}")
-    hybrid = {name: r for name, r in results["cases"].items() if "hybrid" in r["ms"]}
-    if hybrid:
-        print(f"\n{'hybrid: fused sampling + cuDNN':36} {'hybrid ms':>9} {'hybrid/determ.':>15} {'fused/hybrid':>13}")
-        for name, r in hybrid.items():
-            ms = r["ms"]
-            print(f"{name:36} {ms['hybrid']:9.3f} {ms['hybrid'] / ms['deterministic']:14.2f}x "
-                  f"{ms['fused'] / ms['hybrid']:12.2f}x")
+    # Sides beyond the table's three: conv's hybrid (fused sampling + cuDNN), lstm's unfused layer
+    # through cuDNN.
+    for name, r in results["cases"].items():
+        ms = r["ms"]
+        for side in sorted(set(ms) - {"fused", "unfused", "deterministic"}):
+            print(f"{name}: {side} {ms[side]:.3f} ms = {ms[side] / ms['deterministic']:.2f}x deterministic, "
+                  f"fused/{side} {ms['fused'] / ms[side]:.2f}x, peak {r['peak_mib'][side]:.0f} MiB")
     return 0
 
 

@@ -205,3 +205,60 @@ def conv2d_grad(dy, x, w_mu, w_rho, w_seed, b_mu=None, b_rho=None, b_seed=(0, 0)
                             dx=_ptr(dx), dw_mu=_ptr(dw_mu), dw_rho=_ptr(dw_rho), db_mu=_ptr(db_mu),
                             db_rho=_ptr(db_rho), stream=_stream(), **geometry)
     return dx, dw_mu, dw_rho, db_mu, db_rho
+def lstm(x, w_mu, w_rho, w_seed, b_mu, b_rho, b_seed, h0=None, c0=None):
+    """(h_seq, h_last, c_last, w, gates, cells) for x [B, T, E], W [E + H, 4H]; zero state if None."""
+    _floats(x, w_mu, w_rho, b_mu, b_rho, h0, c0)
+    (batch, steps, n_in), hidden = x.shape, w_mu.shape[1] // 4
+    h0 = torch.zeros(batch, hidden, device="cuda") if h0 is None else h0
+    c0 = torch.zeros(batch, hidden, device="cuda") if c0 is None else c0
+    scratch = _scratch(core.cuda.lstm_forward_scratch_bytes(batch, steps, n_in, hidden))
+    h_seq, h_last, c_last = _alloc((batch, steps, hidden)), _alloc((batch, hidden)), _alloc((batch, hidden))
+    w, gates, cells = _alloc(w_mu.shape), _alloc((batch, steps, 4 * hidden)), _alloc((batch, steps, hidden))
+    core.cuda.lstm_forward(_ptr(x), batch, steps, n_in, hidden, _ptr(w_mu), _ptr(w_rho), tuple(w_seed), _ptr(b_mu),
+                           _ptr(b_rho), tuple(b_seed), _ptr(h0), _ptr(c0), _ptr(w), _ptr(gates), _ptr(cells),
+                           _ptr(scratch), _ptr(h_seq), _ptr(h_last), _ptr(c_last), _stream())
+    return h_seq, h_last, c_last, w, gates, cells
+
+
+def lstm_grad(dh_seq, dh_last, dc_last, x, w_rho, w_seed, b_rho, b_seed, h0, c0, h_seq, w, gates, cells,
+              dz_in_gates=False):
+    """(dx, dw_mu, dw_rho, db_mu, db_rho, dh0, dc0); with dz_in_gates the kernels overwrite gates."""
+    _floats(dh_seq, dh_last, dc_last, x, w_rho, b_rho, h0, c0, h_seq, w, gates, cells)
+    (batch, steps, n_in), hidden = x.shape, w_rho.shape[1] // 4
+    scratch = _scratch(core.cuda.lstm_backward_scratch_bytes(batch, steps, n_in, hidden))
+    dz = gates if dz_in_gates else _alloc(gates.shape)
+    dx, dw_mu, dw_rho = _alloc(x.shape), _alloc(w_rho.shape), _alloc(w_rho.shape)
+    db_mu, db_rho, dh0, dc0 = _alloc(b_rho.shape), _alloc(b_rho.shape), _alloc(h0.shape), _alloc(c0.shape)
+    core.cuda.lstm_backward(_ptr(dh_seq), _ptr(dh_last), _ptr(dc_last), _ptr(x), batch, steps, n_in, hidden,
+                            _ptr(w_rho), tuple(w_seed), _ptr(b_rho), tuple(b_seed), _ptr(h0), _ptr(c0), _ptr(h_seq),
+                            _ptr(w), _ptr(gates), _ptr(cells), _ptr(dz), _ptr(scratch), _ptr(dx), _ptr(dw_mu),
+                            _ptr(dw_rho), _ptr(db_mu), _ptr(db_rho), _ptr(dh0), _ptr(dc0), _stream())
+    return dx, dw_mu, dw_rho, db_mu, db_rho, dh0, dc0
+
+
+def lstm_step_loop(x, w, b, h0, c0, keep_gates=False):
+    """The LSTM of fusedbnn (gate order f, i, c, o; W [E + H, 4H]) as a plain PyTorch step loop, the
+    input projection of all steps done up front: (h_seq, h_last, c_last, gates, cells), the
+    activated gates and the cells only with keep_gates (else None)."""
+    n_in, hidden = x.shape[2], w.shape[1] // 4
+    projected = x @ w[:n_in] + b
+    w_h = w[n_in:]
+    h, c, hs, gates, cells = h0, c0, [], [], []
+    for t in range(x.shape[1]):
+        z = projected[:, t] + h @ w_h
+        f, i = torch.sigmoid(z[:, :hidden]), torch.sigmoid(z[:, hidden:2 * hidden])
+        g, o = torch.tanh(z[:, 2 * hidden:3 * hidden]), torch.sigmoid(z[:, 3 * hidden:])
+        c = f * c + i * g
+        h = o * torch.tanh(c)
+        hs.append(h)
+        if keep_gates:
+            gates.append(torch.cat([f, i, g, o], 1))
+            cells.append(c)
+    if not keep_gates:
+        gates = cells = None
+    elif hs:
+        gates, cells = torch.stack(gates, 1), torch.stack(cells, 1)
+    else:
+        gates, cells = x.new_zeros(x.shape[0], 0, 4 * hidden), x.new_zeros(x.shape[0], 0, hidden)
+    h_seq = torch.stack(hs, 1) if hs else x.new_zeros(x.shape[0], 0, hidden)
+    return h_seq, h, c, gates, cells

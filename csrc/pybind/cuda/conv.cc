@@ -6,22 +6,13 @@
 #include "core/conv_cuda.h"
 #include "pybind/common.h"
 #include "pybind/conv_params.h"
+#include "pybind/cuda/cuda_binding.h"
 
 namespace fusedbnn {
 namespace pyb {
 namespace {
 
-using Ptr = uintptr_t;
 using Sizes = std::vector<int64_t>;
-
-template <class T = float>
-T* device(Ptr p) {
-  return reinterpret_cast<T*>(p);
-}
-
-void check(cudaError_t status) {
-  if (status != cudaSuccess) throw std::runtime_error(std::string("CUDA error: ") + cudaGetErrorString(status));
-}
 
 ConvParams device_params(const Sizes& x_shape, const Sizes& w_shape, const Pair& stride, const std::string& padding,
                          const Sizes& explicit_paddings, const Pair& dilation, int64_t groups,
@@ -82,7 +73,7 @@ void register_cuda_conv(py::module_& m) {
                              const std::string& format) {
       ConvParams p = device_params(xs, ws, st, pad, ep, dil, groups, format);
       set_parameters(&p, x, w_mu, w_rho, w_seed, b_mu, b_rho, b_seed);
-      check(cuda::conv_forward(p, device<void>(scratch), device(y), reinterpret_cast<cudaStream_t>(s)));
+      check(cuda::conv_forward(p, device<void>(scratch), device(y), as_stream(s)));
     }, args..., "y in x's layout; b_mu = 0 means no bias.");
   }, with_geometry(py::arg("x"), py::arg("w_mu"), py::arg("w_rho"), py::arg("w_seed"), py::arg("b_mu"),
                    py::arg("b_rho"), py::arg("b_seed"), py::arg("scratch"), py::arg("y"), py::arg("stream")));
@@ -94,7 +85,7 @@ void register_cuda_conv(py::module_& m) {
       ConvParams p = device_params(xs, ws, st, pad, ep, dil, groups, format);
       set_parameters(&p, x, w_mu, w_rho, w_seed, b_mu, b_rho, b_seed);
       check(cuda::conv_backward(p, device<const float>(dy), device<void>(scratch), device(dx), device(dw_mu),
-                                device(dw_rho), device(db_mu), device(db_rho), reinterpret_cast<cudaStream_t>(s)));
+                                device(dw_rho), device(db_mu), device(db_rho), as_stream(s)));
     }, args..., "dx, dw_mu, dw_rho, db_mu, db_rho (the bias ones unused without bias).");
   }, with_geometry(py::arg("dy"), py::arg("x"), py::arg("w_mu"), py::arg("w_rho"), py::arg("w_seed"),
                    py::arg("b_mu"), py::arg("b_rho"), py::arg("b_seed"), py::arg("scratch"), py::arg("dx"),

@@ -7,29 +7,11 @@
 #include "core/gaussian_cuda.h"
 #include "core/linear_cuda.h"
 #include "pybind/common.h"
+#include "pybind/cuda/cuda_binding.h"
 
 namespace fusedbnn {
 namespace pyb {
 namespace {
-
-using Ptr = uintptr_t;
-
-template <class T = float>
-T* device(Ptr p) {
-  return reinterpret_cast<T*>(p);
-}
-
-cudaStream_t as_stream(Ptr s) { return reinterpret_cast<cudaStream_t>(s); }
-
-void check(cudaError_t status) {
-  if (status != cudaSuccess) throw std::runtime_error(std::string("CUDA error: ") + cudaGetErrorString(status));
-}
-
-void require_sizes(std::initializer_list<int64_t> sizes) {
-  for (int64_t s : sizes) {
-    if (s < 0) throw std::invalid_argument("sizes must be >= 0");
-  }
-}
 
 LinearParams linear_params(Ptr x, int64_t rows, int64_t in, int64_t out, Ptr w_mu, Ptr w_rho, const Seed& w_seed,
                            Ptr b_mu, Ptr b_rho, const Seed& b_seed) {
@@ -47,8 +29,6 @@ cuda::EmbeddingParams embedding_params(Ptr ids, bool ids_int64, int64_t count, i
 }
 
 }  // namespace
-
-void register_cuda_conv(py::module_& m);  // conv.cc
 
 void register_cuda(py::module_& parent) {
   py::module_ m = parent.def_submodule("cuda", "The CUDA kernels on raw device pointers (float32).");
@@ -126,6 +106,7 @@ void register_cuda(py::module_& parent) {
       py::arg("w_rho"), py::arg("seed"), py::arg("padding_idx"), py::arg("dy"), py::arg("dw_mu"), py::arg("dw_rho"),
       py::arg("stream") = 0);
   register_cuda_conv(m);
+  register_cuda_lstm(m);
 }
 
 }  // namespace pyb

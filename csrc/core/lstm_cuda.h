@@ -1,0 +1,41 @@
+// Bayesian LSTM over a whole sequence on NVIDIA GPUs: the CUDA counterpart of lstm.h, on the same
+// LstmParams, LstmSaved, LstmForwardResult and LstmGrads (device pointers). Functions only enqueue
+// work on `stream` and return the launch status.
+//
+// Plan. Forward: W and b are sampled once into the saved w and scratch; the input projection
+// x W_x + b of all steps is one product written where the gates go; then one kernel per step: the
+// product h_{t-1} W_h for all four gates, with the nonlinearities and the cell update as its
+// epilogue (its column tiles hold the four gates of the same hidden units, so each thread has all
+// four gates of its units in registers). Backward: one kernel per step: dh_{t-1} = dz_t W_h^T with
+// the backward cell update of step t - 1 as its epilogue, writing dz_{t-1}; then dx, dW_x and dW_h
+// as three products over all steps, db as column sums, and the sampling gradient (noise
+// regenerated) for W and b. No atomics: results are deterministic on a given GPU model.
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <cstddef>
+
+#include "lstm.h"
+
+namespace fusedbnn {
+namespace cuda {
+
+// Device scratch each call needs, in bytes.
+size_t lstm_forward_scratch_bytes(const LstmParams& p);
+size_t lstm_backward_scratch_bytes(const LstmParams& p);
+
+// h_seq [batch, steps, hidden], h_last and c_last [batch, hidden]; `saved` as lstm_forward on the
+// CPU fills it (the sampled W, the activated gates sig(f), sig(i), tanh(g), sig(o), the cells).
+cudaError_t lstm_forward(const LstmParams& p, const LstmSaved& saved, void* scratch, float* h_seq, float* h_last,
+                         float* c_last, cudaStream_t stream);
+
+// Backpropagation through time for dh_seq [batch, steps, hidden], dh_last, dc_last [batch, hidden].
+// dz [batch, steps, 4 hidden] receives the pre-activation gate gradients; it may be fwd.gates
+// itself (each step's gates are read by the thread that then overwrites them with dz).
+cudaError_t lstm_backward(const LstmParams& p, const LstmForwardResult& fwd, const float* dh_seq,
+                          const float* dh_last, const float* dc_last, float* dz, void* scratch, const LstmGrads& g,
+                          cudaStream_t stream);
+
+}  // namespace cuda
+}  // namespace fusedbnn

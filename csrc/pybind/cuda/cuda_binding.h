@@ -1,0 +1,41 @@
+// Helpers shared by the files of fusedbnn._core.cuda: device pointers and streams arrive as
+// integers, launch errors leave as exceptions.
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+#include <initializer_list>
+#include <stdexcept>
+#include <string>
+
+#include "pybind/common.h"
+
+namespace fusedbnn {
+namespace pyb {
+
+using Ptr = uintptr_t;
+
+template <class T = float>
+T* device(Ptr p) {
+  return reinterpret_cast<T*>(p);
+}
+
+inline cudaStream_t as_stream(Ptr s) { return reinterpret_cast<cudaStream_t>(s); }
+
+inline void check(cudaError_t status) {
+  if (status != cudaSuccess) throw std::runtime_error(std::string("CUDA error: ") + cudaGetErrorString(status));
+}
+
+inline void require_sizes(std::initializer_list<int64_t> sizes) {
+  for (int64_t s : sizes) {
+    if (s < 0) throw std::invalid_argument("sizes must be >= 0");
+  }
+}
+
+// The bindings of one op family each, in csrc/pybind/cuda/<family>.cc, called by register_cuda.
+void register_cuda_conv(py::module_& m);
+void register_cuda_lstm(py::module_& m);
+
+}  // namespace pyb
+}  // namespace fusedbnn

@@ -1,0 +1,49 @@
+// GPU kernels of FusedBnn>Lstm and FusedBnn>LstmGrad.
+#include "core/lstm_cuda.h"
+#include "tf/gpu/gpu_common.h"
+#include "tf/lstm_kernel.h"
+
+namespace fusedbnn {
+namespace tf {
+namespace {
+
+class LstmGpuOp : public tfl::OpKernel {
+ public:
+  using OpKernel::OpKernel;
+  void Compute(tfl::OpKernelContext* ctx) override {
+    LstmParams p;
+    OP_REQUIRES_OK(ctx, read_lstm_params(ctx, 0, &p));
+    LstmOutputs out;
+    OP_REQUIRES_OK(ctx, allocate_lstm_outputs(ctx, p, &out));
+    tfl::Tensor scratch;
+    void* scratch_data;
+    OP_REQUIRES_OK(ctx, allocate_scratch(ctx, cuda::lstm_forward_scratch_bytes(p), &scratch, &scratch_data));
+    OP_REQUIRES_OK(ctx, launch_status(cuda::lstm_forward(p, out.saved, scratch_data, out.h_seq, out.h_last,
+                                                         out.c_last, gpu_stream(ctx))));
+  }
+};
+
+class LstmGradGpuOp : public tfl::OpKernel {
+ public:
+  using OpKernel::OpKernel;
+  void Compute(tfl::OpKernelContext* ctx) override {
+    LstmParams p;
+    OP_REQUIRES_OK(ctx, read_lstm_params(ctx, kGradPrefix, &p));
+    tfl::Tensor dz;
+    LstmGradArgs args;
+    OP_REQUIRES_OK(ctx, prepare_lstm_grad(ctx, p, &dz, &args));
+    tfl::Tensor scratch;
+    void* scratch_data;
+    OP_REQUIRES_OK(ctx, allocate_scratch(ctx, cuda::lstm_backward_scratch_bytes(p), &scratch, &scratch_data));
+    OP_REQUIRES_OK(ctx, launch_status(cuda::lstm_backward(p, args.fwd, args.dh_seq, args.dh_last, args.dc_last,
+                                                          args.dz, scratch_data, args.grads, gpu_stream(ctx))));
+  }
+};
+
+}  // namespace
+
+FUSEDBNN_REGISTER_GPU("FusedBnn>Lstm", LstmGpuOp, .HostMemory("w_seed").HostMemory("b_seed"));
+FUSEDBNN_REGISTER_GPU("FusedBnn>LstmGrad", LstmGradGpuOp, .HostMemory("w_seed").HostMemory("b_seed"));
+
+}  // namespace tf
+}  // namespace fusedbnn
