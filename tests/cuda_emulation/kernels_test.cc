@@ -337,6 +337,8 @@ void conv_cases() {
   for (int offset : {0, 1}) {
     for (const ConvCase& c : cases) conv_case(c, offset);
   }
+}
+
 // The LSTM forward and BPTT in double from the host noise; the backward starts from the kernel's
 // own saved gates and cells, as the op does. dz runs in the gates' buffer when alias_dz.
 void lstm_case(int64_t B, int64_t T, int64_t E, int64_t H, bool zero_state, bool alias_dz, int offset) {

@@ -205,6 +205,8 @@ def conv2d_grad(dy, x, w_mu, w_rho, w_seed, b_mu=None, b_rho=None, b_seed=(0, 0)
                             dx=_ptr(dx), dw_mu=_ptr(dw_mu), dw_rho=_ptr(dw_rho), db_mu=_ptr(db_mu),
                             db_rho=_ptr(db_rho), stream=_stream(), **geometry)
     return dx, dw_mu, dw_rho, db_mu, db_rho
+
+
 def lstm(x, w_mu, w_rho, w_seed, b_mu, b_rho, b_seed, h0=None, c0=None):
     """(h_seq, h_last, c_last, w, gates, cells) for x [B, T, E], W [E + H, 4H]; zero state if None."""
     _floats(x, w_mu, w_rho, b_mu, b_rho, h0, c0)
