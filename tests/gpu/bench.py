@@ -91,7 +91,7 @@ def embedding_sides(num, dim, ids_shape, backward):
     def fused():
         torch_ops.embedding(ids, mud, rhod, (1, 2))
         if backward:
-            torch_ops.embedding_grad(ids, dy, rhod, (1, 2))
+            torch_ops.embedding_grad(ids, dy, mud, rhod, (1, 2))
 
     def unfused():
         clear_grads(mu, rho)

@@ -1,0 +1,40 @@
+// Helpers shared by the files of fusedbnn._core.cuda (csrc/pybind/cuda/*.cc): device pointers and
+// streams passed from Python as integers, CUDA errors as exceptions, and each op family's
+// registration function (called from cuda.cc's register_cuda).
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+#include <initializer_list>
+#include <stdexcept>
+#include <string>
+
+#include "pybind/common.h"
+
+namespace fusedbnn {
+namespace pyb {
+
+using Ptr = uintptr_t;
+
+template <class T = float>
+T* device(Ptr p) {
+  return reinterpret_cast<T*>(p);
+}
+
+inline cudaStream_t as_stream(Ptr s) { return reinterpret_cast<cudaStream_t>(s); }
+
+inline void check(cudaError_t status) {
+  if (status != cudaSuccess) throw std::runtime_error(std::string("CUDA error: ") + cudaGetErrorString(status));
+}
+
+inline void require_sizes(std::initializer_list<int64_t> sizes) {
+  for (int64_t s : sizes) {
+    if (s < 0) throw std::invalid_argument("sizes must be >= 0");
+  }
+}
+
+void register_cuda_embedding(py::module_& m);  // embedding.cc
+
+}  // namespace pyb
+}  // namespace fusedbnn
