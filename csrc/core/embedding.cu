@@ -46,7 +46,8 @@ __device__ __forceinline__ void for_row_runs(int64_t dim, bool aligned, Fn fn) {
   }
 }
 
-// A run of `width` elements; the elements past it read as zero and are never written.
+// A run of `width` elements; the elements past it read as zero and are never written. The arrays
+// are indexed by constants only (unrolled loops), so they stay in registers.
 __device__ __forceinline__ void load_run(const float* src, int width, bool vector, float v[4]) {
   if (vector) {
     load4(src, v);
@@ -61,7 +62,10 @@ __device__ __forceinline__ void store_run(float* dst, int width, bool vector, co
     store4(dst, v);
     return;
   }
-  for (int j = 0; j < width; ++j) dst[j] = v[j];
+#pragma unroll
+  for (int j = 0; j < 4; ++j) {
+    if (j < width) dst[j] = v[j];
+  }
 }
 
 // rho and eps of the run at flat table index `flat`.
@@ -107,7 +111,10 @@ __global__ void __launch_bounds__(kThreads) rescaled_forward_kernel(EmbeddingPar
     for_row_runs(p.dim, aligned, [&](int64_t col, int width, bool vector) {
       float w[4] = {0, 0, 0, 0}, rho[4], e[4];
       if (row >= 0) sample_run(p, row * p.dim + col, width, vector, w, rho, e);
-      for (int j = 0; j < width; ++j) terms[0] += norm_term(w[j], p.norm_type);
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        if (j < width) terms[0] += norm_term(w[j], p.norm_type);
+      }
       store_run(dst + col, width, vector, w);
     });
     if (row < 0) continue;  // row is the block's, so the whole block skips block_sum together
@@ -155,7 +162,9 @@ __global__ void __launch_bounds__(kThreads) backward_kernel(EmbeddingParams p, E
         float w[4], rho[4], e[4];
         if (rescale) {
           sample_run(p, row * p.dim + col, width, vector, w, rho, e);
-          for (int j = 0; j < width; ++j) {
+#pragma unroll
+          for (int j = 0; j < 4; ++j) {
+            if (j >= width) continue;
             sums[0] += norm_term(w[j], p.norm_type);
             sums[1] += static_cast<double>(g[j]) * w[j];
           }
