@@ -151,11 +151,13 @@ __global__ void __launch_bounds__(kThreads) backward_kernel(EmbeddingParams p, E
     for_row_runs(p.dim, aligned, [&](int64_t col, int width, bool vector) {
       float g[4] = {0, 0, 0, 0}, drho[4] = {0, 0, 0, 0};
       if (valid) {
+        // Unrolled so that several rows of dy are in flight at once (a row looked up many times
+        // costs one pass over its positions, in order).
+#pragma unroll 4
         for (int64_t i = first; i < last; ++i) {
           const int64_t n = r.positions[i];
-          if (n < 0 || n >= p.count) continue;
-          float d[4];
-          load_run(dy + n * p.dim + col, width, vector, d);
+          float d[4] = {0, 0, 0, 0};
+          if (n >= 0 && n < p.count) load_run(dy + n * p.dim + col, width, vector, d);
 #pragma unroll
           for (int j = 0; j < 4; ++j) g[j] += d[j];
         }
