@@ -37,10 +37,11 @@ __device__ __forceinline__ void for_runs(const EmbeddingParams& p, bool aligned,
   }
 }
 
-// Calls fn(col, width, vector) for the runs of a row that this thread of a row's block owns.
+// Calls fn(col, width, vector) for the runs of a row that thread `lane` of `lanes` owns: run
+// `lane`, then every lanes-th run after it.
 template <class Fn>
-__device__ __forceinline__ void for_row_runs(int64_t dim, bool aligned, Fn fn) {
-  for (int64_t col = 4 * int64_t{threadIdx.x}; col < dim; col += 4 * int64_t{blockDim.x}) {
+__device__ __forceinline__ void for_row_runs(int64_t dim, bool aligned, int lane, int lanes, Fn fn) {
+  for (int64_t col = 4 * int64_t{lane}; col < dim; col += 4 * int64_t{lanes}) {
     const int width = run_width(dim, col);
     fn(col, width, aligned && width == 4);
   }
@@ -108,7 +109,7 @@ __global__ void __launch_bounds__(kThreads) rescaled_forward_kernel(EmbeddingPar
     const int64_t row = row_of(p, n, bad_id);
     float* dst = out + n * p.dim;
     double terms[1] = {0.0};
-    for_row_runs(p.dim, aligned, [&](int64_t col, int width, bool vector) {
+    for_row_runs(p.dim, aligned, threadIdx.x, blockDim.x, [&](int64_t col, int width, bool vector) {
       float w[4] = {0, 0, 0, 0}, rho[4], e[4];
       if (row >= 0) sample_run(p, row * p.dim + col, width, vector, w, rho, e);
 #pragma unroll
@@ -122,7 +123,7 @@ __global__ void __launch_bounds__(kThreads) rescaled_forward_kernel(EmbeddingPar
     const double norm = norm_from_terms(terms[0], p.norm_type);
     if (norm <= p.max_norm) continue;
     const float scale = static_cast<float>(p.max_norm / norm);
-    for_row_runs(p.dim, aligned, [&](int64_t col, int width, bool vector) {
+    for_row_runs(p.dim, aligned, threadIdx.x, blockDim.x, [&](int64_t col, int width, bool vector) {
       float w[4];
       load_run(dst + col, width, vector, w);
 #pragma unroll
@@ -134,12 +135,33 @@ __global__ void __launch_bounds__(kThreads) rescaled_forward_kernel(EmbeddingPar
 
 __device__ __forceinline__ int64_t clamp_index(int64_t v, int64_t lo, int64_t hi) { return v < lo ? lo : v > hi ? hi : v; }
 
-// A block per gradient row u: the rows of dy at u's positions summed, in order, into dw_mu[u];
-// without max_norm dw_rho follows at once. With max_norm a second pass turns the sum g into the
+// Adds the rows of dy at positions[i], i = begin, begin + step, ... < end, to the run g at col.
+// Unrolled so that several rows of dy are in flight at once.
+__device__ __forceinline__ void sum_positions(const EmbeddingParams& p, const EmbeddingGradRows& r, int64_t begin,
+                                              int64_t end, int step, const float* dy, int64_t col, int width,
+                                              bool vector, float g[4]) {
+#pragma unroll 4
+  for (int64_t i = begin; i < end; i += step) {
+    const int64_t n = r.positions[i];
+    float d[4] = {0, 0, 0, 0};
+    if (n >= 0 && n < p.count) load_run(dy + n * p.dim + col, width, vector, d);
+#pragma unroll
+    for (int j = 0; j < 4; ++j) g[j] += d[j];
+  }
+}
+
+// A block per gradient row u, as blockDim.x / lanes slices of `lanes` threads. The rows of dy at
+// u's positions are summed into dw_mu[u]: with one slice by each thread in position order; with
+// several (only when every run has its own lane, for rows of many positions) slice s sums
+// positions s, s + slices, ... and slice 0 adds the slices' sums in slice order. Slice 0 goes on:
+// without max_norm dw_rho follows at once; with it a second pass turns the sum g into the
 // gradient through the rescale (it needs |e|_p and g . e of the whole row) and writes dw_rho.
-__global__ void __launch_bounds__(kThreads) backward_kernel(EmbeddingParams p, EmbeddingGradRows r, bool aligned,
-                                                            const float* dy, float* dw_mu, float* dw_rho) {
+__global__ void __launch_bounds__(kThreads) backward_kernel(EmbeddingParams p, EmbeddingGradRows r, int lanes,
+                                                            bool aligned, const float* dy, float* dw_mu,
+                                                            float* dw_rho) {
+  __shared__ float slice_sums[kThreads][4];
   const bool rescale = p.max_norm > 0.0f;
+  const int lane = threadIdx.x % lanes, slice = threadIdx.x / lanes, slices = blockDim.x / lanes;
   for (int64_t u = blockIdx.x; u < r.unique; u += gridDim.x) {
     const int64_t row = r.rows[u];
     const bool valid = row >= 0 && row < p.num_embeddings && row != p.padding_idx;
@@ -147,42 +169,55 @@ __global__ void __launch_bounds__(kThreads) backward_kernel(EmbeddingParams p, E
     const int64_t last = clamp_index(r.starts[u + 1], first, r.positions_size);
     float* dmu_row = dw_mu + u * p.dim;
     float* drho_row = dw_rho + u * p.dim;
-    double sums[2] = {0.0, 0.0};  // the norm terms of the sampled row e, and g . e
-    for_row_runs(p.dim, aligned, [&](int64_t col, int width, bool vector) {
-      float g[4] = {0, 0, 0, 0}, drho[4] = {0, 0, 0, 0};
-      if (valid) {
-        // Unrolled so that several rows of dy are in flight at once (a row looked up many times
-        // costs one pass over its positions, in order).
-#pragma unroll 4
-        for (int64_t i = first; i < last; ++i) {
-          const int64_t n = r.positions[i];
-          float d[4] = {0, 0, 0, 0};
-          if (n >= 0 && n < p.count) load_run(dy + n * p.dim + col, width, vector, d);
-#pragma unroll
-          for (int j = 0; j < 4; ++j) g[j] += d[j];
-        }
-        float w[4], rho[4], e[4];
-        if (rescale) {
-          sample_run(p, row * p.dim + col, width, vector, w, rho, e);
-#pragma unroll
-          for (int j = 0; j < 4; ++j) {
-            if (j >= width) continue;
-            sums[0] += norm_term(w[j], p.norm_type);
-            sums[1] += static_cast<double>(g[j]) * w[j];
-          }
-        } else {
-          load_rho_eps(p, row * p.dim + col, width, vector, rho, e);
-          rho_grad(g, rho, e, drho);
-        }
+    if (slices > 1) {  // the same for the whole block, as are `valid` and `rescale`
+      float part[4] = {0, 0, 0, 0};
+      const int64_t col = 4 * int64_t{lane};
+      if (valid && col < p.dim) {
+        const int width = run_width(p.dim, col);
+        sum_positions(p, r, first + slice, last, slices, dy, col, width, aligned && width == 4, part);
       }
-      store_run(dmu_row + col, width, vector, g);
-      if (!rescale || !valid) store_run(drho_row + col, width, vector, drho);
-    });
-    if (!rescale || !valid) continue;  // the same for the whole block
+#pragma unroll
+      for (int j = 0; j < 4; ++j) slice_sums[threadIdx.x][j] = part[j];
+      __syncthreads();
+    }
+    double sums[2] = {0.0, 0.0};  // the norm terms of the sampled row e, and g . e
+    if (slice == 0) {
+      for_row_runs(p.dim, aligned, lane, lanes, [&](int64_t col, int width, bool vector) {
+        float g[4] = {0, 0, 0, 0}, drho[4] = {0, 0, 0, 0};
+        if (valid) {
+          if (slices == 1) {
+            sum_positions(p, r, first, last, 1, dy, col, width, vector, g);
+          } else {
+            for (int k = 0; k < slices; ++k) {
+#pragma unroll
+              for (int j = 0; j < 4; ++j) g[j] += slice_sums[k * lanes + lane][j];
+            }
+          }
+          float w[4], rho[4], e[4];
+          if (rescale) {
+            sample_run(p, row * p.dim + col, width, vector, w, rho, e);
+#pragma unroll
+            for (int j = 0; j < 4; ++j) {
+              if (j >= width) continue;
+              sums[0] += norm_term(w[j], p.norm_type);
+              sums[1] += static_cast<double>(g[j]) * w[j];
+            }
+          } else {
+            load_rho_eps(p, row * p.dim + col, width, vector, rho, e);
+            rho_grad(g, rho, e, drho);
+          }
+        }
+        store_run(dmu_row + col, width, vector, g);
+        if (!rescale || !valid) store_run(drho_row + col, width, vector, drho);
+      });
+    }
+    if (slices > 1) __syncthreads();  // slice_sums read before the next row writes them
+    if (!rescale || !valid) continue;
     block_sum<2>(sums);
+    if (slice != 0) continue;
     const double norm = norm_from_terms(sums[0], p.norm_type);
     const double scale = p.max_norm / norm, pull = scale * sums[1] / norm;
-    for_row_runs(p.dim, aligned, [&](int64_t col, int width, bool vector) {
+    for_row_runs(p.dim, aligned, lane, lanes, [&](int64_t col, int width, bool vector) {
       float g[4], w[4], rho[4], e[4], drho[4];
       load_run(dmu_row + col, width, vector, g);
       if (norm > p.max_norm) {
@@ -224,6 +259,16 @@ int row_grid(int64_t rows, int threads) {
   return static_cast<int>(std::max<int64_t>(1, std::min(rows, resident)));
 }
 
+// Slices of the backward kernel's blocks: one, or when every run has its own lane, enough that a
+// slice sums about kPositionsPerSlice positions of the row with the most (up to kThreads threads).
+int backward_slices(const EmbeddingParams& p, const EmbeddingGradRows& r, int lanes) {
+  constexpr int64_t kPositionsPerSlice = 16;
+  int slices = 1;
+  if ((p.dim + 3) / 4 > lanes) return slices;
+  while (lanes * slices * 2 <= kThreads && kPositionsPerSlice * slices < r.max_positions) slices *= 2;
+  return slices;
+}
+
 }  // namespace
 
 cudaError_t embedding_forward(const EmbeddingParams& p, float* out, int* bad_id, cudaStream_t stream) {
@@ -242,8 +287,9 @@ cudaError_t embedding_backward(const EmbeddingParams& p, const EmbeddingGradRows
                                float* dw_mu, float* dw_rho, cudaStream_t stream) {
   if (rows.unique == 0 || p.dim == 0) return cudaSuccess;
   const bool aligned = aligned_rows(p, {p.w_mu, p.w_rho, dy, dw_mu, dw_rho});
-  const int threads = row_threads(p.dim);
-  backward_kernel<<<row_grid(rows.unique, threads), threads, 0, stream>>>(p, rows, aligned, dy, dw_mu, dw_rho);
+  const int lanes = row_threads(p.dim), threads = lanes * backward_slices(p, rows, lanes);
+  backward_kernel<<<row_grid(rows.unique, threads), threads, 0, stream>>>(p, rows, lanes, aligned, dy, dw_mu,
+                                                                          dw_rho);
   return cudaGetLastError();
 }
 

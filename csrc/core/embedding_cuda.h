@@ -40,12 +40,13 @@ struct EmbeddingGradRows {
   const int64_t* positions;  // [positions_size]: indices into ids (and rows of dy), grouped by row
   int64_t positions_size;
   const int64_t* starts;     // [unique + 1]: row u owns positions[starts[u] : starts[u + 1]]
+  int64_t max_positions;     // the most positions of any row: sizes the blocks (speed only, any value is correct)
 };
 
 // dw_mu and dw_rho [unique, dim]: row u is the gradient of W[rows[u]], the rows of dy at its
-// positions summed in the order listed (deterministic; no atomics), through the max_norm rescale,
-// and dw_rho = dw_mu * eps * sigmoid(rho). p.ids is not read. Cost per row grows with its number of
-// positions (one pass over them, in order, per block).
+// positions summed (deterministic, no atomics: in the order listed, or when rows repeat many times
+// in up to 8 interleaved slices added in a fixed order), through the max_norm rescale, and dw_rho =
+// dw_mu * eps * sigmoid(rho). p.ids is not read. A row's cost grows with its number of positions.
 cudaError_t embedding_backward(const EmbeddingParams& p, const EmbeddingGradRows& rows, const float* dy,
                                float* dw_mu, float* dw_rho, cudaStream_t stream);
 

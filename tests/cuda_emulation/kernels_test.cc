@@ -158,8 +158,10 @@ enum class MaxNorm { kOff, kSplit, kAllAbove, kAllBelow };
 struct GradRows {
   std::vector<int64_t> rows, positions, starts;
   cuda::EmbeddingGradRows device_view() const {
+    int64_t most = 0;
+    for (size_t u = 0; u < rows.size(); ++u) most = std::max(most, starts[u + 1] - starts[u]);
     return {rows.data(), static_cast<int64_t>(rows.size()), positions.data(), static_cast<int64_t>(positions.size()),
-            starts.data()};
+            starts.data(), most};
   }
 };
 
@@ -287,9 +289,11 @@ void embedding_case(int64_t num, int64_t dim, int64_t count, int64_t highest, in
 
 void embedding_cases() {
   // (num, dim, count, highest id drawn, padding_idx): one element; odd dims; repeated rows (small
-  // id ranges); a row of more runs than one block has threads (dim 1100); no ids; dim 1.
-  const int64_t shapes[][5] = {{1, 1, 1, 1, -1},   {10, 3, 20, 10, 4},     {50, 8, 21, 4, -1}, {300, 130, 17, 300, 5},
-                               {64, 7, 0, 64, -1}, {20, 1100, 6, 20, 3}, {40, 1, 30, 5, 2}};
+  // id ranges); a row of more runs than one block has threads (dim 1100); no ids; dim 1; rows
+  // repeated so often that the backward kernel splits their positions into slices (8, 4, 4).
+  const int64_t shapes[][5] = {{1, 1, 1, 1, -1},     {10, 3, 20, 10, 4},   {50, 8, 21, 4, -1}, {300, 130, 17, 300, 5},
+                               {64, 7, 0, 64, -1},   {20, 1100, 6, 20, 3}, {40, 1, 30, 5, 2},  {30, 37, 300, 3, 1},
+                               {10, 130, 150, 2, -1}, {12, 64, 200, 4, -1}};
   for (const auto& s : shapes) {
     for (int offset : {0, 1}) {
       for (bool int64_ids : {false, true}) {
@@ -319,7 +323,7 @@ void embedding_bad_rows_case(float max_norm) {
   const std::vector<int64_t> rows = {-1, num, padding_idx, 1, 4}, positions = {0, 1, 2, -1, 4, 3},
                              starts = {0, 1, 2, 3, 5, 4};
   const cuda::EmbeddingGradRows view{rows.data(), 5, positions.data(), static_cast<int64_t>(positions.size()),
-                                     starts.data()};
+                                     starts.data(), 2};
   auto dmu = poisoned(5 * dim), drho = poisoned(5 * dim);
   cuda::embedding_backward(p, view, dy.data(), dmu.data(), drho.data(), nullptr);
   const std::vector<double> zeros(5 * dim, 0.0);

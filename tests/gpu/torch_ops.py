@@ -163,9 +163,10 @@ def embedding(ids, w_mu, w_rho, seed, padding_idx=None, max_norm=None, norm_type
 
 
 def embedding_grad_rows(ids, num, padding_idx=None):
-    """(rows, positions, starts) as the TensorFlow GPU kernel lists them on the host: the distinct
-    ids in [0, num) other than padding_idx, ascending; the flat positions of each, in order; row u
-    owns positions[starts[u]:starts[u + 1]]. int64 CUDA tensors."""
+    """(rows, positions, starts, max_positions) as the TensorFlow GPU kernel lists them on the host:
+    the distinct ids in [0, num) other than padding_idx, ascending; the flat positions of each, in
+    order; row u owns positions[starts[u]:starts[u + 1]] (int64 CUDA tensors); the most positions
+    of a row."""
     flat = ids.reshape(-1).long()
     keep = (flat >= 0) & (flat < num)
     if padding_idx is not None:
@@ -174,7 +175,7 @@ def embedding_grad_rows(ids, num, padding_idx=None):
     positions = positions[torch.sort(flat[positions], stable=True).indices]
     rows, counts = torch.unique_consecutive(flat[positions], return_counts=True)
     starts = torch.cat([torch.zeros(1, dtype=torch.int64, device="cuda"), torch.cumsum(counts, 0)])
-    return rows.contiguous(), positions.contiguous(), starts.contiguous()
+    return rows.contiguous(), positions.contiguous(), starts.contiguous(), int(counts.max()) if len(counts) else 0
 
 
 def embedding_grad(ids, dy, w_mu, w_rho, seed, padding_idx=None, max_norm=None, norm_type=2.0):
@@ -182,10 +183,10 @@ def embedding_grad(ids, dy, w_mu, w_rho, seed, padding_idx=None, max_norm=None, 
     gradients of the table rows `rows` (embedding_grad_rows)."""
     _floats(dy, w_mu, w_rho)
     num, dim = w_rho.shape
-    rows, positions, starts = embedding_grad_rows(ids, num, padding_idx)
+    rows, positions, starts, max_positions = embedding_grad_rows(ids, num, padding_idx)
     dw_mu, dw_rho = _alloc((rows.numel(), dim)), _alloc((rows.numel(), dim))
     core.cuda.embedding_backward(_ptr(rows), rows.numel(), _ptr(positions), positions.numel(), _ptr(starts),
-                                 ids.numel(), num, dim, _ptr(w_mu), _ptr(w_rho), tuple(seed),
+                                 max_positions, ids.numel(), num, dim, _ptr(w_mu), _ptr(w_rho), tuple(seed),
                                  *_embedding_options(padding_idx, max_norm, norm_type), _ptr(dy), _ptr(dw_mu),
                                  _ptr(dw_rho), _stream())
     return rows, dw_mu, dw_rho

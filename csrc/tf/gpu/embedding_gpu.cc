@@ -4,6 +4,7 @@
 // EmbeddingGrad lists its gradient rows there (its outputs' size, the number of distinct ids, must
 // be known on the host to allocate them). The checked ids, or the gradient rows, then go to the
 // device through pinned staging memory on the op's stream; nothing waits for the device.
+#include <algorithm>
 #include <cstring>
 #include <vector>
 
@@ -72,7 +73,10 @@ class EmbeddingGradGpuOp : public EmbeddingBase {
     OP_REQUIRES_OK(ctx, copy_to_device(ctx, staging,
                                        {{host, device_rows, sizeof(int64_t) * unique},
                                         {host + unique, device_plan, sizeof(int64_t) * (positions + unique + 1)}}));
-    const cuda::EmbeddingGradRows grad_rows{device_rows, unique, device_plan, positions, device_plan + positions};
+    int64_t max_positions = 0;
+    for (int64_t u = 0; u < unique; ++u) max_positions = std::max(max_positions, rows.starts[u + 1] - rows.starts[u]);
+    const cuda::EmbeddingGradRows grad_rows{device_rows, unique, device_plan, positions, device_plan + positions,
+                                            max_positions};
     OP_REQUIRES_OK(ctx, launch_status(cuda::embedding_backward(device_params(p, nullptr), grad_rows, dy,
                                                                dw_mu->flat<float>().data(),
                                                                dw_rho->flat<float>().data(), gpu_stream(ctx))));
