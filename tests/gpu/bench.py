@@ -83,7 +83,7 @@ def linear_sides(rows, n_in, n_out, backward):
 
 def embedding_sides(num, dim, ids_shape, backward, zipf=False, max_norm=None):
     """zipf: ids drawn with probability 1 / (id + 1), so that a few rows repeat many times (the
-    backward kernel sums a row's positions in one pass: its cost grows with the largest count).
+    backward kernel's cost per row grows with the row's count: this measures the hot rows).
     max_norm: the other sides rescale explicitly, e * max_norm / max(|e|, max_norm) (the fused op's
     semantics; F.embedding's max_norm renormalises the table in place instead)."""
     if zipf:
