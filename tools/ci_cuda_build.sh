@@ -58,7 +58,7 @@ from tensorflow.python.framework import kernels
 with_tf, without_tf = sys.argv[1:]
 tf.load_op_library(f"{with_tf}/_fusedbnn_ops.so")
 ops = ["SampleGaussian", "SampleGaussianGrad", "GaussianKl", "GaussianKlGrad", "Linear", "LinearGrad", "Conv2D",
-       "Conv2DGrad", "Lstm", "LstmGrad"]
+       "Conv2DGrad", "Embedding", "EmbeddingGrad", "Lstm", "LstmGrad"]
 for op in ops:
     devices = {k.device_type for k in kernels.get_registered_kernels_for_op(f"FusedBnn>{op}").kernel}
     if devices != {"CPU", "GPU"}:

@@ -1,5 +1,5 @@
 // Device helpers shared by the CUDA kernels (.cu files only): noise for runs of four consecutive
-// flat elements, 16-byte accesses, and grid sizing.
+// flat elements, 16-byte accesses, block sums, and grid sizing.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -46,6 +46,28 @@ __device__ __forceinline__ void store4(float* p, const float v[4]) {
 // w from its parameters and noise; fmaf spelled out since the kernels build with --fmad=false.
 __device__ __forceinline__ float sample_one(float mu, float rho, float eps) {
   return fmaf(stable_softplus(rho), eps, mu);
+}
+
+// Replaces each v[k] by its sum over the threads of the block (a fixed-order tree: the same bits
+// every run). blockDim.x must be a power of two <= kThreads, and every thread of the block must
+// call it (it holds barriers).
+template <int N>
+__device__ __forceinline__ void block_sum(double (&v)[N]) {
+  __shared__ double partial[N][kThreads];
+  const unsigned t = threadIdx.x;
+#pragma unroll
+  for (int k = 0; k < N; ++k) partial[k][t] = v[k];
+  __syncthreads();
+  for (unsigned half = blockDim.x / 2; half > 0; half /= 2) {
+    if (t < half) {
+#pragma unroll
+      for (int k = 0; k < N; ++k) partial[k][t] += partial[k][t + half];
+    }
+    __syncthreads();
+  }
+#pragma unroll
+  for (int k = 0; k < N; ++k) v[k] = partial[k][0];
+  __syncthreads();  // every thread has read the sums before a next call overwrites them
 }
 
 // Blocks for a grid-stride loop over `items`: enough to fill every multiprocessor a few times

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "embedding_norm.h"
 #include "gaussian.h"
 
 namespace fusedbnn {
@@ -13,17 +14,9 @@ constexpr int64_t kCyclesPerElement = 40;
 
 // |e|_p in double.
 double row_norm(const float* e, int64_t dim, double p) {
-  double total = 0.0;
-  if (p == 2.0) {
-    for (int64_t c = 0; c < dim; ++c) total += static_cast<double>(e[c]) * e[c];
-    return std::sqrt(total);
-  }
-  if (p == 1.0) {
-    for (int64_t c = 0; c < dim; ++c) total += std::fabs(static_cast<double>(e[c]));
-    return total;
-  }
-  for (int64_t c = 0; c < dim; ++c) total += std::pow(std::fabs(static_cast<double>(e[c])), p);
-  return std::pow(total, 1.0 / p);
+  double terms = 0.0;
+  for (int64_t c = 0; c < dim; ++c) terms += norm_term(e[c], p);
+  return norm_from_terms(terms, p);
 }
 
 bool rescales(const EmbeddingParams& p) { return p.max_norm > 0.0f; }
@@ -32,29 +25,17 @@ void sample_row(const GaussianKernels& k, const EmbeddingParams& p, int64_t row,
   k.sample(p.stream, row * p.dim, (row + 1) * p.dim, p.w_mu + row * p.dim, p.w_rho + row * p.dim, out);
 }
 
-// de += d(e * s(e)) / de applied to g, s = max_norm / max(|e|_p, max_norm):
-// with n = |e|_p > max_norm, de_j = s g_j - s (g . e) / n * dn/de_j, dn/de_j = sign(e_j) |e_j|^(p-1) / n^(p-1).
+// de += d(e * s(e)) / de applied to g, s = max_norm / max(|e|_p, max_norm) (embedding_norm.h).
 void accumulate_rescale_grad(const EmbeddingParams& p, const float* e, double norm, const float* g, float* de) {
   if (norm <= p.max_norm) {
     for (int64_t c = 0; c < p.dim; ++c) de[c] += g[c];
     return;
   }
-  const double s = p.max_norm / norm;
+  const double scale = p.max_norm / norm;
   double g_dot_e = 0.0;
   for (int64_t c = 0; c < p.dim; ++c) g_dot_e += static_cast<double>(g[c]) * e[c];
-  const double pull = s * g_dot_e / norm;
-  const double q = p.norm_type;
-  for (int64_t c = 0; c < p.dim; ++c) {
-    double dn;
-    if (q == 2.0) {
-      dn = e[c] / norm;
-    } else if (q == 1.0) {
-      dn = (e[c] > 0.0f) - (e[c] < 0.0f);
-    } else {
-      dn = std::copysign(std::pow(std::fabs(static_cast<double>(e[c])) / norm, q - 1.0), e[c]);
-    }
-    de[c] += static_cast<float>(s * g[c] - pull * dn);
-  }
+  const double pull = scale * g_dot_e / norm;
+  for (int64_t c = 0; c < p.dim; ++c) de[c] += rescaled_grad(g[c], e[c], scale, pull, norm, p.norm_type);
 }
 
 }  // namespace

@@ -1,5 +1,7 @@
 // Bayesian embedding lookup on NVIDIA GPUs: out[n] = W[ids[n]] with W = mu + softplus(rho) * eps,
-// only the looked-up rows sampled. Device pointers; functions only enqueue work on `stream`.
+// only the looked-up rows sampled, with the semantics of the CPU kernel (embedding.h): zero rows at
+// padding_idx, and with max_norm > 0 each output row e scaled by max_norm / max(|e|_p, max_norm),
+// p = norm_type, its gradient included. Device pointers; functions only enqueue work on `stream`.
 #pragma once
 
 #include <cuda_runtime_api.h>
@@ -20,17 +22,33 @@ struct EmbeddingParams {
   const float* w_rho;
   NoiseStream w_stream;
   int64_t padding_idx;  // rows at this id are zero and get no gradient; -1 for none
+  float max_norm;       // <= 0: no rescaling
+  float norm_type;      // p > 0 of the p-norm
 };
 
 // out [count, dim]. An id outside [0, num_embeddings) reads nothing, gets a zero row, and sets
 // *bad_id (a device int, when not null) to 1.
 cudaError_t embedding_forward(const EmbeddingParams& p, float* out, int* bad_id, cudaStream_t stream);
 
-// dw_mu = sum of the rows of dy scattered to their ids (float atomics: the order of additions to a
-// row looked up several times varies between runs), dw_rho = dw_mu * eps * sigmoid(rho) on those
-// rows, zero elsewhere. Out-of-range ids are skipped.
-cudaError_t embedding_backward(const EmbeddingParams& p, const float* dy, float* dw_mu, float* dw_rho,
-                               cudaStream_t stream);
+// The rows the backward pass writes, as the CPU's embedding_rows makes them (on the host, then
+// copied): the distinct looked-up ids other than padding_idx and the positions of each. Device
+// pointers. Entries that name no valid row or position (out of range, padding_idx, or starts not
+// ascending) read nothing and contribute nothing.
+struct EmbeddingGradRows {
+  const int64_t* rows;       // [unique]
+  int64_t unique;
+  const int64_t* positions;  // [positions_size]: indices into ids (and rows of dy), grouped by row
+  int64_t positions_size;
+  const int64_t* starts;     // [unique + 1]: row u owns positions[starts[u] : starts[u + 1]]
+  int64_t max_positions;     // the most positions of any row: sizes the blocks (speed only, any value is correct)
+};
+
+// dw_mu and dw_rho [unique, dim]: row u is the gradient of W[rows[u]], the rows of dy at its
+// positions summed (deterministic, no atomics: in the order listed, or when rows repeat many times
+// in up to 8 interleaved slices added in a fixed order), through the max_norm rescale, and dw_rho =
+// dw_mu * eps * sigmoid(rho). p.ids is not read. A row's cost grows with its number of positions.
+cudaError_t embedding_backward(const EmbeddingParams& p, const EmbeddingGradRows& rows, const float* dy,
+                               float* dw_mu, float* dw_rho, cudaStream_t stream);
 
 }  // namespace cuda
 }  // namespace fusedbnn

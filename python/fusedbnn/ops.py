@@ -263,6 +263,10 @@ def embedding(ids, w_mu, w_rho, w_seed, padding_idx=None, max_norm=None, norm_ty
     get no gradient). With ``max_norm``, each output row e is scaled by
     ``max_norm / max(norm(e, norm_type), max_norm)``, gradient included. The gradients for
     ``w_mu`` and ``w_rho`` are ``tf.IndexedSlices`` over the distinct looked-up rows.
+
+    On a GPU the ops read ``ids`` from host memory and check them there, so an out-of-range id
+    raises the same InvalidArgumentError as on the CPU (never a silent zero row); ids computed on
+    the GPU are copied to the host first, as for any host-memory input.
     """
     ids = tf.convert_to_tensor(ids)
     if ids.dtype not in (tf.int32, tf.int64):

@@ -81,28 +81,41 @@ def linear_sides(rows, n_in, n_out, backward):
     return {"fused": fused, "unfused": unfused, "deterministic": deterministic}
 
 
-def embedding_sides(num, dim, ids_shape, backward):
-    ids = torch.randint(0, num, ids_shape, device="cuda")
+def embedding_sides(num, dim, ids_shape, backward, zipf=False, max_norm=None):
+    """zipf: ids drawn with probability 1 / (id + 1), so that a few rows repeat many times (the
+    backward kernel's cost per row grows with the row's count: this measures the hot rows).
+    max_norm: the other sides rescale explicitly, e * max_norm / max(|e|, max_norm) (the fused op's
+    semantics; F.embedding's max_norm renormalises the table in place instead)."""
+    if zipf:
+        weights = 1.0 / torch.arange(1, num + 1, dtype=torch.float64, device="cuda")
+        ids = torch.multinomial(weights, ids_shape[0] * ids_shape[1], replacement=True).reshape(ids_shape)
+    else:
+        ids = torch.randint(0, num, ids_shape, device="cuda")
     dy = randn(*ids_shape, dim)
     mu, rho = randn(num, dim, scale=0.05, grad=backward), randn(num, dim, shift=-5.0, grad=backward)
     table = randn(num, dim, grad=backward)
     mud, rhod = mu.detach(), rho.detach()
 
     def fused():
-        torch_ops.embedding(ids, mud, rhod, (1, 2))
+        torch_ops.embedding(ids, mud, rhod, (1, 2), max_norm=max_norm)
         if backward:
-            torch_ops.embedding_grad(ids, dy, rhod, (1, 2))
+            torch_ops.embedding_grad(ids, dy, mud, rhod, (1, 2), max_norm=max_norm)
+
+    def lookup(w):
+        out = F.embedding(ids, w)
+        if max_norm is None:
+            return out
+        return out * (max_norm / torch.clamp(out.norm(dim=-1, keepdim=True), min=max_norm))
 
     def unfused():
         clear_grads(mu, rho)
-        w = mu + F.softplus(rho) * torch.randn_like(mu)
-        out = F.embedding(ids, w)
+        out = lookup(mu + F.softplus(rho) * torch.randn_like(mu))
         if backward:
             out.backward(dy)
 
     def deterministic():
         clear_grads(table)
-        out = F.embedding(ids, table)
+        out = lookup(table)
         if backward:
             out.backward(dy)
 
@@ -187,6 +200,12 @@ CASES = {
     "embedding 50000x128 32x64 fwd+bwd": (lambda: embedding_sides(50000, 128, (32, 64), True), 8 * 2048 * 128),
     "lstm B=64 T=128 256->512 fwd": (lambda: lstm_sides(64, 128, 256, 512, False), 8 * (768 * 2048 + 2048)),
     "lstm B=64 T=128 256->512 fwd+bwd": (lambda: lstm_sides(64, 128, 256, 512, True), 8 * (768 * 2048 + 2048)),
+    "embedding 50000x128 32x64 zipf fwd+bwd": (lambda: embedding_sides(50000, 128, (32, 64), True, zipf=True),
+                                               8 * 2048 * 128),
+    "embedding 50000x128 32x64 max_norm fwd": (
+        lambda: embedding_sides(50000, 128, (32, 64), False, max_norm=0.5), 8 * 2048 * 128),
+    "embedding 50000x128 32x64 max_norm fwd+bwd": (
+        lambda: embedding_sides(50000, 128, (32, 64), True, max_norm=0.5), 8 * 2048 * 128),
 }
 
 

@@ -146,26 +146,50 @@ def _ids_args(ids):
     return _ptr(ids), ids.dtype == torch.int64, ids.numel()
 
 
-def embedding(ids, w_mu, w_rho, seed, padding_idx=None):
+def _embedding_options(padding_idx, max_norm, norm_type):
+    return -1 if padding_idx is None else padding_idx, 0.0 if max_norm is None else max_norm, norm_type
+
+
+def embedding(ids, w_mu, w_rho, seed, padding_idx=None, max_norm=None, norm_type=2.0):
     """(out [*ids.shape, dim], bad_id): bad_id is a device int32, 1 if an id was out of range."""
     _floats(w_mu, w_rho)
     num, dim = w_mu.shape
     out = _alloc((*ids.shape, dim))
     bad_id = torch.zeros((), dtype=torch.int32, device="cuda")
     core.cuda.embedding_forward(*_ids_args(ids), num, dim, _ptr(w_mu), _ptr(w_rho), tuple(seed),
-                                -1 if padding_idx is None else padding_idx, _ptr(out), _ptr(bad_id), _stream())
+                                *_embedding_options(padding_idx, max_norm, norm_type), _ptr(out), _ptr(bad_id),
+                                _stream())
     return out, bad_id
 
 
-def embedding_grad(ids, dy, w_rho, seed, padding_idx=None):
-    """(dw_mu, dw_rho) for dy [*ids.shape, dim]."""
-    _floats(dy, w_rho)
+def embedding_grad_rows(ids, num, padding_idx=None):
+    """(rows, positions, starts, max_positions) as the TensorFlow GPU kernel lists them on the host:
+    the distinct ids in [0, num) other than padding_idx, ascending; the flat positions of each, in
+    order; row u owns positions[starts[u]:starts[u + 1]] (int64 CUDA tensors); the most positions
+    of a row."""
+    flat = ids.reshape(-1).long()
+    keep = (flat >= 0) & (flat < num)
+    if padding_idx is not None:
+        keep &= flat != padding_idx
+    positions = torch.nonzero(keep).reshape(-1)
+    positions = positions[torch.sort(flat[positions], stable=True).indices]
+    rows, counts = torch.unique_consecutive(flat[positions], return_counts=True)
+    starts = torch.cat([torch.zeros(1, dtype=torch.int64, device="cuda"), torch.cumsum(counts, 0)])
+    return rows.contiguous(), positions.contiguous(), starts.contiguous(), int(counts.max()) if len(counts) else 0
+
+
+def embedding_grad(ids, dy, w_mu, w_rho, seed, padding_idx=None, max_norm=None, norm_type=2.0):
+    """(rows, dw_mu, dw_rho) for dy [*ids.shape, dim]: dw_mu and dw_rho [len(rows), dim] are the
+    gradients of the table rows `rows` (embedding_grad_rows)."""
+    _floats(dy, w_mu, w_rho)
     num, dim = w_rho.shape
-    dw_mu, dw_rho = _alloc(w_rho.shape), _alloc(w_rho.shape)
-    core.cuda.embedding_backward(*_ids_args(ids), num, dim, _ptr(w_rho), tuple(seed),
-                                 -1 if padding_idx is None else padding_idx, _ptr(dy), _ptr(dw_mu), _ptr(dw_rho),
-                                 _stream())
-    return dw_mu, dw_rho
+    rows, positions, starts, max_positions = embedding_grad_rows(ids, num, padding_idx)
+    dw_mu, dw_rho = _alloc((rows.numel(), dim)), _alloc((rows.numel(), dim))
+    core.cuda.embedding_backward(_ptr(rows), rows.numel(), _ptr(positions), positions.numel(), _ptr(starts),
+                                 max_positions, ids.numel(), num, dim, _ptr(w_mu), _ptr(w_rho), tuple(seed),
+                                 *_embedding_options(padding_idx, max_norm, norm_type), _ptr(dy), _ptr(dw_mu),
+                                 _ptr(dw_rho), _stream())
+    return rows, dw_mu, dw_rho
 
 
 def _conv_geometry(x, w_mu, stride, padding, dilation, groups, data_format):

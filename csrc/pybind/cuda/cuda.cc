@@ -3,7 +3,6 @@
 // return at once; sizes are in elements. Built only with -DFUSEDBNN_CUDA=ON.
 #include <cuda_runtime_api.h>
 
-#include "core/embedding_cuda.h"
 #include "core/gaussian_cuda.h"
 #include "core/linear_cuda.h"
 #include "pybind/common.h"
@@ -19,13 +18,6 @@ LinearParams linear_params(Ptr x, int64_t rows, int64_t in, int64_t out, Ptr w_m
   return LinearParams{device<const float>(x), rows, in, out, device<const float>(w_mu), device<const float>(w_rho),
                       stream(w_seed), b_mu != 0, device<const float>(b_mu), device<const float>(b_rho),
                       stream(b_seed)};
-}
-
-cuda::EmbeddingParams embedding_params(Ptr ids, bool ids_int64, int64_t count, int64_t num_embeddings,
-                                       int64_t dim, Ptr w_mu, Ptr w_rho, const Seed& seed, int64_t padding_idx) {
-  require_sizes({count, num_embeddings, dim});
-  return cuda::EmbeddingParams{device<const void>(ids), ids_int64, count, num_embeddings, dim,
-                               device<const float>(w_mu), device<const float>(w_rho), stream(seed), padding_idx};
 }
 
 }  // namespace
@@ -88,24 +80,8 @@ void register_cuda(py::module_& parent) {
       py::arg("scratch"), py::arg("dx"), py::arg("dw_mu"), py::arg("dw_rho"), py::arg("db_mu"), py::arg("db_rho"),
       py::arg("stream") = 0);
 
-  m.def("embedding_forward", [](Ptr ids, bool ids_int64, int64_t count, int64_t num_embeddings, int64_t dim,
-                                Ptr w_mu, Ptr w_rho, const Seed& seed, int64_t padding_idx, Ptr out, Ptr bad_id,
-                                Ptr s) {
-        const auto p = embedding_params(ids, ids_int64, count, num_embeddings, dim, w_mu, w_rho, seed, padding_idx);
-        check(cuda::embedding_forward(p, device(out), device<int>(bad_id), as_stream(s)));
-      }, py::arg("ids"), py::arg("ids_int64"), py::arg("count"), py::arg("num_embeddings"), py::arg("dim"),
-      py::arg("w_mu"), py::arg("w_rho"), py::arg("seed"), py::arg("padding_idx"), py::arg("out"),
-      py::arg("bad_id"), py::arg("stream") = 0,
-      "out = W[ids]; padding_idx -1 for none; *bad_id (an int32, when not 0) = 1 on an out-of-range id.");
-  m.def("embedding_backward", [](Ptr ids, bool ids_int64, int64_t count, int64_t num_embeddings, int64_t dim,
-                                 Ptr w_rho, const Seed& seed, int64_t padding_idx, Ptr dy, Ptr dw_mu, Ptr dw_rho,
-                                 Ptr s) {
-        const auto p = embedding_params(ids, ids_int64, count, num_embeddings, dim, 0, w_rho, seed, padding_idx);
-        check(cuda::embedding_backward(p, device<const float>(dy), device(dw_mu), device(dw_rho), as_stream(s)));
-      }, py::arg("ids"), py::arg("ids_int64"), py::arg("count"), py::arg("num_embeddings"), py::arg("dim"),
-      py::arg("w_rho"), py::arg("seed"), py::arg("padding_idx"), py::arg("dy"), py::arg("dw_mu"), py::arg("dw_rho"),
-      py::arg("stream") = 0);
   register_cuda_conv(m);
+  register_cuda_embedding(m);
   register_cuda_lstm(m);
 }
 

@@ -35,6 +35,7 @@ inline void require_sizes(std::initializer_list<int64_t> sizes) {
 
 // The bindings of one op family each, in csrc/pybind/cuda/<family>.cc, called by register_cuda.
 void register_cuda_conv(py::module_& m);
+void register_cuda_embedding(py::module_& m);
 void register_cuda_lstm(py::module_& m);
 
 }  // namespace pyb

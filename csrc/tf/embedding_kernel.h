@@ -1,0 +1,119 @@
+// The input checks of FusedBnn>Embedding and FusedBnn>EmbeddingGrad, shared by their CPU kernels
+// (embedding_ops.cc) and GPU kernels (gpu/embedding_gpu.cc). Both keep ids and seeds in host
+// memory and check them there; the w_mu, w_rho and dy data pointers are read, never dereferenced
+// (device pointers on the GPU).
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+
+#include "core/embedding.h"
+#include "tf/common.h"
+
+namespace fusedbnn {
+namespace tf {
+
+// Inputs shared by both ops, at these positions after EmbeddingGrad's leading dy.
+enum EmbeddingInput { kIds, kWMu, kWRho, kWSeed };
+
+// Writes the ids as int64 to out[0, ids.NumElements()), or returns an error naming the first id
+// outside [0, rows).
+template <class Id>
+tfl::Status checked_ids(const tfl::Tensor& ids, int64_t rows, int64_t* out) {
+  const auto flat = ids.flat<Id>();
+  for (int64_t n = 0; n < flat.size(); ++n) {
+    const int64_t id = static_cast<int64_t>(flat(n));
+    if (id < 0 || id >= rows) {
+      return tfl::errors::InvalidArgument("ids must be in [0, num_embeddings = ", rows, "), got id ", id,
+                                          " at flat position ", n);
+    }
+    out[n] = id;
+  }
+  return tfl::OkStatus();
+}
+
+// Validates the inputs in eager mode too (shape functions only run when graphs are built).
+class EmbeddingBase : public tfl::OpKernel {
+ public:
+  explicit EmbeddingBase(tfl::OpKernelConstruction* ctx) : OpKernel(ctx) {
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("padding_idx", &padding_idx_));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("max_norm", &max_norm_));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("norm_type", &norm_type_));
+    OP_REQUIRES(ctx, norm_type_ > 0.0f && std::isfinite(norm_type_),
+                tfl::errors::InvalidArgument("norm_type must be a positive finite number, got ", norm_type_));
+  }
+
+ protected:
+  // Checks the inputs and fills p, all but p->ids (read_ids).
+  tfl::Status read_params(tfl::OpKernelContext* ctx, EmbeddingParams* p) const {
+    const tfl::Tensor *id_tensor, *w_mu, *w_rho;
+    TF_RETURN_IF_ERROR(ctx->input("ids", &id_tensor));
+    TF_RETURN_IF_ERROR(ctx->input("w_mu", &w_mu));
+    TF_RETURN_IF_ERROR(ctx->input("w_rho", &w_rho));
+    TF_RETURN_IF_ERROR(require_rank(*w_mu, "w_mu", 2));
+    TF_RETURN_IF_ERROR(require_same_shape(*w_mu, "w_mu", *w_rho, "w_rho"));
+    p->rows = w_mu->dim_size(0);
+    p->dim = w_mu->dim_size(1);
+    if (padding_idx_ >= p->rows) {  // ops.embedding checks this too, but only for static shapes
+      return tfl::errors::InvalidArgument("padding_idx must be in [0, num_embeddings = ", p->rows, "), got ",
+                                          padding_idx_);
+    }
+    p->ids = nullptr;
+    p->count = id_tensor->NumElements();
+    p->w_mu = w_mu->flat<float>().data();
+    p->w_rho = w_rho->flat<float>().data();
+    TF_RETURN_IF_ERROR(read_seed(ctx, "w_seed", &p->stream));
+    p->padding_idx = padding_idx_;
+    p->max_norm = max_norm_;
+    p->norm_type = norm_type_;
+    return tfl::OkStatus();
+  }
+
+  // Checks the ids (host memory) and writes them as int64 to ids[0, p->count), where p->ids then
+  // points.
+  static tfl::Status read_ids(tfl::OpKernelContext* ctx, int64_t* ids, EmbeddingParams* p) {
+    const tfl::Tensor* id_tensor;
+    TF_RETURN_IF_ERROR(ctx->input("ids", &id_tensor));
+    if (id_tensor->dtype() == tfl::DT_INT32) {
+      TF_RETURN_IF_ERROR(checked_ids<int32_t>(*id_tensor, p->rows, ids));
+    } else {
+      TF_RETURN_IF_ERROR(checked_ids<int64_t>(*id_tensor, p->rows, ids));
+    }
+    p->ids = ids;
+    return tfl::OkStatus();
+  }
+
+  // EmbeddingGrad's dy, checked against the shape of y.
+  static tfl::Status read_dy(tfl::OpKernelContext* ctx, const EmbeddingParams& p, const float** dy) {
+    const tfl::Tensor& dy_tensor = ctx->input(0);
+    const tfl::TensorShape y_shape = lookup_shape(ctx->input(1 + kIds), p.dim);
+    if (dy_tensor.shape() != y_shape) {
+      return tfl::errors::InvalidArgument("dy must have shape ", y_shape.DebugString(), ", got ",
+                                          dy_tensor.shape().DebugString());
+    }
+    *dy = dy_tensor.flat<float>().data();
+    return tfl::OkStatus();
+  }
+
+  // EmbeddingGrad's outputs for `unique` gradient rows: indices [unique], dw_mu and dw_rho [unique, dim].
+  static tfl::Status allocate_grads(tfl::OpKernelContext* ctx, int64_t unique, int64_t dim, tfl::Tensor** indices,
+                                    tfl::Tensor** dw_mu, tfl::Tensor** dw_rho) {
+    TF_RETURN_IF_ERROR(ctx->allocate_output(0, tfl::TensorShape({unique}), indices));
+    TF_RETURN_IF_ERROR(ctx->allocate_output(1, tfl::TensorShape({unique, dim}), dw_mu));
+    return ctx->allocate_output(2, tfl::TensorShape({unique, dim}), dw_rho);
+  }
+
+  static tfl::TensorShape lookup_shape(const tfl::Tensor& ids, int64_t dim) {
+    tfl::TensorShape shape = ids.shape();
+    shape.AddDim(dim);
+    return shape;
+  }
+
+ private:
+  int64_t padding_idx_ = -1;
+  float max_norm_ = 0.0f;
+  float norm_type_ = 2.0f;
+};
+
+}  // namespace tf
+}  // namespace fusedbnn
