@@ -73,6 +73,28 @@ inline tfl::Status read_bias(tfl::OpKernelContext* ctx, int64_t out, const char*
   return read_seed(ctx, "b_seed", stream);
 }
 
+// A layer's gradient op (inputs: dy, then the forward op's): checks dy against the forward output's
+// shape and allocates outputs dx, dw_mu, dw_rho, db_mu, db_rho shaped like the forward inputs at
+// indices x, w_mu, w_mu, b_mu, b_mu.
+template <class Grads>
+tfl::Status read_dy_and_allocate_grads(tfl::OpKernelContext* ctx, const tfl::TensorShape& y_shape, int x,
+                                       int w_mu, int b_mu, Grads* g) {
+  const tfl::Tensor& dy = ctx->input(0);
+  if (dy.shape() != y_shape) {
+    return tfl::errors::InvalidArgument("dy must have shape ", y_shape.DebugString(), ", got ",
+                                        dy.shape().DebugString());
+  }
+  g->dy = dy.flat<float>().data();
+  const int like[] = {x, w_mu, w_mu, b_mu, b_mu};
+  float** outputs[] = {&g->dx, &g->dw_mu, &g->dw_rho, &g->db_mu, &g->db_rho};
+  for (int i = 0; i < 5; ++i) {
+    tfl::Tensor* t;
+    TF_RETURN_IF_ERROR(ctx->allocate_output(i, ctx->input(1 + like[i]).shape(), &t));
+    *outputs[i] = t->flat<float>().data();
+  }
+  return tfl::OkStatus();
+}
+
 // Shape-function helpers: the named input has the shape of another, or is a [2] seed.
 inline tfl::Status merge_named(tfl::shape_inference::InferenceContext* c, int a, int b, const char* what) {
   tfl::shape_inference::ShapeHandle merged;

@@ -135,20 +135,7 @@ class ConvBase : public tfl::OpKernel {
 
   // Conv2DGrad: checks dy against y's shape and allocates the gradients like their inputs.
   tfl::Status allocate_grads(tfl::OpKernelContext* ctx, const ConvParams& p, ConvGrads* g) {
-    const tfl::Tensor& dy = ctx->input(0);
-    if (dy.shape() != output_shape(p)) {
-      return tfl::errors::InvalidArgument("dy must have shape ", output_shape(p).DebugString(), ", got ",
-                                          dy.shape().DebugString());
-    }
-    g->dy = dy.flat<float>().data();
-    const int like[] = {kX, kWMu, kWMu, kBMu, kBMu};
-    float** outputs[] = {&g->dx, &g->dw_mu, &g->dw_rho, &g->db_mu, &g->db_rho};
-    for (int i = 0; i < 5; ++i) {
-      tfl::Tensor* t;
-      TF_RETURN_IF_ERROR(ctx->allocate_output(i, ctx->input(1 + like[i]).shape(), &t));
-      *outputs[i] = t->flat<float>().data();
-    }
-    return tfl::OkStatus();
+    return read_dy_and_allocate_grads(ctx, output_shape(p), kX, kWMu, kBMu, g);
   }
 
   ConvAttrs attrs_;

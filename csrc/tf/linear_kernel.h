@@ -62,22 +62,9 @@ class LinearBase : public tfl::OpKernel {
 
   // LinearGrad: checks dy against y's shape and allocates the gradients like their inputs.
   tfl::Status allocate_grads(tfl::OpKernelContext* ctx, const LinearParams& p, LinearGrads* g) {
-    const tfl::Tensor& dy = ctx->input(0);
     tfl::TensorShape y_shape = ctx->input(1 + kX).shape();
     y_shape.set_dim(y_shape.dims() - 1, p.out);
-    if (dy.shape() != y_shape) {
-      return tfl::errors::InvalidArgument("dy must have shape ", y_shape.DebugString(), ", got ",
-                                          dy.shape().DebugString());
-    }
-    g->dy = dy.flat<float>().data();
-    const int like[] = {kX, kWMu, kWMu, kBMu, kBMu};
-    float** outputs[] = {&g->dx, &g->dw_mu, &g->dw_rho, &g->db_mu, &g->db_rho};
-    for (int i = 0; i < 5; ++i) {
-      tfl::Tensor* t;
-      TF_RETURN_IF_ERROR(ctx->allocate_output(i, ctx->input(1 + like[i]).shape(), &t));
-      *outputs[i] = t->flat<float>().data();
-    }
-    return tfl::OkStatus();
+    return read_dy_and_allocate_grads(ctx, y_shape, kX, kWMu, kBMu, g);
   }
 
   bool use_bias_ = true;
