@@ -76,3 +76,26 @@ class SampledParameter(tf.__internal__.tracking.AutoTrackable):
     def kl(self, frozen):
         """KL of the last call's sample, or of the frozen sample."""
         return tf.cond(frozen, lambda: self.dist.log_prob(self.frozen_value), lambda: self.dist.kl_at_seed(self.seed))
+
+
+class WeightAndBias:
+    """Mixin of the layers with one sampled weight ``_w`` and an optional sampled bias ``_b``
+    (Linear, Conv1d, Conv2d); the layer sets ``use_bias`` and ``_seed_generator`` first."""
+
+    def _init_weight_and_bias(self, weight_shape, outputs, weights_distribution, bias_distribution, seed):
+        self.weights_distribution = distribution(weights_distribution, weight_shape, "weights_distribution", seed)
+        self._w = SampledParameter(self, self.weights_distribution, "w")
+        self.bias_distribution = None
+        self._b = None
+        if self.use_bias:
+            self.bias_distribution = distribution(bias_distribution, (outputs,), "bias_distribution",
+                                                  derived_seed(seed, 2))
+            self._b = SampledParameter(self, self.bias_distribution, "b")
+
+    @property
+    def b(self):
+        """The frozen bias sample (one value per output), or None without bias."""
+        return None if self._b is None else self._b.frozen_value
+
+    def _parameters(self):
+        return [p for p in (self._w, self._b) if p is not None]

@@ -8,7 +8,7 @@ from fusedbnn.nn import _params
 from fusedbnn.nn.base import BayesianModule
 
 
-class _BayesianConv(BayesianModule):
+class _BayesianConv(_params.WeightAndBias, BayesianModule):
     """The shared body of Conv1d and Conv2d: ``rank`` spatial axes, kernel ``[*kernel_size, in/groups, out]``."""
 
     rank = None
@@ -34,29 +34,12 @@ class _BayesianConv(BayesianModule):
         self.use_bias = bool(use_bias)
         self._seed_generator = keras.random.SeedGenerator(_params.derived_seed(seed, 7))
         kernel_shape = (*self._kernel, self.input_channels // self.groups, self.output_channels)
-        self.weights_distribution = _params.distribution(weights_distribution, kernel_shape, "weights_distribution",
-                                                         seed)
-        self._w = _params.SampledParameter(self, self.weights_distribution, "w")
-        self.bias_distribution = None
-        self._b = None
-        if self.use_bias:
-            self.bias_distribution = _params.distribution(
-                bias_distribution, (self.output_channels,), "bias_distribution", _params.derived_seed(seed, 2)
-            )
-            self._b = _params.SampledParameter(self, self.bias_distribution, "b")
+        self._init_weight_and_bias(kernel_shape, self.output_channels, weights_distribution, bias_distribution, seed)
 
     @property
     def w(self):
         """The frozen kernel sample ``[*kernel_size, input_channels / groups, output_channels]`` (set by ``freeze()``)."""
         return self._w.frozen_value
-
-    @property
-    def b(self):
-        """The frozen bias sample ``[output_channels]``, or None without bias."""
-        return None if self._b is None else self._b.frozen_value
-
-    def _parameters(self):
-        return [p for p in (self._w, self._b) if p is not None]
 
     def _channel_axis(self):
         return -1 if self._args.channels_last else 1

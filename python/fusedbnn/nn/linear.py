@@ -9,7 +9,7 @@ from fusedbnn.nn.base import BayesianModule
 
 
 @keras.saving.register_keras_serializable(package="fusedbnn")
-class Linear(BayesianModule):
+class Linear(_params.WeightAndBias, BayesianModule):
     """Bayesian dense layer ``y = x @ W^T + b`` with W ``[output_size, input_size]`` (illia's API).
 
     Each unfrozen call samples W and b inside one fused op; the backward op regenerates the noise.
@@ -30,30 +30,13 @@ class Linear(BayesianModule):
         self.output_size = _params.positive_int(output_size, "output_size")
         self.use_bias = bool(use_bias)
         self._seed_generator = keras.random.SeedGenerator(_params.derived_seed(seed, 7))
-        self.weights_distribution = _params.distribution(
-            weights_distribution, (self.output_size, self.input_size), "weights_distribution", seed
-        )
-        self._w = _params.SampledParameter(self, self.weights_distribution, "w")
-        self.bias_distribution = None
-        self._b = None
-        if self.use_bias:
-            self.bias_distribution = _params.distribution(
-                bias_distribution, (self.output_size,), "bias_distribution", _params.derived_seed(seed, 2)
-            )
-            self._b = _params.SampledParameter(self, self.bias_distribution, "b")
+        self._init_weight_and_bias((self.output_size, self.input_size), self.output_size, weights_distribution,
+                                   bias_distribution, seed)
 
     @property
     def w(self):
         """The frozen weight sample ``[output_size, input_size]`` (set by ``freeze()``)."""
         return self._w.frozen_value
-
-    @property
-    def b(self):
-        """The frozen bias sample ``[output_size]``, or None without bias."""
-        return None if self._b is None else self._b.frozen_value
-
-    def _parameters(self):
-        return [p for p in (self._w, self._b) if p is not None]
 
     def build(self, input_shape):
         if input_shape[-1] is not None and input_shape[-1] != self.input_size:
