@@ -103,6 +103,13 @@ inline tfl::Status merge_named(tfl::shape_inference::InferenceContext* c, int a,
   return tfl::OkStatus();
 }
 
+// Shape function of a layer's gradient op (inputs: dy, then the forward op's): outputs dx, dw_mu,
+// dw_rho, db_mu, db_rho take the shapes of the forward inputs at indices x, w_mu, w_mu, b_mu, b_mu.
+inline void set_layer_grad_shapes(tfl::shape_inference::InferenceContext* c, int x, int w_mu, int b_mu) {
+  const int like[] = {x, w_mu, w_mu, b_mu, b_mu};
+  for (int i = 0; i < 5; ++i) c->set_output(i, c->input(1 + like[i]));
+}
+
 inline tfl::Status seed_shape(tfl::shape_inference::InferenceContext* c, int index, const char* name) {
   tfl::shape_inference::ShapeHandle seed;
   tfl::shape_inference::DimensionHandle two;

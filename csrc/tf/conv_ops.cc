@@ -132,11 +132,7 @@ REGISTER_OP("FusedBnn>Conv2DGrad")
     .SetShapeFn([](InferenceContext* c) {
       ShapeHandle y;
       TF_RETURN_IF_ERROR(conv_shapes(c, 1, &y));
-      c->set_output(0, c->input(1 + kX));
-      c->set_output(1, c->input(1 + kWMu));
-      c->set_output(2, c->input(1 + kWMu));
-      c->set_output(3, c->input(1 + kBMu));
-      c->set_output(4, c->input(1 + kBMu));
+      set_layer_grad_shapes(c, kX, kWMu, kBMu);
       return tfl::OkStatus();
     })
     .Doc("Gradients of FusedBnn>Conv2D for x, w_mu, w_rho, b_mu, b_rho, regenerating the noise.");
