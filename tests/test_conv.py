@@ -5,7 +5,7 @@ import pytest
 import tensorflow as tf
 
 from conftest import MODES, assert_allclose, gaussian_params, grads, run, seed_of
-from fusedbnn import _core, ops, reference
+from fusedbnn import _conv_args, _core, ops, reference
 
 ENGINES = ["fused", "auto"]
 
@@ -90,6 +90,31 @@ def test_conv2d_random_configs(rng):
         args = conv_inputs(rng, x_2d(int(rng.integers(1, 4)), spatial, n_in, kwargs["data_format"]),
                            kernel_2d(kernel, n_in, n_out, groups), bias=bool(rng.integers(2)))
         compare("eager", args, engine="fused", **kwargs)
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+@pytest.mark.parametrize("padding", ["VALID", "SAME"])
+@pytest.mark.parametrize("stride", [[1, 3], [2, 1]])
+def test_unequal_strides_avoid_tensorflows_broken_kernels(channels, padding, stride, rng):
+    """TensorFlow 2.21's oneDNN convolutions mishandle unequal strides (the filter gradient writes
+    out of bounds; one-channel forwards return garbage): the reference convolves at stride 1 and
+    subsamples, and engine="auto" keeps such convolutions in the fused op. Checked against loops."""
+    x = rng.normal(size=[2, 6, 5, channels]).astype(np.float32)
+    w = rng.normal(size=[1, 3, channels, 3]).astype(np.float32)
+    args = _conv_args.conv2d_args(stride, padding, 1, 1, "NHWC")
+    y = reference.conv2d_with_kernel(tf.constant(x), tf.constant(w), None, args).numpy()
+    if padding == "SAME":
+        total = [max((-(-n // s) - 1) * s + k - n, 0) for n, k, s in zip([6, 5], [1, 3], stride)]
+        x = np.pad(x, [[0, 0], *[[t // 2, t - t // 2] for t in total], [0, 0]])
+    out_h, out_w = (x.shape[1] - 1) // stride[0] + 1, (x.shape[2] - 3) // stride[1] + 1
+    expected = np.zeros([2, out_h, out_w, 3])
+    for i in range(out_h):
+        for j in range(out_w):
+            expected[:, i, j] = np.einsum("bwc,wco->bo", x[:, i * stride[0], j * stride[1]:j * stride[1] + 3], w[0])
+    assert_allclose(y, expected, rtol=1e-5, atol=1e-5)
+    fused_args = conv_inputs(rng, [2, 6, 5, channels], [1, 3, channels, 3])
+    for engine in ENGINES:
+        compare("function", fused_args, engine=engine, stride=stride, padding=padding)
 
 
 @pytest.mark.parametrize("x_shape, kernel_shape, groups, data_format", [

@@ -145,9 +145,10 @@ def _prefers_tensorflow_engine(x, args):
     (measured in benchmarks/NOTES.md): every undilated convolution (oneDNN's kernels are faster
     than the in-op im2col + GEMM, and transposing NCHW or splitting groups costs less than the
     difference). Dilated ones stay in the op: TensorFlow has no CPU gradient for dilation, and a
-    zero-dilated kernel costs more. Inputs with unknown sizes also stay in the op, which checks
-    them at run time."""
-    return max(args.dilations) == 1 and x.shape[1:].is_fully_defined()
+    zero-dilated kernel costs more. So do unequal strides (every strided Conv1d): TensorFlow's
+    oneDNN kernels mishandle them (see reference._tf_conv2d). Inputs with unknown sizes also stay in
+    the op, which checks them at run time."""
+    return max(args.dilations) == 1 and args.strides[0] == args.strides[1] and x.shape[1:].is_fully_defined()
 
 
 _ENGINES = ("auto", "fused", "tensorflow")

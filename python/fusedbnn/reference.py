@@ -57,6 +57,23 @@ def _dilate_kernel(w, axis, dilation):
     return tf.gather(tf.reshape(spaced, merged), tf.range((w.shape[axis] - 1) * dilation + 1), axis=axis)
 
 
+def _tf_conv2d(x, w, strides, padding):
+    """``tf.nn.conv2d`` of NHWC ``x`` with the (already dilated) kernel ``w``, except that unequal
+    strides run at stride 1 and are subsampled: TensorFlow 2.21's oneDNN kernels mishandle them
+    (Conv2DBackpropFilter writes out of bounds and corrupts the heap; the forward returns garbage for
+    one-channel inputs, e.g. x [2, 6, 5, 1], w [1, 3, 1, 3], strides [1, 3]; benchmarks/NOTES.md)."""
+    if strides[0] == strides[1]:
+        return tf.nn.conv2d(x, w, strides, padding)
+    if padding == "SAME":
+        pads = [[0, 0]]
+        for axis in (0, 1):
+            size, window, stride = tf.shape(x)[axis + 1], w.shape[axis], strides[axis]
+            total = tf.maximum((-(-size // stride) - 1) * stride + window - size, 0)
+            pads.append([total // 2, total - total // 2])
+        x, padding = tf.pad(x, pads + [[0, 0]]), "VALID"
+    return tf.nn.conv2d(x, w, 1, padding)[:, ::strides[0], ::strides[1], :]
+
+
 def _conv2d_nhwc(x, w, args, native_groups):
     """Plain TF convolution of NHWC ``x`` with the kernel ``w`` [kh, kw, in/groups, out], covering
     what TensorFlow's CPU convolution refuses: dilation (its CPU gradient does not support it, so the
@@ -78,9 +95,9 @@ def _conv2d_nhwc(x, w, args, native_groups):
         top, bottom, left, right = args.explicit
         padding = [[0, 0], [top, bottom], [left, right], [0, 0]]
     if args.groups == 1 or native_groups:
-        return tf.nn.conv2d(x, w, args.strides, padding)
+        return _tf_conv2d(x, w, args.strides, padding)
     xs, ws = tf.split(x, args.groups, axis=3), tf.split(w, args.groups, axis=3)
-    return tf.concat([tf.nn.conv2d(xg, wg, args.strides, padding) for xg, wg in zip(xs, ws)], axis=3)
+    return tf.concat([_tf_conv2d(xg, wg, args.strides, padding) for xg, wg in zip(xs, ws)], axis=3)
 
 
 def conv2d_with_kernel(x, w, b, args, native_groups=False):
