@@ -27,6 +27,19 @@ def test_sample_and_grad_against_numpy(n):
     np.testing.assert_allclose(w, mu + softplus(rho) * eps, rtol=1e-5, atol=1e-5)
 
 
+def test_softplus_keeps_float_accuracy_over_the_whole_range():
+    """sigma = softplus(rho) within 1e-6 relative for rho from -80 to 1e4 (the vector kernels use a
+    polynomial log1p). sigma is read off as sample(0, rho) / sample(0, rho_1) with softplus(rho_1)
+    = 1: both use the same eps, which cancels."""
+    rho = np.concatenate([np.linspace(-80.0, 40.0, 200001), [88.0, 100.0, 1e4]]).astype(np.float32)
+    rho_1 = np.full_like(rho, np.log(np.expm1(1.0)))
+    w = _core.sample_gaussian(np.zeros_like(rho), rho, (7, 8)).astype(np.float64)
+    w_1 = _core.sample_gaussian(np.zeros_like(rho), rho_1, (7, 8)).astype(np.float64)
+    usable = np.abs(w_1) > 1e-3  # eps near 0 leaves no digits to compare (and w subnormal below -80)
+    assert usable.mean() > 0.99
+    np.testing.assert_allclose((w / w_1)[usable], softplus(rho)[usable], rtol=1e-6)
+
+
 def test_kl_and_grad_against_numpy():
     rng = np.random.default_rng(1)
     mu = rng.normal(size=(40, 30)).astype(np.float32)

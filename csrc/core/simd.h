@@ -77,23 +77,32 @@ struct PolyMath {
     return T::mul(r, T::fma(T::sub(T::set1(0.0f), x), r, T::set1(2.0f)));
   }
 
-  // log(1 + y) for y >= 0, keeping relative accuracy for tiny y: log(u) for the rounded u = 1 + y,
-  // plus the rounding error of u divided by u (where u == 1 this is y itself).
-  static F log1p(F y) {
-    const F u = T::add(y, T::set1(1.0f));
-    return T::fma(T::sub(y, T::sub(u, T::set1(1.0f))), recip(u), log(u));
+  // log(1 + e) for e in [0, 1], the only range softplus needs: one polynomial e * P(e), P a degree-8
+  // Chebyshev fit of log1p(e) / e (relative error 2e-7 in float, as the log above), about half the
+  // cost of log(1 + e) with the rounding correction that tiny e needs.
+  static F log1p_unit(F e) {
+    F y = T::set1(5.25345793e-3f);
+    y = T::fma(y, e, T::set1(-2.95885075e-2f));
+    y = T::fma(y, e, T::set1(7.83616677e-2f));
+    y = T::fma(y, e, T::set1(-1.36747703e-1f));
+    y = T::fma(y, e, T::set1(1.91114306e-1f));
+    y = T::fma(y, e, T::set1(-2.48443693e-1f));
+    y = T::fma(y, e, T::set1(3.33192706e-1f));
+    y = T::fma(y, e, T::set1(-4.99995023e-1f));
+    y = T::fma(y, e, T::set1(1.0f));
+    return T::mul(y, e);
   }
 
   // softplus(x) = max(x, 0) + log1p(exp(-|x|)) and sigmoid(x), sharing one exp.
   static void softplus_sigmoid(F x, F* softplus, F* sigmoid) {
     const F e = exp(T::sub(T::set1(0.0f), T::abs(x)));
-    *softplus = T::add(T::max(x, T::set1(0.0f)), log1p(e));
+    *softplus = T::add(T::max(x, T::set1(0.0f)), log1p_unit(e));
     const F inv = recip(T::add(T::set1(1.0f), e));  // sigmoid(|x|)
     *sigmoid = T::select(T::lt(x, T::set1(0.0f)), T::mul(e, inv), inv);
   }
 
   static F softplus(F x) {
-    return T::add(T::max(x, T::set1(0.0f)), log1p(exp(T::sub(T::set1(0.0f), T::abs(x)))));
+    return T::add(T::max(x, T::set1(0.0f)), log1p_unit(exp(T::sub(T::set1(0.0f), T::abs(x)))));
   }
 
   static F sigmoid(F x) {
