@@ -137,6 +137,9 @@ def attr_value(draw, attr):
     raise NotImplementedError(f"no fuzz values for attribute type {attr.type} ({attr.name}): add them here")
 
 
+_FUZZED_VARIABLES = []
+
+
 @st.composite
 def raw_calls(draw, op_def):
     """Keyword arguments for the raw op: inputs of random shapes drawn from a small pool of sizes
@@ -157,6 +160,10 @@ def raw_calls(draw, op_def):
             kwargs[arg.name] = tf.constant(rng.integers(-(2**31), 2**31 - 1, dims), dtype)
         elif dtype.is_integer:  # ids and other integer inputs: in range or not
             kwargs[arg.name] = tf.constant(rng.integers(-2, 7, draw(shape)), dtype)
+        elif dtype == tf.resource:  # a variable's handle, mostly float32; the variable must outlive the call
+            variable = tf.Variable(rng.normal(size=draw(shape)), dtype=draw(st.sampled_from([tf.float32] * 3 + [tf.float64])))
+            _FUZZED_VARIABLES.append(variable)
+            kwargs[arg.name] = variable.handle
         else:
             kwargs[arg.name] = tf.constant(rng.normal(size=draw(shape)), dtype)
     return kwargs

@@ -56,13 +56,13 @@ import tensorflow as tf
 from tensorflow.python.framework import kernels
 
 with_tf, without_tf = sys.argv[1:]
-tf.load_op_library(f"{with_tf}/_fusedbnn_ops.so")
-ops = ["SampleGaussian", "SampleGaussianGrad", "GaussianKl", "GaussianKlGrad", "Linear", "LinearGrad", "Conv2D",
-       "Conv2DGrad", "Embedding", "EmbeddingGrad", "Lstm", "LstmGrad"]
+library = tf.load_op_library(f"{with_tf}/_fusedbnn_ops.so")
+# Every op the library registers: its Python wrappers are named FusedBnn_<op>.
+ops = [f"FusedBnn>{name[len('FusedBnn_'):]}" for name in dir(library) if name.startswith("FusedBnn_")]
 for op in ops:
-    devices = {k.device_type for k in kernels.get_registered_kernels_for_op(f"FusedBnn>{op}").kernel}
+    devices = {k.device_type for k in kernels.get_registered_kernels_for_op(op).kernel}
     if devices != {"CPU", "GPU"}:
-        sys.exit(f"ci_cuda_build: FusedBnn>{op} has kernels for {sorted(devices)}, expected CPU and GPU")
+        sys.exit(f"ci_cuda_build: {op} has kernels for {sorted(devices)}, expected CPU and GPU")
 for build in (with_tf, without_tf):
     path = glob.glob(f"{build}/_core*.so")[0]
     loader = importlib.machinery.ExtensionFileLoader("_core", path)

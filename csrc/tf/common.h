@@ -95,6 +95,12 @@ tfl::Status read_dy_and_allocate_grads(tfl::OpKernelContext* ctx, const tfl::Ten
   return tfl::OkStatus();
 }
 
+// A shape-function error prefixed with what was expected of which input.
+inline tfl::Status named(const tfl::Status& s, const char* what) {
+  if (s.ok()) return s;
+  return tfl::errors::InvalidArgument(what, ": ", s.message());
+}
+
 // Shape-function helpers: the named input has the shape of another, or is a [2] seed.
 inline tfl::Status merge_named(tfl::shape_inference::InferenceContext* c, int a, int b, const char* what) {
   tfl::shape_inference::ShapeHandle merged;

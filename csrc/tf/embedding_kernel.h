@@ -4,10 +4,15 @@
 // (device pointers on the GPU).
 #pragma once
 
+#include <array>
 #include <cmath>
 #include <cstdint>
+#include <memory>
+#include <utility>
 
 #include "core/embedding.h"
+#include "tensorflow/core/framework/resource_mgr.h"
+#include "tensorflow/core/framework/resource_var.h"
 #include "tf/common.h"
 
 namespace fusedbnn {
@@ -32,6 +37,52 @@ tfl::Status checked_ids(const tfl::Tensor& ids, int64_t rows, int64_t* out) {
   return tfl::OkStatus();
 }
 
+// The table inputs w_mu and w_rho. FusedBnn>Embedding(Grad) take tensors; the *FromVariables ops take
+// the two variables' resource handles and read them in place, share-locked while this object lives
+// (in mutex address order, as TensorFlow's training ops lock theirs), as ResourceGather does. A
+// ReadVariableOp would copy the whole table on every call once an optimizer's sparse update (of
+// the IndexedSlices gradient) has switched the variable to copy-on-read mode.
+class Table {
+ public:
+  tfl::Status read(tfl::OpKernelContext* ctx) {
+    static constexpr const char* kNames[2] = {"w_mu", "w_rho"};
+    tfl::DataType dtype;
+    TF_RETURN_IF_ERROR(ctx->input_dtype("w_mu", &dtype));
+    if (dtype != tfl::DT_RESOURCE) {
+      for (int k = 0; k < 2; ++k) TF_RETURN_IF_ERROR(ctx->input(kNames[k], &tensors_[k]));
+      return tfl::OkStatus();
+    }
+    for (int k = 0; k < 2; ++k) {
+      tfl::ResourceHandle handle;
+      TF_RETURN_IF_ERROR(tfl::HandleFromInput(ctx, kNames[k], &handle));
+      TF_RETURN_IF_ERROR(tfl::LookupResource(ctx, handle, &vars_[k]));
+    }
+    std::array<tfl::mutex*, 2> mutexes{vars_[0]->mu(), vars_[1]->mu()};
+    if (mutexes[1] < mutexes[0]) std::swap(mutexes[0], mutexes[1]);
+    locks_[0] = std::make_unique<tfl::tf_shared_lock>(*mutexes[0]);
+    if (mutexes[1] != mutexes[0]) locks_[1] = std::make_unique<tfl::tf_shared_lock>(*mutexes[1]);
+    for (int k = 0; k < 2; ++k) {
+      if (!vars_[k]->is_initialized) {
+        return tfl::errors::FailedPrecondition(kNames[k], " names a variable that is not initialized");
+      }
+      tensors_[k] = vars_[k]->tensor();
+      if (tensors_[k]->dtype() != tfl::DT_FLOAT) {
+        return tfl::errors::InvalidArgument(kNames[k], " must be a float32 variable, got ",
+                                            tfl::DataTypeString(tensors_[k]->dtype()));
+      }
+    }
+    return tfl::OkStatus();
+  }
+
+  const tfl::Tensor& w_mu() const { return *tensors_[0]; }
+  const tfl::Tensor& w_rho() const { return *tensors_[1]; }
+
+ private:
+  std::array<const tfl::Tensor*, 2> tensors_{};
+  tfl::core::RefCountPtr<tfl::Var> vars_[2];               // declared before the locks: released after them
+  std::unique_ptr<tfl::tf_shared_lock> locks_[2];
+};
+
 // Validates the inputs in eager mode too (shape functions only run when graphs are built).
 class EmbeddingBase : public tfl::OpKernel {
  public:
@@ -44,12 +95,13 @@ class EmbeddingBase : public tfl::OpKernel {
   }
 
  protected:
-  // Checks the inputs and fills p, all but p->ids (read_ids).
-  tfl::Status read_params(tfl::OpKernelContext* ctx, EmbeddingParams* p) const {
-    const tfl::Tensor *id_tensor, *w_mu, *w_rho;
+  // Reads the table (kept readable while `table` lives), checks the inputs and fills p, all but
+  // p->ids (read_ids).
+  tfl::Status read_params(tfl::OpKernelContext* ctx, Table* table, EmbeddingParams* p) const {
+    const tfl::Tensor* id_tensor;
     TF_RETURN_IF_ERROR(ctx->input("ids", &id_tensor));
-    TF_RETURN_IF_ERROR(ctx->input("w_mu", &w_mu));
-    TF_RETURN_IF_ERROR(ctx->input("w_rho", &w_rho));
+    TF_RETURN_IF_ERROR(table->read(ctx));
+    const tfl::Tensor *w_mu = &table->w_mu(), *w_rho = &table->w_rho();
     TF_RETURN_IF_ERROR(require_rank(*w_mu, "w_mu", 2));
     TF_RETURN_IF_ERROR(require_same_shape(*w_mu, "w_mu", *w_rho, "w_rho"));
     p->rows = w_mu->dim_size(0);

@@ -11,11 +11,6 @@ using tfl::shape_inference::ShapeHandle;
 
 namespace {
 
-tfl::Status named(const tfl::Status& s, const char* what) {
-  if (s.ok()) return s;
-  return tfl::errors::InvalidArgument(what, ": ", s.message());
-}
-
 // Checks the shared inputs; batch, steps and hidden come back as dimensions.
 tfl::Status lstm_shapes(InferenceContext* c, int first, DimensionHandle* batch, DimensionHandle* steps,
                         DimensionHandle* hidden) {

@@ -7,7 +7,9 @@ Every op samples ``w = mu + softplus(rho) * eps`` inside, with ``eps`` equal to
 
 import numbers
 
+import keras
 import tensorflow as tf
+from tensorflow.python.ops import resource_variable_ops
 
 from fusedbnn import _conv_args, reference
 from fusedbnn._loader import load_op_library
@@ -265,6 +267,12 @@ def embedding(ids, w_mu, w_rho, w_seed, padding_idx=None, max_norm=None, norm_ty
     ``max_norm / max(norm(e, norm_type), max_norm)``, gradient included. The gradients for
     ``w_mu`` and ``w_rho`` are ``tf.IndexedSlices`` over the distinct looked-up rows.
 
+    When ``w_mu`` and ``w_rho`` are variables (``tf.Variable`` or Keras variables), the ops read
+    them in place, as ``tf.gather`` on a variable does: an optimizer that applies the sparse
+    gradient with a scatter (Keras SGD, for one) switches TensorFlow variables to copy-on-read, after
+    which every ordinary read copies the whole table. The gradient op then reads the variables'
+    values at the time the gradient is computed (before any update of the step).
+
     On a GPU the ops read ``ids`` from host memory and check them there, so an out-of-range id
     raises the same InvalidArgumentError as on the CPU (never a silent zero row); ids computed on
     the GPU are copied to the host first, as for any host-memory input.
@@ -272,21 +280,53 @@ def embedding(ids, w_mu, w_rho, w_seed, padding_idx=None, max_norm=None, norm_ty
     ids = tf.convert_to_tensor(ids)
     if ids.dtype not in (tf.int32, tf.int64):
         raise ValueError(f"ids must be an int32 or int64 tensor, got dtype {ids.dtype.name}")
-    w_mu, w_rho, w_seed = _mu_rho_seed(w_mu, w_rho, w_seed, prefix="w_")
     options = _embedding_options(padding_idx, max_norm, norm_type)
+    variables = _resource_variables(w_mu, w_rho)
+    if variables is not None:
+        w_mu, w_rho = variables
+        for name, variable in (("w_mu", w_mu), ("w_rho", w_rho)):
+            if variable.dtype != tf.float32:
+                raise ValueError(f"{name} must be a float32 variable, got dtype {variable.dtype.name}")
+            resource_variable_ops.variable_accessed(variable)  # what a read does: the tape watches it
+        table = (w_mu.handle, w_rho.handle)
+        lookup = _ops.fused_bnn_embedding_from_variables
+    else:
+        w_mu, w_rho = _float_tensor(w_mu, "w_mu"), _float_tensor(w_rho, "w_rho")
+        table = (w_mu, w_rho)
+        lookup = _ops.fused_bnn_embedding
+    w_seed = _seed_tensor(w_seed, "w_seed")
     num_embeddings = w_mu.shape[0] if w_mu.shape.rank == 2 else None
     if num_embeddings is not None and options["padding_idx"] >= num_embeddings:
         raise ValueError(f"padding_idx must be in [0, {num_embeddings}), got {padding_idx}")
-    return _ops.fused_bnn_embedding(ids, w_mu, w_rho, w_seed, **options)
+    return lookup(ids, *table, w_seed, **options)
+
+
+def _resource_variables(*values):
+    """The resource variables behind ``values`` (Keras variables unwrapped), or None unless all are."""
+    variables = [getattr(v, "value", v) if isinstance(v, keras.Variable) else v for v in values]
+    if all(isinstance(v, resource_variable_ops.BaseResourceVariable) for v in variables):
+        return variables
+    return None
+
+
+def _embedding_grad(grad_op, op, dy, table_shape):
+    ids, w_mu, w_rho, w_seed = op.inputs
+    options = {name: op.get_attr(name) for name in ("padding_idx", "max_norm", "norm_type")}
+    indices, dw_mu, dw_rho = grad_op(dy, ids, w_mu, w_rho, w_seed, **options)
+    return None, tf.IndexedSlices(dw_mu, indices, table_shape), tf.IndexedSlices(dw_rho, indices, table_shape), None
 
 
 @tf.RegisterGradient("FusedBnn>Embedding")
-def _embedding_grad(op, dy):
-    ids, w_mu, w_rho, w_seed = op.inputs
-    options = {name: op.get_attr(name) for name in ("padding_idx", "max_norm", "norm_type")}
-    indices, dw_mu, dw_rho = _ops.fused_bnn_embedding_grad(dy, ids, w_mu, w_rho, w_seed, **options)
-    table_shape = tf.shape(w_mu)  # int32, as tf.gather's gradient has it (tf.cond needs them to agree)
-    return None, tf.IndexedSlices(dw_mu, indices, table_shape), tf.IndexedSlices(dw_rho, indices, table_shape), None
+def _embedding_tensors_grad(op, dy):
+    # int32, as tf.gather's gradient has it (tf.cond needs them to agree)
+    return _embedding_grad(_ops.fused_bnn_embedding_grad, op, dy, tf.shape(op.inputs[1]))
+
+
+@tf.RegisterGradient("FusedBnn>EmbeddingFromVariables")
+def _embedding_variables_grad(op, dy):
+    # As ResourceGather's gradient: the variable's shape, int32.
+    table_shape = resource_variable_ops.variable_shape(op.inputs[1])
+    return _embedding_grad(_ops.fused_bnn_embedding_from_variables_grad, op, dy, table_shape)
 
 
 def lstm(x, w_mu, w_rho, w_seed, b_mu, b_rho, b_seed, initial_state=None):

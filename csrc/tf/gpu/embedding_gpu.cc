@@ -27,7 +27,8 @@ class EmbeddingGpuOp : public EmbeddingBase {
   using EmbeddingBase::EmbeddingBase;
   void Compute(tfl::OpKernelContext* ctx) override {
     EmbeddingParams p;
-    OP_REQUIRES_OK(ctx, read_params(ctx, &p));
+    Table table;
+    OP_REQUIRES_OK(ctx, read_params(ctx, &table, &p));
     tfl::Tensor staging;
     OP_REQUIRES_OK(ctx, allocate_pinned(ctx, tfl::DT_INT64, tfl::TensorShape({p.count}), &staging));
     OP_REQUIRES_OK(ctx, read_ids(ctx, staging.flat<int64_t>().data(), &p));
@@ -48,7 +49,8 @@ class EmbeddingGradGpuOp : public EmbeddingBase {
   using EmbeddingBase::EmbeddingBase;
   void Compute(tfl::OpKernelContext* ctx) override {
     EmbeddingParams p;
-    OP_REQUIRES_OK(ctx, read_params(ctx, &p));
+    Table table;
+    OP_REQUIRES_OK(ctx, read_params(ctx, &table, &p));
     std::vector<int64_t> ids(p.count);
     OP_REQUIRES_OK(ctx, read_ids(ctx, ids.data(), &p));
     const float* dy;
@@ -87,6 +89,9 @@ class EmbeddingGradGpuOp : public EmbeddingBase {
 
 FUSEDBNN_REGISTER_GPU("FusedBnn>Embedding", EmbeddingGpuOp, .HostMemory("ids").HostMemory("w_seed"));
 FUSEDBNN_REGISTER_GPU("FusedBnn>EmbeddingGrad", EmbeddingGradGpuOp, .HostMemory("ids").HostMemory("w_seed"));
+FUSEDBNN_REGISTER_GPU("FusedBnn>EmbeddingFromVariables", EmbeddingGpuOp, .HostMemory("ids").HostMemory("w_seed"));
+FUSEDBNN_REGISTER_GPU("FusedBnn>EmbeddingFromVariablesGrad", EmbeddingGradGpuOp,
+                      .HostMemory("ids").HostMemory("w_seed"));
 
 }  // namespace tf
 }  // namespace fusedbnn
