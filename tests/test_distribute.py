@@ -130,6 +130,52 @@ def test_mirrored_strategy_all_reduces_gradients_and_replicas_draw_their_own_noi
     assert result["data_losses"][-1] < 0.5 * result["data_losses"][0], "fit trains"
 
 
+MIRRORED_EMBEDDING = textwrap.dedent("""
+    import json
+    import numpy as np
+    import tensorflow as tf
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    import keras
+    import fusedbnn
+    from fusedbnn import ops
+    from fusedbnn.nn import Embedding
+
+    rng = np.random.default_rng(0)
+    ids = rng.integers(0, 100, (32, 4))
+    y = rng.normal(size=(32, 4, 8)).astype(np.float32)
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    traced = []
+    from_variables = ops._ops.fused_bnn_embedding_from_variables
+    ops._ops.fused_bnn_embedding_from_variables = lambda *a, **k: (traced.append(1), from_variables(*a, **k))[1]
+
+    def train():
+        with strategy.scope():
+            inputs = keras.Input((4,), dtype="int64")
+            layer = Embedding(100, 8, seed=3)
+            model = fusedbnn.BayesianModel(inputs, layer(inputs))
+            model.compile(optimizer=keras.optimizers.SGD(0.1), loss=fusedbnn.losses.ELBOLoss("mse", kl_weight=0.01))
+        model.fit(ids, y, batch_size=16, epochs=2, shuffle=False, verbose=0)
+        return [v.numpy() for v in layer.trainable_variables]
+
+    in_place = train()
+    replica_lookups = len(traced)
+    ops._resource_variables = lambda *values: None  # every lookup through ReadVariableOp instead
+    read = train()
+    print(json.dumps({"replica_lookups": replica_lookups, "lookups_after": len(traced),
+                      "max_difference": max(float(np.abs(a - b).max()) for a, b in zip(in_place, read))}))
+""")
+
+
+def test_mirrored_embedding_reads_each_replicas_variables_in_place():
+    """Under MirroredStrategy the replicas look up their own copies of the tables in place (the
+    variables' handles exist only in a replica context), training exactly as ordinary reads do."""
+    result = json.loads(finish(run_python(MIRRORED_EMBEDDING)).strip().splitlines()[-1])
+    assert result["replica_lookups"] >= 2, "each replica traced the in-place lookup"
+    assert result["lookups_after"] == result["replica_lookups"], "the second run read the variables"
+    assert result["max_difference"] == 0.0
+
+
 def free_loopback_ports(count):
     sockets = [socket.socket() for _ in range(count)]
     for s in sockets:

@@ -267,8 +267,8 @@ def embedding(ids, w_mu, w_rho, w_seed, padding_idx=None, max_norm=None, norm_ty
     ``max_norm / max(norm(e, norm_type), max_norm)``, gradient included. The gradients for
     ``w_mu`` and ``w_rho`` are ``tf.IndexedSlices`` over the distinct looked-up rows.
 
-    When ``w_mu`` and ``w_rho`` are variables (``tf.Variable`` or Keras variables), the ops read
-    them in place, as ``tf.gather`` on a variable does: an optimizer that applies the sparse
+    When ``w_mu`` and ``w_rho`` are variables (``tf.Variable``, Keras variables, tf.distribute
+    variables in a replica context), the ops read them in place, as ``tf.gather`` on a variable does: an optimizer that applies the sparse
     gradient with a scatter (Keras SGD, for one) switches TensorFlow variables to copy-on-read, after
     which every ordinary read copies the whole table. The gradient op then reads the variables'
     values at the time the gradient is computed (before any update of the step).
@@ -283,12 +283,11 @@ def embedding(ids, w_mu, w_rho, w_seed, padding_idx=None, max_norm=None, norm_ty
     options = _embedding_options(padding_idx, max_norm, norm_type)
     variables = _resource_variables(w_mu, w_rho)
     if variables is not None:
-        w_mu, w_rho = variables
+        (w_mu, w_rho), table = variables
         for name, variable in (("w_mu", w_mu), ("w_rho", w_rho)):
             if variable.dtype != tf.float32:
                 raise ValueError(f"{name} must be a float32 variable, got dtype {variable.dtype.name}")
             resource_variable_ops.variable_accessed(variable)  # what a read does: the tape watches it
-        table = (w_mu.handle, w_rho.handle)
         lookup = _ops.fused_bnn_embedding_from_variables
     else:
         w_mu, w_rho = _float_tensor(w_mu, "w_mu"), _float_tensor(w_rho, "w_rho")
@@ -302,11 +301,16 @@ def embedding(ids, w_mu, w_rho, w_seed, padding_idx=None, max_norm=None, norm_ty
 
 
 def _resource_variables(*values):
-    """The resource variables behind ``values`` (Keras variables unwrapped), or None unless all are."""
+    """The resource variables behind ``values`` (Keras variables unwrapped) and their handles, or
+    None unless all are variables with a handle here (a tf.distribute variable has one only in a
+    replica context)."""
     variables = [getattr(v, "value", v) if isinstance(v, keras.Variable) else v for v in values]
-    if all(isinstance(v, resource_variable_ops.BaseResourceVariable) for v in variables):
-        return variables
-    return None
+    if not all(resource_variable_ops.is_resource_variable(v) for v in variables):
+        return None
+    try:
+        return variables, [v.handle for v in variables]
+    except ValueError:
+        return None
 
 
 def _embedding_grad(grad_op, op, dy, table_shape):
