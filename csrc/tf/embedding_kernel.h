@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <memory>
 #include <utility>
+#include <vector>
 
 #include "core/embedding.h"
 #include "tensorflow/core/framework/resource_mgr.h"
@@ -133,6 +134,27 @@ class EmbeddingBase : public tfl::OpKernel {
     }
     p->ids = ids;
     return tfl::OkStatus();
+  }
+
+  // What both EmbeddingGrad kernels start from: the checked inputs (ids as int64, host memory), the
+  // distinct rows to write and the outputs allocated for them.
+  struct GradInputs {
+    Table table;
+    EmbeddingParams params;
+    std::vector<int64_t> ids;  // params.ids points here
+    const float* dy = nullptr;
+    EmbeddingRows rows;
+    tfl::Tensor *indices = nullptr, *dw_mu = nullptr, *dw_rho = nullptr;
+    int64_t unique() const { return static_cast<int64_t>(rows.rows.size()); }
+  };
+
+  tfl::Status read_grad_inputs(tfl::OpKernelContext* ctx, GradInputs* g) const {
+    TF_RETURN_IF_ERROR(read_params(ctx, &g->table, &g->params));
+    g->ids.resize(g->params.count);
+    TF_RETURN_IF_ERROR(read_ids(ctx, g->ids.data(), &g->params));
+    TF_RETURN_IF_ERROR(read_dy(ctx, g->params, &g->dy));
+    g->rows = embedding_rows(g->params);
+    return allocate_grads(ctx, g->unique(), g->params.dim, &g->indices, &g->dw_mu, &g->dw_rho);
   }
 
   // EmbeddingGrad's dy, checked against the shape of y.

@@ -82,18 +82,11 @@ class EmbeddingGradOp : public EmbeddingBase {
  public:
   using EmbeddingBase::EmbeddingBase;
   void Compute(tfl::OpKernelContext* ctx) override {
-    EmbeddingParams p;
-    Table table;
-    OP_REQUIRES_OK(ctx, read_params(ctx, &table, &p));
-    std::vector<int64_t> ids(p.count);
-    OP_REQUIRES_OK(ctx, read_ids(ctx, ids.data(), &p));
-    const float* dy;
-    OP_REQUIRES_OK(ctx, read_dy(ctx, p, &dy));
-    const EmbeddingRows rows = embedding_rows(p);
-    tfl::Tensor *indices, *dw_mu, *dw_rho;
-    OP_REQUIRES_OK(ctx, allocate_grads(ctx, static_cast<int64_t>(rows.rows.size()), p.dim, &indices, &dw_mu, &dw_rho));
-    std::copy(rows.rows.begin(), rows.rows.end(), indices->flat<int64_t>().data());
-    embedding_backward(parallel_for(ctx), p, rows, dy, dw_mu->flat<float>().data(), dw_rho->flat<float>().data());
+    GradInputs g;
+    OP_REQUIRES_OK(ctx, read_grad_inputs(ctx, &g));
+    std::copy(g.rows.rows.begin(), g.rows.rows.end(), g.indices->flat<int64_t>().data());
+    embedding_backward(parallel_for(ctx), g.params, g.rows, g.dy, g.dw_mu->flat<float>().data(),
+                       g.dw_rho->flat<float>().data());
   }
 };
 

@@ -48,18 +48,11 @@ class EmbeddingGradGpuOp : public EmbeddingBase {
  public:
   using EmbeddingBase::EmbeddingBase;
   void Compute(tfl::OpKernelContext* ctx) override {
-    EmbeddingParams p;
-    Table table;
-    OP_REQUIRES_OK(ctx, read_params(ctx, &table, &p));
-    std::vector<int64_t> ids(p.count);
-    OP_REQUIRES_OK(ctx, read_ids(ctx, ids.data(), &p));
-    const float* dy;
-    OP_REQUIRES_OK(ctx, read_dy(ctx, p, &dy));
-    const EmbeddingRows rows = embedding_rows(p);
-    const int64_t unique = static_cast<int64_t>(rows.rows.size());
+    GradInputs g;
+    OP_REQUIRES_OK(ctx, read_grad_inputs(ctx, &g));
+    const EmbeddingRows& rows = g.rows;
+    const int64_t unique = g.unique();
     const int64_t positions = static_cast<int64_t>(rows.positions.size());
-    tfl::Tensor *indices, *dw_mu, *dw_rho;
-    OP_REQUIRES_OK(ctx, allocate_grads(ctx, unique, p.dim, &indices, &dw_mu, &dw_rho));
     if (unique == 0) return;
 
     // Staged as [rows | positions | starts]; the rows go straight to the indices output.
@@ -70,7 +63,7 @@ class EmbeddingGradGpuOp : public EmbeddingBase {
     std::memcpy(host, rows.rows.data(), sizeof(int64_t) * unique);
     std::memcpy(host + unique, rows.positions.data(), sizeof(int64_t) * positions);
     std::memcpy(host + unique + positions, rows.starts.data(), sizeof(int64_t) * (unique + 1));
-    int64_t* device_rows = indices->flat<int64_t>().data();
+    int64_t* device_rows = g.indices->flat<int64_t>().data();
     int64_t* device_plan = plan.flat<int64_t>().data();
     OP_REQUIRES_OK(ctx, copy_to_device(ctx, staging,
                                        {{host, device_rows, sizeof(int64_t) * unique},
@@ -79,9 +72,9 @@ class EmbeddingGradGpuOp : public EmbeddingBase {
     for (int64_t u = 0; u < unique; ++u) max_positions = std::max(max_positions, rows.starts[u + 1] - rows.starts[u]);
     const cuda::EmbeddingGradRows grad_rows{device_rows, unique, device_plan, positions, device_plan + positions,
                                             max_positions};
-    OP_REQUIRES_OK(ctx, launch_status(cuda::embedding_backward(device_params(p, nullptr), grad_rows, dy,
-                                                               dw_mu->flat<float>().data(),
-                                                               dw_rho->flat<float>().data(), gpu_stream(ctx))));
+    OP_REQUIRES_OK(ctx, launch_status(cuda::embedding_backward(device_params(g.params, nullptr), grad_rows, g.dy,
+                                                               g.dw_mu->flat<float>().data(),
+                                                               g.dw_rho->flat<float>().data(), gpu_stream(ctx))));
   }
 };
 
