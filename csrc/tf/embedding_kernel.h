@@ -80,7 +80,7 @@ class Table {
 
  private:
   std::array<const tfl::Tensor*, 2> tensors_{};
-  tfl::core::RefCountPtr<tfl::Var> vars_[2];               // declared before the locks: released after them
+  tfl::core::RefCountPtr<tfl::Var> vars_[2];  // declared before the locks: released after them
   std::unique_ptr<tfl::tf_shared_lock> locks_[2];
 };
 

@@ -1,4 +1,5 @@
-// FusedBnn>Embedding and FusedBnn>EmbeddingGrad: lookups that sample only the rows they read.
+// FusedBnn>Embedding and FusedBnn>EmbeddingGrad (tables as tensors) and their *FromVariables forms
+// (tables as resource variables, read in place): lookups that sample only the rows they read.
 #include <algorithm>
 #include <string>
 #include <vector>
