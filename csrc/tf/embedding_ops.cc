@@ -108,11 +108,12 @@ constexpr char kFromVariablesDoc[] =
     "place under their locks, as ResourceGather does (no copy of the table even when a sparse update "
     "has put the variables in copy-on-read mode).";
 
-#define FUSEDBNN_LOOKUP_ATTRS                          \
-  .Attr("Tids: {int32, int64} = DT_INT64")             \
-      .Attr("Tseed: {int32, int64} = DT_INT64")        \
-      .Attr("padding_idx: int = -1")                   \
-      .Attr("max_norm: float = 0.0")                   \
+// The attributes all four lookup ops share, spliced into their REGISTER_OP chains.
+#define FUSEDBNN_LOOKUP_ATTRS                   \
+  .Attr("Tids: {int32, int64} = DT_INT64")      \
+      .Attr("Tseed: {int32, int64} = DT_INT64") \
+      .Attr("padding_idx: int = -1")            \
+      .Attr("max_norm: float = 0.0")            \
       .Attr("norm_type: float = 2.0")
 
 REGISTER_OP("FusedBnn>Embedding")
