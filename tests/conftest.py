@@ -42,6 +42,14 @@ def grads(fn, sources):
     return [out] + tape.gradient(loss, sources)
 
 
+def peak_bytes(fn):
+    """TensorFlow's CPU allocator peak while fn() runs, above what was allocated before it."""
+    tf.config.experimental.reset_memory_stats("CPU:0")
+    before = tf.config.experimental.get_memory_info("CPU:0")["current"]
+    fn()
+    return tf.config.experimental.get_memory_info("CPU:0")["peak"] - before
+
+
 def assert_allclose(actual, expected, rtol=1e-4, atol=1e-5, err_msg=""):
     np.testing.assert_allclose(np.asarray(actual), np.asarray(expected), rtol=rtol, atol=atol, err_msg=err_msg)
 

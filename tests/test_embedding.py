@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import MODES, assert_allclose, gaussian_params, grads, run, seed_of
+from conftest import MODES, assert_allclose, gaussian_params, grads, peak_bytes, run, seed_of
 from fusedbnn import _core, ops, reference
 
 
@@ -177,12 +177,6 @@ def test_sparse_updates_do_not_make_lookups_copy_the_table(rng):
     with tf.GradientTape() as tape:
         loss = tf.reduce_sum(ops.embedding(ids, w_mu, w_rho, w_seed))
     keras.optimizers.SGD(0.1).apply_gradients(zip(tape.gradient(loss, [w_mu, w_rho]), [w_mu, w_rho]))
-
-    def peak_bytes(fn):
-        tf.config.experimental.reset_memory_stats("CPU:0")
-        before = tf.config.experimental.get_memory_info("CPU:0")["current"]
-        fn()
-        return tf.config.experimental.get_memory_info("CPU:0")["peak"] - before
 
     table_bytes = rows * dim * 4
     lookup = tf.function(lambda: ops.embedding(ids, w_mu, w_rho, w_seed))

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import MODES, assert_allclose, gaussian_params, grads, run, seed_of
+from conftest import MODES, assert_allclose, gaussian_params, grads, peak_bytes, run, seed_of
 from fusedbnn import ops, reference
 
 
@@ -82,10 +82,7 @@ def test_no_eps_sized_tensor_beyond_the_weight_in_a_training_step():
     peaks = {}
     for name, fn in (("fused", ops.linear), ("reference", reference.linear)):
         step(fn)
-        tf.config.experimental.reset_memory_stats("CPU:0")
-        before = tf.config.experimental.get_memory_info("CPU:0")["current"]
-        step(fn)
-        peaks[name] = tf.config.experimental.get_memory_info("CPU:0")["peak"] - before
+        peaks[name] = peak_bytes(lambda: step(fn))
     # dmu + drho (+ cache-sized tiles); the reference also keeps w, eps and softplus(rho).
     assert peaks["fused"] <= 2 * weight_bytes + 2**20
     assert peaks["reference"] >= peaks["fused"] + weight_bytes
