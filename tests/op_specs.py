@@ -11,10 +11,9 @@ from typing import Callable
 
 import numpy as np
 import tensorflow as tf
-from hypothesis import strategies as st
-
 from conftest import assert_allclose, grads
 from fusedbnn import ops, reference
+from hypothesis import strategies as st
 
 # Sizes are small: hypothesis explores shapes, not throughput.
 DIM = st.integers(0, 9)

@@ -3,9 +3,8 @@
 import numpy as np
 import pytest
 import tensorflow as tf
-
 from conftest import MODES, assert_allclose, gaussian_params, grads, run, seed_of
-from fusedbnn import _conv_args, _core, ops, reference
+from fusedbnn import _conv_args, _core, _plain, ops, reference
 
 ENGINES = ["fused", "auto"]
 
@@ -97,12 +96,13 @@ def test_conv2d_random_configs(rng):
 @pytest.mark.parametrize("stride", [[1, 3], [2, 1]])
 def test_unequal_strides_avoid_tensorflows_broken_kernels(channels, padding, stride, rng):
     """TensorFlow 2.21's oneDNN convolutions mishandle unequal strides (the filter gradient writes
-    out of bounds; one-channel forwards return garbage): the reference convolves at stride 1 and
-    subsamples, and engine="auto" keeps such convolutions in the fused op. Checked against loops."""
+    out of bounds; one-channel forwards return garbage): engine="tensorflow" (and the frozen layers)
+    convolve at stride 1 and subsample, and engine="auto" keeps such convolutions in the fused op.
+    Checked against loops."""
     x = rng.normal(size=[2, 6, 5, channels]).astype(np.float32)
     w = rng.normal(size=[1, 3, channels, 3]).astype(np.float32)
     args = _conv_args.conv2d_args(stride, padding, 1, 1, "NHWC")
-    y = reference.conv2d_with_kernel(tf.constant(x), tf.constant(w), None, args).numpy()
+    y = _plain.conv2d_with_kernel(tf.constant(x), tf.constant(w), None, args).numpy()
     if padding == "SAME":
         total = [max((-(-n // s) - 1) * s + k - n, 0) for n, k, s in zip([6, 5], [1, 3], stride)]
         x = np.pad(x, [[0, 0], *[[t // 2, t - t // 2] for t in total], [0, 0]])

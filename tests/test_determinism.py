@@ -19,7 +19,6 @@ THREADS = [1, 2, 8]
 def compute_all(path):
     """Every spec's outputs and gradients at its large sizes, eager and traced, saved to path."""
     import tensorflow as tf
-
     from conftest import run
     from op_specs import SPECS, large_args
 

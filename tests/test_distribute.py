@@ -10,7 +10,6 @@ import textwrap
 
 import numpy as np
 import pytest
-
 from conftest import subprocess_env
 
 TIMEOUT_S = 150

@@ -4,7 +4,6 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-
 from conftest import MODES, assert_allclose, gaussian_params, grads, peak_bytes, run, seed_of
 from fusedbnn import _core, ops, reference
 

@@ -5,10 +5,9 @@ TensorFlow sees a GPU and the op library was built with CUDA (-DFUSEDBNN_CUDA=ON
 import numpy as np
 import pytest
 import tensorflow as tf
-from tensorflow.python.framework import kernels
-
 from conftest import MODES, assert_allclose, gaussian_params, grads, run, seed_of
 from fusedbnn import ops  # loads the op library
+from tensorflow.python.framework import kernels
 
 
 def gpu_kernels_available():

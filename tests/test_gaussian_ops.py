@@ -3,7 +3,6 @@
 import numpy as np
 import pytest
 import tensorflow as tf
-
 from conftest import MODES, assert_allclose, gaussian_params, grads, run, seed_of
 from fusedbnn import ops, reference
 

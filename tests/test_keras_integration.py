@@ -4,12 +4,11 @@ import importlib.util
 import os
 import warnings
 
+import fusedbnn
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-
-import fusedbnn
 from conftest import assert_allclose
 from fusedbnn.losses import ELBOLoss, bayesian_modules, kl_divergence
 from fusedbnn.nn import Linear

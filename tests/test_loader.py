@@ -1,7 +1,6 @@
 """The loader: one readable error for a missing or mismatched op library."""
 
 import pytest
-
 from fusedbnn import _loader
 
 

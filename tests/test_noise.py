@@ -3,7 +3,6 @@
 import numpy as np
 import pytest
 import tensorflow as tf
-
 from fusedbnn import _core, ops
 
 SEEDS = [(0, 0), (1, 2), (-1, -1), (-5, 7), (2**31 - 1, -(2**31)), (123456789, 987654321)]

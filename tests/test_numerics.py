@@ -14,7 +14,6 @@ import sys
 import numpy as np
 import pytest
 import tensorflow as tf
-
 from conftest import assert_allclose, subprocess_env
 from fusedbnn import _core, ops
 from op_specs import SPEC_IDS, SPECS

@@ -17,11 +17,10 @@ import re
 import numpy as np
 import pytest
 import tensorflow as tf
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
-
 from conftest import MODES, run
 from fusedbnn import _loader, ops
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from op_specs import SPEC_IDS, SPECS
 
 EXAMPLES = int(os.environ.get("FUSEDBNN_EXAMPLES", "12"))

@@ -5,17 +5,15 @@ import subprocess
 import sys
 import textwrap
 
+import fusedbnn
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-
-import fusedbnn
 from conftest import assert_allclose, subprocess_env
 from fusedbnn.losses import ELBOLoss, bayesian_modules
 from fusedbnn.nn import LSTM, Linear
 from fusedbnn.uncertainty import predict_mc
-
 
 
 def custom_model():

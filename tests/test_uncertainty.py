@@ -6,7 +6,6 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-
 from conftest import assert_allclose
 from fusedbnn.nn import Linear
 from fusedbnn.uncertainty import expected_entropy, mutual_information, predict_mc, predictive_entropy

@@ -45,16 +45,19 @@ class ConvArgs:
 def _padding_2d(padding):
     if isinstance(padding, str):
         if padding.upper() not in ("VALID", "SAME"):
-            raise ValueError(f"padding must be 'VALID', 'SAME' or [[top, bottom], [left, right]], got {padding!r}")
+            raise ValueError(f"padding must be 'VALID', 'SAME', an int, [pad_h, pad_w] or [[top, bottom], [left, right]], "
+                             f"got {padding!r}")
         return padding.upper(), (0, 0, 0, 0)
     rows = None
-    if isinstance(padding, (list, tuple)) and len(padding) == 2:
+    if _is_int(padding):
+        rows = [(padding, padding)] * 2
+    elif isinstance(padding, (list, tuple)) and len(padding) == 2:
         if all(_is_int(p) for p in padding):
             rows = [(p, p) for p in padding]
         elif all(isinstance(p, (list, tuple)) and len(p) == 2 and all(_is_int(v) for v in p) for p in padding):
             rows = padding
     if rows is None or any(v < 0 for r in rows for v in r):
-        raise ValueError(f"padding must be 'VALID', 'SAME', [[top, bottom], [left, right]] or [pad_h, pad_w] "
+        raise ValueError(f"padding must be 'VALID', 'SAME', an int, [pad_h, pad_w] or [[top, bottom], [left, right]] "
                          f"(non-negative ints), got {padding!r}")
     return "EXPLICIT", tuple(int(v) for r in rows for v in r)
 

@@ -4,7 +4,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from fusedbnn import ops, reference
+from fusedbnn import _plain, ops
+from fusedbnn._seeds import derived_seed
+from fusedbnn._validation import positive_std
 
 
 @keras.saving.register_keras_serializable(package="fusedbnn")
@@ -27,25 +29,21 @@ class GaussianDistribution(keras.layers.Layer):
         shape = (shape,) if isinstance(shape, (int, np.integer)) else tuple(shape)
         if not shape or any(not isinstance(s, (int, np.integer)) or s <= 0 for s in shape):
             raise ValueError(f"shape must be a non-empty sequence of positive ints, got {shape}")
-        if not std_prior > 0:
-            raise ValueError(f"std_prior must be positive, got {std_prior}")
         self.shape = tuple(int(s) for s in shape)
         self.mu_prior = float(mu_prior)
-        self.std_prior = float(std_prior)
+        self.std_prior = positive_std(std_prior)
         self.mu_init = float(mu_init)
         self.rho_init = float(rho_init)
         self.seed = seed
-        self._seed_generator = keras.random.SeedGenerator(seed)
-        init_seed = None if seed is None else int(seed)
+        self._seed_generator = keras.random.SeedGenerator(derived_seed(seed, "sample"))
+        # Variables and sampling stay float32 under mixed precision (autocast=False).
         self.mu = self.add_weight(
-            name="mu", shape=self.shape,
-            initializer=keras.initializers.RandomNormal(self.mu_init, 0.1, seed=init_seed),
+            name="mu", shape=self.shape, autocast=False,
+            initializer=keras.initializers.RandomNormal(self.mu_init, 0.1, seed=derived_seed(seed, "mu")),
         )
         self.rho = self.add_weight(
-            name="rho", shape=self.shape,
-            initializer=keras.initializers.RandomNormal(
-                self.rho_init, 0.1, seed=None if init_seed is None else init_seed + 1
-            ),
+            name="rho", shape=self.shape, autocast=False,
+            initializer=keras.initializers.RandomNormal(self.rho_init, 0.1, seed=derived_seed(seed, "rho")),
         )
         self.built = True
 
@@ -70,8 +68,8 @@ class GaussianDistribution(keras.layers.Layer):
     def log_prob(self, x=None):
         """``sum(log N(x; mu, sigma)) - sum(log N(x; mu_prior, std_prior))``, x a fresh sample if None."""
         x = self.sample() if x is None else tf.convert_to_tensor(x, tf.float32)
-        log_posterior = tf.reduce_sum(reference.gaussian_log_density(x, self.mu, self.sigma))
-        log_prior = tf.reduce_sum(reference.gaussian_log_density(x, self.mu_prior, tf.constant(self.std_prior)))
+        log_posterior = tf.reduce_sum(_plain.gaussian_log_density(x, self.mu, self.sigma))
+        log_prior = tf.reduce_sum(_plain.gaussian_log_density(x, self.mu_prior, tf.constant(self.std_prior)))
         return log_posterior - log_prior
 
     def kl_at_seed(self, seed):

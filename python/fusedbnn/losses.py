@@ -10,35 +10,11 @@ import weakref
 import keras
 import tensorflow as tf
 
-from fusedbnn.nn._params import positive_int
-from fusedbnn.nn.base import BayesianModule
+from fusedbnn._validation import positive_int
+from fusedbnn._validation import reduction as checked_reduction
+from fusedbnn.nn._walk import bayesian_modules
 
-_REDUCTIONS = ("mean", "sum", "sum_over_batch_size", "mean_with_sample_weight", "none", None)
-
-
-def bayesian_modules(model):
-    """The outermost BayesianModules inside ``model`` (a model, a layer, or a BayesianModule itself).
-
-    The search goes through nested layers and sub-models but stops at each BayesianModule: its
-    ``kl_cost()`` covers the Bayesian modules inside it (the LSTM's embedding, say), so counting
-    those again would count their KL twice. A layer used at several places is listed once.
-    """
-    found, seen = [], set()
-
-    def visit(layer):
-        if id(layer) in seen:
-            return
-        seen.add(id(layer))
-        if isinstance(layer, BayesianModule):
-            found.append(layer)
-            return
-        for child in layer._flatten_layers(include_self=False, recursive=False):
-            visit(child)
-
-    if not isinstance(model, keras.layers.Layer):
-        raise ValueError(f"model must be a Keras model or layer, got {type(model).__name__}")
-    visit(model)
-    return found
+__all__ = ["ELBOLoss", "KLDivergenceLoss", "bayesian_modules", "kl_divergence"]
 
 
 def kl_divergence(model):
@@ -52,12 +28,6 @@ def kl_divergence(model):
         raise ValueError(f"model '{model.name}' contains no fusedbnn BayesianModule, so it has no KL cost")
     costs = [module.kl_cost() for module in modules]
     return tf.add_n([kl for kl, _ in costs]), sum(n for _, n in costs)
-
-
-def _check_reduction(reduction):
-    if reduction not in _REDUCTIONS:
-        raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}")
-    return reduction
 
 
 @keras.saving.register_keras_serializable(package="fusedbnn")
@@ -74,7 +44,7 @@ class KLDivergenceLoss(keras.losses.Loss):
     """
 
     def __init__(self, reduction="mean", weight=1.0, name="kl_divergence", **kwargs):
-        super().__init__(reduction=_check_reduction(reduction), name=name, **kwargs)
+        super().__init__(reduction=checked_reduction(reduction), name=name, **kwargs)
         self.weight = float(weight)
 
     def __call__(self, model):
@@ -171,15 +141,12 @@ class ELBOLoss(keras.losses.Loss):
                 "ELBOLoss needs the model whose KL it adds: pass ELBOLoss(..., model=model), call "
                 "loss(y_true, y_pred, model), or compile a fusedbnn.BayesianModel (which binds itself)"
             )
-        if self.num_samples > 1:
-            from fusedbnn.models import BayesianModel
-
-            if not isinstance(model, BayesianModel):
-                raise ValueError(
-                    f"ELBOLoss(num_samples={self.num_samples}) averages over several forward passes, which "
-                    f"only fusedbnn.BayesianModel's train_step runs; model '{model.name}' is a "
-                    f"{type(model).__name__}. Use fusedbnn.BayesianModel(inputs, outputs) or num_samples=1."
-                )
+        if self.num_samples > 1 and not getattr(model, "averages_sampled_passes", False):
+            raise ValueError(
+                f"ELBOLoss(num_samples={self.num_samples}) averages over several forward passes, which "
+                f"only fusedbnn.BayesianModel's train_step runs; model '{model.name}' is a "
+                f"{type(model).__name__}. Use fusedbnn.BayesianModel(inputs, outputs) or num_samples=1."
+            )
         data_loss = self.loss_function(y_true, y_pred, sample_weight=sample_weight)
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
         return data_loss + self.kl_loss(model) / replicas

@@ -32,6 +32,9 @@ class BayesianModel(keras.Model):
         model.fit(x, y, epochs=5)
     """
 
+    # ELBOLoss(num_samples > 1) asks for this: only this train_step averages several passes.
+    averages_sampled_passes = True
+
     def __new__(cls, *args, **kwargs):
         # Keras turns a Model subclass called with (inputs, outputs) into a Functional one by
         # rewriting the class's bases for good, which breaks later subclassed use of BayesianModel

@@ -2,44 +2,25 @@
 
 Every op samples ``w = mu + softplus(rho) * eps`` inside, with ``eps`` equal to
 ``tf.random.stateless_normal(mu.shape, seed)`` and never stored: gradients regenerate it from
-``seed``. ``fusedbnn.reference`` has the same functions in plain TensorFlow.
+``seed``. ``fusedbnn.reference`` has the same functions in plain TensorFlow (the tests' oracle).
 """
-
-import numbers
 
 import keras
 import tensorflow as tf
 from tensorflow.python.ops import resource_variable_ops
 
-from fusedbnn import _conv_args, reference
+from fusedbnn import _conv_args, _plain
 from fusedbnn._loader import load_op_library
+from fusedbnn._validation import embedding_options, float_tensor, positive_std, seed_tensor
 
 _ops = load_op_library()
 
 
-def _float_tensor(value, name):
-    tensor = tf.convert_to_tensor(value)
-    if tensor.dtype != tf.float32:
-        raise ValueError(f"{name} must be a float32 tensor, got dtype {tensor.dtype.name}")
-    return tensor
-
-
-def _seed_tensor(seed, name):
-    tensor = tf.convert_to_tensor(seed)
-    if tensor.dtype not in (tf.int32, tf.int64):
-        if not tensor.dtype.is_integer:
-            raise ValueError(f"{name} must be an int32 or int64 tensor of shape [2], got dtype {tensor.dtype.name}")
-        tensor = tf.cast(tensor, tf.int64)
-    if tensor.shape.rank is not None and tensor.shape != [2]:
-        raise ValueError(f"{name} must be a seed of shape [2], got shape {tensor.shape}")
-    return tensor
-
-
 def _mu_rho_seed(mu, rho, seed, prefix=""):
     return (
-        _float_tensor(mu, prefix + "mu"),
-        _float_tensor(rho, prefix + "rho"),
-        _seed_tensor(seed, prefix + "seed"),
+        float_tensor(mu, prefix + "mu"),
+        float_tensor(rho, prefix + "rho"),
+        seed_tensor(seed, prefix + "seed"),
     )
 
 
@@ -61,9 +42,7 @@ def gaussian_kl(mu, rho, seed, mu_prior=0.0, std_prior=0.1):
     ``sum(log N(w; mu, softplus(rho))) - sum(log N(w; mu_prior, std_prior))``, a float32 scalar.
     """
     mu, rho, seed = _mu_rho_seed(mu, rho, seed)
-    if not std_prior > 0:
-        raise ValueError(f"std_prior must be positive, got {std_prior}")
-    return _ops.fused_bnn_gaussian_kl(mu, rho, seed, mu_prior=float(mu_prior), std_prior=float(std_prior))
+    return _ops.fused_bnn_gaussian_kl(mu, rho, seed, mu_prior=float(mu_prior), std_prior=positive_std(std_prior))
 
 
 @tf.RegisterGradient("FusedBnn>GaussianKl")
@@ -92,7 +71,7 @@ def linear(x, w_mu, w_rho, w_seed, b_mu=None, b_rho=None, b_seed=None):
 
     ``x`` has shape ``[..., in]``; the result ``[..., out]``. Without ``b_*`` there is no bias.
     """
-    x = _float_tensor(x, "x")
+    x = float_tensor(x, "x")
     w_mu, w_rho, w_seed = _mu_rho_seed(w_mu, w_rho, w_seed, prefix="w_")
     b_mu, b_rho, b_seed, use_bias = _optional_bias(b_mu, b_rho, b_seed, w_seed)
     # The op takes both seeds in one dtype.
@@ -139,7 +118,7 @@ def _sampled_conv2d(x, w_mu, w_rho, w_seed, b_mu, b_rho, b_seed, use_bias, args)
     # oneDNN's graph rewrite gives the grouped convolution its gradient: in graphs only (not eager),
     # and not for explicit padding, which it leaves to TensorFlow's own kernels.
     native_groups = _ONEDNN and args.padding != "EXPLICIT" and not tf.executing_eagerly()
-    return reference.conv2d_with_kernel(x, w, b, args, native_groups=native_groups)
+    return _plain.conv2d_with_kernel(x, w, b, args, native_groups=native_groups)
 
 
 def _prefers_tensorflow_engine(x, args):
@@ -148,7 +127,7 @@ def _prefers_tensorflow_engine(x, args):
     than the in-op im2col + GEMM, and transposing NCHW or splitting groups costs less than the
     difference). Dilated ones stay in the op: TensorFlow has no CPU gradient for dilation, and a
     zero-dilated kernel costs more. So do unequal strides (every strided Conv1d): TensorFlow's
-    oneDNN kernels mishandle them (see reference._tf_conv2d). Inputs with unknown sizes also stay in
+    oneDNN kernels mishandle them (see _plain._tf_conv2d). Inputs with unknown sizes also stay in
     the op, which checks them at run time."""
     return max(args.dilations) == 1 and args.strides[0] == args.strides[1] and x.shape[1:].is_fully_defined()
 
@@ -180,7 +159,7 @@ def _check_conv_shapes(x, w_mu, w_rho, bias, args, rank):
 
 
 def _conv(x, w_mu, w_rho, w_seed, b_mu, b_rho, b_seed, args, engine, rank):
-    x = _float_tensor(x, "x")
+    x = float_tensor(x, "x")
     w_mu, w_rho, w_seed = _mu_rho_seed(w_mu, w_rho, w_seed, prefix="w_")
     if engine not in _ENGINES:
         raise ValueError(f"engine must be one of {_ENGINES}, got {engine!r}")
@@ -210,7 +189,7 @@ def conv2d(x, w_mu, w_rho, w_seed, b_mu=None, b_rho=None, b_seed=None, stride=1,
         b_mu, b_rho, b_seed: the bias's, or all None for no bias.
         stride, dilation: an int or ``[h, w]``; stride > 1 together with dilation > 1 is allowed.
         padding: "VALID", "SAME" (TensorFlow's arithmetic), ``[[top, bottom], [left, right]]``, or
-            ``[pad_h, pad_w]`` for symmetric padding.
+            an int or ``[pad_h, pad_w]`` for symmetric padding.
         groups: divides both channel counts; ``groups == in`` is a depthwise convolution.
         data_format: "NHWC" or "NCHW", both on the CPU.
         engine: "fused" runs the convolution inside the fused op (``FusedBnn>Conv2D`` and its fused
@@ -241,22 +220,6 @@ def _conv2d_grad(op, dy):
     return dx, dw_mu, dw_rho, None, db_mu, db_rho, None
 
 
-def _embedding_options(padding_idx, max_norm, norm_type):
-    """The op attributes for embedding's options, checked: -1 and 0.0 mean none."""
-    if padding_idx is not None and (isinstance(padding_idx, bool) or not isinstance(padding_idx, numbers.Integral)
-                                    or padding_idx < 0):
-        raise ValueError(f"padding_idx must be None or an int >= 0, got {padding_idx!r}")
-    if max_norm is not None and not (isinstance(max_norm, numbers.Real) and max_norm > 0):
-        raise ValueError(f"max_norm must be None or positive, got {max_norm!r}")
-    if not (isinstance(norm_type, numbers.Real) and 0 < norm_type < float("inf")):
-        raise ValueError(f"norm_type must be a positive finite number, got {norm_type!r}")
-    return {
-        "padding_idx": -1 if padding_idx is None else int(padding_idx),
-        "max_norm": 0.0 if max_norm is None else float(max_norm),
-        "norm_type": float(norm_type),
-    }
-
-
 def embedding(ids, w_mu, w_rho, w_seed, padding_idx=None, max_norm=None, norm_type=2.0):
     """Bayesian embedding lookup ``W[ids]``, W ``[num_embeddings, dim]``, sampling only the rows it reads.
 
@@ -280,7 +243,7 @@ def embedding(ids, w_mu, w_rho, w_seed, padding_idx=None, max_norm=None, norm_ty
     ids = tf.convert_to_tensor(ids)
     if ids.dtype not in (tf.int32, tf.int64):
         raise ValueError(f"ids must be an int32 or int64 tensor, got dtype {ids.dtype.name}")
-    options = _embedding_options(padding_idx, max_norm, norm_type)
+    options = embedding_options(padding_idx, max_norm, norm_type)
     variables = _resource_variables(w_mu, w_rho)
     if variables is not None:
         (w_mu, w_rho), table = variables
@@ -290,10 +253,10 @@ def embedding(ids, w_mu, w_rho, w_seed, padding_idx=None, max_norm=None, norm_ty
             resource_variable_ops.variable_accessed(variable)  # what a read does: the tape watches it
         lookup = _ops.fused_bnn_embedding_from_variables
     else:
-        w_mu, w_rho = _float_tensor(w_mu, "w_mu"), _float_tensor(w_rho, "w_rho")
+        w_mu, w_rho = float_tensor(w_mu, "w_mu"), float_tensor(w_rho, "w_rho")
         table = (w_mu, w_rho)
         lookup = _ops.fused_bnn_embedding
-    w_seed = _seed_tensor(w_seed, "w_seed")
+    w_seed = seed_tensor(w_seed, "w_seed")
     num_embeddings = w_mu.shape[0] if w_mu.shape.rank == 2 else None
     if num_embeddings is not None and options["padding_idx"] >= num_embeddings:
         raise ValueError(f"padding_idx must be in [0, {num_embeddings}), got {padding_idx}")
@@ -342,7 +305,7 @@ def lstm(x, w_mu, w_rho, w_seed, b_mu, b_rho, b_seed, initial_state=None):
     ``h_seq`` is ``[B, T, H]``. The gradient op runs backpropagation through time from the
     activations the forward op kept, and regenerates the noise for the ``rho`` gradients.
     """
-    x = _float_tensor(x, "x")
+    x = float_tensor(x, "x")
     w_mu, w_rho, w_seed = _mu_rho_seed(w_mu, w_rho, w_seed, prefix="w_")
     b_mu, b_rho, b_seed = _mu_rho_seed(b_mu, b_rho, b_seed, prefix="b_")
     if w_seed.dtype != b_seed.dtype:
@@ -352,7 +315,7 @@ def lstm(x, w_mu, w_rho, w_seed, b_mu, b_rho, b_seed, initial_state=None):
     else:
         if len(initial_state) != 2:
             raise ValueError(f"initial_state must be a pair (h0, c0), got {len(initial_state)} tensors")
-        h0, c0 = _float_tensor(initial_state[0], "h0"), _float_tensor(initial_state[1], "c0")
+        h0, c0 = float_tensor(initial_state[0], "h0"), float_tensor(initial_state[1], "c0")
     h_seq, h_last, c_last, _, _, _ = _ops.fused_bnn_lstm(x, w_mu, w_rho, w_seed, b_mu, b_rho, b_seed, h0, c0)
     return h_seq, (h_last, c_last)
 

@@ -1,7 +1,9 @@
-"""The functional API of ``fusedbnn.ops`` in plain TensorFlow: the baseline for tests and benchmarks.
+"""The functional API of ``fusedbnn.ops`` in plain TensorFlow: the test oracle and the benchmarks' baseline.
 
 Each function samples with ``tf.random.stateless_normal`` and lets autodiff do the rest, as an
-unfused Bayesian layer does. Run it with ``jit_compile=False``: XLA draws other numbers.
+unfused Bayesian layer does. No production module imports this one, so the tests of the fused ops
+(and of ``ops.conv2d(engine="tensorflow")``) compare against code written independently of them.
+Run it with ``jit_compile=False``: XLA draws other numbers.
 """
 
 import math
@@ -17,17 +19,15 @@ def sample_gaussian(mu, rho, seed):
     return mu + tf.nn.softplus(rho) * eps
 
 
-def gaussian_log_density(x, mu, sigma):
-    """Elementwise log N(x; mu, sigma)."""
-    return -0.5 * math.log(2.0 * math.pi) - tf.math.log(sigma) - 0.5 * tf.square((x - mu) / sigma)
+def _log_normal(x, mean, std):
+    return -0.5 * math.log(2.0 * math.pi) - tf.math.log(std) - 0.5 * tf.square((x - mean) / std)
 
 
 def gaussian_kl(mu, rho, seed, mu_prior=0.0, std_prior=0.1):
     """``sum(log N(w; mu, sigma)) - sum(log N(w; mu_prior, std_prior))`` at one sample w."""
     w = sample_gaussian(mu, rho, seed)
-    sigma = tf.nn.softplus(rho)
-    log_posterior = tf.reduce_sum(gaussian_log_density(w, mu, sigma))
-    log_prior = tf.reduce_sum(gaussian_log_density(w, mu_prior, tf.constant(std_prior, w.dtype)))
+    log_posterior = tf.reduce_sum(_log_normal(w, mu, tf.nn.softplus(rho)))
+    log_prior = tf.reduce_sum(_log_normal(w, mu_prior, tf.constant(std_prior, w.dtype)))
     return log_posterior - log_prior
 
 
@@ -45,67 +45,64 @@ def linear(x, w_mu, w_rho, w_seed, b_mu=None, b_rho=None, b_seed=None):
     return y
 
 
-def _dilate_kernel(w, axis, dilation):
-    """``w`` with ``dilation - 1`` zero taps between its taps along ``axis`` (0 or 1)."""
-    if dilation == 1:
-        return w
-    zeros_shape = list(w.shape)
-    zeros_shape.insert(axis + 1, dilation - 1)
-    spaced = tf.concat([tf.expand_dims(w, axis + 1), tf.zeros(zeros_shape, w.dtype)], axis=axis + 1)
-    merged = list(w.shape)
-    merged[axis] *= dilation
-    return tf.gather(tf.reshape(spaced, merged), tf.range((w.shape[axis] - 1) * dilation + 1), axis=axis)
-
-
-def _tf_conv2d(x, w, strides, padding):
-    """``tf.nn.conv2d`` of NHWC ``x`` with the (already dilated) kernel ``w``, except that unequal
-    strides run at stride 1 and are subsampled: TensorFlow 2.21's oneDNN kernels mishandle them
-    (Conv2DBackpropFilter writes out of bounds and corrupts the heap; the forward returns garbage for
-    one-channel inputs, e.g. x [2, 6, 5, 1], w [1, 3, 1, 3], strides [1, 3]; benchmarks/NOTES.md)."""
-    if strides[0] == strides[1]:
-        return tf.nn.conv2d(x, w, strides, padding)
-    if padding == "SAME":
-        pads = [[0, 0]]
-        for axis in (0, 1):
-            size, window, stride = tf.shape(x)[axis + 1], w.shape[axis], strides[axis]
-            total = tf.maximum((-(-size // stride) - 1) * stride + window - size, 0)
-            pads.append([total // 2, total - total // 2])
-        x, padding = tf.pad(x, pads + [[0, 0]]), "VALID"
-    return tf.nn.conv2d(x, w, 1, padding)[:, ::strides[0], ::strides[1], :]
-
-
-def _conv2d_nhwc(x, w, args, native_groups):
-    """Plain TF convolution of NHWC ``x`` with the kernel ``w`` [kh, kw, in/groups, out], covering
-    what TensorFlow's CPU convolution refuses: dilation (its CPU gradient does not support it, so the
-    kernel is dilated with zeros instead) and, unless ``native_groups``, groups (one convolution per
-    group; only oneDNN builds convolve groups in one op, forward and backward)."""
-    out_size = [None, None]
+def _padding_amounts(x, w, args):
+    """``[[0, 0], [top, bottom], [left, right], [0, 0]]`` for NHWC ``x``, with TensorFlow's SAME rule."""
+    pads = [[0, 0]]
     for axis in (0, 1):
-        if x.shape[axis + 1] is not None:
-            out_size[axis], _ = _conv_args.axis_output(x.shape[axis + 1], w.shape[axis], args.strides[axis],
-                                                       args.dilations[axis], args.padding,
-                                                       *args.explicit[2 * axis:2 * axis + 2])
-    if None not in out_size and 0 in (x.shape[0], *out_size):
-        # oneDNN mishandles empty convolutions in graphs; keep the gradients defined (zero).
-        zero = 0.0 * (tf.reduce_sum(x) + tf.reduce_sum(w))
-        return tf.zeros([tf.shape(x)[0], *out_size, w.shape[3]], x.dtype) + zero
-    w = _dilate_kernel(_dilate_kernel(w, 0, args.dilations[0]), 1, args.dilations[1])
-    padding = args.padding
-    if padding == "EXPLICIT":
-        top, bottom, left, right = args.explicit
-        padding = [[0, 0], [top, bottom], [left, right], [0, 0]]
-    if args.groups == 1 or native_groups:
-        return _tf_conv2d(x, w, args.strides, padding)
-    xs, ws = tf.split(x, args.groups, axis=3), tf.split(w, args.groups, axis=3)
-    return tf.concat([_tf_conv2d(xg, wg, args.strides, padding) for xg, wg in zip(xs, ws)], axis=3)
+        if args.padding != "SAME":
+            pads.append(list(args.explicit[2 * axis:2 * axis + 2]))
+            continue
+        size, stride = tf.shape(x)[axis + 1], args.strides[axis]
+        window = (w.shape[axis] - 1) * args.dilations[axis] + 1
+        total = tf.maximum((-(-size // stride) - 1) * stride + window - size, 0)
+        pads.append([total // 2, total - total // 2])
+    return pads + [[0, 0]]
 
 
-def conv2d_with_kernel(x, w, b, args, native_groups=False):
-    """Convolution of ``x`` (either layout) with a given kernel and optional bias, in plain TF;
-    ``native_groups`` lets one ``tf.nn.conv2d`` do all groups (oneDNN builds only)."""
+def _conv2d_by_taps(x, w, args):
+    """The convolution's definition, one tap at a time:
+    ``y[b, p, q, g, o] = sum_{i, j, c} xpad[b, p*sh + i*dh, q*sw + j*dw, g, c] * w[i, j, c, g, o]``.
+
+    Covers what TensorFlow's CPU convolution does not do (or does wrong): dilation (no CPU gradient),
+    groups (oneDNN builds only), unequal strides (TensorFlow 2.21's oneDNN kernels corrupt the heap
+    in the filter gradient) and empty shapes.
+    """
+    kh, kw, in_per_group, out = w.shape
+    groups = args.groups
+    xp = tf.pad(x, _padding_amounts(x, w, args))
+    out_sizes, steps = [], []
+    for axis, k in ((0, kh), (1, kw)):
+        window = (k - 1) * args.dilations[axis] + 1
+        out_size = (tf.shape(xp)[axis + 1] - window) // args.strides[axis] + 1
+        out_sizes.append(out_size)
+        steps.append(tf.maximum((out_size - 1) * args.strides[axis] + 1, 0))
+    w_grouped = tf.reshape(w, [kh, kw, in_per_group, groups, out // groups])
+    y = 0.0
+    for i in range(kh):
+        for j in range(kw):
+            top, left = i * args.dilations[0], j * args.dilations[1]
+            patch = xp[:, top:top + steps[0]:args.strides[0], left:left + steps[1]:args.strides[1], :]
+            patch = tf.reshape(patch, tf.concat([tf.shape(patch)[:3], [groups, in_per_group]], 0))
+            y += tf.einsum("bhwgc,cgo->bhwgo", patch, w_grouped[i, j])
+    return tf.reshape(y, tf.stack([tf.shape(x)[0], out_sizes[0], out_sizes[1], out]))
+
+
+def _conv2d_nhwc(x, w, args):
+    plain = args.groups == 1 and args.dilations == (1, 1) and args.strides[0] == args.strides[1]
+    if plain and x.shape.is_fully_defined() and x.shape.num_elements():
+        out_sizes = [_conv_args.axis_output(x.shape[axis + 1], w.shape[axis], args.strides[axis], 1, args.padding,
+                                            *args.explicit[2 * axis:2 * axis + 2])[0] for axis in (0, 1)]
+        if min(out_sizes) > 0:
+            # What an unfused layer writes: TensorFlow's own convolution.
+            padding = args.padding if args.padding != "EXPLICIT" else _padding_amounts(x, w, args)
+            return tf.nn.conv2d(x, w, args.strides, padding)
+    return _conv2d_by_taps(x, w, args)
+
+
+def _conv2d_sampled(x, w, b, args):
     if not args.channels_last:
         x = tf.transpose(x, [0, 2, 3, 1])
-    y = _conv2d_nhwc(x, w, args, native_groups)
+    y = _conv2d_nhwc(x, w, args)
     if b is not None:
         y = y + b
     return y if args.channels_last else tf.transpose(y, [0, 3, 1, 2])
@@ -119,7 +116,7 @@ def conv2d(x, w_mu, w_rho, w_seed, b_mu=None, b_rho=None, b_seed=None, stride=1,
     """
     args = _conv_args.conv2d_args(stride, padding, dilation, groups, data_format)
     b = None if b_mu is None else sample_gaussian(b_mu, b_rho, b_seed)
-    return conv2d_with_kernel(x, sample_gaussian(w_mu, w_rho, w_seed), b, args)
+    return _conv2d_sampled(x, sample_gaussian(w_mu, w_rho, w_seed), b, args)
 
 
 def conv1d(x, w_mu, w_rho, w_seed, b_mu=None, b_rho=None, b_seed=None, stride=1, padding="VALID", dilation=1,
@@ -130,59 +127,40 @@ def conv1d(x, w_mu, w_rho, w_seed, b_mu=None, b_rho=None, b_seed=None, stride=1,
     height_axis = 1 if args.channels_last else 2
     b = None if b_mu is None else sample_gaussian(b_mu, b_rho, b_seed)
     w = sample_gaussian(w_mu, w_rho, w_seed)[None]
-    y = conv2d_with_kernel(tf.expand_dims(x, height_axis), w, b, args)
-    return tf.squeeze(y, height_axis)
+    return tf.squeeze(_conv2d_sampled(tf.expand_dims(x, height_axis), w, b, args), height_axis)
 
 
 def embedding(ids, w_mu, w_rho, w_seed, padding_idx=None, max_norm=None, norm_type=2.0):
-    """``W[ids]`` from the fully sampled table, then padding and max-norm as ``embedding_lookup``."""
-    return embedding_lookup(sample_gaussian(w_mu, w_rho, w_seed), ids, padding_idx, max_norm, norm_type)
-
-
-def embedding_lookup(w, ids, padding_idx=None, max_norm=None, norm_type=2.0):
-    """``w[ids]`` with illia's padding and max-norm, for a fixed table ``w``.
+    """``W[ids]`` from the fully sampled table, with illia's padding and max-norm.
 
     Rows at ``padding_idx`` are zero. With ``max_norm``, each row e is multiplied by
     ``max_norm / max(norm(e, norm_type), max_norm)``: illia's ``clip(norm, 0, max_norm) /
-    max(norm, 1e-7)`` for every norm above 1e-7, without its 0/0 guard. The norm is taken before
-    the padding mask (which zeroes those rows anyway), so no gradient passes through a zero norm.
+    max(norm, 1e-7)`` for every norm above 1e-7, without its 0/0 guard.
     """
-    rows = tf.gather(w, ids)
+    rows = tf.gather(sample_gaussian(w_mu, w_rho, w_seed), ids)
     if max_norm is not None:
         norms = tf.norm(rows, ord=norm_type, axis=-1, keepdims=True)
-        rows = rows * (max_norm / tf.maximum(norms, max_norm))
-    if padding_idx is not None:
-        rows = tf.where(tf.expand_dims(tf.not_equal(ids, tf.cast(padding_idx, ids.dtype)), -1), rows,
-                        tf.zeros_like(rows))
-    return rows
+        rows *= max_norm / tf.maximum(norms, max_norm)
+    if padding_idx is None:
+        return rows
+    return tf.where(tf.expand_dims(ids == padding_idx, -1), tf.zeros_like(rows), rows)
 
 
 def lstm(x, w_mu, w_rho, w_seed, b_mu, b_rho, b_seed, initial_state=None):
-    """The LSTM as illia writes it (a loop over time steps) with W and b from ``sample_gaussian``."""
-    return lstm_recurrence(x, sample_gaussian(w_mu, w_rho, w_seed), sample_gaussian(b_mu, b_rho, b_seed),
-                           initial_state)
-
-
-def lstm_recurrence(x, w, b, initial_state=None):
-    """illia's LSTM loop with fixed ``w [E + H, 4H]`` (gates f, i, c, o) and ``b [4H]``.
-
-    Returns ``(h_seq [B, T, H], (h_T, c_T))``. The loop over time is a ``tf.while_loop``, which is
-    what autograph makes of illia's ``for t in range(seq_len)`` inside a ``tf.function``.
-    """
-    hidden = tf.shape(w)[-1] // 4
+    """illia's LSTM with W ``[E + H, 4H]`` (gates f, i, c, o) and b ``[4H]`` from ``sample_gaussian``,
+    scanned over time. Returns ``(h_seq [B, T, H], (h_T, c_T))``."""
+    w, b = sample_gaussian(w_mu, w_rho, w_seed), sample_gaussian(b_mu, b_rho, b_seed)
     if initial_state is None:
-        h = c = tf.zeros(tf.stack([tf.shape(x)[0], hidden]), x.dtype)
+        h0 = c0 = tf.zeros(tf.stack([tf.shape(x)[0], tf.shape(w)[-1] // 4]), x.dtype)
     else:
-        h, c = initial_state
-    steps = tf.shape(x)[1]
-    h_seq = tf.TensorArray(x.dtype, size=steps, element_shape=h.shape)
+        h0, c0 = initial_state
 
-    def step(t, h, c, h_seq):
-        z = tf.matmul(tf.concat([x[:, t, :], h], axis=1), w) + b
-        f, i, g, o = tf.split(z, 4, axis=1)
+    def step(state, x_t):
+        h, c = state
+        f, i, g, o = tf.split(tf.matmul(tf.concat([x_t, h], axis=1), w) + b, 4, axis=1)
         c = c * tf.sigmoid(f) + tf.tanh(g) * tf.sigmoid(i)
-        h = tf.sigmoid(o) * tf.tanh(c)
-        return t + 1, h, c, h_seq.write(t, h)
+        return tf.sigmoid(o) * tf.tanh(c), c
 
-    _, h, c, h_seq = tf.while_loop(lambda t, *_: t < steps, step, (tf.constant(0), h, c, h_seq))
-    return tf.transpose(h_seq.stack(), [1, 0, 2]), (h, c)
+    hs, cs = tf.scan(step, tf.transpose(x, [1, 0, 2]), initializer=(h0, c0))
+    last = lambda seq, first: tf.concat([first[None], seq], axis=0)[-1]  # noqa: E731 (T may be 0)
+    return tf.transpose(hs, [1, 0, 2]), (last(hs, h0), last(cs, c0))

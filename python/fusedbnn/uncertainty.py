@@ -17,8 +17,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from fusedbnn.losses import bayesian_modules
-from fusedbnn.nn._params import positive_int
+from fusedbnn._validation import positive_int
+from fusedbnn.nn._walk import bayesian_modules
 
 # predict_mc shows a progress bar by itself ("auto") when the run is expected to take this long.
 _LONG_RUN_SECONDS = 5.0

@@ -12,7 +12,6 @@ import sys
 
 import torch
 import torch.nn.functional as F
-
 import torch_ops
 
 

@@ -1,26 +1,44 @@
-"""BayesianModule: the base of every fusedbnn layer (illia's API)."""
+"""BayesianModule: the base of every fusedbnn layer (illia's API), owning the behaviour they share."""
 
 import keras
 import tensorflow as tf
 from tensorflow.python.ops import control_flow_util
 
+from fusedbnn import _seeds
+from fusedbnn.nn import _parameter, _walk
+
 
 class BayesianModule(keras.layers.Layer):
     """A Keras layer whose parameters are Gaussian distributions, sampled afresh on every call.
 
-    ``freeze()`` fixes one sample (stored in non-trainable variables, kept by saving) and
-    ``unfreeze()`` resumes sampling. The frozen flag is a variable, so functions that Keras has
-    already traced see the change. ``kl_cost()`` returns ``(kl, num_params)`` for the sample of the
-    last call, or for the fixed sample when frozen. The fused ops cannot be compiled by XLA, so
+    ``freeze()`` fixes the parameters (at the last call's sample, or at the posterior means with
+    ``use_mean=True``; stored in non-trainable variables, kept by saving) and ``unfreeze()`` resumes
+    sampling. The frozen flag is a variable, so functions that Keras has already traced see the
+    change; setting ``frozen`` sets it. ``kl_cost()`` returns ``(kl, num_params)`` for the sample of
+    the last call, or for the fixed values when frozen. The fused ops cannot be compiled by XLA, so
     ``supports_jit`` is False.
+
+    A subclass declares its parameters with ``_add_parameter(name, distribution)`` and implements two
+    hooks: ``_sampled_call(inputs, **kwargs)``, which runs the fused ops on each parameter's
+    ``sampling_args(self)``, and ``_frozen_call(inputs, **kwargs)``, which applies the frozen values.
+    ``call`` switches between them; ``freeze``, ``unfreeze`` and ``kl_cost`` cover the declared
+    parameters and every BayesianModule inside the layer (the LSTM's embedding, say). A subclass
+    written the illia way, overriding ``call``, ``freeze``, ``unfreeze`` and ``kl_cost`` itself, works
+    too.
+
+    Under a mixed-precision policy, variables, sampling and KL stay float32: floating inputs are cast
+    to float32 and floating outputs to the policy's compute dtype.
     """
 
     def __init__(self, seed=None, **kwargs):
+        kwargs.setdefault("autocast", False)  # the fused ops read float32 variables
         super().__init__(**kwargs)
         self.is_bayesian = True
         self.seed = seed
         self.supports_jit = False
         self._frozen = self.add_weight(name="frozen", shape=(), dtype="bool", initializer="zeros", trainable=False)
+        self._seed_generator = keras.random.SeedGenerator(_seeds.derived_seed(seed, "noise"))
+        self._bayesian_parameters = []
 
     def __call__(self, *args, **kwargs):
         if control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph()):
@@ -30,31 +48,110 @@ class BayesianModule(keras.layers.Layer):
             )
         return super().__call__(*args, **kwargs)
 
+    def _add_parameter(self, name, dist, argument, shape, parameter_class=_parameter.SampledParameter):
+        """Declare a Bayesian parameter ``name`` of ``shape``, drawn from ``dist`` (the constructor
+        argument ``argument``: a GaussianDistribution, its config, or None for the default one)."""
+        dist = _parameter.make_distribution(dist, shape, argument, self.seed, scope=self.name)
+        parameter = parameter_class(self, dist, name)
+        self._bayesian_parameters.append(parameter)
+        return parameter
+
     @property
     def frozen(self):
-        """Whether the layer uses its fixed sample instead of sampling."""
-        return bool(self._frozen.numpy())
+        """Whether the layer uses its fixed values instead of sampling (a tensor while tracing)."""
+        if tf.executing_eagerly():
+            return bool(self._frozen.numpy())
+        return tf.convert_to_tensor(self._frozen)
 
-    def _set_frozen(self, value):
+    @frozen.setter
+    def frozen(self, value):
         self._frozen.assign(value)
 
-    def freeze(self):
-        """Fix the parameters at the sample of the last call (or a first sample) and stop sampling."""
-        raise NotImplementedError
+    def freeze(self, use_mean=False):
+        """Fix the parameters at the sample of the last call (or a first sample), or with
+        ``use_mean=True`` at the posterior means, and stop sampling."""
+        for module in _walk.child_modules(self):
+            module.freeze(use_mean)
+        for parameter in self._bayesian_parameters:
+            parameter.freeze(use_mean)
+        self.frozen = True
 
     def unfreeze(self):
         """Resume sampling on every call."""
-        self._set_frozen(False)
+        for module in _walk.child_modules(self):
+            module.unfreeze()
+        self.frozen = False
 
     def kl_cost(self):
-        """``(kl, num_params)``: the one-sample KL estimate and the number of Bayesian parameters."""
-        raise NotImplementedError
+        """``(kl, num_params)``: the one-sample KL estimate at the last call's sample (or at the
+        frozen values) and the number of Bayesian parameters, inner modules included."""
+        costs = [module.kl_cost() for module in _walk.child_modules(self)]
+        costs += [(p.kl(self._frozen), p.dist.num_params) for p in self._bayesian_parameters]
+        if not costs:
+            return tf.constant(0.0), 0
+        return tf.add_n([kl for kl, _ in costs]), sum(n for _, n in costs)
 
-    def _when_frozen(self, frozen_fn, sampling_fn):
-        """``frozen_fn()`` if frozen else ``sampling_fn()``, decided when the graph runs."""
-        return tf.cond(self._frozen, frozen_fn, sampling_fn)
+    def call(self, inputs, **kwargs):
+        inputs = tf.nest.map_structure(_to_float32, inputs)
+        outputs = tf.cond(self._frozen, lambda: self._frozen_call(inputs, **kwargs),
+                          lambda: self._sampled_call(inputs, **kwargs))
+        return tf.nest.map_structure(lambda t: _to_dtype(t, self.compute_dtype), outputs)
+
+    def _sampled_call(self, inputs, **kwargs):
+        """The layer's output with freshly sampled parameters (fused ops)."""
+        raise NotImplementedError(f"{type(self).__name__} must implement _sampled_call or override call")
+
+    def _frozen_call(self, inputs, **kwargs):
+        """The layer's output with the frozen values."""
+        raise NotImplementedError(f"{type(self).__name__} must implement _frozen_call or override call")
 
     def get_config(self):
         config = super().get_config()
         config["seed"] = self.seed
         return config
+
+
+class WeightAndBiasModule(BayesianModule):
+    """The shape of Linear and the convolutions: sampled weights ``w`` and, with ``use_bias``, a
+    sampled bias ``b``."""
+
+    def _add_weight_and_bias(self, weights_distribution, bias_distribution, weight_shape, outputs):
+        self._w = self._add_parameter("w", weights_distribution, "weights_distribution", weight_shape)
+        self.weights_distribution = self._w.dist
+        self._b = self.bias_distribution = None
+        if self.use_bias:
+            self._b = self._add_parameter("b", bias_distribution, "bias_distribution", (outputs,))
+            self.bias_distribution = self._b.dist
+
+    @property
+    def w(self):
+        """The frozen weights (set by ``freeze()``)."""
+        return self._w.frozen_value
+
+    @property
+    def b(self):
+        """The frozen bias (one value per output), or None without bias."""
+        return None if self._b is None else self._b.frozen_value
+
+    def _sampling_args(self):
+        """The fused op's parameter arguments: w's ``(mu, rho, seed)``, then b's if there is a bias."""
+        return (*self._w.sampling_args(self), *(() if self._b is None else self._b.sampling_args(self)))
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            use_bias=self.use_bias,
+            weights_distribution=keras.saving.serialize_keras_object(self.weights_distribution),
+            bias_distribution=None if self.bias_distribution is None
+            else keras.saving.serialize_keras_object(self.bias_distribution),
+        )
+        return config
+
+
+def _to_float32(value):
+    value = tf.convert_to_tensor(value)
+    return tf.cast(value, tf.float32) if value.dtype in (tf.float16, tf.bfloat16, tf.float64) else value
+
+
+def _to_dtype(value, dtype):
+    return tf.cast(value, dtype) if value.dtype.is_floating and value.dtype != dtype else value

@@ -3,12 +3,12 @@
 import keras
 import tensorflow as tf
 
-from fusedbnn import _conv_args, ops, reference
-from fusedbnn.nn import _params
-from fusedbnn.nn.base import BayesianModule
+from fusedbnn import _conv_args, _plain, ops
+from fusedbnn._validation import float_inputs, positive_int
+from fusedbnn.nn.base import WeightAndBiasModule
 
 
-class _BayesianConv(_params.WeightAndBias, BayesianModule):
+class _BayesianConv(WeightAndBiasModule):
     """The shared body of Conv1d and Conv2d: ``rank`` spatial axes, kernel ``[*kernel_size, in/groups, out]``."""
 
     rank = None
@@ -18,9 +18,9 @@ class _BayesianConv(_params.WeightAndBias, BayesianModule):
     def __init__(self, input_channels, output_channels, kernel_size, stride, padding, dilation, groups, data_format,
                  weights_distribution, bias_distribution, use_bias, seed, **kwargs):
         super().__init__(seed=seed, **kwargs)
-        self.input_channels = _params.positive_int(input_channels, "input_channels")
-        self.output_channels = _params.positive_int(output_channels, "output_channels")
-        self.groups = _params.positive_int(groups, "groups")
+        self.input_channels = positive_int(input_channels, "input_channels")
+        self.output_channels = positive_int(output_channels, "output_channels")
+        self.groups = positive_int(groups, "groups")
         if self.input_channels % self.groups or self.output_channels % self.groups:
             raise ValueError(f"groups ({self.groups}) must divide input_channels ({self.input_channels}) and "
                              f"output_channels ({self.output_channels})")
@@ -32,58 +32,25 @@ class _BayesianConv(_params.WeightAndBias, BayesianModule):
         parse = _conv_args.conv1d_args if self.rank == 1 else _conv_args.conv2d_args
         self._args = parse(stride, padding, dilation, self.groups, data_format)
         self.use_bias = bool(use_bias)
-        self._seed_generator = keras.random.SeedGenerator(_params.derived_seed(seed, 7))
+        self.input_spec = keras.layers.InputSpec(ndim=self.rank + 2, axes={self._channel_axis(): self.input_channels})
         kernel_shape = (*self._kernel, self.input_channels // self.groups, self.output_channels)
-        self._init_weight_and_bias(kernel_shape, self.output_channels, weights_distribution, bias_distribution, seed)
-
-    @property
-    def w(self):
-        """The frozen kernel sample ``[*kernel_size, input_channels / groups, output_channels]`` (set by ``freeze()``)."""
-        return self._w.frozen_value
+        self._add_weight_and_bias(weights_distribution, bias_distribution, kernel_shape, self.output_channels)
 
     def _channel_axis(self):
         return -1 if self._args.channels_last else 1
 
-    def build(self, input_shape):
-        input_shape = tuple(input_shape)
-        if len(input_shape) != self.rank + 2:
-            raise ValueError(f"{type(self).__name__} expects inputs of rank {self.rank + 2} ({self.data_format}), "
-                             f"got shape {input_shape}")
-        channels = input_shape[self._channel_axis()]
-        if channels is not None and channels != self.input_channels:
-            raise ValueError(f"{type(self).__name__} expects {self.input_channels} input channels "
-                             f"({self.data_format}), got shape {input_shape}")
+    def _sampled_call(self, inputs):
+        return self._conv_fn(float_inputs(self, inputs), *self._sampling_args(), stride=self.stride,
+                             padding=self.padding, dilation=self.dilation, groups=self.groups,
+                             data_format=self.data_format)
 
-    def call(self, inputs):
-        x = tf.convert_to_tensor(inputs)
-        if x.dtype != tf.float32:
-            raise ValueError(f"{type(self).__name__} expects float32 inputs, got dtype {x.dtype.name}")
-        self.build(x.shape)
-
-        def frozen():
-            if self.rank == 2:
-                return reference.conv2d_with_kernel(x, self.w, self.b, self._args)
-            height_axis = 1 if self._args.channels_last else 2
-            y = reference.conv2d_with_kernel(tf.expand_dims(x, height_axis), self.w[None], self.b, self._args)
-            return tf.squeeze(y, height_axis)
-
-        def sampling():
-            args = [x, self.weights_distribution.mu, self.weights_distribution.rho, self._w.draw_seed(self)]
-            if self._b is not None:
-                args += [self.bias_distribution.mu, self.bias_distribution.rho, self._b.draw_seed(self)]
-            return self._conv_fn(*args, stride=self.stride, padding=self.padding, dilation=self.dilation,
-                                 groups=self.groups, data_format=self.data_format)
-
-        return self._when_frozen(frozen, sampling)
-
-    def freeze(self):
-        for p in self._parameters():
-            p.freeze()
-        self._set_frozen(True)
-
-    def kl_cost(self):
-        kl = tf.add_n([p.kl(self._frozen) for p in self._parameters()])
-        return kl, sum(p.dist.num_params for p in self._parameters())
+    def _frozen_call(self, inputs):
+        x = float_inputs(self, inputs)
+        if self.rank == 2:
+            return _plain.conv2d_with_kernel(x, self.w, self.b, self._args)
+        height_axis = 1 if self._args.channels_last else 2
+        y = _plain.conv2d_with_kernel(tf.expand_dims(x, height_axis), self.w[None], self.b, self._args)
+        return tf.squeeze(y, height_axis)
 
     def compute_output_shape(self, input_shape):
         shape = list(input_shape)
@@ -109,10 +76,6 @@ class _BayesianConv(_params.WeightAndBias, BayesianModule):
             dilation=self.dilation,
             groups=self.groups,
             data_format=self.data_format,
-            use_bias=self.use_bias,
-            weights_distribution=keras.saving.serialize_keras_object(self.weights_distribution),
-            bias_distribution=None if self.bias_distribution is None
-            else keras.saving.serialize_keras_object(self.bias_distribution),
         )
         return config
 
@@ -138,7 +101,8 @@ class Conv2d(_BayesianConv):
         kernel_size: an int or ``[kh, kw]``.
         stride, dilation: an int or ``[h, w]`` (``dilation=None`` means 1); stride > 1 together
             with dilation > 1 is allowed.
-        padding: "VALID", "SAME", ``[[top, bottom], [left, right]]`` or ``[pad_h, pad_w]``.
+        padding: "VALID", "SAME", an int (the same on every side, as in PyTorch and illia),
+            ``[pad_h, pad_w]`` or ``[[top, bottom], [left, right]]``.
         groups: divides both channel counts; ``groups == input_channels`` is depthwise.
         data_format: "NHWC" or "NCHW" (both run on the CPU); None means "NHWC", as in illia.
         weights_distribution: GaussianDistribution of the kernel's shape, or None for the default

@@ -3,8 +3,8 @@
 import keras
 import tensorflow as tf
 
-from fusedbnn import ops, reference
-from fusedbnn.nn import _params
+from fusedbnn import _plain, ops
+from fusedbnn._validation import embedding_options, positive_int
 from fusedbnn.nn.base import BayesianModule
 
 
@@ -43,9 +43,9 @@ class Embedding(BayesianModule):
     def __init__(self, num_embeddings, embeddings_dim, padding_idx=None, max_norm=None, norm_type=2.0,
                  scale_grad_by_freq=False, sparse=False, weights_distribution=None, seed=None, **kwargs):
         super().__init__(seed=seed, **kwargs)
-        self.num_embeddings = _params.positive_int(num_embeddings, "num_embeddings")
-        self.embeddings_dim = _params.positive_int(embeddings_dim, "embeddings_dim")
-        ops._embedding_options(padding_idx, max_norm, norm_type)
+        self.num_embeddings = positive_int(num_embeddings, "num_embeddings")
+        self.embeddings_dim = positive_int(embeddings_dim, "embeddings_dim")
+        embedding_options(padding_idx, max_norm, norm_type)
         if padding_idx is not None and padding_idx >= self.num_embeddings:
             raise ValueError(f"padding_idx must be None or in [0, {self.num_embeddings}), got {padding_idx!r}")
         self.padding_idx = None if padding_idx is None else int(padding_idx)
@@ -53,38 +53,23 @@ class Embedding(BayesianModule):
         self.norm_type = float(norm_type)
         self.scale_grad_by_freq = bool(scale_grad_by_freq)
         self.sparse = bool(sparse)
-        self._seed_generator = keras.random.SeedGenerator(_params.derived_seed(seed, 7))
-        self.weights_distribution = _params.distribution(
-            weights_distribution, (self.num_embeddings, self.embeddings_dim), "weights_distribution", seed
-        )
-        self._w = _params.SampledParameter(self, self.weights_distribution, "w")
+        self._w = self._add_parameter("w", weights_distribution, "weights_distribution",
+                                      (self.num_embeddings, self.embeddings_dim))
+        self.weights_distribution = self._w.dist
 
     @property
     def w(self):
-        """The frozen table sample ``[num_embeddings, embeddings_dim]`` (set by ``freeze()``)."""
+        """The frozen table ``[num_embeddings, embeddings_dim]`` (set by ``freeze()``)."""
         return self._w.frozen_value
 
     def _options(self):
         return {"padding_idx": self.padding_idx, "max_norm": self.max_norm, "norm_type": self.norm_type}
 
-    def call(self, inputs):
-        ids = token_ids(inputs)
+    def _sampled_call(self, inputs):
+        return ops.embedding(token_ids(inputs), *self._w.sampling_args(self), **self._options())
 
-        def frozen():
-            return reference.embedding_lookup(self.w, ids, **self._options())
-
-        def sampling():
-            dist = self.weights_distribution
-            return ops.embedding(ids, dist.mu, dist.rho, self._w.draw_seed(self), **self._options())
-
-        return self._when_frozen(frozen, sampling)
-
-    def freeze(self):
-        self._w.freeze()
-        self._set_frozen(True)
-
-    def kl_cost(self):
-        return self._w.kl(self._frozen), self.weights_distribution.num_params
+    def _frozen_call(self, inputs):
+        return _plain.embedding_lookup(self.w, token_ids(inputs), **self._options())
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape) + (self.embeddings_dim,)
@@ -102,4 +87,3 @@ class Embedding(BayesianModule):
             weights_distribution=keras.saving.serialize_keras_object(self.weights_distribution),
         )
         return config
-

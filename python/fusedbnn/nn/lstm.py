@@ -3,26 +3,25 @@
 import keras
 import tensorflow as tf
 
-from fusedbnn import ops, reference
-from fusedbnn.nn import _params
+from fusedbnn import _plain, _seeds, ops
+from fusedbnn._validation import positive_int
+from fusedbnn.nn import _parameter
 from fusedbnn.nn.base import BayesianModule
 from fusedbnn.nn.embedding import Embedding, token_ids
 
 GATES = ("f", "i", "c", "o")
 
 
-class _GateParameter(_params.SampledParameter):
+class _GateParameter(_parameter.SampledParameter):
     """A parameter ``[..., 4H]`` sampled as one tensor (the fused op's layout, gates f, i, c, o along
     the last axis) whose frozen sample is kept as four variables, one per gate, under illia's names."""
 
-    def __init__(self, layer, dist, prefix):
-        self._prefix = prefix
-        super().__init__(layer, dist, f"{prefix}_gates")
-
     def _add_frozen_variables(self, layer, name):
         shape = self.dist.shape[:-1] + (self.dist.shape[-1] // 4,)
+        prefix = name.removesuffix("_gates")
         self.per_gate = {
-            gate: layer.add_weight(name=f"{self._prefix}{gate}", shape=shape, initializer="zeros", trainable=False)
+            gate: layer.add_weight(name=f"{prefix}{gate}", shape=shape, initializer="zeros", trainable=False,
+                                   autocast=False)
             for gate in GATES
         }
 
@@ -30,16 +29,16 @@ class _GateParameter(_params.SampledParameter):
     def frozen_value(self):
         return tf.concat([self.per_gate[gate] for gate in GATES], axis=-1)
 
-    def freeze(self):
-        for gate, value in zip(GATES, tf.split(self.dist.sample(self.seed), 4, axis=-1)):
-            self.per_gate[gate].assign(value)
+    def _set_frozen_value(self, value):
+        for gate, part in zip(GATES, tf.split(value, 4, axis=-1)):
+            self.per_gate[gate].assign(part)
 
 
 @keras.saving.register_keras_serializable(package="fusedbnn")
 class LSTM(BayesianModule):
     """Bayesian LSTM over token ids with an output projection, illia's ``LSTM``.
 
-    ``call(inputs, init_states=None)``: inputs ``[B, T, 1]`` token ids go through a Bayesian
+    ``call(inputs, init_states=None)``: inputs ``[B, T]`` or ``[B, T, 1]`` token ids go through a Bayesian
     ``Embedding(num_embeddings, embeddings_dim)`` (``embedding``), then the recurrence
     ``z = [x_t, h] @ W + b`` with gates f, i, c, o, ``c = sig(f) c + sig(i) tanh(g)``,
     ``h = sig(o) tanh(c)``, from ``init_states = (h0, c0)`` (each ``[B, hidden_size]``, zeros if
@@ -62,11 +61,12 @@ class LSTM(BayesianModule):
     def __init__(self, num_embeddings, embeddings_dim, hidden_size, output_size, padding_idx=None, max_norm=None,
                  norm_type=2.0, scale_grad_by_freq=False, sparse=False, seed=None, **kwargs):
         super().__init__(seed=seed, **kwargs)
-        self.hidden_size = _params.positive_int(hidden_size, "hidden_size")
-        self.output_size = _params.positive_int(output_size, "output_size")
-        self.embedding = Embedding(num_embeddings, embeddings_dim, padding_idx=padding_idx, max_norm=max_norm,
-                                   norm_type=norm_type, scale_grad_by_freq=scale_grad_by_freq, sparse=sparse,
-                                   seed=_params.derived_seed(seed, 11))
+        self.hidden_size = positive_int(hidden_size, "hidden_size")
+        self.output_size = positive_int(output_size, "output_size")
+        with keras.name_scope(self.name):  # variable paths <lstm>/embedding/..., the same after loading
+            self.embedding = Embedding(num_embeddings, embeddings_dim, padding_idx=padding_idx, max_norm=max_norm,
+                                       norm_type=norm_type, scale_grad_by_freq=scale_grad_by_freq, sparse=sparse,
+                                       seed=_seeds.derived_seed(seed, "embedding"), name="embedding")
         self.num_embeddings = self.embedding.num_embeddings
         self.embeddings_dim = self.embedding.embeddings_dim
         self.padding_idx = self.embedding.padding_idx
@@ -74,23 +74,14 @@ class LSTM(BayesianModule):
         self.norm_type = self.embedding.norm_type
         self.scale_grad_by_freq = self.embedding.scale_grad_by_freq
         self.sparse = self.embedding.sparse
-        self._seed_generator = keras.random.SeedGenerator(_params.derived_seed(seed, 7))
         rows, hidden = self.embeddings_dim + self.hidden_size, self.hidden_size
-
-        def dist(shape, name, offset):
-            return _params.distribution(None, shape, name, _params.derived_seed(seed, offset))
-
-        self.gate_weights_distribution = dist((rows, 4 * hidden), "gate_weights_distribution", 0)
-        self.gate_bias_distribution = dist((4 * hidden,), "gate_bias_distribution", 2)
-        self.output_weights_distribution = dist((hidden, self.output_size), "output_weights_distribution", 3)
-        self.output_bias_distribution = dist((self.output_size,), "output_bias_distribution", 4)
-        self._w = _GateParameter(self, self.gate_weights_distribution, "w")
-        self._b = _GateParameter(self, self.gate_bias_distribution, "b")
-        self._wv = _params.SampledParameter(self, self.output_weights_distribution, "wv")
-        self._bv = _params.SampledParameter(self, self.output_bias_distribution, "bv")
-
-    def _parameters(self):
-        return [self._w, self._b, self._wv, self._bv]
+        self._w = self._add_parameter("w_gates", None, "gate_weights_distribution", (rows, 4 * hidden),
+                                      _GateParameter)
+        self._b = self._add_parameter("b_gates", None, "gate_bias_distribution", (4 * hidden,), _GateParameter)
+        self._wv = self._add_parameter("wv", None, "output_weights_distribution", (hidden, self.output_size))
+        self._bv = self._add_parameter("bv", None, "output_bias_distribution", (self.output_size,))
+        self.gate_weights_distribution, self.gate_bias_distribution = self._w.dist, self._b.dist
+        self.output_weights_distribution, self.output_bias_distribution = self._wv.dist, self._bv.dist
 
     # The frozen weights under illia's names.
     wf = property(lambda self: self._w.per_gate["f"], doc="Frozen forget-gate weights [E + H, H].")
@@ -104,45 +95,27 @@ class LSTM(BayesianModule):
     wv = property(lambda self: self._wv.frozen_value, doc="Frozen output weights [H, output_size].")
     bv = property(lambda self: self._bv.frozen_value, doc="Frozen output bias [output_size].")
 
-    def build(self, input_shape):
-        if len(input_shape) != 3 or input_shape[-1] not in (1, None):
-            raise ValueError(f"LSTM expects token ids of shape [batch, steps, 1], got shape {input_shape}")
-
     def call(self, inputs, init_states=None):
-        ids = tf.squeeze(token_ids(inputs), axis=-1)
-        x = self.embedding(ids)
+        ids = token_ids(inputs)
+        shape = ids.shape
+        if shape.rank not in (2, 3) or (shape.rank == 3 and shape[-1] not in (1, None)):
+            raise ValueError(f"LSTM layer '{self.name}': inputs must be token ids of shape [batch, steps] or "
+                             f"[batch, steps, 1], got shape {shape}")
+        if shape.rank == 3:
+            ids = tf.squeeze(ids, axis=-1)
         if init_states is not None:
-            init_states = tuple(tf.convert_to_tensor(s, tf.float32) for s in init_states)
-
-        def frozen():
-            _, (h, c) = reference.lstm_recurrence(x, self._w.frozen_value, self._b.frozen_value, init_states)
-            return tf.matmul(h, self.wv) + self.bv, h, c
-
-        def sampling():
-            gates_w, gates_b = self.gate_weights_distribution, self.gate_bias_distribution
-            _, (h, c) = ops.lstm(x, gates_w.mu, gates_w.rho, self._w.draw_seed(self), gates_b.mu, gates_b.rho,
-                                 self._b.draw_seed(self), initial_state=init_states)
-            wv = self.output_weights_distribution.sample(self._wv.draw_seed(self))
-            bv = self.output_bias_distribution.sample(self._bv.draw_seed(self))
-            return tf.matmul(h, wv) + bv, h, c
-
-        y, h, c = self._when_frozen(frozen, sampling)
+            init_states = tuple(tf.cast(s, tf.float32) for s in init_states)
+        y, h, c = super().call(self.embedding(ids), init_states=init_states)
         return y, (h, c)
 
-    def freeze(self):
-        self.embedding.freeze()
-        for p in self._parameters():
-            p.freeze()
-        self._set_frozen(True)
+    def _sampled_call(self, x, init_states=None):
+        _, (h, c) = ops.lstm(x, *self._w.sampling_args(self), *self._b.sampling_args(self),
+                             initial_state=init_states)
+        return tf.matmul(h, self._wv.draw(self)) + self._bv.draw(self), h, c
 
-    def unfreeze(self):
-        self.embedding.unfreeze()
-        super().unfreeze()
-
-    def kl_cost(self):
-        embedding_kl, embedding_params = self.embedding.kl_cost()
-        kl = tf.add_n([embedding_kl] + [p.kl(self._frozen) for p in self._parameters()])
-        return kl, embedding_params + sum(p.dist.num_params for p in self._parameters())
+    def _frozen_call(self, x, init_states=None):
+        _, (h, c) = _plain.lstm_recurrence(x, self._w.frozen_value, self._b.frozen_value, init_states)
+        return tf.matmul(h, self.wv) + self.bv, h, c
 
     def compute_output_shape(self, inputs_shape, init_states_shape=None):
         state = (inputs_shape[0], self.hidden_size)
@@ -162,3 +135,98 @@ class LSTM(BayesianModule):
             sparse=self.sparse,
         )
         return config
+
+
+@keras.saving.register_keras_serializable(package="fusedbnn")
+class SequenceLSTM(BayesianModule):
+    """Bayesian LSTM over float features ``[batch, steps, features]``, Keras-style (time series).
+
+    One fused op runs the whole recurrence with the gate weights ``W [features + units, 4 units]``
+    and bias ``b [4 units]`` sampled once per call (gates f, i, c, o along the last axis; the
+    backward op runs backpropagation through time and regenerates the noise). ``features`` is found
+    when the layer is built.
+
+    ``call(inputs, initial_state=None)``: ``initial_state`` is ``[h0, c0]``, each ``[batch, units]``
+    (zeros if None). Returns the last ``h`` ``[batch, units]``, or every step's ``[batch, steps,
+    units]`` with ``return_sequences``; with ``return_state``, ``[output, h_T, c_T]``. Masks are not
+    supported: a masked input raises a ValueError.
+
+    Args:
+        units: the hidden size, positive.
+        return_sequences, return_state: as in ``keras.layers.LSTM``.
+        seed: optional int for reproducible initial values and noise.
+        weights_distribution: GaussianDistribution of shape ``(features + units, 4 * units)``, or None
+            for the default prior N(0, 0.1^2).
+        bias_distribution: GaussianDistribution of shape ``(4 * units,)``, or None.
+
+    After ``freeze()`` the fixed values are ``w`` and ``b``.
+    """
+
+    def __init__(self, units, return_sequences=False, return_state=False, seed=None, weights_distribution=None,
+                 bias_distribution=None, **kwargs):
+        super().__init__(seed=seed, **kwargs)
+        self.units = positive_int(units, "units")
+        self.return_sequences = bool(return_sequences)
+        self.return_state = bool(return_state)
+        self.weights_distribution = weights_distribution
+        self.bias_distribution = bias_distribution
+        self.input_spec = keras.layers.InputSpec(ndim=3)
+
+    def build(self, input_shape):
+        features = input_shape[-1]
+        if features is None:
+            raise ValueError(f"SequenceLSTM layer '{self.name}': the features axis of the inputs must be known, "
+                             f"got shape {input_shape}")
+        self._w = self._add_parameter("w", self.weights_distribution, "weights_distribution",
+                                      (features + self.units, 4 * self.units))
+        self._b = self._add_parameter("b", self.bias_distribution, "bias_distribution", (4 * self.units,))
+        self.weights_distribution, self.bias_distribution = self._w.dist, self._b.dist
+
+    @property
+    def w(self):
+        """The frozen gate weights ``[features + units, 4 units]`` (set by ``freeze()``)."""
+        return self._w.frozen_value
+
+    @property
+    def b(self):
+        """The frozen gate bias ``[4 units]`` (set by ``freeze()``)."""
+        return self._b.frozen_value
+
+    def call(self, inputs, initial_state=None, mask=None):
+        if mask is not None:
+            raise ValueError(f"SequenceLSTM layer '{self.name}' does not support masking: remove the Masking layer "
+                             "(or mask_zero) before it, or pad the sequences to a common length")
+        if initial_state is not None:
+            if len(initial_state) != 2:
+                raise ValueError(f"SequenceLSTM layer '{self.name}': initial_state must be [h0, c0], got "
+                                 f"{len(initial_state)} tensors")
+            initial_state = tuple(tf.cast(s, tf.float32) for s in initial_state)
+        h_seq, h, c = super().call(inputs, initial_state=initial_state)
+        output = h_seq if self.return_sequences else h
+        return [output, h, c] if self.return_state else output
+
+    def _sampled_call(self, x, initial_state=None):
+        h_seq, (h, c) = ops.lstm(x, *self._w.sampling_args(self), *self._b.sampling_args(self),
+                                 initial_state=initial_state)
+        return h_seq, h, c
+
+    def _frozen_call(self, x, initial_state=None):
+        h_seq, (h, c) = _plain.lstm_recurrence(x, self.w, self.b, initial_state)
+        return h_seq, h, c
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            units=self.units,
+            return_sequences=self.return_sequences,
+            return_state=self.return_state,
+            weights_distribution=_serialized(self.weights_distribution),
+            bias_distribution=_serialized(self.bias_distribution),
+        )
+        return config
+
+
+def _serialized(distribution):
+    """A distribution's config; before ``build`` the constructor argument may already be one."""
+    return distribution if distribution is None or isinstance(distribution, dict) \
+        else keras.saving.serialize_keras_object(distribution)

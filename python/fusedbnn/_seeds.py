@@ -1,0 +1,29 @@
+"""Seeds of the layers: initial values derived per parameter, noise distinct per replica."""
+
+import zlib
+
+import tensorflow as tf
+
+
+def derived_seed(seed, name):
+    """A seed for the part ``name`` of something seeded with ``seed``, or None if ``seed`` is None.
+
+    Hashing the name (not adding numbered offsets) keeps the parts of one layer, and of layers given
+    neighbouring seeds, from starting with the same draws.
+    """
+    if seed is None:
+        return None
+    return zlib.crc32(f"{int(seed)}/{name}".encode()) & 0x7FFFFFFF
+
+
+def replica_seed(seed):
+    """``seed``, made distinct per replica under a tf.distribute strategy with several replicas.
+
+    Replicas run the same graph with mirrored seed generators; without this, every replica would
+    draw the same noise. The replica id is global across workers, so workers differ too.
+    """
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync == 1:
+        return seed
+    replica_id = tf.cast(context.replica_id_in_sync_group, tf.int64)
+    return tf.cast(tf.random.experimental.stateless_fold_in(seed, replica_id), seed.dtype)

@@ -1,0 +1,74 @@
+"""Argument checks shared by the ops, layers and losses: each error names the argument as the caller
+wrote it, and says what was expected and what came."""
+
+import numbers
+
+import numpy as np
+import tensorflow as tf
+
+
+def positive_int(value, name):
+    """``value`` as an int, or ValueError naming ``name`` unless it is a positive integer."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+    return int(value)
+
+
+def float_tensor(value, name):
+    """``value`` as a float32 tensor, or ValueError naming ``name``."""
+    tensor = tf.convert_to_tensor(value)
+    if tensor.dtype != tf.float32:
+        raise ValueError(f"{name} must be a float32 tensor, got dtype {tensor.dtype.name}")
+    return tensor
+
+
+def seed_tensor(seed, name):
+    """``seed`` as an int32/int64 tensor of shape [2] (other integer dtypes cast to int64)."""
+    tensor = tf.convert_to_tensor(seed)
+    if tensor.dtype not in (tf.int32, tf.int64):
+        if not tensor.dtype.is_integer:
+            raise ValueError(f"{name} must be an int32 or int64 tensor of shape [2], got dtype {tensor.dtype.name}")
+        tensor = tf.cast(tensor, tf.int64)
+    if tensor.shape.rank is not None and tensor.shape != [2]:
+        raise ValueError(f"{name} must be a seed of shape [2], got shape {tensor.shape}")
+    return tensor
+
+
+def float_inputs(layer, inputs):
+    """A layer's inputs as float32 (its base class casts the other float types), else ValueError
+    naming the layer."""
+    if inputs.dtype != tf.float32:
+        raise ValueError(f"{type(layer).__name__} layer '{layer.name}': inputs must be floating point, "
+                         f"got dtype {inputs.dtype.name}")
+    return inputs
+
+
+def positive_std(value, name="std_prior"):
+    if not value > 0:
+        raise ValueError(f"{name} must be positive, got {value}")
+    return float(value)
+
+
+def embedding_options(padding_idx, max_norm, norm_type):
+    """The embedding op's attributes for its options, checked: -1 and 0.0 mean none."""
+    if padding_idx is not None and (isinstance(padding_idx, bool) or not isinstance(padding_idx, numbers.Integral)
+                                    or padding_idx < 0):
+        raise ValueError(f"padding_idx must be None or an int >= 0, got {padding_idx!r}")
+    if max_norm is not None and not (isinstance(max_norm, numbers.Real) and max_norm > 0):
+        raise ValueError(f"max_norm must be None or positive, got {max_norm!r}")
+    if not (isinstance(norm_type, numbers.Real) and 0 < norm_type < float("inf")):
+        raise ValueError(f"norm_type must be a positive finite number, got {norm_type!r}")
+    return {
+        "padding_idx": -1 if padding_idx is None else int(padding_idx),
+        "max_norm": 0.0 if max_norm is None else float(max_norm),
+        "norm_type": float(norm_type),
+    }
+
+
+REDUCTIONS = ("mean", "sum", "sum_over_batch_size", "mean_with_sample_weight", "none", None)
+
+
+def reduction(value):
+    if value not in REDUCTIONS:
+        raise ValueError(f"reduction must be one of {REDUCTIONS}, got {value!r}")
+    return value
