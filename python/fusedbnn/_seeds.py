@@ -1,5 +1,6 @@
 """Seeds of the layers: initial values derived per parameter, noise distinct per replica."""
 
+import contextlib
 import zlib
 
 import tensorflow as tf
@@ -14,6 +15,13 @@ def derived_seed(seed, name):
     if seed is None:
         return None
     return zlib.crc32(f"{int(seed)}/{name}".encode()) & 0x7FFFFFFF
+
+
+def on_host():
+    """A device scope for the layers' seed and flag variables: host memory, where the fused ops read
+    seeds (HostMemory inputs), so that a GPU op never waits for a device-to-host copy. Under a
+    tf.distribute strategy, which places its own variables, no scope."""
+    return contextlib.nullcontext() if tf.distribute.has_strategy() else tf.device("/CPU:0")
 
 
 def replica_seed(seed):

@@ -9,6 +9,14 @@ from fusedbnn._seeds import derived_seed
 from fusedbnn._validation import positive_std
 
 
+def log_ratio(x, mu, sigma, mu_prior, std_prior):
+    """illia's ``sum(log N(x; mu, sigma)) - sum(log N(x; mu_prior, std_prior))``."""
+    x = tf.convert_to_tensor(x, tf.float32)
+    log_posterior = tf.reduce_sum(_plain.gaussian_log_density(x, mu, sigma))
+    log_prior = tf.reduce_sum(_plain.gaussian_log_density(x, mu_prior, tf.constant(std_prior, tf.float32)))
+    return log_posterior - log_prior
+
+
 @keras.saving.register_keras_serializable(package="fusedbnn")
 class GaussianDistribution(keras.layers.Layer):
     """Trainable Gaussian over a tensor of shape ``shape``, with a Gaussian prior (illia's API).
@@ -67,10 +75,7 @@ class GaussianDistribution(keras.layers.Layer):
 
     def log_prob(self, x=None):
         """``sum(log N(x; mu, sigma)) - sum(log N(x; mu_prior, std_prior))``, x a fresh sample if None."""
-        x = self.sample() if x is None else tf.convert_to_tensor(x, tf.float32)
-        log_posterior = tf.reduce_sum(_plain.gaussian_log_density(x, self.mu, self.sigma))
-        log_prior = tf.reduce_sum(_plain.gaussian_log_density(x, self.mu_prior, tf.constant(self.std_prior)))
-        return log_posterior - log_prior
+        return log_ratio(self.sample() if x is None else x, self.mu, self.sigma, self.mu_prior, self.std_prior)
 
     def kl_at_seed(self, seed):
         """``log_prob`` at the sample that ``seed`` draws, fused: the sample is never stored."""

@@ -5,6 +5,7 @@
 >>> model.fit(x, y)
 """
 
+import inspect
 import weakref
 
 import keras
@@ -81,6 +82,22 @@ def _as_loss(loss_function):
     return _FunctionLoss(loss_function)
 
 
+def _model_compiled_with(loss):
+    """The Keras model, calling ``loss`` from its ``compute_loss``, that was compiled with it.
+
+    A model loaded by ``keras.models.load_model`` is compiled from its saved config by Keras, which
+    has no way to hand the model to its losses; the model is on the call stack when Keras calls the
+    loss (``Model.compute_loss``), so the loss finds it there once and binds to it.
+    """
+    frame = inspect.currentframe()
+    while frame is not None:
+        candidate = frame.f_locals.get("self")
+        if isinstance(candidate, keras.Model) and any(item is loss for item in tf.nest.flatten(candidate.loss)):
+            return candidate
+        frame = frame.f_back
+    return None
+
+
 @keras.saving.register_keras_serializable(package="fusedbnn")
 class ELBOLoss(keras.losses.Loss):
     """The negative ELBO: ``loss_function(y_true, y_pred) + kl_weight * KL / num_params``.
@@ -106,7 +123,9 @@ class ELBOLoss(keras.losses.Loss):
             returning per-example values.
         num_samples: forward passes averaged per step (positive).
         kl_weight: factor on ``KL / num_params``.
-        model: the model whose KL is added, or None to bind it later.
+        model: the model whose KL is added, or None to bind it later. A model compiled with this loss
+            binds itself (``BayesianModel.compile``, or on the first step of any Keras model: that
+            is how a model loaded from a ``.keras`` file gets its loss back).
     """
 
     def __init__(self, loss_function, num_samples=1, kl_weight=1e-3, model=None, name="elbo", **kwargs):
@@ -135,6 +154,10 @@ class ELBOLoss(keras.losses.Loss):
         # Keras passes sample_weight as the third positional argument; illia passes the model there.
         if model is not None and not isinstance(model, keras.layers.Layer):
             model, sample_weight = None, model
+        if model is None and self.bound_model() is None:
+            compiled_by = _model_compiled_with(self)
+            if compiled_by is not None:
+                self.bind(compiled_by)
         model = model if model is not None else self.bound_model()
         if model is None:
             raise ValueError(

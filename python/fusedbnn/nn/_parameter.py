@@ -43,8 +43,9 @@ class SampledParameter(tf.__internal__.tracking.AutoTrackable):
     def __init__(self, layer, dist, name):
         self.name = name
         self.dist = dist
-        self.seed = layer.add_weight(name=f"{name}_seed", shape=(2,), dtype="int64", initializer="zeros",
-                                     trainable=False)
+        with _seeds.on_host():
+            self.seed = layer.add_weight(name=f"{name}_seed", shape=(2,), dtype="int64", initializer="zeros",
+                                         trainable=False)
         self.seed.assign(layer._seed_generator.next())
         self._add_frozen_variables(layer, name)
         self.generator_state = layer._seed_generator.state
@@ -63,6 +64,11 @@ class SampledParameter(tf.__internal__.tracking.AutoTrackable):
         seed = _seeds.replica_seed(layer._seed_generator.next())
         self.seed.assign(seed)
         return self.dist.mu, self.dist.rho, seed
+
+    def value(self, frozen):
+        """The frozen value when ``frozen``, else the last call's sample, recomputed from its seed
+        (illia's ``layer.w`` after a call; nothing weight-sized is written per call)."""
+        return tf.cond(frozen, lambda: tf.convert_to_tensor(self.frozen_value), lambda: self.dist.sample(self.seed))
 
     def draw(self, layer):
         """A fresh sample (outside a fused op), its seed remembered as the last call's."""

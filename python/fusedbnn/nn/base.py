@@ -36,8 +36,16 @@ class BayesianModule(keras.layers.Layer):
         self.is_bayesian = True
         self.seed = seed
         self.supports_jit = False
-        self._frozen = self.add_weight(name="frozen", shape=(), dtype="bool", initializer="zeros", trainable=False)
-        self._seed_generator = keras.random.SeedGenerator(_seeds.derived_seed(seed, "noise"))
+        with _seeds.on_host():
+            self._frozen = self.add_weight(name="frozen", shape=(), dtype="bool", initializer="zeros",
+                                           trainable=False)
+            with keras.name_scope(self.name):
+                self._seed_generator = keras.random.SeedGenerator(_seeds.derived_seed(seed, "noise"), name="noise")
+        # The noise stream's state is a weight of the layer, so .keras files, save_weights, checkpoints
+        # and BackupAndRestore restore where it stood: a resumed run draws the noise that the
+        # uninterrupted run would have drawn. (Listed once: as a weight, not as a seed generator.)
+        self._seed_generators.remove(self._seed_generator)
+        self._track_variable(self._seed_generator.state)
         self._bayesian_parameters = []
 
     def __call__(self, *args, **kwargs):
@@ -58,10 +66,12 @@ class BayesianModule(keras.layers.Layer):
 
     @property
     def frozen(self):
-        """Whether the layer uses its fixed values instead of sampling (a tensor while tracing)."""
-        if tf.executing_eagerly():
+        """Whether the layer uses its fixed values instead of sampling: a Python bool, read from the
+        flag variable (while tracing, its value at trace time: code that branches on it in Python,
+        as illia's modules do, is traced for that value; this package's layers read the variable
+        inside the graph instead)."""
+        with tf.init_scope():
             return bool(self._frozen.numpy())
-        return tf.convert_to_tensor(self._frozen)
 
     @frozen.setter
     def frozen(self, value):
@@ -125,13 +135,17 @@ class WeightAndBiasModule(BayesianModule):
 
     @property
     def w(self):
-        """The frozen weights (set by ``freeze()``)."""
-        return self._w.frozen_value
+        """The weights of the last call's sample, or the frozen weights when frozen."""
+        return self._w.value(self._frozen)
 
     @property
     def b(self):
-        """The frozen bias (one value per output), or None without bias."""
-        return None if self._b is None else self._b.frozen_value
+        """The bias of the last call's sample (or the frozen one), or None without bias."""
+        return None if self._b is None else self._b.value(self._frozen)
+
+    def _frozen_values(self):
+        """The frozen weights and bias (None without bias)."""
+        return self._w.frozen_value, None if self._b is None else self._b.frozen_value
 
     def _sampling_args(self):
         """The fused op's parameter arguments: w's ``(mu, rho, seed)``, then b's if there is a bias."""

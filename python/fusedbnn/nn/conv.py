@@ -46,10 +46,11 @@ class _BayesianConv(WeightAndBiasModule):
 
     def _frozen_call(self, inputs):
         x = float_inputs(self, inputs)
+        w, b = self._frozen_values()
         if self.rank == 2:
-            return _plain.conv2d_with_kernel(x, self.w, self.b, self._args)
+            return _plain.conv2d_with_kernel(x, w, b, self._args)
         height_axis = 1 if self._args.channels_last else 2
-        y = _plain.conv2d_with_kernel(tf.expand_dims(x, height_axis), self.w[None], self.b, self._args)
+        y = _plain.conv2d_with_kernel(tf.expand_dims(x, height_axis), w[None], b, self._args)
         return tf.squeeze(y, height_axis)
 
     def compute_output_shape(self, input_shape):

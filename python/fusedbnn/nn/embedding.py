@@ -37,7 +37,8 @@ class Embedding(BayesianModule):
 
     Inputs are ids of any shape (int32 or int64; other dtypes are cast to int32), each in
     ``[0, num_embeddings)``; outputs have shape ``inputs.shape + (embeddings_dim,)``. ``kl_cost()``
-    covers the whole table. After ``freeze()`` the fixed table is ``w``.
+    covers the whole table. ``w`` is the table of the last call's sample, or the fixed one after
+    ``freeze()``.
     """
 
     def __init__(self, num_embeddings, embeddings_dim, padding_idx=None, max_norm=None, norm_type=2.0,
@@ -59,8 +60,8 @@ class Embedding(BayesianModule):
 
     @property
     def w(self):
-        """The frozen table ``[num_embeddings, embeddings_dim]`` (set by ``freeze()``)."""
-        return self._w.frozen_value
+        """The table ``[num_embeddings, embeddings_dim]`` of the last call's sample, or the frozen one."""
+        return self._w.value(self._frozen)
 
     def _options(self):
         return {"padding_idx": self.padding_idx, "max_norm": self.max_norm, "norm_type": self.norm_type}
@@ -69,7 +70,7 @@ class Embedding(BayesianModule):
         return ops.embedding(token_ids(inputs), *self._w.sampling_args(self), **self._options())
 
     def _frozen_call(self, inputs):
-        return _plain.embedding_lookup(self.w, token_ids(inputs), **self._options())
+        return _plain.embedding_lookup(self._w.frozen_value, token_ids(inputs), **self._options())
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape) + (self.embeddings_dim,)

@@ -21,7 +21,8 @@ class Linear(WeightAndBiasModule):
         use_bias: whether to add a bias.
         seed: optional int for reproducible initial values and noise.
 
-    After ``freeze()`` the fixed values are ``w`` ``[output_size, input_size]`` and ``b``.
+    ``w`` ``[output_size, input_size]`` and ``b`` are the last call's sample, or the fixed values
+    after ``freeze()``.
     """
 
     def __init__(self, input_size, output_size, weights_distribution=None, bias_distribution=None, use_bias=True,
@@ -38,7 +39,7 @@ class Linear(WeightAndBiasModule):
         return ops.linear(float_inputs(self, inputs), *self._sampling_args())
 
     def _frozen_call(self, inputs):
-        return _plain.dense(float_inputs(self, inputs), self.w, self.b)
+        return _plain.dense(float_inputs(self, inputs), *self._frozen_values())
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape[:-1]) + (self.output_size,)

@@ -1,15 +1,46 @@
 """Bayesian LSTM with its token embedding and output projection (illia's LSTM)."""
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from fusedbnn import _plain, _seeds, ops
 from fusedbnn._validation import positive_int
+from fusedbnn.distributions import log_ratio
 from fusedbnn.nn import _parameter
 from fusedbnn.nn.base import BayesianModule
 from fusedbnn.nn.embedding import Embedding, token_ids
 
 GATES = ("f", "i", "c", "o")
+
+
+class GateDistribution:
+    """illia's per-gate distribution of the LSTM: a view over gate ``index`` (f, i, c, o = 0..3) of
+    a packed distribution whose last axis holds the four gates. ``mu`` and ``rho`` are slices of the
+    packed variables (tensors: train and assign the packed ones), with illia's ``sample``,
+    ``log_prob`` and ``num_params``."""
+
+    def __init__(self, packed, index):
+        self.packed = packed
+        self.index = index
+        self.shape = packed.shape[:-1] + (packed.shape[-1] // 4,)
+        self.mu_prior, self.std_prior = packed.mu_prior, packed.std_prior
+
+    def _gate(self, tensor):
+        return tf.split(tensor, 4, axis=-1)[self.index]
+
+    mu = property(lambda self: self._gate(self.packed.mu))
+    rho = property(lambda self: self._gate(self.packed.rho))
+    sigma = property(lambda self: tf.nn.softplus(self.rho))
+    num_params = property(lambda self: int(np.prod(self.shape)))
+
+    def sample(self, seed=None):
+        """One draw of this gate's parameters; ``seed`` ([2] ints) makes it reproducible."""
+        return ops.sample_gaussian(self.mu, self.rho, self.packed.next_seed() if seed is None else seed)
+
+    def log_prob(self, x=None):
+        """illia's log ratio ``sum(log N(x; mu, sigma)) - sum(log N(x; prior))``, x a fresh sample if None."""
+        return log_ratio(self.sample() if x is None else x, self.mu, self.sigma, self.mu_prior, self.std_prior)
 
 
 class _GateParameter(_parameter.SampledParameter):
@@ -83,17 +114,32 @@ class LSTM(BayesianModule):
         self.gate_weights_distribution, self.gate_bias_distribution = self._w.dist, self._b.dist
         self.output_weights_distribution, self.output_bias_distribution = self._wv.dist, self._bv.dist
 
-    # The frozen weights under illia's names.
-    wf = property(lambda self: self._w.per_gate["f"], doc="Frozen forget-gate weights [E + H, H].")
-    wi = property(lambda self: self._w.per_gate["i"], doc="Frozen input-gate weights [E + H, H].")
-    wc = property(lambda self: self._w.per_gate["c"], doc="Frozen candidate weights [E + H, H].")
-    wo = property(lambda self: self._w.per_gate["o"], doc="Frozen output-gate weights [E + H, H].")
-    bf = property(lambda self: self._b.per_gate["f"], doc="Frozen forget-gate bias [H].")
-    bi = property(lambda self: self._b.per_gate["i"], doc="Frozen input-gate bias [H].")
-    bc = property(lambda self: self._b.per_gate["c"], doc="Frozen candidate bias [H].")
-    bo = property(lambda self: self._b.per_gate["o"], doc="Frozen output-gate bias [H].")
-    wv = property(lambda self: self._wv.frozen_value, doc="Frozen output weights [H, output_size].")
-    bv = property(lambda self: self._bv.frozen_value, doc="Frozen output bias [output_size].")
+    # illia's names: the last call's sample, or the frozen values when frozen.
+    def _gate(self, parameter, index):
+        return tf.split(parameter.value(self._frozen), 4, axis=-1)[index]
+
+    wf = property(lambda self: self._gate(self._w, 0), doc="Forget-gate weights [E + H, H].")
+    wi = property(lambda self: self._gate(self._w, 1), doc="Input-gate weights [E + H, H].")
+    wc = property(lambda self: self._gate(self._w, 2), doc="Candidate weights [E + H, H].")
+    wo = property(lambda self: self._gate(self._w, 3), doc="Output-gate weights [E + H, H].")
+    bf = property(lambda self: self._gate(self._b, 0), doc="Forget-gate bias [H].")
+    bi = property(lambda self: self._gate(self._b, 1), doc="Input-gate bias [H].")
+    bc = property(lambda self: self._gate(self._b, 2), doc="Candidate bias [H].")
+    bo = property(lambda self: self._gate(self._b, 3), doc="Output-gate bias [H].")
+    wv = property(lambda self: self._wv.value(self._frozen), doc="Output weights [H, output_size].")
+    bv = property(lambda self: self._bv.value(self._frozen), doc="Output bias [output_size].")
+
+    # illia's per-gate distributions: views over the packed [E + H, 4H] and [4H] distributions.
+    wf_distribution = property(lambda self: GateDistribution(self.gate_weights_distribution, 0))
+    wi_distribution = property(lambda self: GateDistribution(self.gate_weights_distribution, 1))
+    wc_distribution = property(lambda self: GateDistribution(self.gate_weights_distribution, 2))
+    wo_distribution = property(lambda self: GateDistribution(self.gate_weights_distribution, 3))
+    bf_distribution = property(lambda self: GateDistribution(self.gate_bias_distribution, 0))
+    bi_distribution = property(lambda self: GateDistribution(self.gate_bias_distribution, 1))
+    bc_distribution = property(lambda self: GateDistribution(self.gate_bias_distribution, 2))
+    bo_distribution = property(lambda self: GateDistribution(self.gate_bias_distribution, 3))
+    wv_distribution = property(lambda self: self.output_weights_distribution)
+    bv_distribution = property(lambda self: self.output_bias_distribution)
 
     def call(self, inputs, init_states=None):
         ids = token_ids(inputs)
@@ -115,7 +161,7 @@ class LSTM(BayesianModule):
 
     def _frozen_call(self, x, init_states=None):
         _, (h, c) = _plain.lstm_recurrence(x, self._w.frozen_value, self._b.frozen_value, init_states)
-        return tf.matmul(h, self.wv) + self.bv, h, c
+        return tf.matmul(h, self._wv.frozen_value) + self._bv.frozen_value, h, c
 
     def compute_output_shape(self, inputs_shape, init_states_shape=None):
         state = (inputs_shape[0], self.hidden_size)
@@ -184,13 +230,13 @@ class SequenceLSTM(BayesianModule):
 
     @property
     def w(self):
-        """The frozen gate weights ``[features + units, 4 units]`` (set by ``freeze()``)."""
-        return self._w.frozen_value
+        """The gate weights ``[features + units, 4 units]`` of the last call's sample, or the frozen ones."""
+        return self._w.value(self._frozen)
 
     @property
     def b(self):
-        """The frozen gate bias ``[4 units]`` (set by ``freeze()``)."""
-        return self._b.frozen_value
+        """The gate bias ``[4 units]`` of the last call's sample, or the frozen one."""
+        return self._b.value(self._frozen)
 
     def call(self, inputs, initial_state=None, mask=None):
         if mask is not None:
@@ -211,7 +257,7 @@ class SequenceLSTM(BayesianModule):
         return h_seq, h, c
 
     def _frozen_call(self, x, initial_state=None):
-        h_seq, (h, c) = _plain.lstm_recurrence(x, self.w, self.b, initial_state)
+        h_seq, (h, c) = _plain.lstm_recurrence(x, self._w.frozen_value, self._b.frozen_value, initial_state)
         return h_seq, h, c
 
     def get_config(self):
