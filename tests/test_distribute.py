@@ -41,7 +41,8 @@ MIRRORED = textwrap.dedent("""
     # One step on a global batch of 16: each replica gets 8 examples and draws its own noise.
     model.fit(x[:16], y[:16], batch_size=16, epochs=1, shuffle=False, verbose=0)
     local = lambda v: [t.numpy() for t in strategy.experimental_local_results(v.value)]
-    w_seeds, b_seeds = local(layer._w.seed), local(layer._b.seed)
+    seed_of = lambda name: next(v for v in layer.weights if v.path.endswith(f"/{name}_seed"))  # last call's
+    w_seeds, b_seeds = local(seed_of("w")), local(seed_of("b"))
 
     # The same step by hand: the mean over replicas of each replica's ELBO gradient.
     grads = []
@@ -95,7 +96,7 @@ WORKER = textwrap.dedent("""
     dataset = tf.data.Dataset.from_tensor_slices((x, y)).repeat().batch(16)
     history = model.fit(dataset, epochs=2, steps_per_epoch=6, verbose=0)
     np.savez(sys.argv[1], *[v.numpy() for v in model.trainable_weights], initial=np.concatenate(
-        [v.ravel() for v in initial]), seed=first._w.seed.numpy(), loss=np.array(history.history["loss"]))
+        [v.ravel() for v in initial]), seed=next(v for v in first.weights if v.path.endswith("/w_seed")).numpy(), loss=np.array(history.history["loss"]))
 """)
 
 
