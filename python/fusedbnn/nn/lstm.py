@@ -141,6 +141,9 @@ class LSTM(BayesianModule):
     wv_distribution = property(lambda self: self.output_weights_distribution)
     bv_distribution = property(lambda self: self.output_bias_distribution)
 
+    def build(self, input_shape):
+        """Nothing to create: the LSTM and its embedding make every variable in ``__init__``."""
+
     def call(self, inputs, init_states=None):
         ids = token_ids(inputs)
         shape = ids.shape
