@@ -254,7 +254,8 @@ class _Converter:
 
     def copy_kept_weights(self):
         for original, copy in self.kept:
-            copy.set_weights(original.get_weights())
+            for target, source in zip(copy.weights, original.weights, strict=True):
+                target.assign(source)
 
     def _distribution(self, layer_name, parameter, trained):
         """The posterior of one parameter, named ``<layer>/<parameter>``, centred on ``trained``."""
