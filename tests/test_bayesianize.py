@@ -138,6 +138,20 @@ def test_layouts_follow_keras_to_fusedbnn():
     assert_allclose(layers[lstm.name].bias_distribution.mu, np.concatenate([bf, bi, bc, bo]), rtol=0, atol=0)
 
 
+def test_shared_layers_and_lstm_initial_states_convert():
+    """A Dense (with its activation) called twice stays one layer; an LSTM's initial_state is passed
+    on; a keras.ops operation in the graph (``h0 + 1.0``) is kept."""
+    a, b, h0 = keras.Input((4,)), keras.Input((4,)), keras.Input((3,))
+    shared = keras.layers.Dense(3, activation="sigmoid", name="shared")
+    sequence = keras.layers.Reshape((2, 3))(keras.layers.Concatenate()([shared(a), shared(b)]))
+    outputs = keras.layers.LSTM(3, name="lstm")(sequence, initial_state=[h0 + 1.0, shared(a)])
+    model = randomize(keras.Model([a, b, h0], outputs))
+    x = [np.random.default_rng(i).normal(size=(5, n)).astype(np.float32) for i, n in enumerate((4, 4, 3))]
+    bayesian = bayesianize(model, rho_init=TINY_RHO)
+    assert {m.name for m in bayesian_modules(bayesian)} == {"shared", "lstm"}
+    assert_allclose(bayesian(x), model(x), rtol=0, atol=1e-5)
+
+
 def test_channels_first_convolutions_convert():
     model = randomize(keras.Sequential([
         keras.Input((3, 9, 7)),
