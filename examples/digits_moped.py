@@ -37,13 +37,6 @@ KL_WEIGHT = 1.0
 MAX_ACCURACY_DROP = 0.02
 
 
-def load_data():
-    """Digits as float32 images [N, 8, 8, 1] in [0, 1], split 75/25 with every class in both parts."""
-    digits = load_digits()
-    images = (digits.images / 16.0).astype(np.float32)[..., None]
-    return train_test_split(images, digits.target, test_size=0.25, stratify=digits.target, random_state=SEED)
-
-
 def deterministic_cnn():
     """An ordinary Keras CNN with logits out: what a user has before thinking of uncertainty."""
     return keras.Sequential([
@@ -61,7 +54,10 @@ def deterministic_cnn():
 def run(epochs=20, finetune_epochs=3, samples=30, verbose="auto"):
     """Train, convert, fine-tune and measure; returns the accuracies and the mean entropies."""
     keras.utils.set_random_seed(SEED)
-    x_train, x_test, y_train, y_test = load_data()
+    pixels, labels = load_digits(return_X_y=True)  # 8x8 images, 16 grey levels, flattened
+    images = (pixels.reshape(-1, 8, 8, 1) / 16.0).astype(np.float32)
+    x_train, x_test, y_train, y_test = train_test_split(images, labels, test_size=0.25, stratify=labels,
+                                                        random_state=SEED)
     cross_entropy = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
     cnn = deterministic_cnn()
