@@ -5,10 +5,11 @@
 """
 
 from fusedbnn import distributions, losses, nn, ops, reference, uncertainty
+from fusedbnn.convert import bayesianize
 from fusedbnn.distributions import GaussianDistribution
 from fusedbnn.models import BayesianModel
 
 __version__ = "0.1.0"
 
-__all__ = ["BayesianModel", "GaussianDistribution", "distributions", "losses", "nn", "ops", "reference",
+__all__ = ["BayesianModel", "GaussianDistribution", "bayesianize", "distributions", "losses", "nn", "ops", "reference",
            "uncertainty"]

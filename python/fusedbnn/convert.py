@@ -1,0 +1,357 @@
+"""Turn a trained Keras model Bayesian: ``bayesianize``, with MOPED initialisation.
+
+>>> bayesian = fusedbnn.bayesianize(trained, moped_delta=0.1)
+>>> bayesian.compile("adam", loss=fusedbnn.losses.ELBOLoss(keras.losses.SparseCategoricalCrossentropy()))
+>>> bayesian.fit(x, y, epochs=3)
+"""
+
+import math
+import numbers
+import warnings
+
+import keras
+import numpy as np
+import tensorflow as tf
+from keras.src.models.functional import Functional
+
+from fusedbnn import nn, ops
+from fusedbnn._validation import positive_std
+from fusedbnn.distributions import GaussianDistribution, log_ratio
+from fusedbnn.models import BayesianModel
+
+__all__ = ["PerWeightPriorGaussian", "bayesianize"]
+
+# MOPED's sigma = delta * |w| is floored here, so that a weight of exactly 0 gets a finite rho.
+MIN_SIGMA = 1e-8
+ESTIMATORS = ("reparameterization",)
+
+
+@keras.saving.register_keras_serializable(package="fusedbnn")
+class PerWeightPriorGaussian(GaussianDistribution):
+    """A ``GaussianDistribution`` whose prior N(prior_mean, std_prior^2) has one mean per weight.
+
+    ``prior_mean`` is a non-trainable variable of the parameter's shape (zeros until assigned;
+    saved with the weights). The inherited scalar ``mu_prior`` is 0 and unused. The fused KL op
+    takes a scalar prior mean, so the KL is evaluated on the shifted posterior
+    N(mu - prior_mean, sigma) against N(0, std_prior^2), which has the same noise and, per element,
+    the same log ratio: ``log N(w; mu, sigma) - log N(w; prior_mean, std_prior)`` at
+    ``w = mu + sigma * eps``.
+    """
+
+    def __init__(self, shape, std_prior=0.1, mu_init=0.0, rho_init=-7.0, seed=None, **kwargs):
+        super().__init__(shape, mu_prior=0.0, std_prior=std_prior, mu_init=mu_init, rho_init=rho_init, seed=seed,
+                         **kwargs)
+        self.prior_mean = self.add_weight(name="prior_mean", shape=self.shape, initializer="zeros", trainable=False,
+                                          autocast=False)
+
+    def log_prob(self, x=None):
+        """``sum(log N(x; mu, sigma)) - sum(log N(x; prior_mean, std_prior))``, x a fresh sample if None."""
+        return log_ratio(self.sample() if x is None else x, self.mu, self.sigma, self.prior_mean, self.std_prior)
+
+    def kl_at_seed(self, seed):
+        """``log_prob`` at the sample that ``seed`` draws, fused: the sample is never stored."""
+        return ops.gaussian_kl(self.mu - self.prior_mean, self.rho, seed, 0.0, self.std_prior)
+
+    def get_config(self):
+        config = super().get_config()
+        del config["mu_prior"]
+        return config
+
+
+def bayesianize(model, moped_delta=None, mu_prior=None, std_prior=0.1, rho_init=-7.0, estimator="reparameterization",
+                layers=None):
+    """A Bayesian copy of a trained Keras model: its Dense, Conv1D, Conv2D, Embedding and LSTM
+    layers replaced by fusedbnn layers whose posterior means are the trained weights.
+
+    ``keras.layers.Dense`` becomes ``nn.Linear`` (kernel ``[in, out]`` transposed to ``W [out, in]``),
+    ``Conv1D`` / ``Conv2D`` become ``nn.Conv1d`` / ``nn.Conv2d`` (same kernel layout; strides,
+    dilation, groups, "valid" / "same" / "causal" padding and both data formats carried over),
+    ``Embedding`` becomes ``nn.Embedding`` and ``LSTM`` becomes ``nn.SequenceLSTM`` (gate blocks
+    reordered from Keras's i, f, c, o to f, i, c, o). An activation that a Dense or Conv layer
+    carries is applied by a ``keras.layers.Activation`` after the Bayesian layer. Every other
+    layer is copied with its weights, Sequential and functional models are rebuilt as such (a plain
+    functional ``keras.Model`` at the top becomes a ``fusedbnn.BayesianModel``, so that
+    ``ELBOLoss(num_samples > 1)`` works), and nested Sequential and functional models are converted
+    recursively. The converted layers keep their names; the original model is not modified, and
+    the result is not compiled.
+
+    A layer of those types is left as it is, with a warning naming it, where the conversion would
+    change what it computes: an Embedding with ``mask_zero``, a layer whose input carries a Keras
+    mask (the fusedbnn layers do not propagate masks), an LSTM with other activations, dropout,
+    no bias, ``go_backwards`` or ``stateful``, a quantized layer, or a subclass of these types.
+    Nested subclassed models are copied as they are, with a warning.
+
+    Weight regularizers and constraints of the converted layers are dropped: the KL term of the
+    ELBO regularizes the Bayesian layers.
+
+    Args:
+        model: a built Sequential or functional Keras model (not subclassed).
+        moped_delta: None, or MOPED's delta (Krishnan et al. 2020): each weight's initial standard
+            deviation is ``delta * |w|`` (at least ``MIN_SIGMA``, so that a zero weight keeps a
+            finite rho), and the prior mean is the trained weight when ``mu_prior`` is None.
+        mu_prior: the prior mean, a float for every weight; None means the trained weights under
+            MOPED, else 0.
+        std_prior: the prior's standard deviation, positive.
+        rho_init: every rho without MOPED (sigma = softplus(rho_init)).
+        estimator: "reparameterization", the only gradient estimator of the fusedbnn layers so far.
+        layers: None to convert every layer that can be, or a list of layer names (nested models'
+            layers included) to convert only those.
+
+    Returns:
+        The Bayesian model, a new ``keras.Model``.
+    """
+    if not isinstance(model, keras.Model):
+        raise ValueError(f"model must be a keras.Model, got {type(model).__name__}")
+    if not isinstance(model, (keras.Sequential, Functional)):
+        raise ValueError(f"model must be a Sequential or functional Keras model; '{model.name}' is a subclassed "
+                         f"{type(model).__name__}, whose layers' connections cannot be rebuilt")
+    if not model.built:
+        raise ValueError(f"model '{model.name}' is not built: build it (or call it once) so that its layers have "
+                         "their trained weights")
+    if estimator not in ESTIMATORS:
+        raise ValueError(f"estimator must be one of {ESTIMATORS} (the estimators the fusedbnn layers offer), "
+                         f"got {estimator!r}")
+    if moped_delta is not None and not (_is_finite(moped_delta) and moped_delta > 0):
+        raise ValueError(f"moped_delta must be None or a positive float, got {moped_delta!r}")
+    if mu_prior is not None and not _is_finite(mu_prior):
+        raise ValueError(f"mu_prior must be None or a finite float, got {mu_prior!r}")
+    if not _is_finite(rho_init):
+        raise ValueError(f"rho_init must be a finite float, got {rho_init!r}")
+    if isinstance(layers, str):
+        raise ValueError(f"layers must be a list of layer names, got the string {layers!r}")
+    converter = _Converter(float(moped_delta) if moped_delta else None, None if mu_prior is None else float(mu_prior),
+                           positive_std(std_prior), float(rho_init), None if layers is None else set(layers))
+    unknown = sorted(converter.selected - _layer_names(model)) if converter.selected is not None else []
+    if unknown:
+        raise ValueError(f"layers names no layer of model '{model.name}': {unknown}")
+    converted = converter.model(model)
+    if type(converted) is Functional:
+        converted = BayesianModel(converted.input, converted.output, name=model.name)
+    converter.copy_kept_weights()
+    return converted
+
+
+def _is_finite(value):
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _layer_names(model):
+    """The names of the layers of ``model`` and of the Sequential and functional models inside it."""
+    names = set()
+    for layer in model.layers:
+        names.add(layer.name)
+        if isinstance(layer, (keras.Sequential, Functional)):
+            names |= _layer_names(layer)
+    return names
+
+
+def _receives_mask(layer):
+    """Whether any call of ``layer`` in a model got an input that carries a Keras mask."""
+    return any(getattr(tensor, "_keras_mask", None) is not None
+               for node in layer._inbound_nodes for tensor in node.input_tensors)
+
+
+def _inverse_softplus(sigma):
+    """rho with softplus(rho) = sigma, in float64: ``sigma + log(1 - exp(-sigma))``."""
+    return sigma + np.log(-np.expm1(-sigma))
+
+
+class _Converter:
+    """One conversion: the settings, and the layers copied unchanged, whose weights are copied once
+    the new model has built them."""
+
+    def __init__(self, moped_delta, mu_prior, std_prior, rho_init, selected):
+        self.moped_delta = moped_delta
+        self.mu_prior = mu_prior
+        self.std_prior = std_prior
+        self.rho_init = rho_init
+        self.selected = selected
+        self.kept = []  # (original, copy)
+
+    def model(self, model):
+        """The converted copy of a Sequential or functional model; a model named in ``layers=`` has
+        all its layers converted."""
+        selected = self.selected
+        if selected is not None and model.name in selected:
+            self.selected = None
+        try:
+            return self._sequential(model) if isinstance(model, keras.Sequential) else self._functional(model)
+        finally:
+            self.selected = selected
+
+    def _functional(self, model):
+        taken, activations = _layer_names(model), {}
+
+        def clone(layer):
+            converted, activation = self._layer(layer, taken)
+            if activation is not None:
+                activations[id(converted)] = activation
+            return converted
+
+        def call(layer, *args, **kwargs):
+            outputs = layer(*args, **kwargs)
+            activation = activations.get(id(layer))
+            return outputs if activation is None else activation(outputs)
+
+        # New inputs under the original names (clone_model would name them after the tensors).
+        inputs = tf.nest.map_structure(lambda x: keras.Input(batch_shape=x.shape, dtype=x.dtype,
+                                                             name=x._keras_history.operation.name), model.input)
+        return keras.models.clone_model(model, input_tensors=inputs, clone_function=clone, call_function=call)
+
+    def _sequential(self, model):
+        taken = _layer_names(model)
+        layers = [keras.Input(batch_shape=model.inputs[0].shape, dtype=model.inputs[0].dtype)]
+        for layer in model.layers:
+            converted, activation = self._layer(layer, taken)
+            layers += [converted] if activation is None else [converted, activation]
+        return keras.Sequential(layers, name=model.name, trainable=model.trainable)
+
+    def _layer(self, layer, taken):
+        """``(new layer, activation layer to apply after it or None)`` for one layer of a model."""
+        if not isinstance(layer, keras.layers.Layer):
+            return layer, None  # a keras.ops operation in a functional graph: no weights, reused
+        if isinstance(layer, (keras.Sequential, Functional)):
+            return self.model(layer), None
+        if isinstance(layer, keras.Model):
+            return self._keep(layer, "a subclassed model: its layers' connections cannot be rebuilt"), None
+        convert = _CONVERTERS.get(type(layer))
+        if self.selected is not None and layer.name not in self.selected:
+            return self._keep(layer), None
+        if convert is None:
+            family = next((kind.__name__ for kind in _CONVERTERS if isinstance(layer, kind)), None)
+            named = self.selected is not None
+            reason = (f"a subclass of {family}, whose call may differ" if family
+                      else "not a layer type that bayesianize converts" if named else None)
+            return self._keep(layer, reason), None
+        reason = _unsupported(layer)
+        if reason:
+            return self._keep(layer, reason), None
+        converted = convert(self, layer)
+        converted.trainable = layer.trainable
+        activation = getattr(layer, "activation", None)
+        if activation is None or isinstance(layer, keras.layers.LSTM) or \
+                keras.activations.serialize(activation) == "linear":
+            return converted, None
+        name = f"{layer.name}_activation"
+        while name in taken:
+            name += "_"
+        taken.add(name)
+        return converted, keras.layers.Activation(activation, name=name, dtype=layer.dtype_policy)
+
+    def _keep(self, layer, reason=None):
+        """A copy of ``layer`` (its weights copied once built), with a warning naming it when ``reason``."""
+        if reason:
+            warnings.warn(f"bayesianize: layer '{layer.name}' ({type(layer).__name__}) kept deterministic: {reason}",
+                          stacklevel=2)
+        try:
+            copy = layer.__class__.from_config(layer.get_config())
+        except Exception as error:  # noqa: BLE001 (any failure of a user's config: share the layer instead)
+            warnings.warn(f"bayesianize: layer '{layer.name}' ({type(layer).__name__}) is shared with the original "
+                          f"model, not copied: it cannot be rebuilt from its config ({error})", stacklevel=2)
+            return layer
+        self.kept.append((layer, copy))
+        return copy
+
+    def copy_kept_weights(self):
+        for original, copy in self.kept:
+            for target, source in zip(copy.weights, original.weights, strict=True):
+                target.assign(source)
+
+    def _distribution(self, layer_name, parameter, trained):
+        """The posterior of one parameter, named ``<layer>/<parameter>``, centred on ``trained``."""
+        trained = tf.convert_to_tensor(trained).numpy().astype(np.float64)
+        per_weight_prior = self.moped_delta is not None and self.mu_prior is None
+        with keras.name_scope(layer_name):
+            if per_weight_prior:
+                dist = PerWeightPriorGaussian(trained.shape, std_prior=self.std_prior, rho_init=self.rho_init,
+                                              name=parameter)
+                dist.prior_mean.assign(trained.astype(np.float32))
+            else:
+                dist = GaussianDistribution(trained.shape, mu_prior=self.mu_prior or 0.0, std_prior=self.std_prior,
+                                            rho_init=self.rho_init, name=parameter)
+        if self.moped_delta is None:
+            rho = np.full(trained.shape, self.rho_init)
+        else:
+            rho = _inverse_softplus(np.maximum(self.moped_delta * np.abs(trained), MIN_SIGMA))
+        dist.mu.assign(trained.astype(np.float32))
+        dist.rho.assign(rho.astype(np.float32))
+        return dist
+
+    def _weight_and_bias(self, layer, kernel, bias):
+        """Constructor arguments of a fusedbnn layer: its distributions, name and dtype policy."""
+        return {
+            "weights_distribution": self._distribution(layer.name, "weights", kernel),
+            "bias_distribution": None if bias is None else self._distribution(layer.name, "bias", bias),
+            "name": layer.name, "dtype": layer.dtype_policy,
+        }
+
+    def _dense(self, layer):
+        kernel = keras.ops.transpose(layer.kernel)
+        return nn.Linear(kernel.shape[1], kernel.shape[0], use_bias=layer.use_bias,
+                         **self._weight_and_bias(layer, kernel, layer.bias if layer.use_bias else None))
+
+    def _conv(self, layer):
+        rank = len(layer.kernel_size)
+        input_channels = layer.kernel.shape[-2] * layer.groups
+        channels_last = layer.data_format == "channels_last"
+        padding = layer.padding
+        if padding == "causal":
+            padding = [(layer.kernel_size[0] - 1) * layer.dilation_rate[0], 0]
+        else:
+            padding = padding.upper()
+        layer_class, data_format = (nn.Conv1d, "NWC" if channels_last else "NCW") if rank == 1 \
+            else (nn.Conv2d, "NHWC" if channels_last else "NCHW")
+        return layer_class(input_channels, layer.filters, list(layer.kernel_size), stride=list(layer.strides),
+                           padding=padding, dilation=list(layer.dilation_rate), groups=layer.groups,
+                           data_format=data_format, use_bias=layer.use_bias,
+                           **self._weight_and_bias(layer, layer.kernel, layer.bias if layer.use_bias else None))
+
+    def _embedding(self, layer):
+        table = layer.embeddings
+        return nn.Embedding(table.shape[0], table.shape[1],
+                            weights_distribution=self._distribution(layer.name, "weights", table),
+                            name=layer.name, dtype=layer.dtype_policy)
+
+    def _lstm(self, layer):
+        cell = layer.cell
+        # Keras packs the gates as i, f, c, o; the fused op as f, i, c, o.
+        i, f, c, o = tf.split(tf.concat([cell.kernel, cell.recurrent_kernel], axis=0), 4, axis=-1)
+        bi, bf, bc, bo = tf.split(cell.bias, 4)
+        converted = nn.SequenceLSTM(layer.units, return_sequences=layer.return_sequences,
+                                    return_state=layer.return_state,
+                                    **self._weight_and_bias(layer, tf.concat([f, i, c, o], axis=-1),
+                                                            tf.concat([bf, bi, bc, bo], axis=0)))
+        converted.build((None, None, cell.kernel.shape[0]))
+        return converted
+
+
+_CONVERTERS = {
+    keras.layers.Dense: _Converter._dense,
+    keras.layers.Conv1D: _Converter._conv,
+    keras.layers.Conv2D: _Converter._conv,
+    keras.layers.Embedding: _Converter._embedding,
+    keras.layers.LSTM: _Converter._lstm,
+}
+
+
+def _unsupported(layer):
+    """Why ``layer`` (of a type in ``_CONVERTERS``) cannot be converted without changing what it
+    computes, or None."""
+    if getattr(layer, "quantization_mode", None) is not None:
+        return f"quantized ({layer.quantization_mode}); the fusedbnn layers are float32"
+    if _receives_mask(layer):
+        return "its input carries a Keras mask, which the fusedbnn layers do not support or propagate"
+    if isinstance(layer, keras.layers.Embedding) and layer.mask_zero:
+        return "mask_zero=True: the fusedbnn Embedding makes no mask"
+    if isinstance(layer, keras.layers.LSTM):
+        config = layer.get_config()
+        differences = [
+            f"{key}={config[key]!r}" for key, wanted in (
+                ("activation", "tanh"), ("recurrent_activation", "sigmoid"), ("use_bias", True), ("dropout", 0.0),
+                ("recurrent_dropout", 0.0), ("go_backwards", False), ("stateful", False),
+            ) if config[key] != wanted
+        ]
+        if differences:
+            return "nn.SequenceLSTM has tanh / sigmoid activations, a bias, no dropout and runs forward and " \
+                   f"stateless; this LSTM has {', '.join(differences)}"
+    return None
