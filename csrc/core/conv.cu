@@ -490,21 +490,20 @@ cudaError_t conv_forward(const ConvParams& p, void* scratch, float* y, cudaStrea
   return cudaSuccess;
 }
 
-cudaError_t conv_backward(const ConvParams& p, const float* dy, void* scratch, float* dx, float* dw_mu,
-                          float* dw_rho, float* db_mu, float* db_rho, cudaStream_t stream) {
+cudaError_t conv_backward(const ConvGradParams& p, void* scratch, cudaStream_t stream) {
   const BackwardScratch layout(p);
   const Shape s(p);
   const int groups = static_cast<int>(p.groups);
   float* w = region(scratch, layout.w);
   FUSEDBNN_RETURN_IF_FAILED(sample_gaussian(p.w_stream, kernel_size(p), p.w_mu, p.w_rho, w, stream));
   const float* x = p.x;
-  const float* dy_nhwc = dy;
-  float* dx_nhwc = dx;
+  const float* dy_nhwc = p.dy;
+  float* dx_nhwc = p.dx;
   if (!p.channels_last) {
     float* x_stage = region(scratch, layout.x_nhwc);
     float* dy_stage = region(scratch, layout.dy_nhwc);
     FUSEDBNN_RETURN_IF_FAILED(transpose(p.x, p.batch, p.in_channels, s.in_pixels, x_stage, stream));
-    FUSEDBNN_RETURN_IF_FAILED(transpose(dy, p.batch, p.out_channels, s.out_pixels, dy_stage, stream));
+    FUSEDBNN_RETURN_IF_FAILED(transpose(p.dy, p.batch, p.out_channels, s.out_pixels, dy_stage, stream));
     x = x_stage;
     dy_nhwc = dy_stage;
     dx_nhwc = region(scratch, layout.dx_nhwc);
@@ -515,30 +514,30 @@ cudaError_t conv_backward(const ConvParams& p, const float* dy, void* scratch, f
   FUSEDBNN_RETURN_IF_FAILED(run_gemm(GemmShape{static_cast<int>(p.batch * s.in_pixels), s.cin_g, dx_k, groups, dx_k},
                                      1, OutputGradPatches{dy_nhwc, s}, KernelRows{w, s},
                                      StoreInputGrad{dx_nhwc, s.in_c, s.cin_g}, stream));
-  if (!p.channels_last) FUSEDBNN_RETURN_IF_FAILED(transpose(dx_nhwc, p.batch, s.in_pixels, p.in_channels, dx, stream));
+  if (!p.channels_last) FUSEDBNN_RETURN_IF_FAILED(transpose(dx_nhwc, p.batch, s.in_pixels, p.in_channels, p.dx, stream));
 
   // dW = patches(x)^T dy over splits of the rows of y, then dw_rho by the fused sampling gradient.
   const int64_t rows = p.batch * s.out_pixels;
   const Splits dw = weight_splits(p);
-  float* dw_target = dw.count > 1 ? region(scratch, layout.dw_partial) : dw_mu;
+  float* dw_target = dw.count > 1 ? region(scratch, layout.dw_partial) : p.dw_mu;
   FUSEDBNN_RETURN_IF_FAILED(run_gemm(
       GemmShape{static_cast<int>(p.kernel_h * p.kernel_w * s.cin_g), s.cout_g, static_cast<int>(rows), groups,
                 static_cast<int>(dw.len)},
       dw.count, InputTaps{x, s}, MatrixColumns{dy_nhwc, s.out_c, s.cout_g},
       StoreKernelGrad{dw_target, kernel_size(p), s.out_c, s.cout_g}, stream));
-  FUSEDBNN_RETURN_IF_FAILED(sum_splits(dw_target, dw.count, kernel_size(p), dw_mu, stream));
+  FUSEDBNN_RETURN_IF_FAILED(sum_splits(dw_target, dw.count, kernel_size(p), p.dw_mu, stream));
   FUSEDBNN_RETURN_IF_FAILED(
-      sample_gaussian_grad(p.w_stream, kernel_size(p), dw_mu, nullptr, p.w_rho, dw_rho, nullptr, stream));
+      sample_gaussian_grad(p.w_stream, kernel_size(p), p.dw_mu, nullptr, p.w_rho, p.dw_rho, nullptr, stream));
   if (!p.has_bias) return cudaSuccess;
 
   // db = column sums of dy, in split order.
   const Splits db = bias_splits(p);
-  float* db_target = db.count > 1 ? region(scratch, layout.db_partial) : db_mu;
+  float* db_target = db.count > 1 ? region(scratch, layout.db_partial) : p.db_mu;
   const dim3 grid(static_cast<unsigned>(ceil_div(p.out_channels, 32)), static_cast<unsigned>(db.count));
   column_sums_kernel<<<grid, kThreads, 0, stream>>>(dy_nhwc, rows, s.out_c, db.len, db_target);
   FUSEDBNN_RETURN_IF_FAILED(cudaGetLastError());
-  FUSEDBNN_RETURN_IF_FAILED(sum_splits(db_target, db.count, p.out_channels, db_mu, stream));
-  return sample_gaussian_grad(p.b_stream, p.out_channels, db_mu, nullptr, p.b_rho, db_rho, nullptr, stream);
+  FUSEDBNN_RETURN_IF_FAILED(sum_splits(db_target, db.count, p.out_channels, p.db_mu, stream));
+  return sample_gaussian_grad(p.b_stream, p.out_channels, p.db_mu, nullptr, p.b_rho, p.db_rho, nullptr, stream);
 }
 
 }  // namespace cuda

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <initializer_list>
 
 #include "noise.h"
 
@@ -32,8 +33,6 @@ __device__ __forceinline__ void eps4(const NoiseStream& s, uint64_t f, float e[4
   for (int j = 0; j < 4; ++j) e[j] = skip + j < 4 ? lo[skip + j] : hi[skip + j - 4];
 }
 
-__device__ __forceinline__ bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
-
 __device__ __forceinline__ void load4(const float* p, float v[4]) {
   const float4 q = *reinterpret_cast<const float4*>(p);
   v[0] = q.x, v[1] = q.y, v[2] = q.z, v[3] = q.w;
@@ -41,6 +40,14 @@ __device__ __forceinline__ void load4(const float* p, float v[4]) {
 
 __device__ __forceinline__ void store4(float* p, const float v[4]) {
   *reinterpret_cast<float4*>(p) = make_float4(v[0], v[1], v[2], v[3]);
+}
+
+// Whether every pointer allows 16-byte (float4) accesses: decided on the host, passed to the kernels.
+inline bool all_aligned16(std::initializer_list<const void*> ptrs) {
+  for (const void* p : ptrs) {
+    if (reinterpret_cast<uintptr_t>(p) % 16 != 0) return false;
+  }
+  return true;
 }
 
 // w from its parameters and noise; fmaf spelled out since the kernels build with --fmad=false.

@@ -43,12 +43,18 @@ struct EmbeddingGradRows {
   int64_t max_positions;     // the most positions of any row: sizes the blocks (speed only, any value is correct)
 };
 
+// The backward pass: the forward parameters (ids not read), dy [count, dim] and the gradient rows.
+struct EmbeddingGradParams : EmbeddingParams {
+  const float* dy;
+  float* dw_mu;  // [unique, dim]
+  float* dw_rho;
+};
+
 // dw_mu and dw_rho [unique, dim]: row u is the gradient of W[rows[u]], the rows of dy at its
 // positions summed (deterministic, no atomics: in the order listed, or when rows repeat many times
 // in up to 8 interleaved slices added in a fixed order), through the max_norm rescale, and dw_rho =
 // dw_mu * eps * sigmoid(rho). p.ids is not read. A row's cost grows with its number of positions.
-cudaError_t embedding_backward(const EmbeddingParams& p, const EmbeddingGradRows& rows, const float* dy,
-                               float* dw_mu, float* dw_rho, cudaStream_t stream);
+cudaError_t embedding_backward(const EmbeddingGradParams& p, const EmbeddingGradRows& rows, cudaStream_t stream);
 
 }  // namespace cuda
 }  // namespace fusedbnn

@@ -56,13 +56,6 @@ __global__ void __launch_bounds__(kThreads) map_kernel(NoiseStream s, int64_t n,
   }
 }
 
-bool all_aligned16(std::initializer_list<const void*> ptrs) {
-  for (const void* p : ptrs) {
-    if (reinterpret_cast<uintptr_t>(p) % 16 != 0) return false;
-  }
-  return true;
-}
-
 template <int NIn, int NOut, class Body>
 cudaError_t launch_map(const NoiseStream& s, int64_t n, In<NIn> in, Out<NOut> out, Body body, cudaStream_t stream) {
   if (n <= 0) return cudaSuccess;

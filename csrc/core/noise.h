@@ -1,10 +1,10 @@
-// Philox4x32-10 + Box-Muller: the noise contract of DESIGN.md.
+// Philox4x32-10 + Box-Muller: the noise contract (docs/design.md).
 //
 // eps(stream, i) is element i (flat, row-major) of tf.random.stateless_normal(shape, seed) for any
 // shape, computed by random access. These scalar functions are bit-exact with TensorFlow's CPU
 // kernels (philox_random.h, random_distributions_utils.h) when compiled for the host; CUDA's logf
-// and sincosf differ from glibc's by a few ulp. The vectorised CPU kernels in simd_math.h reuse the
-// Philox rounds below and approximate log/sincos within 2e-6 absolute (see simd_math.h).
+// and sincosf differ from glibc's by 1 and 2 ulp. The vectorised CPU kernels (simd.h) reuse the
+// Philox rounds below and approximate log/sincos within 2e-6 absolute.
 #pragma once
 
 #include <cmath>

@@ -12,7 +12,8 @@ using tfl::shape_inference::InferenceContext;
 namespace {
 
 tfl::Status mu_rho_seed_shapes(InferenceContext* c, int mu, int rho, int seed) {
-  TF_RETURN_IF_ERROR(merge_named(c, mu, rho, "rho must have the shape of mu"));
+  tfl::shape_inference::ShapeHandle merged;
+  TF_RETURN_IF_ERROR(named(c->Merge(c->input(mu), c->input(rho), &merged), "rho must have the shape of mu"));
   return seed_shape(c, seed, "seed");
 }
 

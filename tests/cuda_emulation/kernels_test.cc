@@ -140,8 +140,8 @@ void linear_case(int64_t rows, int64_t in, int64_t out, bool bias, int offset) {
   std::vector<char> backward_scratch(cuda::linear_backward_scratch_bytes(p));
   auto dx_out = poisoned(rows * in), dmu_out = poisoned(out * in), drho_out = poisoned(out * in);
   auto dbmu_out = poisoned(out), dbrho_out = poisoned(out);
-  cuda::linear_backward(p, dy, backward_scratch.data(), dx_out.data(), dmu_out.data(), drho_out.data(),
-                        dbmu_out.data(), dbrho_out.data(), nullptr);
+  const LinearGradParams grad{p, dy, dx_out.data(), dmu_out.data(), drho_out.data(), dbmu_out.data(), dbrho_out.data()};
+  cuda::linear_backward(grad, backward_scratch.data(), nullptr);
   expect_close(name + " dx", dx_out.data(), dx);
   expect_close(name + " dw_mu", dmu_out.data(), dw_mu);
   expect_close(name + " dw_rho", drho_out.data(), dw_rho);
@@ -284,7 +284,8 @@ void embedding_case(int64_t num, int64_t dim, int64_t count, int64_t highest, in
     std::printf("FAIL %s: bad_id flag %d\n", name.c_str(), bad_id);
   }
   auto dmu_out = poisoned(unique * dim), drho_out = poisoned(unique * dim);
-  cuda::embedding_backward(p, rows.device_view(), dy, dmu_out.data() + offset, drho_out.data() + offset, nullptr);
+  const cuda::EmbeddingGradParams grad{p, dy, dmu_out.data() + offset, drho_out.data() + offset};
+  cuda::embedding_backward(grad, rows.device_view(), nullptr);
   expect_close(name + " dw_mu", dmu_out.data() + offset, dmu, 1e-5, grad_floor);
   expect_close(name + " dw_rho", drho_out.data() + offset, drho, 1e-5, grad_floor);
 }
@@ -327,7 +328,7 @@ void embedding_bad_rows_case(float max_norm) {
   const cuda::EmbeddingGradRows view{rows.data(), 5, positions.data(), static_cast<int64_t>(positions.size()),
                                      starts.data(), 2};
   auto dmu = poisoned(5 * dim), drho = poisoned(5 * dim);
-  cuda::embedding_backward(p, view, dy.data(), dmu.data(), drho.data(), nullptr);
+  cuda::embedding_backward(cuda::EmbeddingGradParams{p, dy.data(), dmu.data(), drho.data()}, view, nullptr);
   const std::vector<double> zeros(5 * dim, 0.0);
   expect_close(name + " dw_mu", dmu.data(), zeros);
   expect_close(name + " dw_rho", drho.data(), zeros);
@@ -444,8 +445,8 @@ void conv_case(const ConvCase& c, int offset) {
   std::vector<char> backward_scratch(cuda::conv_backward_scratch_bytes(p));
   auto dx_out = poisoned(nx), dmu_out = poisoned(nw), drho_out = poisoned(nw);
   auto dbmu_out = poisoned(c.out_c), dbrho_out = poisoned(c.out_c);
-  cuda::conv_backward(p, dy, backward_scratch.data(), dx_out.data(), dmu_out.data(), drho_out.data(),
-                      dbmu_out.data(), dbrho_out.data(), nullptr);
+  const ConvGradParams grad{p, dy, dx_out.data(), dmu_out.data(), drho_out.data(), dbmu_out.data(), dbrho_out.data()};
+  cuda::conv_backward(grad, backward_scratch.data(), nullptr);
   expect_close(name + " dx", dx_out.data(), dx);
   expect_close(name + " dw_mu", dmu_out.data(), dw_mu);
   expect_close(name + " dw_rho", drho_out.data(), dw_rho);

@@ -82,10 +82,10 @@ void register_cuda_conv(py::module_& m) {
                               const Seed& b_seed, Ptr scratch, Ptr dx, Ptr dw_mu, Ptr dw_rho, Ptr db_mu, Ptr db_rho,
                               Ptr s, const Sizes& xs, const Sizes& ws, const Pair& st, const std::string& pad,
                               const Sizes& ep, const Pair& dil, int64_t groups, const std::string& format) {
-      ConvParams p = device_params(xs, ws, st, pad, ep, dil, groups, format);
+      ConvGradParams p{device_params(xs, ws, st, pad, ep, dil, groups, format), device<const float>(dy), device(dx),
+                       device(dw_mu), device(dw_rho), device(db_mu), device(db_rho)};
       set_parameters(&p, x, w_mu, w_rho, w_seed, b_mu, b_rho, b_seed);
-      check(cuda::conv_backward(p, device<const float>(dy), device<void>(scratch), device(dx), device(dw_mu),
-                                device(dw_rho), device(db_mu), device(db_rho), as_stream(s)));
+      check(cuda::conv_backward(p, device<void>(scratch), as_stream(s)));
     }, args..., "dx, dw_mu, dw_rho, db_mu, db_rho (the bias ones unused without bias).");
   }, with_geometry(py::arg("dy"), py::arg("x"), py::arg("w_mu"), py::arg("w_rho"), py::arg("w_seed"),
                    py::arg("b_mu"), py::arg("b_rho"), py::arg("b_seed"), py::arg("scratch"), py::arg("dx"),

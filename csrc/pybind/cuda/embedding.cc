@@ -37,12 +37,12 @@ void register_cuda_embedding(py::module_& m) {
                                  const Seed& seed, int64_t padding_idx, float max_norm, float norm_type, Ptr dy,
                                  Ptr dw_mu, Ptr dw_rho, Ptr s) {
         require_sizes({unique, positions_size, max_positions});
-        const auto p = embedding_params(0, true, count, num_embeddings, dim, w_mu, w_rho, seed, padding_idx,
-                                        max_norm, norm_type);
+        const cuda::EmbeddingGradParams p{embedding_params(0, true, count, num_embeddings, dim, w_mu, w_rho, seed,
+                                                           padding_idx, max_norm, norm_type),
+                                          device<const float>(dy), device(dw_mu), device(dw_rho)};
         const cuda::EmbeddingGradRows r{device<const int64_t>(rows), unique, device<const int64_t>(positions),
                                         positions_size, device<const int64_t>(starts), max_positions};
-        check(cuda::embedding_backward(p, r, device<const float>(dy), device(dw_mu), device(dw_rho),
-                                       as_stream(s)));
+        check(cuda::embedding_backward(p, r, as_stream(s)));
       }, py::arg("rows"), py::arg("unique"), py::arg("positions"), py::arg("positions_size"), py::arg("starts"),
       py::arg("max_positions"), py::arg("count"), py::arg("num_embeddings"), py::arg("dim"), py::arg("w_mu"), py::arg("w_rho"),
       py::arg("seed"), py::arg("padding_idx"), py::arg("max_norm"), py::arg("norm_type"), py::arg("dy"),

@@ -28,7 +28,7 @@ class LstmGradGpuOp : public tfl::OpKernel {
   using OpKernel::OpKernel;
   void Compute(tfl::OpKernelContext* ctx) override {
     LstmParams p;
-    OP_REQUIRES_OK(ctx, read_lstm_params(ctx, kGradPrefix, &p));
+    OP_REQUIRES_OK(ctx, read_lstm_params(ctx, lstm_input::kGradPrefix, &p));
     tfl::Tensor dz;
     LstmGradArgs args;
     OP_REQUIRES_OK(ctx, prepare_lstm_grad(ctx, p, &dz, &args));
