@@ -205,7 +205,8 @@ __global__ void __launch_bounds__(kThreads) gemm_kernel(GemmShape g, A a, B b, S
   __shared__ __align__(16) float b_stage[kTileK][kTileN + kPad];
   const int t = threadIdx.x;
   const int group = blockIdx.z % g.groups, split = blockIdx.z / g.groups;
-  const int m0 = blockIdx.x * kTileM, n0 = blockIdx.y * kTileN;
+  const int m_tiles = (g.m + kTileM - 1) / kTileM;
+  const int m0 = static_cast<int>(first_tile(m_tiles)) * kTileM, n0 = static_cast<int>(second_tile(m_tiles)) * kTileN;
   const int k_begin = split * g.split_len;
   const int k_end = g.k - k_begin < g.split_len ? g.k : k_begin + g.split_len;
 
@@ -285,8 +286,7 @@ template <class A, class B, class Store>
 cudaError_t run_gemm(const GemmShape& g, int splits, const A& a, const B& b, const Store& store,
                      cudaStream_t stream) {
   if (g.m == 0 || g.n == 0) return cudaSuccess;
-  const dim3 grid(static_cast<unsigned>(ceil_div(g.m, kTileM)), static_cast<unsigned>(ceil_div(g.n, kTileN)),
-                  static_cast<unsigned>(g.groups * splits));
+  const dim3 grid = tile_grid(ceil_div(g.m, kTileM), ceil_div(g.n, kTileN), int64_t{g.groups} * splits);
   gemm_kernel<<<grid, kThreads, 0, stream>>>(g, a, b, store);
   return cudaGetLastError();
 }
@@ -362,8 +362,6 @@ cudaError_t sum_splits(const float* partial, int splits, int64_t n, float* out, 
   return cudaGetLastError();
 }
 
-constexpr int kMaxGridZ = 65535;
-
 // How the two reductions over batch and pixels (dW and db) are split across blocks: about two
 // blocks per multiprocessor, fewer where the work runs out.
 struct Splits {
@@ -376,7 +374,7 @@ Splits weight_splits(const ConvParams& p) {
   const int64_t tiles = p.groups * ceil_div(p.kernel_h * p.kernel_w * (p.in_channels / p.groups), kTileM) *
                         ceil_div(p.out_channels / p.groups, kTileN);
   const int64_t wanted = std::max<int64_t>(
-      1, std::min({ceil_div(2 * multiprocessors(), tiles), steps, kMaxGridZ / p.groups}));
+      1, std::min({ceil_div(2 * multiprocessors(), tiles), steps, kMaxGridYZ / p.groups}));
   const int64_t len = kTileK * std::max<int64_t>(1, ceil_div(steps, wanted));
   return {static_cast<int>(std::max<int64_t>(1, ceil_div(p.batch * p.out_h * p.out_w, len))), len};
 }
@@ -384,7 +382,7 @@ Splits weight_splits(const ConvParams& p) {
 Splits bias_splits(const ConvParams& p) {
   const int64_t rows = p.batch * p.out_h * p.out_w;
   const int64_t wanted = std::max<int64_t>(1, ceil_div(2 * multiprocessors(), ceil_div(p.out_channels, 32)));
-  const int64_t len = std::max<int64_t>(256, ceil_div(rows, std::min<int64_t>(wanted, kMaxGridZ)));
+  const int64_t len = std::max<int64_t>(256, ceil_div(rows, std::min<int64_t>(wanted, kMaxGridYZ)));
   return {static_cast<int>(std::max<int64_t>(1, ceil_div(rows, len))), len};
 }
 
@@ -454,7 +452,7 @@ const char* conv_size_error(const ConvParams& p) {
   for (int64_t count : counts) {
     if (count > INT_MAX / 2) return "the CUDA convolution indexes images, kernels and rows with 32-bit integers";
   }
-  if (p.groups > kMaxGridZ) return "the CUDA convolution takes at most 65535 groups";
+  if (p.groups > kMaxGridYZ) return "the CUDA convolution takes at most 65535 groups";
   return nullptr;
 }
 

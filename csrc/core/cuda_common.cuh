@@ -15,6 +15,19 @@ namespace cuda {
 
 constexpr int kThreads = 256;
 
+// gridDim.y and gridDim.z are at most 65535 (gridDim.x 2^31 - 1).
+constexpr int64_t kMaxGridYZ = 65535;
+
+// The blocks of a 2-D tiling, all along x with the first axis fastest: the blocks run in the order
+// of a (first, second) grid, but the second axis is not capped at 65535 tiles by gridDim.y (e.g. the
+// 64-row tiles of a Linear weight gradient with over 4,194,240 outputs). `z` goes along z.
+inline dim3 tile_grid(int64_t first_tiles, int64_t second_tiles, int64_t z = 1) {
+  return dim3(static_cast<unsigned>(first_tiles * second_tiles), 1, static_cast<unsigned>(z));
+}
+// The block's tile along each axis of tile_grid(first_tiles, ...).
+__device__ __forceinline__ int64_t first_tile(int64_t first_tiles) { return blockIdx.x % first_tiles; }
+__device__ __forceinline__ int64_t second_tile(int64_t first_tiles) { return blockIdx.x / first_tiles; }
+
 // eps of flat elements [f, f + 4): one Philox group when f is a multiple of 4, else the two groups
 // it straddles. The values are those of eps_at(s, f + j) either way.
 __device__ __forceinline__ void eps4(const NoiseStream& s, uint64_t f, float e[4]) {

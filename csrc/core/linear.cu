@@ -25,6 +25,7 @@ struct ProductArgs {
   bool transposed;     // Wt(c, n) = W[n, c]
   bool w_aligned;      // w_mu and w_rho are 16-byte aligned
   int64_t split_len;   // contraction elements per blockIdx.z (a multiple of kTileC)
+  int64_t row_tiles;   // the first axis of the tile_grid
   float* out;          // [splits, rows, cols]
 };
 
@@ -70,7 +71,7 @@ __global__ void __launch_bounds__(kThreads, 2) product_kernel(ProductArgs p, int
   __shared__ __align__(16) float a_tile[kTileC][kTileRows];
   __shared__ __align__(16) float w_tile[kTileC][kTileN];
   const int tx = threadIdx.x % 64, ty = threadIdx.x / 64;
-  const int64_t r0 = int64_t{blockIdx.x} * kTileRows, n0 = int64_t{blockIdx.y} * kTileN;
+  const int64_t r0 = first_tile(p.row_tiles) * kTileRows, n0 = second_tile(p.row_tiles) * kTileN;
   const int64_t c_begin = int64_t{blockIdx.z} * p.split_len;
   const int64_t c_end = c_begin + p.split_len < p.contraction ? c_begin + p.split_len : p.contraction;
 
@@ -168,7 +169,8 @@ __global__ void __launch_bounds__(kThreads) weight_grad_kernel(LinearGradParams 
   __shared__ __align__(16) float dy_tile[kGradRows][kGradTile];
   __shared__ __align__(16) float x_tile[kGradRows][kGradTile];
   const int tx = threadIdx.x % 16, ty = threadIdx.x / 16;
-  const int64_t k0 = int64_t{blockIdx.x} * kGradTile, o0 = int64_t{blockIdx.y} * kGradTile;
+  const int64_t in_tiles = (p.in + kGradTile - 1) / kGradTile;
+  const int64_t k0 = first_tile(in_tiles) * kGradTile, o0 = second_tile(in_tiles) * kGradTile;
   float acc[4][4] = {};
   for (int64_t r0 = 0; r0 < p.rows; r0 += kGradRows) {
 #pragma unroll
@@ -274,10 +276,9 @@ cudaError_t run_product(const ProductPlan& plan, const LinearParams& p, const fl
                         float* c, cudaStream_t stream) {
   ProductArgs args{a, rows, lda, contraction, cols,
                    plan.sample ? p.w_mu : w, p.w_rho, p.in, p.w_stream, transposed,
-                   all_aligned16({plan.sample ? p.w_mu : w, p.w_rho}), plan.split_len,
+                   all_aligned16({plan.sample ? p.w_mu : w, p.w_rho}), plan.split_len, plan.row_tiles,
                    plan.splits > 1 ? partial : c};
-  const dim3 grid(static_cast<unsigned>(plan.row_tiles), static_cast<unsigned>(plan.col_tiles),
-                  static_cast<unsigned>(plan.splits));
+  const dim3 grid = tile_grid(plan.row_tiles, plan.col_tiles, plan.splits);
   if (plan.sample && plan.rows_per_thread == 8) {
     product_kernel<8, true><<<grid, kThreads, 0, stream>>>(args, p.out);
   } else if (plan.sample) {
@@ -320,8 +321,7 @@ cudaError_t linear_forward(const LinearParams& p, void* scratch, float* y, cudaS
 
 cudaError_t linear_backward(const LinearGradParams& p, void* scratch, cudaStream_t stream) {
   if (p.out > 0 && p.in > 0) {
-    const dim3 grid(static_cast<unsigned>((p.in + kGradTile - 1) / kGradTile),
-                    static_cast<unsigned>((p.out + kGradTile - 1) / kGradTile));
+    const dim3 grid = tile_grid((p.in + kGradTile - 1) / kGradTile, (p.out + kGradTile - 1) / kGradTile);
     const bool aligned = all_aligned16({p.w_rho, p.dw_mu, p.dw_rho});
     weight_grad_kernel<<<grid, kThreads, 0, stream>>>(p, aligned);
     const cudaError_t status = cudaGetLastError();

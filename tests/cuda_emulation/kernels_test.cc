@@ -603,6 +603,45 @@ void lstm_case(int64_t B, int64_t T, int64_t E, int64_t H, bool zero_state, bool
   expect_close(name + " db_rho", db_rho_out.data(), db_rho);
 }
 
+// Sizes whose tiles would pass gridDim.y's limit of 65535 in a (rows, columns) grid: Linear with
+// 20 million outputs or inputs (the weight gradient's 64-row tiles pass it from 4,194,240 outputs),
+// a convolution with 5 million input channels, an LSTM with 2.2 million hidden units. Their launches are
+// checked against CUDA's limits, not run (cuda_runtime.h here); nothing is allocated.
+void launch_limit_cases() {
+  emulation_check_only = true;
+  alignas(16) static float dummy[4];
+  float* d = dummy;
+  const int violations_before = emulated_limit_violations;
+  for (int64_t rows : {1, 100}) {
+    for (const auto& [in, out] : {std::pair<int64_t, int64_t>{1, 20000000}, {20000000, 1}}) {
+      const LinearParams p{d, rows, in, out, d, d, stream_from_seed(1, 2), true, d, d, stream_from_seed(3, 4)};
+      cuda::linear_forward(p, d, d, nullptr);
+      cuda::linear_backward(LinearGradParams{p, d, d, d, d, d, d}, d, nullptr);
+    }
+  }
+  for (bool channels_last : {true, false}) {  // 5 million input channels: dx's 64-column tiles
+    ConvParams p{};
+    p.x = d, p.w_mu = d, p.w_rho = d, p.b_mu = d, p.b_rho = d;
+    p.batch = 2, p.in_h = 3, p.in_w = 3, p.in_channels = 5000000;
+    p.out_h = 3, p.out_w = 3, p.out_channels = 1;
+    p.kernel_h = p.kernel_w = 1, p.stride_h = p.stride_w = p.dilation_h = p.dilation_w = 1;
+    p.groups = 1, p.channels_last = channels_last, p.has_bias = true;
+    if (const char* error = cuda::conv_size_error(p)) {
+      ++failures;
+      std::printf("FAIL conv launch limits: %s\n", error);
+      continue;
+    }
+    cuda::conv_forward(p, d, d, nullptr);
+    cuda::conv_backward(ConvGradParams{p, d, d, d, d, d, d}, d, nullptr);
+  }
+  const LstmParams lstm{d, 2, 2, 3, 2200000, d, d, stream_from_seed(5, 6), d, d, stream_from_seed(7, 8), d, d};
+  cuda::lstm_forward(lstm, LstmSaved{d, d, d}, d, d, d, d, nullptr);
+  cuda::lstm_backward(lstm, LstmForwardResult{d, d, d, d}, d, d, d, d, d, LstmGrads{d, d, d, d, d, d, d}, nullptr);
+  emulation_check_only = false;
+  std::printf("cuda_emulation: launch limits at large sizes: %d launches beyond them\n",
+              emulated_limit_violations - violations_before);
+}
+
 }  // namespace
 }  // namespace fusedbnn
 
@@ -637,6 +676,8 @@ int main() {
   setenv("CUDA_EMULATION_SMS", sms_before.c_str(), 1);
   embedding_cases();
   for (float max_norm : {0.0f, 0.01f}) embedding_bad_rows_case(max_norm);
+  launch_limit_cases();
+  failures += emulated_limit_violations;
   std::printf("cuda_emulation: %s (%d failures)\n", failures ? "FAILED" : "all kernels match", failures);
   return failures != 0;
 }
