@@ -24,6 +24,8 @@ LinearParams linear_params(Ptr x, int64_t rows, int64_t in, int64_t out, Ptr w_m
 
 void register_cuda(py::module_& parent) {
   py::module_ m = parent.def_submodule("cuda", "The CUDA kernels on raw device pointers (float32).");
+  m.def("driver_error", &cuda::driver_error,
+        "Why this machine's driver cannot run the kernels (their CUDA runtime is newer), or '' when it can.");
   m.def("normal", [](Ptr out, int64_t n, const Seed& seed, Ptr s) {
         require_sizes({n});
         check(cuda::fill_normal(stream(seed), n, device(out), as_stream(s)));

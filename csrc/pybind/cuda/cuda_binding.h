@@ -9,6 +9,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "core/cuda_driver.h"
 #include "pybind/common.h"
 
 namespace fusedbnn {
@@ -23,8 +24,12 @@ T* device(Ptr p) {
 
 inline cudaStream_t as_stream(Ptr s) { return reinterpret_cast<cudaStream_t>(s); }
 
+// Launch errors as RuntimeError; with a driver too old for the build, the one that names the driver.
 inline void check(cudaError_t status) {
-  if (status != cudaSuccess) throw std::runtime_error(std::string("CUDA error: ") + cudaGetErrorString(status));
+  if (status == cudaSuccess) return;
+  const std::string driver_error = cuda::driver_error();
+  if (!driver_error.empty()) throw std::runtime_error(driver_error);
+  throw std::runtime_error(std::string("CUDA error: ") + cudaGetErrorString(status));
 }
 
 inline void require_sizes(std::initializer_list<int64_t> sizes) {

@@ -7,7 +7,9 @@
 #include <cuda_runtime_api.h>
 
 #include <initializer_list>
+#include <string>
 
+#include "core/cuda_driver.h"
 #include "tensorflow/core/common_runtime/device/device_event_mgr.h"
 #include "tensorflow/core/framework/op_kernel.h"
 #include "tf/common.h"
@@ -21,8 +23,12 @@ inline cudaStream_t gpu_stream(tfl::OpKernelContext* ctx) {
   return static_cast<cudaStream_t>(ctx->op_device_context()->stream()->platform_specific_handle().stream);
 }
 
+// A failed launch: FailedPrecondition naming the driver required when the driver is too old for the
+// CUDA runtime the kernels were built with (every call fails then), else Internal.
 inline tfl::Status launch_status(cudaError_t status) {
   if (status == cudaSuccess) return tfl::OkStatus();
+  static const std::string driver_error = cuda::driver_error();
+  if (!driver_error.empty()) return tfl::errors::FailedPrecondition(driver_error);
   return tfl::errors::Internal("fusedbnn CUDA launch failed: ", cudaGetErrorString(status));
 }
 
