@@ -55,8 +55,8 @@ struct Geometry {
     k_g = p.kernel_h * p.kernel_w * cin_g;
     cols_width = p.groups * k_g;
     pixels = p.out_h * p.out_w;
-    images_per_chunk = std::clamp<int64_t>(kChunkFloats / std::max<int64_t>(pixels * cols_width, 1), 1,
-                                           std::max<int64_t>(p.batch, 1));
+    images_per_chunk =
+        std::clamp<int64_t>(kChunkFloats / std::max<int64_t>(pixels * cols_width, 1), 1, std::max<int64_t>(p.batch, 1));
     const int64_t hw = p.in_h * p.in_w;
     channels_last = p.channels_last;
     if (p.channels_last) {
@@ -67,8 +67,8 @@ struct Geometry {
     xs_b = hw * p.in_channels;
     ys_b = pixels * p.out_channels;
     depthwise = p.groups > 1 && cin_g == 1;
-    direct = !depthwise && p.channels_last && p.kernel_h == 1 && p.kernel_w == 1 && p.stride_h == 1 && p.stride_w == 1 &&
-             p.pad_top == 0 && p.pad_left == 0 && p.out_h == p.in_h && p.out_w == p.in_w;
+    direct = !depthwise && p.channels_last && p.kernel_h == 1 && p.kernel_w == 1 && p.stride_h == 1 &&
+             p.stride_w == 1 && p.pad_top == 0 && p.pad_left == 0 && p.out_h == p.in_h && p.out_w == p.in_w;
   }
 
   int64_t chunk_rows() const { return images_per_chunk * pixels; }
@@ -107,8 +107,8 @@ void im2col_rows(const ConvParams& p, const Geometry& g, const float* x, int64_t
 }
 
 // The chunk's images in NHWC: x itself, or (NCHW) a transposed copy in the end of cols_buffer.
-const float* chunk_nhwc(const ParallelFor& pf, const ConvParams& p, const Geometry& g, int64_t image0,
-                        int64_t images, float* cols_buffer) {
+const float* chunk_nhwc(const ParallelFor& pf, const ConvParams& p, const Geometry& g, int64_t image0, int64_t images,
+                        float* cols_buffer) {
   const float* x = p.x + image0 * g.xs_b;
   if (g.nhwc_stage() > 0) {
     // NCHW: im2col reading across channel planes is 2-3x slower than transposing first.
@@ -129,8 +129,8 @@ const float* chunk_nhwc(const ParallelFor& pf, const ConvParams& p, const Geomet
 }
 
 // The chunk's im2col matrix (x itself in the direct case), with row stride cols_width.
-const float* chunk_cols(const ParallelFor& pf, const ConvParams& p, const Geometry& g, int64_t image0,
-                        int64_t rows, float* cols_buffer) {
+const float* chunk_cols(const ParallelFor& pf, const ConvParams& p, const Geometry& g, int64_t image0, int64_t rows,
+                        float* cols_buffer) {
   const float* x = chunk_nhwc(pf, p, g, image0, rows / g.pixels, cols_buffer);
   if (g.direct) return x;
   pf(rows, 4 * g.cols_width, [&](int64_t r0, int64_t r1) { im2col_rows(p, g, x, r0, r1, cols_buffer); });
@@ -175,8 +175,8 @@ void depthwise_forward_rows(const ConvParams& p, const Geometry& g, const float*
 }
 
 // Depthwise kernel gradient of one chunk for taps [t0, t1): dW[t, o] = sum over rows in order.
-void depthwise_kernel_grad(const ConvParams& p, const Geometry& g, const float* x, const float* dy_rows,
-                           int64_t rows, int64_t t0, int64_t t1, float* dw) {
+void depthwise_kernel_grad(const ConvParams& p, const Geometry& g, const float* x, const float* dy_rows, int64_t rows,
+                           int64_t t0, int64_t t1, float* dw) {
   const int64_t out = p.out_channels, m = g.cout_g;
   std::fill(dw + t0 * out, dw + t1 * out, 0.0f);
   for_each_tap(p, g, x, 0, rows, [&](int64_t r, int64_t t, const float* pixel) {
@@ -281,9 +281,8 @@ void conv_forward(const ParallelFor& pf, const ConvParams& p, float* workspace, 
     float* y_rows = p.channels_last ? y + image0 * g.ys_b : y_rows_buffer;
     if (g.depthwise) {
       const float* x = chunk_nhwc(pf, p, g, image0, images, cols_buffer);
-      pf(rows, p.out_channels * p.kernel_h * p.kernel_w, [&](int64_t r0, int64_t r1) {
-        depthwise_forward_rows(p, g, x, w, r0, r1, y_rows);
-      });
+      pf(rows, p.out_channels * p.kernel_h * p.kernel_w,
+         [&](int64_t r0, int64_t r1) { depthwise_forward_rows(p, g, x, w, r0, r1, y_rows); });
     } else {
       const float* cols = chunk_cols(pf, p, g, image0, rows, cols_buffer);
       for (int64_t grp = 0; grp < p.groups; ++grp) {
@@ -327,9 +326,8 @@ void conv_backward(const ParallelFor& pf, const ConvGradParams& p, float* worksp
     float* dw_target = image0 == 0 ? p.dw_mu : dw_part;
     if (g.depthwise) {
       const float* x = chunk_nhwc(pf, p, g, image0, images, cols_buffer);
-      pf(p.kernel_h * p.kernel_w, rows * p.out_channels, [&](int64_t t0, int64_t t1) {
-        depthwise_kernel_grad(p, g, x, dy_rows, rows, t0, t1, dw_target);
-      });
+      pf(p.kernel_h * p.kernel_w, rows * p.out_channels,
+         [&](int64_t t0, int64_t t1) { depthwise_kernel_grad(p, g, x, dy_rows, rows, t0, t1, dw_target); });
     } else {
       // dW[:, group] = cols[:, group]^T @ dy[:, group]
       const float* cols = chunk_cols(pf, p, g, image0, rows, cols_buffer);
@@ -370,8 +368,8 @@ void conv_backward(const ParallelFor& pf, const ConvGradParams& p, float* worksp
     // when x is its own im2col matrix).
     float* dcols = g.direct ? p.dx + image0 * g.xs_b : dcols_buffer;
     for (int64_t grp = 0; grp < p.groups; ++grp) {
-      gemm(pf, GemmArgs{rows, g.k_g, g.cout_g, dy_rows + grp * g.cout_g, p.out_channels, false,
-                        w + grp * g.cout_g, p.out_channels, true, dcols + grp * g.k_g, g.cols_width});
+      gemm(pf, GemmArgs{rows, g.k_g, g.cout_g, dy_rows + grp * g.cout_g, p.out_channels, false, w + grp * g.cout_g,
+                        p.out_channels, true, dcols + grp * g.k_g, g.cols_width});
     }
     if (!g.direct) {
       pf(images * p.in_h, p.in_w * g.cols_width, [&](int64_t u0, int64_t u1) {
@@ -385,7 +383,8 @@ void conv_backward(const ParallelFor& pf, const ConvGradParams& p, float* worksp
   }
   // drho = dW * eps * sigmoid(rho), regenerating eps.
   sample_gaussian_grad(pf, p.w_stream, kernel_size, p.dw_mu, p.w_mu, p.w_rho, p.dw_rho, nullptr);
-  if (p.has_bias) sample_gaussian_grad(serial_for(), p.b_stream, p.out_channels, p.db_mu, p.b_mu, p.b_rho, p.db_rho, nullptr);
+  if (p.has_bias)
+    sample_gaussian_grad(serial_for(), p.b_stream, p.out_channels, p.db_mu, p.b_mu, p.b_rho, p.db_rho, nullptr);
 }
 
 }  // namespace fusedbnn

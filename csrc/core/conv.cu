@@ -15,10 +15,10 @@ namespace fusedbnn {
 namespace cuda {
 namespace {
 
-#define FUSEDBNN_RETURN_IF_FAILED(call)          \
-  do {                                           \
-    const cudaError_t status_ = (call);          \
-    if (status_ != cudaSuccess) return status_;  \
+#define FUSEDBNN_RETURN_IF_FAILED(call)         \
+  do {                                          \
+    const cudaError_t status_ = (call);         \
+    if (status_ != cudaSuccess) return status_; \
   } while (0)
 
 // A block computes a 128 x 64 tile of a product: 16 x 16 threads of 8 rows x 4 columns (32 FMAs per
@@ -283,8 +283,7 @@ __global__ void __launch_bounds__(kThreads) gemm_kernel(GemmShape g, A a, B b, S
 }
 
 template <class A, class B, class Store>
-cudaError_t run_gemm(const GemmShape& g, int splits, const A& a, const B& b, const Store& store,
-                     cudaStream_t stream) {
+cudaError_t run_gemm(const GemmShape& g, int splits, const A& a, const B& b, const Store& store, cudaStream_t stream) {
   if (g.m == 0 || g.n == 0) return cudaSuccess;
   const dim3 grid = tile_grid(ceil_div(g.m, kTileM), ceil_div(g.n, kTileN), int64_t{g.groups} * splits);
   gemm_kernel<<<grid, kThreads, 0, stream>>>(g, a, b, store);
@@ -293,8 +292,8 @@ cudaError_t run_gemm(const GemmShape& g, int splits, const A& a, const B& b, con
 
 // dst[image][c][r] = src[image][r][c] for src [images][rows][cols], through 32 x 32 shared tiles
 // (both sides coalesced).
-__global__ void __launch_bounds__(kThreads) transpose_kernel(const float* src, int64_t images, int rows, int cols,
-                                                             float* dst) {
+__global__ void __launch_bounds__(kThreads)
+    transpose_kernel(const float* src, int64_t images, int rows, int cols, float* dst) {
   __shared__ float tile[32][33];
   const int row_tiles = (rows + 31) / 32, col_tiles = (cols + 31) / 32;
   const int lane = threadIdx.x % 32, lane_row = threadIdx.x / 32;
@@ -326,8 +325,8 @@ cudaError_t transpose(const float* src, int64_t images, int64_t rows, int64_t co
 
 // partial[blockIdx.y][c] = sum of matrix[r, c] over the block's rows, for 32 columns per block:
 // 8 row lanes of 32 coalesced columns, added in lane order.
-__global__ void __launch_bounds__(kThreads) column_sums_kernel(const float* matrix, int64_t rows, int cols,
-                                                               int64_t rows_per_split, float* partial) {
+__global__ void __launch_bounds__(kThreads)
+    column_sums_kernel(const float* matrix, int64_t rows, int cols, int64_t rows_per_split, float* partial) {
   __shared__ float lanes[kThreads / 32][32];
   const int lane = threadIdx.x % 32, lane_row = threadIdx.x / 32;
   const int c = blockIdx.x * 32 + lane;
@@ -347,8 +346,7 @@ __global__ void __launch_bounds__(kThreads) column_sums_kernel(const float* matr
 }
 
 // out[i] = sum over splits of partial[z * n + i], in split order.
-__global__ void __launch_bounds__(kThreads) sum_splits_kernel(const float* partial, int splits, int64_t n,
-                                                              float* out) {
+__global__ void __launch_bounds__(kThreads) sum_splits_kernel(const float* partial, int splits, int64_t n, float* out) {
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n; i += int64_t{gridDim.x} * blockDim.x) {
     float sum = partial[i];
     for (int z = 1; z < splits; ++z) sum += partial[z * n + i];
@@ -373,8 +371,8 @@ Splits weight_splits(const ConvParams& p) {
   const int64_t steps = ceil_div(p.batch * p.out_h * p.out_w, kTileK);
   const int64_t tiles = p.groups * ceil_div(p.kernel_h * p.kernel_w * (p.in_channels / p.groups), kTileM) *
                         ceil_div(p.out_channels / p.groups, kTileN);
-  const int64_t wanted = std::max<int64_t>(
-      1, std::min({ceil_div(2 * multiprocessors(), tiles), steps, kMaxGridYZ / p.groups}));
+  const int64_t wanted =
+      std::max<int64_t>(1, std::min({ceil_div(2 * multiprocessors(), tiles), steps, kMaxGridYZ / p.groups}));
   const int64_t len = kTileK * std::max<int64_t>(1, ceil_div(steps, wanted));
   return {static_cast<int>(std::max<int64_t>(1, ceil_div(p.batch * p.out_h * p.out_w, len))), len};
 }
@@ -434,18 +432,19 @@ struct BackwardScratch {
   }
 };
 
-float* region(void* scratch, size_t offset) {
-  return reinterpret_cast<float*>(static_cast<char*>(scratch) + offset);
-}
+float* region(void* scratch, size_t offset) { return reinterpret_cast<float*>(static_cast<char*>(scratch) + offset); }
 
 }  // namespace
 
 const char* conv_size_error(const ConvParams& p) {
   const int64_t cin_g = p.in_channels / p.groups, cout_g = p.out_channels / p.groups;
   const int64_t counts[] = {
-      p.batch * p.in_h * p.in_w, p.batch * p.out_h * p.out_w,              // rows of x and y
-      p.in_h * p.in_w * p.in_channels, p.out_h * p.out_w * p.out_channels,  // one image
-      p.kernel_h * p.kernel_w * cin_g * p.out_channels, p.kernel_h * p.kernel_w * cout_g * p.out_channels,
+      p.batch * p.in_h * p.in_w,
+      p.batch * p.out_h * p.out_w,  // rows of x and y
+      p.in_h * p.in_w * p.in_channels,
+      p.out_h * p.out_w * p.out_channels,  // one image
+      p.kernel_h * p.kernel_w * cin_g * p.out_channels,
+      p.kernel_h * p.kernel_w * cout_g * p.out_channels,
       p.in_h + p.pad_top + (p.kernel_h - 1) * p.dilation_h + p.out_h * p.stride_h,  // coordinates
       p.in_w + p.pad_left + (p.kernel_w - 1) * p.dilation_w + p.out_w * p.stride_w,
   };
@@ -480,10 +479,9 @@ cudaError_t conv_forward(const ConvParams& p, void* scratch, float* y, cudaStrea
     y_nhwc = region(scratch, layout.y_nhwc);
   }
   const int k = static_cast<int>(p.kernel_h * p.kernel_w * s.cin_g);
-  FUSEDBNN_RETURN_IF_FAILED(run_gemm(GemmShape{static_cast<int>(p.batch * s.out_pixels), s.cout_g, k,
-                                               static_cast<int>(p.groups), k},
-                                     1, InputPatches{x, s}, MatrixColumns{w, s.out_c, s.cout_g},
-                                     StoreOutput{y_nhwc, bias, s.out_c, s.cout_g}, stream));
+  FUSEDBNN_RETURN_IF_FAILED(run_gemm(
+      GemmShape{static_cast<int>(p.batch * s.out_pixels), s.cout_g, k, static_cast<int>(p.groups), k}, 1,
+      InputPatches{x, s}, MatrixColumns{w, s.out_c, s.cout_g}, StoreOutput{y_nhwc, bias, s.out_c, s.cout_g}, stream));
   if (!p.channels_last) FUSEDBNN_RETURN_IF_FAILED(transpose(y_nhwc, p.batch, s.out_pixels, p.out_channels, y, stream));
   return cudaSuccess;
 }
@@ -509,20 +507,20 @@ cudaError_t conv_backward(const ConvGradParams& p, void* scratch, cudaStream_t s
 
   // dx = patches(dy) W^T, every element written once (zero where no window reaches it).
   const int dx_k = static_cast<int>(p.kernel_h * p.kernel_w * s.cout_g);
-  FUSEDBNN_RETURN_IF_FAILED(run_gemm(GemmShape{static_cast<int>(p.batch * s.in_pixels), s.cin_g, dx_k, groups, dx_k},
-                                     1, OutputGradPatches{dy_nhwc, s}, KernelRows{w, s},
+  FUSEDBNN_RETURN_IF_FAILED(run_gemm(GemmShape{static_cast<int>(p.batch * s.in_pixels), s.cin_g, dx_k, groups, dx_k}, 1,
+                                     OutputGradPatches{dy_nhwc, s}, KernelRows{w, s},
                                      StoreInputGrad{dx_nhwc, s.in_c, s.cin_g}, stream));
-  if (!p.channels_last) FUSEDBNN_RETURN_IF_FAILED(transpose(dx_nhwc, p.batch, s.in_pixels, p.in_channels, p.dx, stream));
+  if (!p.channels_last)
+    FUSEDBNN_RETURN_IF_FAILED(transpose(dx_nhwc, p.batch, s.in_pixels, p.in_channels, p.dx, stream));
 
   // dW = patches(x)^T dy over splits of the rows of y, then dw_rho by the fused sampling gradient.
   const int64_t rows = p.batch * s.out_pixels;
   const Splits dw = weight_splits(p);
   float* dw_target = dw.count > 1 ? region(scratch, layout.dw_partial) : p.dw_mu;
-  FUSEDBNN_RETURN_IF_FAILED(run_gemm(
-      GemmShape{static_cast<int>(p.kernel_h * p.kernel_w * s.cin_g), s.cout_g, static_cast<int>(rows), groups,
-                static_cast<int>(dw.len)},
-      dw.count, InputTaps{x, s}, MatrixColumns{dy_nhwc, s.out_c, s.cout_g},
-      StoreKernelGrad{dw_target, kernel_size(p), s.out_c, s.cout_g}, stream));
+  FUSEDBNN_RETURN_IF_FAILED(run_gemm(GemmShape{static_cast<int>(p.kernel_h * p.kernel_w * s.cin_g), s.cout_g,
+                                               static_cast<int>(rows), groups, static_cast<int>(dw.len)},
+                                     dw.count, InputTaps{x, s}, MatrixColumns{dy_nhwc, s.out_c, s.cout_g},
+                                     StoreKernelGrad{dw_target, kernel_size(p), s.out_c, s.cout_g}, stream));
   FUSEDBNN_RETURN_IF_FAILED(sum_splits(dw_target, dw.count, kernel_size(p), p.dw_mu, stream));
   FUSEDBNN_RETURN_IF_FAILED(
       sample_gaussian_grad(p.w_stream, kernel_size(p), p.dw_mu, nullptr, p.w_rho, p.dw_rho, nullptr, stream));

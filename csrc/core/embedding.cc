@@ -66,8 +66,7 @@ EmbeddingRows embedding_rows(const EmbeddingParams& p) {
   for (int64_t n = 0; n < p.count; ++n) {
     if (p.ids[n] != p.padding_idx) r.positions.push_back(n);
   }
-  std::stable_sort(r.positions.begin(), r.positions.end(),
-                   [&](int64_t a, int64_t b) { return p.ids[a] < p.ids[b]; });
+  std::stable_sort(r.positions.begin(), r.positions.end(), [&](int64_t a, int64_t b) { return p.ids[a] < p.ids[b]; });
   for (size_t i = 0; i < r.positions.size(); ++i) {
     const int64_t id = p.ids[r.positions[i]];
     if (r.rows.empty() || r.rows.back() != id) {

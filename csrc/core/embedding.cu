@@ -21,7 +21,9 @@ __device__ __forceinline__ int64_t row_of(const EmbeddingParams& p, int64_t n, i
   return id == p.padding_idx ? -1 : id;
 }
 
-__device__ __forceinline__ int run_width(int64_t dim, int64_t col) { return static_cast<int>(dim - col < 4 ? dim - col : 4); }
+__device__ __forceinline__ int run_width(int64_t dim, int64_t col) {
+  return static_cast<int>(dim - col < 4 ? dim - col : 4);
+}
 
 // Calls fn(n, col, width, vector) for every run of up to four elements [col, col + width) of
 // output row n; vector says the run is a full, 16-byte-aligned quad in every tensor.
@@ -103,8 +105,8 @@ __global__ void __launch_bounds__(kThreads) forward_kernel(EmbeddingParams p, bo
 
 // max_norm > 0, a block per output row: sample the row into out, then scale it there when its
 // norm is above max_norm (each thread re-reads only what it wrote).
-__global__ void __launch_bounds__(kThreads) rescaled_forward_kernel(EmbeddingParams p, bool aligned, float* out,
-                                                                    int* bad_id) {
+__global__ void __launch_bounds__(kThreads)
+    rescaled_forward_kernel(EmbeddingParams p, bool aligned, float* out, int* bad_id) {
   for (int64_t n = blockIdx.x; n < p.count; n += gridDim.x) {
     const int64_t row = row_of(p, n, bad_id);
     float* dst = out + n * p.dim;
@@ -133,7 +135,9 @@ __global__ void __launch_bounds__(kThreads) rescaled_forward_kernel(EmbeddingPar
   }
 }
 
-__device__ __forceinline__ int64_t clamp_index(int64_t v, int64_t lo, int64_t hi) { return v < lo ? lo : v > hi ? hi : v; }
+__device__ __forceinline__ int64_t clamp_index(int64_t v, int64_t lo, int64_t hi) {
+  return v < lo ? lo : v > hi ? hi : v;
+}
 
 // Adds the rows of dy at positions[i], i = begin, begin + step, ... < end, to the run g at col.
 // Unrolled so that several rows of dy are in flight at once.
@@ -156,8 +160,8 @@ __device__ __forceinline__ void sum_positions(const EmbeddingParams& p, const Em
 // positions s, s + slices, ... and slice 0 adds the slices' sums in slice order. Slice 0 goes on:
 // without max_norm dw_rho follows at once; with it a second pass turns the sum g into the
 // gradient through the rescale (it needs |e|_p and g . e of the whole row) and writes dw_rho.
-__global__ void __launch_bounds__(kThreads) backward_kernel(EmbeddingGradParams p, EmbeddingGradRows r, int lanes,
-                                                            bool aligned) {
+__global__ void __launch_bounds__(kThreads)
+    backward_kernel(EmbeddingGradParams p, EmbeddingGradRows r, int lanes, bool aligned) {
   __shared__ float slice_sums[kThreads][4];
   const bool rescale = p.max_norm > 0.0f;
   const int lane = threadIdx.x % lanes, slice = threadIdx.x / lanes, slices = blockDim.x / lanes;

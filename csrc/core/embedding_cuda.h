@@ -35,12 +35,12 @@ cudaError_t embedding_forward(const EmbeddingParams& p, float* out, int* bad_id,
 // pointers. Entries that name no valid row or position (out of range, padding_idx, or starts not
 // ascending) read nothing and contribute nothing.
 struct EmbeddingGradRows {
-  const int64_t* rows;       // [unique]
+  const int64_t* rows;  // [unique]
   int64_t unique;
   const int64_t* positions;  // [positions_size]: indices into ids (and rows of dy), grouped by row
   int64_t positions_size;
-  const int64_t* starts;     // [unique + 1]: row u owns positions[starts[u] : starts[u + 1]]
-  int64_t max_positions;     // the most positions of any row: sizes the blocks (speed only, any value is correct)
+  const int64_t* starts;  // [unique + 1]: row u owns positions[starts[u] : starts[u + 1]]
+  int64_t max_positions;  // the most positions of any row: sizes the blocks (speed only, any value is correct)
 };
 
 // The backward pass: the forward parameters (ids not read), dy [count, dim] and the gradient rows.

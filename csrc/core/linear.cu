@@ -22,17 +22,16 @@ struct ProductArgs {
   const float* w_rho;  // unused when not sampling
   int64_t in;          // W's row length
   NoiseStream stream;
-  bool transposed;     // Wt(c, n) = W[n, c]
-  bool w_aligned;      // w_mu and w_rho are 16-byte aligned
-  int64_t split_len;   // contraction elements per blockIdx.z (a multiple of kTileC)
-  int64_t row_tiles;   // the first axis of the tile_grid
-  float* out;          // [splits, rows, cols]
+  bool transposed;    // Wt(c, n) = W[n, c]
+  bool w_aligned;     // w_mu and w_rho are 16-byte aligned
+  int64_t split_len;  // contraction elements per blockIdx.z (a multiple of kTileC)
+  int64_t row_tiles;  // the first axis of the tile_grid
+  float* out;         // [splits, rows, cols]
 };
 
 // Four consecutive elements of W starting at (row, col): sampled or loaded, zero past the edges.
 template <bool kSample>
-__device__ __forceinline__ void load_w4(const ProductArgs& p, int64_t out_rows, int64_t row, int64_t col,
-                                        float w[4]) {
+__device__ __forceinline__ void load_w4(const ProductArgs& p, int64_t out_rows, int64_t row, int64_t col, float w[4]) {
 #pragma unroll
   for (int j = 0; j < 4; ++j) w[j] = 0.0f;
   if (row >= out_rows || col >= p.in) return;
@@ -147,9 +146,9 @@ __global__ void __launch_bounds__(kThreads, 2) product_kernel(ProductArgs p, int
 
 // y[r, n] = sum over splits of partial[z, r, n] (in order), plus the sampled bias when b_mu is set.
 // With one split, partial is y itself.
-__global__ void __launch_bounds__(kThreads) finish_kernel(const float* partial, int splits, int64_t rows,
-                                                          int64_t cols, const float* b_mu, const float* b_rho,
-                                                          NoiseStream b_stream, float* y) {
+__global__ void __launch_bounds__(kThreads)
+    finish_kernel(const float* partial, int splits, int64_t rows, int64_t cols, const float* b_mu, const float* b_rho,
+                  NoiseStream b_stream, float* y) {
   const int64_t total = rows * cols;
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < total; i += int64_t{gridDim.x} * blockDim.x) {
     float sum = partial[i];
@@ -272,11 +271,21 @@ struct ProductPlan {
 // Runs the product into `partial` (or `c` itself with one split); `w` is the sampled W when the
 // plan does not sample.
 cudaError_t run_product(const ProductPlan& plan, const LinearParams& p, const float* a, int64_t rows, int64_t lda,
-                        int64_t contraction, int64_t cols, bool transposed, const float* w, float* partial,
-                        float* c, cudaStream_t stream) {
-  ProductArgs args{a, rows, lda, contraction, cols,
-                   plan.sample ? p.w_mu : w, p.w_rho, p.in, p.w_stream, transposed,
-                   all_aligned16({plan.sample ? p.w_mu : w, p.w_rho}), plan.split_len, plan.row_tiles,
+                        int64_t contraction, int64_t cols, bool transposed, const float* w, float* partial, float* c,
+                        cudaStream_t stream) {
+  ProductArgs args{a,
+                   rows,
+                   lda,
+                   contraction,
+                   cols,
+                   plan.sample ? p.w_mu : w,
+                   p.w_rho,
+                   p.in,
+                   p.w_stream,
+                   transposed,
+                   all_aligned16({plan.sample ? p.w_mu : w, p.w_rho}),
+                   plan.split_len,
+                   plan.row_tiles,
                    plan.splits > 1 ? partial : c};
   const dim3 grid = tile_grid(plan.row_tiles, plan.col_tiles, plan.splits);
   if (plan.sample && plan.rows_per_thread == 8) {
@@ -314,8 +323,7 @@ cudaError_t linear_forward(const LinearParams& p, void* scratch, float* y, cudaS
   if (status != cudaSuccess) return status;
   if (plan.splits == 1 && !p.has_bias) return cudaSuccess;
   finish_kernel<<<grid_for(p.rows * p.out), kThreads, 0, stream>>>(
-      plan.splits > 1 ? partial : y, plan.splits, p.rows, p.out, p.has_bias ? p.b_mu : nullptr, p.b_rho,
-      p.b_stream, y);
+      plan.splits > 1 ? partial : y, plan.splits, p.rows, p.out, p.has_bias ? p.b_mu : nullptr, p.b_rho, p.b_stream, y);
   return cudaGetLastError();
 }
 
@@ -343,8 +351,8 @@ cudaError_t linear_backward(const LinearGradParams& p, void* scratch, cudaStream
   }
   cudaError_t status = run_product(plan, p, p.dy, p.rows, p.out, p.out, p.in, false, w, partial, p.dx, stream);
   if (status != cudaSuccess || plan.splits == 1) return status;
-  finish_kernel<<<grid_for(p.rows * p.in), kThreads, 0, stream>>>(partial, plan.splits, p.rows, p.in, nullptr,
-                                                                  nullptr, p.b_stream, p.dx);
+  finish_kernel<<<grid_for(p.rows * p.in), kThreads, 0, stream>>>(partial, plan.splits, p.rows, p.in, nullptr, nullptr,
+                                                                  p.b_stream, p.dx);
   return cudaGetLastError();
 }
 

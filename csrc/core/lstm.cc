@@ -29,12 +29,15 @@ const ActivationKernels& avx512_activations();
 const ActivationKernels& best_activations() {
   switch (active_isa()) {
 #if defined(FUSEDBNN_HAVE_AVX512)
-    case Isa::kAvx512: return avx512_activations();
+    case Isa::kAvx512:
+      return avx512_activations();
 #endif
 #if defined(FUSEDBNN_HAVE_AVX2)
-    case Isa::kAvx2: return avx2_activations();
+    case Isa::kAvx2:
+      return avx2_activations();
 #endif
-    default: return scalar_activations();
+    default:
+      return scalar_activations();
   }
 }
 
@@ -73,8 +76,8 @@ void lstm_forward(const ParallelFor& pf, const LstmParams& p, const LstmSaved& s
       float* gate = saved.gates + (b * T + t) * G;
       const float* z = s.z + b * G;
       for (int64_t j = 0; j < G; ++j) gate[j] += z[j];
-      act.sigmoid(gate, gate, 2 * H);  // f, i
-      act.tanh(gate + 2 * H, gate + 2 * H, H);  // g
+      act.sigmoid(gate, gate, 2 * H);              // f, i
+      act.tanh(gate + 2 * H, gate + 2 * H, H);     // g
       act.sigmoid(gate + 3 * H, gate + 3 * H, H);  // o
       const float* c_prev = t == 0 ? p.c0 + b * H : saved.cells + (b * T + t - 1) * H;
       float* c = saved.cells + (b * T + t) * H;

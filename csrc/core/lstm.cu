@@ -89,8 +89,8 @@ struct CellBackward {
 };
 
 // The last step, where the recurrent gradient is dh_last.
-__global__ void __launch_bounds__(kThreads) last_cell_backward_kernel(CellBackward cell, int64_t batch,
-                                                                      const float* dh_last) {
+__global__ void __launch_bounds__(kThreads)
+    last_cell_backward_kernel(CellBackward cell, int64_t batch, const float* dh_last) {
   const int64_t total = batch * cell.hidden;
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < total; i += int64_t{gridDim.x} * blockDim.x) {
     cell.at(i / cell.hidden, i % cell.hidden, dh_last[i]);
@@ -110,9 +110,8 @@ cudaError_t copy(const float* src, int64_t n, float* dst, cudaStream_t stream) {
 }
 
 // h_prev[b, t] = h_{t-1}: h0 at t = 0, else h_seq[b, t - 1] (the inputs of dW_h).
-__global__ void __launch_bounds__(kThreads) previous_hidden_kernel(const float* h0, const float* h_seq,
-                                                                   int64_t batch, int64_t steps, int64_t hidden,
-                                                                   float* h_prev) {
+__global__ void __launch_bounds__(kThreads) previous_hidden_kernel(const float* h0, const float* h_seq, int64_t batch,
+                                                                   int64_t steps, int64_t hidden, float* h_prev) {
   const int64_t total = batch * steps * hidden;
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < total; i += int64_t{gridDim.x} * blockDim.x) {
     const int64_t row = i / hidden, j = i % hidden;
@@ -206,16 +205,15 @@ cudaError_t lstm_forward(const LstmParams& p, const LstmSaved& saved, void* scra
     // h_{t-1}: h0, or column t - 1 of h_seq (row stride T H).
     const Strided<false> h_prev = t == 0 ? Strided<false>{p.h0, H} : Strided<false>{h_seq + (t - 1) * H, T * H};
     const bool last = t == T - 1;
-    const CellForward cell{t, T, H, saved.gates, saved.cells, p.c0, h_seq, last ? h_last : nullptr,
-                           last ? c_last : nullptr};
+    const CellForward cell{
+        t, T, H, saved.gates, saved.cells, p.c0, h_seq, last ? h_last : nullptr, last ? c_last : nullptr};
     status = step_gemm(sms, B, G, H, h_prev, w_h, cell, stream);
   }
   return status;
 }
 
-cudaError_t lstm_backward(const LstmParams& p, const LstmForwardResult& fwd, const float* dh_seq,
-                          const float* dh_last, const float* dc_last, float* dz, void* scratch, const LstmGrads& g,
-                          cudaStream_t stream) {
+cudaError_t lstm_backward(const LstmParams& p, const LstmForwardResult& fwd, const float* dh_seq, const float* dh_last,
+                          const float* dc_last, float* dz, void* scratch, const LstmGrads& g, cudaStream_t stream) {
   const int64_t B = p.batch, T = p.steps, E = p.in, H = p.hidden, G = 4 * H;
   const Strided<true> w_h_transposed{fwd.w + E * G, G};  // (g, j) -> W_h[j, g]
   const int sms = multiprocessors();

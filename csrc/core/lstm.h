@@ -44,7 +44,7 @@ void lstm_forward(const ParallelFor& pf, const LstmParams& p, const LstmSaved& s
                   float* h_seq, float* h_last, float* c_last);
 
 struct LstmGrads {
-  float* dx;  // [batch, steps, in]
+  float* dx;   // [batch, steps, in]
   float* dh0;  // [batch, hidden]
   float* dc0;
   float* dw_mu;  // [in + hidden, 4 hidden]

@@ -33,9 +33,8 @@ cudaError_t lstm_forward(const LstmParams& p, const LstmSaved& saved, void* scra
 // Backpropagation through time for dh_seq [batch, steps, hidden], dh_last, dc_last [batch, hidden].
 // dz [batch, steps, 4 hidden] receives the pre-activation gate gradients; it may be fwd.gates
 // itself (each step's gates are read by the thread that then overwrites them with dz).
-cudaError_t lstm_backward(const LstmParams& p, const LstmForwardResult& fwd, const float* dh_seq,
-                          const float* dh_last, const float* dc_last, float* dz, void* scratch, const LstmGrads& g,
-                          cudaStream_t stream);
+cudaError_t lstm_backward(const LstmParams& p, const LstmForwardResult& fwd, const float* dh_seq, const float* dh_last,
+                          const float* dc_last, float* dz, void* scratch, const LstmGrads& g, cudaStream_t stream);
 
 }  // namespace cuda
 }  // namespace fusedbnn

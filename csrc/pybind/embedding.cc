@@ -1,6 +1,7 @@
 // fusedbnn._core: the Bayesian embedding kernels.
 
 #include "core/embedding.h"
+
 #include "pybind/common.h"
 
 namespace fusedbnn {
@@ -18,8 +19,11 @@ EmbeddingParams embedding_params(const Ids& ids, const Array& w_mu, const Array&
   for (py::ssize_t n = 0; n < ids.size(); ++n) {
     if (ids.data()[n] < 0 || ids.data()[n] >= rows) throw std::invalid_argument("ids must be in [0, num_embeddings)");
   }
-  return EmbeddingParams{ids.data(), static_cast<int64_t>(ids.size()), rows, w_mu.shape(1), w_mu.data(),
-                         w_rho.data(), stream(w_seed), padding_idx, max_norm, norm_type};
+  return EmbeddingParams{ids.data(),     static_cast<int64_t>(ids.size()),
+                         rows,           w_mu.shape(1),
+                         w_mu.data(),    w_rho.data(),
+                         stream(w_seed), padding_idx,
+                         max_norm,       norm_type};
 }
 
 // [ids.size, dim]

@@ -19,8 +19,7 @@ inline tfl::Status read_seed(tfl::OpKernelContext* ctx, const char* name, NoiseS
   const tfl::Tensor* seed;
   TF_RETURN_IF_ERROR(ctx->input(name, &seed));
   if (seed->dims() != 1 || seed->dim_size(0) != 2) {
-    return tfl::errors::InvalidArgument(name, " must be a seed of shape [2], got shape ",
-                                        seed->shape().DebugString());
+    return tfl::errors::InvalidArgument(name, " must be a seed of shape [2], got shape ", seed->shape().DebugString());
   }
   if (seed->dtype() == tfl::DT_INT32) {
     const auto v = seed->flat<int32_t>();
@@ -77,8 +76,8 @@ inline tfl::Status read_bias(tfl::OpKernelContext* ctx, int64_t out, const char*
 // shape and allocates outputs dx, dw_mu, dw_rho, db_mu, db_rho shaped like the forward inputs at
 // indices x, w_mu, w_mu, b_mu, b_mu.
 template <class GradParams>  // LinearGradParams or ConvGradParams
-tfl::Status read_dy_and_allocate_grads(tfl::OpKernelContext* ctx, const tfl::TensorShape& y_shape, int x,
-                                       int w_mu, int b_mu, GradParams* g) {
+tfl::Status read_dy_and_allocate_grads(tfl::OpKernelContext* ctx, const tfl::TensorShape& y_shape, int x, int w_mu,
+                                       int b_mu, GradParams* g) {
   const tfl::Tensor& dy = ctx->input(0);
   if (dy.shape() != y_shape) {
     return tfl::errors::InvalidArgument("dy must have shape ", y_shape.DebugString(), ", got ",
@@ -120,6 +119,6 @@ inline tfl::Status seed_shape(tfl::shape_inference::InferenceContext* c, int ind
 }  // namespace fusedbnn
 
 // CPU kernels for both seed dtypes.
-#define FUSEDBNN_REGISTER_CPU(name, kernel)                                                                \
+#define FUSEDBNN_REGISTER_CPU(name, kernel)                                                                      \
   REGISTER_KERNEL_BUILDER(Name(name).Device(::tensorflow::DEVICE_CPU).TypeConstraint<int32_t>("Tseed"), kernel); \
   REGISTER_KERNEL_BUILDER(Name(name).Device(::tensorflow::DEVICE_CPU).TypeConstraint<int64_t>("Tseed"), kernel)

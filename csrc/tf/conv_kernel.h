@@ -38,9 +38,11 @@ struct ConvAttrs {
     TF_RETURN_IF_ERROR(c->GetAttr("use_bias", &use_bias));
     groups = groups_attr;
     if (strides.size() != 2 || strides[0] < 1 || strides[1] < 1)
-      return tfl::errors::InvalidArgument("strides must be 2 positive ints [h, w], got [", absl::StrJoin(strides, ", "), "]");
+      return tfl::errors::InvalidArgument("strides must be 2 positive ints [h, w], got [", absl::StrJoin(strides, ", "),
+                                          "]");
     if (dilations.size() != 2 || dilations[0] < 1 || dilations[1] < 1)
-      return tfl::errors::InvalidArgument("dilations must be 2 positive ints [h, w], got [", absl::StrJoin(dilations, ", "), "]");
+      return tfl::errors::InvalidArgument("dilations must be 2 positive ints [h, w], got [",
+                                          absl::StrJoin(dilations, ", "), "]");
     if (groups < 1) return tfl::errors::InvalidArgument("groups must be positive, got ", groups);
     channels_last = data_format == "NHWC";
     if (padding_name == "VALID") {

@@ -23,7 +23,8 @@ tfl::Status conv_shapes(InferenceContext* c, int first, ShapeHandle* y) {
   ShapeHandle x, w, w_rho;
   TF_RETURN_IF_ERROR(c->WithRank(c->input(first + conv_input::kX), 4, &x));
   TF_RETURN_IF_ERROR(c->WithRank(c->input(first + conv_input::kWMu), 4, &w));
-  TF_RETURN_IF_ERROR(named(c->Merge(c->input(first + conv_input::kWMu), c->input(first + conv_input::kWRho), &w_rho), "w_rho must have the shape of w_mu"));
+  TF_RETURN_IF_ERROR(named(c->Merge(c->input(first + conv_input::kWMu), c->input(first + conv_input::kWRho), &w_rho),
+                           "w_rho must have the shape of w_mu"));
   TF_RETURN_IF_ERROR(seed_shape(c, first + conv_input::kWSeed, "w_seed"));
   DimensionHandle in_channels, out_channels = c->Dim(w, 3);
   TF_RETURN_IF_ERROR(c->Multiply(c->Dim(w, 2), attrs.groups, &in_channels));
@@ -33,7 +34,8 @@ tfl::Status conv_shapes(InferenceContext* c, int first, ShapeHandle* y) {
     ShapeHandle b, b_rho;
     DimensionHandle merged;
     TF_RETURN_IF_ERROR(c->WithRank(c->input(first + conv_input::kBMu), 1, &b));
-    TF_RETURN_IF_ERROR(named(c->Merge(c->input(first + conv_input::kBMu), c->input(first + conv_input::kBRho), &b_rho), "b_rho must have the shape of b_mu"));
+    TF_RETURN_IF_ERROR(named(c->Merge(c->input(first + conv_input::kBMu), c->input(first + conv_input::kBRho), &b_rho),
+                             "b_rho must have the shape of b_mu"));
     TF_RETURN_IF_ERROR(seed_shape(c, first + conv_input::kBSeed, "b_seed"));
     TF_RETURN_IF_ERROR(named(c->Merge(c->Dim(b, 0), out_channels, &merged), "b_mu must have w_mu's out channels"));
   }
@@ -82,14 +84,14 @@ class Conv2DGradOp : public ConvBase {
 
 }  // namespace
 
-#define FUSEDBNN_CONV_ATTRS                                      \
-  Attr("Tseed: {int32, int64} = DT_INT64")                       \
-      .Attr("strides: list(int) = [1, 1]")                       \
-      .Attr("dilations: list(int) = [1, 1]")                     \
-      .Attr("padding: {'VALID', 'SAME', 'EXPLICIT'} = 'VALID'")  \
-      .Attr("explicit_paddings: list(int) = []")                 \
-      .Attr("groups: int = 1")                                   \
-      .Attr("data_format: {'NHWC', 'NCHW'} = 'NHWC'")            \
+#define FUSEDBNN_CONV_ATTRS                                     \
+  Attr("Tseed: {int32, int64} = DT_INT64")                      \
+      .Attr("strides: list(int) = [1, 1]")                      \
+      .Attr("dilations: list(int) = [1, 1]")                    \
+      .Attr("padding: {'VALID', 'SAME', 'EXPLICIT'} = 'VALID'") \
+      .Attr("explicit_paddings: list(int) = []")                \
+      .Attr("groups: int = 1")                                  \
+      .Attr("data_format: {'NHWC', 'NCHW'} = 'NHWC'")           \
       .Attr("use_bias: bool = true")
 
 REGISTER_OP("FusedBnn>Conv2D")
@@ -108,8 +110,9 @@ REGISTER_OP("FusedBnn>Conv2D")
       c->set_output(0, y);
       return tfl::OkStatus();
     })
-    .Doc("2-D convolution of x with a kernel [kh, kw, in/groups, out] and bias sampled inside the op; "
-         "b inputs are ignored unless use_bias. explicit_paddings is [top, bottom, left, right].");
+    .Doc(
+        "2-D convolution of x with a kernel [kh, kw, in/groups, out] and bias sampled inside the op; "
+        "b inputs are ignored unless use_bias. explicit_paddings is [top, bottom, left, right].");
 
 REGISTER_OP("FusedBnn>Conv2DGrad")
     .Input("dy: float")

@@ -109,7 +109,7 @@ constexpr char kFromVariablesDoc[] =
 
 // The attributes all four lookup ops share, spliced into their REGISTER_OP chains.
 #define FUSEDBNN_LOOKUP_ATTRS                   \
-  .Attr("Tids: {int32, int64} = DT_INT64")      \
+  Attr("Tids: {int32, int64} = DT_INT64")       \
       .Attr("Tseed: {int32, int64} = DT_INT64") \
       .Attr("padding_idx: int = -1")            \
       .Attr("max_norm: float = 0.0")            \
@@ -120,7 +120,8 @@ REGISTER_OP("FusedBnn>Embedding")
     .Input("w_mu: float")
     .Input("w_rho: float")
     .Input("w_seed: Tseed")
-    .Output("y: float") FUSEDBNN_LOOKUP_ATTRS
+    .Output("y: float")
+    .FUSEDBNN_LOOKUP_ATTRS
     .SetShapeFn(embedding_shape<false>)
     .Doc(kEmbeddingDoc);
 
@@ -132,7 +133,8 @@ REGISTER_OP("FusedBnn>EmbeddingGrad")
     .Input("w_seed: Tseed")
     .Output("indices: int64")
     .Output("dw_mu: float")
-    .Output("dw_rho: float") FUSEDBNN_LOOKUP_ATTRS
+    .Output("dw_rho: float")
+    .FUSEDBNN_LOOKUP_ATTRS
     .SetShapeFn(embedding_grad_shape<false>)
     .Doc(kEmbeddingGradDoc);
 
@@ -141,7 +143,8 @@ REGISTER_OP("FusedBnn>EmbeddingFromVariables")
     .Input("w_mu: resource")
     .Input("w_rho: resource")
     .Input("w_seed: Tseed")
-    .Output("y: float") FUSEDBNN_LOOKUP_ATTRS
+    .Output("y: float")
+    .FUSEDBNN_LOOKUP_ATTRS
     .SetShapeFn(embedding_shape<true>)
     .Doc(std::string(kEmbeddingDoc) + kFromVariablesDoc);
 
@@ -153,7 +156,8 @@ REGISTER_OP("FusedBnn>EmbeddingFromVariablesGrad")
     .Input("w_seed: Tseed")
     .Output("indices: int64")
     .Output("dw_mu: float")
-    .Output("dw_rho: float") FUSEDBNN_LOOKUP_ATTRS
+    .Output("dw_rho: float")
+    .FUSEDBNN_LOOKUP_ATTRS
     .SetShapeFn(embedding_grad_shape<true>)
     .Doc(std::string(kEmbeddingGradDoc) + kFromVariablesDoc);
 

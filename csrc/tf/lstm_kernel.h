@@ -48,7 +48,8 @@ inline tfl::Status read_lstm_params(tfl::OpKernelContext* ctx, int first, LstmPa
   p->hidden = gates / 4;
   TF_RETURN_IF_ERROR(require_shape(w_mu, "w_mu", tfl::TensorShape({p->in + p->hidden, gates})));
   TF_RETURN_IF_ERROR(require_shape(ctx->input(first + lstm_input::kBMu), "b_mu", tfl::TensorShape({gates})));
-  TF_RETURN_IF_ERROR(require_same_shape(ctx->input(first + lstm_input::kBMu), "b_mu", ctx->input(first + lstm_input::kBRho), "b_rho"));
+  TF_RETURN_IF_ERROR(
+      require_same_shape(ctx->input(first + lstm_input::kBMu), "b_mu", ctx->input(first + lstm_input::kBRho), "b_rho"));
   const tfl::TensorShape state({p->batch, p->hidden});
   TF_RETURN_IF_ERROR(require_shape(ctx->input(first + lstm_input::kH0), "h0", state));
   TF_RETURN_IF_ERROR(require_shape(ctx->input(first + lstm_input::kC0), "c0", state));
@@ -71,7 +72,8 @@ struct LstmOutputs {
 
 inline tfl::Status allocate_lstm_outputs(tfl::OpKernelContext* ctx, const LstmParams& p, LstmOutputs* out) {
   const int64_t B = p.batch, T = p.steps, H = p.hidden;
-  const tfl::TensorShape shapes[] = {{B, T, H}, {B, H}, {B, H}, ctx->input(lstm_input::kWMu).shape(), {B, T, 4 * H}, {B, T, H}};
+  const tfl::TensorShape shapes[] = {{B, T, H},     {B, H},   {B, H}, ctx->input(lstm_input::kWMu).shape(),
+                                     {B, T, 4 * H}, {B, T, H}};
   float** pointers[] = {&out->h_seq, &out->h_last, &out->c_last, &out->saved.w, &out->saved.gates, &out->saved.cells};
   for (int i = 0; i < 6; ++i) {
     tfl::Tensor* t;
@@ -101,17 +103,22 @@ inline tfl::Status prepare_lstm_grad(tfl::OpKernelContext* ctx, const LstmParams
   TF_RETURN_IF_ERROR(require_shape(ctx->input(1), "dh_last", state));
   TF_RETURN_IF_ERROR(require_shape(ctx->input(2), "dc_last", state));
   TF_RETURN_IF_ERROR(require_shape(ctx->input(lstm_input::kHSeq), "h_seq", seq));
-  TF_RETURN_IF_ERROR(require_shape(ctx->input(lstm_input::kW), "w", ctx->input(lstm_input::kGradPrefix + lstm_input::kWMu).shape()));
+  TF_RETURN_IF_ERROR(
+      require_shape(ctx->input(lstm_input::kW), "w", ctx->input(lstm_input::kGradPrefix + lstm_input::kWMu).shape()));
   TF_RETURN_IF_ERROR(require_shape(ctx->input(lstm_input::kGates), "gates", gates));
   TF_RETURN_IF_ERROR(require_shape(ctx->input(lstm_input::kCells), "cells", seq));
   args->dh_seq = data(ctx->input(0));
   args->dh_last = data(ctx->input(1));
   args->dc_last = data(ctx->input(2));
-  args->fwd = LstmForwardResult{data(ctx->input(lstm_input::kW)), data(ctx->input(lstm_input::kGates)), data(ctx->input(lstm_input::kCells)),
-                                data(ctx->input(lstm_input::kHSeq))};
-  const tfl::TensorShape shapes[] = {ctx->input(lstm_input::kGradPrefix + lstm_input::kX).shape(), ctx->input(lstm_input::kGradPrefix + lstm_input::kWMu).shape(),
-                                     ctx->input(lstm_input::kGradPrefix + lstm_input::kWMu).shape(), ctx->input(lstm_input::kGradPrefix + lstm_input::kBMu).shape(),
-                                     ctx->input(lstm_input::kGradPrefix + lstm_input::kBMu).shape(), state, state};
+  args->fwd = LstmForwardResult{data(ctx->input(lstm_input::kW)), data(ctx->input(lstm_input::kGates)),
+                                data(ctx->input(lstm_input::kCells)), data(ctx->input(lstm_input::kHSeq))};
+  const tfl::TensorShape shapes[] = {ctx->input(lstm_input::kGradPrefix + lstm_input::kX).shape(),
+                                     ctx->input(lstm_input::kGradPrefix + lstm_input::kWMu).shape(),
+                                     ctx->input(lstm_input::kGradPrefix + lstm_input::kWMu).shape(),
+                                     ctx->input(lstm_input::kGradPrefix + lstm_input::kBMu).shape(),
+                                     ctx->input(lstm_input::kGradPrefix + lstm_input::kBMu).shape(),
+                                     state,
+                                     state};
   LstmGrads& g = args->grads;
   float** pointers[] = {&g.dx, &g.dw_mu, &g.dw_rho, &g.db_mu, &g.db_rho, &g.dh0, &g.dc0};
   for (int i = 0; i < 7; ++i) {

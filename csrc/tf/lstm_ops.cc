@@ -16,11 +16,14 @@ tfl::Status lstm_shapes(InferenceContext* c, int first, DimensionHandle* batch, 
                         DimensionHandle* hidden) {
   ShapeHandle x, w, w_rho, b, b_rho, state;
   TF_RETURN_IF_ERROR(named(c->WithRank(c->input(first + lstm_input::kX), 3, &x), "x must be [batch, steps, in]"));
-  TF_RETURN_IF_ERROR(named(c->WithRank(c->input(first + lstm_input::kWMu), 2, &w), "w_mu must be [in + hidden, 4 hidden]"));
-  TF_RETURN_IF_ERROR(named(c->Merge(c->input(first + lstm_input::kWMu), c->input(first + lstm_input::kWRho), &w_rho), "w_rho must have the shape of w_mu"));
+  TF_RETURN_IF_ERROR(
+      named(c->WithRank(c->input(first + lstm_input::kWMu), 2, &w), "w_mu must be [in + hidden, 4 hidden]"));
+  TF_RETURN_IF_ERROR(named(c->Merge(c->input(first + lstm_input::kWMu), c->input(first + lstm_input::kWRho), &w_rho),
+                           "w_rho must have the shape of w_mu"));
   TF_RETURN_IF_ERROR(seed_shape(c, first + lstm_input::kWSeed, "w_seed"));
   TF_RETURN_IF_ERROR(named(c->WithRank(c->input(first + lstm_input::kBMu), 1, &b), "b_mu must be [4 hidden]"));
-  TF_RETURN_IF_ERROR(named(c->Merge(c->input(first + lstm_input::kBMu), c->input(first + lstm_input::kBRho), &b_rho), "b_rho must have the shape of b_mu"));
+  TF_RETURN_IF_ERROR(named(c->Merge(c->input(first + lstm_input::kBMu), c->input(first + lstm_input::kBRho), &b_rho),
+                           "b_rho must have the shape of b_mu"));
   TF_RETURN_IF_ERROR(seed_shape(c, first + lstm_input::kBSeed, "b_seed"));
   DimensionHandle gates, rows;
   TF_RETURN_IF_ERROR(named(c->Merge(c->Dim(w, 1), c->Dim(b, 0), &gates), "b_mu must have w_mu's 4 hidden columns"));
@@ -30,8 +33,10 @@ tfl::Status lstm_shapes(InferenceContext* c, int first, DimensionHandle* batch, 
   *batch = c->Dim(x, 0);
   *steps = c->Dim(x, 1);
   const ShapeHandle expected_state = c->Matrix(*batch, *hidden);
-  TF_RETURN_IF_ERROR(named(c->Merge(c->input(first + lstm_input::kH0), expected_state, &state), "h0 must be [batch, hidden]"));
-  TF_RETURN_IF_ERROR(named(c->Merge(c->input(first + lstm_input::kC0), expected_state, &state), "c0 must be [batch, hidden]"));
+  TF_RETURN_IF_ERROR(
+      named(c->Merge(c->input(first + lstm_input::kH0), expected_state, &state), "h0 must be [batch, hidden]"));
+  TF_RETURN_IF_ERROR(
+      named(c->Merge(c->input(first + lstm_input::kC0), expected_state, &state), "c0 must be [batch, hidden]"));
   return tfl::OkStatus();
 }
 
@@ -104,9 +109,10 @@ REGISTER_OP("FusedBnn>Lstm")
       c->set_output(5, c->MakeShape({batch, steps, hidden}));
       return tfl::OkStatus();
     })
-    .Doc("LSTM over x [batch, steps, in] from state (h0, c0), W [in + hidden, 4 hidden] and b sampled once; "
-         "gate order f, i, c, o. Returns h_seq, h_last, c_last, and for the gradient the sampled W, the "
-         "activated gates and the cell states of every step.");
+    .Doc(
+        "LSTM over x [batch, steps, in] from state (h0, c0), W [in + hidden, 4 hidden] and b sampled once; "
+        "gate order f, i, c, o. Returns h_seq, h_last, c_last, and for the gradient the sampled W, the "
+        "activated gates and the cell states of every step.");
 
 REGISTER_OP("FusedBnn>LstmGrad")
     .Input("dh_seq: float")
@@ -145,8 +151,9 @@ REGISTER_OP("FusedBnn>LstmGrad")
       c->set_output(6, c->Matrix(batch, hidden));
       return tfl::OkStatus();
     })
-    .Doc("Backpropagation through time for FusedBnn>Lstm from its saved outputs, regenerating the noise for "
-         "drho.");
+    .Doc(
+        "Backpropagation through time for FusedBnn>Lstm from its saved outputs, regenerating the noise for "
+        "drho.");
 
 FUSEDBNN_REGISTER_CPU("FusedBnn>Lstm", LstmOp);
 FUSEDBNN_REGISTER_CPU("FusedBnn>LstmGrad", LstmGradOp);

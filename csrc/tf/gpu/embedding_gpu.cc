@@ -18,8 +18,8 @@ namespace {
 
 // The kernels' view of checked parameters whose ids (int64) are at `device_ids`.
 cuda::EmbeddingParams device_params(const EmbeddingParams& p, const int64_t* device_ids) {
-  return cuda::EmbeddingParams{device_ids, true, p.count, p.rows, p.dim, p.w_mu, p.w_rho, p.stream,
-                               p.padding_idx, p.max_norm, p.norm_type};
+  return cuda::EmbeddingParams{device_ids, true,     p.count,       p.rows,     p.dim,      p.w_mu,
+                               p.w_rho,    p.stream, p.padding_idx, p.max_norm, p.norm_type};
 }
 
 class EmbeddingGpuOp : public EmbeddingBase {
@@ -70,10 +70,9 @@ class EmbeddingGradGpuOp : public EmbeddingBase {
                                         {host + unique, device_plan, sizeof(int64_t) * (positions + unique + 1)}}));
     int64_t max_positions = 0;
     for (int64_t u = 0; u < unique; ++u) max_positions = std::max(max_positions, rows.starts[u + 1] - rows.starts[u]);
-    const cuda::EmbeddingGradRows grad_rows{device_rows, unique, device_plan, positions, device_plan + positions,
+    const cuda::EmbeddingGradRows grad_rows{device_rows,  unique, device_plan, positions, device_plan + positions,
                                             max_positions};
-    const cuda::EmbeddingGradParams p{device_params(g.params, nullptr), g.params.dy, g.params.dw_mu,
-                                      g.params.dw_rho};
+    const cuda::EmbeddingGradParams p{device_params(g.params, nullptr), g.params.dy, g.params.dw_mu, g.params.dw_rho};
     OP_REQUIRES_OK(ctx, launch_status(cuda::embedding_backward(p, grad_rows, gpu_stream(ctx))));
   }
 };

@@ -35,8 +35,7 @@ inline tfl::Status launch_status(cudaError_t status) {
 // `bytes` of device scratch owned by `holder` (alive until the kernels that use it have run:
 // TensorFlow's GPU allocator orders the free after the work queued on the op's stream).
 inline tfl::Status allocate_scratch(tfl::OpKernelContext* ctx, size_t bytes, tfl::Tensor* holder, void** data) {
-  TF_RETURN_IF_ERROR(
-      ctx->allocate_temp(tfl::DT_UINT8, tfl::TensorShape({static_cast<int64_t>(bytes)}), holder));
+  TF_RETURN_IF_ERROR(ctx->allocate_temp(tfl::DT_UINT8, tfl::TensorShape({static_cast<int64_t>(bytes)}), holder));
   *data = holder->flat<uint8_t>().data();
   return tfl::OkStatus();
 }
@@ -83,8 +82,8 @@ inline tfl::Status copy_to_device(tfl::OpKernelContext* ctx, const tfl::Tensor& 
 }  // namespace fusedbnn
 
 // GPU kernels for both seed dtypes, each seed input (named in the variadic list) in host memory.
-#define FUSEDBNN_REGISTER_GPU(name, kernel, ...)                                                      \
-  REGISTER_KERNEL_BUILDER(Name(name).Device(::tensorflow::DEVICE_GPU).TypeConstraint<int32_t>("Tseed") \
-                              __VA_ARGS__, kernel);                                                    \
-  REGISTER_KERNEL_BUILDER(Name(name).Device(::tensorflow::DEVICE_GPU).TypeConstraint<int64_t>("Tseed") \
-                              __VA_ARGS__, kernel)
+#define FUSEDBNN_REGISTER_GPU(name, kernel, ...)                                                                    \
+  REGISTER_KERNEL_BUILDER(Name(name).Device(::tensorflow::DEVICE_GPU).TypeConstraint<int32_t>("Tseed") __VA_ARGS__, \
+                          kernel);                                                                                  \
+  REGISTER_KERNEL_BUILDER(Name(name).Device(::tensorflow::DEVICE_GPU).TypeConstraint<int64_t>("Tseed") __VA_ARGS__, \
+                          kernel)
