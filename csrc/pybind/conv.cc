@@ -93,8 +93,8 @@ Array conv2d(const Array& x, const Array& w_mu, const Array& w_rho, const Seed& 
              const std::optional<Array>& b_mu, const std::optional<Array>& b_rho, const Seed& b_seed,
              const Pair& stride, const std::string& padding, const std::vector<int64_t>& explicit_paddings,
              const Pair& dilation, int64_t groups, const std::string& data_format) {
-  ConvGradParams p{conv_params(x, w_mu, w_rho, w_seed, b_mu, b_rho, b_seed, stride, padding, explicit_paddings,
-                               dilation, groups, data_format)};
+  const ConvParams p = conv_params(x, w_mu, w_rho, w_seed, b_mu, b_rho, b_seed, stride, padding, explicit_paddings,
+                                   dilation, groups, data_format);
   Array y(conv_output_shape(p)), workspace(conv_forward_workspace(p));
   conv_forward(serial_for(), p, workspace.mutable_data(), y.mutable_data());
   return y;
@@ -105,21 +105,16 @@ py::tuple conv2d_grad(const Array& dy, const Array& x, const Array& w_mu, const 
                       const std::optional<Array>& b_mu, const std::optional<Array>& b_rho, const Seed& b_seed,
                       const Pair& stride, const std::string& padding, const std::vector<int64_t>& explicit_paddings,
                       const Pair& dilation, int64_t groups, const std::string& data_format) {
-  ConvGradParams p{conv_params(x, w_mu, w_rho, w_seed, b_mu, b_rho, b_seed, stride, padding, explicit_paddings,
-                               dilation, groups, data_format)};
+  const ConvParams p = conv_params(x, w_mu, w_rho, w_seed, b_mu, b_rho, b_seed, stride, padding, explicit_paddings,
+                                   dilation, groups, data_format);
   const auto y_shape = conv_output_shape(p);
   if (dy.ndim() != 4 || !std::equal(y_shape.begin(), y_shape.end(), dy.shape()))
     throw std::invalid_argument("dy must have the output's shape");
   const int64_t nb = p.has_bias ? p.out_channels : 0;
   Array dx = empty_like(x), dw_mu = empty_like(w_mu), dw_rho = empty_like(w_mu), db_mu(nb), db_rho(nb);
   Array workspace(conv_backward_workspace(p));
-  p.dy = dy.data();
-  p.dx = dx.mutable_data();
-  p.dw_mu = dw_mu.mutable_data();
-  p.dw_rho = dw_rho.mutable_data();
-  p.db_mu = db_mu.mutable_data();
-  p.db_rho = db_rho.mutable_data();
-  conv_backward(serial_for(), p, workspace.mutable_data());
+  conv_backward(serial_for(), grad_params<ConvGradParams>(p, dy, dx, dw_mu, dw_rho, db_mu, db_rho),
+                workspace.mutable_data());
   return py::make_tuple(dx, dw_mu, dw_rho, db_mu, db_rho);
 }
 

@@ -36,18 +36,12 @@ Array linear(const Array& x, const Array& w_mu, const Array& w_rho, const Seed& 
 // (dx, dw_mu, dw_rho, db_mu, db_rho); the bias gradients are empty without a bias.
 py::tuple linear_grad(const Array& dy, const Array& x, const Array& w_mu, const Array& w_rho, const Seed& w_seed,
                       const std::optional<Array>& b_mu, const std::optional<Array>& b_rho, const Seed& b_seed) {
-  LinearGradParams p{linear_params(x, w_mu, w_rho, w_seed, b_mu, b_rho, b_seed)};
+  const LinearParams p = linear_params(x, w_mu, w_rho, w_seed, b_mu, b_rho, b_seed);
   if (dy.ndim() != 2 || dy.shape(0) != p.rows || dy.shape(1) != p.out)
     throw std::invalid_argument("dy must be [rows, out]");
   const int64_t nb = p.has_bias ? p.out : 0;
   Array dx({p.rows, p.in}), dw_mu({p.out, p.in}), dw_rho({p.out, p.in}), db_mu(nb), db_rho(nb);
-  p.dy = dy.data();
-  p.dx = dx.mutable_data();
-  p.dw_mu = dw_mu.mutable_data();
-  p.dw_rho = dw_rho.mutable_data();
-  p.db_mu = db_mu.mutable_data();
-  p.db_rho = db_rho.mutable_data();
-  linear_backward(serial_for(), p);
+  linear_backward(serial_for(), grad_params<LinearGradParams>(p, dy, dx, dw_mu, dw_rho, db_mu, db_rho));
   return py::make_tuple(dx, dw_mu, dw_rho, db_mu, db_rho);
 }
 

@@ -100,13 +100,8 @@ void register_cuda_conv(py::module_& m) {
                Ptr scratch, Ptr dx, Ptr dw_mu, Ptr dw_rho, Ptr db_mu, Ptr db_rho, Ptr s, const Sizes& xs,
                const Sizes& ws, const Pair& st, const std::string& pad, const Sizes& ep, const Pair& dil,
                int64_t groups, const std::string& format) {
-              ConvGradParams p{device_params(xs, ws, st, pad, ep, dil, groups, format),
-                               device<const float>(dy),
-                               device(dx),
-                               device(dw_mu),
-                               device(dw_rho),
-                               device(db_mu),
-                               device(db_rho)};
+              auto p = device_grad_params<ConvGradParams>(device_params(xs, ws, st, pad, ep, dil, groups, format), dy,
+                                                          dx, dw_mu, dw_rho, db_mu, db_rho);
               set_parameters(&p, x, w_mu, w_rho, w_seed, b_mu, b_rho, b_seed);
               check(cuda::conv_backward(p, device<void>(scratch), as_stream(s)));
             },

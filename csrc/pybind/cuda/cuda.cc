@@ -105,13 +105,9 @@ void register_cuda(py::module_& parent) {
       "linear_backward",
       [](Ptr dy, Ptr x, int64_t rows, int64_t in, int64_t out, Ptr w_mu, Ptr w_rho, const Seed& w_seed, Ptr b_mu,
          Ptr b_rho, const Seed& b_seed, Ptr scratch, Ptr dx, Ptr dw_mu, Ptr dw_rho, Ptr db_mu, Ptr db_rho, Ptr s) {
-        const LinearGradParams p{linear_params(x, rows, in, out, w_mu, w_rho, w_seed, b_mu, b_rho, b_seed),
-                                 device<const float>(dy),
-                                 device(dx),
-                                 device(dw_mu),
-                                 device(dw_rho),
-                                 device(db_mu),
-                                 device(db_rho)};
+        const auto p = device_grad_params<LinearGradParams>(
+            linear_params(x, rows, in, out, w_mu, w_rho, w_seed, b_mu, b_rho, b_seed), dy, dx, dw_mu, dw_rho, db_mu,
+            db_rho);
         check(cuda::linear_backward(p, device<void>(scratch), as_stream(s)));
       },
       py::arg("dy"), py::arg("x"), py::arg("rows"), py::arg("in_features"), py::arg("out_features"), py::arg("w_mu"),

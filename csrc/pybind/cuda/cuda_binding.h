@@ -38,6 +38,14 @@ inline void require_sizes(std::initializer_list<int64_t> sizes) {
   }
 }
 
+// A layer's backward params (LinearGradParams, ConvGradParams) from its forward params and the device
+// pointers of dy and of the gradients dx, dw_mu, dw_rho, db_mu, db_rho.
+template <class GradParams, class Params>
+GradParams device_grad_params(const Params& p, Ptr dy, Ptr dx, Ptr dw_mu, Ptr dw_rho, Ptr db_mu, Ptr db_rho) {
+  return GradParams{
+      p, device<const float>(dy), device(dx), device(dw_mu), device(dw_rho), device(db_mu), device(db_rho)};
+}
+
 // The bindings of one op family each, in csrc/pybind/cuda/<family>.cc, called by register_cuda.
 void register_cuda_conv(py::module_& m);
 void register_cuda_embedding(py::module_& m);
