@@ -15,14 +15,17 @@ namespace cuda {
 
 constexpr int kThreads = 256;
 
-// gridDim.y and gridDim.z are at most 65535 (gridDim.x 2^31 - 1).
-constexpr int64_t kMaxGridYZ = 65535;
+// gridDim.x is at most 2^31 - 1, gridDim.y and gridDim.z 65535.
+constexpr int64_t kMaxGridX = 2147483647, kMaxGridYZ = 65535;
 
 // The blocks of a 2-D tiling, all along x with the first axis fastest: the blocks run in the order
 // of a (first, second) grid, but the second axis is not capped at 65535 tiles by gridDim.y (e.g. the
-// 64-row tiles of a Linear weight gradient with over 4,194,240 outputs). `z` goes along z.
+// 64-row tiles of a Linear weight gradient with over 4,194,240 outputs). `z` goes along z. Beyond
+// the limits a dimension is 0, so that the launch fails instead of covering part of the tiles.
 inline dim3 tile_grid(int64_t first_tiles, int64_t second_tiles, int64_t z = 1) {
-  return dim3(static_cast<unsigned>(first_tiles * second_tiles), 1, static_cast<unsigned>(z));
+  const int64_t blocks = first_tiles * second_tiles;
+  return dim3(static_cast<unsigned>(blocks <= kMaxGridX ? blocks : 0), 1,
+              static_cast<unsigned>(z <= kMaxGridYZ ? z : 0));
 }
 // The block's tile along each axis of tile_grid(first_tiles, ...).
 __device__ __forceinline__ int64_t first_tile(int64_t first_tiles) { return blockIdx.x % first_tiles; }
