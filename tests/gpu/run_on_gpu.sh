@@ -13,8 +13,9 @@
 # stop the later ones (a failed build skips them). Exit status: 1 if a step failed or timed out.
 #
 # Usage: tests/gpu/run_on_gpu.sh [--dry-run]
-#   --dry-run: no build, no GPU: goes through every step, checks for compute-sanitizer, prints the
-#   commands with their time limits and the table (what CI runs to keep this script working).
+#   --dry-run: no build, no GPU: compiles tests/gpu's Python, goes through every step, checks for
+#   compute-sanitizer, prints the commands with their time limits and the table (what CI runs to
+#   keep this script working).
 # Environment:
 #   FUSEDBNN_GPU_OUT     logs, the test report, the benchmark JSON and the table (default build-gpu)
 #   FUSEDBNN_GPU_BUILD   the CMake build tree (default build-gpu/cmake)
@@ -98,6 +99,9 @@ run_step() {
   "$PYTHON" -c "import torch; print('torch', torch.__version__, 'CUDA', torch.version.cuda)" 2>&1 | tail -n 1
 } >"$OUT/environment.txt"
 cat "$OUT/environment.txt"
+if ((DRY_RUN)); then  # what a dry run can check of the GPU steps: their Python compiles
+  "$PYTHON" -m py_compile tests/gpu/*.py || { echo "tests/gpu does not compile" >&2; exit 1; }
+fi
 
 # 1. Build.
 built=0
