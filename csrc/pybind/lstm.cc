@@ -58,11 +58,21 @@ py::tuple lstm_grad(const Array& dh_seq, const Array& dh_last, const Array& dc_l
   Array gates = saved[4].cast<Array>();
   const LstmForwardResult fwd{saved[3].cast<Array>().data(), gates.data(), saved[5].cast<Array>().data(),
                               saved[0].cast<Array>().data()};
-  lstm_backward(serial_for(), p, fwd, dh_seq.data(), dh_last.data(), dc_last.data(),
+  const LstmGradParams grad{p,
+                            fwd,
+                            dh_seq.data(),
+                            dh_last.data(),
+                            dc_last.data(),
+                            dx.mutable_data(),
+                            dh0.mutable_data(),
+                            dc0.mutable_data(),
+                            dw_mu.mutable_data(),
+                            dw_rho.mutable_data(),
+                            db_mu.mutable_data(),
+                            db_rho.mutable_data()};
+  lstm_backward(serial_for(), grad,
                 LstmBackwardScratch{gates.mutable_data(), h_prev.mutable_data(), dh.mutable_data(), dc.mutable_data(),
-                                    row.mutable_data()},
-                LstmGrads{dx.mutable_data(), dh0.mutable_data(), dc0.mutable_data(), dw_mu.mutable_data(),
-                          dw_rho.mutable_data(), db_mu.mutable_data(), db_rho.mutable_data()});
+                                    row.mutable_data()});
   return py::make_tuple(dx, dw_mu, dw_rho, db_mu, db_rho, dh0, dc0);
 }
 

@@ -83,21 +83,13 @@ inline tfl::Status allocate_lstm_outputs(tfl::OpKernelContext* ctx, const LstmPa
   return tfl::OkStatus();
 }
 
-// LstmGrad's incoming gradients, the forward outputs it reads, its outputs, and dz
-// [batch, steps, 4 hidden], which takes over the saved gates' buffer when nothing else holds it
-// (as in a traced training step).
-struct LstmGradArgs {
-  const float *dh_seq, *dh_last, *dc_last;
-  LstmForwardResult fwd;
-  LstmGrads grads;
-  float* dz;
-};
-
-// Validates LstmGrad's own inputs against p (read by read_lstm_params(ctx, lstm_input::kGradPrefix, p)) and
-// allocates its outputs and dz (held by dz_holder).
-inline tfl::Status prepare_lstm_grad(tfl::OpKernelContext* ctx, const LstmParams& p, tfl::Tensor* dz_holder,
-                                     LstmGradArgs* args) {
-  const int64_t B = p.batch, T = p.steps, H = p.hidden;
+// Validates LstmGrad's own inputs against the forward parameters in p (read by
+// read_lstm_params(ctx, lstm_input::kGradPrefix, p)), fills in the rest of p (the incoming gradients,
+// the forward outputs it reads, its outputs, allocated) and allocates *dz [batch, steps, 4 hidden]
+// (held by dz_holder), which takes over the saved gates' buffer when nothing else holds it (as in a
+// traced training step).
+inline tfl::Status prepare_lstm_grad(tfl::OpKernelContext* ctx, LstmGradParams* p, tfl::Tensor* dz_holder, float** dz) {
+  const int64_t B = p->batch, T = p->steps, H = p->hidden;
   const tfl::TensorShape seq({B, T, H}), state({B, H}), gates({B, T, 4 * H});
   TF_RETURN_IF_ERROR(require_shape(ctx->input(0), "dh_seq", seq));
   TF_RETURN_IF_ERROR(require_shape(ctx->input(1), "dh_last", state));
@@ -107,11 +99,11 @@ inline tfl::Status prepare_lstm_grad(tfl::OpKernelContext* ctx, const LstmParams
       require_shape(ctx->input(lstm_input::kW), "w", ctx->input(lstm_input::kGradPrefix + lstm_input::kWMu).shape()));
   TF_RETURN_IF_ERROR(require_shape(ctx->input(lstm_input::kGates), "gates", gates));
   TF_RETURN_IF_ERROR(require_shape(ctx->input(lstm_input::kCells), "cells", seq));
-  args->dh_seq = data(ctx->input(0));
-  args->dh_last = data(ctx->input(1));
-  args->dc_last = data(ctx->input(2));
-  args->fwd = LstmForwardResult{data(ctx->input(lstm_input::kW)), data(ctx->input(lstm_input::kGates)),
-                                data(ctx->input(lstm_input::kCells)), data(ctx->input(lstm_input::kHSeq))};
+  p->dh_seq = data(ctx->input(0));
+  p->dh_last = data(ctx->input(1));
+  p->dc_last = data(ctx->input(2));
+  p->fwd = LstmForwardResult{data(ctx->input(lstm_input::kW)), data(ctx->input(lstm_input::kGates)),
+                             data(ctx->input(lstm_input::kCells)), data(ctx->input(lstm_input::kHSeq))};
   const tfl::TensorShape shapes[] = {ctx->input(lstm_input::kGradPrefix + lstm_input::kX).shape(),
                                      ctx->input(lstm_input::kGradPrefix + lstm_input::kWMu).shape(),
                                      ctx->input(lstm_input::kGradPrefix + lstm_input::kWMu).shape(),
@@ -119,15 +111,14 @@ inline tfl::Status prepare_lstm_grad(tfl::OpKernelContext* ctx, const LstmParams
                                      ctx->input(lstm_input::kGradPrefix + lstm_input::kBMu).shape(),
                                      state,
                                      state};
-  LstmGrads& g = args->grads;
-  float** pointers[] = {&g.dx, &g.dw_mu, &g.dw_rho, &g.db_mu, &g.db_rho, &g.dh0, &g.dc0};
+  float** pointers[] = {&p->dx, &p->dw_mu, &p->dw_rho, &p->db_mu, &p->db_rho, &p->dh0, &p->dc0};
   for (int i = 0; i < 7; ++i) {
     tfl::Tensor* t;
     TF_RETURN_IF_ERROR(ctx->allocate_output(i, shapes[i], &t));
     *pointers[i] = data(t);
   }
   TF_RETURN_IF_ERROR(ctx->forward_input_or_allocate_temp({lstm_input::kGates}, tfl::DT_FLOAT, gates, dz_holder));
-  args->dz = data(dz_holder);
+  *dz = data(dz_holder);
   return tfl::OkStatus();
 }
 

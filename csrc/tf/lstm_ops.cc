@@ -62,19 +62,18 @@ class LstmGradOp : public tfl::OpKernel {
  public:
   using OpKernel::OpKernel;
   void Compute(tfl::OpKernelContext* ctx) override {
-    LstmParams p;
+    LstmGradParams p;
     OP_REQUIRES_OK(ctx, read_lstm_params(ctx, lstm_input::kGradPrefix, &p));
-    tfl::Tensor dz;
-    LstmGradArgs args;
-    OP_REQUIRES_OK(ctx, prepare_lstm_grad(ctx, p, &dz, &args));
+    tfl::Tensor dz_holder;
+    float* dz;
+    OP_REQUIRES_OK(ctx, prepare_lstm_grad(ctx, &p, &dz_holder, &dz));
     const tfl::TensorShape seq({p.batch, p.steps, p.hidden}), state({p.batch, p.hidden});
     tfl::Tensor h_prev, dh, dc, row;
     OP_REQUIRES_OK(ctx, ctx->allocate_temp(tfl::DT_FLOAT, seq, &h_prev));
     OP_REQUIRES_OK(ctx, ctx->allocate_temp(tfl::DT_FLOAT, state, &dh));
     OP_REQUIRES_OK(ctx, ctx->allocate_temp(tfl::DT_FLOAT, state, &dc));
     OP_REQUIRES_OK(ctx, ctx->allocate_temp(tfl::DT_FLOAT, state, &row));
-    lstm_backward(parallel_for(ctx), p, args.fwd, args.dh_seq, args.dh_last, args.dc_last,
-                  LstmBackwardScratch{args.dz, data(&h_prev), data(&dh), data(&dc), data(&row)}, args.grads);
+    lstm_backward(parallel_for(ctx), p, LstmBackwardScratch{dz, data(&h_prev), data(&dh), data(&dc), data(&row)});
   }
 };
 

@@ -589,11 +589,10 @@ void lstm_case(int64_t B, int64_t T, int64_t E, int64_t H, bool zero_state, bool
   auto dx_out = poisoned(B * T * E), dw_mu_out = poisoned(R * G), dw_rho_out = poisoned(R * G), db_mu_out = poisoned(G),
        db_rho_out = poisoned(G), dh0_out = poisoned(B * H), dc0_out = poisoned(B * H);
   const LstmForwardResult fwd{w_out.data(), gates_out.data(), cells_out.data(), h_seq_out.data()};
-  cuda::lstm_backward(p, fwd, dh_seq.data() + offset, dh_last.data() + offset, dc_last.data() + offset,
-                      alias_dz ? gates_out.data() : dz_own.data(), backward_scratch.data(),
-                      LstmGrads{dx_out.data(), dh0_out.data(), dc0_out.data(), dw_mu_out.data(), dw_rho_out.data(),
-                                db_mu_out.data(), db_rho_out.data()},
-                      nullptr);
+  const LstmGradParams grad{p, fwd, dh_seq.data() + offset, dh_last.data() + offset, dc_last.data() + offset,
+                            dx_out.data(), dh0_out.data(), dc0_out.data(), dw_mu_out.data(), dw_rho_out.data(),
+                            db_mu_out.data(), db_rho_out.data()};
+  cuda::lstm_backward(grad, alias_dz ? gates_out.data() : dz_own.data(), backward_scratch.data(), nullptr);
   expect_close(name + " dx", dx_out.data(), dx);
   expect_close(name + " dh0", dh0_out.data(), dh0);
   expect_close(name + " dc0", dc0_out.data(), dc0);
@@ -636,7 +635,7 @@ void launch_limit_cases() {
   }
   const LstmParams lstm{d, 2, 2, 3, 2200000, d, d, stream_from_seed(5, 6), d, d, stream_from_seed(7, 8), d, d};
   cuda::lstm_forward(lstm, LstmSaved{d, d, d}, d, d, d, d, nullptr);
-  cuda::lstm_backward(lstm, LstmForwardResult{d, d, d, d}, d, d, d, d, d, LstmGrads{d, d, d, d, d, d, d}, nullptr);
+  cuda::lstm_backward(LstmGradParams{lstm, LstmForwardResult{d, d, d, d}, d, d, d, d, d, d, d, d, d, d}, d, d, nullptr);
   emulation_check_only = false;
   std::printf("cuda_emulation: launch limits at large sizes: %d launches beyond them\n",
               emulated_limit_violations - violations_before);

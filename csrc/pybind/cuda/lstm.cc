@@ -68,10 +68,19 @@ void register_cuda_lstm(py::module_& m) {
         const LstmParams p = lstm_params(x, batch, steps, in, hidden, 0, w_rho, w_seed, 0, b_rho, b_seed, h0, c0);
         const LstmForwardResult fwd{device<const float>(w), device<const float>(gates), device<const float>(cells),
                                     device<const float>(h_seq)};
-        const LstmGrads g{device(dx),     device(dh0),   device(dc0),   device(dw_mu),
-                          device(dw_rho), device(db_mu), device(db_rho)};
-        check(cuda::lstm_backward(p, fwd, device<const float>(dh_seq), device<const float>(dh_last),
-                                  device<const float>(dc_last), device(dz), device<void>(scratch), g, as_stream(s)));
+        const LstmGradParams grad{p,
+                                  fwd,
+                                  device<const float>(dh_seq),
+                                  device<const float>(dh_last),
+                                  device<const float>(dc_last),
+                                  device(dx),
+                                  device(dh0),
+                                  device(dc0),
+                                  device(dw_mu),
+                                  device(dw_rho),
+                                  device(db_mu),
+                                  device(db_rho)};
+        check(cuda::lstm_backward(grad, device(dz), device<void>(scratch), as_stream(s)));
       },
       py::arg("dh_seq"), py::arg("dh_last"), py::arg("dc_last"), py::arg("x"), py::arg("batch"), py::arg("steps"),
       py::arg("in_features"), py::arg("hidden"), py::arg("w_rho"), py::arg("w_seed"), py::arg("b_rho"),
