@@ -4,7 +4,7 @@
 
 Beyond the deterministic step (a gather and an IndexedSlices gradient), a fused training step must
 sample the looked-up weights once (forward) and regenerate their noise once (backward, for the
-rho gradient): DESIGN.md's noise contract fixes each element's normal and forbids keeping eps or
+rho gradient): the noise contract of docs/design.md fixes each element's normal and forbids keeping eps or
 softplus(rho). This script times those two noise passes alone, with the library's fastest kernels
 (`ops.sample_gaussian` and its gradient op on a contiguous [2048, 128] block, the same element
 count and arithmetic as the embedding's passes, no gather, no sort), next to the deterministic and

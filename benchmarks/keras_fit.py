@@ -4,7 +4,7 @@ same network of deterministic Keras layers and against the same Bayesian network
 
     PYTHONPATH=python python benchmarks/keras_fit.py [--rounds 15]
 
-Method (DESIGN.md): one process, the variants timed in interleaved rounds, medians of per-round
+Method (docs/design.md, "Benchmarks"): one process, the variants timed in interleaved rounds, medians of per-round
 ratios; peak TensorFlow CPU allocator bytes over one training step.
 """
 

@@ -1,4 +1,4 @@
-"""GaussianDistribution, BayesianModule and the Linear layer (illia's API and DESIGN.md's behaviour)."""
+"""GaussianDistribution, BayesianModule and the Linear layer (illia's API and the behaviour docs/design.md describes)."""
 
 import keras
 import numpy as np

@@ -2,7 +2,7 @@
 
     python -m fusedbnn.bench [--cases linear-s,linear-b] [--pairs 30] [--json out.json] [--plot out.png]
 
-Method (DESIGN.md): every side is a ``tf.function(jit_compile=False)`` over variables (a constant
+Method (docs/design.md, "Benchmarks"): every side is a ``tf.function(jit_compile=False)`` over variables (a constant
 seed would let Grappler fold the reference's noise into a constant). The three sides are timed in one
 process, interleaved, for many rounds; the reported figures are medians of per-round ratios, which
 stay stable on a shared, noisy machine where absolute times do not. Peak memory is TensorFlow's CPU
@@ -135,7 +135,7 @@ def lstm_case(batch, steps, n_in, hidden):
     return build
 
 
-# The standard cases of DESIGN.md.
+# The standard cases of docs/design.md ("Benchmarks").
 CASES = {
     "linear-s": linear_case(32, 1024, 1024),
     "linear-l": linear_case(32, 4096, 4096),
