@@ -3,7 +3,9 @@
 // single-threaded, in cycles per normal (each timing next to a chain of dependent integer adds, one
 // per cycle: the clock of this VM moves). Build and run on one core (see benchmarks/NOTES.md):
 //   g++ -O3 -std=c++17 -ffp-contract=off -mavx2 -mfma -Icsrc/core benchmarks/noise_cycles.cc -o /tmp/nc
-//   taskset -c 0 /tmp/nc        (add -mavx512f -mavx512dq -mavx512vl -mavx512bw for the AVX-512 rows)
+//   taskset -c 0 /tmp/nc
+// For the AVX-512 rows add -mavx512f -mavx512dq -mavx512vl -mavx512bw, and read only those: the
+// AVX2 rows of that build get 32 registers, which gaussian_avx2.cc does not have.
 #include <time.h>
 
 #include <algorithm>

@@ -20,24 +20,24 @@ struct Ops : T, PolyMath<T> {
 template <>
 struct Ops<ScalarExact> : ScalarExact {};
 
-// Standard normals in blocks of 4 * kLanes consecutive flat elements (kLanes Philox groups).
+// Standard normals in blocks of 64 consecutive flat elements (16 Philox groups).
 //
-// Philox runs on 32-bit values held in the low halves of 64-bit slots, each half of a block in one
-// vector per word: a multiply is then one 32x32 -> 64 `mul_wide` whose slot holds lo (low half) and
-// hi (high half), and one in-slot swap brings hi down; the high halves carry garbage that nothing
-// reads. The slots hold groups in the order of slot_groups() so that Box-Muller on (r0 | r2 of a
-// group side by side) gives its four normals in flat order after one unpack (store_pairs).
+// Philox runs on 32-bit values held in the low halves of 64-bit slots, kLanes / 2 groups to a "slot
+// vector", one vector per word: a multiply is then one 32x32 -> 64 `mul_wide` whose slot holds lo
+// (low half) and hi (high half), and one in-slot swap brings hi down; the high halves carry garbage
+// that nothing reads. The slots hold groups in the order of slot_groups() so that Box-Muller on
+// (r0 | r2 of a group side by side) gives its four normals in flat order after one unpack
+// (store_pairs).
 //
-// Box-Muller: -2 log(u1) uses an integer split at sqrt(1/2) and a degree-7
-// fit of (-2 log1p(-g/2) - g) / g^2 (relative error 1e-7); sin and cos come from a half-turn
+// Box-Muller: -2 log(u1) uses an integer split at sqrt(1/2) and a degree-7 fit of
+// (-2 log1p(-g/2) - g) / g^2 (relative error 1e-7); sin and cos come from a half-turn
 // reduction to [-pi/2, pi/2] with one shared sign (absolute error 1.1e-7). Together within about
 // 1e-6 of TensorFlow's libm maths (noise contract: 2e-6; checked in benchmarks/NOTES.md).
 template <class T>
 class NormalGen {
  public:
-  // 64 normals a block on every instruction set (tiles of the Linear backward are multiples of 64):
-  // 16 groups in kHalves slot vectors of kLanes / 2 groups each, whose independent chains hide the
-  // latency of Philox's multiply-shuffle-xor rounds.
+  // 64 normals a block on every instruction set: kHalves slot vectors, whose independent chains
+  // hide the latency of Philox's multiply-shuffle-xor rounds.
   static constexpr int kBlock = 64;
   static constexpr int kHalves = kBlock / (2 * T::kLanes);
   using F = typename T::F;
