@@ -55,7 +55,9 @@ def test_kl_and_grad_against_numpy():
     np.testing.assert_allclose(drho, 2.0 * (-1 / s + eps * (w - 0.2) / 0.25) * sigmoid(rho), rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("rows, n_in, n_out", [(1, 1, 1), (3, 5, 7), (33, 70, 129), (0, 4, 3)])
+# (3, 16, 147461): the backward sums dx over 10 row tiles of 16384 rows (the last one partial) in 8
+# groups, some of two tiles.
+@pytest.mark.parametrize("rows, n_in, n_out", [(1, 1, 1), (3, 5, 7), (33, 70, 129), (0, 4, 3), (3, 16, 147461)])
 def test_linear_against_numpy(rows, n_in, n_out):
     rng = np.random.default_rng(rows + n_in)
     x = rng.normal(size=(rows, n_in)).astype(np.float32)

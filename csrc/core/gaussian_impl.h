@@ -20,68 +20,169 @@ struct Ops : T, PolyMath<T> {
 template <>
 struct Ops<ScalarExact> : ScalarExact {};
 
-// Standard normals in blocks of 4 * kLanes consecutive flat elements.
+// Standard normals in blocks of 64 consecutive flat elements (16 Philox groups).
+//
+// Philox runs on 32-bit values held in the low halves of 64-bit slots, kLanes / 2 groups to a "slot
+// vector", one vector per word: a multiply is then one 32x32 -> 64 `mul_wide` whose slot holds lo
+// (low half) and hi (high half), and one in-slot swap brings hi down; the high halves carry garbage
+// that nothing reads. The slots hold groups in the order of slot_groups() so that Box-Muller on
+// (r0 | r2 of a group side by side) gives its four normals in flat order after one unpack
+// (store_pairs).
+//
+// Box-Muller: -2 log(u1) uses an integer split at sqrt(1/2) and a degree-7 fit of
+// (-2 log1p(-g/2) - g) / g^2 (relative error 1e-7); sin and cos come from a half-turn
+// reduction to [-pi/2, pi/2] with one shared sign (absolute error 1.1e-7). Together within about
+// 1e-6 of TensorFlow's libm maths (noise contract: 2e-6; checked in benchmarks/NOTES.md).
 template <class T>
-struct NormalGen {
-  static constexpr int kBlock = 4 * T::kLanes;
+class NormalGen {
+ public:
+  // 64 normals a block on every instruction set: kHalves slot vectors, whose independent chains
+  // hide the latency of Philox's multiply-shuffle-xor rounds.
+  static constexpr int kBlock = 64;
+  static constexpr int kHalves = kBlock / (2 * T::kLanes);
   using F = typename T::F;
   using I = typename T::I;
 
-  static F unit_float(I x) {
-    const I bits = T::or_i(T::and_i(x, T::set1_i(0x7fffff)), T::set1_i(127 << 23));
-    return T::sub(T::as_float(bits), T::set1(1.0f));
-  }
-
-  static void box_muller(I x0, I x1, F* f0, F* f1) {
-    using M = PolyMath<T>;
-    const F u1 = T::max(unit_float(x0), T::set1(1.0e-7f));
-    const F u = unit_float(x1);
-    // float(double(2 pi) * u), as TensorFlow computes it: the product split into float parts.
-    const F two_pi_hi = T::set1(6.28318548202514648f), two_pi_lo = T::set1(-1.7484556000744883e-07f);
-    const F p = T::mul(two_pi_hi, u);
-    const F v1 = T::add(p, T::add(T::fma(two_pi_hi, u, T::sub(T::set1(0.0f), p)), T::mul(two_pi_lo, u)));
-    const F radius = T::sqrt(T::mul(T::set1(-2.0f), M::log(u1)));
-    F s, c;
-    M::sincos(v1, &s, &c);
-    *f0 = T::mul(s, radius);
-    *f1 = T::mul(c, radius);
-  }
-
-  static void fill(const NoiseStream& st, uint64_t block, float* out) {
-    const uint64_t g0 = block * T::kLanes;
-    const Philox4 base = counter_add(st.counter, g0);
-    if (base.v[0] > 0xFFFFFFFFu - (T::kLanes - 1)) {
-      // The lanes' counters would carry into the next word: take the exact scalar path.
-      for (int l = 0; l < T::kLanes; ++l) normal_group(st, g0 + l, out + 4 * l);
-      return;
-    }
-    I c0 = T::add_i(T::set1_i(static_cast<int>(base.v[0])), T::lane_index());
-    I c1 = T::set1_i(static_cast<int>(base.v[1]));
-    I c2 = T::set1_i(static_cast<int>(base.v[2]));
-    I c3 = T::set1_i(static_cast<int>(base.v[3]));
+  explicit NormalGen(const NoiseStream& st) : st_(st) {
     uint32_t k0 = st.key[0], k1 = st.key[1];
     for (int round = 0; round < 10; ++round) {
-      I hi0, lo0, hi1, lo1;
-      T::mul_hi_lo(c0, kPhiloxM4x32A, &hi0, &lo0);
-      T::mul_hi_lo(c2, kPhiloxM4x32B, &hi1, &lo1);
-      c0 = T::xor_i(T::xor_i(hi1, c1), T::set1_i(static_cast<int>(k0)));
-      c1 = lo1;
-      c2 = T::xor_i(T::xor_i(hi0, c3), T::set1_i(static_cast<int>(k1)));
-      c3 = lo0;
+      key0_[round] = T::set1_i(static_cast<int>(k0));
+      key1_[round] = T::set1_i(static_cast<int>(k1));
       k0 += kPhiloxW32A;
       k1 += kPhiloxW32B;
     }
-    F n[4];
-    box_muller(c0, c1, &n[0], &n[1]);
-    box_muller(c2, c3, &n[2], &n[3]);
-    T::interleave4(n, out);
   }
+
+  // A block's Philox outputs paired for Box-Muller: (r0 | r2) and (r1 | r3) of each group.
+  struct Words {
+    I first[kHalves], second[kHalves];
+    bool exact;  // the lanes' counters carry into the next word: the scalar path makes the block
+  };
+
+  // Philox of a block into *w (the long dependency chains of its normals) ...
+  void words(uint64_t block, Words* w) const {
+    constexpr int kGroups = kBlock / 4;
+    const Philox4 base = counter_add(st_.counter, block * kGroups);
+    w->exact = base.v[0] > 0xFFFFFFFFu - (kGroups - 1);
+    if (w->exact) return;
+    static_assert(kHalves % 2 == 0, "slot vectors go through Philox in pairs");
+    for (int h0 = 0; h0 < kHalves; h0 += 2) philox_pair(base, h0, w);
+  }
+
+  // ... then Box-Muller into out[0, kBlock) in flat order (short, wide work). map_range calls
+  // words() of the next block before finish() of this one, so that the two overlap.
+  void finish(uint64_t block, const Words& w, float* out) const {
+    constexpr int kGroups = kBlock / 4;
+    if (w.exact) {
+      for (int l = 0; l < kGroups; ++l) normal_group(st_, block * kGroups + l, out + 4 * l);
+      return;
+    }
+    for (int h = 0; h < kHalves; ++h) {
+      F s, co;
+      box_muller(w.first[h], w.second[h], &s, &co);
+      T::store_pairs(s, co, out + 2 * T::kLanes * h);
+    }
+  }
+
+  // Philox4x32-10 of slot vectors h0 and h0 + 1 of the block whose first group has counter base.
+  // Their 8 words stay in registers (16 on AVX2). Unrolled whole: GCC would keep a 10-round loop
+  // with the state in memory.
+  void philox_pair(const Philox4& base, int h0, Words* w) const {
+    const I ma = T::set1_i(static_cast<int>(kPhiloxM4x32A)), mb = T::set1_i(static_cast<int>(kPhiloxM4x32B));
+    I c[2][4];
+    for (int h = 0; h < 2; ++h) {
+      c[h][0] = T::add_i(T::set1_i(static_cast<int>(base.v[0] + (h0 + h) * T::kLanes / 2)), T::slot_groups());
+      for (int j = 1; j < 4; ++j) c[h][j] = T::set1_i(static_cast<int>(base.v[j]));
+    }
+#pragma GCC unroll 10
+    for (int round = 0; round < 10; ++round) {
+#pragma GCC unroll 2
+      for (int h = 0; h < 2; ++h) {
+        const I pa = T::mul_wide(c[h][0], ma), pb = T::mul_wide(c[h][2], mb);
+        c[h][0] = T::xor3(T::swap_halves(pb), c[h][1], key0_[round]);
+        c[h][1] = pb;
+        c[h][2] = T::xor3(T::swap_halves(pa), c[h][3], key1_[round]);
+        c[h][3] = pa;
+      }
+    }
+    for (int h = 0; h < 2; ++h) {
+      w->first[h0 + h] = T::pair_up(c[h][0], c[h][2]);
+      w->second[h0 + h] = T::pair_up(c[h][1], c[h][3]);
+    }
+  }
+
+  // (r sin v, r cos v) with r = sqrt(-2 log u1), v = 2 pi u, u1 and u from the low 23 bits of x1, x2.
+  static void box_muller(I x1, I x2, F* sin_out, F* cos_out) {
+    const I mantissa = T::set1_i(0x7fffff);
+    // u1 * 2^23 (the 23 low bits, an exact conversion), at least TensorFlow's 1e-7 (times 2^23).
+    const F k1 = T::max(T::to_float(T::and_i(x1, mantissa)), T::set1(1.0e-7f * 8388608.0f));
+    // k1 = 2^e m with m in [sqrt(1/2), sqrt(2)): e from the exponent field offset by sqrt(1/2),
+    // less 23 for the scale.
+    const I sqrt_half = T::set1_i(0x3f3504f3);
+    const I offset = T::sub_i(T::as_int(k1), T::set1_i(0x3f3504f3 + (23 << 23)));
+    const F e = T::to_float(T::srai(offset, 23));
+    const F m = T::as_float(T::add_i(T::and_i(offset, mantissa), sqrt_half));
+    // -2 log(u1) = -2 ln2 e + g + g^2 R(g), with g = -2 (m - 1) exact.
+    const F g = T::fma(m, T::set1(-2.0f), T::set1(2.0f));
+    const F z = T::mul(g, g);
+    // R in Estrin's form: half the latency of Horner's on the longest chain of the normal.
+    const F z2 = T::mul(z, z);
+    const F r01 = T::fma(T::set1(8.33348706e-2f), g, T::set1(2.49999955e-1f));
+    const F r23 = T::fma(T::set1(1.24763586e-2f), g, T::set1(3.12522911e-2f));
+    const F r45 = T::fma(T::set1(2.33052392e-3f), g, T::set1(5.17778238e-3f));
+    const F r67 = T::fma(T::set1(3.41950596e-4f), g, T::set1(1.11854414e-3f));
+    const F p = T::fma(T::fma(r67, z, r45), z2, T::fma(r23, z, r01));
+    const F minus_two_log = T::fma(e, T::set1(-1.38629436f), T::fma(z, p, g));
+    const F radius = T::sqrt(minus_two_log);
+
+    // v = float(double(2 pi) * u) as TensorFlow rounds it: the product split into float parts, with
+    // u * 2^23 (exact) and the scale in the constants.
+    const F k2 = T::to_float(T::and_i(x2, mantissa));
+    const F two_pi_hi = T::set1(6.28318548202514648f / 8388608.0f);
+    const F two_pi_lo = T::set1(-1.7484556000744883e-07f / 8388608.0f);
+    const F product = T::mul(two_pi_hi, k2);
+    const F v = T::add(product, T::fma(two_pi_lo, k2, T::fms(two_pi_hi, k2, product)));
+    // v = x + n pi, n = round(v / pi) in {0, 1, 2} (its parity is the low bit of `rounded`);
+    // x = v - n pi_hi is exact for v < 2 pi, the pi_lo term rounds once.
+    const F round_magic = T::set1(12582912.0f);  // 1.5 * 2^23
+    const F rounded = T::fma(v, T::set1(0.318309886f), round_magic);
+    const F n = T::sub(rounded, round_magic);
+    F x = T::fma(n, T::set1(-3.14159274f), v);
+    x = T::fma(n, T::set1(8.74227766e-8f), x);
+    // sin(v) = (-1)^n sin(x), cos(v) = (-1)^n cos(x): the sign goes on the radius.
+    const F signed_radius = T::as_float(T::xor_i(T::as_int(radius), T::slli(T::as_int(rounded), 31)));
+    const F xx = T::mul(x, x);
+    F sp = T::set1(2.59993885e-6f);
+    sp = T::fma(sp, xx, T::set1(-1.98065696e-4f));
+    sp = T::fma(sp, xx, T::set1(8.33301712e-3f));
+    sp = T::fma(sp, xx, T::set1(-1.66666567e-1f));
+    const F sin_x = T::fma(T::mul(x, xx), sp, x);
+    F cp = T::set1(-2.60756678e-7f);
+    cp = T::fma(cp, xx, T::set1(2.47618118e-5f));
+    cp = T::fma(cp, xx, T::set1(-1.38884026e-3f));
+    cp = T::fma(cp, xx, T::set1(4.16666418e-2f));
+    cp = T::fma(cp, xx, T::set1(-0.5f));
+    const F cos_x = T::fma(xx, cp, T::set1(1.0f));
+    *sin_out = T::mul(sin_x, signed_radius);
+    *cos_out = T::mul(cos_x, signed_radius);
+  }
+
+ private:
+  NoiseStream st_;
+  I key0_[10], key1_[10];
 };
 
 template <>
-struct NormalGen<ScalarExact> {
+class NormalGen<ScalarExact> {
+ public:
   static constexpr int kBlock = 4;
-  static void fill(const NoiseStream& st, uint64_t block, float* out) { normal_group(st, block, out); }
+  struct Words {};
+  explicit NormalGen(const NoiseStream& st) : st_(st) {}
+  void words(uint64_t, Words*) const {}
+  void finish(uint64_t block, const Words&, float* out) const { normal_group(st_, block, out); }
+
+ private:
+  NoiseStream st_;
 };
 
 // Runs body(eps, in..., out...) on lane vectors over [begin, end). Blocks cut by the range ends are
@@ -103,8 +204,16 @@ void map_range(const NoiseStream& st, int64_t begin, int64_t end, const std::arr
       for (size_t j = 0; j < NOut; ++j) T::store(dst[j] + k, y[j]);
     }
   };
-  for (int64_t block = begin / B; block * B < end; ++block) {
-    NormalGen<T>::fill(st, static_cast<uint64_t>(block), eps);
+  const NormalGen<T> gen(st);
+  typename NormalGen<T>::Words words[2];
+  const int64_t first_block = begin / B, end_block = ceil_div(end, B);
+  gen.words(first_block, &words[0]);
+  for (int64_t block = first_block; block < end_block; ++block) {
+    // The next block's Philox first: its chains are independent of this block's Box-Muller, so the
+    // two overlap in the out-of-order window.
+    const int64_t i = block - first_block;
+    if (block + 1 < end_block) gen.words(block + 1, &words[(i + 1) & 1]);
+    gen.finish(block, words[i & 1], eps);
     const int64_t lo = std::max(begin, block * B), hi = std::min(end, (block + 1) * B);
     const int64_t offset = lo - begin;
     const int first = static_cast<int>(lo - block * B), count = static_cast<int>(hi - lo);

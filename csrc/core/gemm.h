@@ -1,4 +1,4 @@
-// Single-precision matrix product for the CPU kernels: C = op(A) op(B), row-major, C overwritten.
+// Single-precision matrix product for the CPU kernels: C = op(A) op(B) (or C += ...), row-major.
 // Tiles of C are computed by Eigen's blocked product, compiled once per instruction set
 // (gemm_{scalar,avx2,avx512}.cc) and chosen at run time; the tile grid depends on the sizes alone,
 // so results do not depend on the number of threads.
@@ -20,6 +20,7 @@ struct GemmArgs {
   bool trans_b;
   float* c;  // [m, n] with row stride ldc
   int64_t ldc;
+  bool accumulate = false;  // C += op(A) op(B) instead of C = op(A) op(B)
 };
 
 // C[m0:m1, n0:n1] of the product, single-threaded.

@@ -18,7 +18,7 @@ void gemm_tile(const GemmArgs& g, int64_t m0, int64_t m1, int64_t n0, int64_t n1
   const int64_t rows = m1 - m0, cols = n1 - n0;
   MutMap c(g.c + m0 * g.ldc + n0, rows, cols, Eigen::OuterStride<>(g.ldc));
   if (g.k == 0) {
-    c.setZero();
+    if (!g.accumulate) c.setZero();
     return;
   }
   // A tile: rows m0..m1 of op(A); B tile: columns n0..n1 of op(B).
@@ -26,14 +26,21 @@ void gemm_tile(const GemmArgs& g, int64_t m0, int64_t m1, int64_t n0, int64_t n1
                                : ConstMap(g.a + m0 * g.lda, rows, g.k, Eigen::OuterStride<>(g.lda));
   const ConstMap b = g.trans_b ? ConstMap(g.b + n0 * g.ldb, cols, g.k, Eigen::OuterStride<>(g.ldb))
                                : ConstMap(g.b + n0, g.k, cols, Eigen::OuterStride<>(g.ldb));
+  const auto product = [&](const auto& lhs, const auto& rhs) {
+    if (g.accumulate) {
+      c.noalias() += lhs * rhs;
+    } else {
+      c.noalias() = lhs * rhs;
+    }
+  };
   if (g.trans_a && g.trans_b) {
-    c.noalias() = a.transpose() * b.transpose();
+    product(a.transpose(), b.transpose());
   } else if (g.trans_a) {
-    c.noalias() = a.transpose() * b;
+    product(a.transpose(), b);
   } else if (g.trans_b) {
-    c.noalias() = a * b.transpose();
+    product(a, b.transpose());
   } else {
-    c.noalias() = a * b;
+    product(a, b);
   }
 }
 

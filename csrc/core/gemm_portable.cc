@@ -13,7 +13,7 @@ void portable_tile(const GemmArgs& g, int64_t m0, int64_t m1, int64_t n0, int64_
   const auto b = [&](int64_t p, int64_t j) { return g.trans_b ? g.b[j * g.ldb + p] : g.b[p * g.ldb + j]; };
   for (int64_t i = m0; i < m1; ++i) {
     float* c = g.c + i * g.ldc;
-    std::fill(c + n0, c + n1, 0.0f);
+    if (!g.accumulate) std::fill(c + n0, c + n1, 0.0f);
     for (int64_t p = 0; p < g.k; ++p) {
       const float scale = a(i, p);
       for (int64_t j = n0; j < n1; ++j) c[j] += scale * b(p, j);

@@ -1,9 +1,9 @@
 // Lane-parallel building blocks for the CPU noise kernels: one traits struct per instruction set.
 // Each traits struct is only visible in the translation unit compiled for its instruction set
 // (gaussian_avx2.cc, gaussian_avx512.cc); gaussian_scalar.cc uses ScalarExact, which calls libm and
-// so reproduces TensorFlow bit for bit. The vector log / exp / sincos are Cephes-style polynomials
-// (the ones of avx_mathfun): relative error about 1e-7, which keeps every normal within 2e-6 absolute
-// of TensorFlow's (log keeps its relative accuracy near 1, where Box-Muller's radius goes to 0).
+// so reproduces TensorFlow bit for bit. The vector log / exp are Cephes-style polynomials
+// (the ones of avx_mathfun): relative error about 1e-7. The Box-Muller maths of the noise is in
+// gaussian_impl.h (NormalGen).
 #pragma once
 
 #include <cmath>
@@ -110,34 +110,6 @@ struct PolyMath {
     softplus_sigmoid(x, &sp, &sg);
     return sg;
   }
-
-  // sin and cos of x in [0, 2*pi], Cephes sinf/cosf with a three-part pi/4 reduction.
-  static void sincos(F x, F* s, F* c) {
-    I j = T::to_int_trunc(T::mul(x, T::set1(1.27323954473516f)));
-    j = T::and_i(T::add_i(j, T::set1_i(1)), T::set1_i(~1));
-    const F y = T::to_float(j);
-    const I sin_sign = T::slli(T::and_i(j, T::set1_i(4)), 29);
-    const I cos_sign = T::slli(T::and_i(T::sub_i(j, T::set1_i(2)), T::set1_i(4)), 29);
-    const auto use_cos_poly = T::eq_i(T::and_i(j, T::set1_i(2)), T::set1_i(2));
-    x = T::fma(y, T::set1(-0.78515625f), x);
-    x = T::fma(y, T::set1(-2.4187564849853515625e-4f), x);
-    x = T::fma(y, T::set1(-3.77489497744594108e-8f), x);
-    const F z = T::mul(x, x);
-    F cp = T::set1(2.443315711809948e-5f);
-    cp = T::fma(cp, z, T::set1(-1.388731625493765e-3f));
-    cp = T::fma(cp, z, T::set1(4.166664568298827e-2f));
-    cp = T::mul(T::mul(cp, z), z);
-    cp = T::fma(z, T::set1(-0.5f), cp);
-    cp = T::add(cp, T::set1(1.0f));
-    F sp = T::set1(-1.9515295891e-4f);
-    sp = T::fma(sp, z, T::set1(8.3321608736e-3f));
-    sp = T::fma(sp, z, T::set1(-1.6666654611e-1f));
-    sp = T::fma(T::mul(sp, z), x, x);
-    const F sin_r = T::select_i(use_cos_poly, cp, sp);
-    const F cos_r = T::select_i(use_cos_poly, sp, cp);
-    *s = T::as_float(T::xor_i(T::as_int(sin_r), sin_sign));
-    *c = T::as_float(T::xor_i(T::as_int(cos_r), T::xor_i(cos_sign, T::set1_i(static_cast<int>(0x80000000u)))));
-  }
 };
 
 #if defined(__AVX512F__)
@@ -178,28 +150,22 @@ struct Avx512 {
   static I xor_i(I a, I b) { return _mm512_xor_si512(a, b); }
   static I srli(I a, int n) { return _mm512_srli_epi32(a, n); }
   static I slli(I a, int n) { return _mm512_slli_epi32(a, n); }
-  static I lane_index() { return _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0); }
-  static void mul_hi_lo(I a, uint32_t m, I* hi, I* lo) {
-    const I mv = _mm512_set1_epi32(static_cast<int>(m));
-    const I even = _mm512_mul_epu32(a, mv);
-    const I odd = _mm512_mul_epu32(_mm512_srli_epi64(a, 32), mv);
-    *lo = _mm512_mask_blend_epi32(0xAAAA, even, _mm512_slli_epi64(odd, 32));
-    *hi = _mm512_mask_blend_epi32(0xAAAA, _mm512_srli_epi64(even, 32), odd);
-  }
-  // out[4 * l + j] = n[j][l]: the normals of 16 Philox groups back in flat order.
-  static void interleave4(const F n[4], float* out) {
-    const I lo_pairs = _mm512_set_epi32(23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
-    const I hi_pairs = _mm512_set_epi32(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8);
-    const __m512d a_lo = _mm512_castps_pd(_mm512_permutex2var_ps(n[0], lo_pairs, n[1]));
-    const __m512d a_hi = _mm512_castps_pd(_mm512_permutex2var_ps(n[0], hi_pairs, n[1]));
-    const __m512d b_lo = _mm512_castps_pd(_mm512_permutex2var_ps(n[2], lo_pairs, n[3]));
-    const __m512d b_hi = _mm512_castps_pd(_mm512_permutex2var_ps(n[2], hi_pairs, n[3]));
-    const __m512i first = _mm512_set_epi64(11, 3, 10, 2, 9, 1, 8, 0);
-    const __m512i second = _mm512_set_epi64(15, 7, 14, 6, 13, 5, 12, 4);
-    _mm512_storeu_pd(out, _mm512_permutex2var_pd(a_lo, first, b_lo));
-    _mm512_storeu_pd(out + 16, _mm512_permutex2var_pd(a_lo, second, b_lo));
-    _mm512_storeu_pd(out + 32, _mm512_permutex2var_pd(a_hi, first, b_hi));
-    _mm512_storeu_pd(out + 48, _mm512_permutex2var_pd(a_hi, second, b_hi));
+  static F fms(F a, F b, F c) { return _mm512_fmsub_ps(a, b, c); }
+  static I srai(I a, int n) { return _mm512_srai_epi32(a, n); }
+  // Philox in 64-bit slots (NormalGen in gaussian_impl.h): a 32-bit value in the low half of each
+  // slot, products as whole 64-bit slots.
+  static I mul_wide(I a, I m) { return _mm512_mul_epu32(a, m); }
+  static I swap_halves(I a) { return _mm512_shuffle_epi32(a, _MM_PERM_CDAB); }
+  static I xor3(I a, I b, I c) { return _mm512_ternarylogic_epi32(a, b, c, 0x96); }
+  // Low halves of lo's slots, then low halves of hi's slots: (lo[0], hi[0], lo[2], hi[2], ...).
+  static I pair_up(I lo, I hi) { return _mm512_mask_blend_epi32(0xAAAA, lo, _mm512_shuffle_epi32(hi, _MM_PERM_CCAA)); }
+  // The Philox group of each 64-bit slot of a slot vector (see store_pairs): 0, 4, 1, 5, 2, 6, 3, 7.
+  static I slot_groups() { return _mm512_set_epi32(0, 7, 0, 3, 0, 6, 0, 2, 0, 5, 0, 1, 0, 4, 0, 0); }
+  // unpacklo / unpackhi: (a[0], b[0], a[1], b[1]) of each 128-bit lane, i.e. the even 64-bit slots
+  // of a and b interleaved, then the odd ones.
+  static void store_pairs(F a, F b, float* out) {
+    _mm512_storeu_ps(out, _mm512_unpacklo_ps(a, b));
+    _mm512_storeu_ps(out + kLanes, _mm512_unpackhi_ps(a, b));
   }
   static float reduce_add(F v) { return _mm512_reduce_add_ps(v); }
 };
@@ -243,28 +209,16 @@ struct Avx2 {
   static I xor_i(I a, I b) { return _mm256_xor_si256(a, b); }
   static I srli(I a, int n) { return _mm256_srli_epi32(a, n); }
   static I slli(I a, int n) { return _mm256_slli_epi32(a, n); }
-  static I lane_index() { return _mm256_set_epi32(7, 6, 5, 4, 3, 2, 1, 0); }
-  static void mul_hi_lo(I a, uint32_t m, I* hi, I* lo) {
-    const I mv = _mm256_set1_epi32(static_cast<int>(m));
-    const I even = _mm256_mul_epu32(a, mv);
-    const I odd = _mm256_mul_epu32(_mm256_srli_epi64(a, 32), mv);
-    *lo = _mm256_blend_epi32(even, _mm256_slli_epi64(odd, 32), 0xAA);
-    *hi = _mm256_blend_epi32(_mm256_srli_epi64(even, 32), odd, 0xAA);
-  }
-  // out[4 * l + j] = n[j][l] for the 8 lanes l.
-  static void interleave4(const F n[4], float* out) {
-    const F a_lo = _mm256_unpacklo_ps(n[0], n[1]);  // n0[0] n1[0] n0[1] n1[1] | n0[4] n1[4] n0[5] n1[5]
-    const F a_hi = _mm256_unpackhi_ps(n[0], n[1]);  // lanes 2, 3 | 6, 7
-    const F b_lo = _mm256_unpacklo_ps(n[2], n[3]);
-    const F b_hi = _mm256_unpackhi_ps(n[2], n[3]);
-    const F g0 = _mm256_shuffle_ps(a_lo, b_lo, _MM_SHUFFLE(1, 0, 1, 0));  // groups 0 | 4
-    const F g1 = _mm256_shuffle_ps(a_lo, b_lo, _MM_SHUFFLE(3, 2, 3, 2));  // groups 1 | 5
-    const F g2 = _mm256_shuffle_ps(a_hi, b_hi, _MM_SHUFFLE(1, 0, 1, 0));  // groups 2 | 6
-    const F g3 = _mm256_shuffle_ps(a_hi, b_hi, _MM_SHUFFLE(3, 2, 3, 2));  // groups 3 | 7
-    _mm256_storeu_ps(out, _mm256_permute2f128_ps(g0, g1, 0x20));
-    _mm256_storeu_ps(out + 8, _mm256_permute2f128_ps(g2, g3, 0x20));
-    _mm256_storeu_ps(out + 16, _mm256_permute2f128_ps(g0, g1, 0x31));
-    _mm256_storeu_ps(out + 24, _mm256_permute2f128_ps(g2, g3, 0x31));
+  static F fms(F a, F b, F c) { return _mm256_fmsub_ps(a, b, c); }
+  static I srai(I a, int n) { return _mm256_srai_epi32(a, n); }
+  static I mul_wide(I a, I m) { return _mm256_mul_epu32(a, m); }
+  static I swap_halves(I a) { return _mm256_shuffle_epi32(a, _MM_SHUFFLE(2, 3, 0, 1)); }
+  static I xor3(I a, I b, I c) { return _mm256_xor_si256(_mm256_xor_si256(a, b), c); }
+  static I pair_up(I lo, I hi) { return _mm256_blend_epi32(lo, _mm256_shuffle_epi32(hi, _MM_SHUFFLE(2, 2, 0, 0)), 0xAA); }
+  static I slot_groups() { return _mm256_set_epi32(0, 3, 0, 1, 0, 2, 0, 0); }
+  static void store_pairs(F a, F b, float* out) {
+    _mm256_storeu_ps(out, _mm256_unpacklo_ps(a, b));
+    _mm256_storeu_ps(out + kLanes, _mm256_unpackhi_ps(a, b));
   }
   static float reduce_add(F v) {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
