@@ -5,15 +5,16 @@ import sys
 import zlib
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-# TensorFlow's CPU allocator keeps the statistics that peak_bytes reads only when it is the BFC
-# allocator: oneDNN builds turn it on, without oneDNN (TF_ENABLE_ONEDNN_OPTS=0, or CPUs where TensorFlow
-# does not enable it) only this variable does. Set, not defaulted, so that every mode measures with
-# the same allocator; before TensorFlow is imported; child processes the tests start inherit it.
-os.environ["TF_CPU_ALLOCATOR_USE_BFC"] = "true"
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
+
+from fusedbnn.bench import enable_allocator_stats  # noqa: E402
+
+# Allocator statistics for peak_bytes and test_memory, with or without oneDNN. Before any op runs;
+# the processes the tests start inherit the setting.
+enable_allocator_stats()
 
 MODES = ["eager", "function"]
 

@@ -137,7 +137,7 @@ def test_peak_bytes_counts_a_tensor_of_known_size(onednn):
     """The allocator peak that the memory checks read (conftest.peak_bytes) moves by a 16 MiB tensor's
     size when one is made, and not when none is, with and without oneDNN."""
     env = subprocess_env(TF_ENABLE_ONEDNN_OPTS=onednn)
-    env.pop("TF_CPU_ALLOCATOR_USE_BFC")
+    env.pop("TF_CPU_ALLOCATOR_USE_BFC", None)
     result = subprocess.run([sys.executable, "-c", PEAK_CHECK, onednn, str(16 * 2**20)], env=env,
                             capture_output=True, text=True, timeout=300, check=False)
     assert result.returncode == 0, result.stderr[-3000:]

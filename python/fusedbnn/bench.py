@@ -20,17 +20,24 @@ import time
 import keras
 import numpy as np
 import tensorflow as tf
-from tensorflow.python.util import _pywrap_util_port
 
 from fusedbnn import ops, reference
 
-# TensorFlow's CPU allocator keeps the statistics that the peak-memory figures read only as its BFC
-# allocator. oneDNN builds use that one; without oneDNN (TF_ENABLE_ONEDNN_OPTS=0, or CPUs where
-# TensorFlow leaves it off) TF_CPU_ALLOCATOR_USE_BFC turns it on. TensorFlow reads the variable when it
-# makes its CPU device, on its first op, so setting it here works after `import tensorflow` (which
-# `python -m fusedbnn.bench` does first, through the package) but not after an op has run.
-if not _pywrap_util_port.IsMklEnabled():
-    os.environ.setdefault("TF_CPU_ALLOCATOR_USE_BFC", "true")
+
+def enable_allocator_stats():
+    """Make TensorFlow's CPU allocator keep the statistics that peak memory is read from.
+
+    Only BFC allocators keep them. With oneDNN TensorFlow uses its own, which does; without oneDNN
+    (TF_ENABLE_ONEDNN_OPTS=0, or CPUs where TensorFlow leaves it off) TF_CPU_ALLOCATOR_USE_BFC=true
+    turns on the plain one. TensorFlow reads the variable when it makes its CPU device, at its first
+    op: this works after `import tensorflow`, but not once an op has run.
+    """
+    if not ops._ONEDNN:
+        os.environ.setdefault("TF_CPU_ALLOCATOR_USE_BFC", "true")
+
+
+# `python -m fusedbnn.bench` imports TensorFlow through the package before this module, but runs no op.
+enable_allocator_stats()
 
 NO_ALLOCATOR_STATS = (
     "fusedbnn bench: peak memory not measured: TensorFlow's CPU allocator keeps no statistics in this "
