@@ -61,36 +61,44 @@ def params(rng, shape):
     return floats(rng, shape, scale=0.5), floats(rng, shape, center=-3.0), tf.constant(rng.integers(0, 2**31, [2]))
 
 
+def engine(module, name):
+    """conv2d/conv1d's engine argument, which only fusedbnn.ops has."""
+    return {"engine": name} if module is ops else {}
+
+
 def cases(rng):
-    """(name, function of the module (ops or reference), arguments, names of the differentiable ones)."""
-    w = params(rng, [5, 7])
-    b = params(rng, [5])
+    """(name, function of the module (ops or reference) and the arguments, the differentiable arguments)."""
+    w, b = params(rng, [5, 7]), params(rng, [5])
     kernel2d, bias2d = params(rng, [3, 3, 4, 6]), params(rng, [6])
     kernel1d, bias1d = params(rng, [3, 4, 6]), params(rng, [6])
     table = params(rng, [20, 8])
     cell, cell_bias = params(rng, [6 + 5, 4 * 5]), params(rng, [4 * 5])
     ids = tf.constant(rng.integers(0, 20, [3, 4]))
+
+    def lstm(m, x, w_mu, w_rho, b_mu, b_rho):
+        h_seq, (h, c) = m.lstm(x, w_mu, w_rho, cell[2], b_mu, b_rho, cell_bias[2])
+        return tf.concat([tf.reshape(h_seq, [-1]), tf.reshape(h, [-1]), tf.reshape(c, [-1])], 0)
+
     return [
-        ("sample_gaussian", lambda m, mu, rho: m.sample_gaussian(mu, rho, w[2]), dict(mu=w[0], rho=w[1])),
-        ("gaussian_kl", lambda m, mu, rho: m.gaussian_kl(mu, rho, w[2]), dict(mu=w[0], rho=w[1])),
+        ("sample_gaussian", lambda m, mu, rho: m.sample_gaussian(mu, rho, w[2]), {"mu": w[0], "rho": w[1]}),
+        ("gaussian_kl", lambda m, mu, rho: m.gaussian_kl(mu, rho, w[2]), {"mu": w[0], "rho": w[1]}),
         ("linear", lambda m, x, w_mu, w_rho, b_mu, b_rho: m.linear(x, w_mu, w_rho, w[2], b_mu, b_rho, b[2]),
-         dict(x=floats(rng, [3, 7]), w_mu=w[0], w_rho=w[1], b_mu=b[0], b_rho=b[1])),
+         {"x": floats(rng, [3, 7]), "w_mu": w[0], "w_rho": w[1], "b_mu": b[0], "b_rho": b[1]}),
         ("conv2d", lambda m, x, w_mu, w_rho, b_mu, b_rho: m.conv2d(
-            x, w_mu, w_rho, kernel2d[2], b_mu, b_rho, bias2d[2], padding="SAME", dilation=2,
-            **({"engine": "fused"} if m is ops else {})),
-         dict(x=floats(rng, [2, 6, 5, 4]), w_mu=kernel2d[0], w_rho=kernel2d[1], b_mu=bias2d[0], b_rho=bias2d[1])),
-        ("conv2d (TensorFlow engine)", lambda m, x, w_mu, w_rho: m.conv2d(
-            x, w_mu, w_rho, kernel2d[2], **({"engine": "tensorflow"} if m is ops else {})),
-         dict(x=floats(rng, [2, 6, 5, 4]), w_mu=kernel2d[0], w_rho=kernel2d[1])),
+            x, w_mu, w_rho, kernel2d[2], b_mu, b_rho, bias2d[2], padding="SAME", dilation=2, **engine(m, "fused")),
+         {"x": floats(rng, [2, 6, 5, 4]), "w_mu": kernel2d[0], "w_rho": kernel2d[1], "b_mu": bias2d[0],
+          "b_rho": bias2d[1]}),
+        ("conv2d (TensorFlow engine)",
+         lambda m, x, w_mu, w_rho: m.conv2d(x, w_mu, w_rho, kernel2d[2], **engine(m, "tensorflow")),
+         {"x": floats(rng, [2, 6, 5, 4]), "w_mu": kernel2d[0], "w_rho": kernel2d[1]}),
         ("conv1d", lambda m, x, w_mu, w_rho, b_mu, b_rho: m.conv1d(
-            x, w_mu, w_rho, kernel1d[2], b_mu, b_rho, bias1d[2], stride=2, **({"engine": "fused"} if m is ops else {})),
-         dict(x=floats(rng, [2, 9, 4]), w_mu=kernel1d[0], w_rho=kernel1d[1], b_mu=bias1d[0], b_rho=bias1d[1])),
+            x, w_mu, w_rho, kernel1d[2], b_mu, b_rho, bias1d[2], stride=2, **engine(m, "fused")),
+         {"x": floats(rng, [2, 9, 4]), "w_mu": kernel1d[0], "w_rho": kernel1d[1], "b_mu": bias1d[0],
+          "b_rho": bias1d[1]}),
         ("embedding", lambda m, w_mu, w_rho: m.embedding(ids, w_mu, w_rho, table[2], padding_idx=0),
-         dict(w_mu=table[0], w_rho=table[1])),
-        ("lstm", lambda m, x, w_mu, w_rho, b_mu, b_rho: tf.concat(
-            [tf.reshape(t, [-1]) for t in tf.nest.flatten(m.lstm(x, w_mu, w_rho, cell[2], b_mu, b_rho, cell_bias[2]))],
-            0),
-         dict(x=floats(rng, [2, 3, 6]), w_mu=cell[0], w_rho=cell[1], b_mu=cell_bias[0], b_rho=cell_bias[1])),
+         {"w_mu": table[0], "w_rho": table[1]}),
+        ("lstm", lstm, {"x": floats(rng, [2, 3, 6]), "w_mu": cell[0], "w_rho": cell[1], "b_mu": cell_bias[0],
+                        "b_rho": cell_bias[1]}),
     ]
 
 
