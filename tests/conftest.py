@@ -10,6 +10,12 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from fusedbnn.bench import enable_allocator_stats  # noqa: E402
+
+# Allocator statistics for peak_bytes and test_memory, with or without oneDNN. Before any op runs;
+# the processes the tests start inherit the setting.
+enable_allocator_stats()
+
 MODES = ["eager", "function"]
 
 

@@ -2,11 +2,14 @@
 keeps a scratch buffer past its own run (TensorFlow's CPU allocator counts every live tensor)."""
 
 import gc
+import subprocess
+import sys
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import subprocess_env
 from fusedbnn import nn
 from op_specs import SPEC_IDS, SPECS, large_args
 
@@ -89,9 +92,14 @@ def live_bytes():
 @pytest.mark.parametrize("spec", SPECS, ids=SPEC_IDS)
 def test_ops_free_their_scratch_buffers(spec):
     """Repeated forward and backward calls of each op, results dropped: the tensors TensorFlow's
-    allocator counts return to the same total every time, and RSS stays flat."""
+    allocator counts return to the same total every time, and RSS stays flat.
+
+    Traced, because in eager mode every tf.concat gradient (lstm's outputs are concatenated into one
+    vector) leaks a small tensor of TensorFlow's own (TFE_Py_TensorShapeSlice, 256 bytes a call with
+    the BFC allocator); a tf.function runs the same kernels with the same scratch buffers."""
     args = large_args(spec)
 
+    @tf.function(jit_compile=False)
     def call(_):
         return spec.outputs_and_grads(spec.fused, args)
 
@@ -102,3 +110,33 @@ def test_ops_free_their_scratch_buffers(spec):
     gc.collect()
     assert live_bytes() == before
     assert growth < FLAT_BYTES, f"{spec.name}: RSS grew by {growth / 2**20:.1f} MiB: {samples}"
+
+
+# Run in a fresh process for each oneDNN setting (it is read once, when TensorFlow loads), without
+# TF_CPU_ALLOCATOR_USE_BFC in the environment: conftest must turn on the statistics by itself.
+PEAK_CHECK = """
+import sys
+import conftest
+import tensorflow as tf
+from tensorflow.python.util import _pywrap_util_port
+
+onednn = _pywrap_util_port.IsMklEnabled()
+assert onednn == (sys.argv[1] == "1"), f"oneDNN is {'on' if onednn else 'off'}, asked for {sys.argv[1]}"
+size = int(sys.argv[2])
+peak = conftest.peak_bytes(lambda: tf.fill([size // 4], 1.0).numpy())
+assert size <= peak < 2 * size, f"a {size}-byte tensor moved the peak by {peak} bytes"
+after = conftest.peak_bytes(lambda: None)
+assert after < size // 16, f"a run that allocates nothing moved the peak by {after} bytes"
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("onednn", ["1", "0"], ids=["onednn", "no-onednn"])
+def test_peak_bytes_counts_a_tensor_of_known_size(onednn):
+    """The allocator peak that the memory checks read (conftest.peak_bytes) moves by a 16 MiB tensor's
+    size when one is made, and not when none is, with and without oneDNN."""
+    env = subprocess_env(TF_ENABLE_ONEDNN_OPTS=onednn)
+    env.pop("TF_CPU_ALLOCATOR_USE_BFC", None)
+    result = subprocess.run([sys.executable, "-c", PEAK_CHECK, onednn, str(16 * 2**20)], env=env,
+                            capture_output=True, text=True, timeout=300, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]

@@ -12,6 +12,7 @@ allocator peak during one training step above what was allocated before it.
 import argparse
 import dataclasses
 import json
+import os
 import statistics
 import sys
 import time
@@ -21,6 +22,30 @@ import numpy as np
 import tensorflow as tf
 
 from fusedbnn import ops, reference
+
+
+def enable_allocator_stats():
+    """Make TensorFlow's CPU allocator keep the statistics that peak memory is read from.
+
+    Only BFC allocators keep them. With oneDNN TensorFlow uses its own, which does; without oneDNN
+    (TF_ENABLE_ONEDNN_OPTS=0, or CPUs where TensorFlow leaves it off) TF_CPU_ALLOCATOR_USE_BFC=true
+    turns on the plain one. TensorFlow reads the variable when it makes its CPU device, at its first
+    op: this works after `import tensorflow`, but not once an op has run.
+    """
+    if not ops._ONEDNN:
+        os.environ.setdefault("TF_CPU_ALLOCATOR_USE_BFC", "true")
+
+
+# `python -m fusedbnn.bench` imports TensorFlow through the package before this module, but runs no op.
+enable_allocator_stats()
+
+NO_ALLOCATOR_STATS = (
+    "fusedbnn bench: peak memory not measured: TensorFlow's CPU allocator keeps no statistics in this "
+    "process. They need its BFC allocator, which oneDNN turns on and TF_CPU_ALLOCATOR_USE_BFC=true turns "
+    "on elsewhere, as TensorFlow reads it at its first op (here one ran before fusedbnn.bench set it, or it "
+    "is set to false). Run `python -m fusedbnn.bench` in a fresh process, or set "
+    "TF_CPU_ALLOCATOR_USE_BFC=true before TensorFlow starts."
+)
 
 SIDES = ("fused", "reference", "deterministic")
 
@@ -160,20 +185,28 @@ def _time_once(fn, inner):
     return (time.perf_counter() - start) / inner
 
 
+def allocator_stats_available():
+    """Whether TensorFlow's CPU allocator keeps the statistics that peak memory is read from."""
+    try:
+        tf.config.experimental.get_memory_info("CPU:0")
+    except ValueError:
+        return False
+    return True
+
+
 def _peak_bytes(fn):
     """TensorFlow CPU allocator peak during fn() above the bytes in use before it."""
-    try:
-        tf.config.experimental.reset_memory_stats("CPU:0")
-        before = tf.config.experimental.get_memory_info("CPU:0")["current"]
-        fn()
-        return tf.config.experimental.get_memory_info("CPU:0")["peak"] - before
-    except (ValueError, tf.errors.InvalidArgumentError):
-        return float("nan")
+    tf.config.experimental.reset_memory_stats("CPU:0")
+    before = tf.config.experimental.get_memory_info("CPU:0")["current"]
+    fn()
+    return tf.config.experimental.get_memory_info("CPU:0")["peak"] - before
 
 
 def measure(name, build, pairs, min_seconds=0.02, log=None):
-    """Rows for one case: forward and forward+backward, timed over ``pairs`` interleaved rounds."""
+    """Rows for one case: forward and forward+backward, timed over ``pairs`` interleaved rounds, and the
+    peak memory of each side's training step where the allocator keeps statistics."""
     sides = build(np.random.default_rng(0))
+    peak_memory = allocator_stats_available()
     rows = []
     for pass_name, attr in (("forward", "forward"), ("forward+backward", "train_step")):
         fns = {s: getattr(sides[s], attr) for s in SIDES}
@@ -199,7 +232,7 @@ def measure(name, build, pairs, min_seconds=0.02, log=None):
             "speedup_vs_reference": speedup,
             "ratio_to_deterministic": vs_det,
         }
-        if attr == "train_step":
+        if attr == "train_step" and peak_memory:
             for s in SIDES:
                 row[f"peak_mb_{s}"] = _peak_bytes(fns[s]) / 2**20
         rows.append(row)
@@ -216,6 +249,8 @@ def format_table(rows):
         peak = ""
         if "peak_mb_fused" in r:
             peak = f"{r['peak_mb_fused']:.1f}/{r['peak_mb_reference']:.1f}/{r['peak_mb_deterministic']:.1f}"
+        elif r["pass"] == "forward+backward":
+            peak = "not measured"
         lines.append(
             f"{r['case']:10s} {r['pass']:17s} {r['fused_ms']:9.3f} {r['reference_ms']:9.3f} "
             f"{r['deterministic_ms']:9.3f} {r['speedup_vs_reference']:7.2f}x {r['ratio_to_deterministic']:6.2f}x "
@@ -261,6 +296,8 @@ def main(argv=None):
         parser.error(f"unknown case(s) {unknown}; known: {', '.join(known)}")
     print(f"fusedbnn bench: {len(names)} case(s), {args.pairs} rounds each, "
           f"{tf.config.threading.get_intra_op_parallelism_threads() or 'all'} intra-op threads", file=sys.stderr)
+    if not allocator_stats_available():
+        print(NO_ALLOCATOR_STATS, file=sys.stderr)
     rows = []
     for index, name in enumerate(names, 1):
         print(f"[{index}/{len(names)}] {name}", file=sys.stderr, flush=True)

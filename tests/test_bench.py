@@ -1,0 +1,49 @@
+"""The benchmark's peak-memory figures: measured with and without oneDNN, and left out with a note,
+not NaN, where TensorFlow's allocator keeps no statistics."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from conftest import subprocess_env
+
+# One small case in a fresh process, without TF_CPU_ALLOCATOR_USE_BFC in the environment: the bench
+# must turn the allocator statistics on by itself. With "op first" TensorFlow runs an op before the
+# bench is imported, as in a user's session that has already used TensorFlow.
+MEASURE = """
+import json, sys
+if sys.argv[1] == "op first":
+    import tensorflow as tf
+    tf.constant(1.0) + 1.0
+from fusedbnn import bench
+rows = bench.measure("small", bench.linear_case(8, 256, 256), pairs=1)
+print(json.dumps({"rows": rows, "table": bench.format_table(rows)}))
+"""
+
+
+def run_bench(onednn, order):
+    env = subprocess_env(TF_ENABLE_ONEDNN_OPTS=onednn)
+    env.pop("TF_CPU_ALLOCATOR_USE_BFC", None)
+    result = subprocess.run([sys.executable, "-c", MEASURE, order], env=env, capture_output=True, text=True,
+                            timeout=300, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.splitlines()[-1])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("onednn", ["1", "0"], ids=["onednn", "no-onednn"])
+def test_bench_measures_peak_memory_with_and_without_onednn(onednn):
+    row = run_bench(onednn, "bench first")["rows"][-1]
+    weight_mb = 256 * 256 * 4 / 2**20
+    # Every side's training step holds at least two weight-sized gradients (or W and its noise).
+    for side in ("fused", "reference", "deterministic"):
+        assert row[f"peak_mb_{side}"] >= (1 if side == "deterministic" else 2) * weight_mb, row
+
+
+@pytest.mark.slow
+def test_bench_without_allocator_statistics_leaves_peak_memory_out():
+    out = run_bench("0", "op first")
+    assert not any(key.startswith("peak_mb") for row in out["rows"] for key in row)
+    assert "not measured" in out["table"] and "nan" not in out["table"]
