@@ -101,9 +101,7 @@ struct PolyMath {
     *sigmoid = T::select(T::lt(x, T::set1(0.0f)), T::mul(e, inv), inv);
   }
 
-  static F softplus(F x) {
-    return T::add(T::max(x, T::set1(0.0f)), log1p_unit(exp(T::sub(T::set1(0.0f), T::abs(x)))));
-  }
+  static F softplus(F x) { return T::add(T::max(x, T::set1(0.0f)), log1p_unit(exp(T::sub(T::set1(0.0f), T::abs(x))))); }
 
   static F sigmoid(F x) {
     F sp, sg;
@@ -214,7 +212,9 @@ struct Avx2 {
   static I mul_wide(I a, I m) { return _mm256_mul_epu32(a, m); }
   static I swap_halves(I a) { return _mm256_shuffle_epi32(a, _MM_SHUFFLE(2, 3, 0, 1)); }
   static I xor3(I a, I b, I c) { return _mm256_xor_si256(_mm256_xor_si256(a, b), c); }
-  static I pair_up(I lo, I hi) { return _mm256_blend_epi32(lo, _mm256_shuffle_epi32(hi, _MM_SHUFFLE(2, 2, 0, 0)), 0xAA); }
+  static I pair_up(I lo, I hi) {
+    return _mm256_blend_epi32(lo, _mm256_shuffle_epi32(hi, _MM_SHUFFLE(2, 2, 0, 0)), 0xAA);
+  }
   static I slot_groups() { return _mm256_set_epi32(0, 3, 0, 1, 0, 2, 0, 0); }
   static void store_pairs(F a, F b, float* out) {
     _mm256_storeu_ps(out, _mm256_unpacklo_ps(a, b));
