@@ -14,6 +14,7 @@ import sys
 
 import torch
 import torch.nn.functional as F
+
 import torch_ops
 
 

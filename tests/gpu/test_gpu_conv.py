@@ -3,19 +3,9 @@
 out]), TensorFlow's SAME padding applied as an explicit pad; every gradient through autograd."""
 
 import pytest
-from gpu_testing import (
-    CONTRACTION,
-    assert_close,
-    gaussian_params,
-    host_eps,
-    misaligned,
-    normal_tensor,
-    requires_gpu,
-    rng_for,
-    seed_of,
-    torch,
-    torch_ops,
-)
+
+from gpu_testing import (CONTRACTION, assert_close, gaussian_params, host_eps, misaligned, normal_tensor,
+                         requires_gpu, rng_for, seed_of, torch, torch_ops)
 
 F = torch.nn.functional
 

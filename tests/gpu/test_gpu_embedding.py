@@ -7,19 +7,9 @@ gradient flowing through the norm, differentiated by autograd: torch.nn.function
 max_norm renormalises the table in place instead and passes no gradient through the rescale."""
 
 import pytest
-from gpu_testing import (
-    ELEMENTWISE,
-    assert_close,
-    gaussian_params,
-    host_eps,
-    misaligned,
-    normal_tensor,
-    requires_gpu,
-    rng_for,
-    seed_of,
-    torch,
-    torch_ops,
-)
+
+from gpu_testing import (ELEMENTWISE, assert_close, gaussian_params, host_eps, misaligned, normal_tensor,
+                         requires_gpu, rng_for, seed_of, torch, torch_ops)
 
 pytestmark = requires_gpu
 

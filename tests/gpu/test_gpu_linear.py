@@ -2,19 +2,9 @@
 both plans (W sampled inside the product up to 64 rows, sampled into scratch above)."""
 
 import pytest
-from gpu_testing import (
-    CONTRACTION,
-    assert_close,
-    gaussian_params,
-    host_eps,
-    misaligned,
-    normal_tensor,
-    requires_gpu,
-    rng_for,
-    seed_of,
-    torch,
-    torch_ops,
-)
+
+from gpu_testing import (CONTRACTION, assert_close, gaussian_params, host_eps, misaligned,
+                         normal_tensor, requires_gpu, rng_for, seed_of, torch, torch_ops)
 
 pytestmark = requires_gpu
 

@@ -2,19 +2,9 @@
 from the host noise (autograd for every gradient), with the saved gates and cells checked too."""
 
 import pytest
-from gpu_testing import (
-    CONTRACTION,
-    assert_close,
-    gaussian_params,
-    host_eps,
-    misaligned,
-    normal_tensor,
-    requires_gpu,
-    rng_for,
-    seed_of,
-    torch,
-    torch_ops,
-)
+
+from gpu_testing import (CONTRACTION, assert_close, gaussian_params, host_eps, misaligned, normal_tensor,
+                         requires_gpu, rng_for, seed_of, torch, torch_ops)
 
 pytestmark = requires_gpu
 
