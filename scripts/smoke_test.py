@@ -33,8 +33,9 @@ def check_installation():
     package = Path(fusedbnn.__file__).resolve().parent
     installed = {Path(sysconfig.get_paths()[key]).resolve() for key in ("purelib", "platlib")}
     if package.parent not in installed:
-        raise AssertionError(f"fusedbnn was imported from {package}, not from the installed packages in "
-                             f"{sorted(map(str, installed))}")
+        raise AssertionError(
+            f"fusedbnn was imported from {package}, not from the installed packages in {sorted(map(str, installed))}"
+        )
     ops.sample_gaussian(tf.zeros([1]), tf.zeros([1]), [1, 2])  # loads the op library
     loaded = mapped_libraries()
     for name in ("_fusedbnn_ops.so", Path(_core.__file__).name):
@@ -44,13 +45,17 @@ def check_installation():
     framework = {Path(p) for p in loaded if Path(p).name.startswith("libtensorflow_framework")}
     tensorflow_lib = Path(tf.sysconfig.get_lib()).resolve()
     if not framework or any(p.resolve().parent != tensorflow_lib for p in framework):
-        raise AssertionError(f"libtensorflow_framework is mapped from {sorted(map(str, framework))}, expected "
-                             f"only TensorFlow's copy in {tensorflow_lib}")
+        raise AssertionError(
+            f"libtensorflow_framework is mapped from {sorted(map(str, framework))}, expected "
+            f"only TensorFlow's copy in {tensorflow_lib}"
+        )
     bundled = sorted(str(p) for p in package.parent.glob("fusedbnn*/**/libtensorflow*"))
     if bundled:
         raise AssertionError(f"the fusedbnn wheel ships TensorFlow libraries: {bundled}")
-    print(f"fusedbnn {fusedbnn.__version__} from {package}, CPU kernels: {_core.isa()}, TensorFlow "
-          f"{tf.__version__} from {tensorflow_lib}")
+    print(
+        f"fusedbnn {fusedbnn.__version__} from {package}, CPU kernels: {_core.isa()}, TensorFlow "
+        f"{tf.__version__} from {tensorflow_lib}"
+    )
 
 
 def floats(rng, shape, center=0.0, scale=1.0):
@@ -82,23 +87,58 @@ def cases(rng):
     return [
         ("sample_gaussian", lambda m, mu, rho: m.sample_gaussian(mu, rho, w[2]), {"mu": w[0], "rho": w[1]}),
         ("gaussian_kl", lambda m, mu, rho: m.gaussian_kl(mu, rho, w[2]), {"mu": w[0], "rho": w[1]}),
-        ("linear", lambda m, x, w_mu, w_rho, b_mu, b_rho: m.linear(x, w_mu, w_rho, w[2], b_mu, b_rho, b[2]),
-         {"x": floats(rng, [3, 7]), "w_mu": w[0], "w_rho": w[1], "b_mu": b[0], "b_rho": b[1]}),
-        ("conv2d", lambda m, x, w_mu, w_rho, b_mu, b_rho: m.conv2d(
-            x, w_mu, w_rho, kernel2d[2], b_mu, b_rho, bias2d[2], padding="SAME", dilation=2, **engine(m, "fused")),
-         {"x": floats(rng, [2, 6, 5, 4]), "w_mu": kernel2d[0], "w_rho": kernel2d[1], "b_mu": bias2d[0],
-          "b_rho": bias2d[1]}),
-        ("conv2d (TensorFlow engine)",
-         lambda m, x, w_mu, w_rho: m.conv2d(x, w_mu, w_rho, kernel2d[2], **engine(m, "tensorflow")),
-         {"x": floats(rng, [2, 6, 5, 4]), "w_mu": kernel2d[0], "w_rho": kernel2d[1]}),
-        ("conv1d", lambda m, x, w_mu, w_rho, b_mu, b_rho: m.conv1d(
-            x, w_mu, w_rho, kernel1d[2], b_mu, b_rho, bias1d[2], stride=2, **engine(m, "fused")),
-         {"x": floats(rng, [2, 9, 4]), "w_mu": kernel1d[0], "w_rho": kernel1d[1], "b_mu": bias1d[0],
-          "b_rho": bias1d[1]}),
-        ("embedding", lambda m, w_mu, w_rho: m.embedding(ids, w_mu, w_rho, table[2], padding_idx=0),
-         {"w_mu": table[0], "w_rho": table[1]}),
-        ("lstm", lstm, {"x": floats(rng, [2, 3, 6]), "w_mu": cell[0], "w_rho": cell[1], "b_mu": cell_bias[0],
-                        "b_rho": cell_bias[1]}),
+        (
+            "linear",
+            lambda m, x, w_mu, w_rho, b_mu, b_rho: m.linear(x, w_mu, w_rho, w[2], b_mu, b_rho, b[2]),
+            {"x": floats(rng, [3, 7]), "w_mu": w[0], "w_rho": w[1], "b_mu": b[0], "b_rho": b[1]},
+        ),
+        (
+            "conv2d",
+            lambda m, x, w_mu, w_rho, b_mu, b_rho: m.conv2d(
+                x, w_mu, w_rho, kernel2d[2], b_mu, b_rho, bias2d[2], padding="SAME", dilation=2, **engine(m, "fused")
+            ),
+            {
+                "x": floats(rng, [2, 6, 5, 4]),
+                "w_mu": kernel2d[0],
+                "w_rho": kernel2d[1],
+                "b_mu": bias2d[0],
+                "b_rho": bias2d[1],
+            },
+        ),
+        (
+            "conv2d (TensorFlow engine)",
+            lambda m, x, w_mu, w_rho: m.conv2d(x, w_mu, w_rho, kernel2d[2], **engine(m, "tensorflow")),
+            {"x": floats(rng, [2, 6, 5, 4]), "w_mu": kernel2d[0], "w_rho": kernel2d[1]},
+        ),
+        (
+            "conv1d",
+            lambda m, x, w_mu, w_rho, b_mu, b_rho: m.conv1d(
+                x, w_mu, w_rho, kernel1d[2], b_mu, b_rho, bias1d[2], stride=2, **engine(m, "fused")
+            ),
+            {
+                "x": floats(rng, [2, 9, 4]),
+                "w_mu": kernel1d[0],
+                "w_rho": kernel1d[1],
+                "b_mu": bias1d[0],
+                "b_rho": bias1d[1],
+            },
+        ),
+        (
+            "embedding",
+            lambda m, w_mu, w_rho: m.embedding(ids, w_mu, w_rho, table[2], padding_idx=0),
+            {"w_mu": table[0], "w_rho": table[1]},
+        ),
+        (
+            "lstm",
+            lstm,
+            {
+                "x": floats(rng, [2, 3, 6]),
+                "w_mu": cell[0],
+                "w_rho": cell[1],
+                "b_mu": cell_bias[0],
+                "b_rho": cell_bias[1],
+            },
+        ),
     ]
 
 

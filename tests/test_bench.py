@@ -26,8 +26,9 @@ print(json.dumps({"rows": rows, "table": bench.format_table(rows)}))
 def run_bench(onednn, order):
     env = subprocess_env(TF_ENABLE_ONEDNN_OPTS=onednn)
     env.pop("TF_CPU_ALLOCATOR_USE_BFC", None)
-    result = subprocess.run([sys.executable, "-c", MEASURE, order], env=env, capture_output=True, text=True,
-                            timeout=300, check=False)
+    result = subprocess.run(
+        [sys.executable, "-c", MEASURE, order], env=env, capture_output=True, text=True, timeout=300, check=False
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(result.stdout.splitlines()[-1])
 

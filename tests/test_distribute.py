@@ -10,6 +10,7 @@ import textwrap
 
 import numpy as np
 import pytest
+
 from conftest import subprocess_env
 
 TIMEOUT_S = 150
@@ -95,15 +96,17 @@ WORKER = textwrap.dedent("""
     initial = [v.numpy() for v in model.trainable_weights]
     dataset = tf.data.Dataset.from_tensor_slices((x, y)).repeat().batch(16)
     history = model.fit(dataset, epochs=2, steps_per_epoch=6, verbose=0)
+    last_seed = next(v for v in first.weights if v.path.endswith("/w_seed")).numpy()
     np.savez(sys.argv[1], *[v.numpy() for v in model.trainable_weights], initial=np.concatenate(
-        [v.ravel() for v in initial]), seed=next(v for v in first.weights if v.path.endswith("/w_seed")).numpy(), loss=np.array(history.history["loss"]))
+        [v.ravel() for v in initial]), seed=last_seed, loss=np.array(history.history["loss"]))
 """)
 
 
 def run_python(script, args=(), env_extra=None):
     env = subprocess_env(**(env_extra or {}))
-    return subprocess.Popen([sys.executable, "-c", script, *args], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-c", script, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
 
 
 def finish(process):

@@ -9,6 +9,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+
 from conftest import subprocess_env
 from fusedbnn import nn
 from op_specs import SPEC_IDS, SPECS, large_args
@@ -137,6 +138,12 @@ def test_peak_bytes_counts_a_tensor_of_known_size(onednn):
     size when one is made, and not when none is, with and without oneDNN."""
     env = subprocess_env(TF_ENABLE_ONEDNN_OPTS=onednn)
     env.pop("TF_CPU_ALLOCATOR_USE_BFC", None)
-    result = subprocess.run([sys.executable, "-c", PEAK_CHECK, onednn, str(16 * 2**20)], env=env,
-                            capture_output=True, text=True, timeout=300, check=False)
+    result = subprocess.run(
+        [sys.executable, "-c", PEAK_CHECK, onednn, str(16 * 2**20)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert result.returncode == 0, result.stderr[-3000:]

@@ -114,8 +114,9 @@ def conv_case(batch, spatial, n_in, n_out, kernel, padding, engine="auto"):
         deterministic.build((batch, *spatial, n_in))
         args = dict(padding=padding)
         return {
-            "fused": _side(lambda: fused_fn(x, w_mu, w_rho, w_seed, b_mu, b_rho, b_seed, engine=engine, **args),
-                           trainables),
+            "fused": _side(
+                lambda: fused_fn(x, w_mu, w_rho, w_seed, b_mu, b_rho, b_seed, engine=engine, **args), trainables
+            ),
             "reference": _side(lambda: reference_fn(x, w_mu, w_rho, w_seed, b_mu, b_rho, b_seed, **args), trainables),
             "deterministic": _side(lambda: deterministic(x), [x] + deterministic.trainable_variables),
         }
@@ -242,8 +243,10 @@ def measure(name, build, pairs, min_seconds=0.02, log=None):
 
 
 def format_table(rows):
-    header = (f"{'case':10s} {'pass':17s} {'fused ms':>9s} {'ref ms':>9s} {'det ms':>9s} {'speedup':>8s} "
-              f"{'vs det':>7s} {'peak MB fused/ref/det':>22s}")
+    header = (
+        f"{'case':10s} {'pass':17s} {'fused ms':>9s} {'ref ms':>9s} {'det ms':>9s} {'speedup':>8s} "
+        f"{'vs det':>7s} {'peak MB fused/ref/det':>22s}"
+    )
     lines = [header, "-" * len(header)]
     for r in rows:
         peak = ""
@@ -284,7 +287,9 @@ def plot(rows, path):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--cases", default=",".join(CASES), help="comma-separated, from: " + ", ".join({**CASES, **EXTRA_CASES}))
+    parser.add_argument(
+        "--cases", default=",".join(CASES), help="comma-separated, from: " + ", ".join({**CASES, **EXTRA_CASES})
+    )
     parser.add_argument("--pairs", type=int, default=30, help="interleaved timing rounds per pass")
     parser.add_argument("--json", help="write the rows as JSON here")
     parser.add_argument("--plot", help="write a PNG chart here")
@@ -294,8 +299,11 @@ def main(argv=None):
     unknown = [n for n in names if n not in known]
     if unknown:
         parser.error(f"unknown case(s) {unknown}; known: {', '.join(known)}")
-    print(f"fusedbnn bench: {len(names)} case(s), {args.pairs} rounds each, "
-          f"{tf.config.threading.get_intra_op_parallelism_threads() or 'all'} intra-op threads", file=sys.stderr)
+    print(
+        f"fusedbnn bench: {len(names)} case(s), {args.pairs} rounds each, "
+        f"{tf.config.threading.get_intra_op_parallelism_threads() or 'all'} intra-op threads",
+        file=sys.stderr,
+    )
     if not allocator_stats_available():
         print(NO_ALLOCATOR_STATS, file=sys.stderr)
     rows = []
