@@ -5,14 +5,17 @@
 #
 # The CUDA runtime is linked statically, so the libraries need no libcudart at run time, only a
 # driver that runs this toolkit's code: CUDA 13 needs driver r580 or newer. TensorFlow's own CUDA 12
-# runtime and ours share the device's primary context; our kernels go on TensorFlow's streams.
-# Targets: sm_90 (H100, H200) unless CMAKE_CUDA_ARCHITECTURES says otherwise.
+# runtime and ours share the device's primary context; our kernels go on TensorFlow's streams. With
+# an older driver the GPU kernels raise an error that names the driver required (cuda_driver.h).
+# Targets, unless CMAKE_CUDA_ARCHITECTURES says otherwise: the cards people have, as machine code
+# (T4, A100, A10 / RTX 30, L4 / RTX 40, H100 / H200), and PTX for newer ones (compiled by the driver
+# at first use). Each architecture costs its own compile of every kernel (benchmarks/NOTES.md).
 if(NOT DEFINED CMAKE_CUDA_ARCHITECTURES)
-  set(CMAKE_CUDA_ARCHITECTURES 90)
+  set(CMAKE_CUDA_ARCHITECTURES "75-real;80-real;86-real;89-real;90-real;90-virtual")
 endif()
 enable_language(CUDA)
 find_package(CUDAToolkit REQUIRED)
-message(STATUS "CUDA ${CUDAToolkit_VERSION} for sm_${CMAKE_CUDA_ARCHITECTURES}")
+message(STATUS "CUDA ${CUDAToolkit_VERSION} for architectures ${CMAKE_CUDA_ARCHITECTURES}")
 
 file(GLOB CORE_CUDA CONFIGURE_DEPENDS "${CMAKE_SOURCE_DIR}/csrc/core/*.cu")
 add_library(fusedbnn_core_cuda STATIC ${CORE_CUDA})

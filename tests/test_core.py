@@ -1,5 +1,7 @@
 """fusedbnn._core: the framework-free kernels on NumPy, checked against NumPy maths."""
 
+import re
+
 import numpy as np
 import pytest
 from fusedbnn import _core
@@ -77,3 +79,23 @@ def test_bad_shapes_raise():
         _core.sample_gaussian(np.zeros(3, np.float32), np.zeros(4, np.float32), (1, 2))
     with pytest.raises(ValueError, match="in-features"):
         _core.linear(np.zeros((2, 3), np.float32), np.zeros((4, 5), np.float32), np.zeros((4, 5), np.float32), (1, 2))
+
+
+@pytest.mark.parametrize(
+    "driver, runtime, required",
+    [(12040, 13000, r"CUDA 13\.0 and need NVIDIA driver r580 or newer for CUDA 13; this machine's driver "
+                    r"supports CUDA 12\.4"),
+     (11080, 12050, r"CUDA 12\.5 and need NVIDIA driver r525 or newer for CUDA 12; .*supports CUDA 11\.8"),
+     (0, 13000, r"driver r580 or newer for CUDA 13; no NVIDIA driver was found")],
+)
+def test_cuda_driver_too_old_names_the_driver_required(driver, runtime, required):
+    # The message a CUDA build raises at its first GPU op when the driver cannot run its runtime.
+    message = _core.cuda_driver_error(driver, runtime)
+    assert re.search(required, message), message
+    assert message.endswith("Update the driver, or run fusedbnn's ops on the CPU.")
+
+
+@pytest.mark.parametrize("driver, runtime", [(13000, 13000), (13010, 13000), (13000, 13020), (14000, 13000),
+                                             (12080, 12050)])
+def test_cuda_driver_of_the_runtime_major_or_newer_is_accepted(driver, runtime):
+    assert _core.cuda_driver_error(driver, runtime) == ""

@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # CI: compile and link the CUDA build on a machine without a GPU, so that a change that breaks it
-# cannot land. Two configurations, both for sm_90:
+# cannot land. Two configurations, both for the architectures in FUSEDBNN_CUDA_ARCHS (CMake's
+# CUDA_ARCHITECTURES syntax; default 90: one architecture keeps CI fast, while a release build
+# takes cmake/cuda.cmake's list of five):
 #   build-ci-cuda/     TensorFlow op library with its GPU kernel registrations + _core with CUDA;
 #   build-ci-cuda-notf/  _core with CUDA and without TensorFlow (what tests/gpu/run_on_gpu.sh builds).
 # Then it checks that the op library loads in TensorFlow with DEVICE_GPU kernels registered for
-# every op that has CUDA kernels, that _core exposes its CUDA submodule, and runs the kernels
+# every op that has CUDA kernels, their seeds in host memory (a GPU op never waits for a copy of
+# its seed to the host), that _core exposes its CUDA submodule, and runs the kernels
 # themselves on the CPU under tests/cuda_emulation (indexing, tiles, splits, barriers; no GPU).
 # Idempotent (incremental rebuilds); fails on any compiler warning in the CUDA sources.
 # Needs nvcc (CUDA 12.x or 13.x; on PATH, in CUDACXX, or /usr/local/cuda), TensorFlow in $PYTHON;
@@ -36,7 +39,7 @@ configure_and_build() {
   local dir=$1
   shift
   cmake -S . -B "$dir" -G Ninja -DPython_EXECUTABLE="$PYTHON" -DCMAKE_CUDA_COMPILER="$nvcc" \
-    -DFUSEDBNN_CUDA=ON -DFUSEDBNN_CUDA_WERROR=ON -DCMAKE_CUDA_ARCHITECTURES=90 \
+    -DFUSEDBNN_CUDA=ON -DFUSEDBNN_CUDA_WERROR=ON -DCMAKE_CUDA_ARCHITECTURES="${FUSEDBNN_CUDA_ARCHS:-90}" \
     -DFUSEDBNN_COPY_TO_SOURCE=OFF "$@" >"$dir/configure.log" 2>&1 ||
     { cat "$dir/configure.log" >&2; exit 1; }
   cmake --build "$dir" -j "${CI_BUILD_JOBS:-2}"
@@ -53,16 +56,23 @@ import importlib.util
 import sys
 
 import tensorflow as tf
-from tensorflow.python.framework import kernels
+from tensorflow.python.framework import kernels, op_def_registry
 
 with_tf, without_tf = sys.argv[1:]
 library = tf.load_op_library(f"{with_tf}/_fusedbnn_ops.so")
 # Every op the library registers: its Python wrappers are named FusedBnn_<op>.
 ops = [f"FusedBnn>{name[len('FusedBnn_'):]}" for name in dir(library) if name.startswith("FusedBnn_")]
 for op in ops:
-    devices = {k.device_type for k in kernels.get_registered_kernels_for_op(op).kernel}
+    registered = kernels.get_registered_kernels_for_op(op).kernel
+    devices = {k.device_type for k in registered}
     if devices != {"CPU", "GPU"}:
         sys.exit(f"ci_cuda_build: {op} has kernels for {sorted(devices)}, expected CPU and GPU")
+    seeds = {arg.name for arg in op_def_registry.get(op).input_arg if arg.name.endswith("seed")}
+    for k in registered:
+        if k.device_type == "GPU":
+            device_seeds = seeds - set(k.host_memory_arg)
+            if device_seeds:
+                sys.exit(f"ci_cuda_build: {op}'s GPU kernel takes {sorted(device_seeds)} in device memory")
 for build in (with_tf, without_tf):
     path = glob.glob(f"{build}/_core*.so")[0]
     loader = importlib.machinery.ExtensionFileLoader("_core", path)

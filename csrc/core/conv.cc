@@ -55,8 +55,8 @@ struct Geometry {
     k_g = p.kernel_h * p.kernel_w * cin_g;
     cols_width = p.groups * k_g;
     pixels = p.out_h * p.out_w;
-    images_per_chunk = std::clamp<int64_t>(kChunkFloats / std::max<int64_t>(pixels * cols_width, 1), 1,
-                                           std::max<int64_t>(p.batch, 1));
+    images_per_chunk =
+        std::clamp<int64_t>(kChunkFloats / std::max<int64_t>(pixels * cols_width, 1), 1, std::max<int64_t>(p.batch, 1));
     const int64_t hw = p.in_h * p.in_w;
     channels_last = p.channels_last;
     if (p.channels_last) {
@@ -67,8 +67,8 @@ struct Geometry {
     xs_b = hw * p.in_channels;
     ys_b = pixels * p.out_channels;
     depthwise = p.groups > 1 && cin_g == 1;
-    direct = !depthwise && p.channels_last && p.kernel_h == 1 && p.kernel_w == 1 && p.stride_h == 1 && p.stride_w == 1 &&
-             p.pad_top == 0 && p.pad_left == 0 && p.out_h == p.in_h && p.out_w == p.in_w;
+    direct = !depthwise && p.channels_last && p.kernel_h == 1 && p.kernel_w == 1 && p.stride_h == 1 &&
+             p.stride_w == 1 && p.pad_top == 0 && p.pad_left == 0 && p.out_h == p.in_h && p.out_w == p.in_w;
   }
 
   int64_t chunk_rows() const { return images_per_chunk * pixels; }
@@ -107,8 +107,8 @@ void im2col_rows(const ConvParams& p, const Geometry& g, const float* x, int64_t
 }
 
 // The chunk's images in NHWC: x itself, or (NCHW) a transposed copy in the end of cols_buffer.
-const float* chunk_nhwc(const ParallelFor& pf, const ConvParams& p, const Geometry& g, int64_t image0,
-                        int64_t images, float* cols_buffer) {
+const float* chunk_nhwc(const ParallelFor& pf, const ConvParams& p, const Geometry& g, int64_t image0, int64_t images,
+                        float* cols_buffer) {
   const float* x = p.x + image0 * g.xs_b;
   if (g.nhwc_stage() > 0) {
     // NCHW: im2col reading across channel planes is 2-3x slower than transposing first.
@@ -129,8 +129,8 @@ const float* chunk_nhwc(const ParallelFor& pf, const ConvParams& p, const Geomet
 }
 
 // The chunk's im2col matrix (x itself in the direct case), with row stride cols_width.
-const float* chunk_cols(const ParallelFor& pf, const ConvParams& p, const Geometry& g, int64_t image0,
-                        int64_t rows, float* cols_buffer) {
+const float* chunk_cols(const ParallelFor& pf, const ConvParams& p, const Geometry& g, int64_t image0, int64_t rows,
+                        float* cols_buffer) {
   const float* x = chunk_nhwc(pf, p, g, image0, rows / g.pixels, cols_buffer);
   if (g.direct) return x;
   pf(rows, 4 * g.cols_width, [&](int64_t r0, int64_t r1) { im2col_rows(p, g, x, r0, r1, cols_buffer); });
@@ -175,8 +175,8 @@ void depthwise_forward_rows(const ConvParams& p, const Geometry& g, const float*
 }
 
 // Depthwise kernel gradient of one chunk for taps [t0, t1): dW[t, o] = sum over rows in order.
-void depthwise_kernel_grad(const ConvParams& p, const Geometry& g, const float* x, const float* dy_rows,
-                           int64_t rows, int64_t t0, int64_t t1, float* dw) {
+void depthwise_kernel_grad(const ConvParams& p, const Geometry& g, const float* x, const float* dy_rows, int64_t rows,
+                           int64_t t0, int64_t t1, float* dw) {
   const int64_t out = p.out_channels, m = g.cout_g;
   std::fill(dw + t0 * out, dw + t1 * out, 0.0f);
   for_each_tap(p, g, x, 0, rows, [&](int64_t r, int64_t t, const float* pixel) {
@@ -281,9 +281,8 @@ void conv_forward(const ParallelFor& pf, const ConvParams& p, float* workspace, 
     float* y_rows = p.channels_last ? y + image0 * g.ys_b : y_rows_buffer;
     if (g.depthwise) {
       const float* x = chunk_nhwc(pf, p, g, image0, images, cols_buffer);
-      pf(rows, p.out_channels * p.kernel_h * p.kernel_w, [&](int64_t r0, int64_t r1) {
-        depthwise_forward_rows(p, g, x, w, r0, r1, y_rows);
-      });
+      pf(rows, p.out_channels * p.kernel_h * p.kernel_w,
+         [&](int64_t r0, int64_t r1) { depthwise_forward_rows(p, g, x, w, r0, r1, y_rows); });
     } else {
       const float* cols = chunk_cols(pf, p, g, image0, rows, cols_buffer);
       for (int64_t grp = 0; grp < p.groups; ++grp) {
@@ -302,8 +301,7 @@ void conv_forward(const ParallelFor& pf, const ConvParams& p, float* workspace, 
   }
 }
 
-void conv_backward(const ParallelFor& pf, const ConvParams& p, const float* dy, float* workspace, float* dx,
-                   float* dw_mu, float* dw_rho, float* db_mu, float* db_rho) {
+void conv_backward(const ParallelFor& pf, const ConvGradParams& p, float* workspace) {
   const Geometry g(p);
   const int64_t kernel_size = conv_kernel_size(p);
   float* w = workspace;
@@ -313,24 +311,23 @@ void conv_backward(const ParallelFor& pf, const ConvParams& p, const float* dy, 
   float* dy_rows_buffer = dcols_buffer + g.im2col_floats();
 
   sample_gaussian(pf, p.w_stream, kernel_size, p.w_mu, p.w_rho, w);
-  std::fill(dw_mu, dw_mu + kernel_size, 0.0f);
-  if (p.has_bias) std::fill(db_mu, db_mu + p.out_channels, 0.0f);
-  if (g.pixels == 0) std::fill(dx, dx + p.batch * g.xs_b, 0.0f);
+  std::fill(p.dw_mu, p.dw_mu + kernel_size, 0.0f);
+  if (p.has_bias) std::fill(p.db_mu, p.db_mu + p.out_channels, 0.0f);
+  if (g.pixels == 0) std::fill(p.dx, p.dx + p.batch * g.xs_b, 0.0f);
 
   for (int64_t image0 = 0; g.pixels > 0 && image0 < p.batch; image0 += g.images_per_chunk) {
     const int64_t images = std::min(g.images_per_chunk, p.batch - image0), rows = images * g.pixels;
-    const float* dy_rows = dy + image0 * g.ys_b;
+    const float* dy_rows = p.dy + image0 * g.ys_b;
     if (!p.channels_last) {
       nchw_to_rows(pf, p, g, dy_rows, images, dy_rows_buffer);
       dy_rows = dy_rows_buffer;
     }
     // dW += this chunk's part, chunk partials added in chunk order.
-    float* dw_target = image0 == 0 ? dw_mu : dw_part;
+    float* dw_target = image0 == 0 ? p.dw_mu : dw_part;
     if (g.depthwise) {
       const float* x = chunk_nhwc(pf, p, g, image0, images, cols_buffer);
-      pf(p.kernel_h * p.kernel_w, rows * p.out_channels, [&](int64_t t0, int64_t t1) {
-        depthwise_kernel_grad(p, g, x, dy_rows, rows, t0, t1, dw_target);
-      });
+      pf(p.kernel_h * p.kernel_w, rows * p.out_channels,
+         [&](int64_t t0, int64_t t1) { depthwise_kernel_grad(p, g, x, dy_rows, rows, t0, t1, dw_target); });
     } else {
       // dW[:, group] = cols[:, group]^T @ dy[:, group]
       const float* cols = chunk_cols(pf, p, g, image0, rows, cols_buffer);
@@ -341,17 +338,17 @@ void conv_backward(const ParallelFor& pf, const ConvParams& p, const float* dy, 
     }
     if (image0 > 0) {
       pf(kernel_size, 1, [&](int64_t first, int64_t last) {
-        for (int64_t e = first; e < last; ++e) dw_mu[e] += dw_part[e];
+        for (int64_t e = first; e < last; ++e) p.dw_mu[e] += dw_part[e];
       });
     }
     if (p.has_bias) {
       for (int64_t r = 0; r < rows; ++r)
-        for (int64_t o = 0; o < p.out_channels; ++o) db_mu[o] += dy_rows[r * p.out_channels + o];
+        for (int64_t o = 0; o < p.out_channels; ++o) p.db_mu[o] += dy_rows[r * p.out_channels + o];
     }
     if (g.depthwise) {
       // dx[pixel, c] += sum over k of dy[row, c*m + k] * W[tap, c*m + k]
       pf(images * p.in_h, p.in_w * p.out_channels * p.kernel_h * p.kernel_w, [&](int64_t u0, int64_t u1) {
-        gather_dx_rows(p, g, image0, u0, u1, dx, [&](int64_t row, int64_t tap, float* pixel) {
+        gather_dx_rows(p, g, image0, u0, u1, p.dx, [&](int64_t row, int64_t tap, float* pixel) {
           const float* d = dy_rows + row * p.out_channels;
           const float* wt = w + tap * p.out_channels;
           if (g.cout_g == 1) {
@@ -369,14 +366,14 @@ void conv_backward(const ParallelFor& pf, const ConvParams& p, const float* dy, 
     }
     // d(cols)[:, group] = dy[:, group] @ W[:, group]^T, then gathered into dx (written directly
     // when x is its own im2col matrix).
-    float* dcols = g.direct ? dx + image0 * g.xs_b : dcols_buffer;
+    float* dcols = g.direct ? p.dx + image0 * g.xs_b : dcols_buffer;
     for (int64_t grp = 0; grp < p.groups; ++grp) {
-      gemm(pf, GemmArgs{rows, g.k_g, g.cout_g, dy_rows + grp * g.cout_g, p.out_channels, false,
-                        w + grp * g.cout_g, p.out_channels, true, dcols + grp * g.k_g, g.cols_width});
+      gemm(pf, GemmArgs{rows, g.k_g, g.cout_g, dy_rows + grp * g.cout_g, p.out_channels, false, w + grp * g.cout_g,
+                        p.out_channels, true, dcols + grp * g.k_g, g.cols_width});
     }
     if (!g.direct) {
       pf(images * p.in_h, p.in_w * g.cols_width, [&](int64_t u0, int64_t u1) {
-        gather_dx_rows(p, g, image0, u0, u1, dx, [&](int64_t row, int64_t tap, float* pixel) {
+        gather_dx_rows(p, g, image0, u0, u1, p.dx, [&](int64_t row, int64_t tap, float* pixel) {
           const float* src = dcols + row * g.cols_width + tap * g.cin_g;
           for (int64_t grp = 0; grp < p.groups; ++grp)
             for (int64_t c = 0; c < g.cin_g; ++c) pixel[grp * g.cin_g + c] += src[grp * g.k_g + c];
@@ -385,8 +382,9 @@ void conv_backward(const ParallelFor& pf, const ConvParams& p, const float* dy, 
     }
   }
   // drho = dW * eps * sigmoid(rho), regenerating eps.
-  sample_gaussian_grad(pf, p.w_stream, kernel_size, dw_mu, p.w_mu, p.w_rho, dw_rho, nullptr);
-  if (p.has_bias) sample_gaussian_grad(serial_for(), p.b_stream, p.out_channels, db_mu, p.b_mu, p.b_rho, db_rho, nullptr);
+  sample_gaussian_grad(pf, p.w_stream, kernel_size, p.dw_mu, p.w_mu, p.w_rho, p.dw_rho, nullptr);
+  if (p.has_bias)
+    sample_gaussian_grad(serial_for(), p.b_stream, p.out_channels, p.db_mu, p.b_mu, p.b_rho, p.db_rho, nullptr);
 }
 
 }  // namespace fusedbnn

@@ -15,10 +15,10 @@ namespace fusedbnn {
 namespace cuda {
 namespace {
 
-#define FUSEDBNN_RETURN_IF_FAILED(call)          \
-  do {                                           \
-    const cudaError_t status_ = (call);          \
-    if (status_ != cudaSuccess) return status_;  \
+#define FUSEDBNN_RETURN_IF_FAILED(call)         \
+  do {                                          \
+    const cudaError_t status_ = (call);         \
+    if (status_ != cudaSuccess) return status_; \
   } while (0)
 
 // A block computes a 128 x 64 tile of a product: 16 x 16 threads of 8 rows x 4 columns (32 FMAs per
@@ -205,7 +205,8 @@ __global__ void __launch_bounds__(kThreads) gemm_kernel(GemmShape g, A a, B b, S
   __shared__ __align__(16) float b_stage[kTileK][kTileN + kPad];
   const int t = threadIdx.x;
   const int group = blockIdx.z % g.groups, split = blockIdx.z / g.groups;
-  const int m0 = blockIdx.x * kTileM, n0 = blockIdx.y * kTileN;
+  const int m_tiles = (g.m + kTileM - 1) / kTileM;
+  const int m0 = static_cast<int>(first_tile(m_tiles)) * kTileM, n0 = static_cast<int>(second_tile(m_tiles)) * kTileN;
   const int k_begin = split * g.split_len;
   const int k_end = g.k - k_begin < g.split_len ? g.k : k_begin + g.split_len;
 
@@ -282,19 +283,17 @@ __global__ void __launch_bounds__(kThreads) gemm_kernel(GemmShape g, A a, B b, S
 }
 
 template <class A, class B, class Store>
-cudaError_t run_gemm(const GemmShape& g, int splits, const A& a, const B& b, const Store& store,
-                     cudaStream_t stream) {
+cudaError_t run_gemm(const GemmShape& g, int splits, const A& a, const B& b, const Store& store, cudaStream_t stream) {
   if (g.m == 0 || g.n == 0) return cudaSuccess;
-  const dim3 grid(static_cast<unsigned>(ceil_div(g.m, kTileM)), static_cast<unsigned>(ceil_div(g.n, kTileN)),
-                  static_cast<unsigned>(g.groups * splits));
+  const dim3 grid = tile_grid(ceil_div(g.m, kTileM), ceil_div(g.n, kTileN), int64_t{g.groups} * splits);
   gemm_kernel<<<grid, kThreads, 0, stream>>>(g, a, b, store);
   return cudaGetLastError();
 }
 
 // dst[image][c][r] = src[image][r][c] for src [images][rows][cols], through 32 x 32 shared tiles
 // (both sides coalesced).
-__global__ void __launch_bounds__(kThreads) transpose_kernel(const float* src, int64_t images, int rows, int cols,
-                                                             float* dst) {
+__global__ void __launch_bounds__(kThreads)
+    transpose_kernel(const float* src, int64_t images, int rows, int cols, float* dst) {
   __shared__ float tile[32][33];
   const int row_tiles = (rows + 31) / 32, col_tiles = (cols + 31) / 32;
   const int lane = threadIdx.x % 32, lane_row = threadIdx.x / 32;
@@ -326,8 +325,8 @@ cudaError_t transpose(const float* src, int64_t images, int64_t rows, int64_t co
 
 // partial[blockIdx.y][c] = sum of matrix[r, c] over the block's rows, for 32 columns per block:
 // 8 row lanes of 32 coalesced columns, added in lane order.
-__global__ void __launch_bounds__(kThreads) column_sums_kernel(const float* matrix, int64_t rows, int cols,
-                                                               int64_t rows_per_split, float* partial) {
+__global__ void __launch_bounds__(kThreads)
+    column_sums_kernel(const float* matrix, int64_t rows, int cols, int64_t rows_per_split, float* partial) {
   __shared__ float lanes[kThreads / 32][32];
   const int lane = threadIdx.x % 32, lane_row = threadIdx.x / 32;
   const int c = blockIdx.x * 32 + lane;
@@ -347,8 +346,7 @@ __global__ void __launch_bounds__(kThreads) column_sums_kernel(const float* matr
 }
 
 // out[i] = sum over splits of partial[z * n + i], in split order.
-__global__ void __launch_bounds__(kThreads) sum_splits_kernel(const float* partial, int splits, int64_t n,
-                                                              float* out) {
+__global__ void __launch_bounds__(kThreads) sum_splits_kernel(const float* partial, int splits, int64_t n, float* out) {
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n; i += int64_t{gridDim.x} * blockDim.x) {
     float sum = partial[i];
     for (int z = 1; z < splits; ++z) sum += partial[z * n + i];
@@ -362,8 +360,6 @@ cudaError_t sum_splits(const float* partial, int splits, int64_t n, float* out, 
   return cudaGetLastError();
 }
 
-constexpr int kMaxGridZ = 65535;
-
 // How the two reductions over batch and pixels (dW and db) are split across blocks: about two
 // blocks per multiprocessor, fewer where the work runs out.
 struct Splits {
@@ -375,8 +371,8 @@ Splits weight_splits(const ConvParams& p) {
   const int64_t steps = ceil_div(p.batch * p.out_h * p.out_w, kTileK);
   const int64_t tiles = p.groups * ceil_div(p.kernel_h * p.kernel_w * (p.in_channels / p.groups), kTileM) *
                         ceil_div(p.out_channels / p.groups, kTileN);
-  const int64_t wanted = std::max<int64_t>(
-      1, std::min({ceil_div(2 * multiprocessors(), tiles), steps, kMaxGridZ / p.groups}));
+  const int64_t wanted =
+      std::max<int64_t>(1, std::min({ceil_div(2 * multiprocessors(), tiles), steps, kMaxGridYZ / p.groups}));
   const int64_t len = kTileK * std::max<int64_t>(1, ceil_div(steps, wanted));
   return {static_cast<int>(std::max<int64_t>(1, ceil_div(p.batch * p.out_h * p.out_w, len))), len};
 }
@@ -384,7 +380,7 @@ Splits weight_splits(const ConvParams& p) {
 Splits bias_splits(const ConvParams& p) {
   const int64_t rows = p.batch * p.out_h * p.out_w;
   const int64_t wanted = std::max<int64_t>(1, ceil_div(2 * multiprocessors(), ceil_div(p.out_channels, 32)));
-  const int64_t len = std::max<int64_t>(256, ceil_div(rows, std::min<int64_t>(wanted, kMaxGridZ)));
+  const int64_t len = std::max<int64_t>(256, ceil_div(rows, std::min<int64_t>(wanted, kMaxGridYZ)));
   return {static_cast<int>(std::max<int64_t>(1, ceil_div(rows, len))), len};
 }
 
@@ -436,25 +432,26 @@ struct BackwardScratch {
   }
 };
 
-float* region(void* scratch, size_t offset) {
-  return reinterpret_cast<float*>(static_cast<char*>(scratch) + offset);
-}
+float* region(void* scratch, size_t offset) { return reinterpret_cast<float*>(static_cast<char*>(scratch) + offset); }
 
 }  // namespace
 
 const char* conv_size_error(const ConvParams& p) {
   const int64_t cin_g = p.in_channels / p.groups, cout_g = p.out_channels / p.groups;
   const int64_t counts[] = {
-      p.batch * p.in_h * p.in_w, p.batch * p.out_h * p.out_w,              // rows of x and y
-      p.in_h * p.in_w * p.in_channels, p.out_h * p.out_w * p.out_channels,  // one image
-      p.kernel_h * p.kernel_w * cin_g * p.out_channels, p.kernel_h * p.kernel_w * cout_g * p.out_channels,
+      p.batch * p.in_h * p.in_w,
+      p.batch * p.out_h * p.out_w,  // rows of x and y
+      p.in_h * p.in_w * p.in_channels,
+      p.out_h * p.out_w * p.out_channels,  // one image
+      p.kernel_h * p.kernel_w * cin_g * p.out_channels,
+      p.kernel_h * p.kernel_w * cout_g * p.out_channels,
       p.in_h + p.pad_top + (p.kernel_h - 1) * p.dilation_h + p.out_h * p.stride_h,  // coordinates
       p.in_w + p.pad_left + (p.kernel_w - 1) * p.dilation_w + p.out_w * p.stride_w,
   };
   for (int64_t count : counts) {
     if (count > INT_MAX / 2) return "the CUDA convolution indexes images, kernels and rows with 32-bit integers";
   }
-  if (p.groups > kMaxGridZ) return "the CUDA convolution takes at most 65535 groups";
+  if (p.groups > kMaxGridYZ) return "the CUDA convolution takes at most 65535 groups";
   return nullptr;
 }
 
@@ -482,29 +479,27 @@ cudaError_t conv_forward(const ConvParams& p, void* scratch, float* y, cudaStrea
     y_nhwc = region(scratch, layout.y_nhwc);
   }
   const int k = static_cast<int>(p.kernel_h * p.kernel_w * s.cin_g);
-  FUSEDBNN_RETURN_IF_FAILED(run_gemm(GemmShape{static_cast<int>(p.batch * s.out_pixels), s.cout_g, k,
-                                               static_cast<int>(p.groups), k},
-                                     1, InputPatches{x, s}, MatrixColumns{w, s.out_c, s.cout_g},
-                                     StoreOutput{y_nhwc, bias, s.out_c, s.cout_g}, stream));
+  FUSEDBNN_RETURN_IF_FAILED(run_gemm(
+      GemmShape{static_cast<int>(p.batch * s.out_pixels), s.cout_g, k, static_cast<int>(p.groups), k}, 1,
+      InputPatches{x, s}, MatrixColumns{w, s.out_c, s.cout_g}, StoreOutput{y_nhwc, bias, s.out_c, s.cout_g}, stream));
   if (!p.channels_last) FUSEDBNN_RETURN_IF_FAILED(transpose(y_nhwc, p.batch, s.out_pixels, p.out_channels, y, stream));
   return cudaSuccess;
 }
 
-cudaError_t conv_backward(const ConvParams& p, const float* dy, void* scratch, float* dx, float* dw_mu,
-                          float* dw_rho, float* db_mu, float* db_rho, cudaStream_t stream) {
+cudaError_t conv_backward(const ConvGradParams& p, void* scratch, cudaStream_t stream) {
   const BackwardScratch layout(p);
   const Shape s(p);
   const int groups = static_cast<int>(p.groups);
   float* w = region(scratch, layout.w);
   FUSEDBNN_RETURN_IF_FAILED(sample_gaussian(p.w_stream, kernel_size(p), p.w_mu, p.w_rho, w, stream));
   const float* x = p.x;
-  const float* dy_nhwc = dy;
-  float* dx_nhwc = dx;
+  const float* dy_nhwc = p.dy;
+  float* dx_nhwc = p.dx;
   if (!p.channels_last) {
     float* x_stage = region(scratch, layout.x_nhwc);
     float* dy_stage = region(scratch, layout.dy_nhwc);
     FUSEDBNN_RETURN_IF_FAILED(transpose(p.x, p.batch, p.in_channels, s.in_pixels, x_stage, stream));
-    FUSEDBNN_RETURN_IF_FAILED(transpose(dy, p.batch, p.out_channels, s.out_pixels, dy_stage, stream));
+    FUSEDBNN_RETURN_IF_FAILED(transpose(p.dy, p.batch, p.out_channels, s.out_pixels, dy_stage, stream));
     x = x_stage;
     dy_nhwc = dy_stage;
     dx_nhwc = region(scratch, layout.dx_nhwc);
@@ -512,33 +507,33 @@ cudaError_t conv_backward(const ConvParams& p, const float* dy, void* scratch, f
 
   // dx = patches(dy) W^T, every element written once (zero where no window reaches it).
   const int dx_k = static_cast<int>(p.kernel_h * p.kernel_w * s.cout_g);
-  FUSEDBNN_RETURN_IF_FAILED(run_gemm(GemmShape{static_cast<int>(p.batch * s.in_pixels), s.cin_g, dx_k, groups, dx_k},
-                                     1, OutputGradPatches{dy_nhwc, s}, KernelRows{w, s},
+  FUSEDBNN_RETURN_IF_FAILED(run_gemm(GemmShape{static_cast<int>(p.batch * s.in_pixels), s.cin_g, dx_k, groups, dx_k}, 1,
+                                     OutputGradPatches{dy_nhwc, s}, KernelRows{w, s},
                                      StoreInputGrad{dx_nhwc, s.in_c, s.cin_g}, stream));
-  if (!p.channels_last) FUSEDBNN_RETURN_IF_FAILED(transpose(dx_nhwc, p.batch, s.in_pixels, p.in_channels, dx, stream));
+  if (!p.channels_last)
+    FUSEDBNN_RETURN_IF_FAILED(transpose(dx_nhwc, p.batch, s.in_pixels, p.in_channels, p.dx, stream));
 
   // dW = patches(x)^T dy over splits of the rows of y, then dw_rho by the fused sampling gradient.
   const int64_t rows = p.batch * s.out_pixels;
   const Splits dw = weight_splits(p);
-  float* dw_target = dw.count > 1 ? region(scratch, layout.dw_partial) : dw_mu;
-  FUSEDBNN_RETURN_IF_FAILED(run_gemm(
-      GemmShape{static_cast<int>(p.kernel_h * p.kernel_w * s.cin_g), s.cout_g, static_cast<int>(rows), groups,
-                static_cast<int>(dw.len)},
-      dw.count, InputTaps{x, s}, MatrixColumns{dy_nhwc, s.out_c, s.cout_g},
-      StoreKernelGrad{dw_target, kernel_size(p), s.out_c, s.cout_g}, stream));
-  FUSEDBNN_RETURN_IF_FAILED(sum_splits(dw_target, dw.count, kernel_size(p), dw_mu, stream));
+  float* dw_target = dw.count > 1 ? region(scratch, layout.dw_partial) : p.dw_mu;
+  FUSEDBNN_RETURN_IF_FAILED(run_gemm(GemmShape{static_cast<int>(p.kernel_h * p.kernel_w * s.cin_g), s.cout_g,
+                                               static_cast<int>(rows), groups, static_cast<int>(dw.len)},
+                                     dw.count, InputTaps{x, s}, MatrixColumns{dy_nhwc, s.out_c, s.cout_g},
+                                     StoreKernelGrad{dw_target, kernel_size(p), s.out_c, s.cout_g}, stream));
+  FUSEDBNN_RETURN_IF_FAILED(sum_splits(dw_target, dw.count, kernel_size(p), p.dw_mu, stream));
   FUSEDBNN_RETURN_IF_FAILED(
-      sample_gaussian_grad(p.w_stream, kernel_size(p), dw_mu, nullptr, p.w_rho, dw_rho, nullptr, stream));
+      sample_gaussian_grad(p.w_stream, kernel_size(p), p.dw_mu, nullptr, p.w_rho, p.dw_rho, nullptr, stream));
   if (!p.has_bias) return cudaSuccess;
 
   // db = column sums of dy, in split order.
   const Splits db = bias_splits(p);
-  float* db_target = db.count > 1 ? region(scratch, layout.db_partial) : db_mu;
+  float* db_target = db.count > 1 ? region(scratch, layout.db_partial) : p.db_mu;
   const dim3 grid(static_cast<unsigned>(ceil_div(p.out_channels, 32)), static_cast<unsigned>(db.count));
   column_sums_kernel<<<grid, kThreads, 0, stream>>>(dy_nhwc, rows, s.out_c, db.len, db_target);
   FUSEDBNN_RETURN_IF_FAILED(cudaGetLastError());
-  FUSEDBNN_RETURN_IF_FAILED(sum_splits(db_target, db.count, p.out_channels, db_mu, stream));
-  return sample_gaussian_grad(p.b_stream, p.out_channels, db_mu, nullptr, p.b_rho, db_rho, nullptr, stream);
+  FUSEDBNN_RETURN_IF_FAILED(sum_splits(db_target, db.count, p.out_channels, p.db_mu, stream));
+  return sample_gaussian_grad(p.b_stream, p.out_channels, p.db_mu, nullptr, p.b_rho, p.db_rho, nullptr, stream);
 }
 
 }  // namespace cuda

@@ -51,9 +51,17 @@ int64_t conv_backward_workspace(const ConvParams& p);
 // y in x's layout: [batch, out_h, out_w, out_channels] or [batch, out_channels, out_h, out_w].
 void conv_forward(const ParallelFor& pf, const ConvParams& p, float* workspace, float* y);
 
-// Gradients for dy (y's shape): dx (x's shape), dw_mu and dw_rho (the kernel's shape), db_mu and
-// db_rho [out_channels] (unused without bias). The noise is regenerated, never read back.
-void conv_backward(const ParallelFor& pf, const ConvParams& p, const float* dy, float* workspace, float* dx,
-                   float* dw_mu, float* dw_rho, float* db_mu, float* db_rho);
+// The backward pass: the forward parameters, dy and where the gradients go.
+struct ConvGradParams : ConvParams {
+  const float* dy;  // y's shape
+  float* dx;        // x's shape
+  float* dw_mu;     // the kernel's shape
+  float* dw_rho;
+  float* db_mu;  // [out_channels], unused without bias
+  float* db_rho;
+};
+
+// Gradients for dy; the noise is regenerated, never read back.
+void conv_backward(const ParallelFor& pf, const ConvGradParams& p, float* workspace);
 
 }  // namespace fusedbnn

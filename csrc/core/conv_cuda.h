@@ -32,10 +32,8 @@ size_t conv_backward_scratch_bytes(const ConvParams& p);
 // y in x's layout: [batch, out_h, out_w, out_channels] or [batch, out_channels, out_h, out_w].
 cudaError_t conv_forward(const ConvParams& p, void* scratch, float* y, cudaStream_t stream);
 
-// dx (x's shape), dw_mu and dw_rho (the kernel's shape), db_mu and db_rho [out_channels] (unused
-// without bias) for dy (y's shape).
-cudaError_t conv_backward(const ConvParams& p, const float* dy, void* scratch, float* dx, float* dw_mu,
-                          float* dw_rho, float* db_mu, float* db_rho, cudaStream_t stream);
+// The gradients of conv.h's ConvGradParams (device pointers).
+cudaError_t conv_backward(const ConvGradParams& p, void* scratch, cudaStream_t stream);
 
 }  // namespace cuda
 }  // namespace fusedbnn

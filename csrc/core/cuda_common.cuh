@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <initializer_list>
 
 #include "noise.h"
 
@@ -13,6 +14,22 @@ namespace fusedbnn {
 namespace cuda {
 
 constexpr int kThreads = 256;
+
+// gridDim.x is at most 2^31 - 1, gridDim.y and gridDim.z 65535.
+constexpr int64_t kMaxGridX = 2147483647, kMaxGridYZ = 65535;
+
+// The blocks of a 2-D tiling, all along x with the first axis fastest: the blocks run in the order
+// of a (first, second) grid, but the second axis is not capped at 65535 tiles by gridDim.y (e.g. the
+// 64-row tiles of a Linear weight gradient with over 4,194,240 outputs). `z` goes along z. Beyond
+// the limits a dimension is 0, so that the launch fails instead of covering part of the tiles.
+inline dim3 tile_grid(int64_t first_tiles, int64_t second_tiles, int64_t z = 1) {
+  const int64_t blocks = first_tiles * second_tiles;
+  return dim3(static_cast<unsigned>(blocks <= kMaxGridX ? blocks : 0), 1,
+              static_cast<unsigned>(z <= kMaxGridYZ ? z : 0));
+}
+// The block's tile along each axis of tile_grid(first_tiles, ...).
+__device__ __forceinline__ int64_t first_tile(int64_t first_tiles) { return blockIdx.x % first_tiles; }
+__device__ __forceinline__ int64_t second_tile(int64_t first_tiles) { return blockIdx.x / first_tiles; }
 
 // eps of flat elements [f, f + 4): one Philox group when f is a multiple of 4, else the two groups
 // it straddles. The values are those of eps_at(s, f + j) either way.
@@ -32,8 +49,6 @@ __device__ __forceinline__ void eps4(const NoiseStream& s, uint64_t f, float e[4
   for (int j = 0; j < 4; ++j) e[j] = skip + j < 4 ? lo[skip + j] : hi[skip + j - 4];
 }
 
-__device__ __forceinline__ bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
-
 __device__ __forceinline__ void load4(const float* p, float v[4]) {
   const float4 q = *reinterpret_cast<const float4*>(p);
   v[0] = q.x, v[1] = q.y, v[2] = q.z, v[3] = q.w;
@@ -41,6 +56,14 @@ __device__ __forceinline__ void load4(const float* p, float v[4]) {
 
 __device__ __forceinline__ void store4(float* p, const float v[4]) {
   *reinterpret_cast<float4*>(p) = make_float4(v[0], v[1], v[2], v[3]);
+}
+
+// Whether every pointer allows 16-byte (float4) accesses: decided on the host, passed to the kernels.
+inline bool all_aligned16(std::initializer_list<const void*> ptrs) {
+  for (const void* p : ptrs) {
+    if (reinterpret_cast<uintptr_t>(p) % 16 != 0) return false;
+  }
+  return true;
 }
 
 // w from its parameters and noise; fmaf spelled out since the kernels build with --fmad=false.

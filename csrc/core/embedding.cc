@@ -66,8 +66,7 @@ EmbeddingRows embedding_rows(const EmbeddingParams& p) {
   for (int64_t n = 0; n < p.count; ++n) {
     if (p.ids[n] != p.padding_idx) r.positions.push_back(n);
   }
-  std::stable_sort(r.positions.begin(), r.positions.end(),
-                   [&](int64_t a, int64_t b) { return p.ids[a] < p.ids[b]; });
+  std::stable_sort(r.positions.begin(), r.positions.end(), [&](int64_t a, int64_t b) { return p.ids[a] < p.ids[b]; });
   for (size_t i = 0; i < r.positions.size(); ++i) {
     const int64_t id = p.ids[r.positions[i]];
     if (r.rows.empty() || r.rows.back() != id) {
@@ -79,8 +78,7 @@ EmbeddingRows embedding_rows(const EmbeddingParams& p) {
   return r;
 }
 
-void embedding_backward(const ParallelFor& pf, const EmbeddingParams& p, const EmbeddingRows& rows,
-                        const float* dy, float* dw_mu, float* dw_rho) {
+void embedding_backward(const ParallelFor& pf, const EmbeddingGradParams& p, const EmbeddingRows& rows) {
   const GaussianKernels& k = best_kernels();
   const int64_t unique = static_cast<int64_t>(rows.rows.size());
   const int64_t mean_repeats = unique == 0 ? 1 : ceil_div(static_cast<int64_t>(rows.positions.size()), unique);
@@ -88,7 +86,7 @@ void embedding_backward(const ParallelFor& pf, const EmbeddingParams& p, const E
     std::vector<float> sampled(rescales(p) ? p.dim : 0);
     for (int64_t u = first; u < last; ++u) {
       const int64_t id = rows.rows[u];
-      float* dw = dw_mu + u * p.dim;
+      float* dw = p.dw_mu + u * p.dim;
       std::fill(dw, dw + p.dim, 0.0f);
       double norm = 0.0;
       if (rescales(p)) {
@@ -96,7 +94,7 @@ void embedding_backward(const ParallelFor& pf, const EmbeddingParams& p, const E
         norm = row_norm(sampled.data(), p.dim, p.norm_type);
       }
       for (int64_t i = rows.starts[u]; i < rows.starts[u + 1]; ++i) {
-        const float* g = dy + rows.positions[i] * p.dim;
+        const float* g = p.dy + rows.positions[i] * p.dim;
         if (rescales(p)) {
           accumulate_rescale_grad(p, sampled.data(), norm, g, dw);
         } else {
@@ -105,7 +103,7 @@ void embedding_backward(const ParallelFor& pf, const EmbeddingParams& p, const E
       }
       // dmu = dW; drho = dW * eps * sigmoid(rho), eps regenerated for this row.
       k.sample_grad(p.stream, id * p.dim, (id + 1) * p.dim, dw, p.w_mu + id * p.dim, p.w_rho + id * p.dim,
-                    dw_rho + u * p.dim, nullptr);
+                    p.dw_rho + u * p.dim, nullptr);
     }
   });
 }

@@ -21,7 +21,9 @@ __device__ __forceinline__ int64_t row_of(const EmbeddingParams& p, int64_t n, i
   return id == p.padding_idx ? -1 : id;
 }
 
-__device__ __forceinline__ int run_width(int64_t dim, int64_t col) { return static_cast<int>(dim - col < 4 ? dim - col : 4); }
+__device__ __forceinline__ int run_width(int64_t dim, int64_t col) {
+  return static_cast<int>(dim - col < 4 ? dim - col : 4);
+}
 
 // Calls fn(n, col, width, vector) for every run of up to four elements [col, col + width) of
 // output row n; vector says the run is a full, 16-byte-aligned quad in every tensor.
@@ -103,8 +105,8 @@ __global__ void __launch_bounds__(kThreads) forward_kernel(EmbeddingParams p, bo
 
 // max_norm > 0, a block per output row: sample the row into out, then scale it there when its
 // norm is above max_norm (each thread re-reads only what it wrote).
-__global__ void __launch_bounds__(kThreads) rescaled_forward_kernel(EmbeddingParams p, bool aligned, float* out,
-                                                                    int* bad_id) {
+__global__ void __launch_bounds__(kThreads)
+    rescaled_forward_kernel(EmbeddingParams p, bool aligned, float* out, int* bad_id) {
   for (int64_t n = blockIdx.x; n < p.count; n += gridDim.x) {
     const int64_t row = row_of(p, n, bad_id);
     float* dst = out + n * p.dim;
@@ -133,7 +135,9 @@ __global__ void __launch_bounds__(kThreads) rescaled_forward_kernel(EmbeddingPar
   }
 }
 
-__device__ __forceinline__ int64_t clamp_index(int64_t v, int64_t lo, int64_t hi) { return v < lo ? lo : v > hi ? hi : v; }
+__device__ __forceinline__ int64_t clamp_index(int64_t v, int64_t lo, int64_t hi) {
+  return v < lo ? lo : v > hi ? hi : v;
+}
 
 // Adds the rows of dy at positions[i], i = begin, begin + step, ... < end, to the run g at col.
 // Unrolled so that several rows of dy are in flight at once.
@@ -156,9 +160,8 @@ __device__ __forceinline__ void sum_positions(const EmbeddingParams& p, const Em
 // positions s, s + slices, ... and slice 0 adds the slices' sums in slice order. Slice 0 goes on:
 // without max_norm dw_rho follows at once; with it a second pass turns the sum g into the
 // gradient through the rescale (it needs |e|_p and g . e of the whole row) and writes dw_rho.
-__global__ void __launch_bounds__(kThreads) backward_kernel(EmbeddingParams p, EmbeddingGradRows r, int lanes,
-                                                            bool aligned, const float* dy, float* dw_mu,
-                                                            float* dw_rho) {
+__global__ void __launch_bounds__(kThreads)
+    backward_kernel(EmbeddingGradParams p, EmbeddingGradRows r, int lanes, bool aligned) {
   __shared__ float slice_sums[kThreads][4];
   const bool rescale = p.max_norm > 0.0f;
   const int lane = threadIdx.x % lanes, slice = threadIdx.x / lanes, slices = blockDim.x / lanes;
@@ -167,14 +170,14 @@ __global__ void __launch_bounds__(kThreads) backward_kernel(EmbeddingParams p, E
     const bool valid = row >= 0 && row < p.num_embeddings && row != p.padding_idx;
     const int64_t first = clamp_index(r.starts[u], 0, r.positions_size);
     const int64_t last = clamp_index(r.starts[u + 1], first, r.positions_size);
-    float* dmu_row = dw_mu + u * p.dim;
-    float* drho_row = dw_rho + u * p.dim;
+    float* dmu_row = p.dw_mu + u * p.dim;
+    float* drho_row = p.dw_rho + u * p.dim;
     if (slices > 1) {  // the same for the whole block, as are `valid` and `rescale`
       float part[4] = {0, 0, 0, 0};
       const int64_t col = 4 * int64_t{lane};
       if (valid && col < p.dim) {
         const int width = run_width(p.dim, col);
-        sum_positions(p, r, first + slice, last, slices, dy, col, width, aligned && width == 4, part);
+        sum_positions(p, r, first + slice, last, slices, p.dy, col, width, aligned && width == 4, part);
       }
 #pragma unroll
       for (int j = 0; j < 4; ++j) slice_sums[threadIdx.x][j] = part[j];
@@ -186,7 +189,7 @@ __global__ void __launch_bounds__(kThreads) backward_kernel(EmbeddingParams p, E
         float g[4] = {0, 0, 0, 0}, drho[4] = {0, 0, 0, 0};
         if (valid) {
           if (slices == 1) {
-            sum_positions(p, r, first, last, 1, dy, col, width, vector, g);
+            sum_positions(p, r, first, last, 1, p.dy, col, width, vector, g);
           } else {
             for (int k = 0; k < slices; ++k) {
 #pragma unroll
@@ -235,11 +238,7 @@ __global__ void __launch_bounds__(kThreads) backward_kernel(EmbeddingParams p, E
 }
 
 bool aligned_rows(const EmbeddingParams& p, std::initializer_list<const void*> ptrs) {
-  if (p.dim % 4 != 0) return false;
-  for (const void* q : ptrs) {
-    if (reinterpret_cast<uintptr_t>(q) % 16 != 0) return false;
-  }
-  return true;
+  return p.dim % 4 == 0 && all_aligned16(ptrs);
 }
 
 int64_t items(const EmbeddingParams& p) { return p.count * ((p.dim + 3) / 4); }
@@ -283,13 +282,11 @@ cudaError_t embedding_forward(const EmbeddingParams& p, float* out, int* bad_id,
   return cudaGetLastError();
 }
 
-cudaError_t embedding_backward(const EmbeddingParams& p, const EmbeddingGradRows& rows, const float* dy,
-                               float* dw_mu, float* dw_rho, cudaStream_t stream) {
+cudaError_t embedding_backward(const EmbeddingGradParams& p, const EmbeddingGradRows& rows, cudaStream_t stream) {
   if (rows.unique == 0 || p.dim == 0) return cudaSuccess;
-  const bool aligned = aligned_rows(p, {p.w_mu, p.w_rho, dy, dw_mu, dw_rho});
+  const bool aligned = aligned_rows(p, {p.w_mu, p.w_rho, p.dy, p.dw_mu, p.dw_rho});
   const int lanes = row_threads(p.dim), threads = lanes * backward_slices(p, rows, lanes);
-  backward_kernel<<<row_grid(rows.unique, threads), threads, 0, stream>>>(p, rows, lanes, aligned, dy, dw_mu,
-                                                                          dw_rho);
+  backward_kernel<<<row_grid(rows.unique, threads), threads, 0, stream>>>(p, rows, lanes, aligned);
   return cudaGetLastError();
 }
 

@@ -39,9 +39,14 @@ struct EmbeddingRows {
 };
 EmbeddingRows embedding_rows(const EmbeddingParams& p);
 
-// Gradients for dy [count, dim] as rows of the table: dw_mu and dw_rho [unique, dim] for the rows of
-// `rows` (repeated ids summed), regenerating the noise.
-void embedding_backward(const ParallelFor& pf, const EmbeddingParams& p, const EmbeddingRows& rows,
-                        const float* dy, float* dw_mu, float* dw_rho);
+// The backward pass: the forward parameters, dy and where the gradient rows go.
+struct EmbeddingGradParams : EmbeddingParams {
+  const float* dy;  // [count, dim]
+  float* dw_mu;     // [unique, dim]: row u for rows.rows[u]
+  float* dw_rho;
+};
+
+// Gradients for dy as rows of the table (repeated ids summed), regenerating the noise.
+void embedding_backward(const ParallelFor& pf, const EmbeddingGradParams& p, const EmbeddingRows& rows);
 
 }  // namespace fusedbnn

@@ -35,20 +35,26 @@ cudaError_t embedding_forward(const EmbeddingParams& p, float* out, int* bad_id,
 // pointers. Entries that name no valid row or position (out of range, padding_idx, or starts not
 // ascending) read nothing and contribute nothing.
 struct EmbeddingGradRows {
-  const int64_t* rows;       // [unique]
+  const int64_t* rows;  // [unique]
   int64_t unique;
   const int64_t* positions;  // [positions_size]: indices into ids (and rows of dy), grouped by row
   int64_t positions_size;
-  const int64_t* starts;     // [unique + 1]: row u owns positions[starts[u] : starts[u + 1]]
-  int64_t max_positions;     // the most positions of any row: sizes the blocks (speed only, any value is correct)
+  const int64_t* starts;  // [unique + 1]: row u owns positions[starts[u] : starts[u + 1]]
+  int64_t max_positions;  // the most positions of any row: sizes the blocks (speed only, any value is correct)
+};
+
+// The backward pass: the forward parameters (ids not read), dy [count, dim] and the gradient rows.
+struct EmbeddingGradParams : EmbeddingParams {
+  const float* dy;
+  float* dw_mu;  // [unique, dim]
+  float* dw_rho;
 };
 
 // dw_mu and dw_rho [unique, dim]: row u is the gradient of W[rows[u]], the rows of dy at its
 // positions summed (deterministic, no atomics: in the order listed, or when rows repeat many times
 // in up to 8 interleaved slices added in a fixed order), through the max_norm rescale, and dw_rho =
 // dw_mu * eps * sigmoid(rho). p.ids is not read. A row's cost grows with its number of positions.
-cudaError_t embedding_backward(const EmbeddingParams& p, const EmbeddingGradRows& rows, const float* dy,
-                               float* dw_mu, float* dw_rho, cudaStream_t stream);
+cudaError_t embedding_backward(const EmbeddingGradParams& p, const EmbeddingGradRows& rows, cudaStream_t stream);
 
 }  // namespace cuda
 }  // namespace fusedbnn

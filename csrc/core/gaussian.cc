@@ -17,12 +17,15 @@ const GaussianKernels& avx512_kernels();
 const GaussianKernels& best_kernels() {
   switch (active_isa()) {
 #if defined(FUSEDBNN_HAVE_AVX512)
-    case Isa::kAvx512: return avx512_kernels();
+    case Isa::kAvx512:
+      return avx512_kernels();
 #endif
 #if defined(FUSEDBNN_HAVE_AVX2)
-    case Isa::kAvx2: return avx2_kernels();
+    case Isa::kAvx2:
+      return avx2_kernels();
 #endif
-    default: return exact_kernels();
+    default:
+      return exact_kernels();
   }
 }
 
@@ -47,8 +50,8 @@ void sample_gaussian(const ParallelFor& pf, const NoiseStream& s, int64_t n, con
   for_chunks(pf, n, [&](int64_t lo, int64_t hi) { k.sample(s, lo, hi, mu + lo, rho + lo, w + lo); });
 }
 
-void sample_gaussian_grad(const ParallelFor& pf, const NoiseStream& s, int64_t n, const float* dw,
-                          const float* mu, const float* rho, float* drho, float* w) {
+void sample_gaussian_grad(const ParallelFor& pf, const NoiseStream& s, int64_t n, const float* dw, const float* mu,
+                          const float* rho, float* drho, float* w) {
   const GaussianKernels& k = best_kernels();
   for_chunks(pf, n, [&](int64_t lo, int64_t hi) {
     k.sample_grad(s, lo, hi, dw + lo, mu + lo, rho + lo, drho + lo, w == nullptr ? nullptr : w + lo);
@@ -67,8 +70,8 @@ float gaussian_kl(const ParallelFor& pf, const NoiseStream& s, int64_t n, const 
   return static_cast<float>(total);
 }
 
-void gaussian_kl_grad(const ParallelFor& pf, const NoiseStream& s, int64_t n, const float* mu,
-                      const float* rho, float mu_prior, float std_prior, float dkl, float* dmu, float* drho) {
+void gaussian_kl_grad(const ParallelFor& pf, const NoiseStream& s, int64_t n, const float* mu, const float* rho,
+                      float mu_prior, float std_prior, float dkl, float* dmu, float* drho) {
   const GaussianKernels& k = best_kernels();
   for_chunks(pf, n, [&](int64_t lo, int64_t hi) {
     k.kl_grad(s, lo, hi, mu + lo, rho + lo, mu_prior, std_prior, dkl, dmu + lo, drho + lo);

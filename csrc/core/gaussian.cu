@@ -19,8 +19,8 @@ struct Out {
 // Calls body(eps, x, y) for every element: x holds the NIn inputs, y receives the NOut outputs.
 // Group g covers elements [4g, 4g + 4); a full group of 16-byte-aligned tensors moves as float4.
 template <int NIn, int NOut, class Body>
-__global__ void __launch_bounds__(kThreads) map_kernel(NoiseStream s, int64_t n, In<NIn> in, Out<NOut> out,
-                                                       bool aligned, Body body) {
+__global__ void __launch_bounds__(kThreads)
+    map_kernel(NoiseStream s, int64_t n, In<NIn> in, Out<NOut> out, bool aligned, Body body) {
   const int64_t groups = (n + 3) / 4;
   for (int64_t g = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; g < groups; g += int64_t{gridDim.x} * blockDim.x) {
     float e[4];
@@ -54,13 +54,6 @@ __global__ void __launch_bounds__(kThreads) map_kernel(NoiseStream s, int64_t n,
       }
     }
   }
-}
-
-bool all_aligned16(std::initializer_list<const void*> ptrs) {
-  for (const void* p : ptrs) {
-    if (reinterpret_cast<uintptr_t>(p) % 16 != 0) return false;
-  }
-  return true;
 }
 
 template <int NIn, int NOut, class Body>
@@ -125,8 +118,8 @@ __device__ T block_sum(T v, T* shared) {
   return shared[0];
 }
 
-__global__ void __launch_bounds__(kThreads) kl_partial_kernel(NoiseStream s, int64_t n, const float* mu,
-                                                              const float* rho, KlTerm term, double* partial) {
+__global__ void __launch_bounds__(kThreads)
+    kl_partial_kernel(NoiseStream s, int64_t n, const float* mu, const float* rho, KlTerm term, double* partial) {
   __shared__ double shared[kThreads];
   const int64_t groups = (n + 3) / 4;
   double total = 0.0;
@@ -163,8 +156,8 @@ cudaError_t sample_gaussian(const NoiseStream& s, int64_t n, const float* mu, co
   return launch_map(s, n, In<2>{{mu, rho}}, Out<1>{{w}}, Sample{}, stream);
 }
 
-cudaError_t sample_gaussian_grad(const NoiseStream& s, int64_t n, const float* dw, const float* mu,
-                                 const float* rho, float* drho, float* w, cudaStream_t stream) {
+cudaError_t sample_gaussian_grad(const NoiseStream& s, int64_t n, const float* dw, const float* mu, const float* rho,
+                                 float* drho, float* w, cudaStream_t stream) {
   if (w == nullptr) return launch_map(s, n, In<2>{{dw, rho}}, Out<1>{{drho}}, SampleGrad{}, stream);
   return launch_map(s, n, In<3>{{dw, mu, rho}}, Out<2>{{drho, w}}, SampleGradAndSample{}, stream);
 }
@@ -174,7 +167,8 @@ size_t gaussian_kl_scratch_bytes() { return kKlBlocks * sizeof(double); }
 cudaError_t gaussian_kl(const NoiseStream& s, int64_t n, const float* mu, const float* rho, float mu_prior,
                         float std_prior, void* scratch, float* kl, cudaStream_t stream) {
   const int64_t groups = (n + 3) / 4;
-  const int blocks = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(kKlBlocks, (groups + kThreads - 1) / kThreads)));
+  const int blocks =
+      static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(kKlBlocks, (groups + kThreads - 1) / kThreads)));
   double* partial = static_cast<double*>(scratch);
   const KlTerm term{mu_prior, 1.0f / std_prior, logf(std_prior)};
   kl_partial_kernel<<<blocks, kThreads, 0, stream>>>(s, n, mu, rho, term, partial);

@@ -16,17 +16,16 @@ namespace fusedbnn {
 struct GaussianKernels {
   const char* isa;
   void (*fill_normal)(const NoiseStream& s, int64_t begin, int64_t end, float* eps);
-  void (*sample)(const NoiseStream& s, int64_t begin, int64_t end, const float* mu, const float* rho,
-                 float* w);
+  void (*sample)(const NoiseStream& s, int64_t begin, int64_t end, const float* mu, const float* rho, float* w);
   // drho = dw * eps * sigmoid(rho); when w is not null also w = mu + softplus(rho) * eps.
-  void (*sample_grad)(const NoiseStream& s, int64_t begin, int64_t end, const float* dw,
-                      const float* mu, const float* rho, float* drho, float* w);
+  void (*sample_grad)(const NoiseStream& s, int64_t begin, int64_t end, const float* dw, const float* mu,
+                      const float* rho, float* drho, float* w);
   // Sum over the range of log N(w; mu, sigma) - log N(w; mu_prior, std_prior), in double.
-  double (*kl_sum)(const NoiseStream& s, int64_t begin, int64_t end, const float* mu, const float* rho,
-                   float mu_prior, float std_prior);
+  double (*kl_sum)(const NoiseStream& s, int64_t begin, int64_t end, const float* mu, const float* rho, float mu_prior,
+                   float std_prior);
   // dmu, drho of scale * kl_sum (the path through w included).
-  void (*kl_grad)(const NoiseStream& s, int64_t begin, int64_t end, const float* mu, const float* rho,
-                  float mu_prior, float std_prior, float scale, float* dmu, float* drho);
+  void (*kl_grad)(const NoiseStream& s, int64_t begin, int64_t end, const float* mu, const float* rho, float mu_prior,
+                  float std_prior, float scale, float* dmu, float* drho);
 };
 
 // The fastest kernels this CPU runs (AVX-512, AVX2 or scalar), chosen once at first use.
@@ -38,11 +37,11 @@ const GaussianKernels& exact_kernels();
 // Whole-tensor entry points, split over the ParallelFor in fixed chunks.
 void sample_gaussian(const ParallelFor& pf, const NoiseStream& s, int64_t n, const float* mu, const float* rho,
                      float* w);
-void sample_gaussian_grad(const ParallelFor& pf, const NoiseStream& s, int64_t n, const float* dw,
-                          const float* mu, const float* rho, float* drho, float* w);
+void sample_gaussian_grad(const ParallelFor& pf, const NoiseStream& s, int64_t n, const float* dw, const float* mu,
+                          const float* rho, float* drho, float* w);
 float gaussian_kl(const ParallelFor& pf, const NoiseStream& s, int64_t n, const float* mu, const float* rho,
                   float mu_prior, float std_prior);
-void gaussian_kl_grad(const ParallelFor& pf, const NoiseStream& s, int64_t n, const float* mu,
-                      const float* rho, float mu_prior, float std_prior, float dkl, float* dmu, float* drho);
+void gaussian_kl_grad(const ParallelFor& pf, const NoiseStream& s, int64_t n, const float* mu, const float* rho,
+                      float mu_prior, float std_prior, float dkl, float* dmu, float* drho);
 
 }  // namespace fusedbnn

@@ -22,8 +22,8 @@ cudaError_t sample_gaussian(const NoiseStream& s, int64_t n, const float* mu, co
 
 // drho = dw * eps * sigmoid(rho); when w is not null also w = mu + softplus(rho) * eps (then mu is
 // read, else it may be null).
-cudaError_t sample_gaussian_grad(const NoiseStream& s, int64_t n, const float* dw, const float* mu,
-                                 const float* rho, float* drho, float* w, cudaStream_t stream);
+cudaError_t sample_gaussian_grad(const NoiseStream& s, int64_t n, const float* dw, const float* mu, const float* rho,
+                                 float* drho, float* w, cudaStream_t stream);
 
 // Bytes of device scratch gaussian_kl needs (independent of n).
 size_t gaussian_kl_scratch_bytes();

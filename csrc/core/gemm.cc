@@ -19,12 +19,15 @@ namespace {
 GemmTileFn best_tile() {
   switch (active_isa()) {
 #if defined(FUSEDBNN_HAVE_AVX512)
-    case Isa::kAvx512: return gemm_tile_avx512();
+    case Isa::kAvx512:
+      return gemm_tile_avx512();
 #endif
 #if defined(FUSEDBNN_HAVE_AVX2)
-    case Isa::kAvx2: return gemm_tile_avx2();
+    case Isa::kAvx2:
+      return gemm_tile_avx2();
 #endif
-    default: return gemm_tile_scalar();
+    default:
+      return gemm_tile_scalar();
   }
 }
 

@@ -37,17 +37,17 @@ void add_bias(const ParallelFor& pf, const LinearParams& p, float* y) {
 }
 
 // db_mu = column sums of dy (each in row order), db_rho from the regenerated bias noise.
-void bias_backward(const ParallelFor& pf, const LinearParams& p, const float* dy, float* db_mu, float* db_rho) {
+void bias_backward(const ParallelFor& pf, const LinearGradParams& p) {
   constexpr int64_t kColumns = 256;
   pf(ceil_div(p.out, kColumns), kColumns * std::max<int64_t>(p.rows, 1), [&](int64_t first, int64_t last) {
     const int64_t lo = first * kColumns, hi = std::min(p.out, last * kColumns);
-    std::fill(db_mu + lo, db_mu + hi, 0.0f);
+    std::fill(p.db_mu + lo, p.db_mu + hi, 0.0f);
     for (int64_t r = 0; r < p.rows; ++r) {
-      const float* row = dy + r * p.out;
-      for (int64_t o = lo; o < hi; ++o) db_mu[o] += row[o];
+      const float* row = p.dy + r * p.out;
+      for (int64_t o = lo; o < hi; ++o) p.db_mu[o] += row[o];
     }
   });
-  sample_gaussian_grad(serial_for(), p.b_stream, p.out, db_mu, p.b_mu, p.b_rho, db_rho, nullptr);
+  sample_gaussian_grad(serial_for(), p.b_stream, p.out, p.db_mu, p.b_mu, p.b_rho, p.db_rho, nullptr);
 }
 
 }  // namespace
@@ -68,14 +68,13 @@ void linear_forward(const ParallelFor& pf, const LinearParams& p, float* y) {
   if (p.has_bias) add_bias(pf, p, y);
 }
 
-void linear_backward(const ParallelFor& pf, const LinearParams& p, const float* dy, float* dx, float* dw_mu,
-                     float* dw_rho, float* db_mu, float* db_rho) {
-  if (p.has_bias) bias_backward(pf, p, dy, db_mu, db_rho);
+void linear_backward(const ParallelFor& pf, const LinearGradParams& p) {
+  if (p.has_bias) bias_backward(pf, p);
   if (p.in == 0) return;
   if (p.rows == 0 || p.out == 0) {
-    std::fill(dw_mu, dw_mu + p.out * p.in, 0.0f);
-    std::fill(dw_rho, dw_rho + p.out * p.in, 0.0f);
-    std::fill(dx, dx + p.rows * p.in, 0.0f);
+    std::fill(p.dw_mu, p.dw_mu + p.out * p.in, 0.0f);
+    std::fill(p.dw_rho, p.dw_rho + p.out * p.in, 0.0f);
+    std::fill(p.dx, p.dx + p.rows * p.in, 0.0f);
     return;
   }
   const GaussianKernels& k = best_kernels();
@@ -85,15 +84,15 @@ void linear_backward(const ParallelFor& pf, const LinearParams& p, const float* 
     for (int64_t t = first; t < last; ++t) {
       const int64_t i0 = t * tile_cols, cols = std::min(tile_cols, p.in - i0);
       // dW[:, i0:i0+cols] = dy^T x[:, i0:i0+cols] is the gradient of mu.
-      gemm(serial_for(), GemmArgs{p.out, cols, p.rows, dy, p.out, true, p.x + i0, p.in, false, dw_mu + i0, p.in});
+      gemm(serial_for(), GemmArgs{p.out, cols, p.rows, p.dy, p.out, true, p.x + i0, p.in, false, p.dw_mu + i0, p.in});
       // drho = dW * eps * sigmoid(rho), regenerating the tile of W alongside.
       for (int64_t o = 0; o < p.out; ++o) {
         const int64_t begin = o * p.in + i0;
-        k.sample_grad(p.w_stream, begin, begin + cols, dw_mu + begin, p.w_mu + begin, p.w_rho + begin,
-                      dw_rho + begin, w.data() + o * cols);
+        k.sample_grad(p.w_stream, begin, begin + cols, p.dw_mu + begin, p.w_mu + begin, p.w_rho + begin,
+                      p.dw_rho + begin, w.data() + o * cols);
       }
       // dx[:, i0:i0+cols] = dy W[:, i0:i0+cols]
-      gemm(serial_for(), GemmArgs{p.rows, cols, p.out, dy, p.out, false, w.data(), cols, false, dx + i0, p.in});
+      gemm(serial_for(), GemmArgs{p.rows, cols, p.out, p.dy, p.out, false, w.data(), cols, false, p.dx + i0, p.in});
     }
   });
 }

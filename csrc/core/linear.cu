@@ -22,16 +22,16 @@ struct ProductArgs {
   const float* w_rho;  // unused when not sampling
   int64_t in;          // W's row length
   NoiseStream stream;
-  bool transposed;     // Wt(c, n) = W[n, c]
-  bool w_aligned;      // w_mu and w_rho are 16-byte aligned
-  int64_t split_len;   // contraction elements per blockIdx.z (a multiple of kTileC)
-  float* out;          // [splits, rows, cols]
+  bool transposed;    // Wt(c, n) = W[n, c]
+  bool w_aligned;     // w_mu and w_rho are 16-byte aligned
+  int64_t split_len;  // contraction elements per blockIdx.z (a multiple of kTileC)
+  int64_t row_tiles;  // the first axis of the tile_grid
+  float* out;         // [splits, rows, cols]
 };
 
 // Four consecutive elements of W starting at (row, col): sampled or loaded, zero past the edges.
 template <bool kSample>
-__device__ __forceinline__ void load_w4(const ProductArgs& p, int64_t out_rows, int64_t row, int64_t col,
-                                        float w[4]) {
+__device__ __forceinline__ void load_w4(const ProductArgs& p, int64_t out_rows, int64_t row, int64_t col, float w[4]) {
 #pragma unroll
   for (int j = 0; j < 4; ++j) w[j] = 0.0f;
   if (row >= out_rows || col >= p.in) return;
@@ -70,7 +70,7 @@ __global__ void __launch_bounds__(kThreads, 2) product_kernel(ProductArgs p, int
   __shared__ __align__(16) float a_tile[kTileC][kTileRows];
   __shared__ __align__(16) float w_tile[kTileC][kTileN];
   const int tx = threadIdx.x % 64, ty = threadIdx.x / 64;
-  const int64_t r0 = int64_t{blockIdx.x} * kTileRows, n0 = int64_t{blockIdx.y} * kTileN;
+  const int64_t r0 = first_tile(p.row_tiles) * kTileRows, n0 = second_tile(p.row_tiles) * kTileN;
   const int64_t c_begin = int64_t{blockIdx.z} * p.split_len;
   const int64_t c_end = c_begin + p.split_len < p.contraction ? c_begin + p.split_len : p.contraction;
 
@@ -146,9 +146,9 @@ __global__ void __launch_bounds__(kThreads, 2) product_kernel(ProductArgs p, int
 
 // y[r, n] = sum over splits of partial[z, r, n] (in order), plus the sampled bias when b_mu is set.
 // With one split, partial is y itself.
-__global__ void __launch_bounds__(kThreads) finish_kernel(const float* partial, int splits, int64_t rows,
-                                                          int64_t cols, const float* b_mu, const float* b_rho,
-                                                          NoiseStream b_stream, float* y) {
+__global__ void __launch_bounds__(kThreads)
+    finish_kernel(const float* partial, int splits, int64_t rows, int64_t cols, const float* b_mu, const float* b_rho,
+                  NoiseStream b_stream, float* y) {
   const int64_t total = rows * cols;
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < total; i += int64_t{gridDim.x} * blockDim.x) {
     float sum = partial[i];
@@ -164,12 +164,12 @@ __global__ void __launch_bounds__(kThreads) finish_kernel(const float* partial, 
 constexpr int kGradTile = 64;  // dW tile: 64 x 64, 16 x 16 threads of 4 x 4
 constexpr int kGradRows = 32;  // rows of dy and x per shared-memory stage
 
-__global__ void __launch_bounds__(kThreads) weight_grad_kernel(LinearParams p, const float* dy, bool aligned,
-                                                               float* dw_mu, float* dw_rho) {
+__global__ void __launch_bounds__(kThreads) weight_grad_kernel(LinearGradParams p, bool aligned) {
   __shared__ __align__(16) float dy_tile[kGradRows][kGradTile];
   __shared__ __align__(16) float x_tile[kGradRows][kGradTile];
   const int tx = threadIdx.x % 16, ty = threadIdx.x / 16;
-  const int64_t k0 = int64_t{blockIdx.x} * kGradTile, o0 = int64_t{blockIdx.y} * kGradTile;
+  const int64_t in_tiles = (p.in + kGradTile - 1) / kGradTile;
+  const int64_t k0 = first_tile(in_tiles) * kGradTile, o0 = second_tile(in_tiles) * kGradTile;
   float acc[4][4] = {};
   for (int64_t r0 = 0; r0 < p.rows; r0 += kGradRows) {
 #pragma unroll
@@ -177,7 +177,7 @@ __global__ void __launch_bounds__(kThreads) weight_grad_kernel(LinearParams p, c
       const int idx = threadIdx.x + k * kThreads;
       const int r = idx / kGradTile, c = idx % kGradTile;
       const bool row_ok = r0 + r < p.rows;
-      dy_tile[r][c] = row_ok && o0 + c < p.out ? dy[(r0 + r) * p.out + o0 + c] : 0.0f;
+      dy_tile[r][c] = row_ok && o0 + c < p.out ? p.dy[(r0 + r) * p.out + o0 + c] : 0.0f;
       x_tile[r][c] = row_ok && k0 + c < p.in ? p.x[(r0 + r) * p.in + k0 + c] : 0.0f;
     }
     __syncthreads();
@@ -215,14 +215,14 @@ __global__ void __launch_bounds__(kThreads) weight_grad_kernel(LinearParams p, c
 #pragma unroll
     for (int j = 0; j < 4; ++j) drho[j] = acc[i][j] * e[j] * sigmoid(rho[j]);
     if (vector) {
-      store4(dw_mu + flat, acc[i]);
-      store4(dw_rho + flat, drho);
+      store4(p.dw_mu + flat, acc[i]);
+      store4(p.dw_rho + flat, drho);
     } else {
 #pragma unroll
       for (int j = 0; j < 4; ++j) {
         if (k + j < p.in) {
-          dw_mu[flat + j] = acc[i][j];
-          dw_rho[flat + j] = drho[j];
+          p.dw_mu[flat + j] = acc[i][j];
+          p.dw_rho[flat + j] = drho[j];
         }
       }
     }
@@ -230,17 +230,14 @@ __global__ void __launch_bounds__(kThreads) weight_grad_kernel(LinearParams p, c
 }
 
 // db_mu = column sums of dy (in row order), db_rho = db_mu * eps * sigmoid(b_rho).
-__global__ void __launch_bounds__(kThreads) bias_grad_kernel(LinearParams p, const float* dy, float* db_mu,
-                                                             float* db_rho) {
+__global__ void __launch_bounds__(kThreads) bias_grad_kernel(LinearGradParams p) {
   for (int64_t o = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; o < p.out; o += int64_t{gridDim.x} * blockDim.x) {
     float sum = 0.0f;
-    for (int64_t r = 0; r < p.rows; ++r) sum += dy[r * p.out + o];
-    db_mu[o] = sum;
-    db_rho[o] = sum * eps_at(p.b_stream, static_cast<uint64_t>(o)) * sigmoid(p.b_rho[o]);
+    for (int64_t r = 0; r < p.rows; ++r) sum += p.dy[r * p.out + o];
+    p.db_mu[o] = sum;
+    p.db_rho[o] = sum * eps_at(p.b_stream, static_cast<uint64_t>(o)) * sigmoid(p.b_rho[o]);
   }
 }
-
-bool is_aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 
 size_t round_up(size_t bytes) { return (bytes + 255) / 256 * 256; }
 
@@ -274,14 +271,23 @@ struct ProductPlan {
 // Runs the product into `partial` (or `c` itself with one split); `w` is the sampled W when the
 // plan does not sample.
 cudaError_t run_product(const ProductPlan& plan, const LinearParams& p, const float* a, int64_t rows, int64_t lda,
-                        int64_t contraction, int64_t cols, bool transposed, const float* w, float* partial,
-                        float* c, cudaStream_t stream) {
-  ProductArgs args{a, rows, lda, contraction, cols,
-                   plan.sample ? p.w_mu : w, p.w_rho, p.in, p.w_stream, transposed,
-                   is_aligned16(plan.sample ? p.w_mu : w) && is_aligned16(p.w_rho), plan.split_len,
+                        int64_t contraction, int64_t cols, bool transposed, const float* w, float* partial, float* c,
+                        cudaStream_t stream) {
+  ProductArgs args{a,
+                   rows,
+                   lda,
+                   contraction,
+                   cols,
+                   plan.sample ? p.w_mu : w,
+                   p.w_rho,
+                   p.in,
+                   p.w_stream,
+                   transposed,
+                   all_aligned16({plan.sample ? p.w_mu : w, p.w_rho}),
+                   plan.split_len,
+                   plan.row_tiles,
                    plan.splits > 1 ? partial : c};
-  const dim3 grid(static_cast<unsigned>(plan.row_tiles), static_cast<unsigned>(plan.col_tiles),
-                  static_cast<unsigned>(plan.splits));
+  const dim3 grid = tile_grid(plan.row_tiles, plan.col_tiles, plan.splits);
   if (plan.sample && plan.rows_per_thread == 8) {
     product_kernel<8, true><<<grid, kThreads, 0, stream>>>(args, p.out);
   } else if (plan.sample) {
@@ -317,23 +323,20 @@ cudaError_t linear_forward(const LinearParams& p, void* scratch, float* y, cudaS
   if (status != cudaSuccess) return status;
   if (plan.splits == 1 && !p.has_bias) return cudaSuccess;
   finish_kernel<<<grid_for(p.rows * p.out), kThreads, 0, stream>>>(
-      plan.splits > 1 ? partial : y, plan.splits, p.rows, p.out, p.has_bias ? p.b_mu : nullptr, p.b_rho,
-      p.b_stream, y);
+      plan.splits > 1 ? partial : y, plan.splits, p.rows, p.out, p.has_bias ? p.b_mu : nullptr, p.b_rho, p.b_stream, y);
   return cudaGetLastError();
 }
 
-cudaError_t linear_backward(const LinearParams& p, const float* dy, void* scratch, float* dx, float* dw_mu,
-                            float* dw_rho, float* db_mu, float* db_rho, cudaStream_t stream) {
+cudaError_t linear_backward(const LinearGradParams& p, void* scratch, cudaStream_t stream) {
   if (p.out > 0 && p.in > 0) {
-    const dim3 grid(static_cast<unsigned>((p.in + kGradTile - 1) / kGradTile),
-                    static_cast<unsigned>((p.out + kGradTile - 1) / kGradTile));
-    const bool aligned = is_aligned16(p.w_rho) && is_aligned16(dw_mu) && is_aligned16(dw_rho);
-    weight_grad_kernel<<<grid, kThreads, 0, stream>>>(p, dy, aligned, dw_mu, dw_rho);
+    const dim3 grid = tile_grid((p.in + kGradTile - 1) / kGradTile, (p.out + kGradTile - 1) / kGradTile);
+    const bool aligned = all_aligned16({p.w_rho, p.dw_mu, p.dw_rho});
+    weight_grad_kernel<<<grid, kThreads, 0, stream>>>(p, aligned);
     const cudaError_t status = cudaGetLastError();
     if (status != cudaSuccess) return status;
   }
   if (p.has_bias && p.out > 0) {
-    bias_grad_kernel<<<grid_for(p.out), kThreads, 0, stream>>>(p, dy, db_mu, db_rho);
+    bias_grad_kernel<<<grid_for(p.out), kThreads, 0, stream>>>(p);
     const cudaError_t status = cudaGetLastError();
     if (status != cudaSuccess) return status;
   }
@@ -346,10 +349,10 @@ cudaError_t linear_backward(const LinearParams& p, const float* dy, void* scratc
     const cudaError_t status = sample_gaussian(p.w_stream, p.out * p.in, p.w_mu, p.w_rho, w, stream);
     if (status != cudaSuccess) return status;
   }
-  cudaError_t status = run_product(plan, p, dy, p.rows, p.out, p.out, p.in, false, w, partial, dx, stream);
+  cudaError_t status = run_product(plan, p, p.dy, p.rows, p.out, p.out, p.in, false, w, partial, p.dx, stream);
   if (status != cudaSuccess || plan.splits == 1) return status;
-  finish_kernel<<<grid_for(p.rows * p.in), kThreads, 0, stream>>>(partial, plan.splits, p.rows, p.in, nullptr,
-                                                                  nullptr, p.b_stream, dx);
+  finish_kernel<<<grid_for(p.rows * p.in), kThreads, 0, stream>>>(partial, plan.splits, p.rows, p.in, nullptr, nullptr,
+                                                                  p.b_stream, p.dx);
   return cudaGetLastError();
 }
 

@@ -23,9 +23,17 @@ struct LinearParams {
 // y [rows, out]. W is sampled tile by tile into cache-sized buffers: it never exists whole.
 void linear_forward(const ParallelFor& pf, const LinearParams& p, float* y);
 
-// Gradients for dy [rows, out]: dx [rows, in], dw_mu and dw_rho [out, in], db_mu and db_rho [out]
-// (bias outputs unused without bias), regenerating the noise tile by tile.
-void linear_backward(const ParallelFor& pf, const LinearParams& p, const float* dy, float* dx, float* dw_mu,
-                     float* dw_rho, float* db_mu, float* db_rho);
+// The backward pass: the forward parameters, dy and where the gradients go.
+struct LinearGradParams : LinearParams {
+  const float* dy;  // [rows, out]
+  float* dx;        // [rows, in]
+  float* dw_mu;     // [out, in]
+  float* dw_rho;
+  float* db_mu;  // [out], unused without bias
+  float* db_rho;
+};
+
+// Gradients for dy, regenerating the noise tile by tile.
+void linear_backward(const ParallelFor& pf, const LinearGradParams& p);
 
 }  // namespace fusedbnn

@@ -27,9 +27,8 @@ size_t linear_backward_scratch_bytes(const LinearParams& p);
 // y [rows, out] = x W^T + b.
 cudaError_t linear_forward(const LinearParams& p, void* scratch, float* y, cudaStream_t stream);
 
-// dx [rows, in], dw_mu and dw_rho [out, in], db_mu and db_rho [out] (unused without bias).
-cudaError_t linear_backward(const LinearParams& p, const float* dy, void* scratch, float* dx, float* dw_mu,
-                            float* dw_rho, float* db_mu, float* db_rho, cudaStream_t stream);
+// The gradients of linear.h's LinearGradParams (device pointers).
+cudaError_t linear_backward(const LinearGradParams& p, void* scratch, cudaStream_t stream);
 
 }  // namespace cuda
 }  // namespace fusedbnn

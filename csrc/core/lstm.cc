@@ -29,12 +29,15 @@ const ActivationKernels& avx512_activations();
 const ActivationKernels& best_activations() {
   switch (active_isa()) {
 #if defined(FUSEDBNN_HAVE_AVX512)
-    case Isa::kAvx512: return avx512_activations();
+    case Isa::kAvx512:
+      return avx512_activations();
 #endif
 #if defined(FUSEDBNN_HAVE_AVX2)
-    case Isa::kAvx2: return avx2_activations();
+    case Isa::kAvx2:
+      return avx2_activations();
 #endif
-    default: return scalar_activations();
+    default:
+      return scalar_activations();
   }
 }
 
@@ -73,8 +76,8 @@ void lstm_forward(const ParallelFor& pf, const LstmParams& p, const LstmSaved& s
       float* gate = saved.gates + (b * T + t) * G;
       const float* z = s.z + b * G;
       for (int64_t j = 0; j < G; ++j) gate[j] += z[j];
-      act.sigmoid(gate, gate, 2 * H);  // f, i
-      act.tanh(gate + 2 * H, gate + 2 * H, H);  // g
+      act.sigmoid(gate, gate, 2 * H);              // f, i
+      act.tanh(gate + 2 * H, gate + 2 * H, H);     // g
       act.sigmoid(gate + 3 * H, gate + 3 * H, H);  // o
       const float* c_prev = t == 0 ? p.c0 + b * H : saved.cells + (b * T + t - 1) * H;
       float* c = saved.cells + (b * T + t) * H;
@@ -92,20 +95,19 @@ void lstm_forward(const ParallelFor& pf, const LstmParams& p, const LstmSaved& s
   }
 }
 
-void lstm_backward(const ParallelFor& pf, const LstmParams& p, const LstmForwardResult& fwd, const float* dh_seq,
-                   const float* dh_last, const float* dc_last, const LstmBackwardScratch& s, const LstmGrads& g) {
+void lstm_backward(const ParallelFor& pf, const LstmGradParams& p, const LstmBackwardScratch& s) {
   const int64_t B = p.batch, T = p.steps, E = p.in, H = p.hidden, G = 4 * H;
   const ActivationKernels& act = best_activations();
-  const float* w_h = fwd.w + E * G;
-  copy_floats(s.dh, dh_last, B * H);
-  copy_floats(s.dc, dc_last, B * H);
+  const float* w_h = p.fwd.w + E * G;
+  copy_floats(s.dh, p.dh_last, B * H);
+  copy_floats(s.dc, p.dc_last, B * H);
   for (int64_t t = T - 1; t >= 0; --t) {
     for_rows(pf, B, G, [&](int64_t b) {
-      const float* gate = fwd.gates + (b * T + t) * G;
+      const float* gate = p.fwd.gates + (b * T + t) * G;
       const float *f = gate, *i = gate + H, *cand = gate + 2 * H, *o = gate + 3 * H;
-      const float* c = fwd.cells + (b * T + t) * H;
-      const float* c_prev = t == 0 ? p.c0 + b * H : fwd.cells + (b * T + t - 1) * H;
-      const float* dh_out = dh_seq + (b * T + t) * H;
+      const float* c = p.fwd.cells + (b * T + t) * H;
+      const float* c_prev = t == 0 ? p.c0 + b * H : p.fwd.cells + (b * T + t - 1) * H;
+      const float* dh_out = p.dh_seq + (b * T + t) * H;
       float* dh = s.dh + b * H;
       float* dc = s.dc + b * H;
       float* dz = s.dz + (b * T + t) * G;
@@ -127,32 +129,32 @@ void lstm_backward(const ParallelFor& pf, const LstmParams& p, const LstmForward
     // dh_{t-1} = dz_t W_h^T.
     gemm(pf, GemmArgs{B, H, G, s.dz + t * G, T * G, false, w_h, G, true, s.dh, H});
   }
-  copy_floats(g.dh0, s.dh, B * H);
-  copy_floats(g.dc0, s.dc, B * H);
+  copy_floats(p.dh0, s.dh, B * H);
+  copy_floats(p.dc0, s.dc, B * H);
   // The inputs of every step's contraction: x, and h_{t-1} (h0 at t = 0).
   if (T > 0) {
     pf(B, T * H, [&](int64_t first, int64_t last) {
       for (int64_t b = first; b < last; ++b) {
         copy_floats(s.h_prev + b * T * H, p.h0 + b * H, H);
-        copy_floats(s.h_prev + (b * T + 1) * H, fwd.h_seq + b * T * H, (T - 1) * H);
+        copy_floats(s.h_prev + (b * T + 1) * H, p.fwd.h_seq + b * T * H, (T - 1) * H);
       }
     });
   }
-  gemm(pf, GemmArgs{B * T, E, G, s.dz, G, false, fwd.w, G, true, g.dx, E});
-  gemm(pf, GemmArgs{E, G, B * T, p.x, E, true, s.dz, G, false, g.dw_mu, G});
-  gemm(pf, GemmArgs{H, G, B * T, s.h_prev, H, true, s.dz, G, false, g.dw_mu + E * G, G});
+  gemm(pf, GemmArgs{B * T, E, G, s.dz, G, false, p.fwd.w, G, true, p.dx, E});
+  gemm(pf, GemmArgs{E, G, B * T, p.x, E, true, s.dz, G, false, p.dw_mu, G});
+  gemm(pf, GemmArgs{H, G, B * T, s.h_prev, H, true, s.dz, G, false, p.dw_mu + E * G, G});
   // db = column sums of dz, each column summed in row order.
   constexpr int64_t kColumns = 256;
   pf(ceil_div(G, kColumns), kColumns * std::max<int64_t>(B * T, 1), [&](int64_t first, int64_t last) {
     const int64_t lo = first * kColumns, hi = std::min(G, last * kColumns);
-    std::fill(g.db_mu + lo, g.db_mu + hi, 0.0f);
+    std::fill(p.db_mu + lo, p.db_mu + hi, 0.0f);
     for (int64_t r = 0; r < B * T; ++r) {
       const float* row = s.dz + r * G;
-      for (int64_t j = lo; j < hi; ++j) g.db_mu[j] += row[j];
+      for (int64_t j = lo; j < hi; ++j) p.db_mu[j] += row[j];
     }
   });
-  sample_gaussian_grad(pf, p.w_stream, (E + H) * G, g.dw_mu, p.w_mu, p.w_rho, g.dw_rho, nullptr);
-  sample_gaussian_grad(serial_for(), p.b_stream, G, g.db_mu, p.b_mu, p.b_rho, g.db_rho, nullptr);
+  sample_gaussian_grad(pf, p.w_stream, (E + H) * G, p.dw_mu, p.w_mu, p.w_rho, p.dw_rho, nullptr);
+  sample_gaussian_grad(serial_for(), p.b_stream, G, p.db_mu, p.b_mu, p.b_rho, p.db_rho, nullptr);
 }
 
 }  // namespace fusedbnn

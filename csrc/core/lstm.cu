@@ -89,8 +89,8 @@ struct CellBackward {
 };
 
 // The last step, where the recurrent gradient is dh_last.
-__global__ void __launch_bounds__(kThreads) last_cell_backward_kernel(CellBackward cell, int64_t batch,
-                                                                      const float* dh_last) {
+__global__ void __launch_bounds__(kThreads)
+    last_cell_backward_kernel(CellBackward cell, int64_t batch, const float* dh_last) {
   const int64_t total = batch * cell.hidden;
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < total; i += int64_t{gridDim.x} * blockDim.x) {
     cell.at(i / cell.hidden, i % cell.hidden, dh_last[i]);
@@ -110,9 +110,8 @@ cudaError_t copy(const float* src, int64_t n, float* dst, cudaStream_t stream) {
 }
 
 // h_prev[b, t] = h_{t-1}: h0 at t = 0, else h_seq[b, t - 1] (the inputs of dW_h).
-__global__ void __launch_bounds__(kThreads) previous_hidden_kernel(const float* h0, const float* h_seq,
-                                                                   int64_t batch, int64_t steps, int64_t hidden,
-                                                                   float* h_prev) {
+__global__ void __launch_bounds__(kThreads) previous_hidden_kernel(const float* h0, const float* h_seq, int64_t batch,
+                                                                   int64_t steps, int64_t hidden, float* h_prev) {
   const int64_t total = batch * steps * hidden;
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < total; i += int64_t{gridDim.x} * blockDim.x) {
     const int64_t row = i / hidden, j = i % hidden;
@@ -206,61 +205,59 @@ cudaError_t lstm_forward(const LstmParams& p, const LstmSaved& saved, void* scra
     // h_{t-1}: h0, or column t - 1 of h_seq (row stride T H).
     const Strided<false> h_prev = t == 0 ? Strided<false>{p.h0, H} : Strided<false>{h_seq + (t - 1) * H, T * H};
     const bool last = t == T - 1;
-    const CellForward cell{t, T, H, saved.gates, saved.cells, p.c0, h_seq, last ? h_last : nullptr,
-                           last ? c_last : nullptr};
+    const CellForward cell{
+        t, T, H, saved.gates, saved.cells, p.c0, h_seq, last ? h_last : nullptr, last ? c_last : nullptr};
     status = step_gemm(sms, B, G, H, h_prev, w_h, cell, stream);
   }
   return status;
 }
 
-cudaError_t lstm_backward(const LstmParams& p, const LstmForwardResult& fwd, const float* dh_seq,
-                          const float* dh_last, const float* dc_last, float* dz, void* scratch, const LstmGrads& g,
-                          cudaStream_t stream) {
+cudaError_t lstm_backward(const LstmGradParams& p, float* dz, void* scratch, cudaStream_t stream) {
   const int64_t B = p.batch, T = p.steps, E = p.in, H = p.hidden, G = 4 * H;
-  const Strided<true> w_h_transposed{fwd.w + E * G, G};  // (g, j) -> W_h[j, g]
+  const Strided<true> w_h_transposed{p.fwd.w + E * G, G};  // (g, j) -> W_h[j, g]
   const int sms = multiprocessors();
   cudaError_t status = cudaSuccess;
   if (T == 0) {
-    status = copy(dh_last, B * H, g.dh0, stream);
-    if (status == cudaSuccess) status = copy(dc_last, B * H, g.dc0, stream);
+    status = copy(p.dh_last, B * H, p.dh0, stream);
+    if (status == cudaSuccess) status = copy(p.dc_last, B * H, p.dc0, stream);
   } else {
     // dc of the step being processed lives in dc0's buffer, which ends up holding dc0.
-    CellBackward cell{T - 1, T, H, fwd.gates, fwd.cells, p.c0, dh_seq, dc_last, g.dc0, dz};
+    CellBackward cell{T - 1, T, H, p.fwd.gates, p.fwd.cells, p.c0, p.dh_seq, p.dc_last, p.dc0, dz};
     if (B * H > 0) {
-      last_cell_backward_kernel<<<grid_for(B * H), kThreads, 0, stream>>>(cell, B, dh_last);
+      last_cell_backward_kernel<<<grid_for(B * H), kThreads, 0, stream>>>(cell, B, p.dh_last);
       status = cudaGetLastError();
     }
-    cell.dc_in = g.dc0;
+    cell.dc_in = p.dc0;
     for (int64_t t = T - 1; t > 0 && status == cudaSuccess; --t) {
       // dh_{t-1} = dz_t W_h^T, then the cell of step t - 1.
       cell.t = t - 1;
       status = step_gemm(sms, B, H, G, Strided<false>{dz + t * G, T * G}, w_h_transposed, cell, stream);
     }
     if (status == cudaSuccess) {
-      status = step_gemm(sms, B, H, G, Strided<false>{dz, T * G}, w_h_transposed, StoreEpilogue{g.dh0, H, H, nullptr},
+      status = step_gemm(sms, B, H, G, Strided<false>{dz, T * G}, w_h_transposed, StoreEpilogue{p.dh0, H, H, nullptr},
                          stream);
     }
   }
   // dx = dz W_x^T over all steps.
   if (status == cudaSuccess) {
-    status = wide_gemm(sms, B * T, E, G, Strided<false>{dz, G}, Strided<true>{fwd.w, G},
-                       StoreEpilogue{g.dx, E, E, nullptr}, stream);
+    status = wide_gemm(sms, B * T, E, G, Strided<false>{dz, G}, Strided<true>{p.fwd.w, G},
+                       StoreEpilogue{p.dx, E, E, nullptr}, stream);
   }
   // [dW; db] = [x, h_prev, 1]^T dz over all steps.
   float* h_prev = static_cast<float*>(scratch);
   if (status == cudaSuccess && B * T * H > 0) {
-    previous_hidden_kernel<<<grid_for(B * T * H), kThreads, 0, stream>>>(p.h0, fwd.h_seq, B, T, H, h_prev);
+    previous_hidden_kernel<<<grid_for(B * T * H), kThreads, 0, stream>>>(p.h0, p.fwd.h_seq, B, T, H, h_prev);
     status = cudaGetLastError();
   }
   if (status == cudaSuccess) {
     status = wide_gemm(sms, E + H + 1, G, B * T, InputsAndOnes{p.x, h_prev, E, H}, Strided<false>{dz, G},
-                       WeightAndBiasGrad{g.dw_mu, g.db_mu, E + H, G}, stream);
+                       WeightAndBiasGrad{p.dw_mu, p.db_mu, E + H, G}, stream);
   }
   if (status == cudaSuccess) {
-    status = sample_gaussian_grad(p.w_stream, (E + H) * G, g.dw_mu, nullptr, p.w_rho, g.dw_rho, nullptr, stream);
+    status = sample_gaussian_grad(p.w_stream, (E + H) * G, p.dw_mu, nullptr, p.w_rho, p.dw_rho, nullptr, stream);
   }
   if (status == cudaSuccess) {
-    status = sample_gaussian_grad(p.b_stream, G, g.db_mu, nullptr, p.b_rho, g.db_rho, nullptr, stream);
+    status = sample_gaussian_grad(p.b_stream, G, p.db_mu, nullptr, p.b_rho, p.db_rho, nullptr, stream);
   }
   return status;
 }

@@ -43,16 +43,6 @@ struct LstmForwardScratch {
 void lstm_forward(const ParallelFor& pf, const LstmParams& p, const LstmSaved& saved, const LstmForwardScratch& s,
                   float* h_seq, float* h_last, float* c_last);
 
-struct LstmGrads {
-  float* dx;  // [batch, steps, in]
-  float* dh0;  // [batch, hidden]
-  float* dc0;
-  float* dw_mu;  // [in + hidden, 4 hidden]
-  float* dw_rho;
-  float* db_mu;  // [4 hidden]
-  float* db_rho;
-};
-
 // Scratch: dz [batch, steps, 4 hidden] (may be the saved gates' own buffer: step t's gates are read
 // only before step t's dz overwrites them), h_prev [batch, steps, hidden], dh, dc and row
 // [batch, hidden].
@@ -72,9 +62,24 @@ struct LstmForwardResult {
   const float* h_seq;
 };
 
-// Backpropagation through time for dh_seq [batch, steps, hidden], dh_last, dc_last [batch, hidden].
-void lstm_backward(const ParallelFor& pf, const LstmParams& p, const LstmForwardResult& fwd, const float* dh_seq,
-                   const float* dh_last, const float* dc_last, const LstmBackwardScratch& s, const LstmGrads& g);
+// The backward pass: the forward parameters and results, the incoming gradients and where the
+// gradients go.
+struct LstmGradParams : LstmParams {
+  LstmForwardResult fwd;
+  const float* dh_seq;   // [batch, steps, hidden]
+  const float* dh_last;  // [batch, hidden]
+  const float* dc_last;
+  float* dx;   // [batch, steps, in]
+  float* dh0;  // [batch, hidden]
+  float* dc0;
+  float* dw_mu;  // [in + hidden, 4 hidden]
+  float* dw_rho;
+  float* db_mu;  // [4 hidden]
+  float* db_rho;
+};
+
+// Backpropagation through time.
+void lstm_backward(const ParallelFor& pf, const LstmGradParams& p, const LstmBackwardScratch& s);
 
 // Elementwise activations of one instruction set, over n contiguous floats (in == out allowed).
 struct ActivationKernels {

@@ -1,5 +1,5 @@
 // Bayesian LSTM over a whole sequence on NVIDIA GPUs: the CUDA counterpart of lstm.h, on the same
-// LstmParams, LstmSaved, LstmForwardResult and LstmGrads (device pointers). Functions only enqueue
+// LstmParams, LstmSaved and LstmGradParams (device pointers). Functions only enqueue
 // work on `stream` and return the launch status.
 //
 // Plan. Forward: W and b are sampled once into the saved w and scratch; the input projection
@@ -30,12 +30,10 @@ size_t lstm_backward_scratch_bytes(const LstmParams& p);
 cudaError_t lstm_forward(const LstmParams& p, const LstmSaved& saved, void* scratch, float* h_seq, float* h_last,
                          float* c_last, cudaStream_t stream);
 
-// Backpropagation through time for dh_seq [batch, steps, hidden], dh_last, dc_last [batch, hidden].
-// dz [batch, steps, 4 hidden] receives the pre-activation gate gradients; it may be fwd.gates
-// itself (each step's gates are read by the thread that then overwrites them with dz).
-cudaError_t lstm_backward(const LstmParams& p, const LstmForwardResult& fwd, const float* dh_seq,
-                          const float* dh_last, const float* dc_last, float* dz, void* scratch, const LstmGrads& g,
-                          cudaStream_t stream);
+// Backpropagation through time. dz [batch, steps, 4 hidden] receives the pre-activation gate
+// gradients; it may be p.fwd.gates itself (each step's gates are read by the thread that then
+// overwrites them with dz).
+cudaError_t lstm_backward(const LstmGradParams& p, float* dz, void* scratch, cudaStream_t stream);
 
 }  // namespace cuda
 }  // namespace fusedbnn

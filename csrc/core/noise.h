@@ -1,10 +1,10 @@
-// Philox4x32-10 + Box-Muller: the noise contract of DESIGN.md.
+// Philox4x32-10 + Box-Muller: the noise contract (docs/design.md).
 //
 // eps(stream, i) is element i (flat, row-major) of tf.random.stateless_normal(shape, seed) for any
 // shape, computed by random access. These scalar functions are bit-exact with TensorFlow's CPU
 // kernels (philox_random.h, random_distributions_utils.h) when compiled for the host; CUDA's logf
-// and sincosf differ from glibc's by a few ulp. The vectorised CPU kernels in simd_math.h reuse the
-// Philox rounds below and approximate log/sincos within 2e-6 absolute (see simd_math.h).
+// and sincosf differ from glibc's by 1 and 2 ulp. The vectorised CPU kernels (simd.h) reuse the
+// Philox rounds below and approximate log/sincos within 2e-6 absolute.
 #pragma once
 
 #include <cmath>
@@ -61,18 +61,17 @@ FUSEDBNN_HD Philox4 counter_add(const uint32_t counter[4], uint64_t g) {
   const uint64_t lo = (static_cast<uint64_t>(counter[1]) << 32 | counter[0]) + g;
   const uint64_t carry = lo < g ? 1 : 0;
   const uint64_t hi = (static_cast<uint64_t>(counter[3]) << 32 | counter[2]) + carry;
-  return Philox4{{static_cast<uint32_t>(lo), static_cast<uint32_t>(lo >> 32),
-                  static_cast<uint32_t>(hi), static_cast<uint32_t>(hi >> 32)}};
+  return Philox4{{static_cast<uint32_t>(lo), static_cast<uint32_t>(lo >> 32), static_cast<uint32_t>(hi),
+                  static_cast<uint32_t>(hi >> 32)}};
 }
 
 // The scrambling of GenerateKey in stateless_random_ops.cc: seed (s0, s1), each sign-extended
 // to 64 bits as TensorFlow does for int32 seeds, becomes a key and a counter.
 static inline NoiseStream stream_from_seed(int64_t s0, int64_t s1) {
   const uint64_t u0 = static_cast<uint64_t>(s0), u1 = static_cast<uint64_t>(s1);
-  const Philox4 mix = philox4x32_10(
-      Philox4{{static_cast<uint32_t>(u0), static_cast<uint32_t>(u0 >> 32),
-               static_cast<uint32_t>(u1), static_cast<uint32_t>(u1 >> 32)}},
-      0x3ec8f720u, 0x02461e29u);
+  const Philox4 mix = philox4x32_10(Philox4{{static_cast<uint32_t>(u0), static_cast<uint32_t>(u0 >> 32),
+                                             static_cast<uint32_t>(u1), static_cast<uint32_t>(u1 >> 32)}},
+                                    0x3ec8f720u, 0x02461e29u);
   return NoiseStream{{mix.v[0], mix.v[1]}, {0u, 0u, mix.v[2], mix.v[3]}};
 }
 
@@ -109,9 +108,7 @@ FUSEDBNN_HD float eps_at(const NoiseStream& s, uint64_t i) {
 }
 
 // softplus(x) = log(1 + exp(x)), without overflow for large x nor underflow to 0 for x << 0.
-FUSEDBNN_HD float stable_softplus(float x) {
-  return fmaxf(x, 0.0f) + log1pf(expf(-fabsf(x)));
-}
+FUSEDBNN_HD float stable_softplus(float x) { return fmaxf(x, 0.0f) + log1pf(expf(-fabsf(x))); }
 
 FUSEDBNN_HD float sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
 

@@ -92,7 +92,8 @@ __global__ void __launch_bounds__(gemm_threads<BM, BN, TM, CG, KS>())
   __shared__ __align__(16) float b_tiles[KS][BK][BN + 4];
   const int slice = threadIdx.x / kGroupThreads, thread = threadIdx.x % kGroupThreads;
   const int tx = thread % (kGroupStride / 4), ty = thread / (kGroupStride / 4);
-  const int64_t m0 = int64_t{blockIdx.x} * BM, n0 = int64_t{blockIdx.y} * BN;
+  const int64_t m_tiles = (M + BM - 1) / BM;
+  const int64_t m0 = first_tile(m_tiles) * BM, n0 = second_tile(m_tiles) * BN;
   float (*a_tile)[BM + 4] = a_tiles[slice];
   float (*b_tile)[BN + 4] = b_tiles[slice];
 
@@ -188,7 +189,7 @@ template <int BM, int BN, int TM, int BK, int CG = 1, int KS = 1, class OpA, cla
 cudaError_t tiled_gemm(int64_t M, int64_t N, int64_t K, const OpA& a, const OpB& b, const Epilogue& epilogue,
                        cudaStream_t stream) {
   if (M <= 0 || N <= 0) return cudaSuccess;
-  const dim3 grid(static_cast<unsigned>((M + BM - 1) / BM), static_cast<unsigned>((N + BN - 1) / BN));
+  const dim3 grid = tile_grid((M + BM - 1) / BM, (N + BN - 1) / BN);
   constexpr int kThreadCount = gemm_threads<BM, BN, TM, CG, KS>();
   tiled_gemm_kernel<BM, BN, TM, BK, CG, KS><<<grid, kThreadCount, 0, stream>>>(M, N, K, a, b, epilogue);
   return cudaGetLastError();

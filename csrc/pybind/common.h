@@ -30,6 +30,20 @@ inline void require_same_shape(const Array& a, const Array& b, const char* what)
     throw std::invalid_argument(std::string(what) + " must have the same shape");
 }
 
+// A layer's backward params (LinearGradParams, ConvGradParams) from its forward params, dy and the
+// arrays the gradients dx, dw_mu, dw_rho, db_mu, db_rho go to.
+template <class GradParams, class Params>
+GradParams grad_params(const Params& p, const Array& dy, Array& dx, Array& dw_mu, Array& dw_rho, Array& db_mu,
+                       Array& db_rho) {
+  return GradParams{p,
+                    dy.data(),
+                    dx.mutable_data(),
+                    dw_mu.mutable_data(),
+                    dw_rho.mutable_data(),
+                    db_mu.mutable_data(),
+                    db_rho.mutable_data()};
+}
+
 // One registration function per op family, defined in that family's file.
 void register_gaussian(py::module_& m);
 void register_linear(py::module_& m);

@@ -1,7 +1,8 @@
 // fusedbnn._core: the Bayesian 2-D convolution kernels (NHWC or NCHW, kernel [kh, kw, in/groups, out]).
+#include "core/conv.h"
+
 #include <optional>
 
-#include "core/conv.h"
 #include "pybind/common.h"
 #include "pybind/conv_params.h"
 
@@ -13,7 +14,8 @@ ConvPadding padding_mode(const std::string& padding, const std::vector<int64_t>&
   if (padding == "VALID") return ConvPadding::kValid;
   if (padding == "SAME") return ConvPadding::kSame;
   if (padding != "EXPLICIT") throw std::invalid_argument("padding must be VALID, SAME or EXPLICIT, got " + padding);
-  if (explicit_paddings.size() != 4) throw std::invalid_argument("explicit_paddings must be [top, bottom, left, right]");
+  if (explicit_paddings.size() != 4)
+    throw std::invalid_argument("explicit_paddings must be [top, bottom, left, right]");
   return ConvPadding::kExplicit;
 }
 
@@ -46,7 +48,8 @@ ConvParams conv_shape_params(const std::vector<int64_t>& x_shape, const std::vec
   p.dilation_h = dilation.first, p.dilation_w = dilation.second;
   const ConvPadding mode = padding_mode(padding, explicit_paddings);
   const auto pad = [&](int i) { return mode == ConvPadding::kExplicit ? explicit_paddings[i] : 0; };
-  std::string error = conv_axis(p.in_h, p.kernel_h, p.stride_h, p.dilation_h, mode, pad(0), pad(1), &p.out_h, &p.pad_top);
+  std::string error =
+      conv_axis(p.in_h, p.kernel_h, p.stride_h, p.dilation_h, mode, pad(0), pad(1), &p.out_h, &p.pad_top);
   if (error.empty())
     error = conv_axis(p.in_w, p.kernel_w, p.stride_w, p.dilation_w, mode, pad(2), pad(3), &p.out_w, &p.pad_left);
   if (!error.empty()) throw std::invalid_argument(error);
@@ -77,7 +80,8 @@ ConvParams conv_params(const Array& x, const Array& w_mu, const Array& w_rho, co
   p.has_bias = b_mu.has_value();
   p.b_stream = stream(b_seed);
   if (p.has_bias) {
-    if (!b_rho || b_mu->ndim() != 1 || b_mu->shape(0) != p.out_channels) throw std::invalid_argument("bias must be [out]");
+    if (!b_rho || b_mu->ndim() != 1 || b_mu->shape(0) != p.out_channels)
+      throw std::invalid_argument("bias must be [out]");
     require_same_shape(*b_mu, *b_rho, "b_mu and b_rho");
     p.b_mu = b_mu->data();
     p.b_rho = b_rho->data();
@@ -109,8 +113,8 @@ py::tuple conv2d_grad(const Array& dy, const Array& x, const Array& w_mu, const 
   const int64_t nb = p.has_bias ? p.out_channels : 0;
   Array dx = empty_like(x), dw_mu = empty_like(w_mu), dw_rho = empty_like(w_mu), db_mu(nb), db_rho(nb);
   Array workspace(conv_backward_workspace(p));
-  conv_backward(serial_for(), p, dy.data(), workspace.mutable_data(), dx.mutable_data(), dw_mu.mutable_data(),
-                dw_rho.mutable_data(), db_mu.mutable_data(), db_rho.mutable_data());
+  conv_backward(serial_for(), grad_params<ConvGradParams>(p, dy, dx, dw_mu, dw_rho, db_mu, db_rho),
+                workspace.mutable_data());
   return py::make_tuple(dx, dw_mu, dw_rho, db_mu, db_rho);
 }
 
@@ -120,9 +124,9 @@ void register_conv(py::module_& m) {
   const auto common = [](auto&&... leading) {
     return std::make_tuple(leading..., py::arg("x"), py::arg("w_mu"), py::arg("w_rho"), py::arg("w_seed"),
                            py::arg("b_mu") = std::nullopt, py::arg("b_rho") = std::nullopt,
-                           py::arg("b_seed") = Seed{0, 0}, py::arg("stride") = Pair{1, 1},
-                           py::arg("padding") = "VALID", py::arg("explicit_paddings") = std::vector<int64_t>{},
-                           py::arg("dilation") = Pair{1, 1}, py::arg("groups") = 1, py::arg("data_format") = "NHWC");
+                           py::arg("b_seed") = Seed{0, 0}, py::arg("stride") = Pair{1, 1}, py::arg("padding") = "VALID",
+                           py::arg("explicit_paddings") = std::vector<int64_t>{}, py::arg("dilation") = Pair{1, 1},
+                           py::arg("groups") = 1, py::arg("data_format") = "NHWC");
   };
   std::apply([&](auto&&... args) { m.def("conv2d", &conv2d, args...); }, common());
   std::apply([&](auto&&... args) { m.def("conv2d_grad", &conv2d_grad, args...); }, common(py::arg("dy")));

@@ -1,6 +1,7 @@
 // fusedbnn._core: the Bayesian embedding kernels.
 
 #include "core/embedding.h"
+
 #include "pybind/common.h"
 
 namespace fusedbnn {
@@ -18,8 +19,11 @@ EmbeddingParams embedding_params(const Ids& ids, const Array& w_mu, const Array&
   for (py::ssize_t n = 0; n < ids.size(); ++n) {
     if (ids.data()[n] < 0 || ids.data()[n] >= rows) throw std::invalid_argument("ids must be in [0, num_embeddings)");
   }
-  return EmbeddingParams{ids.data(), static_cast<int64_t>(ids.size()), rows, w_mu.shape(1), w_mu.data(),
-                         w_rho.data(), stream(w_seed), padding_idx, max_norm, norm_type};
+  return EmbeddingParams{ids.data(),     static_cast<int64_t>(ids.size()),
+                         rows,           w_mu.shape(1),
+                         w_mu.data(),    w_rho.data(),
+                         stream(w_seed), padding_idx,
+                         max_norm,       norm_type};
 }
 
 // [ids.size, dim]
@@ -34,7 +38,7 @@ Array embedding(const Ids& ids, const Array& w_mu, const Array& w_rho, const See
 // (rows, dw_mu, dw_rho) for dy [ids.size, dim].
 py::tuple embedding_grad(const Array& dy, const Ids& ids, const Array& w_mu, const Array& w_rho, const Seed& w_seed,
                          int64_t padding_idx, float max_norm, float norm_type) {
-  const EmbeddingParams p = embedding_params(ids, w_mu, w_rho, w_seed, padding_idx, max_norm, norm_type);
+  EmbeddingGradParams p{embedding_params(ids, w_mu, w_rho, w_seed, padding_idx, max_norm, norm_type)};
   if (dy.ndim() != 2 || dy.shape(0) != p.count || dy.shape(1) != p.dim)
     throw std::invalid_argument("dy must be [ids.size, dim]");
   const EmbeddingRows rows = embedding_rows(p);
@@ -42,7 +46,10 @@ py::tuple embedding_grad(const Array& dy, const Ids& ids, const Array& w_mu, con
   Ids indices(unique);
   std::copy(rows.rows.begin(), rows.rows.end(), indices.mutable_data());
   Array dw_mu({unique, p.dim}), dw_rho({unique, p.dim});
-  embedding_backward(serial_for(), p, rows, dy.data(), dw_mu.mutable_data(), dw_rho.mutable_data());
+  p.dy = dy.data();
+  p.dw_mu = dw_mu.mutable_data();
+  p.dw_rho = dw_rho.mutable_data();
+  embedding_backward(serial_for(), p, rows);
   return py::make_tuple(indices, dw_mu, dw_rho);
 }
 

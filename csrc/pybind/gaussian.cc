@@ -1,6 +1,7 @@
 // fusedbnn._core: noise and Gaussian sampling kernels.
-#include "core/cpu_features.h"
 #include "core/gaussian.h"
+
+#include "core/cpu_features.h"
 #include "pybind/common.h"
 
 namespace fusedbnn {
@@ -63,13 +64,17 @@ py::tuple kl_grad(const Array& mu, const Array& rho, const Seed& seed, float mu_
 
 void register_gaussian(py::module_& m) {
   m.def("isa", [] { return std::string(isa_name(active_isa())); }, "Instruction set the CPU kernels run.");
-  m.def("stream_from_seed", [](const Seed& s) {
+  m.def(
+      "stream_from_seed",
+      [](const Seed& s) {
         const NoiseStream st = stream(s);
         return py::make_tuple(py::make_tuple(st.key[0], st.key[1]),
                               py::make_tuple(st.counter[0], st.counter[1], st.counter[2], st.counter[3]));
-      }, py::arg("seed"), "Philox key (2 x uint32) and counter (4 x uint32) of a [2] seed.");
-  m.def("eps_at", [](const Seed& s, uint64_t i) { return eps_at(stream(s), i); }, py::arg("seed"), py::arg("index"),
-        "Element `index` of the seed's normal sequence, computed alone (exact scalar path).");
+      },
+      py::arg("seed"), "Philox key (2 x uint32) and counter (4 x uint32) of a [2] seed.");
+  m.def(
+      "eps_at", [](const Seed& s, uint64_t i) { return eps_at(stream(s), i); }, py::arg("seed"), py::arg("index"),
+      "Element `index` of the seed's normal sequence, computed alone (exact scalar path).");
   m.def("normal", &normal, py::arg("n"), py::arg("seed"), py::arg("exact") = false, py::arg("begin") = 0,
         "Elements [begin, begin + n) of stateless_normal's flat sequence; exact=True: the libm path.");
   // begin: flat index of the arrays' first element in the parameter (the noise they get).

@@ -1,7 +1,8 @@
 // fusedbnn._core: the Bayesian linear kernels.
+#include "core/linear.h"
+
 #include <optional>
 
-#include "core/linear.h"
 #include "pybind/common.h"
 
 namespace fusedbnn {
@@ -9,13 +10,12 @@ namespace pyb {
 namespace {
 
 LinearParams linear_params(const Array& x, const Array& w_mu, const Array& w_rho, const Seed& w_seed,
-                           const std::optional<Array>& b_mu, const std::optional<Array>& b_rho,
-                           const Seed& b_seed) {
+                           const std::optional<Array>& b_mu, const std::optional<Array>& b_rho, const Seed& b_seed) {
   if (x.ndim() != 2 || w_mu.ndim() != 2) throw std::invalid_argument("x and w_mu must be 2-D");
   require_same_shape(w_mu, w_rho, "w_mu and w_rho");
   if (x.shape(1) != w_mu.shape(1)) throw std::invalid_argument("x's columns must equal w_mu's in-features");
-  LinearParams p{x.data(), x.shape(0), w_mu.shape(1), w_mu.shape(0), w_mu.data(), w_rho.data(), stream(w_seed),
-                 b_mu.has_value(), nullptr, nullptr, stream(b_seed)};
+  LinearParams p{x.data(),       x.shape(0),       w_mu.shape(1), w_mu.shape(0), w_mu.data(),   w_rho.data(),
+                 stream(w_seed), b_mu.has_value(), nullptr,       nullptr,       stream(b_seed)};
   if (p.has_bias) {
     if (!b_rho || b_mu->ndim() != 1 || b_mu->shape(0) != p.out) throw std::invalid_argument("bias must be [out]");
     require_same_shape(*b_mu, *b_rho, "b_mu and b_rho");
@@ -37,11 +37,11 @@ Array linear(const Array& x, const Array& w_mu, const Array& w_rho, const Seed& 
 py::tuple linear_grad(const Array& dy, const Array& x, const Array& w_mu, const Array& w_rho, const Seed& w_seed,
                       const std::optional<Array>& b_mu, const std::optional<Array>& b_rho, const Seed& b_seed) {
   const LinearParams p = linear_params(x, w_mu, w_rho, w_seed, b_mu, b_rho, b_seed);
-  if (dy.ndim() != 2 || dy.shape(0) != p.rows || dy.shape(1) != p.out) throw std::invalid_argument("dy must be [rows, out]");
+  if (dy.ndim() != 2 || dy.shape(0) != p.rows || dy.shape(1) != p.out)
+    throw std::invalid_argument("dy must be [rows, out]");
   const int64_t nb = p.has_bias ? p.out : 0;
   Array dx({p.rows, p.in}), dw_mu({p.out, p.in}), dw_rho({p.out, p.in}), db_mu(nb), db_rho(nb);
-  linear_backward(serial_for(), p, dy.data(), dx.mutable_data(), dw_mu.mutable_data(),
-                  dw_rho.mutable_data(), db_mu.mutable_data(), db_rho.mutable_data());
+  linear_backward(serial_for(), grad_params<LinearGradParams>(p, dy, dx, dw_mu, dw_rho, db_mu, db_rho));
   return py::make_tuple(dx, dw_mu, dw_rho, db_mu, db_rho);
 }
 
@@ -50,9 +50,8 @@ py::tuple linear_grad(const Array& dy, const Array& x, const Array& w_mu, const 
 void register_linear(py::module_& m) {
   m.def("linear", &linear, py::arg("x"), py::arg("w_mu"), py::arg("w_rho"), py::arg("w_seed"),
         py::arg("b_mu") = std::nullopt, py::arg("b_rho") = std::nullopt, py::arg("b_seed") = Seed{0, 0});
-  m.def("linear_grad", &linear_grad, py::arg("dy"), py::arg("x"), py::arg("w_mu"), py::arg("w_rho"),
-        py::arg("w_seed"), py::arg("b_mu") = std::nullopt, py::arg("b_rho") = std::nullopt,
-        py::arg("b_seed") = Seed{0, 0});
+  m.def("linear_grad", &linear_grad, py::arg("dy"), py::arg("x"), py::arg("w_mu"), py::arg("w_rho"), py::arg("w_seed"),
+        py::arg("b_mu") = std::nullopt, py::arg("b_rho") = std::nullopt, py::arg("b_seed") = Seed{0, 0});
 }
 
 }  // namespace pyb

@@ -19,8 +19,7 @@ inline tfl::Status read_seed(tfl::OpKernelContext* ctx, const char* name, NoiseS
   const tfl::Tensor* seed;
   TF_RETURN_IF_ERROR(ctx->input(name, &seed));
   if (seed->dims() != 1 || seed->dim_size(0) != 2) {
-    return tfl::errors::InvalidArgument(name, " must be a seed of shape [2], got shape ",
-                                        seed->shape().DebugString());
+    return tfl::errors::InvalidArgument(name, " must be a seed of shape [2], got shape ", seed->shape().DebugString());
   }
   if (seed->dtype() == tfl::DT_INT32) {
     const auto v = seed->flat<int32_t>();
@@ -76,9 +75,9 @@ inline tfl::Status read_bias(tfl::OpKernelContext* ctx, int64_t out, const char*
 // A layer's gradient op (inputs: dy, then the forward op's): checks dy against the forward output's
 // shape and allocates outputs dx, dw_mu, dw_rho, db_mu, db_rho shaped like the forward inputs at
 // indices x, w_mu, w_mu, b_mu, b_mu.
-template <class Grads>
-tfl::Status read_dy_and_allocate_grads(tfl::OpKernelContext* ctx, const tfl::TensorShape& y_shape, int x,
-                                       int w_mu, int b_mu, Grads* g) {
+template <class GradParams>  // LinearGradParams or ConvGradParams
+tfl::Status read_dy_and_allocate_grads(tfl::OpKernelContext* ctx, const tfl::TensorShape& y_shape, int x, int w_mu,
+                                       int b_mu, GradParams* g) {
   const tfl::Tensor& dy = ctx->input(0);
   if (dy.shape() != y_shape) {
     return tfl::errors::InvalidArgument("dy must have shape ", y_shape.DebugString(), ", got ",
@@ -96,17 +95,9 @@ tfl::Status read_dy_and_allocate_grads(tfl::OpKernelContext* ctx, const tfl::Ten
 }
 
 // A shape-function error prefixed with what was expected of which input.
-inline tfl::Status named(const tfl::Status& s, const char* what) {
+inline tfl::Status named(const tfl::Status& s, const std::string& what) {
   if (s.ok()) return s;
   return tfl::errors::InvalidArgument(what, ": ", s.message());
-}
-
-// Shape-function helpers: the named input has the shape of another, or is a [2] seed.
-inline tfl::Status merge_named(tfl::shape_inference::InferenceContext* c, int a, int b, const char* what) {
-  tfl::shape_inference::ShapeHandle merged;
-  const tfl::Status s = c->Merge(c->input(a), c->input(b), &merged);
-  if (!s.ok()) return tfl::errors::InvalidArgument(what, ": ", s.message());
-  return tfl::OkStatus();
 }
 
 // Shape function of a layer's gradient op (inputs: dy, then the forward op's): outputs dx, dw_mu,
@@ -121,14 +112,13 @@ inline tfl::Status seed_shape(tfl::shape_inference::InferenceContext* c, int ind
   tfl::shape_inference::DimensionHandle two;
   tfl::Status s = c->WithRank(c->input(index), 1, &seed);
   if (s.ok()) s = c->WithValue(c->Dim(seed, 0), 2, &two);
-  if (!s.ok()) return tfl::errors::InvalidArgument(name, " must be a seed of shape [2]: ", s.message());
-  return tfl::OkStatus();
+  return named(s, std::string(name) + " must be a seed of shape [2]");
 }
 
 }  // namespace tf
 }  // namespace fusedbnn
 
 // CPU kernels for both seed dtypes.
-#define FUSEDBNN_REGISTER_CPU(name, kernel)                                                                \
+#define FUSEDBNN_REGISTER_CPU(name, kernel)                                                                      \
   REGISTER_KERNEL_BUILDER(Name(name).Device(::tensorflow::DEVICE_CPU).TypeConstraint<int32_t>("Tseed"), kernel); \
   REGISTER_KERNEL_BUILDER(Name(name).Device(::tensorflow::DEVICE_CPU).TypeConstraint<int64_t>("Tseed"), kernel)

@@ -14,7 +14,9 @@ namespace fusedbnn {
 namespace tf {
 
 // Inputs shared by both ops, at these positions after Conv2DGrad's leading dy.
-enum ConvInput { kX, kWMu, kWRho, kWSeed, kBMu, kBRho, kBSeed };
+namespace conv_input {
+enum Index : int { kX, kWMu, kWRho, kWSeed, kBMu, kBRho, kBSeed };
+}  // namespace conv_input
 
 // The op's attributes, checked once (by the kernel's constructor and by the shape function).
 struct ConvAttrs {
@@ -36,9 +38,11 @@ struct ConvAttrs {
     TF_RETURN_IF_ERROR(c->GetAttr("use_bias", &use_bias));
     groups = groups_attr;
     if (strides.size() != 2 || strides[0] < 1 || strides[1] < 1)
-      return tfl::errors::InvalidArgument("strides must be 2 positive ints [h, w], got [", absl::StrJoin(strides, ", "), "]");
+      return tfl::errors::InvalidArgument("strides must be 2 positive ints [h, w], got [", absl::StrJoin(strides, ", "),
+                                          "]");
     if (dilations.size() != 2 || dilations[0] < 1 || dilations[1] < 1)
-      return tfl::errors::InvalidArgument("dilations must be 2 positive ints [h, w], got [", absl::StrJoin(dilations, ", "), "]");
+      return tfl::errors::InvalidArgument("dilations must be 2 positive ints [h, w], got [",
+                                          absl::StrJoin(dilations, ", "), "]");
     if (groups < 1) return tfl::errors::InvalidArgument("groups must be positive, got ", groups);
     channels_last = data_format == "NHWC";
     if (padding_name == "VALID") {
@@ -67,12 +71,6 @@ struct ConvAttrs {
 
   int height_axis() const { return channels_last ? 1 : 2; }
   int channel_axis() const { return channels_last ? 3 : 1; }
-};
-
-// Conv2DGrad's input dy and its outputs.
-struct ConvGrads {
-  const float* dy;
-  float *dx, *dw_mu, *dw_rho, *db_mu, *db_rho;
 };
 
 // Validates the inputs in eager mode too (shape functions only run when graphs are built).
@@ -134,8 +132,8 @@ class ConvBase : public tfl::OpKernel {
   }
 
   // Conv2DGrad: checks dy against y's shape and allocates the gradients like their inputs.
-  tfl::Status allocate_grads(tfl::OpKernelContext* ctx, const ConvParams& p, ConvGrads* g) {
-    return read_dy_and_allocate_grads(ctx, output_shape(p), kX, kWMu, kBMu, g);
+  tfl::Status allocate_grads(tfl::OpKernelContext* ctx, ConvGradParams* g) {
+    return read_dy_and_allocate_grads(ctx, output_shape(*g), conv_input::kX, conv_input::kWMu, conv_input::kBMu, g);
   }
 
   ConvAttrs attrs_;

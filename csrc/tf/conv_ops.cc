@@ -20,23 +20,24 @@ namespace {
 tfl::Status conv_shapes(InferenceContext* c, int first, ShapeHandle* y) {
   ConvAttrs attrs;
   TF_RETURN_IF_ERROR(attrs.read(c));
-  ShapeHandle x, w;
-  TF_RETURN_IF_ERROR(c->WithRank(c->input(first + kX), 4, &x));
-  TF_RETURN_IF_ERROR(c->WithRank(c->input(first + kWMu), 4, &w));
-  TF_RETURN_IF_ERROR(merge_named(c, first + kWMu, first + kWRho, "w_rho must have the shape of w_mu"));
-  TF_RETURN_IF_ERROR(seed_shape(c, first + kWSeed, "w_seed"));
+  ShapeHandle x, w, w_rho;
+  TF_RETURN_IF_ERROR(c->WithRank(c->input(first + conv_input::kX), 4, &x));
+  TF_RETURN_IF_ERROR(c->WithRank(c->input(first + conv_input::kWMu), 4, &w));
+  TF_RETURN_IF_ERROR(named(c->Merge(c->input(first + conv_input::kWMu), c->input(first + conv_input::kWRho), &w_rho),
+                           "w_rho must have the shape of w_mu"));
+  TF_RETURN_IF_ERROR(seed_shape(c, first + conv_input::kWSeed, "w_seed"));
   DimensionHandle in_channels, out_channels = c->Dim(w, 3);
   TF_RETURN_IF_ERROR(c->Multiply(c->Dim(w, 2), attrs.groups, &in_channels));
-  const tfl::Status s = c->Merge(c->Dim(x, attrs.channel_axis()), in_channels, &in_channels);
-  if (!s.ok()) return tfl::errors::InvalidArgument("x's channels must equal w_mu's in/groups times groups: ", s.message());
+  TF_RETURN_IF_ERROR(named(c->Merge(c->Dim(x, attrs.channel_axis()), in_channels, &in_channels),
+                           "x's channels must equal w_mu's in/groups times groups"));
   if (attrs.use_bias) {
-    ShapeHandle b;
+    ShapeHandle b, b_rho;
     DimensionHandle merged;
-    TF_RETURN_IF_ERROR(c->WithRank(c->input(first + kBMu), 1, &b));
-    TF_RETURN_IF_ERROR(merge_named(c, first + kBMu, first + kBRho, "b_rho must have the shape of b_mu"));
-    TF_RETURN_IF_ERROR(seed_shape(c, first + kBSeed, "b_seed"));
-    const tfl::Status sb = c->Merge(c->Dim(b, 0), out_channels, &merged);
-    if (!sb.ok()) return tfl::errors::InvalidArgument("b_mu must have w_mu's out channels: ", sb.message());
+    TF_RETURN_IF_ERROR(c->WithRank(c->input(first + conv_input::kBMu), 1, &b));
+    TF_RETURN_IF_ERROR(named(c->Merge(c->input(first + conv_input::kBMu), c->input(first + conv_input::kBRho), &b_rho),
+                             "b_rho must have the shape of b_mu"));
+    TF_RETURN_IF_ERROR(seed_shape(c, first + conv_input::kBSeed, "b_seed"));
+    TF_RETURN_IF_ERROR(named(c->Merge(c->Dim(b, 0), out_channels, &merged), "b_mu must have w_mu's out channels"));
   }
   DimensionHandle spatial[2];
   for (int a = 0; a < 2; ++a) {
@@ -72,27 +73,25 @@ class Conv2DGradOp : public ConvBase {
  public:
   using ConvBase::ConvBase;
   void Compute(tfl::OpKernelContext* ctx) override {
-    ConvParams p;
-    OP_REQUIRES_OK(ctx, read_params(ctx, &p));
-    ConvGrads g;
-    OP_REQUIRES_OK(ctx, allocate_grads(ctx, p, &g));
+    ConvGradParams g;
+    OP_REQUIRES_OK(ctx, read_params(ctx, &g));
+    OP_REQUIRES_OK(ctx, allocate_grads(ctx, &g));
     tfl::Tensor workspace;
-    OP_REQUIRES_OK(ctx, ctx->allocate_temp(tfl::DT_FLOAT, tfl::TensorShape({conv_backward_workspace(p)}), &workspace));
-    conv_backward(parallel_for(ctx), p, g.dy, workspace.flat<float>().data(), g.dx, g.dw_mu, g.dw_rho, g.db_mu,
-                  g.db_rho);
+    OP_REQUIRES_OK(ctx, ctx->allocate_temp(tfl::DT_FLOAT, tfl::TensorShape({conv_backward_workspace(g)}), &workspace));
+    conv_backward(parallel_for(ctx), g, workspace.flat<float>().data());
   }
 };
 
 }  // namespace
 
-#define FUSEDBNN_CONV_ATTRS                                      \
-  Attr("Tseed: {int32, int64} = DT_INT64")                       \
-      .Attr("strides: list(int) = [1, 1]")                       \
-      .Attr("dilations: list(int) = [1, 1]")                     \
-      .Attr("padding: {'VALID', 'SAME', 'EXPLICIT'} = 'VALID'")  \
-      .Attr("explicit_paddings: list(int) = []")                 \
-      .Attr("groups: int = 1")                                   \
-      .Attr("data_format: {'NHWC', 'NCHW'} = 'NHWC'")            \
+#define FUSEDBNN_CONV_ATTRS                                     \
+  Attr("Tseed: {int32, int64} = DT_INT64")                      \
+      .Attr("strides: list(int) = [1, 1]")                      \
+      .Attr("dilations: list(int) = [1, 1]")                    \
+      .Attr("padding: {'VALID', 'SAME', 'EXPLICIT'} = 'VALID'") \
+      .Attr("explicit_paddings: list(int) = []")                \
+      .Attr("groups: int = 1")                                  \
+      .Attr("data_format: {'NHWC', 'NCHW'} = 'NHWC'")           \
       .Attr("use_bias: bool = true")
 
 REGISTER_OP("FusedBnn>Conv2D")
@@ -111,8 +110,9 @@ REGISTER_OP("FusedBnn>Conv2D")
       c->set_output(0, y);
       return tfl::OkStatus();
     })
-    .Doc("2-D convolution of x with a kernel [kh, kw, in/groups, out] and bias sampled inside the op; "
-         "b inputs are ignored unless use_bias. explicit_paddings is [top, bottom, left, right].");
+    .Doc(
+        "2-D convolution of x with a kernel [kh, kw, in/groups, out] and bias sampled inside the op; "
+        "b inputs are ignored unless use_bias. explicit_paddings is [top, bottom, left, right].");
 
 REGISTER_OP("FusedBnn>Conv2DGrad")
     .Input("dy: float")
@@ -132,7 +132,7 @@ REGISTER_OP("FusedBnn>Conv2DGrad")
     .SetShapeFn([](InferenceContext* c) {
       ShapeHandle y;
       TF_RETURN_IF_ERROR(conv_shapes(c, 1, &y));
-      set_layer_grad_shapes(c, kX, kWMu, kBMu);
+      set_layer_grad_shapes(c, conv_input::kX, conv_input::kWMu, conv_input::kBMu);
       return tfl::OkStatus();
     })
     .Doc("Gradients of FusedBnn>Conv2D for x, w_mu, w_rho, b_mu, b_rho, regenerating the noise.");

@@ -20,7 +20,9 @@ namespace fusedbnn {
 namespace tf {
 
 // Inputs shared by both ops, at these positions after EmbeddingGrad's leading dy.
-enum EmbeddingInput { kIds, kWMu, kWRho, kWSeed };
+namespace embedding_input {
+enum Index : int { kIds, kWMu, kWRho, kWSeed };
+}  // namespace embedding_input
 
 // Writes the ids as int64 to out[0, ids.NumElements()), or returns an error naming the first id
 // outside [0, rows).
@@ -140,11 +142,10 @@ class EmbeddingBase : public tfl::OpKernel {
   // distinct rows to write and the outputs allocated for them.
   struct GradInputs {
     Table table;
-    EmbeddingParams params;
-    std::vector<int64_t> ids;  // params.ids points here
-    const float* dy = nullptr;
+    EmbeddingGradParams params;  // dy and the outputs dw_mu, dw_rho included
+    std::vector<int64_t> ids;    // params.ids points here
     EmbeddingRows rows;
-    tfl::Tensor *indices = nullptr, *dw_mu = nullptr, *dw_rho = nullptr;
+    tfl::Tensor* indices = nullptr;
     int64_t unique() const { return static_cast<int64_t>(rows.rows.size()); }
   };
 
@@ -152,15 +153,19 @@ class EmbeddingBase : public tfl::OpKernel {
     TF_RETURN_IF_ERROR(read_params(ctx, &g->table, &g->params));
     g->ids.resize(g->params.count);
     TF_RETURN_IF_ERROR(read_ids(ctx, g->ids.data(), &g->params));
-    TF_RETURN_IF_ERROR(read_dy(ctx, g->params, &g->dy));
+    TF_RETURN_IF_ERROR(read_dy(ctx, g->params, &g->params.dy));
     g->rows = embedding_rows(g->params);
-    return allocate_grads(ctx, g->unique(), g->params.dim, &g->indices, &g->dw_mu, &g->dw_rho);
+    tfl::Tensor *dw_mu, *dw_rho;
+    TF_RETURN_IF_ERROR(allocate_grads(ctx, g->unique(), g->params.dim, &g->indices, &dw_mu, &dw_rho));
+    g->params.dw_mu = dw_mu->flat<float>().data();
+    g->params.dw_rho = dw_rho->flat<float>().data();
+    return tfl::OkStatus();
   }
 
   // EmbeddingGrad's dy, checked against the shape of y.
   static tfl::Status read_dy(tfl::OpKernelContext* ctx, const EmbeddingParams& p, const float** dy) {
     const tfl::Tensor& dy_tensor = ctx->input(0);
-    const tfl::TensorShape y_shape = lookup_shape(ctx->input(1 + kIds), p.dim);
+    const tfl::TensorShape y_shape = lookup_shape(ctx->input(1 + embedding_input::kIds), p.dim);
     if (dy_tensor.shape() != y_shape) {
       return tfl::errors::InvalidArgument("dy must have shape ", y_shape.DebugString(), ", got ",
                                           dy_tensor.shape().DebugString());

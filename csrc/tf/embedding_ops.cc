@@ -29,19 +29,19 @@ ShapeHandle table_input_shape(InferenceContext* c, int index) {
 // The table [num_embeddings, dim], checked with the seed.
 template <bool kFromVariables>
 tfl::Status table_shapes(InferenceContext* c, int first, ShapeHandle* table) {
-  TF_RETURN_IF_ERROR(named(c->WithRank(table_input_shape<kFromVariables>(c, first + kWMu), 2, table),
+  TF_RETURN_IF_ERROR(named(c->WithRank(table_input_shape<kFromVariables>(c, first + embedding_input::kWMu), 2, table),
                            "w_mu must be a [num_embeddings, dim] table"));
   ShapeHandle rho;
-  TF_RETURN_IF_ERROR(named(c->Merge(*table, table_input_shape<kFromVariables>(c, first + kWRho), &rho),
+  TF_RETURN_IF_ERROR(named(c->Merge(*table, table_input_shape<kFromVariables>(c, first + embedding_input::kWRho), &rho),
                            "w_rho must have the shape of w_mu"));
-  return seed_shape(c, first + kWSeed, "w_seed");
+  return seed_shape(c, first + embedding_input::kWSeed, "w_seed");
 }
 
 // ids.shape + [dim].
 template <bool kFromVariables>
 tfl::Status lookup_shape(InferenceContext* c, int first, ShapeHandle* table, ShapeHandle* y) {
   TF_RETURN_IF_ERROR(table_shapes<kFromVariables>(c, first, table));
-  return c->Concatenate(c->input(first + kIds), c->Vector(c->Dim(*table, 1)), y);
+  return c->Concatenate(c->input(first + embedding_input::kIds), c->Vector(c->Dim(*table, 1)), y);
 }
 
 template <bool kFromVariables>
@@ -74,7 +74,7 @@ class EmbeddingOp : public EmbeddingBase {
     std::vector<int64_t> ids(p.count);
     OP_REQUIRES_OK(ctx, read_ids(ctx, ids.data(), &p));
     tfl::Tensor* y;
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, lookup_shape(ctx->input(kIds), p.dim), &y));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, lookup_shape(ctx->input(embedding_input::kIds), p.dim), &y));
     embedding_forward(parallel_for(ctx), p, y->flat<float>().data());
   }
 };
@@ -86,8 +86,7 @@ class EmbeddingGradOp : public EmbeddingBase {
     GradInputs g;
     OP_REQUIRES_OK(ctx, read_grad_inputs(ctx, &g));
     std::copy(g.rows.rows.begin(), g.rows.rows.end(), g.indices->flat<int64_t>().data());
-    embedding_backward(parallel_for(ctx), g.params, g.rows, g.dy, g.dw_mu->flat<float>().data(),
-                       g.dw_rho->flat<float>().data());
+    embedding_backward(parallel_for(ctx), g.params, g.rows);
   }
 };
 
@@ -110,7 +109,7 @@ constexpr char kFromVariablesDoc[] =
 
 // The attributes all four lookup ops share, spliced into their REGISTER_OP chains.
 #define FUSEDBNN_LOOKUP_ATTRS                   \
-  .Attr("Tids: {int32, int64} = DT_INT64")      \
+  Attr("Tids: {int32, int64} = DT_INT64")       \
       .Attr("Tseed: {int32, int64} = DT_INT64") \
       .Attr("padding_idx: int = -1")            \
       .Attr("max_norm: float = 0.0")            \
@@ -121,7 +120,8 @@ REGISTER_OP("FusedBnn>Embedding")
     .Input("w_mu: float")
     .Input("w_rho: float")
     .Input("w_seed: Tseed")
-    .Output("y: float") FUSEDBNN_LOOKUP_ATTRS
+    .Output("y: float")
+    .FUSEDBNN_LOOKUP_ATTRS
     .SetShapeFn(embedding_shape<false>)
     .Doc(kEmbeddingDoc);
 
@@ -133,7 +133,8 @@ REGISTER_OP("FusedBnn>EmbeddingGrad")
     .Input("w_seed: Tseed")
     .Output("indices: int64")
     .Output("dw_mu: float")
-    .Output("dw_rho: float") FUSEDBNN_LOOKUP_ATTRS
+    .Output("dw_rho: float")
+    .FUSEDBNN_LOOKUP_ATTRS
     .SetShapeFn(embedding_grad_shape<false>)
     .Doc(kEmbeddingGradDoc);
 
@@ -142,7 +143,8 @@ REGISTER_OP("FusedBnn>EmbeddingFromVariables")
     .Input("w_mu: resource")
     .Input("w_rho: resource")
     .Input("w_seed: Tseed")
-    .Output("y: float") FUSEDBNN_LOOKUP_ATTRS
+    .Output("y: float")
+    .FUSEDBNN_LOOKUP_ATTRS
     .SetShapeFn(embedding_shape<true>)
     .Doc(std::string(kEmbeddingDoc) + kFromVariablesDoc);
 
@@ -154,7 +156,8 @@ REGISTER_OP("FusedBnn>EmbeddingFromVariablesGrad")
     .Input("w_seed: Tseed")
     .Output("indices: int64")
     .Output("dw_mu: float")
-    .Output("dw_rho: float") FUSEDBNN_LOOKUP_ATTRS
+    .Output("dw_rho: float")
+    .FUSEDBNN_LOOKUP_ATTRS
     .SetShapeFn(embedding_grad_shape<true>)
     .Doc(std::string(kEmbeddingGradDoc) + kFromVariablesDoc);
 

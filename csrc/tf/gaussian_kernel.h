@@ -21,8 +21,7 @@ class PriorAttrs {
   explicit PriorAttrs(tfl::OpKernelConstruction* ctx) {
     OP_REQUIRES_OK(ctx, ctx->GetAttr("mu_prior", &mu_prior_));
     OP_REQUIRES_OK(ctx, ctx->GetAttr("std_prior", &std_prior_));
-    OP_REQUIRES(ctx, std_prior_ > 0.0f,
-                tfl::errors::InvalidArgument("std_prior must be positive, got ", std_prior_));
+    OP_REQUIRES(ctx, std_prior_ > 0.0f, tfl::errors::InvalidArgument("std_prior must be positive, got ", std_prior_));
   }
 
  protected:

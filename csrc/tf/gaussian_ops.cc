@@ -12,7 +12,8 @@ using tfl::shape_inference::InferenceContext;
 namespace {
 
 tfl::Status mu_rho_seed_shapes(InferenceContext* c, int mu, int rho, int seed) {
-  TF_RETURN_IF_ERROR(merge_named(c, mu, rho, "rho must have the shape of mu"));
+  tfl::shape_inference::ShapeHandle merged;
+  TF_RETURN_IF_ERROR(named(c->Merge(c->input(mu), c->input(rho), &merged), "rho must have the shape of mu"));
   return seed_shape(c, seed, "seed");
 }
 
@@ -87,8 +88,8 @@ class SampleGaussianOp : public tfl::OpKernel {
     OP_REQUIRES_OK(ctx, read_mu_rho_seed(ctx, "mu", &mu, &rho, &stream));
     tfl::Tensor* w;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, mu->shape(), &w));
-    sample_gaussian(parallel_for(ctx), stream, mu->NumElements(), mu->flat<float>().data(),
-                    rho->flat<float>().data(), w->flat<float>().data());
+    sample_gaussian(parallel_for(ctx), stream, mu->NumElements(), mu->flat<float>().data(), rho->flat<float>().data(),
+                    w->flat<float>().data());
   }
 };
 
@@ -132,9 +133,9 @@ class GaussianKlGradOp : public tfl::OpKernel, PriorAttrs {
     tfl::Tensor *dmu, *drho;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, mu->shape(), &dmu));
     OP_REQUIRES_OK(ctx, ctx->allocate_output(1, mu->shape(), &drho));
-    gaussian_kl_grad(parallel_for(ctx), stream, mu->NumElements(), mu->flat<float>().data(),
-                     rho->flat<float>().data(), mu_prior_, std_prior_, dkl.scalar<float>()(),
-                     dmu->flat<float>().data(), drho->flat<float>().data());
+    gaussian_kl_grad(parallel_for(ctx), stream, mu->NumElements(), mu->flat<float>().data(), rho->flat<float>().data(),
+                     mu_prior_, std_prior_, dkl.scalar<float>()(), dmu->flat<float>().data(),
+                     drho->flat<float>().data());
   }
 };
 

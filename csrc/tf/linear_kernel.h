@@ -10,13 +10,9 @@ namespace fusedbnn {
 namespace tf {
 
 // Inputs shared by both ops, at these positions after LinearGrad's leading dy.
-enum LinearInput { kX, kWMu, kWRho, kWSeed, kBMu, kBRho, kBSeed };
-
-// LinearGrad's input dy and its outputs.
-struct LinearGrads {
-  const float* dy;
-  float *dx, *dw_mu, *dw_rho, *db_mu, *db_rho;
-};
+namespace linear_input {
+enum Index : int { kX, kWMu, kWRho, kWSeed, kBMu, kBRho, kBSeed };
+}  // namespace linear_input
 
 // Validates the inputs in eager mode too (shape functions only run when graphs are built).
 class LinearBase : public tfl::OpKernel {
@@ -55,16 +51,16 @@ class LinearBase : public tfl::OpKernel {
 
   // y of shape x.shape[:-1] + [out].
   tfl::Status allocate_y(tfl::OpKernelContext* ctx, const LinearParams& p, tfl::Tensor** y) {
-    tfl::TensorShape y_shape = ctx->input(kX).shape();
+    tfl::TensorShape y_shape = ctx->input(linear_input::kX).shape();
     y_shape.set_dim(y_shape.dims() - 1, p.out);
     return ctx->allocate_output(0, y_shape, y);
   }
 
   // LinearGrad: checks dy against y's shape and allocates the gradients like their inputs.
-  tfl::Status allocate_grads(tfl::OpKernelContext* ctx, const LinearParams& p, LinearGrads* g) {
-    tfl::TensorShape y_shape = ctx->input(1 + kX).shape();
-    y_shape.set_dim(y_shape.dims() - 1, p.out);
-    return read_dy_and_allocate_grads(ctx, y_shape, kX, kWMu, kBMu, g);
+  tfl::Status allocate_grads(tfl::OpKernelContext* ctx, LinearGradParams* g) {
+    tfl::TensorShape y_shape = ctx->input(1 + linear_input::kX).shape();
+    y_shape.set_dim(y_shape.dims() - 1, g->out);
+    return read_dy_and_allocate_grads(ctx, y_shape, linear_input::kX, linear_input::kWMu, linear_input::kBMu, g);
   }
 
   bool use_bias_ = true;

@@ -14,24 +14,27 @@ using tfl::shape_inference::ShapeHandle;
 namespace {
 
 tfl::Status linear_shapes(InferenceContext* c, int first, ShapeHandle* y) {
-  ShapeHandle x, w;
-  TF_RETURN_IF_ERROR(c->WithRankAtLeast(c->input(first + kX), 1, &x));
-  TF_RETURN_IF_ERROR(c->WithRank(c->input(first + kWMu), 2, &w));
-  TF_RETURN_IF_ERROR(merge_named(c, first + kWMu, first + kWRho, "w_rho must have the shape of w_mu"));
-  TF_RETURN_IF_ERROR(seed_shape(c, first + kWSeed, "w_seed"));
+  ShapeHandle x, w, w_rho;
+  TF_RETURN_IF_ERROR(c->WithRankAtLeast(c->input(first + linear_input::kX), 1, &x));
+  TF_RETURN_IF_ERROR(c->WithRank(c->input(first + linear_input::kWMu), 2, &w));
+  TF_RETURN_IF_ERROR(
+      named(c->Merge(c->input(first + linear_input::kWMu), c->input(first + linear_input::kWRho), &w_rho),
+            "w_rho must have the shape of w_mu"));
+  TF_RETURN_IF_ERROR(seed_shape(c, first + linear_input::kWSeed, "w_seed"));
   DimensionHandle in;
-  const tfl::Status s = c->Merge(c->Dim(x, -1), c->Dim(w, 1), &in);
-  if (!s.ok()) return tfl::errors::InvalidArgument("x's last dimension must equal w_mu's in-features: ", s.message());
+  TF_RETURN_IF_ERROR(
+      named(c->Merge(c->Dim(x, -1), c->Dim(w, 1), &in), "x's last dimension must equal w_mu's in-features"));
   bool use_bias;
   TF_RETURN_IF_ERROR(c->GetAttr("use_bias", &use_bias));
   if (use_bias) {
-    ShapeHandle b;
+    ShapeHandle b, b_rho;
     DimensionHandle out;
-    TF_RETURN_IF_ERROR(c->WithRank(c->input(first + kBMu), 1, &b));
-    TF_RETURN_IF_ERROR(merge_named(c, first + kBMu, first + kBRho, "b_rho must have the shape of b_mu"));
-    TF_RETURN_IF_ERROR(seed_shape(c, first + kBSeed, "b_seed"));
-    const tfl::Status sb = c->Merge(c->Dim(b, 0), c->Dim(w, 0), &out);
-    if (!sb.ok()) return tfl::errors::InvalidArgument("b_mu must have w_mu's out-features: ", sb.message());
+    TF_RETURN_IF_ERROR(c->WithRank(c->input(first + linear_input::kBMu), 1, &b));
+    TF_RETURN_IF_ERROR(
+        named(c->Merge(c->input(first + linear_input::kBMu), c->input(first + linear_input::kBRho), &b_rho),
+              "b_rho must have the shape of b_mu"));
+    TF_RETURN_IF_ERROR(seed_shape(c, first + linear_input::kBSeed, "b_seed"));
+    TF_RETURN_IF_ERROR(named(c->Merge(c->Dim(b, 0), c->Dim(w, 0), &out), "b_mu must have w_mu's out-features"));
   }
   ShapeHandle batch;
   TF_RETURN_IF_ERROR(c->Subshape(x, 0, -1, &batch));
@@ -54,11 +57,10 @@ class LinearGradOp : public LinearBase {
  public:
   using LinearBase::LinearBase;
   void Compute(tfl::OpKernelContext* ctx) override {
-    LinearParams p;
-    OP_REQUIRES_OK(ctx, read_params(ctx, &p));
-    LinearGrads g;
-    OP_REQUIRES_OK(ctx, allocate_grads(ctx, p, &g));
-    linear_backward(parallel_for(ctx), p, g.dy, g.dx, g.dw_mu, g.dw_rho, g.db_mu, g.db_rho);
+    LinearGradParams g;
+    OP_REQUIRES_OK(ctx, read_params(ctx, &g));
+    OP_REQUIRES_OK(ctx, allocate_grads(ctx, &g));
+    linear_backward(parallel_for(ctx), g);
   }
 };
 
@@ -102,7 +104,7 @@ REGISTER_OP("FusedBnn>LinearGrad")
     .SetShapeFn([](InferenceContext* c) {
       ShapeHandle y;
       TF_RETURN_IF_ERROR(linear_shapes(c, 1, &y));
-      set_layer_grad_shapes(c, kX, kWMu, kBMu);
+      set_layer_grad_shapes(c, linear_input::kX, linear_input::kWMu, linear_input::kBMu);
       return tfl::OkStatus();
     })
     .Doc("Gradients of FusedBnn>Linear for x, w_mu, w_rho, b_mu, b_rho, regenerating the noise.");

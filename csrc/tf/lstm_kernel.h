@@ -10,10 +10,12 @@ namespace fusedbnn {
 namespace tf {
 
 // Inputs shared by both ops, at these positions after LstmGrad's leading dh_seq, dh_last, dc_last.
-enum LstmInput { kX, kWMu, kWRho, kWSeed, kBMu, kBRho, kBSeed, kH0, kC0 };
+namespace lstm_input {
+enum Index : int { kX, kWMu, kWRho, kWSeed, kBMu, kBRho, kBSeed, kH0, kC0 };
 constexpr int kGradPrefix = 3;
 // LstmGrad's inputs after the shared ones: the forward outputs the backward pass reads.
-enum LstmSavedInput { kHSeq = kGradPrefix + kC0 + 1, kW, kGates, kCells };
+enum SavedIndex : int { kHSeq = kGradPrefix + kC0 + 1, kW, kGates, kCells };
+}  // namespace lstm_input
 
 inline tfl::Status require_shape(const tfl::Tensor& t, const char* name, const tfl::TensorShape& shape) {
   if (t.shape() != shape) {
@@ -28,13 +30,13 @@ inline const float* data(const tfl::Tensor& t) { return t.flat<float>().data(); 
 
 // Reads and validates the shared inputs (shape functions only run when graphs are built).
 inline tfl::Status read_lstm_params(tfl::OpKernelContext* ctx, int first, LstmParams* p) {
-  const tfl::Tensor& x = ctx->input(first + kX);
-  const tfl::Tensor& w_mu = ctx->input(first + kWMu);
+  const tfl::Tensor& x = ctx->input(first + lstm_input::kX);
+  const tfl::Tensor& w_mu = ctx->input(first + lstm_input::kWMu);
   if (x.dims() != 3) {
     return tfl::errors::InvalidArgument("x must be [batch, steps, in], got shape ", x.shape().DebugString());
   }
   TF_RETURN_IF_ERROR(require_rank(w_mu, "w_mu", 2));
-  TF_RETURN_IF_ERROR(require_same_shape(w_mu, "w_mu", ctx->input(first + kWRho), "w_rho"));
+  TF_RETURN_IF_ERROR(require_same_shape(w_mu, "w_mu", ctx->input(first + lstm_input::kWRho), "w_rho"));
   p->batch = x.dim_size(0);
   p->steps = x.dim_size(1);
   p->in = x.dim_size(2);
@@ -45,18 +47,19 @@ inline tfl::Status read_lstm_params(tfl::OpKernelContext* ctx, int first, LstmPa
   }
   p->hidden = gates / 4;
   TF_RETURN_IF_ERROR(require_shape(w_mu, "w_mu", tfl::TensorShape({p->in + p->hidden, gates})));
-  TF_RETURN_IF_ERROR(require_shape(ctx->input(first + kBMu), "b_mu", tfl::TensorShape({gates})));
-  TF_RETURN_IF_ERROR(require_same_shape(ctx->input(first + kBMu), "b_mu", ctx->input(first + kBRho), "b_rho"));
+  TF_RETURN_IF_ERROR(require_shape(ctx->input(first + lstm_input::kBMu), "b_mu", tfl::TensorShape({gates})));
+  TF_RETURN_IF_ERROR(
+      require_same_shape(ctx->input(first + lstm_input::kBMu), "b_mu", ctx->input(first + lstm_input::kBRho), "b_rho"));
   const tfl::TensorShape state({p->batch, p->hidden});
-  TF_RETURN_IF_ERROR(require_shape(ctx->input(first + kH0), "h0", state));
-  TF_RETURN_IF_ERROR(require_shape(ctx->input(first + kC0), "c0", state));
+  TF_RETURN_IF_ERROR(require_shape(ctx->input(first + lstm_input::kH0), "h0", state));
+  TF_RETURN_IF_ERROR(require_shape(ctx->input(first + lstm_input::kC0), "c0", state));
   p->x = data(x);
   p->w_mu = data(w_mu);
-  p->w_rho = data(ctx->input(first + kWRho));
-  p->b_mu = data(ctx->input(first + kBMu));
-  p->b_rho = data(ctx->input(first + kBRho));
-  p->h0 = data(ctx->input(first + kH0));
-  p->c0 = data(ctx->input(first + kC0));
+  p->w_rho = data(ctx->input(first + lstm_input::kWRho));
+  p->b_mu = data(ctx->input(first + lstm_input::kBMu));
+  p->b_rho = data(ctx->input(first + lstm_input::kBRho));
+  p->h0 = data(ctx->input(first + lstm_input::kH0));
+  p->c0 = data(ctx->input(first + lstm_input::kC0));
   TF_RETURN_IF_ERROR(read_seed(ctx, "w_seed", &p->w_stream));
   return read_seed(ctx, "b_seed", &p->b_stream);
 }
@@ -69,7 +72,8 @@ struct LstmOutputs {
 
 inline tfl::Status allocate_lstm_outputs(tfl::OpKernelContext* ctx, const LstmParams& p, LstmOutputs* out) {
   const int64_t B = p.batch, T = p.steps, H = p.hidden;
-  const tfl::TensorShape shapes[] = {{B, T, H}, {B, H}, {B, H}, ctx->input(kWMu).shape(), {B, T, 4 * H}, {B, T, H}};
+  const tfl::TensorShape shapes[] = {{B, T, H},     {B, H},   {B, H}, ctx->input(lstm_input::kWMu).shape(),
+                                     {B, T, 4 * H}, {B, T, H}};
   float** pointers[] = {&out->h_seq, &out->h_last, &out->c_last, &out->saved.w, &out->saved.gates, &out->saved.cells};
   for (int i = 0; i < 6; ++i) {
     tfl::Tensor* t;
@@ -79,46 +83,42 @@ inline tfl::Status allocate_lstm_outputs(tfl::OpKernelContext* ctx, const LstmPa
   return tfl::OkStatus();
 }
 
-// LstmGrad's incoming gradients, the forward outputs it reads, its outputs, and dz
-// [batch, steps, 4 hidden], which takes over the saved gates' buffer when nothing else holds it
-// (as in a traced training step).
-struct LstmGradArgs {
-  const float *dh_seq, *dh_last, *dc_last;
-  LstmForwardResult fwd;
-  LstmGrads grads;
-  float* dz;
-};
-
-// Validates LstmGrad's own inputs against p (read by read_lstm_params(ctx, kGradPrefix, p)) and
-// allocates its outputs and dz (held by dz_holder).
-inline tfl::Status prepare_lstm_grad(tfl::OpKernelContext* ctx, const LstmParams& p, tfl::Tensor* dz_holder,
-                                     LstmGradArgs* args) {
-  const int64_t B = p.batch, T = p.steps, H = p.hidden;
+// Validates LstmGrad's own inputs against the forward parameters in p (read by
+// read_lstm_params(ctx, lstm_input::kGradPrefix, p)), fills in the rest of p (the incoming gradients,
+// the forward outputs it reads, its outputs, allocated) and allocates *dz [batch, steps, 4 hidden]
+// (held by dz_holder), which takes over the saved gates' buffer when nothing else holds it (as in a
+// traced training step).
+inline tfl::Status prepare_lstm_grad(tfl::OpKernelContext* ctx, LstmGradParams* p, tfl::Tensor* dz_holder, float** dz) {
+  const int64_t B = p->batch, T = p->steps, H = p->hidden;
   const tfl::TensorShape seq({B, T, H}), state({B, H}), gates({B, T, 4 * H});
   TF_RETURN_IF_ERROR(require_shape(ctx->input(0), "dh_seq", seq));
   TF_RETURN_IF_ERROR(require_shape(ctx->input(1), "dh_last", state));
   TF_RETURN_IF_ERROR(require_shape(ctx->input(2), "dc_last", state));
-  TF_RETURN_IF_ERROR(require_shape(ctx->input(kHSeq), "h_seq", seq));
-  TF_RETURN_IF_ERROR(require_shape(ctx->input(kW), "w", ctx->input(kGradPrefix + kWMu).shape()));
-  TF_RETURN_IF_ERROR(require_shape(ctx->input(kGates), "gates", gates));
-  TF_RETURN_IF_ERROR(require_shape(ctx->input(kCells), "cells", seq));
-  args->dh_seq = data(ctx->input(0));
-  args->dh_last = data(ctx->input(1));
-  args->dc_last = data(ctx->input(2));
-  args->fwd = LstmForwardResult{data(ctx->input(kW)), data(ctx->input(kGates)), data(ctx->input(kCells)),
-                                data(ctx->input(kHSeq))};
-  const tfl::TensorShape shapes[] = {ctx->input(kGradPrefix + kX).shape(), ctx->input(kGradPrefix + kWMu).shape(),
-                                     ctx->input(kGradPrefix + kWMu).shape(), ctx->input(kGradPrefix + kBMu).shape(),
-                                     ctx->input(kGradPrefix + kBMu).shape(), state, state};
-  LstmGrads& g = args->grads;
-  float** pointers[] = {&g.dx, &g.dw_mu, &g.dw_rho, &g.db_mu, &g.db_rho, &g.dh0, &g.dc0};
+  TF_RETURN_IF_ERROR(require_shape(ctx->input(lstm_input::kHSeq), "h_seq", seq));
+  TF_RETURN_IF_ERROR(
+      require_shape(ctx->input(lstm_input::kW), "w", ctx->input(lstm_input::kGradPrefix + lstm_input::kWMu).shape()));
+  TF_RETURN_IF_ERROR(require_shape(ctx->input(lstm_input::kGates), "gates", gates));
+  TF_RETURN_IF_ERROR(require_shape(ctx->input(lstm_input::kCells), "cells", seq));
+  p->dh_seq = data(ctx->input(0));
+  p->dh_last = data(ctx->input(1));
+  p->dc_last = data(ctx->input(2));
+  p->fwd = LstmForwardResult{data(ctx->input(lstm_input::kW)), data(ctx->input(lstm_input::kGates)),
+                             data(ctx->input(lstm_input::kCells)), data(ctx->input(lstm_input::kHSeq))};
+  const tfl::TensorShape shapes[] = {ctx->input(lstm_input::kGradPrefix + lstm_input::kX).shape(),
+                                     ctx->input(lstm_input::kGradPrefix + lstm_input::kWMu).shape(),
+                                     ctx->input(lstm_input::kGradPrefix + lstm_input::kWMu).shape(),
+                                     ctx->input(lstm_input::kGradPrefix + lstm_input::kBMu).shape(),
+                                     ctx->input(lstm_input::kGradPrefix + lstm_input::kBMu).shape(),
+                                     state,
+                                     state};
+  float** pointers[] = {&p->dx, &p->dw_mu, &p->dw_rho, &p->db_mu, &p->db_rho, &p->dh0, &p->dc0};
   for (int i = 0; i < 7; ++i) {
     tfl::Tensor* t;
     TF_RETURN_IF_ERROR(ctx->allocate_output(i, shapes[i], &t));
     *pointers[i] = data(t);
   }
-  TF_RETURN_IF_ERROR(ctx->forward_input_or_allocate_temp({kGates}, tfl::DT_FLOAT, gates, dz_holder));
-  args->dz = data(dz_holder);
+  TF_RETURN_IF_ERROR(ctx->forward_input_or_allocate_temp({lstm_input::kGates}, tfl::DT_FLOAT, gates, dz_holder));
+  *dz = data(dz_holder);
   return tfl::OkStatus();
 }
 

@@ -14,14 +14,17 @@ namespace {
 // Checks the shared inputs; batch, steps and hidden come back as dimensions.
 tfl::Status lstm_shapes(InferenceContext* c, int first, DimensionHandle* batch, DimensionHandle* steps,
                         DimensionHandle* hidden) {
-  ShapeHandle x, w, b, state;
-  TF_RETURN_IF_ERROR(named(c->WithRank(c->input(first + kX), 3, &x), "x must be [batch, steps, in]"));
-  TF_RETURN_IF_ERROR(named(c->WithRank(c->input(first + kWMu), 2, &w), "w_mu must be [in + hidden, 4 hidden]"));
-  TF_RETURN_IF_ERROR(merge_named(c, first + kWMu, first + kWRho, "w_rho must have the shape of w_mu"));
-  TF_RETURN_IF_ERROR(seed_shape(c, first + kWSeed, "w_seed"));
-  TF_RETURN_IF_ERROR(named(c->WithRank(c->input(first + kBMu), 1, &b), "b_mu must be [4 hidden]"));
-  TF_RETURN_IF_ERROR(merge_named(c, first + kBMu, first + kBRho, "b_rho must have the shape of b_mu"));
-  TF_RETURN_IF_ERROR(seed_shape(c, first + kBSeed, "b_seed"));
+  ShapeHandle x, w, w_rho, b, b_rho, state;
+  TF_RETURN_IF_ERROR(named(c->WithRank(c->input(first + lstm_input::kX), 3, &x), "x must be [batch, steps, in]"));
+  TF_RETURN_IF_ERROR(
+      named(c->WithRank(c->input(first + lstm_input::kWMu), 2, &w), "w_mu must be [in + hidden, 4 hidden]"));
+  TF_RETURN_IF_ERROR(named(c->Merge(c->input(first + lstm_input::kWMu), c->input(first + lstm_input::kWRho), &w_rho),
+                           "w_rho must have the shape of w_mu"));
+  TF_RETURN_IF_ERROR(seed_shape(c, first + lstm_input::kWSeed, "w_seed"));
+  TF_RETURN_IF_ERROR(named(c->WithRank(c->input(first + lstm_input::kBMu), 1, &b), "b_mu must be [4 hidden]"));
+  TF_RETURN_IF_ERROR(named(c->Merge(c->input(first + lstm_input::kBMu), c->input(first + lstm_input::kBRho), &b_rho),
+                           "b_rho must have the shape of b_mu"));
+  TF_RETURN_IF_ERROR(seed_shape(c, first + lstm_input::kBSeed, "b_seed"));
   DimensionHandle gates, rows;
   TF_RETURN_IF_ERROR(named(c->Merge(c->Dim(w, 1), c->Dim(b, 0), &gates), "b_mu must have w_mu's 4 hidden columns"));
   TF_RETURN_IF_ERROR(named(c->Divide(gates, 4, true, hidden), "w_mu's columns must be 4 hidden"));
@@ -30,8 +33,10 @@ tfl::Status lstm_shapes(InferenceContext* c, int first, DimensionHandle* batch, 
   *batch = c->Dim(x, 0);
   *steps = c->Dim(x, 1);
   const ShapeHandle expected_state = c->Matrix(*batch, *hidden);
-  TF_RETURN_IF_ERROR(named(c->Merge(c->input(first + kH0), expected_state, &state), "h0 must be [batch, hidden]"));
-  TF_RETURN_IF_ERROR(named(c->Merge(c->input(first + kC0), expected_state, &state), "c0 must be [batch, hidden]"));
+  TF_RETURN_IF_ERROR(
+      named(c->Merge(c->input(first + lstm_input::kH0), expected_state, &state), "h0 must be [batch, hidden]"));
+  TF_RETURN_IF_ERROR(
+      named(c->Merge(c->input(first + lstm_input::kC0), expected_state, &state), "c0 must be [batch, hidden]"));
   return tfl::OkStatus();
 }
 
@@ -57,19 +62,18 @@ class LstmGradOp : public tfl::OpKernel {
  public:
   using OpKernel::OpKernel;
   void Compute(tfl::OpKernelContext* ctx) override {
-    LstmParams p;
-    OP_REQUIRES_OK(ctx, read_lstm_params(ctx, kGradPrefix, &p));
-    tfl::Tensor dz;
-    LstmGradArgs args;
-    OP_REQUIRES_OK(ctx, prepare_lstm_grad(ctx, p, &dz, &args));
+    LstmGradParams p;
+    OP_REQUIRES_OK(ctx, read_lstm_params(ctx, lstm_input::kGradPrefix, &p));
+    tfl::Tensor dz_holder;
+    float* dz;
+    OP_REQUIRES_OK(ctx, prepare_lstm_grad(ctx, &p, &dz_holder, &dz));
     const tfl::TensorShape seq({p.batch, p.steps, p.hidden}), state({p.batch, p.hidden});
     tfl::Tensor h_prev, dh, dc, row;
     OP_REQUIRES_OK(ctx, ctx->allocate_temp(tfl::DT_FLOAT, seq, &h_prev));
     OP_REQUIRES_OK(ctx, ctx->allocate_temp(tfl::DT_FLOAT, state, &dh));
     OP_REQUIRES_OK(ctx, ctx->allocate_temp(tfl::DT_FLOAT, state, &dc));
     OP_REQUIRES_OK(ctx, ctx->allocate_temp(tfl::DT_FLOAT, state, &row));
-    lstm_backward(parallel_for(ctx), p, args.fwd, args.dh_seq, args.dh_last, args.dc_last,
-                  LstmBackwardScratch{args.dz, data(&h_prev), data(&dh), data(&dc), data(&row)}, args.grads);
+    lstm_backward(parallel_for(ctx), p, LstmBackwardScratch{dz, data(&h_prev), data(&dh), data(&dc), data(&row)});
   }
 };
 
@@ -99,14 +103,15 @@ REGISTER_OP("FusedBnn>Lstm")
       c->set_output(0, c->MakeShape({batch, steps, hidden}));
       c->set_output(1, c->Matrix(batch, hidden));
       c->set_output(2, c->Matrix(batch, hidden));
-      c->set_output(3, c->input(kWMu));
+      c->set_output(3, c->input(lstm_input::kWMu));
       c->set_output(4, c->MakeShape({batch, steps, gates}));
       c->set_output(5, c->MakeShape({batch, steps, hidden}));
       return tfl::OkStatus();
     })
-    .Doc("LSTM over x [batch, steps, in] from state (h0, c0), W [in + hidden, 4 hidden] and b sampled once; "
-         "gate order f, i, c, o. Returns h_seq, h_last, c_last, and for the gradient the sampled W, the "
-         "activated gates and the cell states of every step.");
+    .Doc(
+        "LSTM over x [batch, steps, in] from state (h0, c0), W [in + hidden, 4 hidden] and b sampled once; "
+        "gate order f, i, c, o. Returns h_seq, h_last, c_last, and for the gradient the sampled W, the "
+        "activated gates and the cell states of every step.");
 
 REGISTER_OP("FusedBnn>LstmGrad")
     .Input("dh_seq: float")
@@ -135,18 +140,19 @@ REGISTER_OP("FusedBnn>LstmGrad")
     .Attr("Tseed: {int32, int64} = DT_INT64")
     .SetShapeFn([](InferenceContext* c) {
       DimensionHandle batch, steps, hidden;
-      TF_RETURN_IF_ERROR(lstm_shapes(c, kGradPrefix, &batch, &steps, &hidden));
-      c->set_output(0, c->input(kGradPrefix + kX));
-      c->set_output(1, c->input(kGradPrefix + kWMu));
-      c->set_output(2, c->input(kGradPrefix + kWMu));
-      c->set_output(3, c->input(kGradPrefix + kBMu));
-      c->set_output(4, c->input(kGradPrefix + kBMu));
+      TF_RETURN_IF_ERROR(lstm_shapes(c, lstm_input::kGradPrefix, &batch, &steps, &hidden));
+      c->set_output(0, c->input(lstm_input::kGradPrefix + lstm_input::kX));
+      c->set_output(1, c->input(lstm_input::kGradPrefix + lstm_input::kWMu));
+      c->set_output(2, c->input(lstm_input::kGradPrefix + lstm_input::kWMu));
+      c->set_output(3, c->input(lstm_input::kGradPrefix + lstm_input::kBMu));
+      c->set_output(4, c->input(lstm_input::kGradPrefix + lstm_input::kBMu));
       c->set_output(5, c->Matrix(batch, hidden));
       c->set_output(6, c->Matrix(batch, hidden));
       return tfl::OkStatus();
     })
-    .Doc("Backpropagation through time for FusedBnn>Lstm from its saved outputs, regenerating the noise for "
-         "drho.");
+    .Doc(
+        "Backpropagation through time for FusedBnn>Lstm from its saved outputs, regenerating the noise for "
+        "drho.");
 
 FUSEDBNN_REGISTER_CPU("FusedBnn>Lstm", LstmOp);
 FUSEDBNN_REGISTER_CPU("FusedBnn>LstmGrad", LstmGradOp);

@@ -11,6 +11,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
+#include <cstdio>
 #include <cstring>
 #include <functional>
 #include <thread>
@@ -39,11 +40,16 @@ struct float4 {
 inline float4 make_float4(float x, float y, float z, float w) { return {x, y, z, w}; }
 inline float atomicAdd(float* p, float v) { return std::atomic_ref<float>(*p).fetch_add(v); }
 
+#define CUDART_VERSION 13000
 using cudaStream_t = void*;
 enum cudaError_t { cudaSuccess = 0 };
 enum cudaDeviceAttr { cudaDevAttrMultiProcessorCount };
 inline cudaError_t cudaGetLastError() { return cudaSuccess; }
 inline const char* cudaGetErrorString(cudaError_t) { return "no error"; }
+inline cudaError_t cudaDriverGetVersion(int* version) {
+  *version = 13000;
+  return cudaSuccess;
+}
 inline cudaError_t cudaGetDevice(int* device) {
   *device = 0;
   return cudaSuccess;
@@ -54,13 +60,27 @@ inline cudaError_t cudaDeviceGetAttribute(int* value, cudaDeviceAttr, int) {
   *value = sms != nullptr ? std::atoi(sms) : 3;
   return cudaSuccess;
 }
+// Every launch is checked against CUDA's limits (grid x 2^31 - 1, y and z 65535, 1024 threads);
+// while emulation_check_only is set, launches and memsets are checked but not run, so that the
+// launch shapes of sizes too large to emulate (or to allocate) are tested too.
+inline bool emulation_check_only = false;
+inline int emulated_limit_violations = 0;
+
 inline cudaError_t cudaMemsetAsync(void* p, int value, size_t bytes, cudaStream_t) {
-  std::memset(p, value, bytes);
+  if (!emulation_check_only) std::memset(p, value, bytes);
   return cudaSuccess;
 }
 
 // What `kernel<<<grid, block, shared, stream>>>(args)` becomes (translate_launches.py).
-inline void emulated_launch(dim3 grid, dim3 block, const std::function<void()>& kernel) {
+inline void emulated_launch(dim3 grid, dim3 block, const char* name, const std::function<void()>& kernel) {
+  const bool within = grid.x >= 1 && grid.x <= 2147483647u && grid.y >= 1 && grid.y <= 65535 && grid.z >= 1 &&
+                      grid.z <= 65535 && block.x >= 1 && block.x * block.y * block.z <= 1024;
+  if (!within) {
+    ++emulated_limit_violations;
+    std::printf("FAIL launch of %s: grid (%u, %u, %u), block (%u, %u, %u) beyond CUDA's limits\n", name, grid.x,
+                grid.y, grid.z, block.x, block.y, block.z);
+  }
+  if (emulation_check_only || !within) return;
   gridDim = grid;
   blockDim = block;
   for (unsigned bz = 0; bz < grid.z; ++bz) {

@@ -140,8 +140,8 @@ void linear_case(int64_t rows, int64_t in, int64_t out, bool bias, int offset) {
   std::vector<char> backward_scratch(cuda::linear_backward_scratch_bytes(p));
   auto dx_out = poisoned(rows * in), dmu_out = poisoned(out * in), drho_out = poisoned(out * in);
   auto dbmu_out = poisoned(out), dbrho_out = poisoned(out);
-  cuda::linear_backward(p, dy, backward_scratch.data(), dx_out.data(), dmu_out.data(), drho_out.data(),
-                        dbmu_out.data(), dbrho_out.data(), nullptr);
+  const LinearGradParams grad{p, dy, dx_out.data(), dmu_out.data(), drho_out.data(), dbmu_out.data(), dbrho_out.data()};
+  cuda::linear_backward(grad, backward_scratch.data(), nullptr);
   expect_close(name + " dx", dx_out.data(), dx);
   expect_close(name + " dw_mu", dmu_out.data(), dw_mu);
   expect_close(name + " dw_rho", drho_out.data(), dw_rho);
@@ -284,7 +284,8 @@ void embedding_case(int64_t num, int64_t dim, int64_t count, int64_t highest, in
     std::printf("FAIL %s: bad_id flag %d\n", name.c_str(), bad_id);
   }
   auto dmu_out = poisoned(unique * dim), drho_out = poisoned(unique * dim);
-  cuda::embedding_backward(p, rows.device_view(), dy, dmu_out.data() + offset, drho_out.data() + offset, nullptr);
+  const cuda::EmbeddingGradParams grad{p, dy, dmu_out.data() + offset, drho_out.data() + offset};
+  cuda::embedding_backward(grad, rows.device_view(), nullptr);
   expect_close(name + " dw_mu", dmu_out.data() + offset, dmu, 1e-5, grad_floor);
   expect_close(name + " dw_rho", drho_out.data() + offset, drho, 1e-5, grad_floor);
 }
@@ -327,7 +328,7 @@ void embedding_bad_rows_case(float max_norm) {
   const cuda::EmbeddingGradRows view{rows.data(), 5, positions.data(), static_cast<int64_t>(positions.size()),
                                      starts.data(), 2};
   auto dmu = poisoned(5 * dim), drho = poisoned(5 * dim);
-  cuda::embedding_backward(p, view, dy.data(), dmu.data(), drho.data(), nullptr);
+  cuda::embedding_backward(cuda::EmbeddingGradParams{p, dy.data(), dmu.data(), drho.data()}, view, nullptr);
   const std::vector<double> zeros(5 * dim, 0.0);
   expect_close(name + " dw_mu", dmu.data(), zeros);
   expect_close(name + " dw_rho", drho.data(), zeros);
@@ -444,8 +445,8 @@ void conv_case(const ConvCase& c, int offset) {
   std::vector<char> backward_scratch(cuda::conv_backward_scratch_bytes(p));
   auto dx_out = poisoned(nx), dmu_out = poisoned(nw), drho_out = poisoned(nw);
   auto dbmu_out = poisoned(c.out_c), dbrho_out = poisoned(c.out_c);
-  cuda::conv_backward(p, dy, backward_scratch.data(), dx_out.data(), dmu_out.data(), drho_out.data(),
-                      dbmu_out.data(), dbrho_out.data(), nullptr);
+  const ConvGradParams grad{p, dy, dx_out.data(), dmu_out.data(), drho_out.data(), dbmu_out.data(), dbrho_out.data()};
+  cuda::conv_backward(grad, backward_scratch.data(), nullptr);
   expect_close(name + " dx", dx_out.data(), dx);
   expect_close(name + " dw_mu", dmu_out.data(), dw_mu);
   expect_close(name + " dw_rho", drho_out.data(), dw_rho);
@@ -588,11 +589,10 @@ void lstm_case(int64_t B, int64_t T, int64_t E, int64_t H, bool zero_state, bool
   auto dx_out = poisoned(B * T * E), dw_mu_out = poisoned(R * G), dw_rho_out = poisoned(R * G), db_mu_out = poisoned(G),
        db_rho_out = poisoned(G), dh0_out = poisoned(B * H), dc0_out = poisoned(B * H);
   const LstmForwardResult fwd{w_out.data(), gates_out.data(), cells_out.data(), h_seq_out.data()};
-  cuda::lstm_backward(p, fwd, dh_seq.data() + offset, dh_last.data() + offset, dc_last.data() + offset,
-                      alias_dz ? gates_out.data() : dz_own.data(), backward_scratch.data(),
-                      LstmGrads{dx_out.data(), dh0_out.data(), dc0_out.data(), dw_mu_out.data(), dw_rho_out.data(),
-                                db_mu_out.data(), db_rho_out.data()},
-                      nullptr);
+  const LstmGradParams grad{p, fwd, dh_seq.data() + offset, dh_last.data() + offset, dc_last.data() + offset,
+                            dx_out.data(), dh0_out.data(), dc0_out.data(), dw_mu_out.data(), dw_rho_out.data(),
+                            db_mu_out.data(), db_rho_out.data()};
+  cuda::lstm_backward(grad, alias_dz ? gates_out.data() : dz_own.data(), backward_scratch.data(), nullptr);
   expect_close(name + " dx", dx_out.data(), dx);
   expect_close(name + " dh0", dh0_out.data(), dh0);
   expect_close(name + " dc0", dc0_out.data(), dc0);
@@ -600,6 +600,45 @@ void lstm_case(int64_t B, int64_t T, int64_t E, int64_t H, bool zero_state, bool
   expect_close(name + " dw_rho", dw_rho_out.data(), dw_rho);
   expect_close(name + " db_mu", db_mu_out.data(), db);
   expect_close(name + " db_rho", db_rho_out.data(), db_rho);
+}
+
+// Sizes whose tiles would pass gridDim.y's limit of 65535 in a (rows, columns) grid: Linear with
+// 20 million outputs or inputs (the weight gradient's 64-row tiles pass it from 4,194,240 outputs),
+// a convolution with 5 million input channels, an LSTM with 2.2 million hidden units. Their launches are
+// checked against CUDA's limits, not run (cuda_runtime.h here); nothing is allocated.
+void launch_limit_cases() {
+  emulation_check_only = true;
+  alignas(16) static float dummy[4];
+  float* d = dummy;
+  const int violations_before = emulated_limit_violations;
+  for (int64_t rows : {1, 100}) {
+    for (const auto& [in, out] : {std::pair<int64_t, int64_t>{1, 20000000}, {20000000, 1}}) {
+      const LinearParams p{d, rows, in, out, d, d, stream_from_seed(1, 2), true, d, d, stream_from_seed(3, 4)};
+      cuda::linear_forward(p, d, d, nullptr);
+      cuda::linear_backward(LinearGradParams{p, d, d, d, d, d, d}, d, nullptr);
+    }
+  }
+  for (bool channels_last : {true, false}) {  // 5 million input channels: dx's 64-column tiles
+    ConvParams p{};
+    p.x = d, p.w_mu = d, p.w_rho = d, p.b_mu = d, p.b_rho = d;
+    p.batch = 2, p.in_h = 3, p.in_w = 3, p.in_channels = 5000000;
+    p.out_h = 3, p.out_w = 3, p.out_channels = 1;
+    p.kernel_h = p.kernel_w = 1, p.stride_h = p.stride_w = p.dilation_h = p.dilation_w = 1;
+    p.groups = 1, p.channels_last = channels_last, p.has_bias = true;
+    if (const char* error = cuda::conv_size_error(p)) {
+      ++failures;
+      std::printf("FAIL conv launch limits: %s\n", error);
+      continue;
+    }
+    cuda::conv_forward(p, d, d, nullptr);
+    cuda::conv_backward(ConvGradParams{p, d, d, d, d, d, d}, d, nullptr);
+  }
+  const LstmParams lstm{d, 2, 2, 3, 2200000, d, d, stream_from_seed(5, 6), d, d, stream_from_seed(7, 8), d, d};
+  cuda::lstm_forward(lstm, LstmSaved{d, d, d}, d, d, d, d, nullptr);
+  cuda::lstm_backward(LstmGradParams{lstm, LstmForwardResult{d, d, d, d}, d, d, d, d, d, d, d, d, d, d}, d, d, nullptr);
+  emulation_check_only = false;
+  std::printf("cuda_emulation: launch limits at large sizes: %d launches beyond them\n",
+              emulated_limit_violations - violations_before);
 }
 
 }  // namespace
@@ -636,6 +675,8 @@ int main() {
   setenv("CUDA_EMULATION_SMS", sms_before.c_str(), 1);
   embedding_cases();
   for (float max_norm : {0.0f, 0.01f}) embedding_bad_rows_case(max_norm);
+  launch_limit_cases();
+  failures += emulated_limit_violations;
   std::printf("cuda_emulation: %s (%d failures)\n", failures ? "FAILED" : "all kernels match", failures);
   return failures != 0;
 }

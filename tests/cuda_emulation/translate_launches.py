@@ -1,5 +1,5 @@
 """Rewrites every `kernel<<<grid, block, ...>>>(args)` of a .cu file as
-`emulated_launch(dim3(grid), dim3(block), [&] { kernel(args); })` (see cuda_runtime.h here)."""
+`emulated_launch(dim3(grid), dim3(block), "kernel", [&] { kernel(args); })` (see cuda_runtime.h here)."""
 
 import sys
 
@@ -51,7 +51,9 @@ def translate(src):
         grid, block = split_top_level(src[start + 3:config_end])[:2]
         args = src[config_end + 4:args_end]
         out.append(src[i:name_at])
-        out.append(f"emulated_launch(dim3({grid}), dim3({block}), [&] {{ {src[name_at:start]}({args}); }})")
+        name = src[name_at:start]
+        label = name.split("<")[0].strip()
+        out.append(f'emulated_launch(dim3({grid}), dim3({block}), "{label}", [&] {{ {name}({args}); }})')
         i = args_end + 1
     return "".join(out) + src[i:]
 

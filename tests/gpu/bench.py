@@ -1,6 +1,8 @@
 """GPU benchmark: fused fusedbnn CUDA kernels against the unfused Bayesian layer as a PyTorch user
 writes it (mu + softplus(rho) * randn_like(mu), then matmul / gather) and the deterministic layer,
-float32 on one card. CUDA events; each step's sides run alternately, medians reported.
+float32 on one card. The deterministic layer runs twice: in float32, and with TF32 tensor cores as a
+TensorFlow user gets cuBLAS / cuDNN by default. CUDA events; each step's sides run alternately,
+medians reported.
 
     python tests/gpu/bench.py [--reps 50] [--json results.json]
 """
@@ -30,6 +32,17 @@ def time_sides(sides, reps, warmup=5):
             end.synchronize()
             times[name].append(start.elapsed_time(end))
     return {name: statistics.median(t) for name, t in times.items()}
+
+
+def with_tf32(fn):
+    """fn with TF32 tensor cores allowed in cuBLAS and cuDNN (TensorFlow's default), float32 after."""
+    def run():
+        torch_ops.set_tf32(True)
+        try:
+            fn()
+        finally:
+            torch_ops.set_tf32(False)
+    return run
 
 
 def peak_mib(fn):
@@ -261,7 +274,8 @@ def conv_sides(batch, spatial, c_in, c_out, kernel, backward):
         if backward:
             y.backward(dy_torch)
 
-    return {"fused": fused, "unfused": unfused, "deterministic": deterministic, "hybrid": hybrid}
+    return {"fused": fused, "unfused": unfused, "deterministic": deterministic, "hybrid": hybrid,
+            "hybrid_tf32": with_tf32(hybrid)}
 
 
 CASES.update({
@@ -282,12 +296,12 @@ def main(argv=None):
     if not ok:
         print(f"GPU benchmark skipped: {why}")
         return 0
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.allow_tf32 = False  # cuDNN's LSTM and convolutions in float32 too
+    torch_ops.set_tf32(False)  # cuBLAS and cuDNN (convolutions, LSTM) in float32 unless a side says TF32
     results = {"device": torch.cuda.get_device_name(), "cases": {}}
     results.update(bandwidth(args.reps))
     for name, (build, param_bytes) in CASES.items():
         sides = build()
+        sides["deterministic_tf32"] = with_tf32(sides["deterministic"])
         ms = time_sides(sides, args.reps)
         peak = {side: peak_mib(fn) for side, fn in sides.items()}
         results["cases"][name] = {"ms": ms, "peak_mib": peak, "param_gb_s": param_bytes / ms["fused"] / 1e6}
@@ -299,21 +313,23 @@ def main(argv=None):
 
     print(f"\n{results['device']}: sample_gaussian {results['sample_gb_s']:.0f} GB/s of mu/rho/w traffic, "
           f"device copy {results['copy_gb_s']:.0f} GB/s")
-    header = (f"{'case':36} {'fused ms':>9} {'unfused':>9} {'determ.':>9} {'unfused/fused':>14} "
-              f"{'fused/determ.':>14} {'mu+rho GB/s':>12} {'peak MiB f/u/d':>18}")
+    header = (f"{'case':40} {'fused ms':>9} {'unfused':>9} {'determ.':>9} {'det.TF32':>9} {'unfused/fused':>14} "
+              f"{'fused/determ.':>14} {'fused/TF32':>11} {'mu+rho GB/s':>12} {'peak MiB f/u/d':>18}")
     print(header)
     print("-" * len(header))
     for name, r in results["cases"].items():
         ms, peak = r["ms"], r["peak_mib"]
-        print(f"{name:36} {ms['fused']:9.3f} {ms['unfused']:9.3f} {ms['deterministic']:9.3f} "
-              f"{ms['unfused'] / ms['fused']:13.2f}x {ms['fused'] / ms['deterministic']:13.2f}x "
+        print(f"{name:40} {ms['fused']:9.3f} {ms['unfused']:9.3f} {ms['deterministic']:9.3f} "
+              f"{ms['deterministic_tf32']:9.3f} {ms['unfused'] / ms['fused']:13.2f}x "
+              f"{ms['fused'] / ms['deterministic']:13.2f}x {ms['fused'] / ms['deterministic_tf32']:10.2f}x "
               f"{r['param_gb_s']:12.0f} {peak['fused']:6.0f}/{peak['unfused']:.0f}/{peak['deterministic']:.0f}")
-    # Sides beyond the table's three: conv's hybrid (fused sampling + cuDNN), lstm's unfused layer
-    # through cuDNN.
+    # Sides beyond the table's: conv's hybrid (fused sampling + cuDNN, what engine="auto" runs) in
+    # float32 and TF32, lstm's unfused layer through cuDNN.
     for name, r in results["cases"].items():
         ms = r["ms"]
-        for side in sorted(set(ms) - {"fused", "unfused", "deterministic"}):
-            print(f"{name}: {side} {ms[side]:.3f} ms = {ms[side] / ms['deterministic']:.2f}x deterministic, "
+        for side in sorted(set(ms) - {"fused", "unfused", "deterministic", "deterministic_tf32"}):
+            baseline = "deterministic_tf32" if side.endswith("_tf32") else "deterministic"
+            print(f"{name}: {side} {ms[side]:.3f} ms = {ms[side] / ms[baseline]:.2f}x {baseline}, "
                   f"fused/{side} {ms['fused'] / ms[side]:.2f}x, peak {r['peak_mib'][side]:.0f} MiB")
     return 0
 

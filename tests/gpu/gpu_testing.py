@@ -14,8 +14,7 @@ requires_gpu = pytest.mark.skipif(not AVAILABLE, reason=WHY)
 
 torch_ops.POISON = True
 # A float32 reference: no TF32 rounding inside matmul.
-torch.backends.cuda.matmul.allow_tf32 = False
-torch.backends.cudnn.allow_tf32 = False
+torch_ops.set_tf32(False)
 
 ELEMENTWISE = 1e-5  # relative norm error bounds of the issue
 CONTRACTION = 1e-4
@@ -26,6 +25,16 @@ def host_eps(shape, seed):
     n = int(np.prod(shape, dtype=np.int64))
     eps = torch_ops.core.normal(n, tuple(seed), exact=True)
     return torch.from_numpy(np.asarray(eps, dtype=np.float32).reshape(shape)).cuda()
+
+
+def assert_noise_close(gpu, host, what="eps"):
+    """|gpu - host| <= 1e-6 * max(1, |eps|) elementwise: CUDA's logf and sincosf are within 1 and 2
+    ulp of glibc's, an error that grows with |eps| (the radius sqrt(-2 log u) and its sine)."""
+    assert torch.isfinite(gpu).all(), f"{what}: non-finite values"
+    excess = (gpu - host).abs() / torch.clamp(host.abs(), min=1.0)
+    worst = int(excess.argmax())
+    assert excess.max().item() <= 1e-6, (
+        f"{what}: element {worst}: gpu {gpu.flatten()[worst].item()!r} vs host {host.flatten()[worst].item()!r}")
 
 
 def rng_for(*key):

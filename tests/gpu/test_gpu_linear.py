@@ -74,6 +74,19 @@ def test_unaligned_parameters(rows):
         assert_close(got, want, CONTRACTION, name)
 
 
+def test_weight_gradient_beyond_65535_tile_rows():
+    # 65,537 tiles of 64 outputs: one more than gridDim.y holds, so the tiles go along x.
+    rows, n_in, n_out = 2, 3, 65537 * 64
+    rng = rng_for("grid limit")
+    x = normal_tensor(rng, (rows, n_in))
+    w_mu, w_rho = gaussian_params(rng, (n_out, n_in))
+    dy = normal_tensor(rng, (rows, n_out))
+    expected = reference(x, w_mu, w_rho, (7, 8), None, dy)
+    for name, got, want in zip(["dx", "dw_mu", "dw_rho"], torch_ops.linear_grad(dy, x, w_mu, w_rho, (7, 8)),
+                               expected[1:]):
+        assert_close(got, want, CONTRACTION, name)
+
+
 def test_forward_is_deterministic():
     rng = rng_for("deterministic")
     x = normal_tensor(rng, (32, 2048))

@@ -47,6 +47,19 @@ def available():
     return True, ""
 
 
+def set_tf32(enabled):
+    """TF32 tensor cores in cuBLAS and cuDNN on or off: PyTorch >= 2.9's fp32_precision settings,
+    whose older allow_tf32 flags warn and must not be mixed with them; allow_tf32 before."""
+    if hasattr(torch.backends.cuda.matmul, "fp32_precision"):
+        mode = "tf32" if enabled else "ieee"
+        torch.backends.cuda.matmul.fp32_precision = mode
+        # cuDNN's own setting and its convolution and RNN ones, which may hold their own values.
+        for backend in (torch.backends.cudnn, torch.backends.cudnn.conv, torch.backends.cudnn.rnn):
+            backend.fp32_precision = mode
+    else:
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = enabled
+
+
 def _stream():
     return torch.cuda.current_stream().cuda_stream
 

@@ -44,52 +44,72 @@ void register_cuda_conv(py::module_& m) {
                            py::arg("explicit_paddings"), py::arg("dilation"), py::arg("groups"),
                            py::arg("data_format"));
   };
-  std::apply([&](auto&&... args) {
-    m.def("conv_output_shape", [](const Sizes& xs, const Sizes& ws, const Pair& st, const std::string& pad,
-                                  const Sizes& ep, const Pair& dil, int64_t groups, const std::string& format) {
-      return conv_output_shape(device_params(xs, ws, st, pad, ep, dil, groups, format));
-    }, args..., "y's shape; raises ValueError on invalid arguments or sizes the CUDA kernels do not take.");
-  }, with_geometry());
-  std::apply([&](auto&&... args) {
-    m.def("conv_forward_scratch_bytes", [](bool use_bias, const Sizes& xs, const Sizes& ws, const Pair& st,
-                                           const std::string& pad, const Sizes& ep, const Pair& dil, int64_t groups,
-                                           const std::string& format) {
-      ConvParams p = device_params(xs, ws, st, pad, ep, dil, groups, format);
-      p.has_bias = use_bias;
-      return cuda::conv_forward_scratch_bytes(p);
-    }, args...);
-    m.def("conv_backward_scratch_bytes", [](bool use_bias, const Sizes& xs, const Sizes& ws, const Pair& st,
-                                            const std::string& pad, const Sizes& ep, const Pair& dil, int64_t groups,
-                                            const std::string& format) {
-      ConvParams p = device_params(xs, ws, st, pad, ep, dil, groups, format);
-      p.has_bias = use_bias;
-      return cuda::conv_backward_scratch_bytes(p);
-    }, args...);
-  }, with_geometry(py::arg("use_bias")));
-  std::apply([&](auto&&... args) {
-    m.def("conv_forward", [](Ptr x, Ptr w_mu, Ptr w_rho, const Seed& w_seed, Ptr b_mu, Ptr b_rho, const Seed& b_seed,
-                             Ptr scratch, Ptr y, Ptr s, const Sizes& xs, const Sizes& ws, const Pair& st,
-                             const std::string& pad, const Sizes& ep, const Pair& dil, int64_t groups,
-                             const std::string& format) {
-      ConvParams p = device_params(xs, ws, st, pad, ep, dil, groups, format);
-      set_parameters(&p, x, w_mu, w_rho, w_seed, b_mu, b_rho, b_seed);
-      check(cuda::conv_forward(p, device<void>(scratch), device(y), as_stream(s)));
-    }, args..., "y in x's layout; b_mu = 0 means no bias.");
-  }, with_geometry(py::arg("x"), py::arg("w_mu"), py::arg("w_rho"), py::arg("w_seed"), py::arg("b_mu"),
-                   py::arg("b_rho"), py::arg("b_seed"), py::arg("scratch"), py::arg("y"), py::arg("stream")));
-  std::apply([&](auto&&... args) {
-    m.def("conv_backward", [](Ptr dy, Ptr x, Ptr w_mu, Ptr w_rho, const Seed& w_seed, Ptr b_mu, Ptr b_rho,
-                              const Seed& b_seed, Ptr scratch, Ptr dx, Ptr dw_mu, Ptr dw_rho, Ptr db_mu, Ptr db_rho,
-                              Ptr s, const Sizes& xs, const Sizes& ws, const Pair& st, const std::string& pad,
-                              const Sizes& ep, const Pair& dil, int64_t groups, const std::string& format) {
-      ConvParams p = device_params(xs, ws, st, pad, ep, dil, groups, format);
-      set_parameters(&p, x, w_mu, w_rho, w_seed, b_mu, b_rho, b_seed);
-      check(cuda::conv_backward(p, device<const float>(dy), device<void>(scratch), device(dx), device(dw_mu),
-                                device(dw_rho), device(db_mu), device(db_rho), as_stream(s)));
-    }, args..., "dx, dw_mu, dw_rho, db_mu, db_rho (the bias ones unused without bias).");
-  }, with_geometry(py::arg("dy"), py::arg("x"), py::arg("w_mu"), py::arg("w_rho"), py::arg("w_seed"),
-                   py::arg("b_mu"), py::arg("b_rho"), py::arg("b_seed"), py::arg("scratch"), py::arg("dx"),
-                   py::arg("dw_mu"), py::arg("dw_rho"), py::arg("db_mu"), py::arg("db_rho"), py::arg("stream")));
+  std::apply(
+      [&](auto&&... args) {
+        m.def(
+            "conv_output_shape",
+            [](const Sizes& xs, const Sizes& ws, const Pair& st, const std::string& pad, const Sizes& ep,
+               const Pair& dil, int64_t groups, const std::string& format) {
+              return conv_output_shape(device_params(xs, ws, st, pad, ep, dil, groups, format));
+            },
+            args..., "y's shape; raises ValueError on invalid arguments or sizes the CUDA kernels do not take.");
+      },
+      with_geometry());
+  std::apply(
+      [&](auto&&... args) {
+        m.def(
+            "conv_forward_scratch_bytes",
+            [](bool use_bias, const Sizes& xs, const Sizes& ws, const Pair& st, const std::string& pad, const Sizes& ep,
+               const Pair& dil, int64_t groups, const std::string& format) {
+              ConvParams p = device_params(xs, ws, st, pad, ep, dil, groups, format);
+              p.has_bias = use_bias;
+              return cuda::conv_forward_scratch_bytes(p);
+            },
+            args...);
+        m.def(
+            "conv_backward_scratch_bytes",
+            [](bool use_bias, const Sizes& xs, const Sizes& ws, const Pair& st, const std::string& pad, const Sizes& ep,
+               const Pair& dil, int64_t groups, const std::string& format) {
+              ConvParams p = device_params(xs, ws, st, pad, ep, dil, groups, format);
+              p.has_bias = use_bias;
+              return cuda::conv_backward_scratch_bytes(p);
+            },
+            args...);
+      },
+      with_geometry(py::arg("use_bias")));
+  std::apply(
+      [&](auto&&... args) {
+        m.def(
+            "conv_forward",
+            [](Ptr x, Ptr w_mu, Ptr w_rho, const Seed& w_seed, Ptr b_mu, Ptr b_rho, const Seed& b_seed, Ptr scratch,
+               Ptr y, Ptr s, const Sizes& xs, const Sizes& ws, const Pair& st, const std::string& pad, const Sizes& ep,
+               const Pair& dil, int64_t groups, const std::string& format) {
+              ConvParams p = device_params(xs, ws, st, pad, ep, dil, groups, format);
+              set_parameters(&p, x, w_mu, w_rho, w_seed, b_mu, b_rho, b_seed);
+              check(cuda::conv_forward(p, device<void>(scratch), device(y), as_stream(s)));
+            },
+            args..., "y in x's layout; b_mu = 0 means no bias.");
+      },
+      with_geometry(py::arg("x"), py::arg("w_mu"), py::arg("w_rho"), py::arg("w_seed"), py::arg("b_mu"),
+                    py::arg("b_rho"), py::arg("b_seed"), py::arg("scratch"), py::arg("y"), py::arg("stream")));
+  std::apply(
+      [&](auto&&... args) {
+        m.def(
+            "conv_backward",
+            [](Ptr dy, Ptr x, Ptr w_mu, Ptr w_rho, const Seed& w_seed, Ptr b_mu, Ptr b_rho, const Seed& b_seed,
+               Ptr scratch, Ptr dx, Ptr dw_mu, Ptr dw_rho, Ptr db_mu, Ptr db_rho, Ptr s, const Sizes& xs,
+               const Sizes& ws, const Pair& st, const std::string& pad, const Sizes& ep, const Pair& dil,
+               int64_t groups, const std::string& format) {
+              auto p = device_grad_params<ConvGradParams>(device_params(xs, ws, st, pad, ep, dil, groups, format), dy,
+                                                          dx, dw_mu, dw_rho, db_mu, db_rho);
+              set_parameters(&p, x, w_mu, w_rho, w_seed, b_mu, b_rho, b_seed);
+              check(cuda::conv_backward(p, device<void>(scratch), as_stream(s)));
+            },
+            args..., "dx, dw_mu, dw_rho, db_mu, db_rho (the bias ones unused without bias).");
+      },
+      with_geometry(py::arg("dy"), py::arg("x"), py::arg("w_mu"), py::arg("w_rho"), py::arg("w_seed"), py::arg("b_mu"),
+                    py::arg("b_rho"), py::arg("b_seed"), py::arg("scratch"), py::arg("dx"), py::arg("dw_mu"),
+                    py::arg("dw_rho"), py::arg("db_mu"), py::arg("db_rho"), py::arg("stream")));
 }
 
 }  // namespace pyb

@@ -9,6 +9,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "core/cuda_driver.h"
 #include "pybind/common.h"
 
 namespace fusedbnn {
@@ -23,14 +24,26 @@ T* device(Ptr p) {
 
 inline cudaStream_t as_stream(Ptr s) { return reinterpret_cast<cudaStream_t>(s); }
 
+// Launch errors as RuntimeError; with a driver too old for the build, the one that names the driver.
 inline void check(cudaError_t status) {
-  if (status != cudaSuccess) throw std::runtime_error(std::string("CUDA error: ") + cudaGetErrorString(status));
+  if (status == cudaSuccess) return;
+  const std::string driver_error = cuda::driver_error();
+  if (!driver_error.empty()) throw std::runtime_error(driver_error);
+  throw std::runtime_error(std::string("CUDA error: ") + cudaGetErrorString(status));
 }
 
 inline void require_sizes(std::initializer_list<int64_t> sizes) {
   for (int64_t s : sizes) {
     if (s < 0) throw std::invalid_argument("sizes must be >= 0");
   }
+}
+
+// A layer's backward params (LinearGradParams, ConvGradParams) from its forward params and the device
+// pointers of dy and of the gradients dx, dw_mu, dw_rho, db_mu, db_rho.
+template <class GradParams, class Params>
+GradParams device_grad_params(const Params& p, Ptr dy, Ptr dx, Ptr dw_mu, Ptr dw_rho, Ptr db_mu, Ptr db_rho) {
+  return GradParams{
+      p, device<const float>(dy), device(dx), device(dw_mu), device(dw_rho), device(db_mu), device(db_rho)};
 }
 
 // The bindings of one op family each, in csrc/pybind/cuda/<family>.cc, called by register_cuda.

@@ -39,15 +39,13 @@ class Conv2DGradGpuOp : public ConvGpuBase {
  public:
   using ConvGpuBase::ConvGpuBase;
   void Compute(tfl::OpKernelContext* ctx) override {
-    ConvParams p;
-    OP_REQUIRES_OK(ctx, read_gpu_params(ctx, &p));
-    ConvGrads g;
-    OP_REQUIRES_OK(ctx, allocate_grads(ctx, p, &g));
+    ConvGradParams g;
+    OP_REQUIRES_OK(ctx, read_gpu_params(ctx, &g));
+    OP_REQUIRES_OK(ctx, allocate_grads(ctx, &g));
     tfl::Tensor scratch;
     void* scratch_data;
-    OP_REQUIRES_OK(ctx, allocate_scratch(ctx, cuda::conv_backward_scratch_bytes(p), &scratch, &scratch_data));
-    OP_REQUIRES_OK(ctx, launch_status(cuda::conv_backward(p, g.dy, scratch_data, g.dx, g.dw_mu, g.dw_rho, g.db_mu,
-                                                          g.db_rho, gpu_stream(ctx))));
+    OP_REQUIRES_OK(ctx, allocate_scratch(ctx, cuda::conv_backward_scratch_bytes(g), &scratch, &scratch_data));
+    OP_REQUIRES_OK(ctx, launch_status(cuda::conv_backward(g, scratch_data, gpu_stream(ctx))));
   }
 };
 

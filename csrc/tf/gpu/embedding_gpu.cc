@@ -18,8 +18,8 @@ namespace {
 
 // The kernels' view of checked parameters whose ids (int64) are at `device_ids`.
 cuda::EmbeddingParams device_params(const EmbeddingParams& p, const int64_t* device_ids) {
-  return cuda::EmbeddingParams{device_ids, true, p.count, p.rows, p.dim, p.w_mu, p.w_rho, p.stream,
-                               p.padding_idx, p.max_norm, p.norm_type};
+  return cuda::EmbeddingParams{device_ids, true,     p.count,       p.rows,     p.dim,      p.w_mu,
+                               p.w_rho,    p.stream, p.padding_idx, p.max_norm, p.norm_type};
 }
 
 class EmbeddingGpuOp : public EmbeddingBase {
@@ -33,7 +33,7 @@ class EmbeddingGpuOp : public EmbeddingBase {
     OP_REQUIRES_OK(ctx, allocate_pinned(ctx, tfl::DT_INT64, tfl::TensorShape({p.count}), &staging));
     OP_REQUIRES_OK(ctx, read_ids(ctx, staging.flat<int64_t>().data(), &p));
     tfl::Tensor* y;
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, lookup_shape(ctx->input(kIds), p.dim), &y));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, lookup_shape(ctx->input(embedding_input::kIds), p.dim), &y));
     if (y->NumElements() == 0) return;
     tfl::Tensor ids;
     OP_REQUIRES_OK(ctx, ctx->allocate_temp(tfl::DT_INT64, staging.shape(), &ids));
@@ -70,11 +70,10 @@ class EmbeddingGradGpuOp : public EmbeddingBase {
                                         {host + unique, device_plan, sizeof(int64_t) * (positions + unique + 1)}}));
     int64_t max_positions = 0;
     for (int64_t u = 0; u < unique; ++u) max_positions = std::max(max_positions, rows.starts[u + 1] - rows.starts[u]);
-    const cuda::EmbeddingGradRows grad_rows{device_rows, unique, device_plan, positions, device_plan + positions,
+    const cuda::EmbeddingGradRows grad_rows{device_rows,  unique, device_plan, positions, device_plan + positions,
                                             max_positions};
-    OP_REQUIRES_OK(ctx, launch_status(cuda::embedding_backward(device_params(g.params, nullptr), grad_rows, g.dy,
-                                                               g.dw_mu->flat<float>().data(),
-                                                               g.dw_rho->flat<float>().data(), gpu_stream(ctx))));
+    const cuda::EmbeddingGradParams p{device_params(g.params, nullptr), g.params.dy, g.params.dw_mu, g.params.dw_rho};
+    OP_REQUIRES_OK(ctx, launch_status(cuda::embedding_backward(p, grad_rows, gpu_stream(ctx))));
   }
 };
 

@@ -16,9 +16,9 @@ class SampleGaussianGpuOp : public tfl::OpKernel {
     OP_REQUIRES_OK(ctx, read_mu_rho_seed(ctx, "mu", &mu, &rho, &stream));
     tfl::Tensor* w;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, mu->shape(), &w));
-    OP_REQUIRES_OK(ctx, launch_status(cuda::sample_gaussian(stream, mu->NumElements(), mu->flat<float>().data(),
-                                                            rho->flat<float>().data(), w->flat<float>().data(),
-                                                            gpu_stream(ctx))));
+    OP_REQUIRES_OK(
+        ctx, launch_status(cuda::sample_gaussian(stream, mu->NumElements(), mu->flat<float>().data(),
+                                                 rho->flat<float>().data(), w->flat<float>().data(), gpu_stream(ctx))));
   }
 };
 
@@ -50,8 +50,8 @@ class GaussianKlGpuOp : public tfl::OpKernel, PriorAttrs {
     void* scratch_data;
     OP_REQUIRES_OK(ctx, allocate_scratch(ctx, cuda::gaussian_kl_scratch_bytes(), &scratch, &scratch_data));
     OP_REQUIRES_OK(ctx, launch_status(cuda::gaussian_kl(stream, mu->NumElements(), mu->flat<float>().data(),
-                                                        rho->flat<float>().data(), mu_prior_, std_prior_,
-                                                        scratch_data, kl->flat<float>().data(), gpu_stream(ctx))));
+                                                        rho->flat<float>().data(), mu_prior_, std_prior_, scratch_data,
+                                                        kl->flat<float>().data(), gpu_stream(ctx))));
   }
 };
 
@@ -67,10 +67,10 @@ class GaussianKlGradGpuOp : public tfl::OpKernel, PriorAttrs {
     tfl::Tensor *dmu, *drho;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, mu->shape(), &dmu));
     OP_REQUIRES_OK(ctx, ctx->allocate_output(1, mu->shape(), &drho));
-    OP_REQUIRES_OK(ctx, launch_status(cuda::gaussian_kl_grad(
-                            stream, mu->NumElements(), mu->flat<float>().data(), rho->flat<float>().data(), mu_prior_,
-                            std_prior_, dkl.flat<float>().data(), dmu->flat<float>().data(),
-                            drho->flat<float>().data(), gpu_stream(ctx))));
+    OP_REQUIRES_OK(
+        ctx, launch_status(cuda::gaussian_kl_grad(
+                 stream, mu->NumElements(), mu->flat<float>().data(), rho->flat<float>().data(), mu_prior_, std_prior_,
+                 dkl.flat<float>().data(), dmu->flat<float>().data(), drho->flat<float>().data(), gpu_stream(ctx))));
   }
 };
 

@@ -7,7 +7,9 @@
 #include <cuda_runtime_api.h>
 
 #include <initializer_list>
+#include <string>
 
+#include "core/cuda_driver.h"
 #include "tensorflow/core/common_runtime/device/device_event_mgr.h"
 #include "tensorflow/core/framework/op_kernel.h"
 #include "tf/common.h"
@@ -21,16 +23,19 @@ inline cudaStream_t gpu_stream(tfl::OpKernelContext* ctx) {
   return static_cast<cudaStream_t>(ctx->op_device_context()->stream()->platform_specific_handle().stream);
 }
 
+// A failed launch: FailedPrecondition naming the driver required when the driver is too old for the
+// CUDA runtime the kernels were built with (every call fails then), else Internal.
 inline tfl::Status launch_status(cudaError_t status) {
   if (status == cudaSuccess) return tfl::OkStatus();
+  static const std::string driver_error = cuda::driver_error();
+  if (!driver_error.empty()) return tfl::errors::FailedPrecondition(driver_error);
   return tfl::errors::Internal("fusedbnn CUDA launch failed: ", cudaGetErrorString(status));
 }
 
 // `bytes` of device scratch owned by `holder` (alive until the kernels that use it have run:
 // TensorFlow's GPU allocator orders the free after the work queued on the op's stream).
 inline tfl::Status allocate_scratch(tfl::OpKernelContext* ctx, size_t bytes, tfl::Tensor* holder, void** data) {
-  TF_RETURN_IF_ERROR(
-      ctx->allocate_temp(tfl::DT_UINT8, tfl::TensorShape({static_cast<int64_t>(bytes)}), holder));
+  TF_RETURN_IF_ERROR(ctx->allocate_temp(tfl::DT_UINT8, tfl::TensorShape({static_cast<int64_t>(bytes)}), holder));
   *data = holder->flat<uint8_t>().data();
   return tfl::OkStatus();
 }
@@ -77,8 +82,8 @@ inline tfl::Status copy_to_device(tfl::OpKernelContext* ctx, const tfl::Tensor& 
 }  // namespace fusedbnn
 
 // GPU kernels for both seed dtypes, each seed input (named in the variadic list) in host memory.
-#define FUSEDBNN_REGISTER_GPU(name, kernel, ...)                                                      \
-  REGISTER_KERNEL_BUILDER(Name(name).Device(::tensorflow::DEVICE_GPU).TypeConstraint<int32_t>("Tseed") \
-                              __VA_ARGS__, kernel);                                                    \
-  REGISTER_KERNEL_BUILDER(Name(name).Device(::tensorflow::DEVICE_GPU).TypeConstraint<int64_t>("Tseed") \
-                              __VA_ARGS__, kernel)
+#define FUSEDBNN_REGISTER_GPU(name, kernel, ...)                                                                    \
+  REGISTER_KERNEL_BUILDER(Name(name).Device(::tensorflow::DEVICE_GPU).TypeConstraint<int32_t>("Tseed") __VA_ARGS__, \
+                          kernel);                                                                                  \
+  REGISTER_KERNEL_BUILDER(Name(name).Device(::tensorflow::DEVICE_GPU).TypeConstraint<int64_t>("Tseed") __VA_ARGS__, \
+                          kernel)

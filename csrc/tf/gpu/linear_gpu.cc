@@ -26,15 +26,13 @@ class LinearGradGpuOp : public LinearBase {
  public:
   using LinearBase::LinearBase;
   void Compute(tfl::OpKernelContext* ctx) override {
-    LinearParams p;
-    OP_REQUIRES_OK(ctx, read_params(ctx, &p));
-    LinearGrads g;
-    OP_REQUIRES_OK(ctx, allocate_grads(ctx, p, &g));
+    LinearGradParams g;
+    OP_REQUIRES_OK(ctx, read_params(ctx, &g));
+    OP_REQUIRES_OK(ctx, allocate_grads(ctx, &g));
     tfl::Tensor scratch;
     void* scratch_data;
-    OP_REQUIRES_OK(ctx, allocate_scratch(ctx, cuda::linear_backward_scratch_bytes(p), &scratch, &scratch_data));
-    OP_REQUIRES_OK(ctx, launch_status(cuda::linear_backward(p, g.dy, scratch_data, g.dx, g.dw_mu, g.dw_rho, g.db_mu,
-                                                            g.db_rho, gpu_stream(ctx))));
+    OP_REQUIRES_OK(ctx, allocate_scratch(ctx, cuda::linear_backward_scratch_bytes(g), &scratch, &scratch_data));
+    OP_REQUIRES_OK(ctx, launch_status(cuda::linear_backward(g, scratch_data, gpu_stream(ctx))));
   }
 };
 

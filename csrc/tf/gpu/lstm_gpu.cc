@@ -18,8 +18,8 @@ class LstmGpuOp : public tfl::OpKernel {
     tfl::Tensor scratch;
     void* scratch_data;
     OP_REQUIRES_OK(ctx, allocate_scratch(ctx, cuda::lstm_forward_scratch_bytes(p), &scratch, &scratch_data));
-    OP_REQUIRES_OK(ctx, launch_status(cuda::lstm_forward(p, out.saved, scratch_data, out.h_seq, out.h_last,
-                                                         out.c_last, gpu_stream(ctx))));
+    OP_REQUIRES_OK(ctx, launch_status(cuda::lstm_forward(p, out.saved, scratch_data, out.h_seq, out.h_last, out.c_last,
+                                                         gpu_stream(ctx))));
   }
 };
 
@@ -27,16 +27,15 @@ class LstmGradGpuOp : public tfl::OpKernel {
  public:
   using OpKernel::OpKernel;
   void Compute(tfl::OpKernelContext* ctx) override {
-    LstmParams p;
-    OP_REQUIRES_OK(ctx, read_lstm_params(ctx, kGradPrefix, &p));
-    tfl::Tensor dz;
-    LstmGradArgs args;
-    OP_REQUIRES_OK(ctx, prepare_lstm_grad(ctx, p, &dz, &args));
+    LstmGradParams p;
+    OP_REQUIRES_OK(ctx, read_lstm_params(ctx, lstm_input::kGradPrefix, &p));
+    tfl::Tensor dz_holder;
+    float* dz;
+    OP_REQUIRES_OK(ctx, prepare_lstm_grad(ctx, &p, &dz_holder, &dz));
     tfl::Tensor scratch;
     void* scratch_data;
     OP_REQUIRES_OK(ctx, allocate_scratch(ctx, cuda::lstm_backward_scratch_bytes(p), &scratch, &scratch_data));
-    OP_REQUIRES_OK(ctx, launch_status(cuda::lstm_backward(p, args.fwd, args.dh_seq, args.dh_last, args.dc_last,
-                                                          args.dz, scratch_data, args.grads, gpu_stream(ctx))));
+    OP_REQUIRES_OK(ctx, launch_status(cuda::lstm_backward(p, dz, scratch_data, gpu_stream(ctx))));
   }
 };
 
