@@ -51,7 +51,7 @@ def test_gaussian_kl_analytic_matches_reference(mode, shape, rho_center, rng):
     mu, rho = gaussian_params(rng, shape, rho_center=rho_center)
 
     def both(mu, rho):
-        return tuple(grads(lambda: module.gaussian_kl_analytic(mu, rho, 0.3, 1.5), [mu, rho])
+        return tuple(grads(lambda kl=module.gaussian_kl_analytic: kl(mu, rho, 0.3, 1.5), [mu, rho])
                      for module in (ops, reference))
 
     fused, ref = run(mode, both, mu, rho)
@@ -80,7 +80,8 @@ def test_kl_prior_tensors_and_their_gradient(mode, per_element, kl_fn, rng):
     seed_arg = {"seed": seed} if kl_fn == "gaussian_kl" else {}
 
     def both(mu, rho, mu_prior):
-        return tuple(grads(lambda: getattr(module, kl_fn)(mu, rho, mu_prior=mu_prior, std_prior=std_prior, **seed_arg),
+        return tuple(grads(lambda kl=getattr(module, kl_fn): kl(mu, rho, mu_prior=mu_prior, std_prior=std_prior,
+                                                                **seed_arg),
                            [mu, rho, mu_prior])
                      for module in (ops, reference))
 
@@ -100,7 +101,7 @@ def test_kl_prior_checks():
         with pytest.raises(tf.errors.InvalidArgumentError, match="std_prior must be positive"):
             kl(std_prior=tf.constant(0.0))
         with pytest.raises(tf.errors.InvalidArgumentError, match="mu_prior must be a scalar or have mu's shape"):
-            tf.function(lambda m: kl(mu_prior=m), input_signature=[tf.TensorSpec(None)])(tf.zeros([4]))
+            tf.function(lambda m, kl=kl: kl(mu_prior=m), input_signature=[tf.TensorSpec(None)])(tf.zeros([4]))
 
 
 def test_gaussian_kl_empty_is_zero():
