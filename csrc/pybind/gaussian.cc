@@ -42,10 +42,10 @@ py::tuple sample_grad(const Array& dw, const Array& mu, const Array& rho, const 
   return py::make_tuple(drho, w);
 }
 
-// The prior of the KL bindings: mu_prior a one-element array (broadcast) or of mu's shape.
+// The prior of the KL bindings: mu_prior a scalar (broadcast) or an array of mu's shape.
 GaussianPrior prior_of(const Array& mu, const Array& mu_prior, float std_prior) {
   if (!(std_prior > 0.0f)) throw std::invalid_argument("std_prior must be positive");
-  if (mu_prior.size() == 1 && mu.size() != 1) return {mu_prior.data(), false, std_prior};
+  if (mu_prior.ndim() == 0) return {mu_prior.data(), false, std_prior};
   require_same_shape(mu, mu_prior, "mu and mu_prior");
   return {mu_prior.data(), true, std_prior};
 }
