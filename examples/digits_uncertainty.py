@@ -41,8 +41,12 @@ def elbo_loss(num_train):
     """The ELBO per training example: cross-entropy + KL / num_train. (illia's default, kl_weight *
     KL / num_params with kl_weight = 1e-3, weighs the KL some 25000 times less here: the posteriors
     collapse to point estimates and show no uncertainty.)"""
-    return fusedbnn.losses.ELBOLoss(keras.losses.SparseCategoricalCrossentropy(from_logits=True), num_samples=2,
-                                    analytic_kl=True, dataset_size=num_train)
+    return fusedbnn.losses.ELBOLoss(
+        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        num_samples=2,
+        analytic_kl=True,
+        dataset_size=num_train,
+    )
 
 
 def load_data():
@@ -60,13 +64,26 @@ def posterior(shape, seed):
 
 def bayesian_cnn():
     """Two Bayesian 3x3 convolutions, max pooling, two Bayesian dense layers; logits out."""
+
     def conv(cin, cout, seed):
-        return Conv2d(cin, cout, 3, padding="SAME", weights_distribution=posterior((3, 3, cin, cout), seed),
-                      bias_distribution=posterior(cout, seed + 100), seed=seed)
+        return Conv2d(
+            cin,
+            cout,
+            3,
+            padding="SAME",
+            weights_distribution=posterior((3, 3, cin, cout), seed),
+            bias_distribution=posterior(cout, seed + 100),
+            seed=seed,
+        )
 
     def dense(cin, cout, seed):
-        return Linear(cin, cout, weights_distribution=posterior((cout, cin), seed),
-                      bias_distribution=posterior(cout, seed + 100), seed=seed)
+        return Linear(
+            cin,
+            cout,
+            weights_distribution=posterior((cout, cin), seed),
+            bias_distribution=posterior(cout, seed + 100),
+            seed=seed,
+        )
 
     inputs = keras.Input((8, 8, 1))
     x = keras.layers.ReLU()(conv(1, 16, SEED + 1)(inputs))
@@ -125,16 +142,21 @@ def predictive_uncertainty(model, inputs, samples):
     """For each named input set: the Monte Carlo class probabilities [samples, N, classes], and the
     predictive entropy and mutual information of each input."""
     classifier = keras.Sequential([model, keras.layers.Softmax()])
-    probs = {name: uncertainty.predict_mc(classifier, x, samples, batch_size=256, verbose=0)
-             for name, x in inputs.items()}
-    return probs, {name: uncertainty.predictive_entropy(p) for name, p in probs.items()}, \
-        {name: uncertainty.mutual_information(p) for name, p in probs.items()}
+    probs = {
+        name: uncertainty.predict_mc(classifier, x, samples, batch_size=256, verbose=0) for name, x in inputs.items()
+    }
+    return (
+        probs,
+        {name: uncertainty.predictive_entropy(p) for name, p in probs.items()},
+        {name: uncertainty.mutual_information(p) for name, p in probs.items()},
+    )
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)),
-                                                      "digits_uncertainty.png"))
+    parser.add_argument(
+        "--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "digits_uncertainty.png")
+    )
     parser.add_argument("--epochs", type=int, default=25)
     parser.add_argument("--samples", type=int, default=50, help="Monte Carlo samples at test time")
     args = parser.parse_args()
@@ -146,11 +168,14 @@ def main():
 
     rotated, noise = shifted_inputs(x_test, rng)
     probs, entropy, information = predictive_uncertainty(
-        model, {"test": x_test, "rotated": rotated, "noise": noise}, args.samples)
+        model, {"test": x_test, "rotated": rotated, "noise": noise}, args.samples
+    )
     predicted = probs["test"].mean(axis=0).argmax(axis=-1)
     correct = predicted == y_test
-    print(f"test accuracy ({args.samples}-sample predictive mean): {correct.mean():.3f} "
-          f"({(~correct).sum()} of {len(y_test)} misclassified)")
+    print(
+        f"test accuracy ({args.samples}-sample predictive mean): {correct.mean():.3f} "
+        f"({(~correct).sum()} of {len(y_test)} misclassified)"
+    )
 
     groups = {
         "correct": (entropy["test"][correct], information["test"][correct]),
@@ -169,12 +194,18 @@ def main():
     }
     print("; ".join(f"{name}: {'yes' if ok else 'NO'}" for name, ok in checks.items()))
 
-    examples = [(f"test {i}: true {y_test[i]}, pred {predicted[i]}", x_test[i], probs["test"][:, i])
-                for i in np.flatnonzero(correct)[:2]]
-    examples += [(f"test {i}: true {y_test[i]}, pred {predicted[i]}", x_test[i], probs["test"][:, i])
-                 for i in np.flatnonzero(~correct)[:2]]
-    examples += [(f"rotated: true {y_test[0]}", rotated[0], probs["rotated"][:, 0]),
-                 ("uniform noise", noise[0], probs["noise"][:, 0])]
+    examples = [
+        (f"test {i}: true {y_test[i]}, pred {predicted[i]}", x_test[i], probs["test"][:, i])
+        for i in np.flatnonzero(correct)[:2]
+    ]
+    examples += [
+        (f"test {i}: true {y_test[i]}, pred {predicted[i]}", x_test[i], probs["test"][:, i])
+        for i in np.flatnonzero(~correct)[:2]
+    ]
+    examples += [
+        (f"rotated: true {y_test[0]}", rotated[0], probs["rotated"][:, 0]),
+        ("uniform noise", noise[0], probs["noise"][:, 0]),
+    ]
     plot(args.out, examples, {name: h for name, (h, _) in groups.items()})
     print(f"figure written to {args.out}; {time.perf_counter() - start:.0f} s in all")
     if not all(checks.values()):

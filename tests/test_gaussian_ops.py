@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import tensorflow as tf
+
 from conftest import MODES, assert_allclose, gaussian_params, grads, run, seed_of
 from fusedbnn import ops, reference
 
@@ -16,8 +17,10 @@ def test_sample_gaussian_matches_reference(mode, shape, rng):
     seed = seed_of(rng)
 
     def both(mu, rho, seed):
-        return (grads(lambda: ops.sample_gaussian(mu, rho, seed), [mu, rho]),
-                grads(lambda: reference.sample_gaussian(mu, rho, seed), [mu, rho]))
+        return (
+            grads(lambda: ops.sample_gaussian(mu, rho, seed), [mu, rho]),
+            grads(lambda: reference.sample_gaussian(mu, rho, seed), [mu, rho]),
+        )
 
     fused, ref = run(mode, both, mu, rho, seed)
     for name, f, r in zip(["w", "dmu", "drho"], fused, ref):
@@ -33,8 +36,10 @@ def test_gaussian_kl_matches_reference(mode, shape, prior, rng):
     seed = seed_of(rng)
 
     def both(mu, rho, seed):
-        return (grads(lambda: ops.gaussian_kl(mu, rho, seed, *prior), [mu, rho]),
-                grads(lambda: reference.gaussian_kl(mu, rho, seed, *prior), [mu, rho]))
+        return (
+            grads(lambda: ops.gaussian_kl(mu, rho, seed, *prior), [mu, rho]),
+            grads(lambda: reference.gaussian_kl(mu, rho, seed, *prior), [mu, rho]),
+        )
 
     fused, ref = run(mode, both, mu, rho, seed)
     assert fused[0].shape == ()
@@ -51,8 +56,10 @@ def test_gaussian_kl_analytic_matches_reference(mode, shape, rho_center, rng):
     mu, rho = gaussian_params(rng, shape, rho_center=rho_center)
 
     def both(mu, rho):
-        return tuple(grads(lambda kl=module.gaussian_kl_analytic: kl(mu, rho, 0.3, 1.5), [mu, rho])
-                     for module in (ops, reference))
+        return tuple(
+            grads(lambda kl=module.gaussian_kl_analytic: kl(mu, rho, 0.3, 1.5), [mu, rho])
+            for module in (ops, reference)
+        )
 
     fused, ref = run(mode, both, mu, rho)
     assert fused[0].shape == () and np.all(np.isfinite(fused[1:]))
@@ -80,10 +87,13 @@ def test_kl_prior_tensors_and_their_gradient(mode, per_element, kl_fn, rng):
     seed_arg = {"seed": seed} if kl_fn == "gaussian_kl" else {}
 
     def both(mu, rho, mu_prior):
-        return tuple(grads(lambda kl=getattr(module, kl_fn): kl(mu, rho, mu_prior=mu_prior, std_prior=std_prior,
-                                                                **seed_arg),
-                           [mu, rho, mu_prior])
-                     for module in (ops, reference))
+        return tuple(
+            grads(
+                lambda kl=getattr(module, kl_fn): kl(mu, rho, mu_prior=mu_prior, std_prior=std_prior, **seed_arg),
+                [mu, rho, mu_prior],
+            )
+            for module in (ops, reference)
+        )
 
     fused, ref = run(mode, both, mu, rho, mu_prior)
     for name, f, r in zip(["kl", "dmu", "drho", "dmu_prior"], fused, ref):

@@ -61,8 +61,10 @@ def test_priors_are_variables_read_by_traced_kls():
     d.mu_prior.assign(-0.1)
     after = [k.numpy() for k in kls(seed)]
     assert len(traces) == 1
-    expected = (fusedbnn.reference.gaussian_kl(d.mu, d.rho, seed, -0.1, 0.5),
-                fusedbnn.reference.gaussian_kl_analytic(d.mu, d.rho, -0.1, 0.5))
+    expected = (
+        fusedbnn.reference.gaussian_kl(d.mu, d.rho, seed, -0.1, 0.5),
+        fusedbnn.reference.gaussian_kl_analytic(d.mu, d.rho, -0.1, 0.5),
+    )
     for b, a, e in zip(before, after, expected):
         assert b != a
         assert_allclose(a, e, rtol=1e-4, atol=1e-3)
@@ -109,8 +111,8 @@ def test_lstm_has_illias_per_gate_distributions():
     for index, gate in enumerate("fico"):
         w_dist, b_dist = getattr(layer, f"w{gate}_distribution"), getattr(layer, f"b{gate}_distribution")
         assert tuple(w_dist.shape) == (3 + 4, 4) and w_dist.num_params == 28 and b_dist.num_params == 4
-        np.testing.assert_array_equal(w_dist.mu, packed_w.mu.numpy()[:, 4 * index:4 * index + 4])
-        np.testing.assert_array_equal(b_dist.rho, packed_b.rho.numpy()[4 * index:4 * index + 4])
+        np.testing.assert_array_equal(w_dist.mu, packed_w.mu.numpy()[:, 4 * index : 4 * index + 4])
+        np.testing.assert_array_equal(b_dist.rho, packed_b.rho.numpy()[4 * index : 4 * index + 4])
         sample = w_dist.sample([1, 2])
         assert sample.shape == (7, 4)
         np.testing.assert_array_equal(sample, w_dist.sample([1, 2]))

@@ -4,11 +4,12 @@ import importlib.util
 import os
 import warnings
 
-import fusedbnn
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+
+import fusedbnn
 from conftest import assert_allclose
 from fusedbnn.losses import ELBOLoss, bayesian_modules, kl_divergence
 from fusedbnn.nn import Linear
@@ -155,8 +156,9 @@ def test_subclassed_bayesian_model_trains_with_several_samples():
 
 def _digits_example():
     pytest.importorskip("sklearn", reason="the digits example needs scikit-learn (pip install .[test])")
-    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples",
-                        "digits_uncertainty.py")
+    path = os.path.join(
+        os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples", "digits_uncertainty.py"
+    )
     spec = importlib.util.spec_from_file_location("digits_uncertainty", path)
     example = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(example)

@@ -1,10 +1,11 @@
 """fusedbnn.losses: KL discovery over nested models, KLDivergenceLoss, ELBOLoss in every call form."""
 
-import fusedbnn
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+
+import fusedbnn
 from conftest import assert_allclose
 from fusedbnn.losses import ELBOLoss, KLDivergenceLoss, bayesian_modules, kl_divergence
 from fusedbnn.nn import LSTM, BayesianModule, Linear
@@ -85,8 +86,9 @@ def test_kl_divergence_loss_is_the_kl_over_all_modules_per_parameter(weight):
 
 
 def test_kl_of_a_frozen_model_is_the_log_ratio_at_the_fixed_sample():
-    layer = Linear(5, 4, weights_distribution=fusedbnn.GaussianDistribution((4, 5), mu_prior=0.3, std_prior=0.5),
-                   seed=3)
+    layer = Linear(
+        5, 4, weights_distribution=fusedbnn.GaussianDistribution((4, 5), mu_prior=0.3, std_prior=0.5), seed=3
+    )
     layer(np.ones((2, 5), np.float32))
     layer.freeze()
     expected = frozen_kl(layer)
@@ -155,14 +157,16 @@ def test_elbo_passes_sample_weights_to_the_data_loss():
     assert_allclose(elbo(y, model(x), sample_weight=weights), data + kl, rtol=1e-5)
 
 
-@pytest.mark.parametrize("model_class, num_samples", [(keras.Model, 1), (fusedbnn.BayesianModel, 1),
-                                                      (fusedbnn.BayesianModel, 3)])
+@pytest.mark.parametrize(
+    "model_class, num_samples", [(keras.Model, 1), (fusedbnn.BayesianModel, 1), (fusedbnn.BayesianModel, 3)]
+)
 def test_fit_on_the_elbo_lowers_the_loss(model_class, num_samples):
     x, y = regression_data(128)
     model = regression_model(model_class)
     bind = {"model": model} if model_class is keras.Model else {}
-    model.compile(optimizer=keras.optimizers.Adam(0.02),
-                  loss=ELBOLoss("mse", num_samples=num_samples, kl_weight=1e-2, **bind))
+    model.compile(
+        optimizer=keras.optimizers.Adam(0.02), loss=ELBOLoss("mse", num_samples=num_samples, kl_weight=1e-2, **bind)
+    )
     before = model.evaluate(x, y, verbose=0)
     history = model.fit(x, y, epochs=8, batch_size=32, verbose=0)
     after = model.evaluate(x, y, verbose=0)
@@ -215,8 +219,11 @@ def test_elbo_with_dataset_size_and_analytic_kl(analytic):
         layer.freeze()
     kl = float(kl_divergence(model, analytic)[0])
     if analytic:
-        expected_kl = sum(float(fusedbnn.reference.gaussian_kl_analytic(d.mu, d.rho, d.mu_prior, d.std_prior))
-                          for m in bayesian_modules(model) for d in (m.weights_distribution, m.bias_distribution))
+        expected_kl = sum(
+            float(fusedbnn.reference.gaussian_kl_analytic(d.mu, d.rho, d.mu_prior, d.std_prior))
+            for m in bayesian_modules(model)
+            for d in (m.weights_distribution, m.bias_distribution)
+        )
         assert_allclose(kl, expected_kl, rtol=1e-5)
         num_params = kl_divergence(model)[1]
         assert_allclose(KLDivergenceLoss(weight=2.0, analytic=True)(model), 2.0 * kl / num_params, rtol=1e-5)
@@ -234,8 +241,10 @@ def test_bayesian_model_fits_with_the_analytic_kl():
     sigmas up from their initial softplus(-7) towards the prior's."""
     x, y = regression_data()
     model = regression_model(fusedbnn.BayesianModel)
-    model.compile(optimizer=keras.optimizers.Adam(0.01),
-                  loss=ELBOLoss("mse", num_samples=2, analytic_kl=True, dataset_size=len(x)))
+    model.compile(
+        optimizer=keras.optimizers.Adam(0.01),
+        loss=ELBOLoss("mse", num_samples=2, analytic_kl=True, dataset_size=len(x)),
+    )
     model(x[:1])
     sigma_before = float(tf.reduce_mean(model.layers[1].weights_distribution.sigma))
     history = model.fit(x, y, epochs=15, batch_size=16, verbose=0).history["loss"]
@@ -244,12 +253,17 @@ def test_bayesian_model_fits_with_the_analytic_kl():
 
 
 def test_losses_round_trip_through_their_config():
-    elbo = ELBOLoss(keras.losses.MeanAbsoluteError(), num_samples=4, kl_weight=0.2, analytic_kl=True,
-                    dataset_size=60000)
+    elbo = ELBOLoss(
+        keras.losses.MeanAbsoluteError(), num_samples=4, kl_weight=0.2, analytic_kl=True, dataset_size=60000
+    )
     restored = keras.losses.deserialize(keras.losses.serialize(elbo))
     assert isinstance(restored, ELBOLoss)
     assert (restored.num_samples, restored.kl_weight, restored.analytic_kl, restored.dataset_size) == (
-        4, 0.2, True, 60000)
+        4,
+        0.2,
+        True,
+        60000,
+    )
     assert isinstance(restored.loss_function, keras.losses.MeanAbsoluteError)
     by_name = keras.losses.deserialize(keras.losses.serialize(ELBOLoss("mse")))
     y, p = tf.constant([[1.0], [2.0]]), tf.constant([[0.0], [0.0]])

@@ -71,9 +71,8 @@ void sample_gaussian_grad(const ParallelFor& pf, const NoiseStream& s, int64_t n
 float gaussian_kl(const ParallelFor& pf, const NoiseStream& s, int64_t n, const float* mu, const float* rho,
                   const GaussianPrior& prior) {
   const GaussianKernels& k = best_kernels();
-  return sum_chunks(pf, n, [&](int64_t lo, int64_t hi) {
-    return k.kl_sum(s, lo, hi, mu + lo, rho + lo, prior.from(lo));
-  });
+  return sum_chunks(pf, n,
+                    [&](int64_t lo, int64_t hi) { return k.kl_sum(s, lo, hi, mu + lo, rho + lo, prior.from(lo)); });
 }
 
 void gaussian_kl_grad(const ParallelFor& pf, const NoiseStream& s, int64_t n, const float* mu, const float* rho,
@@ -87,9 +86,8 @@ void gaussian_kl_grad(const ParallelFor& pf, const NoiseStream& s, int64_t n, co
 float gaussian_kl_analytic(const ParallelFor& pf, int64_t n, const float* mu, const float* rho,
                            const GaussianPrior& prior) {
   const GaussianKernels& k = best_kernels();
-  return sum_chunks(pf, n, [&](int64_t lo, int64_t hi) {
-    return k.kl_analytic_sum(hi - lo, mu + lo, rho + lo, prior.from(lo));
-  });
+  return sum_chunks(
+      pf, n, [&](int64_t lo, int64_t hi) { return k.kl_analytic_sum(hi - lo, mu + lo, rho + lo, prior.from(lo)); });
 }
 
 void gaussian_kl_analytic_grad(const ParallelFor& pf, int64_t n, const float* mu, const float* rho,

@@ -149,10 +149,10 @@ cudaError_t launch_prior_grad(const NoiseStream& s, int64_t n, const float* mu, 
   const Out<2> out{{dmu, drho}};
   if (prior.per_element) {
     return launch_map<3, 2, PriorGradBody<true, Grad>, kNoise>(s, n, In<3>{{mu, rho, prior.mean}}, out,
-                                                                {grad, prior.mean, dkl}, stream);
+                                                               {grad, prior.mean, dkl}, stream);
   }
   return launch_map<2, 2, PriorGradBody<false, Grad>, kNoise>(s, n, In<2>{{mu, rho}}, out, {grad, prior.mean, dkl},
-                                                               stream);
+                                                              stream);
 }
 
 // A fixed number of partial sums (never more): the summation order depends on n alone.
@@ -170,9 +170,9 @@ __device__ T block_sum(T v, T* shared) {
 }
 
 template <bool kNoise, class Term>
-__global__ void __launch_bounds__(kThreads) kl_partial_kernel(NoiseStream s, int64_t n, const float* mu,
-                                                              const float* rho, const float* mean, bool per_element,
-                                                              Term term, double* partial) {
+__global__ void __launch_bounds__(kThreads)
+    kl_partial_kernel(NoiseStream s, int64_t n, const float* mu, const float* rho, const float* mean, bool per_element,
+                      Term term, double* partial) {
   __shared__ double shared[kThreads];
   const int64_t groups = (n + 3) / 4;
   double total = 0.0;
@@ -227,8 +227,8 @@ cudaError_t launch_kl_sum(const NoiseStream& s, int64_t n, const float* mu, cons
   const int blocks =
       static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(kKlBlocks, (groups + kThreads - 1) / kThreads)));
   double* partial = static_cast<double*>(scratch);
-  kl_partial_kernel<kNoise><<<blocks, kThreads, 0, stream>>>(s, n, mu, rho, prior.mean, prior.per_element, term,
-                                                             partial);
+  kl_partial_kernel<kNoise>
+      <<<blocks, kThreads, 0, stream>>>(s, n, mu, rho, prior.mean, prior.per_element, term, partial);
   kl_final_kernel<<<1, kThreads, 0, stream>>>(partial, blocks, kl);
   return cudaGetLastError();
 }

@@ -164,8 +164,7 @@ struct GaussianImpl {
     map_range<T, 0, 1>(st, begin, end, {}, {eps}, [](F e, const F*, F* y) { y[0] = e; });
   }
 
-  static void sample(const NoiseStream& st, int64_t begin, int64_t end, const float* mu, const float* rho,
-                     float* w) {
+  static void sample(const NoiseStream& st, int64_t begin, int64_t end, const float* mu, const float* rho, float* w) {
     map_range<T, 2, 1>(st, begin, end, {mu, rho}, {w},
                        [](F e, const F* x, F* y) { y[0] = M::fma(M::softplus(x[1]), e, x[0]); });
   }
@@ -277,8 +276,8 @@ struct GaussianImpl {
   }
 
   static GaussianKernels table(const char* isa) {
-    return GaussianKernels{isa, &fill_normal, &sample, &sample_grad, &kl_sum, &kl_grad, &kl_analytic_sum,
-                           &kl_analytic_grad};
+    return GaussianKernels{isa,     &fill_normal, &sample,          &sample_grad,
+                           &kl_sum, &kl_grad,     &kl_analytic_sum, &kl_analytic_grad};
   }
 };
 

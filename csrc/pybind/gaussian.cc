@@ -55,7 +55,8 @@ float kl(const Array& mu, const Array& rho, const Seed& seed, const Array& mu_pr
   check_begin(begin);
   const GaussianPrior prior = prior_of(mu, mu_prior, std_prior);
   if (begin == 0) return gaussian_kl(serial_for(), stream(seed), mu.size(), mu.data(), rho.data(), prior);
-  return static_cast<float>(best_kernels().kl_sum(stream(seed), begin, begin + mu.size(), mu.data(), rho.data(), prior));
+  return static_cast<float>(
+      best_kernels().kl_sum(stream(seed), begin, begin + mu.size(), mu.data(), rho.data(), prior));
 }
 
 py::tuple kl_grad(const Array& mu, const Array& rho, const Seed& seed, const Array& mu_prior, float std_prior,

@@ -73,8 +73,9 @@ REGISTER_OP("FusedBnn>GaussianKl")
       c->set_output(0, c->Scalar());
       return tfl::OkStatus();
     })
-    .Doc("sum(log N(w; mu, softplus(rho))) - sum(log N(w; mu_prior, std_prior)) at the sample w; mu_prior is a "
-         "scalar or has mu's shape.");
+    .Doc(
+        "sum(log N(w; mu, softplus(rho))) - sum(log N(w; mu_prior, std_prior)) at the sample w; mu_prior is a "
+        "scalar or has mu's shape.");
 
 REGISTER_OP("FusedBnn>GaussianKlGrad")
     .Input("dkl: float")
@@ -106,8 +107,9 @@ REGISTER_OP("FusedBnn>GaussianKlAnalytic")
       c->set_output(0, c->Scalar());
       return tfl::OkStatus();
     })
-    .Doc("sum(KL(N(mu, softplus(rho)^2) || N(mu_prior, std_prior^2))), in closed form; mu_prior is a scalar or has "
-         "mu's shape.");
+    .Doc(
+        "sum(KL(N(mu, softplus(rho)^2) || N(mu_prior, std_prior^2))), in closed form; mu_prior is a scalar or has "
+        "mu's shape.");
 
 REGISTER_OP("FusedBnn>GaussianKlAnalyticGrad")
     .Input("dkl: float")
@@ -166,9 +168,8 @@ class GaussianKlOp : public tfl::OpKernel {
     OP_REQUIRES_OK(ctx, read_prior(ctx, *mu, &prior));
     tfl::Tensor* kl;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, tfl::TensorShape({}), &kl));
-    kl->scalar<float>()() =
-        gaussian_kl(parallel_for(ctx), stream, mu->NumElements(), mu->flat<float>().data(), rho->flat<float>().data(),
-                    prior);
+    kl->scalar<float>()() = gaussian_kl(parallel_for(ctx), stream, mu->NumElements(), mu->flat<float>().data(),
+                                        rho->flat<float>().data(), prior);
   }
 };
 
@@ -219,9 +220,8 @@ class GaussianKlAnalyticGradOp : public tfl::OpKernel {
     tfl::Tensor *dmu, *drho;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, mu->shape(), &dmu));
     OP_REQUIRES_OK(ctx, ctx->allocate_output(1, mu->shape(), &drho));
-    gaussian_kl_analytic_grad(parallel_for(ctx), mu->NumElements(), mu->flat<float>().data(),
-                              rho->flat<float>().data(), prior, dkl.scalar<float>()(), dmu->flat<float>().data(),
-                              drho->flat<float>().data());
+    gaussian_kl_analytic_grad(parallel_for(ctx), mu->NumElements(), mu->flat<float>().data(), rho->flat<float>().data(),
+                              prior, dkl.scalar<float>()(), dmu->flat<float>().data(), drho->flat<float>().data());
   }
 };
 

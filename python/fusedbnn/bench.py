@@ -72,8 +72,12 @@ def _side(forward, trainables, sampled=None):
     def analytic_kl():
         return tf.add_n([ops.gaussian_kl_analytic(mu, rho) for mu, rho, _ in sampled])
 
-    return Side(_function(forward), _step(forward, trainables), _step(forward, trainables, one_sample_kl),
-                _step(forward, trainables, analytic_kl))
+    return Side(
+        _function(forward),
+        _step(forward, trainables),
+        _step(forward, trainables, one_sample_kl),
+        _step(forward, trainables, analytic_kl),
+    )
 
 
 def _params(shape, rng, rho=-5.0):
@@ -92,8 +96,11 @@ def linear_case(batch, n_in, n_out):
         dense = keras.layers.Dense(n_out)
         dense.build((batch, n_in))
         return {
-            "fused": _side(lambda: ops.linear(x, w_mu, w_rho, w_seed, b_mu, b_rho, b_seed), trainables,
-                           [(w_mu, w_rho, w_seed), (b_mu, b_rho, b_seed)]),
+            "fused": _side(
+                lambda: ops.linear(x, w_mu, w_rho, w_seed, b_mu, b_rho, b_seed),
+                trainables,
+                [(w_mu, w_rho, w_seed), (b_mu, b_rho, b_seed)],
+            ),
             "reference": _side(lambda: reference.linear(x, w_mu, w_rho, w_seed, b_mu, b_rho, b_seed), trainables),
             "deterministic": _side(lambda: dense(x), [x] + dense.trainable_variables),
         }
@@ -117,8 +124,11 @@ def conv_case(batch, spatial, n_in, n_out, kernel, padding, engine="auto"):
         deterministic.build((batch, *spatial, n_in))
         args = dict(padding=padding)
         return {
-            "fused": _side(lambda: fused_fn(x, w_mu, w_rho, w_seed, b_mu, b_rho, b_seed, engine=engine, **args),
-                           trainables, [(w_mu, w_rho, w_seed), (b_mu, b_rho, b_seed)]),
+            "fused": _side(
+                lambda: fused_fn(x, w_mu, w_rho, w_seed, b_mu, b_rho, b_seed, engine=engine, **args),
+                trainables,
+                [(w_mu, w_rho, w_seed), (b_mu, b_rho, b_seed)],
+            ),
             "reference": _side(lambda: reference_fn(x, w_mu, w_rho, w_seed, b_mu, b_rho, b_seed, **args), trainables),
             "deterministic": _side(lambda: deterministic(x), [x] + deterministic.trainable_variables),
         }
@@ -248,19 +258,24 @@ def measure(name, build, pairs, min_seconds=0.02, log=None):
         if log:
             log(f"  {name:10s} {pass_name:17s} speedup {speedup:5.2f}x  vs deterministic {vs_det:5.2f}x")
     fused = sides["fused"]
-    times = _interleaved({"step": fused.train_step, "elbo": fused.elbo, "elbo_analytic": fused.elbo_analytic},
-                         pairs, min_seconds)
-    rows.append({
-        "case": name,
-        "pass": "elbo",
-        "step_ms": 1e3 * statistics.median(times["step"]),
-        "elbo_ms": 1e3 * statistics.median(times["elbo"]),
-        "elbo_analytic_ms": 1e3 * statistics.median(times["elbo_analytic"]),
-        "elbo_ratio": _median_ratio(times["elbo"], times["step"]),
-        "elbo_analytic_ratio": _median_ratio(times["elbo_analytic"], times["step"]),
-    })
+    times = _interleaved(
+        {"step": fused.train_step, "elbo": fused.elbo, "elbo_analytic": fused.elbo_analytic}, pairs, min_seconds
+    )
+    rows.append(
+        {
+            "case": name,
+            "pass": "elbo",
+            "step_ms": 1e3 * statistics.median(times["step"]),
+            "elbo_ms": 1e3 * statistics.median(times["elbo"]),
+            "elbo_analytic_ms": 1e3 * statistics.median(times["elbo_analytic"]),
+            "elbo_ratio": _median_ratio(times["elbo"], times["step"]),
+            "elbo_analytic_ratio": _median_ratio(times["elbo_analytic"], times["step"]),
+        }
+    )
     if log:
-        log(f"  {name:10s} elbo / fwd+bwd {rows[-1]['elbo_ratio']:5.2f}x  analytic {rows[-1]['elbo_analytic_ratio']:5.2f}x")
+        log(
+            f"  {name:10s} elbo / fwd+bwd {rows[-1]['elbo_ratio']:5.2f}x  analytic {rows[-1]['elbo_analytic_ratio']:5.2f}x"
+        )
     return rows
 
 
@@ -273,8 +288,9 @@ def measure_kl_analytic(name, pairs, min_seconds=0.02, log=None, shape=(4096, 40
             kl = ops.gaussian_kl_analytic(mu, rho)
         return tape.gradient(kl, [mu, rho])
 
-    times = _interleaved({"kl": _function(kl_step), "sample": _function(lambda: ops.sample_gaussian(mu, rho, seed))},
-                         pairs, min_seconds)
+    times = _interleaved(
+        {"kl": _function(kl_step), "sample": _function(lambda: ops.sample_gaussian(mu, rho, seed))}, pairs, min_seconds
+    )
     row = {
         "case": name,
         "pass": "kl_analytic fwd+bwd / sample",
@@ -288,8 +304,10 @@ def measure_kl_analytic(name, pairs, min_seconds=0.02, log=None, shape=(4096, 40
 
 
 def format_table(rows):
-    header = (f"{'case':10s} {'pass':17s} {'fused ms':>9s} {'ref ms':>9s} {'det ms':>9s} {'speedup':>8s} "
-              f"{'vs det':>7s} {'peak MB fused/ref/det':>22s}")
+    header = (
+        f"{'case':10s} {'pass':17s} {'fused ms':>9s} {'ref ms':>9s} {'det ms':>9s} {'speedup':>8s} "
+        f"{'vs det':>7s} {'peak MB fused/ref/det':>22s}"
+    )
     lines = [header, "-" * len(header)]
     for r in (r for r in rows if "fused_ms" in r):
         peak = ""
@@ -302,14 +320,27 @@ def format_table(rows):
         )
     elbo = [r for r in rows if r["pass"] == "elbo"]
     if elbo:
-        header = (f"{'case':10s} {'fwd+bwd ms':>11s} {'elbo ms':>9s} {'elbo/step':>10s} {'analytic ms':>12s} "
-                  f"{'analytic/step':>14s}")
-        lines += ["", "ELBO step (forward, KL, backward) of the fused side against its forward+backward step",
-                  header, "-" * len(header)]
-        lines += [f"{r['case']:10s} {r['step_ms']:11.3f} {r['elbo_ms']:9.3f} {r['elbo_ratio']:9.2f}x "
-                  f"{r['elbo_analytic_ms']:12.3f} {r['elbo_analytic_ratio']:13.2f}x" for r in elbo]
-    lines += [f"\n{r['case']}: gaussian_kl_analytic fwd+bwd {r['kl_ms']:.3f} ms, one sample_gaussian "
-              f"{r['sample_ms']:.3f} ms: {r['ratio']:.2f}x" for r in rows if "kl_ms" in r]
+        header = (
+            f"{'case':10s} {'fwd+bwd ms':>11s} {'elbo ms':>9s} {'elbo/step':>10s} {'analytic ms':>12s} "
+            f"{'analytic/step':>14s}"
+        )
+        lines += [
+            "",
+            "ELBO step (forward, KL, backward) of the fused side against its forward+backward step",
+            header,
+            "-" * len(header),
+        ]
+        lines += [
+            f"{r['case']:10s} {r['step_ms']:11.3f} {r['elbo_ms']:9.3f} {r['elbo_ratio']:9.2f}x "
+            f"{r['elbo_analytic_ms']:12.3f} {r['elbo_analytic_ratio']:13.2f}x"
+            for r in elbo
+        ]
+    lines += [
+        f"\n{r['case']}: gaussian_kl_analytic fwd+bwd {r['kl_ms']:.3f} ms, one sample_gaussian "
+        f"{r['sample_ms']:.3f} ms: {r['ratio']:.2f}x"
+        for r in rows
+        if "kl_ms" in r
+    ]
     return "\n".join(lines)
 
 
@@ -339,8 +370,11 @@ def plot(rows, path):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--cases", default=",".join([*CASES, KL_ANALYTIC]),
-                        help="comma-separated, from: " + ", ".join([*CASES, *EXTRA_CASES, KL_ANALYTIC]))
+    parser.add_argument(
+        "--cases",
+        default=",".join([*CASES, KL_ANALYTIC]),
+        help="comma-separated, from: " + ", ".join([*CASES, *EXTRA_CASES, KL_ANALYTIC]),
+    )
     parser.add_argument("--pairs", type=int, default=30, help="interleaved timing rounds per pass")
     parser.add_argument("--json", help="write the rows as JSON here")
     parser.add_argument("--plot", help="write a PNG chart here")
@@ -350,8 +384,12 @@ def main(argv=None):
     unknown = [n for n in names if n not in known]
     if unknown:
         parser.error(f"unknown case(s) {unknown}; known: {', '.join(known)}")
-    print(f"fusedbnn bench: {len(names)} case(s), {args.pairs} rounds each, "
-          f"{tf.config.threading.get_intra_op_parallelism_threads() or 'all'} intra-op threads", file=sys.stderr)
+    print(
+        f"fusedbnn bench: {len(names)} case(s), {args.pairs} rounds each, "
+        f"{tf.config.threading.get_intra_op_parallelism_threads() or 'all'} intra-op threads",
+        file=sys.stderr,
+    )
+
     def log(message):
         print(message, file=sys.stderr, flush=True)
 

@@ -13,8 +13,11 @@ def log_ratio(x, mu, sigma, mu_prior, std_prior):
     """illia's ``sum(log N(x; mu, sigma)) - sum(log N(x; mu_prior, std_prior))``."""
     x = tf.convert_to_tensor(x, tf.float32)
     log_posterior = tf.reduce_sum(_plain.gaussian_log_density(x, mu, sigma))
-    log_prior = tf.reduce_sum(_plain.gaussian_log_density(x, tf.convert_to_tensor(mu_prior, tf.float32),
-                                                          tf.convert_to_tensor(std_prior, tf.float32)))
+    log_prior = tf.reduce_sum(
+        _plain.gaussian_log_density(
+            x, tf.convert_to_tensor(mu_prior, tf.float32), tf.convert_to_tensor(std_prior, tf.float32)
+        )
+    )
     return log_posterior - log_prior
 
 
@@ -49,17 +52,31 @@ class GaussianDistribution(keras.layers.Layer):
         self._seed_generator = keras.random.SeedGenerator(derived_seed(seed, "sample"))
         # Variables and sampling stay float32 under mixed precision (autocast=False).
         self.mu = self.add_weight(
-            name="mu", shape=self.shape, autocast=False,
+            name="mu",
+            shape=self.shape,
+            autocast=False,
             initializer=keras.initializers.RandomNormal(self.mu_init, 0.1, seed=derived_seed(seed, "mu")),
         )
         self.rho = self.add_weight(
-            name="rho", shape=self.shape, autocast=False,
+            name="rho",
+            shape=self.shape,
+            autocast=False,
             initializer=keras.initializers.RandomNormal(self.rho_init, 0.1, seed=derived_seed(seed, "rho")),
         )
-        self.mu_prior = self.add_weight(name="mu_prior", shape=self._prior_mean_shape(), trainable=False,
-                                        autocast=False, initializer=keras.initializers.Constant(mu_prior))
-        self.std_prior = self.add_weight(name="std_prior", shape=(), trainable=False, autocast=False,
-                                         initializer=keras.initializers.Constant(std_prior))
+        self.mu_prior = self.add_weight(
+            name="mu_prior",
+            shape=self._prior_mean_shape(),
+            trainable=False,
+            autocast=False,
+            initializer=keras.initializers.Constant(mu_prior),
+        )
+        self.std_prior = self.add_weight(
+            name="std_prior",
+            shape=(),
+            trainable=False,
+            autocast=False,
+            initializer=keras.initializers.Constant(std_prior),
+        )
         self.built = True
 
     def _prior_mean_shape(self):
@@ -100,8 +117,7 @@ class GaussianDistribution(keras.layers.Layer):
     def get_config(self):
         config = super().get_config()
         config.update(
-            shape=list(self.shape), **self._prior_config(), mu_init=self.mu_init, rho_init=self.rho_init,
-            seed=self.seed,
+            shape=list(self.shape), **self._prior_config(), mu_init=self.mu_init, rho_init=self.rho_init, seed=self.seed
         )
         return config
 

@@ -149,8 +149,17 @@ class ELBOLoss(keras.losses.Loss):
             is how a model loaded from a ``.keras`` file gets its loss back).
     """
 
-    def __init__(self, loss_function, num_samples=1, kl_weight=1e-3, analytic_kl=False, dataset_size=None,
-                 model=None, name="elbo", **kwargs):
+    def __init__(
+        self,
+        loss_function,
+        num_samples=1,
+        kl_weight=1e-3,
+        analytic_kl=False,
+        dataset_size=None,
+        model=None,
+        name="elbo",
+        **kwargs,
+    ):
         super().__init__(name=name, **kwargs)
         self._loss_function_arg = loss_function
         self.loss_function = _as_loss(loss_function)

@@ -19,11 +19,7 @@ _ops = load_op_library()
 
 
 def _mu_rho_seed(mu, rho, seed, prefix=""):
-    return (
-        float_tensor(mu, prefix + "mu"),
-        float_tensor(rho, prefix + "rho"),
-        seed_tensor(seed, prefix + "seed"),
-    )
+    return (float_tensor(mu, prefix + "mu"), float_tensor(rho, prefix + "rho"), seed_tensor(seed, prefix + "seed"))
 
 
 def sample_gaussian(mu, rho, seed):
@@ -43,8 +39,10 @@ def _prior(mu, mu_prior, std_prior):
     ``std_prior`` (a scalar; a Python number must be positive, a tensor is checked by the op)."""
     if isinstance(std_prior, numbers.Real):
         std_prior = positive_std(std_prior)
-    mu_prior, std_prior = (float_tensor(float(v) if isinstance(v, numbers.Real) else v, name)
-                           for v, name in ((mu_prior, "mu_prior"), (std_prior, "std_prior")))
+    mu_prior, std_prior = (
+        float_tensor(float(v) if isinstance(v, numbers.Real) else v, name)
+        for v, name in ((mu_prior, "mu_prior"), (std_prior, "std_prior"))
+    )
     if mu_prior.shape.rank not in (None, 0) and not mu_prior.shape.is_compatible_with(mu.shape):
         raise ValueError(f"mu_prior must be a scalar or have mu's shape {mu.shape}, got shape {mu_prior.shape}")
     if std_prior.shape.rank not in (None, 0):
@@ -136,9 +134,20 @@ def _linear_grad(op, dy):
 
 def _fused_conv2d(x, w_mu, w_rho, w_seed, b_mu, b_rho, b_seed, use_bias, args):
     return _ops.fused_bnn_conv2d(
-        x, w_mu, w_rho, w_seed, b_mu, b_rho, b_seed, strides=list(args.strides), dilations=list(args.dilations),
-        padding=args.padding, explicit_paddings=list(args.explicit) if args.padding == "EXPLICIT" else [],
-        groups=args.groups, data_format=args.data_format, use_bias=use_bias,
+        x,
+        w_mu,
+        w_rho,
+        w_seed,
+        b_mu,
+        b_rho,
+        b_seed,
+        strides=list(args.strides),
+        dilations=list(args.dilations),
+        padding=args.padding,
+        explicit_paddings=list(args.explicit) if args.padding == "EXPLICIT" else [],
+        groups=args.groups,
+        data_format=args.data_format,
+        use_bias=use_bias,
     )
 
 
@@ -191,8 +200,9 @@ def _check_conv_shapes(x, w_mu, w_rho, bias, args, rank):
     in_per_group, out = (w_mu.shape[-2], w_mu.shape[-1]) if w_mu.shape.rank else (None, None)
     channels = x.shape[-1 if args.channels_last else 1] if x.shape.rank else None
     if None not in (channels, in_per_group) and channels != in_per_group * args.groups:
-        raise ValueError(f"x's channels ({channels}) must equal w_mu's in/groups ({in_per_group}) times groups "
-                         f"({args.groups})")
+        raise ValueError(
+            f"x's channels ({channels}) must equal w_mu's in/groups ({in_per_group}) times groups ({args.groups})"
+        )
     if out is not None and out % args.groups:
         raise ValueError(f"groups ({args.groups}) must divide w_mu's out channels ({out})")
     if bias is None:
@@ -224,8 +234,21 @@ def _conv(x, w_mu, w_rho, w_seed, b_mu, b_rho, b_seed, args, engine, rank):
     return tf.squeeze(y, height_axis) if rank == 1 else y
 
 
-def conv2d(x, w_mu, w_rho, w_seed, b_mu=None, b_rho=None, b_seed=None, stride=1, padding="VALID", dilation=1,
-           groups=1, data_format="NHWC", engine="auto"):
+def conv2d(
+    x,
+    w_mu,
+    w_rho,
+    w_seed,
+    b_mu=None,
+    b_rho=None,
+    b_seed=None,
+    stride=1,
+    padding="VALID",
+    dilation=1,
+    groups=1,
+    data_format="NHWC",
+    engine="auto",
+):
     """Bayesian 2-D convolution; the kernel ``[kh, kw, in/groups, out]`` and bias ``[out]`` are sampled
     by fused ops and never stored as ``eps``.
 
@@ -246,8 +269,21 @@ def conv2d(x, w_mu, w_rho, w_seed, b_mu=None, b_rho=None, b_seed=None, stride=1,
     return _conv(x, w_mu, w_rho, w_seed, b_mu, b_rho, b_seed, args, engine, rank=2)
 
 
-def conv1d(x, w_mu, w_rho, w_seed, b_mu=None, b_rho=None, b_seed=None, stride=1, padding="VALID", dilation=1,
-           groups=1, data_format="NWC", engine="auto"):
+def conv1d(
+    x,
+    w_mu,
+    w_rho,
+    w_seed,
+    b_mu=None,
+    b_rho=None,
+    b_seed=None,
+    stride=1,
+    padding="VALID",
+    dilation=1,
+    groups=1,
+    data_format="NWC",
+    engine="auto",
+):
     """Bayesian 1-D convolution, the 2-D one with a unit height: ``x`` is ``[batch, width, in]`` (NWC)
     or ``[batch, in, width]`` (NCW), the kernel ``[k, in/groups, out]``; ``stride`` and ``dilation``
     are ints, ``padding`` "VALID", "SAME", an int or ``[left, right]``. Otherwise as ``conv2d``."""
@@ -258,8 +294,10 @@ def conv1d(x, w_mu, w_rho, w_seed, b_mu=None, b_rho=None, b_seed=None, stride=1,
 @tf.RegisterGradient("FusedBnn>Conv2D")
 def _conv2d_grad(op, dy):
     use_bias = op.get_attr("use_bias")
-    attrs = {name: op.get_attr(name)
-             for name in ("strides", "dilations", "padding", "explicit_paddings", "groups", "data_format")}
+    attrs = {
+        name: op.get_attr(name)
+        for name in ("strides", "dilations", "padding", "explicit_paddings", "groups", "data_format")
+    }
     dx, dw_mu, dw_rho, db_mu, db_rho = _ops.fused_bnn_conv2d_grad(dy, *op.inputs, use_bias=use_bias, **attrs)
     if not use_bias:
         db_mu = db_rho = None

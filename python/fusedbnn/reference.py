@@ -36,8 +36,9 @@ def gaussian_kl_analytic(mu, rho, mu_prior=0.0, std_prior=0.1):
     sigma = tf.nn.softplus(rho)
     std_prior = tf.cast(std_prior, mu.dtype)
     mean_gap = mu - tf.cast(mu_prior, mu.dtype)
-    return tf.reduce_sum(tf.math.log(std_prior / sigma) + (tf.square(sigma) + tf.square(mean_gap))
-                         / (2.0 * tf.square(std_prior)) - 0.5)
+    return tf.reduce_sum(
+        tf.math.log(std_prior / sigma) + (tf.square(sigma) + tf.square(mean_gap)) / (2.0 * tf.square(std_prior)) - 0.5
+    )
 
 
 def linear(x, w_mu, w_rho, w_seed, b_mu=None, b_rho=None, b_seed=None):
@@ -59,7 +60,7 @@ def _padding_amounts(x, w, args):
     pads = [[0, 0]]
     for axis in (0, 1):
         if args.padding != "SAME":
-            pads.append(list(args.explicit[2 * axis:2 * axis + 2]))
+            pads.append(list(args.explicit[2 * axis : 2 * axis + 2]))
             continue
         size, stride = tf.shape(x)[axis + 1], args.strides[axis]
         window = (w.shape[axis] - 1) * args.dilations[axis] + 1
@@ -90,7 +91,7 @@ def _conv2d_by_taps(x, w, args):
     for i in range(kh):
         for j in range(kw):
             top, left = i * args.dilations[0], j * args.dilations[1]
-            patch = xp[:, top:top + steps[0]:args.strides[0], left:left + steps[1]:args.strides[1], :]
+            patch = xp[:, top : top + steps[0] : args.strides[0], left : left + steps[1] : args.strides[1], :]
             patch = tf.reshape(patch, tf.concat([tf.shape(patch)[:3], [groups, in_per_group]], 0))
             y += tf.einsum("bhwgc,cgo->bhwgo", patch, w_grouped[i, j])
     return tf.reshape(y, tf.stack([tf.shape(x)[0], out_sizes[0], out_sizes[1], out]))
@@ -99,8 +100,17 @@ def _conv2d_by_taps(x, w, args):
 def _conv2d_nhwc(x, w, args):
     plain = args.groups == 1 and args.dilations == (1, 1) and args.strides[0] == args.strides[1]
     if plain and x.shape.is_fully_defined() and x.shape.num_elements():
-        out_sizes = [_conv_args.axis_output(x.shape[axis + 1], w.shape[axis], args.strides[axis], 1, args.padding,
-                                            *args.explicit[2 * axis:2 * axis + 2])[0] for axis in (0, 1)]
+        out_sizes = [
+            _conv_args.axis_output(
+                x.shape[axis + 1],
+                w.shape[axis],
+                args.strides[axis],
+                1,
+                args.padding,
+                *args.explicit[2 * axis : 2 * axis + 2],
+            )[0]
+            for axis in (0, 1)
+        ]
         if min(out_sizes) > 0:
             # What an unfused layer writes: TensorFlow's own convolution.
             padding = args.padding if args.padding != "EXPLICIT" else _padding_amounts(x, w, args)
@@ -117,8 +127,20 @@ def _conv2d_sampled(x, w, b, args):
     return y if args.channels_last else tf.transpose(y, [0, 3, 1, 2])
 
 
-def conv2d(x, w_mu, w_rho, w_seed, b_mu=None, b_rho=None, b_seed=None, stride=1, padding="VALID", dilation=1,
-           groups=1, data_format="NHWC"):
+def conv2d(
+    x,
+    w_mu,
+    w_rho,
+    w_seed,
+    b_mu=None,
+    b_rho=None,
+    b_seed=None,
+    stride=1,
+    padding="VALID",
+    dilation=1,
+    groups=1,
+    data_format="NHWC",
+):
     """2-D convolution with the kernel [kh, kw, in/groups, out] (and bias) sampled by ``sample_gaussian``.
 
     Arguments as ``fusedbnn.ops.conv2d``.
@@ -128,8 +150,20 @@ def conv2d(x, w_mu, w_rho, w_seed, b_mu=None, b_rho=None, b_seed=None, stride=1,
     return _conv2d_sampled(x, sample_gaussian(w_mu, w_rho, w_seed), b, args)
 
 
-def conv1d(x, w_mu, w_rho, w_seed, b_mu=None, b_rho=None, b_seed=None, stride=1, padding="VALID", dilation=1,
-           groups=1, data_format="NWC"):
+def conv1d(
+    x,
+    w_mu,
+    w_rho,
+    w_seed,
+    b_mu=None,
+    b_rho=None,
+    b_seed=None,
+    stride=1,
+    padding="VALID",
+    dilation=1,
+    groups=1,
+    data_format="NWC",
+):
     """1-D convolution with the kernel [k, in/groups, out] (and bias) sampled by ``sample_gaussian``,
     as the 2-D one with a unit height. Arguments as ``fusedbnn.ops.conv1d``."""
     args = _conv_args.conv1d_args(stride, padding, dilation, groups, data_format)

@@ -73,8 +73,8 @@ void register_cuda(py::module_& parent) {
       py::arg("scratch"), py::arg("kl"), py::arg("stream") = 0, py::arg("per_element_prior") = false);
   m.def(
       "gaussian_kl_grad",
-      [](Ptr mu, Ptr rho, int64_t n, const Seed& seed, Ptr mu_prior, float std_prior, Ptr dkl, Ptr dmu, Ptr drho,
-         Ptr s, bool per_element_prior) {
+      [](Ptr mu, Ptr rho, int64_t n, const Seed& seed, Ptr mu_prior, float std_prior, Ptr dkl, Ptr dmu, Ptr drho, Ptr s,
+         bool per_element_prior) {
         require_sizes({n});
         const GaussianPrior prior{device<const float>(mu_prior), per_element_prior, std_prior};
         check(cuda::gaussian_kl_grad(stream(seed), n, device<const float>(mu), device<const float>(rho), prior,

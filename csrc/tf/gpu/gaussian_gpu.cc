@@ -73,9 +73,9 @@ class GaussianKlGpuOp : public tfl::OpKernel {
     void* scratch_data;
     float* kl;
     OP_REQUIRES_OK(ctx, allocate_kl(ctx, &scratch, &scratch_data, &kl));
-    OP_REQUIRES_OK(ctx, launch_status(cuda::gaussian_kl(stream, mu->NumElements(), mu->flat<float>().data(),
-                                                        rho->flat<float>().data(), prior, scratch_data, kl,
-                                                        gpu_stream(ctx))));
+    OP_REQUIRES_OK(
+        ctx, launch_status(cuda::gaussian_kl(stream, mu->NumElements(), mu->flat<float>().data(),
+                                             rho->flat<float>().data(), prior, scratch_data, kl, gpu_stream(ctx))));
   }
 };
 
@@ -91,9 +91,9 @@ class GaussianKlGradGpuOp : public tfl::OpKernel {
     const float* dkl;
     float *dmu, *drho;
     OP_REQUIRES_OK(ctx, read_dkl_allocate_grads(ctx, *mu, &dkl, &dmu, &drho));
-    OP_REQUIRES_OK(ctx, launch_status(cuda::gaussian_kl_grad(stream, mu->NumElements(), mu->flat<float>().data(),
-                                                             rho->flat<float>().data(), prior, dkl, dmu, drho,
-                                                             gpu_stream(ctx))));
+    OP_REQUIRES_OK(
+        ctx, launch_status(cuda::gaussian_kl_grad(stream, mu->NumElements(), mu->flat<float>().data(),
+                                                  rho->flat<float>().data(), prior, dkl, dmu, drho, gpu_stream(ctx))));
   }
 };
 
@@ -127,8 +127,8 @@ class GaussianKlAnalyticGradGpuOp : public tfl::OpKernel {
     float *dmu, *drho;
     OP_REQUIRES_OK(ctx, read_dkl_allocate_grads(ctx, *mu, &dkl, &dmu, &drho));
     OP_REQUIRES_OK(ctx, launch_status(cuda::gaussian_kl_analytic_grad(mu->NumElements(), mu->flat<float>().data(),
-                                                                      rho->flat<float>().data(), prior, dkl, dmu,
-                                                                      drho, gpu_stream(ctx))));
+                                                                      rho->flat<float>().data(), prior, dkl, dmu, drho,
+                                                                      gpu_stream(ctx))));
   }
 };
 
