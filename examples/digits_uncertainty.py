@@ -1,9 +1,11 @@
 """A Bayesian CNN on scikit-learn's 8x8 digits: ELBO training with fit, and what its uncertainty says.
 
-Trains ``Conv2d`` + ``Linear`` layers with ``fit`` on the ELBO, reports the test accuracy of the
-Monte Carlo predictive distribution, and compares the predictive entropy of correctly classified
-digits with that of misclassified digits, rotated digits and pure noise. Writes a figure with a few
-digits, their predictive distributions, and the entropy histograms.
+Trains ``Conv2d`` + ``Linear`` layers with ``fit`` on the per-example ELBO (``ELBOLoss`` with
+``dataset_size``: cross-entropy + KL / number of training digits, the KL in closed form), reports
+the test accuracy of the Monte Carlo predictive distribution, and compares the predictive entropy
+and mutual information of correctly classified digits with those of misclassified digits, rotated
+digits and pure noise. Writes a figure with a few digits, their predictive distributions, and the
+entropy histograms.
 
     pip install scikit-learn matplotlib
     PYTHONPATH=python python examples/digits_uncertainty.py [--out digits_uncertainty.png]
@@ -33,10 +35,18 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 SEED = 0
 NUM_CLASSES = 10
-# ELBOLoss divides the KL by the parameter count (illia's convention); the textbook ELBO per example
-# divides it by the training-set size, i.e. kl_weight = num_params / num_train (about 25 here). 1.0
-# is a tempered posterior: wide enough to show epistemic uncertainty, narrow enough to stay accurate.
-KL_WEIGHT = 1.0
+
+
+def elbo_loss(num_train):
+    """The ELBO per training example: cross-entropy + KL / num_train. (illia's default, kl_weight *
+    KL / num_params with kl_weight = 1e-3, weighs the KL some 25000 times less here: the posteriors
+    collapse to point estimates and show no uncertainty.)"""
+    return fusedbnn.losses.ELBOLoss(
+        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        num_samples=2,
+        analytic_kl=True,
+        dataset_size=num_train,
+    )
 
 
 def load_data():
@@ -120,6 +130,28 @@ def plot(path, examples, entropies):
     plt.close(fig)
 
 
+def train(x_train, y_train, epochs, verbose="auto"):
+    """The Bayesian CNN fitted on the per-example ELBO."""
+    model = bayesian_cnn()
+    model.compile(optimizer=keras.optimizers.Adam(3e-3), loss=elbo_loss(len(x_train)), metrics=["accuracy"])
+    model.fit(x_train, y_train, batch_size=64, epochs=epochs, verbose=verbose)
+    return model
+
+
+def predictive_uncertainty(model, inputs, samples):
+    """For each named input set: the Monte Carlo class probabilities [samples, N, classes], and the
+    predictive entropy and mutual information of each input."""
+    classifier = keras.Sequential([model, keras.layers.Softmax()])
+    probs = {
+        name: uncertainty.predict_mc(classifier, x, samples, batch_size=256, verbose=0) for name, x in inputs.items()
+    }
+    return (
+        probs,
+        {name: uncertainty.predictive_entropy(p) for name, p in probs.items()},
+        {name: uncertainty.mutual_information(p) for name, p in probs.items()},
+    )
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -132,22 +164,12 @@ def main():
     keras.utils.set_random_seed(SEED)
     rng = np.random.default_rng(SEED)
     x_train, x_test, y_train, y_test = load_data()
-
-    model = bayesian_cnn()
-    model.compile(
-        optimizer=keras.optimizers.Adam(3e-3),
-        loss=fusedbnn.losses.ELBOLoss(
-            keras.losses.SparseCategoricalCrossentropy(from_logits=True), num_samples=2, kl_weight=KL_WEIGHT
-        ),
-        metrics=["accuracy"],
-    )
-    model.fit(x_train, y_train, batch_size=64, epochs=args.epochs)  # Keras's progress bar
+    model = train(x_train, y_train, args.epochs)  # Keras's progress bar
 
     rotated, noise = shifted_inputs(x_test, rng)
-    probs = {
-        name: uncertainty.predict_mc(keras.Sequential([model, keras.layers.Softmax()]), x, args.samples, batch_size=256)
-        for name, x in (("test", x_test), ("rotated", rotated), ("noise", noise))
-    }
+    probs, entropy, information = predictive_uncertainty(
+        model, {"test": x_test, "rotated": rotated, "noise": noise}, args.samples
+    )
     predicted = probs["test"].mean(axis=0).argmax(axis=-1)
     correct = predicted == y_test
     print(
@@ -155,8 +177,6 @@ def main():
         f"({(~correct).sum()} of {len(y_test)} misclassified)"
     )
 
-    entropy = {name: uncertainty.predictive_entropy(p) for name, p in probs.items()}
-    information = {name: uncertainty.mutual_information(p) for name, p in probs.items()}
     groups = {
         "correct": (entropy["test"][correct], information["test"][correct]),
         "misclassified": (entropy["test"][~correct], information["test"][~correct]),
@@ -166,11 +186,13 @@ def main():
     print(f"{'inputs':<16}{'count':>6}{'mean entropy':>14}{'mean mutual info':>18}   (nats)")
     for name, (h, mi) in groups.items():
         print(f"{name:<16}{len(h):>6}{h.mean():>14.3f}{mi.mean():>18.3f}")
-    base = groups["correct"][0].mean()
-    higher = {name: h.mean() > base for name, (h, _) in groups.items() if name != "correct"}
-    print(
-        "entropy above that of correct digits: " + ", ".join(f"{k}: {'yes' if v else 'NO'}" for k, v in higher.items())
-    )
+    # Rotated digits are reported, not required: many still look like digits (a rotated 1 is a dash).
+    checks = {
+        "entropy: misclassified > correct": groups["misclassified"][0].mean() > groups["correct"][0].mean(),
+        "entropy: noise > test": entropy["noise"].mean() > entropy["test"].mean(),
+        "mutual information: noise > test": information["noise"].mean() > information["test"].mean(),
+    }
+    print("; ".join(f"{name}: {'yes' if ok else 'NO'}" for name, ok in checks.items()))
 
     examples = [
         (f"test {i}: true {y_test[i]}, pred {predicted[i]}", x_test[i], probs["test"][:, i])
@@ -186,8 +208,8 @@ def main():
     ]
     plot(args.out, examples, {name: h for name, (h, _) in groups.items()})
     print(f"figure written to {args.out}; {time.perf_counter() - start:.0f} s in all")
-    if not all(higher.values()):
-        raise SystemExit("expected higher predictive entropy on misclassified, rotated and noise inputs")
+    if not all(checks.values()):
+        raise SystemExit("expected more uncertainty on misclassified digits and on noise than on test digits")
 
 
 if __name__ == "__main__":

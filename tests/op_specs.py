@@ -146,6 +146,35 @@ GAUSSIAN_KL = OpSpec(
     atol=1e-4,
 )
 
+
+def kl_analytic_args(sizes, rng):
+    args = kl_args(sizes, rng)
+    del args["seed"]
+    return args
+
+
+GAUSSIAN_KL_ANALYTIC = OpSpec(
+    name="gaussian_kl_analytic",
+    fused=ops.gaussian_kl_analytic,
+    reference=reference.gaussian_kl_analytic,
+    # No noise: rho spans tiny to large sigmas.
+    sizes=gaussian_sizes(
+        {"rho_center": st.floats(-12.0, 8.0), "mu_prior": st.floats(-1.0, 1.0), "std_prior": st.floats(0.05, 2.0)}
+    ),
+    make=kl_analytic_args,
+    large={"shape": [301, 331], "rho_center": -2.0, "seed_dtype": tf.int64, "mu_prior": 0.1, "std_prior": 0.5},
+    medium={"shape": [37, 29], "rho_center": -2.0, "seed_dtype": tf.int64, "mu_prior": 0.1, "std_prior": 0.5},
+    differentiable=("mu", "rho"),
+    bad=bad_parameters()[4:]
+    + (
+        Bad("std_prior", lambda a: with_(a, std_prior=0.0)),
+        Bad("std_prior", lambda a: with_(a, std_prior=-1.0)),
+        Bad("mu_prior", lambda a: with_(a, mu_prior=tf.zeros(a["mu"].shape.as_list() + [2]))),
+    ),
+    rtol=1e-4,
+    atol=1e-4,
+)
+
 # --- linear -----------------------------------------------------------------------------------
 
 
@@ -505,7 +534,7 @@ LSTM = OpSpec(
     ),
 )
 
-SPECS = [SAMPLE_GAUSSIAN, GAUSSIAN_KL, LINEAR, CONV2D, CONV1D, EMBEDDING, LSTM]
+SPECS = [SAMPLE_GAUSSIAN, GAUSSIAN_KL, GAUSSIAN_KL_ANALYTIC, LINEAR, CONV2D, CONV1D, EMBEDDING, LSTM]
 SPEC_IDS = [s.name for s in SPECS]
 
 

@@ -56,6 +56,31 @@ def test_kl_and_grad_against_numpy():
     np.testing.assert_allclose(drho, 2.0 * (-1 / s + eps * (w - 0.2) / 0.25) * sigmoid(rho), rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("per_element", [False, True])
+def test_kl_analytic_and_per_element_priors_against_numpy(per_element):
+    """The closed-form KL and its gradient, and the one-sample KL with one prior mean per element,
+    on every vector tail (sizes off the lane counts) and from an offset begin."""
+    rng = np.random.default_rng(2)
+    for n in (1, 7, 17, 33, 1000):
+        mu = rng.normal(size=n).astype(np.float32)
+        rho = rng.normal(-2, 1, size=n).astype(np.float32)
+        mean = rng.normal(size=n).astype(np.float32) if per_element else np.float32(0.2)
+        s = softplus(rho)
+        kl = np.sum(np.log(0.5 / s) + (s**2 + (mu - mean) ** 2) / (2 * 0.25) - 0.5)
+        assert _core.gaussian_kl_analytic(mu, rho, mean, 0.5) == pytest.approx(kl, rel=1e-5)
+        dmu, drho = _core.gaussian_kl_analytic_grad(mu, rho, mean, 0.5, 2.0)
+        np.testing.assert_allclose(dmu, 2.0 * (mu - mean) / 0.25, rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(drho, 2.0 * (s / 0.25 - 1 / s) * sigmoid(rho), rtol=1e-4, atol=1e-4)
+        eps = _core.normal(n, (1, 1), exact=True, begin=5).astype(np.float64)
+        w = mu + s * eps
+        sample_kl = np.sum(np.log(0.5 / s) + 0.5 * (((w - mean) / 0.5) ** 2 - eps**2))
+        assert _core.gaussian_kl(mu, rho, (1, 1), mean, 0.5, begin=5) == pytest.approx(sample_kl, rel=1e-4)
+        dmu, _ = _core.gaussian_kl_grad(mu, rho, (1, 1), mean, 0.5, 2.0, begin=5)
+        np.testing.assert_allclose(dmu, 2.0 * (w - mean) / 0.25, rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="mu_prior"):
+        _core.gaussian_kl_analytic(np.zeros(4, np.float32), np.zeros(4, np.float32), np.zeros(3, np.float32))
+
+
 # (3, 16, 147461): the backward sums dx over 10 row tiles of 16384 rows (the last one partial) in 8
 # groups, some of two tiles.
 @pytest.mark.parametrize("rows, n_in, n_out", [(1, 1, 1), (3, 5, 7), (33, 70, 129), (0, 4, 3), (3, 16, 147461)])

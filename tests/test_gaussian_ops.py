@@ -48,6 +48,72 @@ def test_gaussian_kl_matches_reference(mode, shape, prior, rng):
     assert_allclose(fused[2], ref[2], rtol=1e-4, atol=1e-3, err_msg="drho")
 
 
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("shape", [[1], [5], [17], [4, 7], [33, 65], [300, 301], [0]])
+@pytest.mark.parametrize("rho_center", [-25.0, -3.0, 0.0, 30.0])
+def test_gaussian_kl_analytic_matches_reference(mode, shape, rho_center, rng):
+    """Odd sizes (every vector tail) and extreme rho: sigma from 1e-11 to 30."""
+    mu, rho = gaussian_params(rng, shape, rho_center=rho_center)
+
+    def both(mu, rho):
+        return tuple(
+            grads(lambda kl=module.gaussian_kl_analytic: kl(mu, rho, 0.3, 1.5), [mu, rho])
+            for module in (ops, reference)
+        )
+
+    fused, ref = run(mode, both, mu, rho)
+    assert fused[0].shape == () and np.all(np.isfinite(fused[1:]))
+    for name, f, r in zip(["kl", "dmu", "drho"], fused, ref):
+        assert_allclose(f, r, rtol=2e-5, atol=1e-4, err_msg=name)
+
+
+def test_gaussian_kl_analytic_is_the_mean_of_the_one_sample_estimate():
+    mu, rho = gaussian_params(np.random.default_rng(0), [200], rho_center=-1.0)
+    estimates = [ops.gaussian_kl(mu, rho, [i, 7], 0.2, 0.5) for i in range(400)]
+    assert_allclose(np.mean(estimates), ops.gaussian_kl_analytic(mu, rho, 0.2, 0.5), rtol=0.02)
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("per_element", [False, True])
+@pytest.mark.parametrize("kl_fn", ["gaussian_kl", "gaussian_kl_analytic"])
+def test_kl_prior_tensors_and_their_gradient(mode, per_element, kl_fn, rng):
+    """mu_prior a scalar tensor or one mean per element, std_prior a tensor: values and gradients
+    (d/dmu_prior included) match the reference."""
+    shape = [13, 7]
+    mu, rho = gaussian_params(rng, shape, rho_center=-2.0)
+    mu_prior = tf.constant(rng.normal(0.2, 0.5, shape if per_element else []).astype(np.float32))
+    std_prior = tf.constant(0.4)
+    seed = seed_of(rng)
+    seed_arg = {"seed": seed} if kl_fn == "gaussian_kl" else {}
+
+    def both(mu, rho, mu_prior):
+        return tuple(
+            grads(
+                lambda kl=getattr(module, kl_fn): kl(mu, rho, mu_prior=mu_prior, std_prior=std_prior, **seed_arg),
+                [mu, rho, mu_prior],
+            )
+            for module in (ops, reference)
+        )
+
+    fused, ref = run(mode, both, mu, rho, mu_prior)
+    for name, f, r in zip(["kl", "dmu", "drho", "dmu_prior"], fused, ref):
+        assert np.shape(f) == np.shape(r), name
+        assert_allclose(f, r, rtol=1e-4, atol=1e-3, err_msg=name)
+
+
+def test_kl_prior_checks():
+    mu = tf.zeros([3, 2])
+    for kl in (lambda **p: ops.gaussian_kl(mu, mu, [1, 2], **p), lambda **p: ops.gaussian_kl_analytic(mu, mu, **p)):
+        with pytest.raises(ValueError, match="mu_prior"):
+            kl(mu_prior=tf.zeros([2, 3]))
+        with pytest.raises(ValueError, match="std_prior"):
+            kl(std_prior=tf.ones([2]))
+        with pytest.raises(tf.errors.InvalidArgumentError, match="std_prior must be positive"):
+            kl(std_prior=tf.constant(0.0))
+        with pytest.raises(tf.errors.InvalidArgumentError, match="mu_prior must be a scalar or have mu's shape"):
+            tf.function(lambda m, kl=kl: kl(mu_prior=m), input_signature=[tf.TensorSpec(None)])(tf.zeros([4]))
+
+
 def test_gaussian_kl_empty_is_zero():
     assert ops.gaussian_kl(tf.zeros([0]), tf.zeros([0]), [1, 2]).numpy() == 0.0
 

@@ -41,6 +41,41 @@ class IlliaStyleScale(nn.BayesianModule):
         return {**super().get_config(), "units": self.units}
 
 
+def test_priors_are_variables_read_by_traced_kls():
+    """illia's mu_prior / std_prior are non-trainable scalar variables: four weights, and assigning a
+    prior changes the next KL of a function traced before, without retracing."""
+    d = GaussianDistribution((5, 3), mu_prior=0.2, std_prior=0.3, seed=1)
+    assert len(d.weights) == 4 and len(d.trainable_weights) == 2
+    assert d.mu_prior.shape == () and d.std_prior.shape == ()
+    assert d.mu_prior.numpy() == np.float32(0.2) and d.std_prior.numpy() == np.float32(0.3)
+    traces = []
+
+    @tf.function
+    def kls(seed):
+        traces.append(1)
+        return d.kl_at_seed(seed), d.kl_analytic()
+
+    seed = tf.constant([3, 4], tf.int64)
+    before = [k.numpy() for k in kls(seed)]
+    d.std_prior.assign(0.5)
+    d.mu_prior.assign(-0.1)
+    after = [k.numpy() for k in kls(seed)]
+    assert len(traces) == 1
+    expected = (
+        fusedbnn.reference.gaussian_kl(d.mu, d.rho, seed, -0.1, 0.5),
+        fusedbnn.reference.gaussian_kl_analytic(d.mu, d.rho, -0.1, 0.5),
+    )
+    for b, a, e in zip(before, after, expected):
+        assert b != a
+        assert_allclose(a, e, rtol=1e-4, atol=1e-3)
+    assert_allclose(d.log_prob(d.sample(seed)), expected[0], rtol=1e-4, atol=1e-3)
+    # The config holds floats, at the current values; a copy from it gets the same priors.
+    config = d.get_config()
+    assert (config["mu_prior"], config["std_prior"]) == (pytest.approx(-0.1), 0.5)
+    assert type(config["mu_prior"]) is float and type(config["std_prior"]) is float
+    assert GaussianDistribution.from_config(config).std_prior.numpy() == np.float32(0.5)
+
+
 def test_setting_frozen_freezes_and_traced_functions_see_it():
     layer = nn.Linear(4, 3, seed=1)
     x = tf.ones([2, 4])

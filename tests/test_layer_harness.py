@@ -10,7 +10,7 @@ import pytest
 import tensorflow as tf
 
 from conftest import assert_allclose
-from fusedbnn import BayesianModel, GaussianDistribution, nn
+from fusedbnn import BayesianModel, GaussianDistribution, nn, reference
 
 
 def ids(shape, rows):
@@ -93,6 +93,30 @@ def test_calls_sample_afresh_and_freeze_fixes_the_last_sample(case):
     assert_allclose(layer.kl_cost()[0], kl_last, rtol=1e-4, atol=1e-2)
     layer.unfreeze()
     assert not layer.frozen and not np.allclose(main_output(layer(x)), second)
+
+
+def test_analytic_kl_cost_is_the_closed_form_over_every_parameter(case):
+    """kl_cost(analytic=True): the reference closed-form KL summed over every distribution (the
+    LSTM's embedding included), independent of the sample and of freezing; gradients reach mu and rho."""
+    make, x, _ = case
+    layer = make(seed=3)
+    layer(x)
+    distributions = {id(v): v for v in _distributions(layer)}.values()
+    expected = sum(float(reference.gaussian_kl_analytic(d.mu, d.rho, d.mu_prior, d.std_prior)) for d in distributions)
+    with tf.GradientTape() as tape:
+        kl, num_params = layer.kl_cost(analytic=True)
+    assert num_params == layer.kl_cost()[1] == sum(d.num_params for d in distributions)
+    assert_allclose(kl, expected, rtol=1e-5)
+    gradients = tape.gradient(kl, layer.trainable_weights)
+    assert all(g is not None for g in gradients)
+    layer(x)
+    layer.freeze()
+    assert_allclose(tf.function(lambda: layer.kl_cost(analytic=True)[0])(), expected, rtol=1e-5)
+
+
+def _distributions(layer):
+    """Every GaussianDistribution of a layer and of the layers inside it."""
+    return [d for d in layer._flatten_layers() if isinstance(d, GaussianDistribution)]
 
 
 def test_freeze_with_use_mean_fixes_the_posterior_means(case):

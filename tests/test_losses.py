@@ -208,17 +208,68 @@ def test_elbo_needs_a_model_and_bayesian_model_for_several_samples():
         bayesian.compile(loss=[ELBOLoss("mse", num_samples=2), ELBOLoss("mse", num_samples=3)])
 
 
+@pytest.mark.parametrize("analytic", [False, True])
+def test_elbo_with_dataset_size_and_analytic_kl(analytic):
+    """dataset_size=N: data loss + KL / N, kl_weight and num_params not applied; analytic_kl and
+    KLDivergenceLoss(analytic=True) take the closed-form KL."""
+    x, y = regression_data()
+    model = regression_model()
+    model(x[:1])
+    for layer in bayesian_modules(model):
+        layer.freeze()
+    kl = float(kl_divergence(model, analytic)[0])
+    if analytic:
+        expected_kl = sum(
+            float(fusedbnn.reference.gaussian_kl_analytic(d.mu, d.rho, d.mu_prior, d.std_prior))
+            for m in bayesian_modules(model)
+            for d in (m.weights_distribution, m.bias_distribution)
+        )
+        assert_allclose(kl, expected_kl, rtol=1e-5)
+        num_params = kl_divergence(model)[1]
+        assert_allclose(KLDivergenceLoss(weight=2.0, analytic=True)(model), 2.0 * kl / num_params, rtol=1e-5)
+    mse = float(np.mean((model.predict(x, verbose=0) - y) ** 2))
+    elbo = ELBOLoss("mse", kl_weight=0.5, analytic_kl=analytic, dataset_size=1000, model=model)
+    assert_allclose(elbo(y, model(x)), mse + kl / 1000, rtol=1e-5)
+    model.compile(optimizer="sgd", loss=elbo)
+    assert_allclose(model.evaluate(x, y, batch_size=len(x), verbose=0), mse + kl / 1000, rtol=1e-5)
+    with pytest.raises(ValueError, match="dataset_size"):
+        ELBOLoss("mse", dataset_size=0)
+
+
+def test_bayesian_model_fits_with_the_analytic_kl():
+    """BayesianModel honours analytic_kl and dataset_size: the KL / N term pulls the posteriors'
+    sigmas up from their initial softplus(-7) towards the prior's."""
+    x, y = regression_data()
+    model = regression_model(fusedbnn.BayesianModel)
+    model.compile(
+        optimizer=keras.optimizers.Adam(0.01),
+        loss=ELBOLoss("mse", num_samples=2, analytic_kl=True, dataset_size=len(x)),
+    )
+    model(x[:1])
+    sigma_before = float(tf.reduce_mean(model.layers[1].weights_distribution.sigma))
+    history = model.fit(x, y, epochs=15, batch_size=16, verbose=0).history["loss"]
+    assert history[-1] < 0.75 * history[0]
+    assert float(tf.reduce_mean(model.layers[1].weights_distribution.sigma)) > 1.5 * sigma_before
+
+
 def test_losses_round_trip_through_their_config():
-    elbo = ELBOLoss(keras.losses.MeanAbsoluteError(), num_samples=4, kl_weight=0.2)
+    elbo = ELBOLoss(
+        keras.losses.MeanAbsoluteError(), num_samples=4, kl_weight=0.2, analytic_kl=True, dataset_size=60000
+    )
     restored = keras.losses.deserialize(keras.losses.serialize(elbo))
     assert isinstance(restored, ELBOLoss)
-    assert (restored.num_samples, restored.kl_weight) == (4, 0.2)
+    assert (restored.num_samples, restored.kl_weight, restored.analytic_kl, restored.dataset_size) == (
+        4,
+        0.2,
+        True,
+        60000,
+    )
     assert isinstance(restored.loss_function, keras.losses.MeanAbsoluteError)
     by_name = keras.losses.deserialize(keras.losses.serialize(ELBOLoss("mse")))
     y, p = tf.constant([[1.0], [2.0]]), tf.constant([[0.0], [0.0]])
     assert_allclose(by_name.loss_function(y, p), 2.5)
-    kl = keras.losses.deserialize(keras.losses.serialize(KLDivergenceLoss(weight=3.0)))
-    assert kl.weight == 3.0
+    kl = keras.losses.deserialize(keras.losses.serialize(KLDivergenceLoss(weight=3.0, analytic=True)))
+    assert (kl.weight, kl.analytic) == (3.0, True)
 
 
 def test_num_samples_step_applies_the_mean_gradient_of_the_passes():

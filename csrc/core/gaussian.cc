@@ -42,6 +42,16 @@ void for_chunks(const ParallelFor& pf, int64_t n, Fn fn) {
   });
 }
 
+// Sums per-chunk partial results in chunk order: deterministic whatever the split.
+template <class ChunkSum>
+float sum_chunks(const ParallelFor& pf, int64_t n, ChunkSum chunk_sum) {
+  std::vector<double> partial(ceil_div(n, kChunk), 0.0);
+  for_chunks(pf, n, [&](int64_t lo, int64_t hi) { partial[lo / kChunk] = chunk_sum(lo, hi); });
+  double total = 0.0;
+  for (double p : partial) total += p;
+  return static_cast<float>(total);
+}
+
 }  // namespace
 
 void sample_gaussian(const ParallelFor& pf, const NoiseStream& s, int64_t n, const float* mu, const float* rho,
@@ -59,22 +69,32 @@ void sample_gaussian_grad(const ParallelFor& pf, const NoiseStream& s, int64_t n
 }
 
 float gaussian_kl(const ParallelFor& pf, const NoiseStream& s, int64_t n, const float* mu, const float* rho,
-                  float mu_prior, float std_prior) {
+                  const GaussianPrior& prior) {
   const GaussianKernels& k = best_kernels();
-  std::vector<double> partial(ceil_div(n, kChunk), 0.0);
-  for_chunks(pf, n, [&](int64_t lo, int64_t hi) {
-    partial[lo / kChunk] = k.kl_sum(s, lo, hi, mu + lo, rho + lo, mu_prior, std_prior);
-  });
-  double total = 0.0;
-  for (double p : partial) total += p;  // in chunk order: deterministic
-  return static_cast<float>(total);
+  return sum_chunks(pf, n,
+                    [&](int64_t lo, int64_t hi) { return k.kl_sum(s, lo, hi, mu + lo, rho + lo, prior.from(lo)); });
 }
 
 void gaussian_kl_grad(const ParallelFor& pf, const NoiseStream& s, int64_t n, const float* mu, const float* rho,
-                      float mu_prior, float std_prior, float dkl, float* dmu, float* drho) {
+                      const GaussianPrior& prior, float dkl, float* dmu, float* drho) {
   const GaussianKernels& k = best_kernels();
   for_chunks(pf, n, [&](int64_t lo, int64_t hi) {
-    k.kl_grad(s, lo, hi, mu + lo, rho + lo, mu_prior, std_prior, dkl, dmu + lo, drho + lo);
+    k.kl_grad(s, lo, hi, mu + lo, rho + lo, prior.from(lo), dkl, dmu + lo, drho + lo);
+  });
+}
+
+float gaussian_kl_analytic(const ParallelFor& pf, int64_t n, const float* mu, const float* rho,
+                           const GaussianPrior& prior) {
+  const GaussianKernels& k = best_kernels();
+  return sum_chunks(
+      pf, n, [&](int64_t lo, int64_t hi) { return k.kl_analytic_sum(hi - lo, mu + lo, rho + lo, prior.from(lo)); });
+}
+
+void gaussian_kl_analytic_grad(const ParallelFor& pf, int64_t n, const float* mu, const float* rho,
+                               const GaussianPrior& prior, float dkl, float* dmu, float* drho) {
+  const GaussianKernels& k = best_kernels();
+  for_chunks(pf, n, [&](int64_t lo, int64_t hi) {
+    k.kl_analytic_grad(hi - lo, mu + lo, rho + lo, prior.from(lo), dkl, dmu + lo, drho + lo);
   });
 }
 

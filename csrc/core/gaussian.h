@@ -1,5 +1,5 @@
-// Gaussian weight sampling w = mu + softplus(rho) * eps, its gradient, and the one-sample KL
-// estimate, on the CPU. eps is never stored: every function regenerates it from the stream.
+// Gaussian weight sampling w = mu + softplus(rho) * eps, its gradient, the one-sample KL estimate
+// and the closed-form KL, on the CPU. eps is never stored: every function regenerates it from the stream.
 //
 // Element pointers address flat element `begin` of the parameter (callers offset them), so the same
 // kernels serve whole tensors, tiles and embedding rows.
@@ -7,6 +7,7 @@
 
 #include <cstdint>
 
+#include "gaussian_prior.h"
 #include "noise.h"
 #include "parallel.h"
 
@@ -20,12 +21,18 @@ struct GaussianKernels {
   // drho = dw * eps * sigmoid(rho); when w is not null also w = mu + softplus(rho) * eps.
   void (*sample_grad)(const NoiseStream& s, int64_t begin, int64_t end, const float* dw, const float* mu,
                       const float* rho, float* drho, float* w);
-  // Sum over the range of log N(w; mu, sigma) - log N(w; mu_prior, std_prior), in double.
-  double (*kl_sum)(const NoiseStream& s, int64_t begin, int64_t end, const float* mu, const float* rho, float mu_prior,
-                   float std_prior);
+  // Sum over the range of log N(w; mu, sigma) - log N(w; prior.mean, prior.std), in double.
+  double (*kl_sum)(const NoiseStream& s, int64_t begin, int64_t end, const float* mu, const float* rho,
+                   const GaussianPrior& prior);
   // dmu, drho of scale * kl_sum (the path through w included).
-  void (*kl_grad)(const NoiseStream& s, int64_t begin, int64_t end, const float* mu, const float* rho, float mu_prior,
-                  float std_prior, float scale, float* dmu, float* drho);
+  void (*kl_grad)(const NoiseStream& s, int64_t begin, int64_t end, const float* mu, const float* rho,
+                  const GaussianPrior& prior, float scale, float* dmu, float* drho);
+  // Sum over n elements of the closed-form KL(N(mu, sigma^2) || N(prior.mean, prior.std^2)), in
+  // double; no noise.
+  double (*kl_analytic_sum)(int64_t n, const float* mu, const float* rho, const GaussianPrior& prior);
+  // dmu, drho of scale * kl_analytic_sum.
+  void (*kl_analytic_grad)(int64_t n, const float* mu, const float* rho, const GaussianPrior& prior, float scale,
+                           float* dmu, float* drho);
 };
 
 // The fastest kernels this CPU runs (AVX-512, AVX2 or scalar), chosen once at first use.
@@ -40,8 +47,12 @@ void sample_gaussian(const ParallelFor& pf, const NoiseStream& s, int64_t n, con
 void sample_gaussian_grad(const ParallelFor& pf, const NoiseStream& s, int64_t n, const float* dw, const float* mu,
                           const float* rho, float* drho, float* w);
 float gaussian_kl(const ParallelFor& pf, const NoiseStream& s, int64_t n, const float* mu, const float* rho,
-                  float mu_prior, float std_prior);
+                  const GaussianPrior& prior);
 void gaussian_kl_grad(const ParallelFor& pf, const NoiseStream& s, int64_t n, const float* mu, const float* rho,
-                      float mu_prior, float std_prior, float dkl, float* dmu, float* drho);
+                      const GaussianPrior& prior, float dkl, float* dmu, float* drho);
+float gaussian_kl_analytic(const ParallelFor& pf, int64_t n, const float* mu, const float* rho,
+                           const GaussianPrior& prior);
+void gaussian_kl_analytic_grad(const ParallelFor& pf, int64_t n, const float* mu, const float* rho,
+                               const GaussianPrior& prior, float dkl, float* dmu, float* drho);
 
 }  // namespace fusedbnn

@@ -1,4 +1,4 @@
-// Gaussian sampling, its gradient and the one-sample KL estimate on NVIDIA GPUs: the CUDA
+// Gaussian sampling, its gradient, the one-sample KL estimate and the closed-form KL on NVIDIA GPUs: the CUDA
 // counterparts of gaussian.h. Pointers are device pointers; every function only enqueues work on
 // `stream` (no synchronisation) and returns the launch status. eps is regenerated, never stored.
 #pragma once
@@ -8,6 +8,7 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "gaussian_prior.h"
 #include "noise.h"
 
 namespace fusedbnn {
@@ -25,17 +26,27 @@ cudaError_t sample_gaussian(const NoiseStream& s, int64_t n, const float* mu, co
 cudaError_t sample_gaussian_grad(const NoiseStream& s, int64_t n, const float* dw, const float* mu, const float* rho,
                                  float* drho, float* w, cudaStream_t stream);
 
-// Bytes of device scratch gaussian_kl needs (independent of n).
+// Bytes of device scratch gaussian_kl and gaussian_kl_analytic need (independent of n).
 size_t gaussian_kl_scratch_bytes();
 
-// *kl (one device float) = sum of log N(w; mu, sigma) - log N(w; mu_prior, std_prior), summed in
-// double in an order fixed by n alone (deterministic).
-cudaError_t gaussian_kl(const NoiseStream& s, int64_t n, const float* mu, const float* rho, float mu_prior,
-                        float std_prior, void* scratch, float* kl, cudaStream_t stream);
+// *kl (one device float) = sum of log N(w; mu, sigma) - log N(w; prior.mean, prior.std), summed in
+// double in an order fixed by n alone (deterministic). prior.mean is a device pointer.
+cudaError_t gaussian_kl(const NoiseStream& s, int64_t n, const float* mu, const float* rho, const GaussianPrior& prior,
+                        void* scratch, float* kl, cudaStream_t stream);
 
 // dmu, drho of (*dkl) * kl, dkl a device scalar.
-cudaError_t gaussian_kl_grad(const NoiseStream& s, int64_t n, const float* mu, const float* rho, float mu_prior,
-                             float std_prior, const float* dkl, float* dmu, float* drho, cudaStream_t stream);
+cudaError_t gaussian_kl_grad(const NoiseStream& s, int64_t n, const float* mu, const float* rho,
+                             const GaussianPrior& prior, const float* dkl, float* dmu, float* drho,
+                             cudaStream_t stream);
+
+// *kl = sum of the closed-form KL(N(mu, sigma^2) || N(prior.mean, prior.std^2)), no noise, summed
+// as gaussian_kl sums.
+cudaError_t gaussian_kl_analytic(int64_t n, const float* mu, const float* rho, const GaussianPrior& prior,
+                                 void* scratch, float* kl, cudaStream_t stream);
+
+// dmu, drho of (*dkl) * kl_analytic, dkl a device scalar.
+cudaError_t gaussian_kl_analytic_grad(int64_t n, const float* mu, const float* rho, const GaussianPrior& prior,
+                                      const float* dkl, float* dmu, float* drho, cudaStream_t stream);
 
 }  // namespace cuda
 }  // namespace fusedbnn

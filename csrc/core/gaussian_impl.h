@@ -5,6 +5,8 @@
 #include <algorithm>
 #include <array>
 #include <cstring>
+#include <tuple>
+#include <type_traits>
 
 #include "gaussian.h"
 #include "simd.h"
@@ -236,6 +238,32 @@ void map_range(const NoiseStream& st, int64_t begin, int64_t end, const std::arr
   }
 }
 
+// Runs body(in..., out...) on lane vectors over n elements, without noise; the last partial vector
+// is computed padded (inputs 0) in local buffers.
+template <class T, size_t NIn, size_t NOut, class Body>
+void map_plain(int64_t n, const std::array<const float*, NIn>& in, const std::array<float*, NOut>& out, Body body) {
+  using F = typename T::F;
+  constexpr int L = T::kLanes;
+  auto run = [&](const std::array<const float*, NIn>& src, const std::array<float*, NOut>& dst, int64_t i) {
+    F x[NIn], y[NOut];
+    for (size_t j = 0; j < NIn; ++j) x[j] = T::load(src[j] + i);
+    body(x, y);
+    for (size_t j = 0; j < NOut; ++j) T::store(dst[j] + i, y[j]);
+  };
+  int64_t i = 0;
+  for (; i + L <= n; i += L) run(in, out, i);
+  if (i == n) return;
+  alignas(64) float local_in[NIn][L] = {};
+  alignas(64) float local_out[NOut][L];
+  std::array<const float*, NIn> src;
+  std::array<float*, NOut> dst;
+  const size_t bytes = (n - i) * sizeof(float);
+  for (size_t j = 0; j < NIn; ++j) src[j] = static_cast<const float*>(std::memcpy(local_in[j], in[j] + i, bytes));
+  for (size_t j = 0; j < NOut; ++j) dst[j] = local_out[j];
+  run(src, dst, 0);
+  for (size_t j = 0; j < NOut; ++j) std::memcpy(out[j] + i, local_out[j], bytes);
+}
+
 template <class T>
 struct GaussianImpl {
   using M = Ops<T>;
@@ -265,35 +293,85 @@ struct GaussianImpl {
     });
   }
 
-  static double kl_sum(const NoiseStream& st, int64_t begin, int64_t end, const float* mu, const float* rho,
-                       float mu_prior, float std_prior) {
+  // Runs term(e, mu, rho, prior_mean, y) over [begin, end) of mu and rho, e the noise with kNoise
+  // (st not null), else zero; the prior mean is one broadcast value or the per-element input.
+  template <bool kNoise, size_t NOut, class Term>
+  static void map_with_prior(const NoiseStream* st, int64_t begin, int64_t end, const float* mu, const float* rho,
+                             const GaussianPrior& prior, const std::array<float*, NOut>& out, Term term) {
+    auto map = [&](const auto& in, auto body) {
+      constexpr size_t NIn = std::tuple_size<std::decay_t<decltype(in)>>::value;
+      if constexpr (kNoise) {
+        map_range<T, NIn, NOut>(*st, begin, end, in, out, body);
+      } else {
+        map_plain<T, NIn, NOut>(end - begin, in, out, [&](const F* x, F* y) { body(M::set1(0.0f), x, y); });
+      }
+    };
+    if (prior.per_element) {
+      map(std::array<const float*, 3>{mu, rho, prior.mean},
+          [&](F e, const F* x, F* y) { term(e, x[0], x[1], x[2], y); });
+    } else {
+      const F mean = M::set1(*prior.mean);
+      map(std::array<const float*, 2>{mu, rho}, [&](F e, const F* x, F* y) { term(e, x[0], x[1], mean, y); });
+    }
+  }
+
+  // Sums term(e, mu, rho, prior_mean) over [begin, end) in pieces, each summed in lane order.
+  template <bool kNoise, class Term>
+  static double sum_with_prior(const NoiseStream* st, int64_t begin, int64_t end, const float* mu, const float* rho,
+                               const GaussianPrior& prior, Term term) {
     constexpr int64_t kPiece = 4096;
     alignas(64) float terms[kPiece];
-    const F mp = M::set1(mu_prior), inv_sp = M::set1(1.0f / std_prior);
-    const F log_sp = M::set1(logf(std_prior)), half = M::set1(0.5f);
     double total = 0.0;
     for (int64_t lo = begin; lo < end; lo += kPiece) {
-      const int64_t hi = std::min(end, lo + kPiece);
-      map_range<T, 2, 1>(st, lo, hi, {mu + (lo - begin), rho + (lo - begin)}, {terms}, [&](F e, const F* x, F* y) {
-        const F sigma = M::softplus(x[1]);
-        const F z = M::mul(M::sub(M::fma(sigma, e, x[0]), mp), inv_sp);
-        // log N(w; mu, sigma) - log N(w; mu_prior, std_prior), the 2 pi terms cancelling.
-        y[0] = M::add(M::sub(log_sp, M::log(sigma)), M::mul(half, M::sub(M::mul(z, z), M::mul(e, e))));
-      });
+      const int64_t hi = std::min(end, lo + kPiece), offset = lo - begin;
+      map_with_prior<kNoise, 1>(st, lo, hi, mu + offset, rho + offset, prior.from(offset), {terms},
+                                [&](F e, F m, F r, F mean, F* y) { y[0] = term(e, m, r, mean); });
       total += sum(terms, hi - lo);
     }
     return total;
   }
 
+  static double kl_sum(const NoiseStream& st, int64_t begin, int64_t end, const float* mu, const float* rho,
+                       const GaussianPrior& prior) {
+    const F inv_sp = M::set1(1.0f / prior.std), log_sp = M::set1(logf(prior.std)), half = M::set1(0.5f);
+    return sum_with_prior<true>(&st, begin, end, mu, rho, prior, [&](F e, F m, F r, F mean) {
+      const F sigma = M::softplus(r);
+      const F z = M::mul(M::sub(M::fma(sigma, e, m), mean), inv_sp);
+      // log N(w; mu, sigma) - log N(w; mu_prior, std_prior), the 2 pi terms cancelling.
+      return M::add(M::sub(log_sp, M::log(sigma)), M::mul(half, M::sub(M::mul(z, z), M::mul(e, e))));
+    });
+  }
+
   static void kl_grad(const NoiseStream& st, int64_t begin, int64_t end, const float* mu, const float* rho,
-                      float mu_prior, float std_prior, float scale, float* dmu, float* drho) {
-    const F mp = M::set1(mu_prior), g = M::set1(scale / (std_prior * std_prior)), sc = M::set1(scale);
-    map_range<T, 2, 2>(st, begin, end, {mu, rho}, {dmu, drho}, [&](F e, const F* x, F* y) {
+                      const GaussianPrior& prior, float scale, float* dmu, float* drho) {
+    const F g = M::set1(scale / (prior.std * prior.std)), sc = M::set1(scale);
+    map_with_prior<true, 2>(&st, begin, end, mu, rho, prior, {dmu, drho}, [&](F e, F m, F r, F mean, F* y) {
       F sigma, dsigma;
-      M::softplus_sigmoid(x[1], &sigma, &dsigma);
-      const F pull = M::mul(M::sub(M::fma(sigma, e, x[0]), mp), g);  // scale * (w - mu_prior) / std_prior^2
+      M::softplus_sigmoid(r, &sigma, &dsigma);
+      const F pull = M::mul(M::sub(M::fma(sigma, e, m), mean), g);  // scale * (w - mu_prior) / std_prior^2
       y[0] = pull;
       y[1] = M::mul(M::sub(M::mul(pull, e), M::div(sc, sigma)), dsigma);
+    });
+  }
+
+  static double kl_analytic_sum(int64_t n, const float* mu, const float* rho, const GaussianPrior& prior) {
+    const F inv_2var = M::set1(0.5f / (prior.std * prior.std));
+    const F log_sp_minus_half = M::set1(logf(prior.std) - 0.5f);
+    return sum_with_prior<false>(nullptr, 0, n, mu, rho, prior, [&](F, F m, F r, F mean) {
+      // log(std_prior / sigma) + (sigma^2 + (mu - mu_prior)^2) / (2 std_prior^2) - 1/2
+      const F sigma = M::softplus(r), d = M::sub(m, mean);
+      return M::add(M::sub(log_sp_minus_half, M::log(sigma)), M::mul(M::fma(sigma, sigma, M::mul(d, d)), inv_2var));
+    });
+  }
+
+  static void kl_analytic_grad(int64_t n, const float* mu, const float* rho, const GaussianPrior& prior, float scale,
+                               float* dmu, float* drho) {
+    const F g = M::set1(scale / (prior.std * prior.std)), sc = M::set1(scale);
+    map_with_prior<false, 2>(nullptr, 0, n, mu, rho, prior, {dmu, drho}, [&](F, F m, F r, F mean, F* y) {
+      F sigma, dsigma;
+      M::softplus_sigmoid(r, &sigma, &dsigma);
+      y[0] = M::mul(M::sub(m, mean), g);  // scale * (mu - mu_prior) / std_prior^2
+      y[1] = M::mul(M::sub(M::mul(sigma, g), M::div(sc, sigma)), dsigma);
     });
   }
 
@@ -307,7 +385,8 @@ struct GaussianImpl {
   }
 
   static GaussianKernels table(const char* isa) {
-    return GaussianKernels{isa, &fill_normal, &sample, &sample_grad, &kl_sum, &kl_grad};
+    return GaussianKernels{isa,     &fill_normal, &sample,          &sample_grad,
+                           &kl_sum, &kl_grad,     &kl_analytic_sum, &kl_analytic_grad};
   }
 };
 

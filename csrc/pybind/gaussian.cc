@@ -42,21 +42,43 @@ py::tuple sample_grad(const Array& dw, const Array& mu, const Array& rho, const 
   return py::make_tuple(drho, w);
 }
 
-float kl(const Array& mu, const Array& rho, const Seed& seed, float mu_prior, float std_prior, int64_t begin) {
-  require_same_shape(mu, rho, "mu and rho");
-  check_begin(begin);
-  if (begin == 0) return gaussian_kl(serial_for(), stream(seed), mu.size(), mu.data(), rho.data(), mu_prior, std_prior);
-  return static_cast<float>(
-      best_kernels().kl_sum(stream(seed), begin, begin + mu.size(), mu.data(), rho.data(), mu_prior, std_prior));
+// The prior of the KL bindings: mu_prior a scalar (broadcast) or an array of mu's shape.
+GaussianPrior prior_of(const Array& mu, const Array& mu_prior, float std_prior) {
+  if (!(std_prior > 0.0f)) throw std::invalid_argument("std_prior must be positive");
+  if (mu_prior.ndim() == 0) return {mu_prior.data(), false, std_prior};
+  require_same_shape(mu, mu_prior, "mu and mu_prior");
+  return {mu_prior.data(), true, std_prior};
 }
 
-py::tuple kl_grad(const Array& mu, const Array& rho, const Seed& seed, float mu_prior, float std_prior, float dkl,
-                  int64_t begin) {
+float kl(const Array& mu, const Array& rho, const Seed& seed, const Array& mu_prior, float std_prior, int64_t begin) {
+  require_same_shape(mu, rho, "mu and rho");
+  check_begin(begin);
+  const GaussianPrior prior = prior_of(mu, mu_prior, std_prior);
+  if (begin == 0) return gaussian_kl(serial_for(), stream(seed), mu.size(), mu.data(), rho.data(), prior);
+  return static_cast<float>(
+      best_kernels().kl_sum(stream(seed), begin, begin + mu.size(), mu.data(), rho.data(), prior));
+}
+
+py::tuple kl_grad(const Array& mu, const Array& rho, const Seed& seed, const Array& mu_prior, float std_prior,
+                  float dkl, int64_t begin) {
   require_same_shape(mu, rho, "mu and rho");
   check_begin(begin);
   Array dmu = empty_like(mu), drho = empty_like(mu);
-  best_kernels().kl_grad(stream(seed), begin, begin + mu.size(), mu.data(), rho.data(), mu_prior, std_prior, dkl,
-                         dmu.mutable_data(), drho.mutable_data());
+  best_kernels().kl_grad(stream(seed), begin, begin + mu.size(), mu.data(), rho.data(),
+                         prior_of(mu, mu_prior, std_prior), dkl, dmu.mutable_data(), drho.mutable_data());
+  return py::make_tuple(dmu, drho);
+}
+
+float kl_analytic(const Array& mu, const Array& rho, const Array& mu_prior, float std_prior) {
+  require_same_shape(mu, rho, "mu and rho");
+  return gaussian_kl_analytic(serial_for(), mu.size(), mu.data(), rho.data(), prior_of(mu, mu_prior, std_prior));
+}
+
+py::tuple kl_analytic_grad(const Array& mu, const Array& rho, const Array& mu_prior, float std_prior, float dkl) {
+  require_same_shape(mu, rho, "mu and rho");
+  Array dmu = empty_like(mu), drho = empty_like(mu);
+  gaussian_kl_analytic_grad(serial_for(), mu.size(), mu.data(), rho.data(), prior_of(mu, mu_prior, std_prior), dkl,
+                            dmu.mutable_data(), drho.mutable_data());
   return py::make_tuple(dmu, drho);
 }
 
@@ -81,10 +103,15 @@ void register_gaussian(py::module_& m) {
   m.def("sample_gaussian", &sample, py::arg("mu"), py::arg("rho"), py::arg("seed"), py::arg("begin") = 0);
   m.def("sample_gaussian_grad", &sample_grad, py::arg("dw"), py::arg("mu"), py::arg("rho"), py::arg("seed"),
         py::arg("begin") = 0);
+  // mu_prior: a float (broadcast) or an array of mu's shape.
   m.def("gaussian_kl", &kl, py::arg("mu"), py::arg("rho"), py::arg("seed"), py::arg("mu_prior") = 0.0f,
         py::arg("std_prior") = 0.1f, py::arg("begin") = 0);
   m.def("gaussian_kl_grad", &kl_grad, py::arg("mu"), py::arg("rho"), py::arg("seed"), py::arg("mu_prior") = 0.0f,
         py::arg("std_prior") = 0.1f, py::arg("dkl") = 1.0f, py::arg("begin") = 0);
+  m.def("gaussian_kl_analytic", &kl_analytic, py::arg("mu"), py::arg("rho"), py::arg("mu_prior") = 0.0f,
+        py::arg("std_prior") = 0.1f, "sum of KL(N(mu, softplus(rho)^2) || N(mu_prior, std_prior^2)), closed form.");
+  m.def("gaussian_kl_analytic_grad", &kl_analytic_grad, py::arg("mu"), py::arg("rho"), py::arg("mu_prior") = 0.0f,
+        py::arg("std_prior") = 0.1f, py::arg("dkl") = 1.0f);
 }
 
 }  // namespace pyb

@@ -2,31 +2,46 @@
 // kernels (gpu/gaussian_gpu.cc).
 #pragma once
 
+#include "core/gaussian_prior.h"
 #include "tf/common.h"
 
 namespace fusedbnn {
 namespace tf {
 
+// Reads mu (input `mu_name`) and rho, checking that their shapes agree.
+inline tfl::Status read_mu_rho(tfl::OpKernelContext* ctx, const char* mu_name, const tfl::Tensor** mu,
+                               const tfl::Tensor** rho) {
+  TF_RETURN_IF_ERROR(ctx->input(mu_name, mu));
+  TF_RETURN_IF_ERROR(ctx->input("rho", rho));
+  return require_same_shape(**mu, mu_name, **rho, "rho");
+}
+
 // Checks rho against mu and reads the seed; both kernels of a pair share it.
 inline tfl::Status read_mu_rho_seed(tfl::OpKernelContext* ctx, const char* mu_name, const tfl::Tensor** mu,
                                     const tfl::Tensor** rho, NoiseStream* stream) {
-  TF_RETURN_IF_ERROR(ctx->input(mu_name, mu));
-  TF_RETURN_IF_ERROR(ctx->input("rho", rho));
-  TF_RETURN_IF_ERROR(require_same_shape(**mu, mu_name, **rho, "rho"));
+  TF_RETURN_IF_ERROR(read_mu_rho(ctx, mu_name, mu, rho));
   return read_seed(ctx, "seed", stream);
 }
 
-class PriorAttrs {
- public:
-  explicit PriorAttrs(tfl::OpKernelConstruction* ctx) {
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("mu_prior", &mu_prior_));
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("std_prior", &std_prior_));
-    OP_REQUIRES(ctx, std_prior_ > 0.0f, tfl::errors::InvalidArgument("std_prior must be positive, got ", std_prior_));
+// Reads the prior inputs `mu_prior` (a scalar or of mu's shape) and `std_prior` (a positive
+// scalar; on a GPU a host-memory input, mu_prior a device one).
+inline tfl::Status read_prior(tfl::OpKernelContext* ctx, const tfl::Tensor& mu, GaussianPrior* prior) {
+  const tfl::Tensor *mean, *std;
+  TF_RETURN_IF_ERROR(ctx->input("mu_prior", &mean));
+  TF_RETURN_IF_ERROR(ctx->input("std_prior", &std));
+  const bool per_element = mean->shape() == mu.shape() && !tfl::TensorShapeUtils::IsScalar(mean->shape());
+  if (!per_element && !tfl::TensorShapeUtils::IsScalar(mean->shape())) {
+    return tfl::errors::InvalidArgument("mu_prior must be a scalar or have mu's shape ", mu.shape().DebugString(),
+                                        ", got ", mean->shape().DebugString());
   }
-
- protected:
-  float mu_prior_ = 0.0f, std_prior_ = 0.1f;
-};
+  if (!tfl::TensorShapeUtils::IsScalar(std->shape())) {
+    return tfl::errors::InvalidArgument("std_prior must be a scalar, got shape ", std->shape().DebugString());
+  }
+  const float std_value = std->scalar<float>()();
+  if (!(std_value > 0.0f)) return tfl::errors::InvalidArgument("std_prior must be positive, got ", std_value);
+  *prior = GaussianPrior{mean->flat<float>().data(), per_element, std_value};
+  return tfl::OkStatus();
+}
 
 inline tfl::Status require_scalar_dkl(const tfl::Tensor& dkl) {
   if (!tfl::TensorShapeUtils::IsScalar(dkl.shape())) {

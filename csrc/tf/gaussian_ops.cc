@@ -1,4 +1,4 @@
-// FusedBnn>SampleGaussian, FusedBnn>GaussianKl and their fused gradients.
+// FusedBnn>SampleGaussian, FusedBnn>GaussianKl, FusedBnn>GaussianKlAnalytic and their fused gradients.
 #include "core/gaussian.h"
 #include "tensorflow/core/framework/op.h"
 #include "tf/common.h"
@@ -11,10 +11,24 @@ using tfl::shape_inference::InferenceContext;
 
 namespace {
 
-tfl::Status mu_rho_seed_shapes(InferenceContext* c, int mu, int rho, int seed) {
+tfl::Status mu_rho_shapes(InferenceContext* c, int mu, int rho) {
   tfl::shape_inference::ShapeHandle merged;
-  TF_RETURN_IF_ERROR(named(c->Merge(c->input(mu), c->input(rho), &merged), "rho must have the shape of mu"));
+  return named(c->Merge(c->input(mu), c->input(rho), &merged), "rho must have the shape of mu");
+}
+
+tfl::Status mu_rho_seed_shapes(InferenceContext* c, int mu, int rho, int seed) {
+  TF_RETURN_IF_ERROR(mu_rho_shapes(c, mu, rho));
   return seed_shape(c, seed, "seed");
+}
+
+// mu_prior: a scalar or mu's shape (checked at run time when unknown here); std_prior: a scalar.
+tfl::Status prior_shapes(InferenceContext* c, int mu, int mu_prior, int std_prior) {
+  tfl::shape_inference::ShapeHandle unused;
+  const auto mean = c->input(mu_prior);
+  if (c->RankKnown(mean) && c->Rank(mean) != 0) {
+    TF_RETURN_IF_ERROR(named(c->Merge(mean, c->input(mu), &unused), "mu_prior must be a scalar or have mu's shape"));
+  }
+  return named(c->WithRank(c->input(std_prior), 0, &unused), "std_prior must be a scalar");
 }
 
 }  // namespace
@@ -49,29 +63,65 @@ REGISTER_OP("FusedBnn>GaussianKl")
     .Input("mu: float")
     .Input("rho: float")
     .Input("seed: Tseed")
+    .Input("mu_prior: float")
+    .Input("std_prior: float")
     .Output("kl: float")
     .Attr("Tseed: {int32, int64} = DT_INT64")
-    .Attr("mu_prior: float = 0.0")
-    .Attr("std_prior: float = 0.1")
     .SetShapeFn([](InferenceContext* c) {
       TF_RETURN_IF_ERROR(mu_rho_seed_shapes(c, 0, 1, 2));
+      TF_RETURN_IF_ERROR(prior_shapes(c, 0, 3, 4));
       c->set_output(0, c->Scalar());
       return tfl::OkStatus();
     })
-    .Doc("sum(log N(w; mu, softplus(rho))) - sum(log N(w; mu_prior, std_prior)) at the sample w.");
+    .Doc(
+        "sum(log N(w; mu, softplus(rho))) - sum(log N(w; mu_prior, std_prior)) at the sample w; mu_prior is a "
+        "scalar or has mu's shape.");
 
 REGISTER_OP("FusedBnn>GaussianKlGrad")
     .Input("dkl: float")
     .Input("mu: float")
     .Input("rho: float")
     .Input("seed: Tseed")
+    .Input("mu_prior: float")
+    .Input("std_prior: float")
     .Output("dmu: float")
     .Output("drho: float")
     .Attr("Tseed: {int32, int64} = DT_INT64")
-    .Attr("mu_prior: float = 0.0")
-    .Attr("std_prior: float = 0.1")
     .SetShapeFn([](InferenceContext* c) {
       TF_RETURN_IF_ERROR(mu_rho_seed_shapes(c, 1, 2, 3));
+      TF_RETURN_IF_ERROR(prior_shapes(c, 1, 4, 5));
+      c->set_output(0, c->input(1));
+      c->set_output(1, c->input(1));
+      return tfl::OkStatus();
+    });
+
+REGISTER_OP("FusedBnn>GaussianKlAnalytic")
+    .Input("mu: float")
+    .Input("rho: float")
+    .Input("mu_prior: float")
+    .Input("std_prior: float")
+    .Output("kl: float")
+    .SetShapeFn([](InferenceContext* c) {
+      TF_RETURN_IF_ERROR(mu_rho_shapes(c, 0, 1));
+      TF_RETURN_IF_ERROR(prior_shapes(c, 0, 2, 3));
+      c->set_output(0, c->Scalar());
+      return tfl::OkStatus();
+    })
+    .Doc(
+        "sum(KL(N(mu, softplus(rho)^2) || N(mu_prior, std_prior^2))), in closed form; mu_prior is a scalar or has "
+        "mu's shape.");
+
+REGISTER_OP("FusedBnn>GaussianKlAnalyticGrad")
+    .Input("dkl: float")
+    .Input("mu: float")
+    .Input("rho: float")
+    .Input("mu_prior: float")
+    .Input("std_prior: float")
+    .Output("dmu: float")
+    .Output("drho: float")
+    .SetShapeFn([](InferenceContext* c) {
+      TF_RETURN_IF_ERROR(mu_rho_shapes(c, 1, 2));
+      TF_RETURN_IF_ERROR(prior_shapes(c, 1, 3, 4));
       c->set_output(0, c->input(1));
       c->set_output(1, c->input(1));
       return tfl::OkStatus();
@@ -107,35 +157,71 @@ class SampleGaussianGradOp : public tfl::OpKernel {
   }
 };
 
-class GaussianKlOp : public tfl::OpKernel, PriorAttrs {
+class GaussianKlOp : public tfl::OpKernel {
  public:
-  explicit GaussianKlOp(tfl::OpKernelConstruction* ctx) : OpKernel(ctx), PriorAttrs(ctx) {}
+  using OpKernel::OpKernel;
   void Compute(tfl::OpKernelContext* ctx) override {
     const tfl::Tensor *mu, *rho;
     NoiseStream stream;
+    GaussianPrior prior;
     OP_REQUIRES_OK(ctx, read_mu_rho_seed(ctx, "mu", &mu, &rho, &stream));
+    OP_REQUIRES_OK(ctx, read_prior(ctx, *mu, &prior));
     tfl::Tensor* kl;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, tfl::TensorShape({}), &kl));
     kl->scalar<float>()() = gaussian_kl(parallel_for(ctx), stream, mu->NumElements(), mu->flat<float>().data(),
-                                        rho->flat<float>().data(), mu_prior_, std_prior_);
+                                        rho->flat<float>().data(), prior);
   }
 };
 
-class GaussianKlGradOp : public tfl::OpKernel, PriorAttrs {
+class GaussianKlGradOp : public tfl::OpKernel {
  public:
-  explicit GaussianKlGradOp(tfl::OpKernelConstruction* ctx) : OpKernel(ctx), PriorAttrs(ctx) {}
+  using OpKernel::OpKernel;
   void Compute(tfl::OpKernelContext* ctx) override {
     const tfl::Tensor& dkl = ctx->input(0);
     OP_REQUIRES_OK(ctx, require_scalar_dkl(dkl));
     const tfl::Tensor *mu, *rho;
     NoiseStream stream;
+    GaussianPrior prior;
     OP_REQUIRES_OK(ctx, read_mu_rho_seed(ctx, "mu", &mu, &rho, &stream));
+    OP_REQUIRES_OK(ctx, read_prior(ctx, *mu, &prior));
     tfl::Tensor *dmu, *drho;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, mu->shape(), &dmu));
     OP_REQUIRES_OK(ctx, ctx->allocate_output(1, mu->shape(), &drho));
     gaussian_kl_grad(parallel_for(ctx), stream, mu->NumElements(), mu->flat<float>().data(), rho->flat<float>().data(),
-                     mu_prior_, std_prior_, dkl.scalar<float>()(), dmu->flat<float>().data(),
-                     drho->flat<float>().data());
+                     prior, dkl.scalar<float>()(), dmu->flat<float>().data(), drho->flat<float>().data());
+  }
+};
+
+class GaussianKlAnalyticOp : public tfl::OpKernel {
+ public:
+  using OpKernel::OpKernel;
+  void Compute(tfl::OpKernelContext* ctx) override {
+    const tfl::Tensor *mu, *rho;
+    GaussianPrior prior;
+    OP_REQUIRES_OK(ctx, read_mu_rho(ctx, "mu", &mu, &rho));
+    OP_REQUIRES_OK(ctx, read_prior(ctx, *mu, &prior));
+    tfl::Tensor* kl;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, tfl::TensorShape({}), &kl));
+    kl->scalar<float>()() = gaussian_kl_analytic(parallel_for(ctx), mu->NumElements(), mu->flat<float>().data(),
+                                                 rho->flat<float>().data(), prior);
+  }
+};
+
+class GaussianKlAnalyticGradOp : public tfl::OpKernel {
+ public:
+  using OpKernel::OpKernel;
+  void Compute(tfl::OpKernelContext* ctx) override {
+    const tfl::Tensor& dkl = ctx->input(0);
+    OP_REQUIRES_OK(ctx, require_scalar_dkl(dkl));
+    const tfl::Tensor *mu, *rho;
+    GaussianPrior prior;
+    OP_REQUIRES_OK(ctx, read_mu_rho(ctx, "mu", &mu, &rho));
+    OP_REQUIRES_OK(ctx, read_prior(ctx, *mu, &prior));
+    tfl::Tensor *dmu, *drho;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, mu->shape(), &dmu));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(1, mu->shape(), &drho));
+    gaussian_kl_analytic_grad(parallel_for(ctx), mu->NumElements(), mu->flat<float>().data(), rho->flat<float>().data(),
+                              prior, dkl.scalar<float>()(), dmu->flat<float>().data(), drho->flat<float>().data());
   }
 };
 
@@ -145,6 +231,9 @@ FUSEDBNN_REGISTER_CPU("FusedBnn>SampleGaussian", SampleGaussianOp);
 FUSEDBNN_REGISTER_CPU("FusedBnn>SampleGaussianGrad", SampleGaussianGradOp);
 FUSEDBNN_REGISTER_CPU("FusedBnn>GaussianKl", GaussianKlOp);
 FUSEDBNN_REGISTER_CPU("FusedBnn>GaussianKlGrad", GaussianKlGradOp);
+REGISTER_KERNEL_BUILDER(Name("FusedBnn>GaussianKlAnalytic").Device(::tensorflow::DEVICE_CPU), GaussianKlAnalyticOp);
+REGISTER_KERNEL_BUILDER(Name("FusedBnn>GaussianKlAnalyticGrad").Device(::tensorflow::DEVICE_CPU),
+                        GaussianKlAnalyticGradOp);
 
 }  // namespace tf
 }  // namespace fusedbnn

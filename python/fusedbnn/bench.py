@@ -2,6 +2,11 @@
 
     python -m fusedbnn.bench [--cases linear-s,linear-b] [--pairs 30] [--json out.json] [--plot out.png]
 
+Besides forward and forward+backward, each case times the fused side's ELBO step (forward, the KL
+of every sampled parameter, backward), one-sample and closed-form, against its forward+backward
+step; the case ``kl-analytic`` times ``gaussian_kl_analytic`` forward+backward over a 4096 x 4096
+weight against one ``sample_gaussian`` of it.
+
 Method (docs/design.md, "Benchmarks"): every side is a ``tf.function(jit_compile=False)`` over variables (a constant
 seed would let Grappler fold the reference's noise into a constant). The three sides are timed in one
 process, interleaved, for many rounds; the reported figures are medians of per-round ratios, which
@@ -52,26 +57,52 @@ SIDES = ("fused", "reference", "deterministic")
 
 @dataclasses.dataclass
 class Side:
-    """One implementation of a case: a forward function and a training step (forward + all gradients)."""
+    """One implementation of a case: a forward function and a training step (forward + all gradients).
+
+    The fused side also has ELBO steps: the training step with the KL of its sampled parameters
+    added, the one-sample estimate (``elbo``) or the closed form (``elbo_analytic``)."""
 
     forward: object
     train_step: object
+    elbo: object = None
+    elbo_analytic: object = None
 
 
 def _function(fn):
     return tf.function(fn, jit_compile=False)
 
 
-def _side(forward, trainables):
-    """A Side whose training step takes the gradient of sum(forward()^2) for every trainable."""
+def _step(forward, trainables, kl=None):
+    """The gradient of sum(forward()^2) (plus 1e-3 kl() if given) for every trainable, as a tf.function."""
 
     def train_step():
         with tf.GradientTape() as tape:
-            out = forward()
-            loss = tf.reduce_sum(tf.square(out))
+            loss = tf.reduce_sum(tf.square(forward()))
+            if kl is not None:
+                loss += 1e-3 * kl()
         return tape.gradient(loss, trainables)
 
-    return Side(_function(forward), _function(train_step))
+    return _function(train_step)
+
+
+def _side(forward, trainables, sampled=None):
+    """A Side training every trainable; ``sampled``: the ``(mu, rho, seed)`` of each parameter the
+    forward samples, whose KL the ELBO steps add."""
+    if sampled is None:
+        return Side(_function(forward), _step(forward, trainables))
+
+    def one_sample_kl():
+        return tf.add_n([ops.gaussian_kl(mu, rho, seed) for mu, rho, seed in sampled])
+
+    def analytic_kl():
+        return tf.add_n([ops.gaussian_kl_analytic(mu, rho) for mu, rho, _ in sampled])
+
+    return Side(
+        _function(forward),
+        _step(forward, trainables),
+        _step(forward, trainables, one_sample_kl),
+        _step(forward, trainables, analytic_kl),
+    )
 
 
 def _params(shape, rng, rho=-5.0):
@@ -90,7 +121,11 @@ def linear_case(batch, n_in, n_out):
         dense = keras.layers.Dense(n_out)
         dense.build((batch, n_in))
         return {
-            "fused": _side(lambda: ops.linear(x, w_mu, w_rho, w_seed, b_mu, b_rho, b_seed), trainables),
+            "fused": _side(
+                lambda: ops.linear(x, w_mu, w_rho, w_seed, b_mu, b_rho, b_seed),
+                trainables,
+                [(w_mu, w_rho, w_seed), (b_mu, b_rho, b_seed)],
+            ),
             "reference": _side(lambda: reference.linear(x, w_mu, w_rho, w_seed, b_mu, b_rho, b_seed), trainables),
             "deterministic": _side(lambda: dense(x), [x] + dense.trainable_variables),
         }
@@ -115,7 +150,9 @@ def conv_case(batch, spatial, n_in, n_out, kernel, padding, engine="auto"):
         args = dict(padding=padding)
         return {
             "fused": _side(
-                lambda: fused_fn(x, w_mu, w_rho, w_seed, b_mu, b_rho, b_seed, engine=engine, **args), trainables
+                lambda: fused_fn(x, w_mu, w_rho, w_seed, b_mu, b_rho, b_seed, engine=engine, **args),
+                trainables,
+                [(w_mu, w_rho, w_seed), (b_mu, b_rho, b_seed)],
             ),
             "reference": _side(lambda: reference_fn(x, w_mu, w_rho, w_seed, b_mu, b_rho, b_seed, **args), trainables),
             "deterministic": _side(lambda: deterministic(x), [x] + deterministic.trainable_variables),
@@ -133,7 +170,7 @@ def embedding_case(rows, dim, ids_shape):
         table = keras.layers.Embedding(rows, dim)
         table.build(ids_shape)
         return {
-            "fused": _side(lambda: ops.embedding(ids, w_mu, w_rho, w_seed), [w_mu, w_rho]),
+            "fused": _side(lambda: ops.embedding(ids, w_mu, w_rho, w_seed), [w_mu, w_rho], [(w_mu, w_rho, w_seed)]),
             "reference": _side(lambda: reference.embedding(ids, w_mu, w_rho, w_seed), [w_mu, w_rho]),
             "deterministic": _side(lambda: table(ids), table.trainable_variables),
         }
@@ -153,7 +190,7 @@ def lstm_case(batch, steps, n_in, hidden):
         recurrent = keras.layers.LSTM(hidden, return_sequences=True)
         recurrent.build((batch, steps, n_in))
         return {
-            "fused": _side(lambda: ops.lstm(*args)[0], trainables),
+            "fused": _side(lambda: ops.lstm(*args)[0], trainables, [(w_mu, w_rho, w_seed), (b_mu, b_rho, b_seed)]),
             "reference": _side(lambda: reference.lstm(*args)[0], trainables),
             "deterministic": _side(lambda: recurrent(x), [x] + recurrent.trainable_variables),
         }
@@ -177,6 +214,10 @@ EXTRA_CASES = {
     "conv2d-inop": conv_case(16, (32, 32), 64, 64, (3, 3), "SAME", engine="fused"),
     "conv1d-inop": conv_case(16, (512,), 64, 64, (5,), "VALID", engine="fused"),
 }
+
+
+# gaussian_kl_analytic against sample_gaussian (measure_kl_analytic).
+KL_ANALYTIC = "kl-analytic"
 
 
 def _time_once(fn, inner):
@@ -203,27 +244,37 @@ def _peak_bytes(fn):
     return tf.config.experimental.get_memory_info("CPU:0")["peak"] - before
 
 
+def _interleaved(fns, pairs, min_seconds):
+    """Per-round times of each function, rounds alternating the order; each sample repeats a function
+    until it lasts min_seconds, so fast ones are not timer noise and slow ones not repeated needlessly."""
+    for fn in fns.values():  # trace and warm up
+        fn()
+        fn()
+    names = list(fns)
+    inner = {n: max(1, int(min_seconds / max(_time_once(fns[n], 1), 1e-6))) for n in names}
+    times = {n: [] for n in names}
+    for round_index in range(pairs):
+        for n in names if round_index % 2 == 0 else names[::-1]:
+            times[n].append(_time_once(fns[n], inner[n]))
+    return times
+
+
+def _median_ratio(numerators, denominators):
+    return statistics.median(a / b for a, b in zip(numerators, denominators))
+
+
 def measure(name, build, pairs, min_seconds=0.02, log=None):
-    """Rows for one case: forward and forward+backward, timed over ``pairs`` interleaved rounds, and the
-    peak memory of each side's training step where the allocator keeps statistics."""
+    """Rows for one case: forward and forward+backward, timed over ``pairs`` interleaved rounds, the
+    peak memory of each side's training step where the allocator keeps statistics, then the fused
+    ELBO steps against the fused forward+backward step."""
     sides = build(np.random.default_rng(0))
     peak_memory = allocator_stats_available()
     rows = []
     for pass_name, attr in (("forward", "forward"), ("forward+backward", "train_step")):
         fns = {s: getattr(sides[s], attr) for s in SIDES}
-        for fn in fns.values():  # trace and warm up
-            fn()
-            fn()
-        # Each sample repeats a side until it lasts min_seconds, so fast sides are not timer noise
-        # and slow ones (the reference) are not repeated needlessly.
-        inner = {s: max(1, int(min_seconds / max(_time_once(fns[s], 1), 1e-6))) for s in SIDES}
-        times = {s: [] for s in SIDES}
-        for round_index in range(pairs):
-            order = SIDES if round_index % 2 == 0 else SIDES[::-1]
-            for s in order:
-                times[s].append(_time_once(fns[s], inner[s]))
-        speedup = statistics.median(r / f for r, f in zip(times["reference"], times["fused"]))
-        vs_det = statistics.median(f / d for f, d in zip(times["fused"], times["deterministic"]))
+        times = _interleaved(fns, pairs, min_seconds)
+        speedup = _median_ratio(times["reference"], times["fused"])
+        vs_det = _median_ratio(times["fused"], times["deterministic"])
         row = {
             "case": name,
             "pass": pass_name,
@@ -239,7 +290,49 @@ def measure(name, build, pairs, min_seconds=0.02, log=None):
         rows.append(row)
         if log:
             log(f"  {name:10s} {pass_name:17s} speedup {speedup:5.2f}x  vs deterministic {vs_det:5.2f}x")
+    fused = sides["fused"]
+    times = _interleaved(
+        {"step": fused.train_step, "elbo": fused.elbo, "elbo_analytic": fused.elbo_analytic}, pairs, min_seconds
+    )
+    rows.append(
+        {
+            "case": name,
+            "pass": "elbo",
+            "step_ms": 1e3 * statistics.median(times["step"]),
+            "elbo_ms": 1e3 * statistics.median(times["elbo"]),
+            "elbo_analytic_ms": 1e3 * statistics.median(times["elbo_analytic"]),
+            "elbo_ratio": _median_ratio(times["elbo"], times["step"]),
+            "elbo_analytic_ratio": _median_ratio(times["elbo_analytic"], times["step"]),
+        }
+    )
+    if log:
+        ratios = rows[-1]
+        log(f"  {name:10s} elbo / fwd+bwd {ratios['elbo_ratio']:5.2f}x  analytic {ratios['elbo_analytic_ratio']:5.2f}x")
     return rows
+
+
+def measure_kl_analytic(name, pairs, min_seconds=0.02, log=None, shape=(4096, 4096)):
+    """gaussian_kl_analytic forward+backward over a weight of ``shape`` against one sample_gaussian."""
+    mu, rho, seed = _params(list(shape), np.random.default_rng(0))
+
+    def kl_step():
+        with tf.GradientTape() as tape:
+            kl = ops.gaussian_kl_analytic(mu, rho)
+        return tape.gradient(kl, [mu, rho])
+
+    times = _interleaved(
+        {"kl": _function(kl_step), "sample": _function(lambda: ops.sample_gaussian(mu, rho, seed))}, pairs, min_seconds
+    )
+    row = {
+        "case": name,
+        "pass": "kl_analytic fwd+bwd / sample",
+        "kl_ms": 1e3 * statistics.median(times["kl"]),
+        "sample_ms": 1e3 * statistics.median(times["sample"]),
+        "ratio": _median_ratio(times["kl"], times["sample"]),
+    }
+    if log:
+        log(f"  {name:10s} {row['pass']} {row['ratio']:5.2f}x")
+    return [row]
 
 
 def format_table(rows):
@@ -248,7 +341,7 @@ def format_table(rows):
         f"{'vs det':>7s} {'peak MB fused/ref/det':>22s}"
     )
     lines = [header, "-" * len(header)]
-    for r in rows:
+    for r in (r for r in rows if "fused_ms" in r):
         peak = ""
         if "peak_mb_fused" in r:
             peak = f"{r['peak_mb_fused']:.1f}/{r['peak_mb_reference']:.1f}/{r['peak_mb_deterministic']:.1f}"
@@ -259,6 +352,29 @@ def format_table(rows):
             f"{r['deterministic_ms']:9.3f} {r['speedup_vs_reference']:7.2f}x {r['ratio_to_deterministic']:6.2f}x "
             f"{peak:>22s}"
         )
+    elbo = [r for r in rows if r["pass"] == "elbo"]
+    if elbo:
+        header = (
+            f"{'case':10s} {'fwd+bwd ms':>11s} {'elbo ms':>9s} {'elbo/step':>10s} {'analytic ms':>12s} "
+            f"{'analytic/step':>14s}"
+        )
+        lines += [
+            "",
+            "ELBO step (forward, KL, backward) of the fused side against its forward+backward step",
+            header,
+            "-" * len(header),
+        ]
+        lines += [
+            f"{r['case']:10s} {r['step_ms']:11.3f} {r['elbo_ms']:9.3f} {r['elbo_ratio']:9.2f}x "
+            f"{r['elbo_analytic_ms']:12.3f} {r['elbo_analytic_ratio']:13.2f}x"
+            for r in elbo
+        ]
+    lines += [
+        f"\n{r['case']}: gaussian_kl_analytic fwd+bwd {r['kl_ms']:.3f} ms, one sample_gaussian "
+        f"{r['sample_ms']:.3f} ms: {r['ratio']:.2f}x"
+        for r in rows
+        if "kl_ms" in r
+    ]
     return "\n".join(lines)
 
 
@@ -269,6 +385,7 @@ def plot(rows, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    rows = [r for r in rows if "fused_ms" in r]
     labels = [f"{r['case']}\n{r['pass'].replace('forward+backward', 'fwd+bwd')}" for r in rows]
     xs = np.arange(len(rows))
     fig, axes = plt.subplots(1, 2, figsize=(max(8, 1.1 * len(rows) + 4), 4.5))
@@ -288,14 +405,16 @@ def plot(rows, path):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
-        "--cases", default=",".join(CASES), help="comma-separated, from: " + ", ".join({**CASES, **EXTRA_CASES})
+        "--cases",
+        default=",".join([*CASES, KL_ANALYTIC]),
+        help="comma-separated, from: " + ", ".join([*CASES, *EXTRA_CASES, KL_ANALYTIC]),
     )
     parser.add_argument("--pairs", type=int, default=30, help="interleaved timing rounds per pass")
     parser.add_argument("--json", help="write the rows as JSON here")
     parser.add_argument("--plot", help="write a PNG chart here")
     args = parser.parse_args(argv)
     names = [c.strip() for c in args.cases.split(",") if c.strip()]
-    known = {**CASES, **EXTRA_CASES}
+    known = {**CASES, **EXTRA_CASES, KL_ANALYTIC: None}
     unknown = [n for n in names if n not in known]
     if unknown:
         parser.error(f"unknown case(s) {unknown}; known: {', '.join(known)}")
@@ -306,10 +425,17 @@ def main(argv=None):
     )
     if not allocator_stats_available():
         print(NO_ALLOCATOR_STATS, file=sys.stderr)
+
+    def log(message):
+        print(message, file=sys.stderr, flush=True)
+
     rows = []
     for index, name in enumerate(names, 1):
-        print(f"[{index}/{len(names)}] {name}", file=sys.stderr, flush=True)
-        rows += measure(name, known[name], args.pairs, log=lambda m: print(m, file=sys.stderr, flush=True))
+        log(f"[{index}/{len(names)}] {name}")
+        if name == KL_ANALYTIC:
+            rows += measure_kl_analytic(name, args.pairs, log=log)
+        else:
+            rows += measure(name, known[name], args.pairs, log=log)
     print(format_table(rows))
     if args.json:
         with open(args.json, "w") as f:

@@ -14,9 +14,9 @@ import numpy as np
 import tensorflow as tf
 from keras.src.models.functional import Functional
 
-from fusedbnn import nn, ops
+from fusedbnn import nn
 from fusedbnn._validation import positive_std
-from fusedbnn.distributions import GaussianDistribution, log_ratio
+from fusedbnn.distributions import GaussianDistribution
 from fusedbnn.models import BayesianModel
 
 __all__ = ["PerWeightPriorGaussian", "bayesianize"]
@@ -28,36 +28,24 @@ ESTIMATORS = ("reparameterization",)
 
 @keras.saving.register_keras_serializable(package="fusedbnn")
 class PerWeightPriorGaussian(GaussianDistribution):
-    """A ``GaussianDistribution`` whose prior N(prior_mean, std_prior^2) has one mean per weight.
+    """A ``GaussianDistribution`` whose prior N(mu_prior, std_prior^2) has one mean per weight.
 
-    ``prior_mean`` is a non-trainable variable of the parameter's shape (zeros until assigned;
-    saved with the weights). The inherited scalar ``mu_prior`` is 0 and unused. The fused KL op
-    takes a scalar prior mean, so the KL is evaluated on the shifted posterior
-    N(mu - prior_mean, sigma) against N(0, std_prior^2), which has the same noise and, per element,
-    the same log ratio: ``log N(w; mu, sigma) - log N(w; prior_mean, std_prior)`` at
-    ``w = mu + sigma * eps``.
+    ``mu_prior`` is a non-trainable variable of the parameter's shape (zeros until assigned; saved
+    with the weights), read by the KL ops directly; ``prior_mean`` is the same variable.
     """
 
     def __init__(self, shape, std_prior=0.1, mu_init=0.0, rho_init=-7.0, seed=None, **kwargs):
         super().__init__(
             shape, mu_prior=0.0, std_prior=std_prior, mu_init=mu_init, rho_init=rho_init, seed=seed, **kwargs
         )
-        self.prior_mean = self.add_weight(
-            name="prior_mean", shape=self.shape, initializer="zeros", trainable=False, autocast=False
-        )
 
-    def log_prob(self, x=None):
-        """``sum(log N(x; mu, sigma)) - sum(log N(x; prior_mean, std_prior))``, x a fresh sample if None."""
-        return log_ratio(self.sample() if x is None else x, self.mu, self.sigma, self.prior_mean, self.std_prior)
+    def _prior_mean_shape(self):
+        return self.shape
 
-    def kl_at_seed(self, seed):
-        """``log_prob`` at the sample that ``seed`` draws, fused: the sample is never stored."""
-        return ops.gaussian_kl(self.mu - self.prior_mean, self.rho, seed, 0.0, self.std_prior)
-
-    def get_config(self):
-        config = super().get_config()
-        del config["mu_prior"]
-        return config
+    @property
+    def prior_mean(self):
+        """The per-weight prior means (the variable ``mu_prior``)."""
+        return self.mu_prior
 
 
 def bayesianize(

@@ -13,7 +13,11 @@ def log_ratio(x, mu, sigma, mu_prior, std_prior):
     """illia's ``sum(log N(x; mu, sigma)) - sum(log N(x; mu_prior, std_prior))``."""
     x = tf.convert_to_tensor(x, tf.float32)
     log_posterior = tf.reduce_sum(_plain.gaussian_log_density(x, mu, sigma))
-    log_prior = tf.reduce_sum(_plain.gaussian_log_density(x, mu_prior, tf.constant(std_prior, tf.float32)))
+    log_prior = tf.reduce_sum(
+        _plain.gaussian_log_density(
+            x, tf.convert_to_tensor(mu_prior, tf.float32), tf.convert_to_tensor(std_prior, tf.float32)
+        )
+    )
     return log_posterior - log_prior
 
 
@@ -23,7 +27,10 @@ class GaussianDistribution(keras.layers.Layer):
 
     Attributes ``mu`` and ``rho`` are trainable variables initialised from N(mu_init, 0.1) and
     N(rho_init, 0.1); the standard deviation is ``softplus(rho)``, computed stably (for rho above
-    about 20 it is rho itself, where illia's ``log1p(exp(rho))`` overflows).
+    about 20 it is rho itself, where illia's ``log1p(exp(rho))`` overflows). ``mu_prior`` and
+    ``std_prior`` are non-trainable float32 variables of shape ``()``, as in illia (four weights in
+    all): the KL ops read them when they run, so ``d.std_prior.assign(0.5)`` changes the next KL,
+    also inside functions traced before. ``get_config`` holds their current values as floats.
 
     Args:
         shape: shape of the parameter tensor, every size positive.
@@ -38,8 +45,7 @@ class GaussianDistribution(keras.layers.Layer):
         if not shape or any(not isinstance(s, (int, np.integer)) or s <= 0 for s in shape):
             raise ValueError(f"shape must be a non-empty sequence of positive ints, got {shape}")
         self.shape = tuple(int(s) for s in shape)
-        self.mu_prior = float(mu_prior)
-        self.std_prior = positive_std(std_prior)
+        mu_prior, std_prior = float(mu_prior), positive_std(std_prior)
         self.mu_init = float(mu_init)
         self.rho_init = float(rho_init)
         self.seed = seed
@@ -57,7 +63,25 @@ class GaussianDistribution(keras.layers.Layer):
             autocast=False,
             initializer=keras.initializers.RandomNormal(self.rho_init, 0.1, seed=derived_seed(seed, "rho")),
         )
+        self.mu_prior = self.add_weight(
+            name="mu_prior",
+            shape=self._prior_mean_shape(),
+            trainable=False,
+            autocast=False,
+            initializer=keras.initializers.Constant(mu_prior),
+        )
+        self.std_prior = self.add_weight(
+            name="std_prior",
+            shape=(),
+            trainable=False,
+            autocast=False,
+            initializer=keras.initializers.Constant(std_prior),
+        )
         self.built = True
+
+    def _prior_mean_shape(self):
+        """The shape of ``mu_prior``: one mean for every element."""
+        return ()
 
     @property
     def num_params(self):
@@ -85,14 +109,30 @@ class GaussianDistribution(keras.layers.Layer):
         """``log_prob`` at the sample that ``seed`` draws, fused: the sample is never stored."""
         return ops.gaussian_kl(self.mu, self.rho, seed, self.mu_prior, self.std_prior)
 
+    def kl_analytic(self):
+        """The closed-form ``KL(N(mu, sigma^2) || N(mu_prior, std_prior^2))`` summed over the elements
+        (fused, no sample)."""
+        return ops.gaussian_kl_analytic(self.mu, self.rho, self.mu_prior, self.std_prior)
+
     def get_config(self):
         config = super().get_config()
         config.update(
-            shape=list(self.shape),
-            mu_prior=self.mu_prior,
-            std_prior=self.std_prior,
-            mu_init=self.mu_init,
-            rho_init=self.rho_init,
-            seed=self.seed,
+            shape=list(self.shape), **self._prior_config(), mu_init=self.mu_init, rho_init=self.rho_init, seed=self.seed
         )
         return config
+
+    def _prior_config(self):
+        """The prior's constructor arguments, at the variables' current values (a per-weight
+        ``mu_prior``, as a subclass may have, lives in the weights only)."""
+        config = {"std_prior": _as_float(self.std_prior)}
+        if len(self.mu_prior.shape) == 0:
+            config["mu_prior"] = _as_float(self.mu_prior)
+        return config
+
+
+def _as_float(variable):
+    """A float32 scalar variable's current value as the shortest Python float that it rounds from
+    (0.1, not 0.10000000149), read outside any function being traced."""
+    with tf.init_scope():
+        value = keras.ops.convert_to_numpy(variable)
+    return float(np.format_float_positional(value, unique=True))

@@ -13,21 +13,22 @@ import tensorflow as tf
 
 from fusedbnn._validation import positive_int
 from fusedbnn._validation import reduction as checked_reduction
-from fusedbnn.nn._walk import bayesian_modules
+from fusedbnn.nn._walk import bayesian_modules, kl_cost_of
 
 __all__ = ["ELBOLoss", "KLDivergenceLoss", "bayesian_modules", "kl_divergence"]
 
 
-def kl_divergence(model):
-    """``(kl, num_params)``: the summed ``kl_cost()`` of every BayesianModule in ``model``.
+def kl_divergence(model, analytic=False):
+    """``(kl, num_params)``: the summed ``kl_cost(analytic)`` of every BayesianModule in ``model``.
 
-    ``kl`` is a float32 scalar tensor for the samples of the last call (or the frozen samples);
-    ``num_params`` the total count of Bayesian parameters. ValueError if the model has none.
+    ``kl`` is a float32 scalar tensor: the one-sample estimate for the samples of the last call (or
+    the frozen samples), or with ``analytic=True`` the closed-form KL; ``num_params`` the total
+    count of Bayesian parameters. ValueError if the model has none.
     """
     modules = bayesian_modules(model)
     if not modules:
         raise ValueError(f"model '{model.name}' contains no fusedbnn BayesianModule, so it has no KL cost")
-    costs = [module.kl_cost() for module in modules]
+    costs = [kl_cost_of(module, analytic) for module in modules]
     return tf.add_n([kl for kl, _ in costs]), sum(n for _, n in costs)
 
 
@@ -42,21 +43,24 @@ class KLDivergenceLoss(keras.losses.Loss):
     Args:
         reduction: kept for illia's signature; the KL is a scalar, so it changes nothing.
         weight: factor on the result.
+        analytic: False for illia's one-sample estimate at the last call's samples; True for the
+            closed-form KL(posterior || prior), exact and independent of the samples.
     """
 
-    def __init__(self, reduction="mean", weight=1.0, name="kl_divergence", **kwargs):
+    def __init__(self, reduction="mean", weight=1.0, analytic=False, name="kl_divergence", **kwargs):
         super().__init__(reduction=checked_reduction(reduction), name=name, **kwargs)
         self.weight = float(weight)
+        self.analytic = bool(analytic)
 
     def __call__(self, model):
-        kl, num_params = kl_divergence(model)
+        kl, num_params = kl_divergence(model, self.analytic)
         return kl * (self.weight / num_params)
 
     def call(self, y_true, y_pred):
         raise TypeError("KLDivergenceLoss is called with the model: loss(model), not loss(y_true, y_pred)")
 
     def get_config(self):
-        return {**super().get_config(), "weight": self.weight}
+        return {**super().get_config(), "weight": self.weight, "analytic": self.analytic}
 
 
 class _FunctionLoss(keras.losses.Loss):
@@ -100,7 +104,21 @@ def _model_compiled_with(loss):
 
 @keras.saving.register_keras_serializable(package="fusedbnn")
 class ELBOLoss(keras.losses.Loss):
-    """The negative ELBO: ``loss_function(y_true, y_pred) + kl_weight * KL / num_params``.
+    """The negative ELBO, scaled per example: the data loss plus a KL term.
+
+    What it computes, ``data`` being ``loss_function(y_true, y_pred)`` reduced as that loss reduces
+    (the mean over the batch for Keras's losses) and ``KL`` the summed KL of every Bayesian layer
+    (one-sample estimate, or closed form with ``analytic_kl=True``):
+
+      * ``dataset_size=None`` (illia's definition, the default): ``data + kl_weight * KL / num_params``,
+        ``num_params`` the count of Bayesian parameters. With the default ``kl_weight=1e-3`` the KL
+        barely counts: the posteriors shrink to point estimates (sigma near its initial value or
+        below) and the model learns little uncertainty.
+      * ``dataset_size=N`` (the ELBO of Blundell et al. 2015, per example): ``data + KL / N``, N
+        the number of training examples, so that summed over an epoch's N examples the KL counts
+        once. ``kl_weight`` and the division by ``num_params`` do not apply. The data loss must be a
+        mean negative log-likelihood per example (``SparseCategoricalCrossentropy`` and the like)
+        for this to be the true ELBO; this setting learns calibrated uncertainty.
 
     Call forms:
       * Keras: ``model.compile(loss=ELBOLoss(...))`` with the model bound, either by
@@ -122,19 +140,34 @@ class ELBOLoss(keras.losses.Loss):
         loss_function: data loss: a ``keras.losses.Loss``, a loss name, or ``fn(y_true, y_pred)``
             returning per-example values.
         num_samples: forward passes averaged per step (positive).
-        kl_weight: factor on ``KL / num_params``.
+        kl_weight: factor on ``KL / num_params`` (without ``dataset_size``).
+        analytic_kl: use the closed-form KL (exact, no extra noise, cheaper) instead of the
+            one-sample estimate at the forward pass's samples.
+        dataset_size: None, or the number of training examples N: the KL term is then ``KL / N``.
         model: the model whose KL is added, or None to bind it later. A model compiled with this loss
             binds itself (``BayesianModel.compile``, or on the first step of any Keras model: that
             is how a model loaded from a ``.keras`` file gets its loss back).
     """
 
-    def __init__(self, loss_function, num_samples=1, kl_weight=1e-3, model=None, name="elbo", **kwargs):
+    def __init__(
+        self,
+        loss_function,
+        num_samples=1,
+        kl_weight=1e-3,
+        analytic_kl=False,
+        dataset_size=None,
+        model=None,
+        name="elbo",
+        **kwargs,
+    ):
         super().__init__(name=name, **kwargs)
         self._loss_function_arg = loss_function
         self.loss_function = _as_loss(loss_function)
         self.num_samples = positive_int(num_samples, "num_samples")
         self.kl_weight = float(kl_weight)
-        self.kl_loss = KLDivergenceLoss(weight=self.kl_weight)
+        self.analytic_kl = bool(analytic_kl)
+        self.dataset_size = None if dataset_size is None else positive_int(dataset_size, "dataset_size")
+        self.kl_loss = KLDivergenceLoss(weight=self.kl_weight, analytic=self.analytic_kl)
         self._model_ref = None
         if model is not None:
             self.bind(model)
@@ -172,7 +205,13 @@ class ELBOLoss(keras.losses.Loss):
             )
         data_loss = self.loss_function(y_true, y_pred, sample_weight=sample_weight)
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
-        return data_loss + self.kl_loss(model) / replicas
+        return data_loss + self.kl_term(model) / replicas
+
+    def kl_term(self, model):
+        """The KL term this loss adds for ``model`` (see the class docstring)."""
+        if self.dataset_size is None:
+            return self.kl_loss(model)
+        return kl_divergence(model, self.analytic_kl)[0] / self.dataset_size
 
     def call(self, y_true, y_pred):
         raise TypeError("ELBOLoss is used through __call__: loss(y_true, y_pred[, model])")
@@ -183,4 +222,6 @@ class ELBOLoss(keras.losses.Loss):
             "loss_function": keras.losses.serialize(self._loss_function_arg),
             "num_samples": self.num_samples,
             "kl_weight": self.kl_weight,
+            "analytic_kl": self.analytic_kl,
+            "dataset_size": self.dataset_size,
         }

@@ -5,6 +5,8 @@ Every op samples ``w = mu + softplus(rho) * eps`` inside, with ``eps`` equal to
 ``seed``. ``fusedbnn.reference`` has the same functions in plain TensorFlow (the tests' oracle).
 """
 
+import numbers
+
 import keras
 import tensorflow as tf
 from tensorflow.python.ops import resource_variable_ops
@@ -32,22 +34,68 @@ def _sample_gaussian_grad(op, dw):
     return dw, _ops.fused_bnn_sample_gaussian_grad(dw, rho, seed), None
 
 
+def _prior(mu, mu_prior, std_prior):
+    """The prior inputs of the KL ops: float32 ``mu_prior`` (a scalar or of mu's shape) and
+    ``std_prior`` (a scalar; a Python number must be positive, a tensor is checked by the op)."""
+    if isinstance(std_prior, numbers.Real):
+        std_prior = positive_std(std_prior)
+    mu_prior, std_prior = (
+        float_tensor(float(v) if isinstance(v, numbers.Real) else v, name)
+        for v, name in ((mu_prior, "mu_prior"), (std_prior, "std_prior"))
+    )
+    if mu_prior.shape.rank not in (None, 0) and not mu_prior.shape.is_compatible_with(mu.shape):
+        raise ValueError(f"mu_prior must be a scalar or have mu's shape {mu.shape}, got shape {mu_prior.shape}")
+    if std_prior.shape.rank not in (None, 0):
+        raise ValueError(f"std_prior must be a scalar, got shape {std_prior.shape}")
+    return mu_prior, std_prior
+
+
 def gaussian_kl(mu, rho, seed, mu_prior=0.0, std_prior=0.1):
     """illia's one-sample KL estimate at ``w = sample_gaussian(mu, rho, seed)``.
 
     ``sum(log N(w; mu, softplus(rho))) - sum(log N(w; mu_prior, std_prior))``, a float32 scalar.
+    ``mu_prior`` is a float, or a float32 tensor (a variable, say) that is a scalar or has mu's
+    shape (one prior mean per element); ``std_prior`` a positive float or float32 scalar tensor.
+    Tensors are read when the op runs: assigning a prior variable needs no retracing. The
+    gradient covers ``mu``, ``rho`` and ``mu_prior``; ``std_prior`` gets none (priors are fixed
+    hyperparameters, as in illia).
     """
     mu, rho, seed = _mu_rho_seed(mu, rho, seed)
-    return _ops.fused_bnn_gaussian_kl(mu, rho, seed, mu_prior=float(mu_prior), std_prior=positive_std(std_prior))
+    return _ops.fused_bnn_gaussian_kl(mu, rho, seed, *_prior(mu, mu_prior, std_prior))
+
+
+def _prior_mean_grad(op, dmu, mu_prior_index):
+    """d/dmu_prior of a KL op, from its dmu (-dmu per element, summed for one mean); None where the
+    caller does not need it (eager backprop says so in skip_input_indices)."""
+    if mu_prior_index in (getattr(op, "skip_input_indices", None) or ()):
+        return None
+    mu_prior = op.inputs[mu_prior_index]
+    if mu_prior.shape.rank == 0:
+        return -tf.reduce_sum(dmu)
+    return -dmu
 
 
 @tf.RegisterGradient("FusedBnn>GaussianKl")
 def _gaussian_kl_grad(op, dkl):
-    mu, rho, seed = op.inputs
-    dmu, drho = _ops.fused_bnn_gaussian_kl_grad(
-        dkl, mu, rho, seed, mu_prior=op.get_attr("mu_prior"), std_prior=op.get_attr("std_prior")
-    )
-    return dmu, drho, None
+    dmu, drho = _ops.fused_bnn_gaussian_kl_grad(dkl, *op.inputs)
+    return dmu, drho, None, _prior_mean_grad(op, dmu, 3), None
+
+
+def gaussian_kl_analytic(mu, rho, mu_prior=0.0, std_prior=0.1):
+    """The closed-form KL of N(mu, softplus(rho)^2) from the prior N(mu_prior, std_prior^2), summed:
+    ``sum(log(std_prior / sigma) + (sigma^2 + (mu - mu_prior)^2) / (2 std_prior^2) - 1/2)``.
+
+    One fused pass over ``mu`` and ``rho`` (no noise), forward and gradient alike. Priors as in
+    ``gaussian_kl``.
+    """
+    mu, rho = float_tensor(mu, "mu"), float_tensor(rho, "rho")
+    return _ops.fused_bnn_gaussian_kl_analytic(mu, rho, *_prior(mu, mu_prior, std_prior))
+
+
+@tf.RegisterGradient("FusedBnn>GaussianKlAnalytic")
+def _gaussian_kl_analytic_grad(op, dkl):
+    dmu, drho = _ops.fused_bnn_gaussian_kl_analytic_grad(dkl, *op.inputs)
+    return dmu, drho, _prior_mean_grad(op, dmu, 2), None
 
 
 def _optional_bias(b_mu, b_rho, b_seed, w_seed):

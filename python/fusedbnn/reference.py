@@ -27,8 +27,18 @@ def gaussian_kl(mu, rho, seed, mu_prior=0.0, std_prior=0.1):
     """``sum(log N(w; mu, sigma)) - sum(log N(w; mu_prior, std_prior))`` at one sample w."""
     w = sample_gaussian(mu, rho, seed)
     log_posterior = tf.reduce_sum(_log_normal(w, mu, tf.nn.softplus(rho)))
-    log_prior = tf.reduce_sum(_log_normal(w, mu_prior, tf.constant(std_prior, w.dtype)))
+    log_prior = tf.reduce_sum(_log_normal(w, tf.cast(mu_prior, w.dtype), tf.cast(std_prior, w.dtype)))
     return log_posterior - log_prior
+
+
+def gaussian_kl_analytic(mu, rho, mu_prior=0.0, std_prior=0.1):
+    """``sum(KL(N(mu, sigma^2) || N(mu_prior, std_prior^2)))`` in closed form, sigma = softplus(rho)."""
+    sigma = tf.nn.softplus(rho)
+    std_prior = tf.cast(std_prior, mu.dtype)
+    mean_gap = mu - tf.cast(mu_prior, mu.dtype)
+    return tf.reduce_sum(
+        tf.math.log(std_prior / sigma) + (tf.square(sigma) + tf.square(mean_gap)) / (2.0 * tf.square(std_prior)) - 0.5
+    )
 
 
 def linear(x, w_mu, w_rho, w_seed, b_mu=None, b_rho=None, b_seed=None):

@@ -57,18 +57,11 @@ void gaussian_case(int64_t n, int offset) {
   const NoiseStream s = stream_from_seed(n, -7);
   const auto mu_v = random_floats(n, 0.0f, 0.5f), rho_v = random_floats(n, -3.0f, 1.0f), dw_v = random_floats(n, 0, 1);
   const float *mu = mu_v.data() + offset, *rho = rho_v.data() + offset, *dw = dw_v.data() + offset;
-  const float mu_prior = 0.1f, std_prior = 0.3f, dkl = 1.7f;
-  std::vector<double> eps(n), w(n), drho(n), kl_dmu(n), kl_drho(n);
-  double kl = 0.0;
+  std::vector<double> eps(n), w(n), drho(n);
   for (int64_t i = 0; i < n; ++i) {
     eps[i] = eps_at(s, i);
-    const double sigma = softplus(rho[i]);
-    w[i] = mu[i] + sigma * eps[i];
+    w[i] = mu[i] + softplus(rho[i]) * eps[i];
     drho[i] = dw[i] * eps[i] * sigmoid_d(rho[i]);
-    const double z = (w[i] - mu_prior) / std_prior;
-    kl += std::log(std_prior) - std::log(sigma) + 0.5 * (z * z - eps[i] * eps[i]);
-    kl_dmu[i] = dkl * (w[i] - mu_prior) / (std_prior * std_prior);
-    kl_drho[i] = (kl_dmu[i] * eps[i] - dkl / sigma) * sigmoid_d(rho[i]);
   }
   auto out = poisoned(n), out2 = poisoned(n), out3 = poisoned(n);
   cuda::fill_normal(s, n, out.data() + offset, nullptr);
@@ -82,14 +75,40 @@ void gaussian_case(int64_t n, int offset) {
   cuda::sample_gaussian_grad(s, n, dw, nullptr, rho, alone.data() + offset, nullptr, nullptr);
   expect_close(name + " grad drho alone", alone.data() + offset, drho);
 
+  // The one-sample and the closed-form KL, with one prior mean and with one per element.
+  const float mu_prior = 0.1f, std_prior = 0.3f, dkl = 1.7f, var = std_prior * std_prior;
+  const auto means_v = random_floats(n, 0.1f, 0.5f);
   std::vector<char> scratch(cuda::gaussian_kl_scratch_bytes());
-  float kl_value = NAN;
-  cuda::gaussian_kl(s, n, mu, rho, mu_prior, std_prior, scratch.data(), &kl_value, nullptr);
-  expect_close(name + " kl", &kl_value, {kl});
-  auto dmu = poisoned(n), dr = poisoned(n);
-  cuda::gaussian_kl_grad(s, n, mu, rho, mu_prior, std_prior, &dkl, dmu.data(), dr.data(), nullptr);
-  expect_close(name + " kl dmu", dmu.data(), kl_dmu);
-  expect_close(name + " kl drho", dr.data(), kl_drho);
+  for (bool per_element : {false, true}) {
+    const GaussianPrior prior{per_element ? means_v.data() + offset : &mu_prior, per_element, std_prior};
+    const std::string kl_name = name + (per_element ? " per-element prior" : "");
+    double kl = 0.0, analytic = 0.0;
+    std::vector<double> kl_dmu(n), kl_drho(n), analytic_dmu(n), analytic_drho(n);
+    for (int64_t i = 0; i < n; ++i) {
+      const double sigma = softplus(rho[i]), mean = per_element ? prior.mean[i] : mu_prior, d = mu[i] - mean;
+      const double z = (w[i] - mean) / std_prior;
+      kl += std::log(std_prior) - std::log(sigma) + 0.5 * (z * z - eps[i] * eps[i]);
+      kl_dmu[i] = dkl * (w[i] - mean) / var;
+      kl_drho[i] = (kl_dmu[i] * eps[i] - dkl / sigma) * sigmoid_d(rho[i]);
+      analytic += std::log(std_prior / sigma) + (sigma * sigma + d * d) / (2 * var) - 0.5;
+      analytic_dmu[i] = dkl * d / var;
+      analytic_drho[i] = dkl * (sigma / var - 1 / sigma) * sigmoid_d(rho[i]);
+    }
+    float kl_value = NAN;
+    cuda::gaussian_kl(s, n, mu, rho, prior, scratch.data(), &kl_value, nullptr);
+    expect_close(kl_name + " kl", &kl_value, {kl});
+    auto dmu = poisoned(n), dr = poisoned(n);
+    cuda::gaussian_kl_grad(s, n, mu, rho, prior, &dkl, dmu.data(), dr.data(), nullptr);
+    expect_close(kl_name + " kl dmu", dmu.data(), kl_dmu);
+    expect_close(kl_name + " kl drho", dr.data(), kl_drho);
+    kl_value = NAN;
+    cuda::gaussian_kl_analytic(n, mu, rho, prior, scratch.data(), &kl_value, nullptr);
+    expect_close(kl_name + " kl analytic", &kl_value, {analytic});
+    dmu = poisoned(n), dr = poisoned(n);
+    cuda::gaussian_kl_analytic_grad(n, mu, rho, prior, &dkl, dmu.data(), dr.data(), nullptr);
+    expect_close(kl_name + " kl analytic dmu", dmu.data(), analytic_dmu);
+    expect_close(kl_name + " kl analytic drho", dr.data(), analytic_drho);
+  }
 }
 
 void linear_case(int64_t rows, int64_t in, int64_t out, bool bias, int offset) {

@@ -1,5 +1,5 @@
-"""CUDA noise, sample_gaussian, its gradient and the KL estimate against PyTorch float32 maths
-built from the host noise."""
+"""CUDA noise, sample_gaussian, its gradient, the KL estimate and the closed-form KL against
+PyTorch float32 maths built from the host noise."""
 
 import numpy as np
 import pytest
@@ -65,12 +65,13 @@ def test_sample_and_grad(size, aligned):
 
 
 @pytest.mark.parametrize("size", SIZES)
-def test_kl_and_grad(size):
-    rng = rng_for("kl", size)
+@pytest.mark.parametrize("per_element", [False, True])
+def test_kl_and_grad(size, per_element):
+    rng = rng_for("kl", size, per_element)
     shape = shape_of(size)
     mu, rho = gaussian_params(rng, shape)
     seed = seed_of(rng)
-    mu_prior, std_prior = 0.1, 0.3
+    mu_prior, std_prior = (normal_tensor(rng, shape) if per_element else 0.1), 0.3
     eps = host_eps(shape, seed)
     sigma = torch.nn.functional.softplus(rho)
     w = mu + sigma * eps
@@ -86,11 +87,35 @@ def test_kl_and_grad(size):
     assert_close(drho, (pull * eps - dkl / sigma) * torch.sigmoid(rho), ELEMENTWISE, "drho")
 
 
+@pytest.mark.parametrize("size", SIZES)
+@pytest.mark.parametrize("per_element", [False, True])
+@pytest.mark.parametrize("rho_center", [-3.0, -20.0, 25.0])
+def test_kl_analytic_and_grad(size, per_element, rho_center):
+    rng = rng_for("kl_analytic", size, per_element, rho_center)
+    shape = shape_of(size)
+    mu, rho = gaussian_params(rng, shape)
+    rho = rho + (rho_center + 3.0)
+    mu_prior, std_prior = (normal_tensor(rng, shape) if per_element else 0.1), 0.3
+    sigma = torch.nn.functional.softplus(rho.double())
+    gap = mu.double() - (mu_prior.double() if per_element else mu_prior)
+    kl_ref = (np.log(std_prior) - torch.log(sigma) + (sigma**2 + gap**2) / (2 * std_prior**2) - 0.5).sum()
+    kl = torch_ops.gaussian_kl_analytic(mu, rho, mu_prior, std_prior)
+    assert_close(kl.reshape(1), kl_ref.float().reshape(1), CONTRACTION, "kl")
+
+    dkl = torch.tensor(1.7, device="cuda")
+    dmu, drho = torch_ops.gaussian_kl_analytic_grad(mu, rho, dkl, mu_prior, std_prior)
+    assert_close(dmu, (dkl * gap / std_prior**2).float(), ELEMENTWISE, "dmu")
+    drho_ref = dkl * (sigma / std_prior**2 - 1 / sigma) * torch.sigmoid(rho.double())
+    assert_close(drho, drho_ref.float(), ELEMENTWISE, "drho")
+
+
 def test_kl_is_deterministic():
     rng = np.random.default_rng(3)
     mu, rho = gaussian_params(rng, (1 << 20,))
     first = torch_ops.gaussian_kl(mu, rho, (1, 2)).item()
     assert all(torch_ops.gaussian_kl(mu, rho, (1, 2)).item() == first for _ in range(3))
+    first = torch_ops.gaussian_kl_analytic(mu, rho).item()
+    assert all(torch_ops.gaussian_kl_analytic(mu, rho).item() == first for _ in range(3))
 
 
 def test_empty_tensors():

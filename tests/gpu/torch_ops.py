@@ -109,12 +109,30 @@ def sample_gaussian_grad(dw, mu, rho, seed, with_w=True):
     return drho, w
 
 
+def _prior(mu, mu_prior):
+    """(device tensor of the prior mean(s), per_element) for a float or a tensor of mu's shape."""
+    if isinstance(mu_prior, torch.Tensor) and mu_prior.dim() > 0:
+        _floats(mu_prior)
+        return mu_prior, True
+    return torch.tensor(float(mu_prior), dtype=torch.float32, device="cuda"), False
+
+
 def gaussian_kl(mu, rho, seed, mu_prior=0.0, std_prior=0.1):
     _floats(mu, rho)
     scratch = torch.empty(core.cuda.gaussian_kl_scratch_bytes(), dtype=torch.uint8, device="cuda")
     kl = _alloc(())
+    mean, per_element = _prior(mu, mu_prior)
     core.cuda.gaussian_kl(
-        _ptr(mu), _ptr(rho), mu.numel(), tuple(seed), mu_prior, std_prior, _ptr(scratch), _ptr(kl), _stream()
+        _ptr(mu),
+        _ptr(rho),
+        mu.numel(),
+        tuple(seed),
+        _ptr(mean),
+        std_prior,
+        _ptr(scratch),
+        _ptr(kl),
+        _stream(),
+        per_element,
     )
     return kl
 
@@ -122,8 +140,40 @@ def gaussian_kl(mu, rho, seed, mu_prior=0.0, std_prior=0.1):
 def gaussian_kl_grad(mu, rho, seed, dkl, mu_prior=0.0, std_prior=0.1):
     _floats(mu, rho, dkl)
     dmu, drho = _alloc(mu.shape), _alloc(mu.shape)
+    mean, per_element = _prior(mu, mu_prior)
     core.cuda.gaussian_kl_grad(
-        _ptr(mu), _ptr(rho), mu.numel(), tuple(seed), mu_prior, std_prior, _ptr(dkl), _ptr(dmu), _ptr(drho), _stream()
+        _ptr(mu),
+        _ptr(rho),
+        mu.numel(),
+        tuple(seed),
+        _ptr(mean),
+        std_prior,
+        _ptr(dkl),
+        _ptr(dmu),
+        _ptr(drho),
+        _stream(),
+        per_element,
+    )
+    return dmu, drho
+
+
+def gaussian_kl_analytic(mu, rho, mu_prior=0.0, std_prior=0.1):
+    _floats(mu, rho)
+    scratch = torch.empty(core.cuda.gaussian_kl_scratch_bytes(), dtype=torch.uint8, device="cuda")
+    kl = _alloc(())
+    mean, per_element = _prior(mu, mu_prior)
+    core.cuda.gaussian_kl_analytic(
+        _ptr(mu), _ptr(rho), mu.numel(), _ptr(mean), std_prior, _ptr(scratch), _ptr(kl), _stream(), per_element
+    )
+    return kl
+
+
+def gaussian_kl_analytic_grad(mu, rho, dkl, mu_prior=0.0, std_prior=0.1):
+    _floats(mu, rho, dkl)
+    dmu, drho = _alloc(mu.shape), _alloc(mu.shape)
+    mean, per_element = _prior(mu, mu_prior)
+    core.cuda.gaussian_kl_analytic_grad(
+        _ptr(mu), _ptr(rho), mu.numel(), _ptr(mean), std_prior, _ptr(dkl), _ptr(dmu), _ptr(drho), _stream(), per_element
     )
     return dmu, drho
 

@@ -59,25 +59,51 @@ void register_cuda(py::module_& parent) {
       py::arg("dw"), py::arg("mu"), py::arg("rho"), py::arg("drho"), py::arg("w"), py::arg("n"), py::arg("seed"),
       py::arg("stream") = 0, "drho = dw * eps * sigmoid(rho); w = mu + softplus(rho) * eps unless w is 0.");
   m.def("gaussian_kl_scratch_bytes", &cuda::gaussian_kl_scratch_bytes);
+  // mu_prior: a device pointer to one float, or (per_element_prior) to n floats.
   m.def(
       "gaussian_kl",
-      [](Ptr mu, Ptr rho, int64_t n, const Seed& seed, float mu_prior, float std_prior, Ptr scratch, Ptr kl, Ptr s) {
+      [](Ptr mu, Ptr rho, int64_t n, const Seed& seed, Ptr mu_prior, float std_prior, Ptr scratch, Ptr kl, Ptr s,
+         bool per_element_prior) {
         require_sizes({n});
-        check(cuda::gaussian_kl(stream(seed), n, device<const float>(mu), device<const float>(rho), mu_prior, std_prior,
+        const GaussianPrior prior{device<const float>(mu_prior), per_element_prior, std_prior};
+        check(cuda::gaussian_kl(stream(seed), n, device<const float>(mu), device<const float>(rho), prior,
                                 device<void>(scratch), device(kl), as_stream(s)));
       },
       py::arg("mu"), py::arg("rho"), py::arg("n"), py::arg("seed"), py::arg("mu_prior"), py::arg("std_prior"),
-      py::arg("scratch"), py::arg("kl"), py::arg("stream") = 0);
+      py::arg("scratch"), py::arg("kl"), py::arg("stream") = 0, py::arg("per_element_prior") = false);
   m.def(
       "gaussian_kl_grad",
-      [](Ptr mu, Ptr rho, int64_t n, const Seed& seed, float mu_prior, float std_prior, Ptr dkl, Ptr dmu, Ptr drho,
-         Ptr s) {
+      [](Ptr mu, Ptr rho, int64_t n, const Seed& seed, Ptr mu_prior, float std_prior, Ptr dkl, Ptr dmu, Ptr drho, Ptr s,
+         bool per_element_prior) {
         require_sizes({n});
-        check(cuda::gaussian_kl_grad(stream(seed), n, device<const float>(mu), device<const float>(rho), mu_prior,
-                                     std_prior, device<const float>(dkl), device(dmu), device(drho), as_stream(s)));
+        const GaussianPrior prior{device<const float>(mu_prior), per_element_prior, std_prior};
+        check(cuda::gaussian_kl_grad(stream(seed), n, device<const float>(mu), device<const float>(rho), prior,
+                                     device<const float>(dkl), device(dmu), device(drho), as_stream(s)));
       },
       py::arg("mu"), py::arg("rho"), py::arg("n"), py::arg("seed"), py::arg("mu_prior"), py::arg("std_prior"),
-      py::arg("dkl"), py::arg("dmu"), py::arg("drho"), py::arg("stream") = 0);
+      py::arg("dkl"), py::arg("dmu"), py::arg("drho"), py::arg("stream") = 0, py::arg("per_element_prior") = false);
+  m.def(
+      "gaussian_kl_analytic",
+      [](Ptr mu, Ptr rho, int64_t n, Ptr mu_prior, float std_prior, Ptr scratch, Ptr kl, Ptr s,
+         bool per_element_prior) {
+        require_sizes({n});
+        const GaussianPrior prior{device<const float>(mu_prior), per_element_prior, std_prior};
+        check(cuda::gaussian_kl_analytic(n, device<const float>(mu), device<const float>(rho), prior,
+                                         device<void>(scratch), device(kl), as_stream(s)));
+      },
+      py::arg("mu"), py::arg("rho"), py::arg("n"), py::arg("mu_prior"), py::arg("std_prior"), py::arg("scratch"),
+      py::arg("kl"), py::arg("stream") = 0, py::arg("per_element_prior") = false);
+  m.def(
+      "gaussian_kl_analytic_grad",
+      [](Ptr mu, Ptr rho, int64_t n, Ptr mu_prior, float std_prior, Ptr dkl, Ptr dmu, Ptr drho, Ptr s,
+         bool per_element_prior) {
+        require_sizes({n});
+        const GaussianPrior prior{device<const float>(mu_prior), per_element_prior, std_prior};
+        check(cuda::gaussian_kl_analytic_grad(n, device<const float>(mu), device<const float>(rho), prior,
+                                              device<const float>(dkl), device(dmu), device(drho), as_stream(s)));
+      },
+      py::arg("mu"), py::arg("rho"), py::arg("n"), py::arg("mu_prior"), py::arg("std_prior"), py::arg("dkl"),
+      py::arg("dmu"), py::arg("drho"), py::arg("stream") = 0, py::arg("per_element_prior") = false);
 
   m.def(
       "linear_forward_scratch_bytes",

@@ -1,4 +1,5 @@
-// GPU kernels of FusedBnn>SampleGaussian, SampleGaussianGrad, GaussianKl and GaussianKlGrad.
+// GPU kernels of FusedBnn>SampleGaussian, SampleGaussianGrad, GaussianKl, GaussianKlAnalytic and their
+// gradients.
 #include "core/gaussian_cuda.h"
 #include "tf/gaussian_kernel.h"
 #include "tf/gpu/gpu_common.h"
@@ -37,40 +38,97 @@ class SampleGaussianGradGpuOp : public tfl::OpKernel {
   }
 };
 
-class GaussianKlGpuOp : public tfl::OpKernel, PriorAttrs {
+// Allocates the scalar output kl and the summation scratch.
+tfl::Status allocate_kl(tfl::OpKernelContext* ctx, tfl::Tensor* scratch, void** scratch_data, float** kl) {
+  tfl::Tensor* out;
+  TF_RETURN_IF_ERROR(ctx->allocate_output(0, tfl::TensorShape({}), &out));
+  *kl = out->flat<float>().data();
+  return allocate_scratch(ctx, cuda::gaussian_kl_scratch_bytes(), scratch, scratch_data);
+}
+
+// Reads dkl (a device scalar, read by the kernel) and allocates dmu and drho like mu.
+tfl::Status read_dkl_allocate_grads(tfl::OpKernelContext* ctx, const tfl::Tensor& mu, const float** dkl, float** dmu,
+                                    float** drho) {
+  const tfl::Tensor& dkl_tensor = ctx->input(0);
+  TF_RETURN_IF_ERROR(require_scalar_dkl(dkl_tensor));
+  *dkl = dkl_tensor.flat<float>().data();
+  tfl::Tensor *dmu_tensor, *drho_tensor;
+  TF_RETURN_IF_ERROR(ctx->allocate_output(0, mu.shape(), &dmu_tensor));
+  TF_RETURN_IF_ERROR(ctx->allocate_output(1, mu.shape(), &drho_tensor));
+  *dmu = dmu_tensor->flat<float>().data();
+  *drho = drho_tensor->flat<float>().data();
+  return tfl::OkStatus();
+}
+
+class GaussianKlGpuOp : public tfl::OpKernel {
  public:
-  explicit GaussianKlGpuOp(tfl::OpKernelConstruction* ctx) : OpKernel(ctx), PriorAttrs(ctx) {}
+  using OpKernel::OpKernel;
   void Compute(tfl::OpKernelContext* ctx) override {
     const tfl::Tensor *mu, *rho;
     NoiseStream stream;
+    GaussianPrior prior;
     OP_REQUIRES_OK(ctx, read_mu_rho_seed(ctx, "mu", &mu, &rho, &stream));
-    tfl::Tensor* kl;
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, tfl::TensorShape({}), &kl));
+    OP_REQUIRES_OK(ctx, read_prior(ctx, *mu, &prior));
     tfl::Tensor scratch;
     void* scratch_data;
-    OP_REQUIRES_OK(ctx, allocate_scratch(ctx, cuda::gaussian_kl_scratch_bytes(), &scratch, &scratch_data));
-    OP_REQUIRES_OK(ctx, launch_status(cuda::gaussian_kl(stream, mu->NumElements(), mu->flat<float>().data(),
-                                                        rho->flat<float>().data(), mu_prior_, std_prior_, scratch_data,
-                                                        kl->flat<float>().data(), gpu_stream(ctx))));
+    float* kl;
+    OP_REQUIRES_OK(ctx, allocate_kl(ctx, &scratch, &scratch_data, &kl));
+    OP_REQUIRES_OK(
+        ctx, launch_status(cuda::gaussian_kl(stream, mu->NumElements(), mu->flat<float>().data(),
+                                             rho->flat<float>().data(), prior, scratch_data, kl, gpu_stream(ctx))));
   }
 };
 
-class GaussianKlGradGpuOp : public tfl::OpKernel, PriorAttrs {
+class GaussianKlGradGpuOp : public tfl::OpKernel {
  public:
-  explicit GaussianKlGradGpuOp(tfl::OpKernelConstruction* ctx) : OpKernel(ctx), PriorAttrs(ctx) {}
+  using OpKernel::OpKernel;
   void Compute(tfl::OpKernelContext* ctx) override {
-    const tfl::Tensor& dkl = ctx->input(0);  // a device scalar, read by the kernel
-    OP_REQUIRES_OK(ctx, require_scalar_dkl(dkl));
     const tfl::Tensor *mu, *rho;
     NoiseStream stream;
+    GaussianPrior prior;
     OP_REQUIRES_OK(ctx, read_mu_rho_seed(ctx, "mu", &mu, &rho, &stream));
-    tfl::Tensor *dmu, *drho;
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, mu->shape(), &dmu));
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(1, mu->shape(), &drho));
+    OP_REQUIRES_OK(ctx, read_prior(ctx, *mu, &prior));
+    const float* dkl;
+    float *dmu, *drho;
+    OP_REQUIRES_OK(ctx, read_dkl_allocate_grads(ctx, *mu, &dkl, &dmu, &drho));
     OP_REQUIRES_OK(
-        ctx, launch_status(cuda::gaussian_kl_grad(
-                 stream, mu->NumElements(), mu->flat<float>().data(), rho->flat<float>().data(), mu_prior_, std_prior_,
-                 dkl.flat<float>().data(), dmu->flat<float>().data(), drho->flat<float>().data(), gpu_stream(ctx))));
+        ctx, launch_status(cuda::gaussian_kl_grad(stream, mu->NumElements(), mu->flat<float>().data(),
+                                                  rho->flat<float>().data(), prior, dkl, dmu, drho, gpu_stream(ctx))));
+  }
+};
+
+class GaussianKlAnalyticGpuOp : public tfl::OpKernel {
+ public:
+  using OpKernel::OpKernel;
+  void Compute(tfl::OpKernelContext* ctx) override {
+    const tfl::Tensor *mu, *rho;
+    GaussianPrior prior;
+    OP_REQUIRES_OK(ctx, read_mu_rho(ctx, "mu", &mu, &rho));
+    OP_REQUIRES_OK(ctx, read_prior(ctx, *mu, &prior));
+    tfl::Tensor scratch;
+    void* scratch_data;
+    float* kl;
+    OP_REQUIRES_OK(ctx, allocate_kl(ctx, &scratch, &scratch_data, &kl));
+    OP_REQUIRES_OK(ctx, launch_status(cuda::gaussian_kl_analytic(mu->NumElements(), mu->flat<float>().data(),
+                                                                 rho->flat<float>().data(), prior, scratch_data, kl,
+                                                                 gpu_stream(ctx))));
+  }
+};
+
+class GaussianKlAnalyticGradGpuOp : public tfl::OpKernel {
+ public:
+  using OpKernel::OpKernel;
+  void Compute(tfl::OpKernelContext* ctx) override {
+    const tfl::Tensor *mu, *rho;
+    GaussianPrior prior;
+    OP_REQUIRES_OK(ctx, read_mu_rho(ctx, "mu", &mu, &rho));
+    OP_REQUIRES_OK(ctx, read_prior(ctx, *mu, &prior));
+    const float* dkl;
+    float *dmu, *drho;
+    OP_REQUIRES_OK(ctx, read_dkl_allocate_grads(ctx, *mu, &dkl, &dmu, &drho));
+    OP_REQUIRES_OK(ctx, launch_status(cuda::gaussian_kl_analytic_grad(mu->NumElements(), mu->flat<float>().data(),
+                                                                      rho->flat<float>().data(), prior, dkl, dmu, drho,
+                                                                      gpu_stream(ctx))));
   }
 };
 
@@ -78,8 +136,14 @@ class GaussianKlGradGpuOp : public tfl::OpKernel, PriorAttrs {
 
 FUSEDBNN_REGISTER_GPU("FusedBnn>SampleGaussian", SampleGaussianGpuOp, .HostMemory("seed"));
 FUSEDBNN_REGISTER_GPU("FusedBnn>SampleGaussianGrad", SampleGaussianGradGpuOp, .HostMemory("seed"));
-FUSEDBNN_REGISTER_GPU("FusedBnn>GaussianKl", GaussianKlGpuOp, .HostMemory("seed"));
-FUSEDBNN_REGISTER_GPU("FusedBnn>GaussianKlGrad", GaussianKlGradGpuOp, .HostMemory("seed"));
+// std_prior is read on the host (the kernels take it by value); mu_prior stays on the device.
+FUSEDBNN_REGISTER_GPU("FusedBnn>GaussianKl", GaussianKlGpuOp, .HostMemory("seed").HostMemory("std_prior"));
+FUSEDBNN_REGISTER_GPU("FusedBnn>GaussianKlGrad", GaussianKlGradGpuOp, .HostMemory("seed").HostMemory("std_prior"));
+REGISTER_KERNEL_BUILDER(Name("FusedBnn>GaussianKlAnalytic").Device(::tensorflow::DEVICE_GPU).HostMemory("std_prior"),
+                        GaussianKlAnalyticGpuOp);
+REGISTER_KERNEL_BUILDER(
+    Name("FusedBnn>GaussianKlAnalyticGrad").Device(::tensorflow::DEVICE_GPU).HostMemory("std_prior"),
+    GaussianKlAnalyticGradGpuOp);
 
 }  // namespace tf
 }  // namespace fusedbnn

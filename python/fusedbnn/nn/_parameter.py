@@ -80,6 +80,9 @@ class SampledParameter(tf.__internal__.tracking.AutoTrackable):
         """Fix the value at the last call's sample, or at the posterior mean ``mu``."""
         self._set_frozen_value(self.dist.mu if use_mean else self.dist.sample(self.seed))
 
-    def kl(self, frozen):
-        """KL of the last call's sample, or of the frozen value."""
+    def kl(self, frozen, analytic=False):
+        """KL of the last call's sample, or of the frozen value; with ``analytic`` the closed-form KL
+        of the distribution (no sample)."""
+        if analytic:
+            return self.dist.kl_analytic()
         return tf.cond(frozen, lambda: self.dist.log_prob(self.frozen_value), lambda: self.dist.kl_at_seed(self.seed))

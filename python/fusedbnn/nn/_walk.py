@@ -34,3 +34,9 @@ def child_modules(module):
     for child in module._flatten_layers(include_self=False, recursive=False):
         found += [m for m in bayesian_modules(child) if m not in found]
     return found
+
+
+def kl_cost_of(module, analytic=False):
+    """``module.kl_cost()``, or ``module.kl_cost(analytic=True)``: a custom module written the illia
+    way, whose ``kl_cost`` takes no argument, serves the default."""
+    return module.kl_cost(analytic=True) if analytic else module.kl_cost()

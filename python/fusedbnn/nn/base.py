@@ -15,7 +15,8 @@ class BayesianModule(keras.layers.Layer):
     ``use_mean=True``; stored in non-trainable variables, kept by saving) and ``unfreeze()`` resumes
     sampling. The frozen flag is a variable, so functions that Keras has already traced see the
     change; setting ``frozen`` sets it. ``kl_cost()`` returns ``(kl, num_params)`` for the sample of
-    the last call, or for the fixed values when frozen. The fused ops cannot be compiled by XLA, so
+    the last call, or for the fixed values when frozen; ``kl_cost(analytic=True)`` the closed-form
+    KL. The fused ops cannot be compiled by XLA, so
     ``supports_jit`` is False.
 
     A subclass declares its parameters with ``_add_parameter(name, distribution)`` and implements two
@@ -91,11 +92,13 @@ class BayesianModule(keras.layers.Layer):
             module.unfreeze()
         self.frozen = False
 
-    def kl_cost(self):
+    def kl_cost(self, analytic=False):
         """``(kl, num_params)``: the one-sample KL estimate at the last call's sample (or at the
-        frozen values) and the number of Bayesian parameters, inner modules included."""
-        costs = [module.kl_cost() for module in _walk.child_modules(self)]
-        costs += [(p.kl(self._frozen), p.dist.num_params) for p in self._bayesian_parameters]
+        frozen values) and the number of Bayesian parameters, inner modules included. With
+        ``analytic=True``, ``kl`` is the closed-form KL(posterior || prior) of every parameter
+        instead: no sample, so it does not depend on the last call or on ``frozen``."""
+        costs = [_walk.kl_cost_of(module, analytic) for module in _walk.child_modules(self)]
+        costs += [(p.kl(self._frozen, analytic), p.dist.num_params) for p in self._bayesian_parameters]
         if not costs:
             return tf.constant(0.0), 0
         return tf.add_n([kl for kl, _ in costs]), sum(n for _, n in costs)

@@ -24,10 +24,16 @@ class GateDistribution:
         self.packed = packed
         self.index = index
         self.shape = packed.shape[:-1] + (packed.shape[-1] // 4,)
-        self.mu_prior, self.std_prior = packed.mu_prior, packed.std_prior
+        self.std_prior = packed.std_prior
 
     def _gate(self, tensor):
         return tf.split(tensor, 4, axis=-1)[self.index]
+
+    @property
+    def mu_prior(self):
+        """The packed prior mean, or this gate's slice of per-weight ones (bayesianize's MOPED)."""
+        mu_prior = self.packed.mu_prior
+        return mu_prior if len(mu_prior.shape) == 0 else self._gate(mu_prior)
 
     mu = property(lambda self: self._gate(self.packed.mu))
     rho = property(lambda self: self._gate(self.packed.rho))
