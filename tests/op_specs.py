@@ -196,6 +196,28 @@ LINEAR = OpSpec(
     ),
 )
 
+
+def estimator_spec(base, estimator):
+    """``base`` (linear, conv2d, conv1d) under a per-example estimator, with a random x_seed."""
+
+    def make(sizes, rng):
+        return {**base.make(sizes, rng), "estimator": estimator, "x_seed": seed(rng, sizes["seed_dtype"])}
+
+    return OpSpec(
+        name=f"{base.name}-{estimator}", fused=base.fused, reference=base.reference, sizes=base.sizes, make=make,
+        large=base.large, medium=base.medium, differentiable=base.differentiable,
+        bad=base.bad + (
+            Bad("x_seed", lambda a: with_(a, x_seed=tf.constant([1, 2, 3], tf.int64))),
+            Bad("x_seed", lambda a: with_(a, x_seed=None)),
+            Bad("estimator", lambda a: with_(a, estimator="flip")),
+        ),
+        rtol=base.rtol, atol=base.atol,
+    )
+
+
+LINEAR_FLIPOUT = estimator_spec(LINEAR, "flipout")
+LINEAR_LOCAL_REPARAM = estimator_spec(LINEAR, "local_reparameterization")
+
 # --- conv2d, conv1d ---------------------------------------------------------------------------
 
 
@@ -280,6 +302,8 @@ def conv_spec(rank):
 
 
 CONV2D, CONV1D = conv_spec(2), conv_spec(1)
+CONV2D_FLIPOUT = estimator_spec(CONV2D, "flipout")
+CONV1D_LOCAL_REPARAM = estimator_spec(CONV1D, "local_reparameterization")
 
 # --- embedding --------------------------------------------------------------------------------
 
@@ -384,7 +408,8 @@ LSTM = OpSpec(
     ),
 )
 
-SPECS = [SAMPLE_GAUSSIAN, GAUSSIAN_KL, LINEAR, CONV2D, CONV1D, EMBEDDING, LSTM]
+SPECS = [SAMPLE_GAUSSIAN, GAUSSIAN_KL, LINEAR, LINEAR_FLIPOUT, LINEAR_LOCAL_REPARAM, CONV2D, CONV2D_FLIPOUT, CONV1D,
+         CONV1D_LOCAL_REPARAM, EMBEDDING, LSTM]
 SPEC_IDS = [s.name for s in SPECS]
 
 

@@ -16,8 +16,9 @@ class _BayesianConv(WeightAndBiasModule):
     _default_format = None
 
     def __init__(self, input_channels, output_channels, kernel_size, stride, padding, dilation, groups, data_format,
-                 weights_distribution, bias_distribution, use_bias, seed, **kwargs):
+                 weights_distribution, bias_distribution, use_bias, seed, estimator="reparameterization", **kwargs):
         super().__init__(seed=seed, **kwargs)
+        self._set_estimator(estimator)
         self.input_channels = positive_int(input_channels, "input_channels")
         self.output_channels = positive_int(output_channels, "output_channels")
         self.groups = positive_int(groups, "groups")
@@ -42,7 +43,7 @@ class _BayesianConv(WeightAndBiasModule):
     def _sampled_call(self, inputs):
         return self._conv_fn(float_inputs(self, inputs), *self._sampling_args(), stride=self.stride,
                              padding=self.padding, dilation=self.dilation, groups=self.groups,
-                             data_format=self.data_format)
+                             data_format=self.data_format, **self._estimator_args())
 
     def _frozen_call(self, inputs):
         x = float_inputs(self, inputs)
@@ -111,6 +112,8 @@ class Conv2d(_BayesianConv):
         bias_distribution: GaussianDistribution of shape ``(output_channels,)``, or None.
         use_bias: whether to add a bias.
         seed: optional int for reproducible initial values and noise.
+        estimator: "reparameterization" (default), "flipout" or "local_reparameterization" (see
+            ``fusedbnn.ops.conv2d``).
     """ + _ILLIA_DIFFERENCES.format(kernel="kh, kw")
 
     rank = 2
@@ -119,9 +122,9 @@ class Conv2d(_BayesianConv):
 
     def __init__(self, input_channels, output_channels, kernel_size, stride=1, padding="VALID", dilation=None,
                  groups=1, data_format="NHWC", weights_distribution=None, bias_distribution=None, use_bias=True,
-                 seed=None, **kwargs):
+                 seed=None, estimator="reparameterization", **kwargs):
         super().__init__(input_channels, output_channels, kernel_size, stride, padding, dilation, groups, data_format,
-                         weights_distribution, bias_distribution, use_bias, seed, **kwargs)
+                         weights_distribution, bias_distribution, use_bias, seed, estimator, **kwargs)
 
 
 @keras.saving.register_keras_serializable(package="fusedbnn")
@@ -141,6 +144,8 @@ class Conv1d(_BayesianConv):
         bias_distribution: GaussianDistribution of shape ``(output_channels,)``, or None.
         use_bias: whether to add a bias.
         seed: optional int for reproducible initial values and noise.
+        estimator: "reparameterization" (default), "flipout" or "local_reparameterization" (see
+            ``fusedbnn.ops.conv2d``).
     """ + _ILLIA_DIFFERENCES.format(kernel="k")
 
     rank = 1
@@ -149,6 +154,6 @@ class Conv1d(_BayesianConv):
 
     def __init__(self, input_channels, output_channels, kernel_size, stride=1, padding="VALID", dilation=1,
                  groups=1, data_format="NWC", weights_distribution=None, bias_distribution=None, use_bias=True,
-                 seed=None, **kwargs):
+                 seed=None, estimator="reparameterization", **kwargs):
         super().__init__(input_channels, output_channels, kernel_size, stride, padding, dilation, groups, data_format,
-                         weights_distribution, bias_distribution, use_bias, seed, **kwargs)
+                         weights_distribution, bias_distribution, use_bias, seed, estimator, **kwargs)
