@@ -41,6 +41,9 @@ class OpSpec:
     bad: tuple = ()  # Bad cases
     rtol: float = 2e-4
     atol: float = 2e-4  # scaled by max(1, max |reference|) of each output
+    # Composed of TensorFlow ops in Python (the convolutions' flipout and local reparameterization):
+    # ranks must be known when traced, and graph optimisation rounds them differently from eager mode.
+    composed: bool = False
 
     def differentiable_in(self, args):
         """The differentiable arguments this call has (optional ones, like a bias, may be absent)."""
@@ -211,7 +214,7 @@ def estimator_spec(base, estimator):
             Bad("x_seed", lambda a: with_(a, x_seed=None)),
             Bad("estimator", lambda a: with_(a, estimator="flip")),
         ),
-        rtol=base.rtol, atol=base.atol,
+        rtol=base.rtol, atol=base.atol, composed=base.name.startswith("conv"),
     )
 
 

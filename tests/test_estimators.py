@@ -117,6 +117,22 @@ def test_x_seed_is_required_and_estimator_checked(rng):
         nn.Linear(3, 4, estimator="lrt")
 
 
+def test_conv_estimators_need_known_ranks(rng):
+    x, (w_mu, w_rho) = tf.ones([2, 5, 5, 3]), gaussian_params(rng, [3, 3, 3, 4])
+
+    @tf.function(input_signature=[tf.TensorSpec(None, tf.float32)])
+    def unknown_rank(x):
+        return ops.conv2d(x, w_mu, w_rho, [1, 2], estimator="flipout", x_seed=[3, 4])
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)])
+    def unknown_sizes(x):
+        return ops.conv2d(x, w_mu, w_rho, [1, 2], estimator="flipout", x_seed=[3, 4])
+
+    with pytest.raises(ValueError, match="x must have a known rank"):
+        unknown_rank(x)
+    assert_allclose(unknown_sizes(x), ops.conv2d(x, w_mu, w_rho, [1, 2], estimator="flipout", x_seed=[3, 4]))
+
+
 # --- statistics over many seeds ----------------------------------------------------------------
 
 N_DRAWS = 4000

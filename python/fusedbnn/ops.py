@@ -213,6 +213,17 @@ def _estimator_signs(shape, x_seed, k):
     return tf.cast(2 * tf.random.stateless_uniform(shape, seed, minval=0, maxval=2, dtype=tf.int32) - 1, tf.float32)
 
 
+def _require_known_ranks(**tensors):
+    """The composed estimators need ranks (and the bias's and seeds' shapes) known when traced: TensorFlow's
+    oneDNN convolution aborts the process on an input of the wrong rank instead of raising, and a
+    run-time check placed before it is not kept by graph optimisation. Sizes may be unknown."""
+    for name, tensor in tensors.items():
+        whole_shape = name.startswith("b_") or name.endswith("seed")
+        if not (tensor.shape.is_fully_defined() if whole_shape else tensor.shape.rank is not None):
+            raise ValueError(f"{name} must have a known {'shape' if whole_shape else 'rank'} for the flipout and "
+                             f"local reparameterization convolutions, got shape {tensor.shape}")
+
+
 def _conv_estimator(x, w_mu, w_rho, w_seed, bias, args, estimator, x_seed):
     """Flipout or local reparameterization of a 2-D convolution (``x`` in args' layout), composed of
     TensorFlow's convolution and the fused sampling op, not one fused op: a sign per example and
@@ -253,6 +264,9 @@ def _conv(x, w_mu, w_rho, w_seed, b_mu, b_rho, b_seed, args, engine, rank, estim
     b_mu, b_rho, b_seed, use_bias = _optional_bias(b_mu, b_rho, b_seed, w_seed)
     _check_conv_shapes(x, w_mu, w_rho, (b_mu, b_rho) if use_bias else None, args, rank)
     b_seed = tf.cast(b_seed, tf.int64)
+    if x_seed is not None:
+        bias = {"b_mu": b_mu, "b_rho": b_rho, "b_seed": b_seed} if use_bias else {}
+        _require_known_ranks(x=x, w_mu=w_mu, w_rho=w_rho, w_seed=w_seed, x_seed=x_seed, **bias)
     if rank == 1:
         height_axis = 1 if args.channels_last else 2
         x = tf.expand_dims(x, height_axis)
