@@ -4,10 +4,35 @@
 #include <cmath>
 #include <vector>
 
+#include "cpu_features.h"
 #include "gaussian.h"
 #include "gemm.h"
 
 namespace fusedbnn {
+
+const VarianceKernels& scalar_variance_kernels();
+#if defined(FUSEDBNN_HAVE_AVX2)
+const VarianceKernels& avx2_variance_kernels();
+#endif
+#if defined(FUSEDBNN_HAVE_AVX512)
+const VarianceKernels& avx512_variance_kernels();
+#endif
+
+const VarianceKernels& best_variance_kernels() {
+  switch (active_isa()) {
+#if defined(FUSEDBNN_HAVE_AVX512)
+    case Isa::kAvx512:
+      return avx512_variance_kernels();
+#endif
+#if defined(FUSEDBNN_HAVE_AVX2)
+    case Isa::kAvx2:
+      return avx2_variance_kernels();
+#endif
+    default:
+      return scalar_variance_kernels();
+  }
+}
+
 namespace {
 
 // Rows of a [rows, width] elementwise pass per parallel unit.
@@ -145,14 +170,6 @@ void flipout_linear_backward(const ParallelFor& pf, const LinearGradParams& g, c
 
 namespace {
 
-// variance[o, i] = softplus(rho)^2 over elements [begin, end) of rho.
-void fill_variance(const float* rho, int64_t n, float* variance) {
-  for (int64_t i = 0; i < n; ++i) {
-    const float sigma = stable_softplus(rho[i]);
-    variance[i] = sigma * sigma;
-  }
-}
-
 // eps_out[r, :] for rows [r0, r1), the output noise of local reparameterization.
 void fill_output_noise(const NoiseStream& s, int64_t r0, int64_t r1, int64_t out, float* eps) {
   best_kernels().fill_normal(s, r0 * out, r1 * out, eps);
@@ -170,7 +187,7 @@ void local_reparam_linear_forward(const ParallelFor& pf, const LinearParams& p, 
     std::vector<float> variance(tile_rows * p.in);
     for (int64_t t = first; t < last; ++t) {
       const int64_t o0 = t * tile_rows, rows = std::min(tile_rows, p.out - o0);
-      fill_variance(p.w_rho + o0 * p.in, rows * p.in, variance.data());
+      best_variance_kernels().variance(rows * p.in, p.w_rho + o0 * p.in, variance.data());
       gemm(serial_for(),
            GemmArgs{p.rows, rows, p.in, x_squared.data(), p.in, false, variance.data(), p.in, true, y_std + o0, p.out});
     }
@@ -206,6 +223,7 @@ void local_reparam_linear_backward(const ParallelFor& pf, const LinearGradParams
       d[i - r0 * g.out] = scale == 0.0f ? 0.0f : g.dy[i] * d[i - r0 * g.out] / (2.0f * scale);
     }
   });
+  const VarianceKernels& k = best_variance_kernels();
   const int64_t tile_cols = backward_columns_per_tile(g);
   pf(ceil_div(g.in, tile_cols), 5 * tile_cols * g.out * (g.rows + 10), [&](int64_t first, int64_t last) {
     std::vector<float> dvar_w(g.out * tile_cols), variance(g.out * tile_cols), dx_tile(g.rows * tile_cols);
@@ -215,11 +233,8 @@ void local_reparam_linear_backward(const ParallelFor& pf, const LinearGradParams
                                   false, dvar_w.data(), cols});
       for (int64_t o = 0; o < g.out; ++o) {
         const int64_t begin = o * g.in + i0;
-        for (int64_t i = 0; i < cols; ++i) {
-          const float rho = g.w_rho[begin + i], sigma = stable_softplus(rho);
-          variance[o * cols + i] = sigma * sigma;
-          g.dw_rho[begin + i] = dvar_w[o * cols + i] * 2.0f * sigma * sigmoid(rho);
-        }
+        k.variance_grad(cols, g.w_rho + begin, dvar_w.data() + o * cols, variance.data() + o * cols,
+                        g.dw_rho + begin);
       }
       gemm(serial_for(), GemmArgs{g.rows, cols, g.out, dvariance.data(), g.out, false, variance.data(), cols, false,
                                   dx_tile.data(), cols});

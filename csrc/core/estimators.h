@@ -25,6 +25,16 @@ NoiseStream derived_stream(const NoiseStream& x_stream, EstimatorStream k);
 // element i is the low bit of Philox word i % 4 of group i / 4.
 void fill_signs(const NoiseStream& s, int64_t begin, int64_t end, float* signs);
 
+// Elementwise kernels of local reparameterization over n elements, one table per instruction set:
+// variance = softplus(rho)^2, and with drho = dvariance * 2 sigma * sigmoid(rho) alongside.
+struct VarianceKernels {
+  void (*variance)(int64_t n, const float* rho, float* variance);
+  void (*variance_grad)(int64_t n, const float* rho, const float* dvariance, float* variance, float* drho);
+};
+
+// The kernels of the instruction set best_kernels() uses (FUSEDBNN_ISA narrows it).
+const VarianceKernels& best_variance_kernels();
+
 // y [rows, out]. The perturbation sigma * eps is sampled tile by tile, as linear_forward samples W.
 void flipout_linear_forward(const ParallelFor& pf, const LinearParams& p, const NoiseStream& x_stream, float* y);
 void flipout_linear_backward(const ParallelFor& pf, const LinearGradParams& g, const NoiseStream& x_stream);
