@@ -23,7 +23,6 @@ __all__ = ["PerWeightPriorGaussian", "bayesianize"]
 
 # MOPED's sigma = delta * |w| is floored here, so that a weight of exactly 0 gets a finite rho.
 MIN_SIGMA = 1e-8
-ESTIMATORS = ("reparameterization",)
 
 
 @keras.saving.register_keras_serializable(package="fusedbnn")
@@ -93,7 +92,9 @@ def bayesianize(model, moped_delta=None, mu_prior=None, std_prior=0.1, rho_init=
             MOPED, else 0.
         std_prior: the prior's standard deviation, positive.
         rho_init: every rho without MOPED (sigma = softplus(rho_init)).
-        estimator: "reparameterization", the only gradient estimator of the fusedbnn layers so far.
+        estimator: the estimator of the converted Dense and Conv layers: "reparameterization" (one
+            weight sample per call), "flipout" or "local_reparameterization" (per-example noise;
+            docs/design.md, "Estimators"). Embeddings and LSTMs keep the first.
         layers: None to convert every layer that can be, or a list of layer names (nested models'
             layers included) to convert only those.
 
@@ -108,8 +109,8 @@ def bayesianize(model, moped_delta=None, mu_prior=None, std_prior=0.1, rho_init=
     if not model.built:
         raise ValueError(f"model '{model.name}' is not built: build it (or call it once) so that its layers have "
                          "their trained weights")
-    if estimator not in ESTIMATORS:
-        raise ValueError(f"estimator must be one of {ESTIMATORS} (the estimators the fusedbnn layers offer), "
+    if estimator not in ops.ESTIMATORS:
+        raise ValueError(f"estimator must be one of {ops.ESTIMATORS} (the estimators the fusedbnn layers offer), "
                          f"got {estimator!r}")
     if moped_delta is not None and not (_is_finite(moped_delta) and moped_delta > 0):
         raise ValueError(f"moped_delta must be None or a positive float, got {moped_delta!r}")
@@ -120,7 +121,7 @@ def bayesianize(model, moped_delta=None, mu_prior=None, std_prior=0.1, rho_init=
     if isinstance(layers, str):
         raise ValueError(f"layers must be a list of layer names, got the string {layers!r}")
     converter = _Converter(float(moped_delta) if moped_delta else None, None if mu_prior is None else float(mu_prior),
-                           positive_std(std_prior), float(rho_init), None if layers is None else set(layers))
+                           positive_std(std_prior), float(rho_init), None if layers is None else set(layers), estimator)
     unknown = sorted(converter.selected - _layer_names(model)) if converter.selected is not None else []
     if unknown:
         raise ValueError(f"layers names no layer of model '{model.name}': {unknown}")
@@ -160,7 +161,8 @@ class _Converter:
     """One conversion: the settings, and the layers copied unchanged, whose weights are copied once
     the new model has built them."""
 
-    def __init__(self, moped_delta, mu_prior, std_prior, rho_init, selected):
+    def __init__(self, moped_delta, mu_prior, std_prior, rho_init, selected, estimator):
+        self.estimator = estimator
         self.moped_delta = moped_delta
         self.mu_prior = mu_prior
         self.std_prior = std_prior
@@ -287,7 +289,7 @@ class _Converter:
 
     def _dense(self, layer):
         kernel = keras.ops.transpose(layer.kernel)
-        return nn.Linear(kernel.shape[1], kernel.shape[0], use_bias=layer.use_bias,
+        return nn.Linear(kernel.shape[1], kernel.shape[0], use_bias=layer.use_bias, estimator=self.estimator,
                          **self._weight_and_bias(layer, kernel, layer.bias if layer.use_bias else None))
 
     def _conv(self, layer):
@@ -303,7 +305,7 @@ class _Converter:
             else (nn.Conv2d, "NHWC" if channels_last else "NCHW")
         return layer_class(input_channels, layer.filters, list(layer.kernel_size), stride=list(layer.strides),
                            padding=padding, dilation=list(layer.dilation_rate), groups=layer.groups,
-                           data_format=data_format, use_bias=layer.use_bias,
+                           data_format=data_format, use_bias=layer.use_bias, estimator=self.estimator,
                            **self._weight_and_bias(layer, layer.kernel, layer.bias if layer.use_bias else None))
 
     def _embedding(self, layer):
