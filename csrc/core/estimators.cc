@@ -52,7 +52,8 @@ std::vector<float> signs(const ParallelFor& pf, const NoiseStream& x_stream, Est
                          int64_t width) {
   const NoiseStream s = derived_stream(x_stream, k);
   std::vector<float> out(rows * width);
-  for_row_blocks(pf, rows, width, [&](int64_t r0, int64_t r1) { fill_signs(s, r0 * width, r1 * width, out.data() + r0 * width); });
+  for_row_blocks(pf, rows, width,
+                 [&](int64_t r0, int64_t r1) { fill_signs(s, r0 * width, r1 * width, out.data() + r0 * width); });
   return out;
 }
 
@@ -120,8 +121,8 @@ void flipout_linear_forward(const ParallelFor& pf, const LinearParams& p, const 
     for (int64_t t = first; t < last; ++t) {
       const int64_t o0 = t * tile_rows, rows = std::min(tile_rows, p.out - o0), begin = o0 * p.in;
       k.sample(p.w_stream, begin, begin + rows * p.in, zeros.data(), p.w_rho + begin, perturbation.data());
-      gemm(serial_for(),
-           GemmArgs{p.rows, rows, p.in, x_signed.data(), p.in, false, perturbation.data(), p.in, true, product.data(), rows});
+      gemm(serial_for(), GemmArgs{p.rows, rows, p.in, x_signed.data(), p.in, false, perturbation.data(), p.in, true,
+                                  product.data(), rows});
       for (int64_t r = 0; r < p.rows; ++r) {
         float* y_row = y + r * p.out + o0;
         const float* s_row = s_out.data() + r * p.out + o0;

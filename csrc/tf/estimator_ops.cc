@@ -83,15 +83,16 @@ tfl::Status grad_shapes(InferenceContext* c) {
 
 }  // namespace
 
-#define FUSEDBNN_ESTIMATOR_INPUTS        \
-  Input("x: float")                      \
-      .Input("w_mu: float")              \
-      .Input("w_rho: float")             \
-      .Input("w_seed: Tseed")            \
-      .Input("b_mu: float")              \
-      .Input("b_rho: float")             \
-      .Input("b_seed: Tseed")            \
-      .Input("x_seed: Tseed")            \
+// The inputs and attributes every estimator op shares (the gradient ops put dy first).
+#define FUSEDBNN_ESTIMATOR_INPUTS               \
+  Input("x: float")                             \
+      .Input("w_mu: float")                     \
+      .Input("w_rho: float")                    \
+      .Input("w_seed: Tseed")                   \
+      .Input("b_mu: float")                     \
+      .Input("b_rho: float")                    \
+      .Input("b_seed: Tseed")                   \
+      .Input("x_seed: Tseed")                   \
       .Attr("Tseed: {int32, int64} = DT_INT64") \
       .Attr("use_bias: bool = true")
 

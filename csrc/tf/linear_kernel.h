@@ -15,7 +15,8 @@ enum Index : int { kX, kWMu, kWRho, kWSeed, kBMu, kBRho, kBSeed };
 }  // namespace linear_input
 
 // The shape function of the linear ops whose forward inputs start at `first`: y = x.shape[:-1] + [out].
-inline tfl::Status linear_shapes(tfl::shape_inference::InferenceContext* c, int first, tfl::shape_inference::ShapeHandle* y) {
+inline tfl::Status linear_shapes(tfl::shape_inference::InferenceContext* c, int first,
+                                 tfl::shape_inference::ShapeHandle* y) {
   tfl::shape_inference::ShapeHandle x, w, w_rho;
   TF_RETURN_IF_ERROR(named(c->WithRankAtLeast(c->input(first + linear_input::kX), 1, &x), "x must have rank >= 1"));
   TF_RETURN_IF_ERROR(named(c->WithRank(c->input(first + linear_input::kWMu), 2, &w), "w_mu must have rank 2"));
