@@ -38,8 +38,10 @@ def main():
         b_mu, b_rho, b_seed = bench._params(kernel_shape[-1:], rng)
         trainables = [x, w_mu, w_rho, b_mu, b_rho]
         steps = {
-            engine: bench._side(lambda engine=engine: ops.conv2d(x, w_mu, w_rho, w_seed, b_mu, b_rho, b_seed,
-                                                                 engine=engine, **kwargs), trainables).train_step
+            engine: bench._side(
+                lambda engine=engine: ops.conv2d(x, w_mu, w_rho, w_seed, b_mu, b_rho, b_seed, engine=engine, **kwargs),
+                trainables,
+            ).train_step
             for engine in ("fused", "tensorflow")
         }
         for step in steps.values():
@@ -47,11 +49,14 @@ def main():
             step()
         times = {engine: [] for engine in steps}
         for round_index in range(args.pairs):
-            for engine in (steps if round_index % 2 == 0 else reversed(list(steps))):
+            for engine in steps if round_index % 2 == 0 else reversed(list(steps)):
                 times[engine].append(bench._time_once(steps[engine], 1))
         ratio = statistics.median(f / t for f, t in zip(times["fused"], times["tensorflow"]))
-        print(f"{name:18s} {1e3 * statistics.median(times['fused']):9.2f} "
-              f"{1e3 * statistics.median(times['tensorflow']):9.2f} {ratio:8.2f}x", flush=True)
+        print(
+            f"{name:18s} {1e3 * statistics.median(times['fused']):9.2f} "
+            f"{1e3 * statistics.median(times['tensorflow']):9.2f} {ratio:8.2f}x",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -60,8 +60,10 @@ def main(argv=None):
     for name, value in ms.items():
         print(f"{name:24} {value:8.3f} {value / det:21.2f}x")
     print(f"{'floor':24} {floor:8.3f} {floor / det:21.2f}x   (target 1.50x = {1.5 * det:.3f} ms)")
-    print(f"intra-op threads: {tf.config.threading.get_intra_op_parallelism_threads() or 'all'}, "
-          f"{args.rounds} interleaved rounds, medians")
+    print(
+        f"intra-op threads: {tf.config.threading.get_intra_op_parallelism_threads() or 'all'}, "
+        f"{args.rounds} interleaved rounds, medians"
+    )
 
 
 if __name__ == "__main__":

@@ -29,8 +29,15 @@ class ReferenceLinear(Linear):
     """Linear whose sampling runs on fusedbnn.reference: the unfused baseline in the same model."""
 
     def call(self, inputs):
-        args = [inputs, self.weights_distribution.mu, self.weights_distribution.rho, self._w.draw_seed(self),
-                self.bias_distribution.mu, self.bias_distribution.rho, self._b.draw_seed(self)]
+        args = [
+            inputs,
+            self.weights_distribution.mu,
+            self.weights_distribution.rho,
+            self._w.draw_seed(self),
+            self.bias_distribution.mu,
+            self.bias_distribution.rho,
+            self._b.draw_seed(self),
+        ]
         return reference.linear(*args)
 
 
@@ -86,14 +93,15 @@ def main():
         for name, model in models.items():
             times[name].append(step_seconds(model, x, y))
     fused = np.array(times["fused ELBO, num_samples=1"])
-    print(f"MLP {FEATURES}-{HIDDEN}-{HIDDEN}-{CLASSES}, batch {BATCH}, one train_on_batch step, "
-          f"{args.rounds} rounds")
+    print(f"MLP {FEATURES}-{HIDDEN}-{HIDDEN}-{CLASSES}, batch {BATCH}, one train_on_batch step, {args.rounds} rounds")
     print(f"{'variant':<32}{'median ms':>10}{'/ fused(1)':>12}{'/ Dense':>10}{'peak MB':>10}")
     dense = np.array(times["Dense (deterministic)"])
     for name, model in models.items():
         t = np.array(times[name])
-        print(f"{name:<32}{np.median(t) * 1e3:>10.1f}{np.median(t / fused):>12.2f}{np.median(t / dense):>10.2f}"
-              f"{peak_bytes(model, x, y) / 2**20:>10.1f}")
+        print(
+            f"{name:<32}{np.median(t) * 1e3:>10.1f}{np.median(t / fused):>12.2f}{np.median(t / dense):>10.2f}"
+            f"{peak_bytes(model, x, y) / 2**20:>10.1f}"
+        )
 
 
 if __name__ == "__main__":

@@ -39,16 +39,19 @@ MAX_ACCURACY_DROP = 0.02
 
 def deterministic_cnn():
     """An ordinary Keras CNN with logits out: what a user has before thinking of uncertainty."""
-    return keras.Sequential([
-        keras.Input((8, 8, 1)),
-        keras.layers.Conv2D(16, 3, padding="same", activation="relu"),
-        keras.layers.Conv2D(32, 3, padding="same", activation="relu"),
-        keras.layers.MaxPooling2D(2),
-        keras.layers.Flatten(),
-        keras.layers.Dropout(0.25),
-        keras.layers.Dense(64, activation="relu"),
-        keras.layers.Dense(10),
-    ], name="cnn")
+    return keras.Sequential(
+        [
+            keras.Input((8, 8, 1)),
+            keras.layers.Conv2D(16, 3, padding="same", activation="relu"),
+            keras.layers.Conv2D(32, 3, padding="same", activation="relu"),
+            keras.layers.MaxPooling2D(2),
+            keras.layers.Flatten(),
+            keras.layers.Dropout(0.25),
+            keras.layers.Dense(64, activation="relu"),
+            keras.layers.Dense(10),
+        ],
+        name="cnn",
+    )
 
 
 def run(epochs=20, finetune_epochs=3, samples=30, verbose="auto"):
@@ -56,8 +59,9 @@ def run(epochs=20, finetune_epochs=3, samples=30, verbose="auto"):
     keras.utils.set_random_seed(SEED)
     pixels, labels = load_digits(return_X_y=True)  # 8x8 images, 16 grey levels, flattened
     images = (pixels.reshape(-1, 8, 8, 1) / 16.0).astype(np.float32)
-    x_train, x_test, y_train, y_test = train_test_split(images, labels, test_size=0.25, stratify=labels,
-                                                        random_state=SEED)
+    x_train, x_test, y_train, y_test = train_test_split(
+        images, labels, test_size=0.25, stratify=labels, random_state=SEED
+    )
     cross_entropy = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
     cnn = deterministic_cnn()
@@ -66,8 +70,11 @@ def run(epochs=20, finetune_epochs=3, samples=30, verbose="auto"):
     deterministic_accuracy = float((cnn.predict(x_test, verbose=0).argmax(-1) == y_test).mean())
 
     bayesian = fusedbnn.bayesianize(cnn, moped_delta=MOPED_DELTA)
-    bayesian.compile(optimizer=keras.optimizers.Adam(1e-3),
-                     loss=fusedbnn.losses.ELBOLoss(cross_entropy, kl_weight=KL_WEIGHT), metrics=["accuracy"])
+    bayesian.compile(
+        optimizer=keras.optimizers.Adam(1e-3),
+        loss=fusedbnn.losses.ELBOLoss(cross_entropy, kl_weight=KL_WEIGHT),
+        metrics=["accuracy"],
+    )
     bayesian.fit(x_train, y_train, batch_size=64, epochs=finetune_epochs, verbose=verbose)
 
     noise = np.random.default_rng(SEED).uniform(0.0, 1.0, size=x_test.shape).astype(np.float32)

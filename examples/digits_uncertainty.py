@@ -54,13 +54,26 @@ def posterior(shape, seed):
 
 def bayesian_cnn():
     """Two Bayesian 3x3 convolutions, max pooling, two Bayesian dense layers; logits out."""
+
     def conv(cin, cout, seed):
-        return Conv2d(cin, cout, 3, padding="SAME", weights_distribution=posterior((3, 3, cin, cout), seed),
-                      bias_distribution=posterior(cout, seed + 100), seed=seed)
+        return Conv2d(
+            cin,
+            cout,
+            3,
+            padding="SAME",
+            weights_distribution=posterior((3, 3, cin, cout), seed),
+            bias_distribution=posterior(cout, seed + 100),
+            seed=seed,
+        )
 
     def dense(cin, cout, seed):
-        return Linear(cin, cout, weights_distribution=posterior((cout, cin), seed),
-                      bias_distribution=posterior(cout, seed + 100), seed=seed)
+        return Linear(
+            cin,
+            cout,
+            weights_distribution=posterior((cout, cin), seed),
+            bias_distribution=posterior(cout, seed + 100),
+            seed=seed,
+        )
 
     inputs = keras.Input((8, 8, 1))
     x = keras.layers.ReLU()(conv(1, 16, SEED + 1)(inputs))
@@ -109,8 +122,9 @@ def plot(path, examples, entropies):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)),
-                                                      "digits_uncertainty.png"))
+    parser.add_argument(
+        "--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "digits_uncertainty.png")
+    )
     parser.add_argument("--epochs", type=int, default=25)
     parser.add_argument("--samples", type=int, default=50, help="Monte Carlo samples at test time")
     args = parser.parse_args()
@@ -122,22 +136,24 @@ def main():
     model = bayesian_cnn()
     model.compile(
         optimizer=keras.optimizers.Adam(3e-3),
-        loss=fusedbnn.losses.ELBOLoss(keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                                      num_samples=2, kl_weight=KL_WEIGHT),
+        loss=fusedbnn.losses.ELBOLoss(
+            keras.losses.SparseCategoricalCrossentropy(from_logits=True), num_samples=2, kl_weight=KL_WEIGHT
+        ),
         metrics=["accuracy"],
     )
     model.fit(x_train, y_train, batch_size=64, epochs=args.epochs)  # Keras's progress bar
 
     rotated, noise = shifted_inputs(x_test, rng)
     probs = {
-        name: uncertainty.predict_mc(keras.Sequential([model, keras.layers.Softmax()]), x, args.samples,
-                                     batch_size=256)
+        name: uncertainty.predict_mc(keras.Sequential([model, keras.layers.Softmax()]), x, args.samples, batch_size=256)
         for name, x in (("test", x_test), ("rotated", rotated), ("noise", noise))
     }
     predicted = probs["test"].mean(axis=0).argmax(axis=-1)
     correct = predicted == y_test
-    print(f"test accuracy ({args.samples}-sample predictive mean): {correct.mean():.3f} "
-          f"({(~correct).sum()} of {len(y_test)} misclassified)")
+    print(
+        f"test accuracy ({args.samples}-sample predictive mean): {correct.mean():.3f} "
+        f"({(~correct).sum()} of {len(y_test)} misclassified)"
+    )
 
     entropy = {name: uncertainty.predictive_entropy(p) for name, p in probs.items()}
     information = {name: uncertainty.mutual_information(p) for name, p in probs.items()}
@@ -152,15 +168,22 @@ def main():
         print(f"{name:<16}{len(h):>6}{h.mean():>14.3f}{mi.mean():>18.3f}")
     base = groups["correct"][0].mean()
     higher = {name: h.mean() > base for name, (h, _) in groups.items() if name != "correct"}
-    print("entropy above that of correct digits: " + ", ".join(f"{k}: {'yes' if v else 'NO'}"
-                                                               for k, v in higher.items()))
+    print(
+        "entropy above that of correct digits: " + ", ".join(f"{k}: {'yes' if v else 'NO'}" for k, v in higher.items())
+    )
 
-    examples = [(f"test {i}: true {y_test[i]}, pred {predicted[i]}", x_test[i], probs["test"][:, i])
-                for i in np.flatnonzero(correct)[:2]]
-    examples += [(f"test {i}: true {y_test[i]}, pred {predicted[i]}", x_test[i], probs["test"][:, i])
-                 for i in np.flatnonzero(~correct)[:2]]
-    examples += [(f"rotated: true {y_test[0]}", rotated[0], probs["rotated"][:, 0]),
-                 ("uniform noise", noise[0], probs["noise"][:, 0])]
+    examples = [
+        (f"test {i}: true {y_test[i]}, pred {predicted[i]}", x_test[i], probs["test"][:, i])
+        for i in np.flatnonzero(correct)[:2]
+    ]
+    examples += [
+        (f"test {i}: true {y_test[i]}, pred {predicted[i]}", x_test[i], probs["test"][:, i])
+        for i in np.flatnonzero(~correct)[:2]
+    ]
+    examples += [
+        (f"rotated: true {y_test[0]}", rotated[0], probs["rotated"][:, 0]),
+        ("uniform noise", noise[0], probs["noise"][:, 0]),
+    ]
     plot(args.out, examples, {name: h for name, (h, _) in groups.items()})
     print(f"figure written to {args.out}; {time.perf_counter() - start:.0f} s in all")
     if not all(higher.values()):

@@ -63,5 +63,4 @@ def rng(request):
 def subprocess_env(**extra):
     """The environment for a child Python that imports what this one does: the installed fusedbnn, or
     the source tree when the tests run with PYTHONPATH=python."""
-    return {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p), "TF_CPP_MIN_LOG_LEVEL": "2",
-            **extra}
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p), "TF_CPP_MIN_LOG_LEVEL": "2", **extra}

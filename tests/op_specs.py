@@ -11,9 +11,10 @@ from typing import Callable
 
 import numpy as np
 import tensorflow as tf
+from hypothesis import strategies as st
+
 from conftest import assert_allclose, grads
 from fusedbnn import ops, reference
-from hypothesis import strategies as st
 
 # Sizes are small: hypothesis explores shapes, not throughput.
 DIM = st.integers(0, 9)
@@ -101,9 +102,7 @@ SHAPE = st.lists(DIM, min_size=0, max_size=3)
 
 
 def gaussian_sizes(extra=None):
-    return st.fixed_dictionaries(
-        {"shape": SHAPE, "rho_center": RHO_CENTER, "seed_dtype": SEED_DTYPE, **(extra or {})}
-    )
+    return st.fixed_dictionaries({"shape": SHAPE, "rho_center": RHO_CENTER, "seed_dtype": SEED_DTYPE, **(extra or {})})
 
 
 def gaussian_args(sizes, rng):
@@ -137,16 +136,15 @@ GAUSSIAN_KL = OpSpec(
     fused=ops.gaussian_kl,
     reference=reference.gaussian_kl,
     # rho >= -4: the KL's 1/sigma^2 terms make float32 sums of tiny sigmas differ in the last bits.
-    sizes=gaussian_sizes({"rho_center": st.floats(-4.0, 1.0), "mu_prior": st.floats(-1.0, 1.0),
-                          "std_prior": st.floats(0.05, 2.0)}),
+    sizes=gaussian_sizes(
+        {"rho_center": st.floats(-4.0, 1.0), "mu_prior": st.floats(-1.0, 1.0), "std_prior": st.floats(0.05, 2.0)}
+    ),
     make=kl_args,
     large={"shape": [301, 331], "rho_center": -2.0, "seed_dtype": tf.int64, "mu_prior": 0.1, "std_prior": 0.5},
     medium={"shape": [37, 29], "rho_center": -2.0, "seed_dtype": tf.int64, "mu_prior": 0.1, "std_prior": 0.5},
     differentiable=("mu", "rho"),
-    bad=bad_parameters() + (
-        Bad("std_prior", lambda a: with_(a, std_prior=0.0)),
-        Bad("std_prior", lambda a: with_(a, std_prior=-1.0)),
-    ),
+    bad=bad_parameters()
+    + (Bad("std_prior", lambda a: with_(a, std_prior=0.0)), Bad("std_prior", lambda a: with_(a, std_prior=-1.0))),
     rtol=1e-4,
     atol=1e-4,
 )
@@ -163,8 +161,11 @@ def linear_args(sizes, rng):
         "w_seed": seed(rng, sizes["seed_dtype"]),
     }
     if sizes["bias"]:
-        args.update(b_mu=floats(rng, [n_out], scale=0.5), b_rho=floats(rng, [n_out], center=sizes["rho_center"]),
-                    b_seed=seed(rng, sizes["seed_dtype"]))
+        args.update(
+            b_mu=floats(rng, [n_out], scale=0.5),
+            b_rho=floats(rng, [n_out], center=sizes["rho_center"]),
+            b_seed=seed(rng, sizes["seed_dtype"]),
+        )
     return args
 
 
@@ -176,26 +177,48 @@ LINEAR = OpSpec(
     name="linear",
     fused=ops.linear,
     reference=reference.linear,
-    sizes=st.fixed_dictionaries({
-        "batch": st.lists(DIM, min_size=0, max_size=2), "n_in": FEATURES, "n_out": FEATURES,
-        "bias": st.booleans(), "rho_center": RHO_CENTER, "seed_dtype": SEED_DTYPE,
-    }),
+    sizes=st.fixed_dictionaries(
+        {
+            "batch": st.lists(DIM, min_size=0, max_size=2),
+            "n_in": FEATURES,
+            "n_out": FEATURES,
+            "bias": st.booleans(),
+            "rho_center": RHO_CENTER,
+            "seed_dtype": SEED_DTYPE,
+        }
+    ),
     make=linear_args,
     large={"batch": [67, 3], "n_in": 300, "n_out": 257, "bias": True, "rho_center": -2.0, "seed_dtype": tf.int64},
     medium={"batch": [13], "n_in": 71, "n_out": 67, "bias": True, "rho_center": -2.0, "seed_dtype": tf.int64},
     differentiable=("x", "w_mu", "w_rho", "b_mu", "b_rho"),
-    bad=bad_parameters("w_") + (
+    bad=bad_parameters("w_")
+    + (
         Bad("x", _bad_x_in_features),
         Bad("x", lambda a: with_(a, x=tf.constant(1.0))),
         Bad("x", lambda a: with_(a, x=tf.cast(a["x"], tf.int32))),
         Bad("w_mu", lambda a: with_(a, w_mu=a["w_mu"][None], w_rho=a["w_rho"][None])),
-        Bad("b_mu", lambda a: with_(a, b_mu=tf.zeros([a["w_mu"].shape[0] + 1]),
-                                    b_rho=tf.zeros([a["w_mu"].shape[0] + 1]), b_seed=a["w_seed"])),
-        Bad("b_rho", lambda a: with_(a, b_mu=tf.zeros([a["w_mu"].shape[0]]), b_rho=tf.zeros([a["w_mu"].shape[0], 1]),
-                                     b_seed=a["w_seed"])),
+        Bad(
+            "b_mu",
+            lambda a: with_(
+                a, b_mu=tf.zeros([a["w_mu"].shape[0] + 1]), b_rho=tf.zeros([a["w_mu"].shape[0] + 1]), b_seed=a["w_seed"]
+            ),
+        ),
+        Bad(
+            "b_rho",
+            lambda a: with_(
+                a, b_mu=tf.zeros([a["w_mu"].shape[0]]), b_rho=tf.zeros([a["w_mu"].shape[0], 1]), b_seed=a["w_seed"]
+            ),
+        ),
         Bad("b_", lambda a: with_(a, b_mu=tf.zeros([a["w_mu"].shape[0]]), b_rho=None, b_seed=None)),
-        Bad("b_seed", lambda a: with_(a, b_mu=tf.zeros([a["w_mu"].shape[0]]), b_rho=tf.zeros([a["w_mu"].shape[0]]),
-                                      b_seed=tf.constant([1, 2, 3], tf.int64))),
+        Bad(
+            "b_seed",
+            lambda a: with_(
+                a,
+                b_mu=tf.zeros([a["w_mu"].shape[0]]),
+                b_rho=tf.zeros([a["w_mu"].shape[0]]),
+                b_seed=tf.constant([1, 2, 3], tf.int64),
+            ),
+        ),
     ),
 )
 
@@ -207,14 +230,23 @@ def estimator_spec(base, estimator):
         return {**base.make(sizes, rng), "estimator": estimator, "x_seed": seed(rng, sizes["seed_dtype"])}
 
     return OpSpec(
-        name=f"{base.name}-{estimator}", fused=base.fused, reference=base.reference, sizes=base.sizes, make=make,
-        large=base.large, medium=base.medium, differentiable=base.differentiable,
-        bad=base.bad + (
+        name=f"{base.name}-{estimator}",
+        fused=base.fused,
+        reference=base.reference,
+        sizes=base.sizes,
+        make=make,
+        large=base.large,
+        medium=base.medium,
+        differentiable=base.differentiable,
+        bad=base.bad
+        + (
             Bad("x_seed", lambda a: with_(a, x_seed=tf.constant([1, 2, 3], tf.int64))),
             Bad("x_seed", lambda a: with_(a, x_seed=None)),
             Bad("estimator", lambda a: with_(a, estimator="flip")),
         ),
-        rtol=base.rtol, atol=base.atol, composed=base.name.startswith("conv"),
+        rtol=base.rtol,
+        atol=base.atol,
+        composed=base.name.startswith("conv"),
     )
 
 
@@ -239,32 +271,62 @@ def conv_args(sizes, rng):
         "w_mu": floats(rng, w_shape, scale=0.5),
         "w_rho": floats(rng, w_shape, center=sizes["rho_center"]),
         "w_seed": seed(rng, sizes["seed_dtype"]),
-        "stride": sizes["stride"], "padding": sizes["padding"], "dilation": sizes["dilation"], "groups": groups,
+        "stride": sizes["stride"],
+        "padding": sizes["padding"],
+        "dilation": sizes["dilation"],
+        "groups": groups,
         "data_format": ("NHWC" if channels_last else "NCHW") if rank == 2 else ("NWC" if channels_last else "NCW"),
         "engine": sizes["engine"],
     }
     if sizes["bias"]:
-        args.update(b_mu=floats(rng, [c_out], scale=0.5), b_rho=floats(rng, [c_out], center=sizes["rho_center"]),
-                    b_seed=seed(rng, sizes["seed_dtype"]))
+        args.update(
+            b_mu=floats(rng, [c_out], scale=0.5),
+            b_rho=floats(rng, [c_out], center=sizes["rho_center"]),
+            b_seed=seed(rng, sizes["seed_dtype"]),
+        )
     return args
 
 
 def conv_sizes(rank):
-    return st.fixed_dictionaries({
-        "rank": st.just(rank), "batch": st.integers(1, 3), "spatial": st.lists(st.integers(1, 9), min_size=2,
-                                                                               max_size=2),
-        "kernel": st.lists(st.integers(1, 3), min_size=2, max_size=2), "in_per_group": st.integers(1, 5),
-        "out_per_group": st.integers(1, 5), "groups": st.integers(1, 3), "stride": st.integers(1, 2),
-        "dilation": st.integers(1, 2), "padding": st.sampled_from(["VALID", "SAME"]),
-        "channels_last": st.booleans(), "bias": st.booleans(), "engine": st.sampled_from(["fused", "tensorflow"]),
-        "rho_center": RHO_CENTER, "seed_dtype": SEED_DTYPE,
-    })
+    return st.fixed_dictionaries(
+        {
+            "rank": st.just(rank),
+            "batch": st.integers(1, 3),
+            "spatial": st.lists(st.integers(1, 9), min_size=2, max_size=2),
+            "kernel": st.lists(st.integers(1, 3), min_size=2, max_size=2),
+            "in_per_group": st.integers(1, 5),
+            "out_per_group": st.integers(1, 5),
+            "groups": st.integers(1, 3),
+            "stride": st.integers(1, 2),
+            "dilation": st.integers(1, 2),
+            "padding": st.sampled_from(["VALID", "SAME"]),
+            "channels_last": st.booleans(),
+            "bias": st.booleans(),
+            "engine": st.sampled_from(["fused", "tensorflow"]),
+            "rho_center": RHO_CENTER,
+            "seed_dtype": SEED_DTYPE,
+        }
+    )
 
 
 def conv_fixed(rank, batch, spatial, c, k):
-    return {"rank": rank, "batch": batch, "spatial": spatial, "kernel": [k, k], "in_per_group": c,
-            "out_per_group": c + 3, "groups": 1, "stride": 1, "dilation": 1, "padding": "SAME",
-            "channels_last": True, "bias": True, "engine": "fused", "rho_center": -2.0, "seed_dtype": tf.int64}
+    return {
+        "rank": rank,
+        "batch": batch,
+        "spatial": spatial,
+        "kernel": [k, k],
+        "in_per_group": c,
+        "out_per_group": c + 3,
+        "groups": 1,
+        "stride": 1,
+        "dilation": 1,
+        "padding": "SAME",
+        "channels_last": True,
+        "bias": True,
+        "engine": "fused",
+        "rho_center": -2.0,
+        "seed_dtype": tf.int64,
+    }
 
 
 def _bad_channels(a):
@@ -284,15 +346,25 @@ def bad_conv():
         Bad("padding", lambda a: with_(a, padding="FULL")),
         Bad("data_format", lambda a: with_(a, data_format="CHWN")),
         Bad("engine", lambda a: with_(a, engine="gpu")),
-        Bad("b_mu", lambda a: with_(a, b_mu=tf.zeros([a["w_mu"].shape[-1] + 1]),
-                                    b_rho=tf.zeros([a["w_mu"].shape[-1] + 1]), b_seed=a["w_seed"])),
+        Bad(
+            "b_mu",
+            lambda a: with_(
+                a,
+                b_mu=tf.zeros([a["w_mu"].shape[-1] + 1]),
+                b_rho=tf.zeros([a["w_mu"].shape[-1] + 1]),
+                b_seed=a["w_seed"],
+            ),
+        ),
     )
 
 
 def conv_spec(rank):
     fn = "conv2d" if rank == 2 else "conv1d"
     return OpSpec(
-        name=fn, fused=getattr(ops, fn), sizes=conv_sizes(rank), make=conv_args,
+        name=fn,
+        fused=getattr(ops, fn),
+        sizes=conv_sizes(rank),
+        make=conv_args,
         # `engine` picks how fusedbnn convolves; the reference has one way.
         reference=lambda engine, _reference=getattr(reference, fn), **args: _reference(**args),
         large=conv_fixed(rank, 4, [23, 19], 13, 3),
@@ -300,7 +372,8 @@ def conv_spec(rank):
         # the weights, so a NaN/Inf weight reaches border outputs that TensorFlow's conv leaves
         # finite (0 * NaN = NaN): a known deviation, reported.
         medium={**conv_fixed(rank, 2, [9, 7], 5, 3), "padding": "VALID"},
-        differentiable=("x", "w_mu", "w_rho", "b_mu", "b_rho"), bad=bad_conv(),
+        differentiable=("x", "w_mu", "w_rho", "b_mu", "b_rho"),
+        bad=bad_conv(),
     )
 
 
@@ -334,19 +407,45 @@ def _bad_id(a):
 
 
 EMBEDDING = OpSpec(
-    name="embedding", fused=ops.embedding, reference=reference.embedding,
-    sizes=st.fixed_dictionaries({
-        "rows": st.integers(1, 40), "dim": st.integers(0, 40), "ids_shape": st.lists(DIM, max_size=2),
-        "ids_dtype": st.sampled_from([tf.int32, tf.int64]), "padding_idx": st.none() | st.integers(0, 100),
-        "max_norm": st.none() | st.floats(0.1, 5.0), "rho_center": RHO_CENTER, "seed_dtype": SEED_DTYPE,
-    }),
+    name="embedding",
+    fused=ops.embedding,
+    reference=reference.embedding,
+    sizes=st.fixed_dictionaries(
+        {
+            "rows": st.integers(1, 40),
+            "dim": st.integers(0, 40),
+            "ids_shape": st.lists(DIM, max_size=2),
+            "ids_dtype": st.sampled_from([tf.int32, tf.int64]),
+            "padding_idx": st.none() | st.integers(0, 100),
+            "max_norm": st.none() | st.floats(0.1, 5.0),
+            "rho_center": RHO_CENTER,
+            "seed_dtype": SEED_DTYPE,
+        }
+    ),
     make=embedding_args,
-    large={"rows": 3000, "dim": 67, "ids_shape": [64, 33], "ids_dtype": tf.int64, "padding_idx": None,
-           "max_norm": None, "rho_center": -2.0, "seed_dtype": tf.int64},
-    medium={"rows": 50, "dim": 37, "ids_shape": [9, 7], "ids_dtype": tf.int64, "padding_idx": None,
-            "max_norm": None, "rho_center": -2.0, "seed_dtype": tf.int64},
+    large={
+        "rows": 3000,
+        "dim": 67,
+        "ids_shape": [64, 33],
+        "ids_dtype": tf.int64,
+        "padding_idx": None,
+        "max_norm": None,
+        "rho_center": -2.0,
+        "seed_dtype": tf.int64,
+    },
+    medium={
+        "rows": 50,
+        "dim": 37,
+        "ids_shape": [9, 7],
+        "ids_dtype": tf.int64,
+        "padding_idx": None,
+        "max_norm": None,
+        "rho_center": -2.0,
+        "seed_dtype": tf.int64,
+    },
     differentiable=("w_mu", "w_rho"),
-    bad=bad_parameters("w_") + (
+    bad=bad_parameters("w_")
+    + (
         Bad("ids", _bad_id),
         Bad("ids", lambda a: with_(a, ids=tf.cast(a["ids"], tf.float32))),
         Bad("padding_idx", lambda a: with_(a, padding_idx=a["w_mu"].shape[0])),
@@ -387,32 +486,74 @@ def lstm_args(sizes, rng):
 
 
 def lstm_fixed(batch, steps, n_in, hidden):
-    return {"batch": batch, "steps": steps, "n_in": n_in, "hidden": hidden, "state": True, "rho_center": -2.0,
-            "seed_dtype": tf.int64}
+    return {
+        "batch": batch,
+        "steps": steps,
+        "n_in": n_in,
+        "hidden": hidden,
+        "state": True,
+        "rho_center": -2.0,
+        "seed_dtype": tf.int64,
+    }
 
 
 LSTM = OpSpec(
-    name="lstm", fused=_lstm_flat(ops), reference=_lstm_flat(reference),
-    sizes=st.fixed_dictionaries({
-        "batch": st.integers(1, 4), "steps": st.integers(1, 5), "n_in": st.integers(1, 9),
-        "hidden": st.integers(1, 9), "state": st.booleans(), "rho_center": RHO_CENTER, "seed_dtype": SEED_DTYPE,
-    }),
+    name="lstm",
+    fused=_lstm_flat(ops),
+    reference=_lstm_flat(reference),
+    sizes=st.fixed_dictionaries(
+        {
+            "batch": st.integers(1, 4),
+            "steps": st.integers(1, 5),
+            "n_in": st.integers(1, 9),
+            "hidden": st.integers(1, 9),
+            "state": st.booleans(),
+            "rho_center": RHO_CENTER,
+            "seed_dtype": SEED_DTYPE,
+        }
+    ),
     make=lstm_args,
-    large=lstm_fixed(9, 7, 37, 41), medium=lstm_fixed(3, 4, 7, 5),
+    large=lstm_fixed(9, 7, 37, 41),
+    medium=lstm_fixed(3, 4, 7, 5),
     differentiable=("x", "w_mu", "w_rho", "b_mu", "b_rho", "h0", "c0"),
-    bad=bad_parameters("w_") + bad_parameters("b_") + (
+    bad=bad_parameters("w_")
+    + bad_parameters("b_")
+    + (
         Bad("x", lambda a: with_(a, x=a["x"][0])),
         Bad("w_mu", lambda a: with_(a, w_mu=a["w_mu"][1:], w_rho=a["w_rho"][1:])),
         Bad("b_mu", lambda a: with_(a, b_mu=a["b_mu"][1:], b_rho=a["b_rho"][1:])),
-        Bad("h0", lambda a: with_(a, h0=tf.zeros([a["x"].shape[0] + 1, a["b_mu"].shape[0] // 4]),
-                                  c0=tf.zeros([a["x"].shape[0], a["b_mu"].shape[0] // 4]))),
-        Bad("c0", lambda a: with_(a, h0=tf.zeros([a["x"].shape[0], a["b_mu"].shape[0] // 4]),
-                                  c0=tf.zeros([a["x"].shape[0], a["b_mu"].shape[0] // 4 + 1]))),
+        Bad(
+            "h0",
+            lambda a: with_(
+                a,
+                h0=tf.zeros([a["x"].shape[0] + 1, a["b_mu"].shape[0] // 4]),
+                c0=tf.zeros([a["x"].shape[0], a["b_mu"].shape[0] // 4]),
+            ),
+        ),
+        Bad(
+            "c0",
+            lambda a: with_(
+                a,
+                h0=tf.zeros([a["x"].shape[0], a["b_mu"].shape[0] // 4]),
+                c0=tf.zeros([a["x"].shape[0], a["b_mu"].shape[0] // 4 + 1]),
+            ),
+        ),
     ),
 )
 
-SPECS = [SAMPLE_GAUSSIAN, GAUSSIAN_KL, LINEAR, LINEAR_FLIPOUT, LINEAR_LOCAL_REPARAM, CONV2D, CONV2D_FLIPOUT, CONV1D,
-         CONV1D_LOCAL_REPARAM, EMBEDDING, LSTM]
+SPECS = [
+    SAMPLE_GAUSSIAN,
+    GAUSSIAN_KL,
+    LINEAR,
+    LINEAR_FLIPOUT,
+    LINEAR_LOCAL_REPARAM,
+    CONV2D,
+    CONV2D_FLIPOUT,
+    CONV1D,
+    CONV1D_LOCAL_REPARAM,
+    EMBEDDING,
+    LSTM,
+]
 SPEC_IDS = [s.name for s in SPECS]
 
 

@@ -31,18 +31,24 @@ def randomize(model, seed=0):
 def sequential_model():
     """Conv2D (SAME, with an activation), BatchNormalization, a strided grouped Conv2D, Dropout, a
     nested Sequential of Dense layers, and a Dense with softmax."""
-    head = keras.Sequential([keras.Input((54,)), keras.layers.Dense(12, activation="tanh", name="head_dense")],
-                            name="head")
-    return randomize(keras.Sequential([
-        keras.Input((8, 8, 2)),
-        keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="conv_same"),
-        keras.layers.BatchNormalization(name="bn"),
-        keras.layers.Conv2D(6, 3, strides=2, groups=2, name="conv_grouped"),
-        keras.layers.Flatten(),
-        keras.layers.Dropout(0.5, name="dropout"),
-        head,
-        keras.layers.Dense(5, activation="softmax", name="out"),
-    ], name="sequential_cnn"))
+    head = keras.Sequential(
+        [keras.Input((54,)), keras.layers.Dense(12, activation="tanh", name="head_dense")], name="head"
+    )
+    return randomize(
+        keras.Sequential(
+            [
+                keras.Input((8, 8, 2)),
+                keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="conv_same"),
+                keras.layers.BatchNormalization(name="bn"),
+                keras.layers.Conv2D(6, 3, strides=2, groups=2, name="conv_grouped"),
+                keras.layers.Flatten(),
+                keras.layers.Dropout(0.5, name="dropout"),
+                head,
+                keras.layers.Dense(5, activation="softmax", name="out"),
+            ],
+            name="sequential_cnn",
+        )
+    )
 
 
 def functional_model():
@@ -60,8 +66,9 @@ def functional_model():
     tokens = keras.Input((5,), dtype="int32", name="tokens")
     e = keras.layers.Flatten()(keras.layers.Embedding(20, 3, name="embedding")(tokens))
     inner_input = keras.Input((196 + 15,))
-    inner = keras.Model(inner_input, keras.layers.Dense(10, activation="relu", name="inner_dense")(inner_input),
-                        name="inner")
+    inner = keras.Model(
+        inner_input, keras.layers.Dense(10, activation="relu", name="inner_dense")(inner_input), name="inner"
+    )
     z = inner(keras.layers.Concatenate()([x, e]))
     z = keras.layers.Dropout(0.5, name="dropout")(keras.layers.Concatenate()([z, s, h, c]))
     return randomize(keras.Model([image, sequence, tokens], keras.layers.Dense(3, name="out")(z), name="multi"))
@@ -73,15 +80,24 @@ def sequential_inputs():
 
 def functional_inputs():
     rng = np.random.default_rng(2)
-    return [rng.normal(size=(4, 7, 7, 3)).astype(np.float32), rng.normal(size=(4, 9, 4)).astype(np.float32),
-            rng.integers(0, 20, (4, 5)).astype(np.int32)]
+    return [
+        rng.normal(size=(4, 7, 7, 3)).astype(np.float32),
+        rng.normal(size=(4, 9, 4)).astype(np.float32),
+        rng.integers(0, 20, (4, 5)).astype(np.int32),
+    ]
 
 
 MODELS = {"sequential": (sequential_model, sequential_inputs), "functional": (functional_model, functional_inputs)}
 CONVERTED = {
     "sequential": {"conv_same": nn.Conv2d, "conv_grouped": nn.Conv2d, "head_dense": nn.Linear, "out": nn.Linear},
-    "functional": {"conv2d": nn.Conv2d, "conv1d": nn.Conv1d, "lstm": nn.SequenceLSTM, "embedding": nn.Embedding,
-                   "inner_dense": nn.Linear, "out": nn.Linear},
+    "functional": {
+        "conv2d": nn.Conv2d,
+        "conv1d": nn.Conv1d,
+        "lstm": nn.SequenceLSTM,
+        "embedding": nn.Embedding,
+        "inner_dense": nn.Linear,
+        "out": nn.Linear,
+    },
 }
 
 
@@ -153,12 +169,16 @@ def test_shared_layers_and_lstm_initial_states_convert():
 
 
 def test_channels_first_convolutions_convert():
-    model = randomize(keras.Sequential([
-        keras.Input((3, 9, 7)),
-        keras.layers.Conv2D(4, (3, 2), strides=(2, 1), padding="same", data_format="channels_first"),
-        keras.layers.Reshape((4, 35)),
-        keras.layers.Conv1D(5, 3, dilation_rate=2, padding="causal", data_format="channels_first"),
-    ]))
+    model = randomize(
+        keras.Sequential(
+            [
+                keras.Input((3, 9, 7)),
+                keras.layers.Conv2D(4, (3, 2), strides=(2, 1), padding="same", data_format="channels_first"),
+                keras.layers.Reshape((4, 35)),
+                keras.layers.Conv1D(5, 3, dilation_rate=2, padding="causal", data_format="channels_first"),
+            ]
+        )
+    )
     x = np.random.default_rng(3).normal(size=(2, 3, 9, 7)).astype(np.float32)
     bayesian = bayesianize(model, rho_init=TINY_RHO)
     assert [m.data_format for m in bayesian_modules(bayesian)] == ["NCHW", "NCW"]
@@ -252,8 +272,9 @@ def test_config_round_trip_and_keras_file(kind, tmp_path):
     config = bayesian.get_config()
     rebuilt = bayesian.__class__.from_config(copy.deepcopy(config))  # from_config consumes its argument
     assert rebuilt.get_config() == config
-    assert {(k, type(d)) for k, d in distributions(rebuilt).items()} == \
-        {(k, type(d)) for k, d in distributions(bayesian).items()}
+    assert {(k, type(d)) for k, d in distributions(rebuilt).items()} == {
+        (k, type(d)) for k, d in distributions(bayesian).items()
+    }
     freeze_at_means(bayesian)
     path = str(tmp_path / "bayesian.keras")
     bayesian.save(path)
@@ -273,8 +294,10 @@ def test_fit_with_the_elbo_trains_the_copy_and_leaves_the_original():
     y = np.random.default_rng(4).integers(0, 3, len(x[0]))
     bayesian = bayesianize(model, moped_delta=0.1)
     mu_before = [d.mu.numpy() for d in distributions(bayesian).values()]
-    bayesian.compile(optimizer=keras.optimizers.Adam(1e-2), loss=ELBOLoss(
-        keras.losses.SparseCategoricalCrossentropy(from_logits=True), num_samples=2))
+    bayesian.compile(
+        optimizer=keras.optimizers.Adam(1e-2),
+        loss=ELBOLoss(keras.losses.SparseCategoricalCrossentropy(from_logits=True), num_samples=2),
+    )
     history = bayesian.fit(x, y, epochs=2, batch_size=4, verbose=0)
     assert np.isfinite(history.history["loss"]).all()
     assert all(not np.array_equal(d.mu.numpy(), m) for d, m in zip(distributions(bayesian).values(), mu_before))
@@ -315,9 +338,15 @@ def test_unsupported_layers_are_warned_and_kept():
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         bayesian = bayesianize(model, rho_init=TINY_RHO)
-    kept = {"masked_embedding": "mask_zero", "masked_lstm": "mask", "masked_dense": "mask",
-            "relu_lstm": "activation='relu'", "dropout_lstm": "dropout=0.2", "custom_dense": "subclass of Dense",
-            "residual": "subclassed model"}
+    kept = {
+        "masked_embedding": "mask_zero",
+        "masked_lstm": "mask",
+        "masked_dense": "mask",
+        "relu_lstm": "activation='relu'",
+        "dropout_lstm": "dropout=0.2",
+        "custom_dense": "subclass of Dense",
+        "residual": "subclassed model",
+    }
     messages = [str(w.message) for w in caught]
     for name, reason in kept.items():
         assert [m for m in messages if f"'{name}'" in m and "kept deterministic" in m and reason in m], name
@@ -353,11 +382,13 @@ def test_estimator_reaches_the_dense_and_conv_layers(kind, estimator):
 
 def test_bad_arguments_raise():
     model = sequential_model()
-    for kwargs, match in (({"estimator": "flip"}, "estimator must be one of"),
-                          ({"moped_delta": 0.0}, "moped_delta must be None or a positive float"),
-                          ({"mu_prior": math.nan}, "mu_prior must be None or a finite float"),
-                          ({"std_prior": -1.0}, "std_prior"),
-                          ({"layers": "out"}, "layers must be a list of layer names")):
+    for kwargs, match in (
+        ({"estimator": "flip"}, "estimator must be one of"),
+        ({"moped_delta": 0.0}, "moped_delta must be None or a positive float"),
+        ({"mu_prior": math.nan}, "mu_prior must be None or a finite float"),
+        ({"std_prior": -1.0}, "std_prior"),
+        ({"layers": "out"}, "layers must be a list of layer names"),
+    ):
         with pytest.raises(ValueError, match=match):
             bayesianize(model, **kwargs)
     with pytest.raises(ValueError, match="subclassed"):
@@ -376,5 +407,6 @@ def test_digits_moped_example_keeps_accuracy_and_gains_uncertainty():
     results = example.run(epochs=8, finetune_epochs=1, samples=10, verbose=0)
     assert results["deterministic accuracy"] > 0.9 and results["misclassified"] > 0
     assert example.failed_claims(results) == []
-    assert example.failed_claims({**results, "entropy noise": 0.0}) == ["entropy on noise inputs above that on "
-                                                                        "correct digits"]
+    assert example.failed_claims({**results, "entropy noise": 0.0}) == [
+        "entropy on noise inputs above that on correct digits"
+    ]

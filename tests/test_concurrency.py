@@ -7,6 +7,7 @@ import threading
 import numpy as np
 import pytest
 import tensorflow as tf
+
 from op_specs import SPEC_IDS, SPECS, large_args
 
 THREADS = 6

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import tensorflow as tf
+
 from conftest import MODES, assert_allclose, gaussian_params, grads, run, seed_of
 from fusedbnn import _conv_args, _core, _plain, ops, reference
 
@@ -24,8 +25,10 @@ def compare(mode, args, conv="conv2d", engine="fused", rtol=2e-4, atol=2e-4, **k
 
     def both(*args):
         floats = [a for a in args if a.dtype == tf.float32]
-        return (grads(lambda: fused_fn(*args, engine=engine, **kwargs), floats),
-                grads(lambda: reference_fn(*args, **kwargs), floats))
+        return (
+            grads(lambda: fused_fn(*args, engine=engine, **kwargs), floats),
+            grads(lambda: reference_fn(*args, **kwargs), floats),
+        )
 
     fused, ref = run(mode, both, *args)
     for name, f, r in zip(["y", "dx", "dw_mu", "dw_rho", "db_mu", "db_rho"], fused, ref):
@@ -71,8 +74,9 @@ CONV2D_CASES = [
 def test_conv2d_matches_reference(mode, data_format, case, rng):
     batch, spatial, n_in, n_out, kernel, kwargs = CONV2D_CASES[case]
     groups = kwargs.get("groups", 1)
-    args = conv_inputs(rng, x_2d(batch, spatial, n_in, data_format), kernel_2d(kernel, n_in, n_out, groups),
-                       bias=case % 2 == 0)
+    args = conv_inputs(
+        rng, x_2d(batch, spatial, n_in, data_format), kernel_2d(kernel, n_in, n_out, groups), bias=case % 2 == 0
+    )
     for engine in ENGINES:
         compare(mode, args, engine=engine, data_format=data_format, **kwargs)
 
@@ -82,12 +86,20 @@ def test_conv2d_random_configs(rng):
         groups = int(rng.choice([1, 2, 3]))
         n_in, n_out = groups * int(rng.integers(1, 4)), groups * int(rng.integers(1, 4))
         kernel = tuple(int(k) for k in rng.integers(1, 4, 2))
-        kwargs = dict(stride=[int(s) for s in rng.integers(1, 4, 2)], dilation=[int(d) for d in rng.integers(1, 3, 2)],
-                      groups=groups, padding=str(rng.choice(["VALID", "SAME"])),
-                      data_format=str(rng.choice(["NHWC", "NCHW"])))
+        kwargs = dict(
+            stride=[int(s) for s in rng.integers(1, 4, 2)],
+            dilation=[int(d) for d in rng.integers(1, 3, 2)],
+            groups=groups,
+            padding=str(rng.choice(["VALID", "SAME"])),
+            data_format=str(rng.choice(["NHWC", "NCHW"])),
+        )
         spatial = [int(s) for s in rng.integers(5, 12, 2)]
-        args = conv_inputs(rng, x_2d(int(rng.integers(1, 4)), spatial, n_in, kwargs["data_format"]),
-                           kernel_2d(kernel, n_in, n_out, groups), bias=bool(rng.integers(2)))
+        args = conv_inputs(
+            rng,
+            x_2d(int(rng.integers(1, 4)), spatial, n_in, kwargs["data_format"]),
+            kernel_2d(kernel, n_in, n_out, groups),
+            bias=bool(rng.integers(2)),
+        )
         compare("eager", args, engine="fused", **kwargs)
 
 
@@ -110,22 +122,26 @@ def test_unequal_strides_avoid_tensorflows_broken_kernels(channels, padding, str
     expected = np.zeros([2, out_h, out_w, 3])
     for i in range(out_h):
         for j in range(out_w):
-            expected[:, i, j] = np.einsum("bwc,wco->bo", x[:, i * stride[0], j * stride[1]:j * stride[1] + 3], w[0])
+            expected[:, i, j] = np.einsum("bwc,wco->bo", x[:, i * stride[0], j * stride[1] : j * stride[1] + 3], w[0])
     assert_allclose(y, expected, rtol=1e-5, atol=1e-5)
     fused_args = conv_inputs(rng, [2, 6, 5, channels], [1, 3, channels, 3])
     for engine in ENGINES:
         compare("function", fused_args, engine=engine, stride=stride, padding=padding)
 
 
-@pytest.mark.parametrize("x_shape, kernel_shape, groups, data_format", [
-    ([9, 23, 21, 16], [3, 3, 16, 12], 1, "NHWC"),
-    ([12, 16, 40, 40], [3, 3, 1, 32], 16, "NCHW"),  # depthwise, multiplier 2
-])
+@pytest.mark.parametrize(
+    "x_shape, kernel_shape, groups, data_format",
+    [
+        ([9, 23, 21, 16], [3, 3, 16, 12], 1, "NHWC"),
+        ([12, 16, 40, 40], [3, 3, 1, 32], 16, "NCHW"),  # depthwise, multiplier 2
+    ],
+)
 def test_conv2d_large_enough_for_several_chunks(x_shape, kernel_shape, groups, data_format, rng):
     """More images than one chunk holds, so partial kernel gradients are accumulated."""
     args = conv_inputs(rng, x_shape, kernel_shape)
-    compare("function", args, engine="fused", padding="SAME", groups=groups, data_format=data_format,
-            rtol=5e-4, atol=5e-4)
+    compare(
+        "function", args, engine="fused", padding="SAME", groups=groups, data_format=data_format, rtol=5e-4, atol=5e-4
+    )
 
 
 CONV1D_CASES = [
@@ -157,8 +173,21 @@ def test_conv2d_numeric_gradient(data_format):
     x, w_mu, w_rho, w_seed, b_mu, b_rho, b_seed = conv_inputs(rng, x_2d(2, (4, 5), 4, data_format), [2, 3, 2, 4])
 
     def fn(x, wm, wr, bm, br):
-        return ops.conv2d(x, wm, wr, w_seed, bm, br, b_seed, stride=[2, 1], padding="SAME", dilation=[1, 2],
-                          groups=2, data_format=data_format, engine="fused")
+        return ops.conv2d(
+            x,
+            wm,
+            wr,
+            w_seed,
+            bm,
+            br,
+            b_seed,
+            stride=[2, 1],
+            padding="SAME",
+            dilation=[1, 2],
+            groups=2,
+            data_format=data_format,
+            engine="fused",
+        )
 
     theoretical, numerical = tf.test.compute_gradient(fn, [x, w_mu, w_rho, b_mu, b_rho], delta=1e-2)
     for t, n in zip(theoretical, numerical):
@@ -172,15 +201,27 @@ def test_core_matches_the_op(data_format):
     kwargs = dict(stride=[2, 1], padding=[[1, 0], [2, 1]], dilation=[1, 2], groups=2, data_format=data_format)
     numpy_args = [a.numpy() for a in (x, w_mu, w_rho)]
     seeds = dict(w_seed=tuple(w_seed.numpy()), b_seed=tuple(b_seed.numpy()))
-    core_kwargs = dict(stride=(2, 1), padding="EXPLICIT", explicit_paddings=[1, 0, 2, 1], dilation=(1, 2), groups=2,
-                       data_format=data_format, b_mu=b_mu.numpy(), b_rho=b_rho.numpy(), **seeds)
+    core_kwargs = dict(
+        stride=(2, 1),
+        padding="EXPLICIT",
+        explicit_paddings=[1, 0, 2, 1],
+        dilation=(1, 2),
+        groups=2,
+        data_format=data_format,
+        b_mu=b_mu.numpy(),
+        b_rho=b_rho.numpy(),
+        **seeds,
+    )
     y = _core.conv2d(*numpy_args, **core_kwargs)
-    fused = grads(lambda: ops.conv2d(x, w_mu, w_rho, w_seed, b_mu, b_rho, b_seed, engine="fused", **kwargs),
-                  [x, w_mu, w_rho, b_mu, b_rho])
+    fused = grads(
+        lambda: ops.conv2d(x, w_mu, w_rho, w_seed, b_mu, b_rho, b_seed, engine="fused", **kwargs),
+        [x, w_mu, w_rho, b_mu, b_rho],
+    )
     assert_allclose(y, fused[0])
     dy = fused[0].numpy() * 0 + np.cos(np.arange(y.size, dtype=np.float32)).reshape(y.shape)
-    for name, core_grad, op_grad in zip(["dx", "dw_mu", "dw_rho", "db_mu", "db_rho"],
-                                        _core.conv2d_grad(dy, *numpy_args, **core_kwargs), fused[1:]):
+    for name, core_grad, op_grad in zip(
+        ["dx", "dw_mu", "dw_rho", "db_mu", "db_rho"], _core.conv2d_grad(dy, *numpy_args, **core_kwargs), fused[1:]
+    ):
         assert_allclose(core_grad, op_grad, err_msg=name)
 
 
@@ -188,8 +229,14 @@ def test_same_seed_is_bit_identical_and_threads_do_not_matter(rng):
     args = conv_inputs(rng, [3, 9, 8, 6], [3, 3, 6, 5])
     first = ops.conv2d(*args, padding="SAME", engine="fused").numpy()
     np.testing.assert_array_equal(first, ops.conv2d(*args, padding="SAME", engine="fused").numpy())
-    single = _core.conv2d(*[a.numpy() for a in args[:3]], w_seed=tuple(args[3].numpy()), b_mu=args[4].numpy(),
-                          b_rho=args[5].numpy(), b_seed=tuple(args[6].numpy()), padding="SAME")
+    single = _core.conv2d(
+        *[a.numpy() for a in args[:3]],
+        w_seed=tuple(args[3].numpy()),
+        b_mu=args[4].numpy(),
+        b_rho=args[5].numpy(),
+        b_seed=tuple(args[6].numpy()),
+        padding="SAME",
+    )
     np.testing.assert_array_equal(first, single)
     other = list(args)
     other[3] = other[3] + 1

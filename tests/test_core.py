@@ -4,6 +4,7 @@ import re
 
 import numpy as np
 import pytest
+
 from fusedbnn import _core
 
 
@@ -83,10 +84,16 @@ def test_bad_shapes_raise():
 
 @pytest.mark.parametrize(
     "driver, runtime, required",
-    [(12040, 13000, r"CUDA 13\.0 and need NVIDIA driver r580 or newer for CUDA 13; this machine's driver "
-                    r"supports CUDA 12\.4"),
-     (11080, 12050, r"CUDA 12\.5 and need NVIDIA driver r525 or newer for CUDA 12; .*supports CUDA 11\.8"),
-     (0, 13000, r"driver r580 or newer for CUDA 13; no NVIDIA driver was found")],
+    [
+        (
+            12040,
+            13000,
+            r"CUDA 13\.0 and need NVIDIA driver r580 or newer for CUDA 13; this machine's driver "
+            r"supports CUDA 12\.4",
+        ),
+        (11080, 12050, r"CUDA 12\.5 and need NVIDIA driver r525 or newer for CUDA 12; .*supports CUDA 11\.8"),
+        (0, 13000, r"driver r580 or newer for CUDA 13; no NVIDIA driver was found"),
+    ],
 )
 def test_cuda_driver_too_old_names_the_driver_required(driver, runtime, required):
     # The message a CUDA build raises at its first GPU op when the driver cannot run its runtime.
@@ -95,7 +102,8 @@ def test_cuda_driver_too_old_names_the_driver_required(driver, runtime, required
     assert message.endswith("Update the driver, or run fusedbnn's ops on the CPU.")
 
 
-@pytest.mark.parametrize("driver, runtime", [(13000, 13000), (13010, 13000), (13000, 13020), (14000, 13000),
-                                             (12080, 12050)])
+@pytest.mark.parametrize(
+    "driver, runtime", [(13000, 13000), (13010, 13000), (13000, 13020), (14000, 13000), (12080, 12050)]
+)
 def test_cuda_driver_of_the_runtime_major_or_newer_is_accepted(driver, runtime):
     assert _core.cuda_driver_error(driver, runtime) == ""

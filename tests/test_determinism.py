@@ -19,6 +19,7 @@ THREADS = [1, 2, 8]
 def compute_all(path):
     """Every spec's outputs and gradients at its large sizes, eager and traced, saved to path."""
     import tensorflow as tf
+
     from conftest import run
     from op_specs import SPECS, large_args
 
@@ -43,8 +44,9 @@ def results_per_thread_count(tmp_path_factory):
     results = {}
     for threads in THREADS:
         path = folder / f"threads{threads}.npz"
-        subprocess.run([sys.executable, __file__, str(threads), str(path)], env=env, check=True,
-                       cwd=os.path.dirname(__file__))
+        subprocess.run(
+            [sys.executable, __file__, str(threads), str(path)], env=env, check=True, cwd=os.path.dirname(__file__)
+        )
         results[threads] = dict(np.load(path))
     return results
 

@@ -10,6 +10,7 @@ import textwrap
 
 import numpy as np
 import pytest
+
 from conftest import subprocess_env
 
 TIMEOUT_S = 150
@@ -102,8 +103,9 @@ WORKER = textwrap.dedent("""
 
 def run_python(script, args=(), env_extra=None):
     env = subprocess_env(**(env_extra or {}))
-    return subprocess.Popen([sys.executable, "-c", script, *args], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-c", script, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
 
 
 def finish(process):

@@ -4,6 +4,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+
 from conftest import MODES, assert_allclose, gaussian_params, grads, peak_bytes, run, seed_of
 from fusedbnn import _core, ops, reference
 
@@ -24,8 +25,10 @@ def dense_grads(fn, sources):
 
 def compare(mode, ids, w_mu, w_rho, w_seed, rtol=2e-4, atol=2e-4, **options):
     def both(ids, w_mu, w_rho, w_seed):
-        return (dense_grads(lambda: ops.embedding(ids, w_mu, w_rho, w_seed, **options), [w_mu, w_rho]),
-                dense_grads(lambda: reference.embedding(ids, w_mu, w_rho, w_seed, **options), [w_mu, w_rho]))
+        return (
+            dense_grads(lambda: ops.embedding(ids, w_mu, w_rho, w_seed, **options), [w_mu, w_rho]),
+            dense_grads(lambda: reference.embedding(ids, w_mu, w_rho, w_seed, **options), [w_mu, w_rho]),
+        )
 
     fused, ref = run(mode, both, ids, w_mu, w_rho, w_seed)
     for name, f, r in zip(["y", "dw_mu", "dw_rho"], fused, ref):
@@ -36,10 +39,19 @@ def compare(mode, ids, w_mu, w_rho, w_seed, rtol=2e-4, atol=2e-4, **options):
 
 
 @pytest.mark.parametrize("mode", MODES)
-@pytest.mark.parametrize("ids_shape, rows, dim", [
-    ([1], 1, 1), ([7], 5, 3), ([4, 9], 30, 17), ([2, 3, 5], 11, 64), ([32, 5], 1000, 129), ([0], 4, 5),
-    ([3, 0], 4, 5), ([2, 3], 4, 0),
-])
+@pytest.mark.parametrize(
+    "ids_shape, rows, dim",
+    [
+        ([1], 1, 1),
+        ([7], 5, 3),
+        ([4, 9], 30, 17),
+        ([2, 3, 5], 11, 64),
+        ([32, 5], 1000, 129),
+        ([0], 4, 5),
+        ([3, 0], 4, 5),
+        ([2, 3], 4, 0),
+    ],
+)
 @pytest.mark.parametrize("id_dtype", [tf.int32, tf.int64])
 def test_embedding_matches_reference(mode, ids_shape, rows, dim, id_dtype, rng):
     compare(mode, random_ids(rng, ids_shape, rows, id_dtype), *table(rng, rows, dim))
@@ -92,8 +104,9 @@ def test_rows_do_not_depend_on_the_other_ids(rng):
     w_mu, w_rho, w_seed = table(rng, 300, 37)
     together = ops.embedding(tf.constant([5, 299, 5, 128]), w_mu, w_rho, w_seed).numpy()
     for position, row in enumerate([5, 299, 5, 128]):
-        np.testing.assert_array_equal(ops.embedding(tf.constant([row]), w_mu, w_rho, w_seed).numpy()[0],
-                                      together[position])
+        np.testing.assert_array_equal(
+            ops.embedding(tf.constant([row]), w_mu, w_rho, w_seed).numpy()[0], together[position]
+        )
 
 
 def test_numeric_gradient():
@@ -151,12 +164,13 @@ def test_variables_give_what_their_values_give(mode, rng):
     for make in (tf.Variable, keras.Variable):
         v_mu, v_rho = make(w_mu), make(w_rho)
         for options in ({}, {"padding_idx": 0, "max_norm": 0.6}):
+
             def both():
                 with tf.GradientTape(persistent=True) as tape:
                     tape.watch([w_mu, w_rho])
                     from_variables = ops.embedding(ids, v_mu, v_rho, w_seed, **options)
                     from_values = ops.embedding(ids, w_mu, w_rho, w_seed, **options)
-                    losses = [tf.reduce_sum(y ** 3) for y in (from_variables, from_values)]
+                    losses = [tf.reduce_sum(y**3) for y in (from_variables, from_values)]
                 grads = [tape.gradient(losses[0], [v_mu, v_rho]), tape.gradient(losses[1], [w_mu, w_rho])]
                 return [from_variables, from_values], [[tf.convert_to_tensor(g) for g in gs] for gs in grads]
 

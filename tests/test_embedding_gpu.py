@@ -5,9 +5,10 @@ TensorFlow sees a GPU and the op library was built with CUDA (-DFUSEDBNN_CUDA=ON
 import numpy as np
 import pytest
 import tensorflow as tf
+from tensorflow.python.framework import kernels
+
 from conftest import MODES, assert_allclose, gaussian_params, grads, run, seed_of
 from fusedbnn import ops  # loads the op library
-from tensorflow.python.framework import kernels
 
 
 def gpu_kernels_available():
@@ -30,11 +31,18 @@ def lookup_and_grads(device, mode, ids, w_mu, w_rho, w_seed, **options):
 
 
 @pytest.mark.parametrize("mode", MODES)
-@pytest.mark.parametrize("ids_shape, rows, dim, options", [
-    ([1], 1, 1, {}), ([4, 9], 30, 17, {"padding_idx": 3}), ([32, 64], 1000, 128, {}),
-    ([0], 4, 5, {}), ([2, 50], 12, 33, {"max_norm": 1.0}), ([40], 7, 130, {"max_norm": 2.0, "norm_type": 1.0}),
-    ([3, 5], 9, 8, {"max_norm": 0.5, "norm_type": 3.0, "padding_idx": 0}),
-])
+@pytest.mark.parametrize(
+    "ids_shape, rows, dim, options",
+    [
+        ([1], 1, 1, {}),
+        ([4, 9], 30, 17, {"padding_idx": 3}),
+        ([32, 64], 1000, 128, {}),
+        ([0], 4, 5, {}),
+        ([2, 50], 12, 33, {"max_norm": 1.0}),
+        ([40], 7, 130, {"max_norm": 2.0, "norm_type": 1.0}),
+        ([3, 5], 9, 8, {"max_norm": 0.5, "norm_type": 3.0, "padding_idx": 0}),
+    ],
+)
 @pytest.mark.parametrize("id_dtype", [tf.int32, tf.int64])
 def test_gpu_matches_cpu(mode, ids_shape, rows, dim, options, id_dtype, rng):
     w_mu, w_rho = gaussian_params(rng, [rows, dim])

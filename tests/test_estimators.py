@@ -5,6 +5,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+
 from conftest import MODES, assert_allclose, gaussian_params, grads, run, seed_of
 from fusedbnn import _core, nn, ops, reference
 
@@ -48,8 +49,19 @@ def test_signs_follow_the_contract():
 
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("estimator", ESTIMATORS)
-@pytest.mark.parametrize("x_shape, n_out", [([1, 1], 1), ([3, 5], 7), ([2, 3, 17], 9), ([70, 300], 130),
-                                            ([5, 129], 65), ([0, 7], 5), ([4, 0], 3), ([3, 4], 0)])
+@pytest.mark.parametrize(
+    "x_shape, n_out",
+    [
+        ([1, 1], 1),
+        ([3, 5], 7),
+        ([2, 3, 17], 9),
+        ([70, 300], 130),
+        ([5, 129], 65),
+        ([0, 7], 5),
+        ([4, 0], 3),
+        ([3, 4], 0),
+    ],
+)
 @pytest.mark.parametrize("bias", [True, False])
 def test_linear_matches_reference(mode, estimator, x_shape, n_out, bias, rng):
     args = {**linear_inputs(rng, x_shape, n_out, bias), "estimator": estimator, "x_seed": seed_of(rng, tf.int32)}
@@ -60,8 +72,10 @@ def test_linear_matches_reference(mode, estimator, x_shape, n_out, bias, rng):
 def test_core_matches_the_op(estimator, rng):
     args = linear_inputs(rng, [6, 70], 33)
     x_seed = (11, -3)
-    y, *grads_op = grads(lambda: ops.linear(**args, estimator=estimator, x_seed=x_seed),
-                         [args[k] for k in ("x", "w_mu", "w_rho", "b_mu", "b_rho")])
+    y, *grads_op = grads(
+        lambda: ops.linear(**args, estimator=estimator, x_seed=x_seed),
+        [args[k] for k in ("x", "w_mu", "w_rho", "b_mu", "b_rho")],
+    )
     dy = np.cos(np.arange(y.numpy().size, dtype=np.float32)).reshape(y.shape)
     numpy_args = [np.asarray(args[k]) if "seed" not in k else tuple(args[k].numpy()) for k in args]
     if estimator == "flipout":
@@ -84,8 +98,9 @@ def test_linear_numeric_gradient(estimator):
     def fn(x, w_mu, w_rho, b_mu, b_rho):
         return ops.linear(x, w_mu, w_rho, a["w_seed"], b_mu, b_rho, a["b_seed"], estimator=estimator, x_seed=x_seed)
 
-    theoretical, numerical = tf.test.compute_gradient(fn, [a[k] for k in ("x", "w_mu", "w_rho", "b_mu", "b_rho")],
-                                                      delta=1e-2)
+    theoretical, numerical = tf.test.compute_gradient(
+        fn, [a[k] for k in ("x", "w_mu", "w_rho", "b_mu", "b_rho")], delta=1e-2
+    )
     for t, n in zip(theoretical, numerical):
         assert_allclose(t, n, rtol=2e-2, atol=2e-2)
 
@@ -100,9 +115,20 @@ def test_conv_matches_reference(mode, estimator, rank, data_format, rng):
     x = tf.constant(rng.normal(size=x_shape).astype(np.float32))
     w_mu, w_rho = gaussian_params(rng, [3] * rank + [2, 6], rho_center=-1.0)
     b_mu, b_rho = gaussian_params(rng, [6], rho_center=-1.0)
-    args = {"x": x, "w_mu": w_mu, "w_rho": w_rho, "w_seed": seed_of(rng), "b_mu": b_mu, "b_rho": b_rho,
-            "b_seed": seed_of(rng), "padding": "SAME", "groups": 2, "data_format": data_format,
-            "estimator": estimator, "x_seed": seed_of(rng)}
+    args = {
+        "x": x,
+        "w_mu": w_mu,
+        "w_rho": w_rho,
+        "w_seed": seed_of(rng),
+        "b_mu": b_mu,
+        "b_rho": b_rho,
+        "b_seed": seed_of(rng),
+        "padding": "SAME",
+        "groups": 2,
+        "data_format": data_format,
+        "estimator": estimator,
+        "x_seed": seed_of(rng),
+    }
     name = "conv2d" if rank == 2 else "conv1d"
     compare(mode, getattr(ops, name), getattr(reference, name), args)
 
@@ -140,8 +166,7 @@ N_DRAWS = 4000
 
 def draws(estimator, x, w_mu, w_rho, b=None):
     """N_DRAWS outputs [N_DRAWS, rows, out], one per seed triple."""
-    seeds = tf.random.stateless_uniform([N_DRAWS, 3, 2], seed=[7, 8], minval=-2**31, maxval=2**31 - 1,
-                                        dtype=tf.int64)
+    seeds = tf.random.stateless_uniform([N_DRAWS, 3, 2], seed=[7, 8], minval=-(2**31), maxval=2**31 - 1, dtype=tf.int64)
     bias = () if b is None else (b[0], b[1])
 
     @tf.function(jit_compile=False)
@@ -166,8 +191,9 @@ def test_mean_and_variance(estimator, rng):
     assert np.all(np.abs(y.var(0) - variance) < 5 * variance * np.sqrt(2 / N_DRAWS))
 
 
-@pytest.mark.parametrize("estimator, correlated", [("reparameterization", True), ("flipout", False),
-                                                   ("local_reparameterization", False)])
+@pytest.mark.parametrize(
+    "estimator, correlated", [("reparameterization", True), ("flipout", False), ("local_reparameterization", False)]
+)
 def test_examples_of_a_batch_are_uncorrelated(estimator, correlated, rng):
     # The same input twice in one batch: one weight sample gives both the same output; the
     # per-example estimators perturb them independently.
@@ -187,9 +213,11 @@ def test_examples_of_a_batch_are_uncorrelated(estimator, correlated, rng):
 
 @pytest.mark.parametrize("estimator", ESTIMATORS)
 def test_layers_draw_a_fresh_x_seed_and_keep_the_estimator(estimator):
-    layers = [nn.Linear(5, 3, seed=1, estimator=estimator),
-              nn.Conv2d(2, 3, 3, padding="SAME", seed=1, estimator=estimator),
-              nn.Conv1d(2, 3, 3, seed=1, estimator=estimator)]
+    layers = [
+        nn.Linear(5, 3, seed=1, estimator=estimator),
+        nn.Conv2d(2, 3, 3, padding="SAME", seed=1, estimator=estimator),
+        nn.Conv1d(2, 3, 3, seed=1, estimator=estimator),
+    ]
     inputs = [tf.ones([4, 5]), tf.ones([2, 5, 5, 2]), tf.ones([2, 6, 2])]
     for layer, x in zip(layers, inputs):
         first, second = layer(x), layer(x)
@@ -207,8 +235,14 @@ def test_keras_fit_converges(estimator):
     x = rng.normal(size=[256, 8]).astype(np.float32)
     y = (x @ rng.normal(size=[8, 1]) + 0.5).astype(np.float32)
     keras.utils.set_random_seed(0)
-    model = keras.Sequential([keras.Input([8]), nn.Linear(8, 16, seed=1, estimator=estimator),
-                              keras.layers.Activation("tanh"), nn.Linear(16, 1, seed=2, estimator=estimator)])
+    model = keras.Sequential(
+        [
+            keras.Input([8]),
+            nn.Linear(8, 16, seed=1, estimator=estimator),
+            keras.layers.Activation("tanh"),
+            nn.Linear(16, 1, seed=2, estimator=estimator),
+        ]
+    )
     model.compile(optimizer=keras.optimizers.Adam(0.02), loss="mse")
     first = model.evaluate(x, y, verbose=0)
     model.fit(x, y, epochs=30, batch_size=32, verbose=0)

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import tensorflow as tf
+
 from conftest import MODES, assert_allclose, gaussian_params, grads, run, seed_of
 from fusedbnn import ops, reference
 
@@ -16,8 +17,10 @@ def test_sample_gaussian_matches_reference(mode, shape, rng):
     seed = seed_of(rng)
 
     def both(mu, rho, seed):
-        return (grads(lambda: ops.sample_gaussian(mu, rho, seed), [mu, rho]),
-                grads(lambda: reference.sample_gaussian(mu, rho, seed), [mu, rho]))
+        return (
+            grads(lambda: ops.sample_gaussian(mu, rho, seed), [mu, rho]),
+            grads(lambda: reference.sample_gaussian(mu, rho, seed), [mu, rho]),
+        )
 
     fused, ref = run(mode, both, mu, rho, seed)
     for name, f, r in zip(["w", "dmu", "drho"], fused, ref):
@@ -33,8 +36,10 @@ def test_gaussian_kl_matches_reference(mode, shape, prior, rng):
     seed = seed_of(rng)
 
     def both(mu, rho, seed):
-        return (grads(lambda: ops.gaussian_kl(mu, rho, seed, *prior), [mu, rho]),
-                grads(lambda: reference.gaussian_kl(mu, rho, seed, *prior), [mu, rho]))
+        return (
+            grads(lambda: ops.gaussian_kl(mu, rho, seed, *prior), [mu, rho]),
+            grads(lambda: reference.gaussian_kl(mu, rho, seed, *prior), [mu, rho]),
+        )
 
     fused, ref = run(mode, both, mu, rho, seed)
     assert fused[0].shape == ()

@@ -76,8 +76,8 @@ def test_lstm_has_illias_per_gate_distributions():
     for index, gate in enumerate("fico"):
         w_dist, b_dist = getattr(layer, f"w{gate}_distribution"), getattr(layer, f"b{gate}_distribution")
         assert tuple(w_dist.shape) == (3 + 4, 4) and w_dist.num_params == 28 and b_dist.num_params == 4
-        np.testing.assert_array_equal(w_dist.mu, packed_w.mu.numpy()[:, 4 * index:4 * index + 4])
-        np.testing.assert_array_equal(b_dist.rho, packed_b.rho.numpy()[4 * index:4 * index + 4])
+        np.testing.assert_array_equal(w_dist.mu, packed_w.mu.numpy()[:, 4 * index : 4 * index + 4])
+        np.testing.assert_array_equal(b_dist.rho, packed_b.rho.numpy()[4 * index : 4 * index + 4])
         sample = w_dist.sample([1, 2])
         assert sample.shape == (7, 4)
         np.testing.assert_array_equal(sample, w_dist.sample([1, 2]))

@@ -4,11 +4,12 @@ import importlib.util
 import os
 import warnings
 
-import fusedbnn
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+
+import fusedbnn
 from conftest import assert_allclose
 from fusedbnn.losses import ELBOLoss, bayesian_modules, kl_divergence
 from fusedbnn.nn import Linear
@@ -156,16 +157,21 @@ def test_subclassed_bayesian_model_trains_with_several_samples():
 def test_digits_example_builds_trains_and_plots(tmp_path):
     """The worked example's pieces on a short run (the full run is examples/digits_uncertainty.py)."""
     pytest.importorskip("sklearn", reason="the digits example needs scikit-learn (pip install .[test])")
-    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples",
-                        "digits_uncertainty.py")
+    path = os.path.join(
+        os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples", "digits_uncertainty.py"
+    )
     spec = importlib.util.spec_from_file_location("digits_uncertainty", path)
     example = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(example)
     x_train, x_test, y_train, _ = example.load_data()
     assert x_train.shape[1:] == (8, 8, 1) and x_train.max() <= 1.0
     model = example.bayesian_cnn()
-    model.compile(optimizer="adam", loss=ELBOLoss(keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                                                  num_samples=2, kl_weight=example.KL_WEIGHT))
+    model.compile(
+        optimizer="adam",
+        loss=ELBOLoss(
+            keras.losses.SparseCategoricalCrossentropy(from_logits=True), num_samples=2, kl_weight=example.KL_WEIGHT
+        ),
+    )
     history = model.fit(x_train[:256], y_train[:256], batch_size=64, epochs=2, verbose=0)
     assert history.history["loss"][1] < history.history["loss"][0]
     rotated, noise = example.shifted_inputs(x_test[:4], np.random.default_rng(0))

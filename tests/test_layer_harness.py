@@ -27,20 +27,42 @@ def gates(layer, prefix):
 
 # name: (make(seed), input, [(frozen value, distribution whose mu it takes with use_mean)])
 LAYERS = {
-    "Linear": (lambda seed=None, **kw: nn.Linear(6, 4, seed=seed, **kw), floats((3, 6)),
-               lambda m: [(m.w, m.weights_distribution), (m.b, m.bias_distribution)]),
-    "Conv1d": (lambda seed=None, **kw: nn.Conv1d(3, 4, 3, padding=1, seed=seed, **kw), floats((2, 9, 3)),
-               lambda m: [(m.w, m.weights_distribution), (m.b, m.bias_distribution)]),
-    "Conv2d": (lambda seed=None, **kw: nn.Conv2d(3, 4, 3, padding=1, seed=seed, **kw), floats((2, 7, 6, 3)),
-               lambda m: [(m.w, m.weights_distribution), (m.b, m.bias_distribution)]),
-    "Embedding": (lambda seed=None, **kw: nn.Embedding(11, 5, seed=seed, **kw), ids((3, 4), 11),
-                  lambda m: [(m.w, m.weights_distribution)]),
-    "LSTM": (lambda seed=None, **kw: nn.LSTM(11, 4, 5, 3, seed=seed, **kw), ids((2, 6), 11),
-             lambda m: [(m.embedding.w, m.embedding.weights_distribution),
-                        (gates(m, "w"), m.gate_weights_distribution), (gates(m, "b"), m.gate_bias_distribution),
-                        (m.wv, m.output_weights_distribution), (m.bv, m.output_bias_distribution)]),
-    "SequenceLSTM": (lambda seed=None, **kw: nn.SequenceLSTM(5, return_sequences=True, seed=seed, **kw),
-                     floats((2, 6, 3)), lambda m: [(m.w, m.weights_distribution), (m.b, m.bias_distribution)]),
+    "Linear": (
+        lambda seed=None, **kw: nn.Linear(6, 4, seed=seed, **kw),
+        floats((3, 6)),
+        lambda m: [(m.w, m.weights_distribution), (m.b, m.bias_distribution)],
+    ),
+    "Conv1d": (
+        lambda seed=None, **kw: nn.Conv1d(3, 4, 3, padding=1, seed=seed, **kw),
+        floats((2, 9, 3)),
+        lambda m: [(m.w, m.weights_distribution), (m.b, m.bias_distribution)],
+    ),
+    "Conv2d": (
+        lambda seed=None, **kw: nn.Conv2d(3, 4, 3, padding=1, seed=seed, **kw),
+        floats((2, 7, 6, 3)),
+        lambda m: [(m.w, m.weights_distribution), (m.b, m.bias_distribution)],
+    ),
+    "Embedding": (
+        lambda seed=None, **kw: nn.Embedding(11, 5, seed=seed, **kw),
+        ids((3, 4), 11),
+        lambda m: [(m.w, m.weights_distribution)],
+    ),
+    "LSTM": (
+        lambda seed=None, **kw: nn.LSTM(11, 4, 5, 3, seed=seed, **kw),
+        ids((2, 6), 11),
+        lambda m: [
+            (m.embedding.w, m.embedding.weights_distribution),
+            (gates(m, "w"), m.gate_weights_distribution),
+            (gates(m, "b"), m.gate_bias_distribution),
+            (m.wv, m.output_weights_distribution),
+            (m.bv, m.output_bias_distribution),
+        ],
+    ),
+    "SequenceLSTM": (
+        lambda seed=None, **kw: nn.SequenceLSTM(5, return_sequences=True, seed=seed, **kw),
+        floats((2, 6, 3)),
+        lambda m: [(m.w, m.weights_distribution), (m.b, m.bias_distribution)],
+    ),
 }
 
 
@@ -186,8 +208,11 @@ def test_sequence_lstm_on_float_features():
 def initial_draws(layer):
     """Each distribution's initial mu and rho noise, standardised (they start at N(init, 0.1^2))."""
     dists = [d for d in layer._flatten_layers() if isinstance(d, GaussianDistribution)]
-    return {(d.name, part): ((getattr(d, part).numpy() - init) / 0.1).ravel()[:6]
-            for d in dists for part, init in (("mu", d.mu_init), ("rho", d.rho_init))}
+    return {
+        (d.name, part): ((getattr(d, part).numpy() - init) / 0.1).ravel()[:6]
+        for d in dists
+        for part, init in (("mu", d.mu_init), ("rho", d.rho_init))
+    }
 
 
 def test_initial_values_of_parameters_and_neighbouring_seeds_never_share_draws():

@@ -6,18 +6,37 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+
 from conftest import assert_allclose
 from fusedbnn import nn, reference
 from fusedbnn.distributions import GaussianDistribution
 
 LAYERS = [
-    (nn.Conv2d, dict(input_channels=4, output_channels=6, kernel_size=[3, 2], stride=[2, 1], padding="SAME",
-                     dilation=[1, 2], groups=2, data_format="NCHW"), [2, 4, 7, 9]),
+    (
+        nn.Conv2d,
+        dict(
+            input_channels=4,
+            output_channels=6,
+            kernel_size=[3, 2],
+            stride=[2, 1],
+            padding="SAME",
+            dilation=[1, 2],
+            groups=2,
+            data_format="NCHW",
+        ),
+        [2, 4, 7, 9],
+    ),
     (nn.Conv2d, dict(input_channels=3, output_channels=5, kernel_size=3, padding=[[1, 0], [2, 1]]), [2, 8, 6, 3]),
-    (nn.Conv1d, dict(input_channels=4, output_channels=4, kernel_size=3, stride=2, dilation=2, groups=4,
-                     padding="SAME"), [3, 11, 4]),
-    (nn.Conv1d, dict(input_channels=2, output_channels=3, kernel_size=[4], data_format="NCW", use_bias=False),
-     [2, 2, 9]),
+    (
+        nn.Conv1d,
+        dict(input_channels=4, output_channels=4, kernel_size=3, stride=2, dilation=2, groups=4, padding="SAME"),
+        [3, 11, 4],
+    ),
+    (
+        nn.Conv1d,
+        dict(input_channels=2, output_channels=3, kernel_size=[4], data_format="NCW", use_bias=False),
+        [2, 2, 9],
+    ),
 ]
 
 
@@ -35,8 +54,9 @@ def log_normal(x, mu, sigma):
 def test_sampling_matches_the_reference_at_the_seed_of_the_call(index):
     layer, x = make(index)
     y = layer(x)
-    kwargs = {k: v for k, v in LAYERS[index][1].items() if k in ("stride", "padding", "dilation", "groups",
-                                                                  "data_format")}
+    kwargs = {
+        k: v for k, v in LAYERS[index][1].items() if k in ("stride", "padding", "dilation", "groups", "data_format")
+    }
     fn = reference.conv2d if isinstance(layer, nn.Conv2d) else reference.conv1d
     # The oracle convolves the call's sample (layer.w, layer.b) as a Gaussian of zero width.
     exact = lambda value: (value, tf.fill(tf.shape(value), -np.inf), tf.constant([0, 0]))  # noqa: E731
@@ -77,8 +97,20 @@ def test_config_round_trip_and_saving(index, tmp_path):
     layer, x = make(index)
     layer(x)
     config = layer.get_config()
-    for name in ("input_channels", "output_channels", "kernel_size", "stride", "padding", "dilation", "groups",
-                 "data_format", "use_bias", "weights_distribution", "bias_distribution", "seed"):
+    for name in (
+        "input_channels",
+        "output_channels",
+        "kernel_size",
+        "stride",
+        "padding",
+        "dilation",
+        "groups",
+        "data_format",
+        "use_bias",
+        "weights_distribution",
+        "bias_distribution",
+        "seed",
+    ):
         assert name in config, name
     clone = type(layer).from_config(config)
     assert clone.get_config() == config
@@ -110,22 +142,25 @@ def test_given_distributions_are_used_and_checked():
         nn.Conv2d(3, 5, 3, weights_distribution=wd)
 
 
-@pytest.mark.parametrize("cls, kwargs, match", [
-    (nn.Conv2d, dict(input_channels=0, output_channels=4, kernel_size=3), "input_channels"),
-    (nn.Conv2d, dict(input_channels=4, output_channels=-1, kernel_size=3), "output_channels"),
-    (nn.Conv2d, dict(input_channels=4, output_channels=4, kernel_size=0), "kernel_size"),
-    (nn.Conv2d, dict(input_channels=4, output_channels=4, kernel_size=[3, 3, 3]), "kernel_size"),
-    (nn.Conv2d, dict(input_channels=4, output_channels=6, kernel_size=3, groups=4), "groups"),
-    (nn.Conv2d, dict(input_channels=6, output_channels=4, kernel_size=3, groups=3), "groups"),
-    (nn.Conv2d, dict(input_channels=4, output_channels=4, kernel_size=3, groups=0), "groups"),
-    (nn.Conv2d, dict(input_channels=4, output_channels=4, kernel_size=3, stride=[1, 0]), "stride"),
-    (nn.Conv2d, dict(input_channels=4, output_channels=4, kernel_size=3, dilation=-1), "dilation"),
-    (nn.Conv2d, dict(input_channels=4, output_channels=4, kernel_size=3, padding="full"), "padding"),
-    (nn.Conv2d, dict(input_channels=4, output_channels=4, kernel_size=3, data_format="NWC"), "data_format"),
-    (nn.Conv1d, dict(input_channels=4, output_channels=4, kernel_size=[3, 3]), "kernel_size"),
-    (nn.Conv1d, dict(input_channels=4, output_channels=4, kernel_size=3, padding=[1, 2, 3]), "padding"),
-    (nn.Conv1d, dict(input_channels=4, output_channels=4, kernel_size=3, data_format="NHWC"), "data_format"),
-])
+@pytest.mark.parametrize(
+    "cls, kwargs, match",
+    [
+        (nn.Conv2d, dict(input_channels=0, output_channels=4, kernel_size=3), "input_channels"),
+        (nn.Conv2d, dict(input_channels=4, output_channels=-1, kernel_size=3), "output_channels"),
+        (nn.Conv2d, dict(input_channels=4, output_channels=4, kernel_size=0), "kernel_size"),
+        (nn.Conv2d, dict(input_channels=4, output_channels=4, kernel_size=[3, 3, 3]), "kernel_size"),
+        (nn.Conv2d, dict(input_channels=4, output_channels=6, kernel_size=3, groups=4), "groups"),
+        (nn.Conv2d, dict(input_channels=6, output_channels=4, kernel_size=3, groups=3), "groups"),
+        (nn.Conv2d, dict(input_channels=4, output_channels=4, kernel_size=3, groups=0), "groups"),
+        (nn.Conv2d, dict(input_channels=4, output_channels=4, kernel_size=3, stride=[1, 0]), "stride"),
+        (nn.Conv2d, dict(input_channels=4, output_channels=4, kernel_size=3, dilation=-1), "dilation"),
+        (nn.Conv2d, dict(input_channels=4, output_channels=4, kernel_size=3, padding="full"), "padding"),
+        (nn.Conv2d, dict(input_channels=4, output_channels=4, kernel_size=3, data_format="NWC"), "data_format"),
+        (nn.Conv1d, dict(input_channels=4, output_channels=4, kernel_size=[3, 3]), "kernel_size"),
+        (nn.Conv1d, dict(input_channels=4, output_channels=4, kernel_size=3, padding=[1, 2, 3]), "padding"),
+        (nn.Conv1d, dict(input_channels=4, output_channels=4, kernel_size=3, data_format="NHWC"), "data_format"),
+    ],
+)
 def test_construction_validates_naming_the_argument(cls, kwargs, match):
     with pytest.raises(ValueError, match=match):
         cls(**kwargs)

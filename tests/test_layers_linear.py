@@ -4,6 +4,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+
 from conftest import assert_allclose
 from fusedbnn import GaussianDistribution, nn, reference
 
@@ -70,7 +71,9 @@ class TestLinear:
         # freeze() keeps the last call's sample, so its KL is unchanged.
         kl_frozen, _ = layer.kl_cost()
         wd, bd = layer.weights_distribution, layer.bias_distribution
-        expected = illia_log_prob(layer.w, wd.mu, wd.sigma, 0.0, 0.1) + illia_log_prob(layer.b, bd.mu, bd.sigma, 0.0, 0.1)
+        expected = illia_log_prob(layer.w, wd.mu, wd.sigma, 0.0, 0.1) + illia_log_prob(
+            layer.b, bd.mu, bd.sigma, 0.0, 0.1
+        )
         assert kl_frozen.numpy() == pytest.approx(expected, rel=1e-4)
         assert kl_last_call.numpy() == pytest.approx(expected, rel=1e-4)
         grads = tf.GradientTape()
@@ -132,8 +135,12 @@ class TestLinear:
 
     @pytest.mark.parametrize(
         "args, match",
-        [((0, 3), "input_size"), ((3, -1), "output_size"), ((2.5, 3), "input_size"),
-         ((3, 2, GaussianDistribution((3, 3))), "weights_distribution")],
+        [
+            ((0, 3), "input_size"),
+            ((3, -1), "output_size"),
+            ((2.5, 3), "input_size"),
+            ((3, 2, GaussianDistribution((3, 3))), "weights_distribution"),
+        ],
     )
     def test_invalid_construction(self, args, match):
         with pytest.raises(ValueError, match=match):
@@ -144,8 +151,9 @@ class TestLinear:
         with pytest.raises(ValueError, match=f"layer '{layer.name}'.*axis -1 of input shape to have value 4"):
             layer(tf.zeros([2, 5]))
         other = nn.Linear(4, 2)
-        with pytest.raises(ValueError, match=f"Linear layer '{other.name}': inputs must be floating point, got dtype "
-                                             "int32"):
+        with pytest.raises(
+            ValueError, match=f"Linear layer '{other.name}': inputs must be floating point, got dtype int32"
+        ):
             other(tf.zeros([2, 4], tf.int32))
 
     def test_trains_in_fit(self):

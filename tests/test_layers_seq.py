@@ -4,6 +4,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+
 from conftest import assert_allclose
 from fusedbnn import nn
 
@@ -83,16 +84,19 @@ def test_embedding_accepts_float_ids_and_rejects_bad_arguments():
         ({"num_embeddings": 4, "embeddings_dim": 3, "padding_idx": 4}, "padding_idx"),
         ({"num_embeddings": 4, "embeddings_dim": 3, "max_norm": -1.0}, "max_norm"),
         ({"num_embeddings": 4, "embeddings_dim": 3, "norm_type": 0}, "norm_type"),
-        ({"num_embeddings": 4, "embeddings_dim": 3,
-          "weights_distribution": nn.Linear(4, 3).weights_distribution}, "weights_distribution"),
+        (
+            {"num_embeddings": 4, "embeddings_dim": 3, "weights_distribution": nn.Linear(4, 3).weights_distribution},
+            "weights_distribution",
+        ),
     ]:
         with pytest.raises(ValueError, match=name):
             nn.Embedding(**kwargs)
 
 
 def test_embedding_config_round_trip():
-    layer = nn.Embedding(12, 4, padding_idx=2, max_norm=1.5, norm_type=3.0, scale_grad_by_freq=True, sparse=True,
-                         seed=5, name="emb")
+    layer = nn.Embedding(
+        12, 4, padding_idx=2, max_norm=1.5, norm_type=3.0, scale_grad_by_freq=True, sparse=True, seed=5, name="emb"
+    )
     config = layer.get_config()
     clone = nn.Embedding.from_config(config)
     assert clone.get_config() == config
@@ -106,8 +110,10 @@ def illia_lstm(layer, ids, init_states=None):
     """illia's LSTM.call in NumPy from the frozen variables under illia's names."""
     sig = lambda v: 1 / (1 + np.exp(-v))  # noqa: E731
     x = embedding_lookup(layer.embedding.w, ids[..., 0], layer.padding_idx, layer.max_norm, layer.norm_type)
-    w = {name: getattr(layer, name).numpy().astype(np.float64)
-         for name in ("wf", "bf", "wi", "bi", "wc", "bc", "wo", "bo", "wv", "bv")}
+    w = {
+        name: getattr(layer, name).numpy().astype(np.float64)
+        for name in ("wf", "bf", "wi", "bi", "wc", "bc", "wo", "bo", "wv", "bv")
+    }
     if init_states is None:
         h = c = np.zeros([x.shape[0], layer.hidden_size])
     else:
@@ -136,8 +142,18 @@ def test_lstm_frozen_weights_under_illia_names_reproduce_the_output(options, wit
     assert not np.allclose(layer(ids, init_states=states)[0], y)
     last = layer(ids, init_states=states)
     layer.freeze()
-    for name, shape in [("wf", (10, 6)), ("wi", (10, 6)), ("wc", (10, 6)), ("wo", (10, 6)), ("bf", (6,)),
-                        ("bi", (6,)), ("bc", (6,)), ("bo", (6,)), ("wv", (6, 3)), ("bv", (3,))]:
+    for name, shape in [
+        ("wf", (10, 6)),
+        ("wi", (10, 6)),
+        ("wc", (10, 6)),
+        ("wo", (10, 6)),
+        ("bf", (6,)),
+        ("bi", (6,)),
+        ("bc", (6,)),
+        ("bo", (6,)),
+        ("wv", (6, 3)),
+        ("bv", (3,)),
+    ]:
         assert tuple(getattr(layer, name).shape) == shape, name
     frozen = layer(ids, init_states=states)
     # freeze() keeps the last call's sample, so the frozen layer repeats that call ...
@@ -158,10 +174,13 @@ def test_lstm_kl_cost_includes_every_parameter(rng):
     assert num_params == 11 * 3 + 4 * (8 * 5 + 5) + 5 * 2 + 2
     layer.freeze()
     frozen_parts = [layer.embedding.weights_distribution.log_prob(layer.embedding.w)] + [
-        dist.log_prob(value) for dist, value in [
+        dist.log_prob(value)
+        for dist, value in [
             (layer.gate_weights_distribution, tf.concat([layer.wf, layer.wi, layer.wc, layer.wo], 1)),
             (layer.gate_bias_distribution, tf.concat([layer.bf, layer.bi, layer.bc, layer.bo], 0)),
-            (layer.output_weights_distribution, layer.wv), (layer.output_bias_distribution, layer.bv)]
+            (layer.output_weights_distribution, layer.wv),
+            (layer.output_bias_distribution, layer.bv),
+        ]
     ]
     assert_allclose(layer.kl_cost()[0], tf.add_n(frozen_parts), rtol=1e-6, atol=1e-3)
     # The frozen sample is the last call's sample: the same KL.
@@ -202,8 +221,12 @@ def test_lstm_config_round_trip_and_bad_arguments():
     assert clone.embedding.padding_idx == 0 and clone.embedding.max_norm == 2.0
     restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(layer))
     assert isinstance(restored, nn.LSTM) and restored.get_config() == config
-    for kwargs, name in [((0, 4, 3, 2), "num_embeddings"), ((9, 4, 0, 2), "hidden_size"),
-                         ((9, 4, 3, -1), "output_size"), ((9, 4.0, 3, 2), "embeddings_dim")]:
+    for kwargs, name in [
+        ((0, 4, 3, 2), "num_embeddings"),
+        ((9, 4, 0, 2), "hidden_size"),
+        ((9, 4, 3, -1), "output_size"),
+        ((9, 4.0, 3, 2), "embeddings_dim"),
+    ]:
         with pytest.raises(ValueError, match=name):
             nn.LSTM(*kwargs)
     with pytest.raises(ValueError, match="batch, steps, 1"):

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import tensorflow as tf
+
 from conftest import MODES, assert_allclose, gaussian_params, grads, peak_bytes, run, seed_of
 from fusedbnn import ops, reference
 
@@ -32,10 +33,21 @@ def compare(mode, args, rtol=2e-4, atol=2e-4):
 
 
 @pytest.mark.parametrize("mode", MODES)
-@pytest.mark.parametrize("x_shape, n_out", [
-    ([1, 1], 1), ([3, 5], 7), ([32, 67], 33), ([5, 129], 65), ([2, 3, 17], 9), ([2, 1, 3, 6], 5),
-    ([70, 300], 130), ([0, 7], 5), ([4, 0], 3), ([3, 4], 0),
-])
+@pytest.mark.parametrize(
+    "x_shape, n_out",
+    [
+        ([1, 1], 1),
+        ([3, 5], 7),
+        ([32, 67], 33),
+        ([5, 129], 65),
+        ([2, 3, 17], 9),
+        ([2, 1, 3, 6], 5),
+        ([70, 300], 130),
+        ([0, 7], 5),
+        ([4, 0], 3),
+        ([3, 4], 0),
+    ],
+)
 @pytest.mark.parametrize("bias", [True, False])
 def test_linear_matches_reference(mode, x_shape, n_out, bias, rng):
     compare(mode, linear_inputs(rng, x_shape, n_out, bias))
@@ -108,7 +120,9 @@ def test_bad_arguments_raise_naming_them(mode):
 
 def test_unknown_shapes_in_graph_are_checked_at_run_time():
     x, w_mu, w_rho, w_seed = linear_inputs(np.random.default_rng(0), [3, 5], 4, bias=False)
-    fn = tf.function(ops.linear, input_signature=[tf.TensorSpec(None, tf.float32)] * 3 + [tf.TensorSpec(None, tf.int64)])
+    fn = tf.function(
+        ops.linear, input_signature=[tf.TensorSpec(None, tf.float32)] * 3 + [tf.TensorSpec(None, tf.int64)]
+    )
     assert fn(x, w_mu, w_rho, w_seed).shape == (3, 4)
     with pytest.raises(tf.errors.InvalidArgumentError, match="x's last dimension"):
         fn(tf.zeros([3, 6]), w_mu, w_rho, w_seed)

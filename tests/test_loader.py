@@ -1,6 +1,7 @@
 """The loader: one readable error for a missing or mismatched op library."""
 
 import pytest
+
 from fusedbnn import _loader
 
 
@@ -52,8 +53,7 @@ def test_library_with_a_mismatched_abi_is_one_readable_error(monkeypatch, tmp_pa
         "namespace tensorflow { extern int SymbolOfAnotherTensorFlowVersion; }\n"
         "int* use = &tensorflow::SymbolOfAnotherTensorFlowVersion;\n"
     )
-    subprocess.run([compiler, "-shared", "-fPIC", str(source), "-o", str(tmp_path / _loader._LIBRARY_NAME)],
-                   check=True)
+    subprocess.run([compiler, "-shared", "-fPIC", str(source), "-o", str(tmp_path / _loader._LIBRARY_NAME)], check=True)
     library_at(monkeypatch, tmp_path)
     with pytest.raises(ImportError, match=r"does not load.*SymbolOfAnotherTensorFlowVersion.*Rebuild"):
         _loader.load_op_library()

@@ -1,10 +1,11 @@
 """fusedbnn.losses: KL discovery over nested models, KLDivergenceLoss, ELBOLoss in every call form."""
 
-import fusedbnn
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+
+import fusedbnn
 from conftest import assert_allclose
 from fusedbnn.losses import ELBOLoss, KLDivergenceLoss, bayesian_modules, kl_divergence
 from fusedbnn.nn import LSTM, BayesianModule, Linear
@@ -85,8 +86,9 @@ def test_kl_divergence_loss_is_the_kl_over_all_modules_per_parameter(weight):
 
 
 def test_kl_of_a_frozen_model_is_the_log_ratio_at_the_fixed_sample():
-    layer = Linear(5, 4, weights_distribution=fusedbnn.GaussianDistribution((4, 5), mu_prior=0.3, std_prior=0.5),
-                   seed=3)
+    layer = Linear(
+        5, 4, weights_distribution=fusedbnn.GaussianDistribution((4, 5), mu_prior=0.3, std_prior=0.5), seed=3
+    )
     layer(np.ones((2, 5), np.float32))
     layer.freeze()
     expected = frozen_kl(layer)
@@ -155,14 +157,16 @@ def test_elbo_passes_sample_weights_to_the_data_loss():
     assert_allclose(elbo(y, model(x), sample_weight=weights), data + kl, rtol=1e-5)
 
 
-@pytest.mark.parametrize("model_class, num_samples", [(keras.Model, 1), (fusedbnn.BayesianModel, 1),
-                                                      (fusedbnn.BayesianModel, 3)])
+@pytest.mark.parametrize(
+    "model_class, num_samples", [(keras.Model, 1), (fusedbnn.BayesianModel, 1), (fusedbnn.BayesianModel, 3)]
+)
 def test_fit_on_the_elbo_lowers_the_loss(model_class, num_samples):
     x, y = regression_data(128)
     model = regression_model(model_class)
     bind = {"model": model} if model_class is keras.Model else {}
-    model.compile(optimizer=keras.optimizers.Adam(0.02),
-                  loss=ELBOLoss("mse", num_samples=num_samples, kl_weight=1e-2, **bind))
+    model.compile(
+        optimizer=keras.optimizers.Adam(0.02), loss=ELBOLoss("mse", num_samples=num_samples, kl_weight=1e-2, **bind)
+    )
     before = model.evaluate(x, y, verbose=0)
     history = model.fit(x, y, epochs=8, batch_size=32, verbose=0)
     after = model.evaluate(x, y, verbose=0)

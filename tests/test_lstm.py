@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import tensorflow as tf
+
 from conftest import MODES, assert_allclose, gaussian_params, grads, run, seed_of
 from fusedbnn import _core, ops, reference
 
@@ -27,8 +28,10 @@ def flat_outputs(lstm, args, state):
 def compare(mode, args, state, rtol=5e-4, atol=5e-4):
     def both(args, state):
         sources = [a for a in args if a.dtype == tf.float32] + list(state or ())
-        return (grads(lambda: flat_outputs(ops.lstm, args, state), sources),
-                grads(lambda: flat_outputs(reference.lstm, args, state), sources))
+        return (
+            grads(lambda: flat_outputs(ops.lstm, args, state), sources),
+            grads(lambda: flat_outputs(reference.lstm, args, state), sources),
+        )
 
     fused, ref = run(mode, both, args, state)
     names = ["outputs", "dx", "dw_mu", "dw_rho", "db_mu", "db_rho", "dh0", "dc0"]
@@ -39,9 +42,10 @@ def compare(mode, args, state, rtol=5e-4, atol=5e-4):
 
 
 @pytest.mark.parametrize("mode", MODES)
-@pytest.mark.parametrize("batch, steps, n_in, hidden", [
-    (1, 1, 1, 1), (2, 1, 3, 5), (1, 9, 4, 7), (3, 6, 17, 13), (4, 40, 5, 6), (5, 3, 9, 33),
-])
+@pytest.mark.parametrize(
+    "batch, steps, n_in, hidden",
+    [(1, 1, 1, 1), (2, 1, 3, 5), (1, 9, 4, 7), (3, 6, 17, 13), (4, 40, 5, 6), (5, 3, 9, 33)],
+)
 @pytest.mark.parametrize("initial_state", [True, False])
 def test_lstm_matches_reference(mode, batch, steps, n_in, hidden, initial_state, rng):
     compare(mode, *lstm_inputs(rng, batch, steps, n_in, hidden, initial_state))
@@ -91,7 +95,7 @@ def test_empty_batch_or_sequence(mode, batch, steps, rng):
         assert_allclose(out, np.concatenate([state[0].numpy().ravel(), state[1].numpy().ravel()]))
         cot = np.cos(np.arange(out.size, dtype=np.float32))
         assert_allclose(dh0.ravel(), cot[: batch * 4])
-        assert_allclose(dc0.ravel(), cot[batch * 4:])
+        assert_allclose(dc0.ravel(), cot[batch * 4 :])
 
 
 def test_numeric_gradient():
@@ -141,7 +145,7 @@ def numpy_lstm(x, w, b, h, c):
     h_seq = []
     for t in range(x.shape[1]):
         z = np.concatenate([x[:, t], h], 1) @ w + b
-        f, i, g, o = (z[:, k * hidden:(k + 1) * hidden] for k in range(4))
+        f, i, g, o = (z[:, k * hidden : (k + 1) * hidden] for k in range(4))
         c = sig(f) * c + sig(i) * np.tanh(g)
         h = sig(o) * np.tanh(c)
         h_seq.append(h)

@@ -7,6 +7,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+
 from fusedbnn import nn
 from op_specs import SPEC_IDS, SPECS, large_args
 

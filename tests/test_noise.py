@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import tensorflow as tf
+
 from fusedbnn import _core, ops
 
 SEEDS = [(0, 0), (1, 2), (-1, -1), (-5, 7), (2**31 - 1, -(2**31)), (123456789, 987654321)]
@@ -80,8 +81,11 @@ def test_every_instruction_set_meets_the_bound(isa_env, tmp_path):
         "print(_core.isa(), float(np.abs(_core.normal(n, (9, 10)) - e).max()))"
     )
     out = subprocess.run(
-        [sys.executable, "-c", code], env={**__import__("os").environ, "FUSEDBNN_ISA": isa_env},
-        capture_output=True, text=True, check=True,
+        [sys.executable, "-c", code],
+        env={**__import__("os").environ, "FUSEDBNN_ISA": isa_env},
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.split()
     isa, err = out[-2], float(out[-1])
     assert isa in ("scalar", "avx2", "avx512")

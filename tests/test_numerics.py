@@ -14,6 +14,7 @@ import sys
 import numpy as np
 import pytest
 import tensorflow as tf
+
 from conftest import assert_allclose, subprocess_env
 from fusedbnn import _core, ops
 from op_specs import SPEC_IDS, SPECS
@@ -40,7 +41,8 @@ def assert_same_non_finite_pattern(spec, args, what):
         spread = np.argwhere(bad_f != bad_r)[:5].tolist()
         assert np.array_equal(bad_f, bad_r), (
             f"{what}: {name} non-finite at {bad_f.sum()} elements, the reference at {bad_r.sum()}; "
-            f"they differ at e.g. {spread}")
+            f"they differ at e.g. {spread}"
+        )
         scale = max(1.0, float(np.abs(r[~bad_r]).max(initial=0.0)))
         assert_allclose(f[~bad_f], r[~bad_r], rtol=spec.rtol, atol=spec.atol * scale, err_msg=f"{what}: {name}")
 
@@ -68,18 +70,50 @@ def test_non_finite_pattern_on_every_instruction_set(isa):
         pytest.skip("this CPU runs only the scalar kernels")
     env = subprocess_env(FUSEDBNN_ISA=isa)
     result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-x",
-         f"{__file__}::test_non_finite_values_reach_only_the_affected_outputs",
-         f"{__file__}::test_softplus_is_stable_at_extreme_rho"],
-        env=env, cwd=os.path.dirname(__file__), capture_output=True, text=True,
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "-x",
+            f"{__file__}::test_non_finite_values_reach_only_the_affected_outputs",
+            f"{__file__}::test_softplus_is_stable_at_extreme_rho",
+        ],
+        env=env,
+        cwd=os.path.dirname(__file__),
+        capture_output=True,
+        text=True,
     )
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
 
 
 # rho at and beyond the float32 limits of exp: softplus(rho) = rho above ~16, exp(rho) below ~-16.
 # (Below about -80, sigma * eps falls into the subnormals, which TensorFlow's threads flush to zero.)
-EXTREME_RHO = np.float32([-80.0, -50.0, -30.0, -25.0, -20.5, -20.0, -15.0, -5.0, 0.0, 5.0, 15.0,
-                          20.0, 30.0, 88.0, 88.8, 89.0, 100.0, 1e4, 1e30])
+EXTREME_RHO = np.float32(
+    [
+        -80.0,
+        -50.0,
+        -30.0,
+        -25.0,
+        -20.5,
+        -20.0,
+        -15.0,
+        -5.0,
+        0.0,
+        5.0,
+        15.0,
+        20.0,
+        30.0,
+        88.0,
+        88.8,
+        89.0,
+        100.0,
+        1e4,
+        1e30,
+    ]
+)
 
 
 def test_softplus_is_stable_at_extreme_rho():
@@ -165,6 +199,8 @@ def test_kernels_index_past_two_to_the_31(begin):
 
     # Any split of the range gives the same elements (a tile or an embedding row past 2^31).
     cut = 77
-    parts = [_core.sample_gaussian(mu[:cut], rho[:cut], seed, begin=begin),
-             _core.sample_gaussian(mu[cut:], rho[cut:], seed, begin=begin + cut)]
+    parts = [
+        _core.sample_gaussian(mu[:cut], rho[:cut], seed, begin=begin),
+        _core.sample_gaussian(mu[cut:], rho[cut:], seed, begin=begin + cut),
+    ]
     np.testing.assert_array_equal(np.concatenate(parts), sampled)

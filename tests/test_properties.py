@@ -17,16 +17,22 @@ import re
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import MODES, run
-from fusedbnn import _loader, ops
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
+from conftest import MODES, run
+from fusedbnn import _loader, ops
 from op_specs import SPEC_IDS, SPECS
 
 EXAMPLES = int(os.environ.get("FUSEDBNN_EXAMPLES", "12"))
 # derandomize: CI runs are reproducible; raise FUSEDBNN_EXAMPLES locally to explore further.
-PROPERTY = settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
-                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+PROPERTY = settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 VALUE_SEED = st.integers(0, 2**32 - 1)
 
 
@@ -72,7 +78,6 @@ def for_mode(mode, args):
     if mode == "unknown_shapes" and args.get("engine") == "tensorflow":
         return {**args, "engine": "auto"}
     return args
-
 
 
 @pytest.mark.parametrize("mode", MODES + ["unknown_shapes"])
@@ -164,7 +169,9 @@ def raw_calls(draw, op_def):
         elif dtype.is_integer:  # ids and other integer inputs: in range or not
             kwargs[arg.name] = tf.constant(rng.integers(-2, 7, draw(shape)), dtype)
         elif dtype == tf.resource:  # a variable's handle, mostly float32; the variable must outlive the call
-            variable = tf.Variable(rng.normal(size=draw(shape)), dtype=draw(st.sampled_from([tf.float32] * 3 + [tf.float64])))
+            variable = tf.Variable(
+                rng.normal(size=draw(shape)), dtype=draw(st.sampled_from([tf.float32] * 3 + [tf.float64]))
+            )
             _FUZZED_VARIABLES.append(variable)
             kwargs[arg.name] = variable.handle
         else:

@@ -36,15 +36,24 @@ def make_model(kind, num_samples=1, frozen_first=False):
         first(np.zeros((1, 8), np.float32))
         first.freeze()
     bind = {} if kind == "bayesian_model" else {"model": model}
-    model.compile(optimizer=keras.optimizers.Adam(1e-2),
-                  loss=ELBOLoss("mse", num_samples=num_samples, kl_weight=1e-2, **bind))
+    model.compile(
+        optimizer=keras.optimizers.Adam(1e-2), loss=ELBOLoss("mse", num_samples=num_samples, kl_weight=1e-2, **bind)
+    )
     return model
 
 
 def fit(model, epochs, initial_epoch=0, callbacks=()):
     x, y = data()
-    model.fit(x, y, batch_size=16, epochs=epochs, initial_epoch=initial_epoch, shuffle=False, verbose=0,
-              callbacks=list(callbacks))
+    model.fit(
+        x,
+        y,
+        batch_size=16,
+        epochs=epochs,
+        initial_epoch=initial_epoch,
+        shuffle=False,
+        verbose=0,
+        callbacks=list(callbacks),
+    )
 
 
 class CrashAfterEpoch(keras.callbacks.Callback):

@@ -5,11 +5,12 @@ import subprocess
 import sys
 import textwrap
 
-import fusedbnn
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+
+import fusedbnn
 from conftest import assert_allclose, subprocess_env
 from fusedbnn.losses import ELBOLoss, bayesian_modules
 from fusedbnn.nn import LSTM, Linear
@@ -19,10 +20,22 @@ from fusedbnn.uncertainty import predict_mc
 def custom_model():
     """Two layers with non-default priors, initial values and seeds, one without bias."""
     inputs = keras.Input((5,))
-    first = Linear(5, 4, weights_distribution=fusedbnn.GaussianDistribution(
-        (4, 5), mu_prior=0.25, std_prior=0.5, mu_init=0.1, rho_init=-1.5, seed=21), seed=20, name="first")
-    second = Linear(4, 3, use_bias=False, weights_distribution=fusedbnn.GaussianDistribution(
-        (3, 4), mu_prior=-0.5, std_prior=2.0, rho_init=-2.5), name="second")
+    first = Linear(
+        5,
+        4,
+        weights_distribution=fusedbnn.GaussianDistribution(
+            (4, 5), mu_prior=0.25, std_prior=0.5, mu_init=0.1, rho_init=-1.5, seed=21
+        ),
+        seed=20,
+        name="first",
+    )
+    second = Linear(
+        4,
+        3,
+        use_bias=False,
+        weights_distribution=fusedbnn.GaussianDistribution((3, 4), mu_prior=-0.5, std_prior=2.0, rho_init=-2.5),
+        name="second",
+    )
     return fusedbnn.BayesianModel(inputs, second(keras.layers.ReLU()(first(inputs))))
 
 
@@ -67,8 +80,13 @@ def moments(layer, x):
 
 def test_an_unfrozen_reloaded_layer_samples_the_same_distribution(tmp_path):
     inputs_ = keras.Input((5,))
-    layer = Linear(5, 3, weights_distribution=fusedbnn.GaussianDistribution((3, 5), rho_init=-0.5),
-                   bias_distribution=fusedbnn.GaussianDistribution(3, rho_init=-1.0), seed=8)
+    layer = Linear(
+        5,
+        3,
+        weights_distribution=fusedbnn.GaussianDistribution((3, 5), rho_init=-0.5),
+        bias_distribution=fusedbnn.GaussianDistribution(3, rho_init=-1.0),
+        seed=8,
+    )
     model = keras.Model(inputs_, layer(inputs_))
     model.save(tmp_path / "u.keras")
     loaded = keras.models.load_model(tmp_path / "u.keras")
@@ -85,8 +103,10 @@ def test_an_unfrozen_reloaded_layer_samples_the_same_distribution(tmp_path):
 
 def test_compiled_bayesian_model_reloads_its_elbo_and_keeps_training(tmp_path):
     model = custom_model()
-    model.compile(optimizer=keras.optimizers.Adam(0.01),
-                  loss=ELBOLoss(keras.losses.MeanSquaredError(), num_samples=2, kl_weight=0.05))
+    model.compile(
+        optimizer=keras.optimizers.Adam(0.01),
+        loss=ELBOLoss(keras.losses.MeanSquaredError(), num_samples=2, kl_weight=0.05),
+    )
     x = inputs(32)
     y = np.abs(x[:, :3])
     model.fit(x, y, epochs=1, verbose=0)
@@ -98,8 +118,9 @@ def test_compiled_bayesian_model_reloads_its_elbo_and_keeps_training(tmp_path):
     for candidate in (model, loaded):
         for layer in bayesian_modules(candidate):
             layer.freeze()
-    assert_allclose(loaded.evaluate(x, y, batch_size=32, verbose=0), model.evaluate(x, y, batch_size=32, verbose=0),
-                    rtol=1e-6)
+    assert_allclose(
+        loaded.evaluate(x, y, batch_size=32, verbose=0), model.evaluate(x, y, batch_size=32, verbose=0), rtol=1e-6
+    )
     for layer in bayesian_modules(loaded):
         layer.unfreeze()
     history = loaded.fit(x, y, epochs=2, verbose=0)
@@ -151,9 +172,19 @@ def test_export_and_saved_model_reload_in_a_fresh_process(tmp_path):
     script.write_text(FRESH_PROCESS)
     env = subprocess_env()
     result = subprocess.run(
-        [sys.executable, str(script), str(tmp_path / "export"), str(tmp_path / "saved_model"), unfrozen_dir,
-         str(tmp_path / "x.npy"), str(tmp_path / "expected.npy")],
-        env=env, capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            str(script),
+            str(tmp_path / "export"),
+            str(tmp_path / "saved_model"),
+            unfrozen_dir,
+            str(tmp_path / "x.npy"),
+            str(tmp_path / "expected.npy"),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "served (6, 3)" in result.stdout

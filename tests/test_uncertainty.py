@@ -6,16 +6,16 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+
 from conftest import assert_allclose
 from fusedbnn.nn import Linear
 from fusedbnn.uncertainty import expected_entropy, mutual_information, predict_mc, predictive_entropy
 
 # Two sampled models, three examples, over classes. Example 0: the samples are sure and disagree;
 # example 1: both are unsure; example 2 (3 classes, zero-padded) is worked out below.
-SAMPLES = np.array([
-    [[1.0, 0.0, 0.0], [0.5, 0.5, 0.0], [0.7, 0.2, 0.1]],
-    [[0.0, 1.0, 0.0], [0.5, 0.5, 0.0], [0.1, 0.2, 0.7]],
-])
+SAMPLES = np.array(
+    [[[1.0, 0.0, 0.0], [0.5, 0.5, 0.0], [0.7, 0.2, 0.1]], [[0.0, 1.0, 0.0], [0.5, 0.5, 0.0], [0.1, 0.2, 0.7]]]
+)
 LN2 = math.log(2.0)
 # Example 2: mean (0.4, 0.2, 0.4); each sample is a permutation of (0.7, 0.2, 0.1).
 H_MEAN_2 = -(0.4 * math.log(0.4) + 0.2 * math.log(0.2) + 0.4 * math.log(0.4))

@@ -234,8 +234,7 @@ void local_reparam_linear_backward(const ParallelFor& pf, const LinearGradParams
                                   false, dvar_w.data(), cols});
       for (int64_t o = 0; o < g.out; ++o) {
         const int64_t begin = o * g.in + i0;
-        k.variance_grad(cols, g.w_rho + begin, dvar_w.data() + o * cols, variance.data() + o * cols,
-                        g.dw_rho + begin);
+        k.variance_grad(cols, g.w_rho + begin, dvar_w.data() + o * cols, variance.data() + o * cols, g.dw_rho + begin);
       }
       gemm(serial_for(), GemmArgs{g.rows, cols, g.out, dvariance.data(), g.out, false, variance.data(), cols, false,
                                   dx_tile.data(), cols});

@@ -136,8 +136,7 @@ struct GaussianImpl {
     map_range<T, 0, 1>(st, begin, end, {}, {eps}, [](F e, const F*, F* y) { y[0] = e; });
   }
 
-  static void sample(const NoiseStream& st, int64_t begin, int64_t end, const float* mu, const float* rho,
-                     float* w) {
+  static void sample(const NoiseStream& st, int64_t begin, int64_t end, const float* mu, const float* rho, float* w) {
     map_range<T, 2, 1>(st, begin, end, {mu, rho}, {w},
                        [](F e, const F* x, F* y) { y[0] = M::fma(M::softplus(x[1]), e, x[0]); });
   }

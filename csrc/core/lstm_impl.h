@@ -36,7 +36,9 @@ struct ActivationImpl {
     std::copy(block, block + (n - i), out + i);
   }
 
-  static void sigmoid(const float* in, float* out, int64_t n) { map(in, out, n, [](F x) { return M::sigmoid(x); }); }
+  static void sigmoid(const float* in, float* out, int64_t n) {
+    map(in, out, n, [](F x) { return M::sigmoid(x); });
+  }
   static void tanh(const float* in, float* out, int64_t n) { map(in, out, n, tanh_lanes); }
 
   static ActivationKernels table() { return ActivationKernels{&sigmoid, &tanh}; }

@@ -101,9 +101,7 @@ struct PolyMath {
     *sigmoid = T::select(T::lt(x, T::set1(0.0f)), T::mul(e, inv), inv);
   }
 
-  static F softplus(F x) {
-    return T::add(T::max(x, T::set1(0.0f)), log1p_unit(exp(T::sub(T::set1(0.0f), T::abs(x)))));
-  }
+  static F softplus(F x) { return T::add(T::max(x, T::set1(0.0f)), log1p_unit(exp(T::sub(T::set1(0.0f), T::abs(x))))); }
 
   static F sigmoid(F x) {
     F sp, sg;

@@ -25,10 +25,7 @@ LinearParams linear_params(const Array& x, const Array& w_mu, const Array& w_rho
 }
 
 LinearGradArrays::LinearGradArrays(const LinearParams& p, const Array& dy)
-    : dx({p.rows, p.in}),
-      dw_mu({p.out, p.in}),
-      dw_rho({p.out, p.in}),
-      db_mu(p.has_bias ? p.out : 0),
+    : dx({p.rows, p.in}), dw_mu({p.out, p.in}), dw_rho({p.out, p.in}), db_mu(p.has_bias ? p.out : 0),
       db_rho(p.has_bias ? p.out : 0) {
   if (dy.ndim() != 2 || dy.shape(0) != p.rows || dy.shape(1) != p.out)
     throw std::invalid_argument("dy must be [rows, out]");

@@ -48,8 +48,7 @@ class LocalReparamLinearOp : public EstimatorBase {
     tfl::Tensor *y, *y_std;
     OP_REQUIRES_OK(ctx, allocate_y(ctx, p, &y));
     OP_REQUIRES_OK(ctx, ctx->allocate_output(1, y->shape(), &y_std));
-    local_reparam_linear_forward(parallel_for(ctx), p, x_stream, y->flat<float>().data(),
-                                 y_std->flat<float>().data());
+    local_reparam_linear_forward(parallel_for(ctx), p, x_stream, y->flat<float>().data(), y_std->flat<float>().data());
   }
 };
 

@@ -11,5 +11,14 @@ from fusedbnn.models import BayesianModel
 
 __version__ = "0.1.0"
 
-__all__ = ["BayesianModel", "GaussianDistribution", "bayesianize", "distributions", "losses", "nn", "ops", "reference",
-           "uncertainty"]
+__all__ = [
+    "BayesianModel",
+    "GaussianDistribution",
+    "bayesianize",
+    "distributions",
+    "losses",
+    "nn",
+    "ops",
+    "reference",
+    "uncertainty",
+]

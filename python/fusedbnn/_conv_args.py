@@ -45,8 +45,10 @@ class ConvArgs:
 def _padding_2d(padding):
     if isinstance(padding, str):
         if padding.upper() not in ("VALID", "SAME"):
-            raise ValueError(f"padding must be 'VALID', 'SAME', an int, [pad_h, pad_w] or [[top, bottom], [left, right]], "
-                             f"got {padding!r}")
+            raise ValueError(
+                f"padding must be 'VALID', 'SAME', an int, [pad_h, pad_w] or [[top, bottom], [left, right]], "
+                f"got {padding!r}"
+            )
         return padding.upper(), (0, 0, 0, 0)
     rows = None
     if _is_int(padding):
@@ -57,8 +59,10 @@ def _padding_2d(padding):
         elif all(isinstance(p, (list, tuple)) and len(p) == 2 and all(_is_int(v) for v in p) for p in padding):
             rows = padding
     if rows is None or any(v < 0 for r in rows for v in r):
-        raise ValueError(f"padding must be 'VALID', 'SAME', an int, [pad_h, pad_w] or [[top, bottom], [left, right]] "
-                         f"(non-negative ints), got {padding!r}")
+        raise ValueError(
+            f"padding must be 'VALID', 'SAME', an int, [pad_h, pad_w] or [[top, bottom], [left, right]] "
+            f"(non-negative ints), got {padding!r}"
+        )
     return "EXPLICIT", tuple(int(v) for r in rows for v in r)
 
 
@@ -69,8 +73,14 @@ def conv2d_args(stride, padding, dilation, groups, data_format):
     if not _is_int(groups) or groups < 1:
         raise ValueError(f"groups must be a positive int, got {groups!r}")
     mode, explicit = _padding_2d(padding)
-    return ConvArgs(int_tuple(stride, 2, "stride"), int_tuple(1 if dilation is None else dilation, 2, "dilation"),
-                    mode, explicit, int(groups), data_format == "NHWC")
+    return ConvArgs(
+        int_tuple(stride, 2, "stride"),
+        int_tuple(1 if dilation is None else dilation, 2, "dilation"),
+        mode,
+        explicit,
+        int(groups),
+        data_format == "NHWC",
+    )
 
 
 def _single(value, name, minimum=1):
@@ -94,8 +104,13 @@ def conv1d_args(stride, padding, dilation, groups, data_format):
     else:
         raise ValueError(f"padding must be 'VALID', 'SAME', an int or [left, right], got {padding!r}")
     dilation = 1 if dilation is None else dilation
-    return conv2d_args((1, _single(stride, "stride")), padding_2d, (1, _single(dilation, "dilation")), groups,
-                       "NHWC" if data_format == "NWC" else "NCHW")
+    return conv2d_args(
+        (1, _single(stride, "stride")),
+        padding_2d,
+        (1, _single(dilation, "dilation")),
+        groups,
+        "NHWC" if data_format == "NWC" else "NCHW",
+    )
 
 
 def axis_output(size, kernel, stride, dilation, padding, before, after):
@@ -106,6 +121,8 @@ def axis_output(size, kernel, stride, dilation, padding, before, after):
         return out, max((out - 1) * stride + window - size, 0) // 2
     padded = size + before + after
     if padded < window:
-        raise ValueError(f"the padded input ({padded}) is smaller than the dilated kernel window ({window}): "
-                         "the output size would be negative")
+        raise ValueError(
+            f"the padded input ({padded}) is smaller than the dilated kernel window ({window}): "
+            "the output size would be negative"
+        )
     return (padded - window) // stride + 1, before

@@ -49,7 +49,7 @@ def _tf_conv2d(x, w, strides, padding):
             total = tf.maximum((-(-size // stride) - 1) * stride + window - size, 0)
             pads.append([total // 2, total - total // 2])
         x, padding = tf.pad(x, pads + [[0, 0]]), "VALID"
-    return tf.nn.conv2d(x, w, 1, padding)[:, ::strides[0], ::strides[1], :]
+    return tf.nn.conv2d(x, w, 1, padding)[:, :: strides[0], :: strides[1], :]
 
 
 def _conv2d_nhwc(x, w, args, native_groups):
@@ -60,9 +60,14 @@ def _conv2d_nhwc(x, w, args, native_groups):
     out_size = [None, None]
     for axis in (0, 1):
         if x.shape[axis + 1] is not None:
-            out_size[axis], _ = _conv_args.axis_output(x.shape[axis + 1], w.shape[axis], args.strides[axis],
-                                                       args.dilations[axis], args.padding,
-                                                       *args.explicit[2 * axis:2 * axis + 2])
+            out_size[axis], _ = _conv_args.axis_output(
+                x.shape[axis + 1],
+                w.shape[axis],
+                args.strides[axis],
+                args.dilations[axis],
+                args.padding,
+                *args.explicit[2 * axis : 2 * axis + 2],
+            )
     if None not in out_size and 0 in (x.shape[0], *out_size):
         # oneDNN mishandles empty convolutions in graphs; keep the gradients defined (zero).
         zero = 0.0 * (tf.reduce_sum(x) + tf.reduce_sum(w))

@@ -38,8 +38,9 @@ def float_inputs(layer, inputs):
     """A layer's inputs as float32 (its base class casts the other float types), else ValueError
     naming the layer."""
     if inputs.dtype != tf.float32:
-        raise ValueError(f"{type(layer).__name__} layer '{layer.name}': inputs must be floating point, "
-                         f"got dtype {inputs.dtype.name}")
+        raise ValueError(
+            f"{type(layer).__name__} layer '{layer.name}': inputs must be floating point, got dtype {inputs.dtype.name}"
+        )
     return inputs
 
 
@@ -51,8 +52,9 @@ def positive_std(value, name="std_prior"):
 
 def embedding_options(padding_idx, max_norm, norm_type):
     """The embedding op's attributes for its options, checked: -1 and 0.0 mean none."""
-    if padding_idx is not None and (isinstance(padding_idx, bool) or not isinstance(padding_idx, numbers.Integral)
-                                    or padding_idx < 0):
+    if padding_idx is not None and (
+        isinstance(padding_idx, bool) or not isinstance(padding_idx, numbers.Integral) or padding_idx < 0
+    ):
         raise ValueError(f"padding_idx must be None or an int >= 0, got {padding_idx!r}")
     if max_norm is not None and not (isinstance(max_norm, numbers.Real) and max_norm > 0):
         raise ValueError(f"max_norm must be None or positive, got {max_norm!r}")

@@ -76,8 +76,7 @@ def linear_case(batch, n_in, n_out):
         e = _estimator_args(estimator, rng)
         return {
             "fused": _side(lambda: ops.linear(x, w_mu, w_rho, w_seed, b_mu, b_rho, b_seed, **e), trainables),
-            "reference": _side(lambda: reference.linear(x, w_mu, w_rho, w_seed, b_mu, b_rho, b_seed, **e),
-                               trainables),
+            "reference": _side(lambda: reference.linear(x, w_mu, w_rho, w_seed, b_mu, b_rho, b_seed, **e), trainables),
             "deterministic": _side(lambda: dense(x), [x] + dense.trainable_variables),
         }
 
@@ -100,8 +99,9 @@ def conv_case(batch, spatial, n_in, n_out, kernel, padding, engine="auto"):
         deterministic.build((batch, *spatial, n_in))
         args = dict(padding=padding, **_estimator_args(estimator, rng))
         return {
-            "fused": _side(lambda: fused_fn(x, w_mu, w_rho, w_seed, b_mu, b_rho, b_seed, engine=engine, **args),
-                           trainables),
+            "fused": _side(
+                lambda: fused_fn(x, w_mu, w_rho, w_seed, b_mu, b_rho, b_seed, engine=engine, **args), trainables
+            ),
             "reference": _side(lambda: reference_fn(x, w_mu, w_rho, w_seed, b_mu, b_rho, b_seed, **args), trainables),
             "deterministic": _side(lambda: deterministic(x), [x] + deterministic.trainable_variables),
         }
@@ -239,13 +239,17 @@ def gradient_variance(estimator, batch=128, n_in=256, n_out=64, draws=200):
 
     seeds = rng.integers(0, 2**31, [draws, 2, 2])
     samples = [grad(tf.constant(s)) for s in seeds]
-    return {name: float(np.mean(np.var(np.stack([g[i].numpy() for g in samples]), axis=0)))
-            for i, name in enumerate(("w_mu", "w_rho"))}
+    return {
+        name: float(np.mean(np.var(np.stack([g[i].numpy() for g in samples]), axis=0)))
+        for i, name in enumerate(("w_mu", "w_rho"))
+    }
 
 
 def format_table(rows):
-    header = (f"{'case':10s} {'pass':17s} {'fused ms':>9s} {'ref ms':>9s} {'det ms':>9s} {'speedup':>8s} "
-              f"{'vs det':>7s} {'peak MB fused/ref/det':>22s}")
+    header = (
+        f"{'case':10s} {'pass':17s} {'fused ms':>9s} {'ref ms':>9s} {'det ms':>9s} {'speedup':>8s} "
+        f"{'vs det':>7s} {'peak MB fused/ref/det':>22s}"
+    )
     lines = [header, "-" * len(header)]
     for r in rows:
         peak = ""
@@ -284,23 +288,37 @@ def plot(rows, path):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--cases", default=",".join(CASES), help="comma-separated, from: " + ", ".join({**CASES, **EXTRA_CASES}))
+    parser.add_argument(
+        "--cases", default=",".join(CASES), help="comma-separated, from: " + ", ".join({**CASES, **EXTRA_CASES})
+    )
     parser.add_argument("--pairs", type=int, default=30, help="interleaved timing rounds per pass")
     parser.add_argument("--json", help="write the rows as JSON here")
     parser.add_argument("--plot", help="write a PNG chart here")
-    parser.add_argument("--estimator", default="reparameterization", choices=ops.ESTIMATORS,
-                        help="the fused and reference sides of the linear and conv cases use this estimator")
-    parser.add_argument("--gradient-variance", action="store_true",
-                        help="print the gradient variance at batch 128 of the three estimators instead")
+    parser.add_argument(
+        "--estimator",
+        default="reparameterization",
+        choices=ops.ESTIMATORS,
+        help="the fused and reference sides of the linear and conv cases use this estimator",
+    )
+    parser.add_argument(
+        "--gradient-variance",
+        action="store_true",
+        help="print the gradient variance at batch 128 of the three estimators instead",
+    )
     args = parser.parse_args(argv)
     if args.gradient_variance:
         # The per-example estimators cut the noise's share by up to the batch size; how much of the
         # whole that is depends on the width: a wide input already averages much of it (n_in > B).
-        rows = [{"estimator": e, "n_in": n_in, "n_out": n_out, **gradient_variance(e, n_in=n_in, n_out=n_out)}
-                for n_in, n_out in ((32, 32), (256, 64)) for e in ops.ESTIMATORS]
+        rows = [
+            {"estimator": e, "n_in": n_in, "n_out": n_out, **gradient_variance(e, n_in=n_in, n_out=n_out)}
+            for n_in, n_out in ((32, 32), (256, 64))
+            for e in ops.ESTIMATORS
+        ]
         for row in rows:
-            print(f"B=128 {row['n_in']:4d}->{row['n_out']:<3d} {row['estimator']:26s} var(dw_mu) {row['w_mu']:.3e}  "
-                  f"var(dw_rho) {row['w_rho']:.3e}")
+            print(
+                f"B=128 {row['n_in']:4d}->{row['n_out']:<3d} {row['estimator']:26s} var(dw_mu) {row['w_mu']:.3e}  "
+                f"var(dw_rho) {row['w_rho']:.3e}"
+            )
         return rows
     names = [c.strip() for c in args.cases.split(",") if c.strip()]
     known = {**CASES, **EXTRA_CASES}
@@ -312,8 +330,11 @@ def main(argv=None):
         if layers != names:
             parser.error(f"--estimator applies to the linear and conv cases, not {sorted(set(names) - set(layers))}")
         known = {n: functools.partial(known[n], estimator=args.estimator) for n in names}
-    print(f"fusedbnn bench: {len(names)} case(s), {args.pairs} rounds each, "
-          f"{tf.config.threading.get_intra_op_parallelism_threads() or 'all'} intra-op threads", file=sys.stderr)
+    print(
+        f"fusedbnn bench: {len(names)} case(s), {args.pairs} rounds each, "
+        f"{tf.config.threading.get_intra_op_parallelism_threads() or 'all'} intra-op threads",
+        file=sys.stderr,
+    )
     rows = []
     for index, name in enumerate(names, 1):
         print(f"[{index}/{len(names)}] {name}", file=sys.stderr, flush=True)

@@ -38,10 +38,12 @@ class PerWeightPriorGaussian(GaussianDistribution):
     """
 
     def __init__(self, shape, std_prior=0.1, mu_init=0.0, rho_init=-7.0, seed=None, **kwargs):
-        super().__init__(shape, mu_prior=0.0, std_prior=std_prior, mu_init=mu_init, rho_init=rho_init, seed=seed,
-                         **kwargs)
-        self.prior_mean = self.add_weight(name="prior_mean", shape=self.shape, initializer="zeros", trainable=False,
-                                          autocast=False)
+        super().__init__(
+            shape, mu_prior=0.0, std_prior=std_prior, mu_init=mu_init, rho_init=rho_init, seed=seed, **kwargs
+        )
+        self.prior_mean = self.add_weight(
+            name="prior_mean", shape=self.shape, initializer="zeros", trainable=False, autocast=False
+        )
 
     def log_prob(self, x=None):
         """``sum(log N(x; mu, sigma)) - sum(log N(x; prior_mean, std_prior))``, x a fresh sample if None."""
@@ -57,8 +59,9 @@ class PerWeightPriorGaussian(GaussianDistribution):
         return config
 
 
-def bayesianize(model, moped_delta=None, mu_prior=None, std_prior=0.1, rho_init=-7.0, estimator="reparameterization",
-                layers=None):
+def bayesianize(
+    model, moped_delta=None, mu_prior=None, std_prior=0.1, rho_init=-7.0, estimator="reparameterization", layers=None
+):
     """A Bayesian copy of a trained Keras model: its Dense, Conv1D, Conv2D, Embedding and LSTM
     layers replaced by fusedbnn layers whose posterior means are the trained weights.
 
@@ -104,14 +107,19 @@ def bayesianize(model, moped_delta=None, mu_prior=None, std_prior=0.1, rho_init=
     if not isinstance(model, keras.Model):
         raise ValueError(f"model must be a keras.Model, got {type(model).__name__}")
     if not isinstance(model, (keras.Sequential, Functional)):
-        raise ValueError(f"model must be a Sequential or functional Keras model; '{model.name}' is a subclassed "
-                         f"{type(model).__name__}, whose layers' connections cannot be rebuilt")
+        raise ValueError(
+            f"model must be a Sequential or functional Keras model; '{model.name}' is a subclassed "
+            f"{type(model).__name__}, whose layers' connections cannot be rebuilt"
+        )
     if not model.built:
-        raise ValueError(f"model '{model.name}' is not built: build it (or call it once) so that its layers have "
-                         "their trained weights")
+        raise ValueError(
+            f"model '{model.name}' is not built: build it (or call it once) so that its layers have "
+            "their trained weights"
+        )
     if estimator not in ops.ESTIMATORS:
-        raise ValueError(f"estimator must be one of {ops.ESTIMATORS} (the estimators the fusedbnn layers offer), "
-                         f"got {estimator!r}")
+        raise ValueError(
+            f"estimator must be one of {ops.ESTIMATORS} (the estimators the fusedbnn layers offer), got {estimator!r}"
+        )
     if moped_delta is not None and not (_is_finite(moped_delta) and moped_delta > 0):
         raise ValueError(f"moped_delta must be None or a positive float, got {moped_delta!r}")
     if mu_prior is not None and not _is_finite(mu_prior):
@@ -120,8 +128,14 @@ def bayesianize(model, moped_delta=None, mu_prior=None, std_prior=0.1, rho_init=
         raise ValueError(f"rho_init must be a finite float, got {rho_init!r}")
     if isinstance(layers, str):
         raise ValueError(f"layers must be a list of layer names, got the string {layers!r}")
-    converter = _Converter(float(moped_delta) if moped_delta else None, None if mu_prior is None else float(mu_prior),
-                           positive_std(std_prior), float(rho_init), None if layers is None else set(layers), estimator)
+    converter = _Converter(
+        float(moped_delta) if moped_delta else None,
+        None if mu_prior is None else float(mu_prior),
+        positive_std(std_prior),
+        float(rho_init),
+        None if layers is None else set(layers),
+        estimator,
+    )
     unknown = sorted(converter.selected - _layer_names(model)) if converter.selected is not None else []
     if unknown:
         raise ValueError(f"layers names no layer of model '{model.name}': {unknown}")
@@ -148,8 +162,11 @@ def _layer_names(model):
 
 def _receives_mask(layer):
     """Whether any call of ``layer`` in a model got an input that carries a Keras mask."""
-    return any(getattr(tensor, "_keras_mask", None) is not None
-               for node in layer._inbound_nodes for tensor in node.input_tensors)
+    return any(
+        getattr(tensor, "_keras_mask", None) is not None
+        for node in layer._inbound_nodes
+        for tensor in node.input_tensors
+    )
 
 
 def _inverse_softplus(sigma):
@@ -196,8 +213,9 @@ class _Converter:
             return outputs if activation is None else activation(outputs)
 
         # New inputs under the original names (clone_model would name them after the tensors).
-        inputs = tf.nest.map_structure(lambda x: keras.Input(batch_shape=x.shape, dtype=x.dtype,
-                                                             name=x._keras_history.operation.name), model.input)
+        inputs = tf.nest.map_structure(
+            lambda x: keras.Input(batch_shape=x.shape, dtype=x.dtype, name=x._keras_history.operation.name), model.input
+        )
         return keras.models.clone_model(model, input_tensors=inputs, clone_function=clone, call_function=call)
 
     def _sequential(self, model):
@@ -222,8 +240,13 @@ class _Converter:
         if convert is None:
             family = next((kind.__name__ for kind in _CONVERTERS if isinstance(layer, kind)), None)
             named = self.selected is not None
-            reason = (f"a subclass of {family}, whose call may differ" if family
-                      else "not a layer type that bayesianize converts" if named else None)
+            reason = (
+                f"a subclass of {family}, whose call may differ"
+                if family
+                else "not a layer type that bayesianize converts"
+                if named
+                else None
+            )
             return self._keep(layer, reason), None
         reason = _unsupported(layer)
         if reason:
@@ -231,8 +254,11 @@ class _Converter:
         converted = convert(self, layer)
         converted.trainable = layer.trainable
         activation = getattr(layer, "activation", None)
-        if activation is None or isinstance(layer, keras.layers.LSTM) or \
-                keras.activations.serialize(activation) == "linear":
+        if (
+            activation is None
+            or isinstance(layer, keras.layers.LSTM)
+            or keras.activations.serialize(activation) == "linear"
+        ):
             return converted, None
         name = f"{layer.name}_activation"
         while name in taken:
@@ -243,13 +269,17 @@ class _Converter:
     def _keep(self, layer, reason=None):
         """A copy of ``layer`` (its weights copied once built), with a warning naming it when ``reason``."""
         if reason:
-            warnings.warn(f"bayesianize: layer '{layer.name}' ({type(layer).__name__}) kept deterministic: {reason}",
-                          stacklevel=2)
+            warnings.warn(
+                f"bayesianize: layer '{layer.name}' ({type(layer).__name__}) kept deterministic: {reason}", stacklevel=2
+            )
         try:
             copy = layer.__class__.from_config(layer.get_config())
         except Exception as error:  # noqa: BLE001 (any failure of a user's config: share the layer instead)
-            warnings.warn(f"bayesianize: layer '{layer.name}' ({type(layer).__name__}) is shared with the original "
-                          f"model, not copied: it cannot be rebuilt from its config ({error})", stacklevel=2)
+            warnings.warn(
+                f"bayesianize: layer '{layer.name}' ({type(layer).__name__}) is shared with the original "
+                f"model, not copied: it cannot be rebuilt from its config ({error})",
+                stacklevel=2,
+            )
             return layer
         self.kept.append((layer, copy))
         return copy
@@ -265,12 +295,18 @@ class _Converter:
         per_weight_prior = self.moped_delta is not None and self.mu_prior is None
         with keras.name_scope(layer_name):
             if per_weight_prior:
-                dist = PerWeightPriorGaussian(trained.shape, std_prior=self.std_prior, rho_init=self.rho_init,
-                                              name=parameter)
+                dist = PerWeightPriorGaussian(
+                    trained.shape, std_prior=self.std_prior, rho_init=self.rho_init, name=parameter
+                )
                 dist.prior_mean.assign(trained.astype(np.float32))
             else:
-                dist = GaussianDistribution(trained.shape, mu_prior=self.mu_prior or 0.0, std_prior=self.std_prior,
-                                            rho_init=self.rho_init, name=parameter)
+                dist = GaussianDistribution(
+                    trained.shape,
+                    mu_prior=self.mu_prior or 0.0,
+                    std_prior=self.std_prior,
+                    rho_init=self.rho_init,
+                    name=parameter,
+                )
         if self.moped_delta is None:
             rho = np.full(trained.shape, self.rho_init)
         else:
@@ -284,13 +320,19 @@ class _Converter:
         return {
             "weights_distribution": self._distribution(layer.name, "weights", kernel),
             "bias_distribution": None if bias is None else self._distribution(layer.name, "bias", bias),
-            "name": layer.name, "dtype": layer.dtype_policy,
+            "name": layer.name,
+            "dtype": layer.dtype_policy,
         }
 
     def _dense(self, layer):
         kernel = keras.ops.transpose(layer.kernel)
-        return nn.Linear(kernel.shape[1], kernel.shape[0], use_bias=layer.use_bias, estimator=self.estimator,
-                         **self._weight_and_bias(layer, kernel, layer.bias if layer.use_bias else None))
+        return nn.Linear(
+            kernel.shape[1],
+            kernel.shape[0],
+            use_bias=layer.use_bias,
+            estimator=self.estimator,
+            **self._weight_and_bias(layer, kernel, layer.bias if layer.use_bias else None),
+        )
 
     def _conv(self, layer):
         rank = len(layer.kernel_size)
@@ -301,28 +343,46 @@ class _Converter:
             padding = [(layer.kernel_size[0] - 1) * layer.dilation_rate[0], 0]
         else:
             padding = padding.upper()
-        layer_class, data_format = (nn.Conv1d, "NWC" if channels_last else "NCW") if rank == 1 \
+        layer_class, data_format = (
+            (nn.Conv1d, "NWC" if channels_last else "NCW")
+            if rank == 1
             else (nn.Conv2d, "NHWC" if channels_last else "NCHW")
-        return layer_class(input_channels, layer.filters, list(layer.kernel_size), stride=list(layer.strides),
-                           padding=padding, dilation=list(layer.dilation_rate), groups=layer.groups,
-                           data_format=data_format, use_bias=layer.use_bias, estimator=self.estimator,
-                           **self._weight_and_bias(layer, layer.kernel, layer.bias if layer.use_bias else None))
+        )
+        return layer_class(
+            input_channels,
+            layer.filters,
+            list(layer.kernel_size),
+            stride=list(layer.strides),
+            padding=padding,
+            dilation=list(layer.dilation_rate),
+            groups=layer.groups,
+            data_format=data_format,
+            use_bias=layer.use_bias,
+            estimator=self.estimator,
+            **self._weight_and_bias(layer, layer.kernel, layer.bias if layer.use_bias else None),
+        )
 
     def _embedding(self, layer):
         table = layer.embeddings
-        return nn.Embedding(table.shape[0], table.shape[1],
-                            weights_distribution=self._distribution(layer.name, "weights", table),
-                            name=layer.name, dtype=layer.dtype_policy)
+        return nn.Embedding(
+            table.shape[0],
+            table.shape[1],
+            weights_distribution=self._distribution(layer.name, "weights", table),
+            name=layer.name,
+            dtype=layer.dtype_policy,
+        )
 
     def _lstm(self, layer):
         cell = layer.cell
         # Keras packs the gates as i, f, c, o; the fused op as f, i, c, o.
         i, f, c, o = tf.split(tf.concat([cell.kernel, cell.recurrent_kernel], axis=0), 4, axis=-1)
         bi, bf, bc, bo = tf.split(cell.bias, 4)
-        converted = nn.SequenceLSTM(layer.units, return_sequences=layer.return_sequences,
-                                    return_state=layer.return_state,
-                                    **self._weight_and_bias(layer, tf.concat([f, i, c, o], axis=-1),
-                                                            tf.concat([bf, bi, bc, bo], axis=0)))
+        converted = nn.SequenceLSTM(
+            layer.units,
+            return_sequences=layer.return_sequences,
+            return_state=layer.return_state,
+            **self._weight_and_bias(layer, tf.concat([f, i, c, o], axis=-1), tf.concat([bf, bi, bc, bo], axis=0)),
+        )
         converted.build((None, None, cell.kernel.shape[0]))
         return converted
 
@@ -348,12 +408,21 @@ def _unsupported(layer):
     if isinstance(layer, keras.layers.LSTM):
         config = layer.get_config()
         differences = [
-            f"{key}={config[key]!r}" for key, wanted in (
-                ("activation", "tanh"), ("recurrent_activation", "sigmoid"), ("use_bias", True), ("dropout", 0.0),
-                ("recurrent_dropout", 0.0), ("go_backwards", False), ("stateful", False),
-            ) if config[key] != wanted
+            f"{key}={config[key]!r}"
+            for key, wanted in (
+                ("activation", "tanh"),
+                ("recurrent_activation", "sigmoid"),
+                ("use_bias", True),
+                ("dropout", 0.0),
+                ("recurrent_dropout", 0.0),
+                ("go_backwards", False),
+                ("stateful", False),
+            )
+            if config[key] != wanted
         ]
         if differences:
-            return "nn.SequenceLSTM has tanh / sigmoid activations, a bias, no dropout and runs forward and " \
-                   f"stateless; this LSTM has {', '.join(differences)}"
+            return (
+                "nn.SequenceLSTM has tanh / sigmoid activations, a bias, no dropout and runs forward and "
+                f"stateless; this LSTM has {', '.join(differences)}"
+            )
     return None

@@ -46,11 +46,15 @@ class GaussianDistribution(keras.layers.Layer):
         self._seed_generator = keras.random.SeedGenerator(derived_seed(seed, "sample"))
         # Variables and sampling stay float32 under mixed precision (autocast=False).
         self.mu = self.add_weight(
-            name="mu", shape=self.shape, autocast=False,
+            name="mu",
+            shape=self.shape,
+            autocast=False,
             initializer=keras.initializers.RandomNormal(self.mu_init, 0.1, seed=derived_seed(seed, "mu")),
         )
         self.rho = self.add_weight(
-            name="rho", shape=self.shape, autocast=False,
+            name="rho",
+            shape=self.shape,
+            autocast=False,
             initializer=keras.initializers.RandomNormal(self.rho_init, 0.1, seed=derived_seed(seed, "rho")),
         )
         self.built = True
@@ -84,7 +88,11 @@ class GaussianDistribution(keras.layers.Layer):
     def get_config(self):
         config = super().get_config()
         config.update(
-            shape=list(self.shape), mu_prior=self.mu_prior, std_prior=self.std_prior,
-            mu_init=self.mu_init, rho_init=self.rho_init, seed=self.seed,
+            shape=list(self.shape),
+            mu_prior=self.mu_prior,
+            std_prior=self.std_prior,
+            mu_init=self.mu_init,
+            rho_init=self.rho_init,
+            seed=self.seed,
         )
         return config

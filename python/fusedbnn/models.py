@@ -71,8 +71,11 @@ class BayesianModel(keras.Model):
             return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
         for _, _, batches in iterator:
             data_batch = tf.nest.map_structure(
-                lambda value: strategy.experimental_local_results(value)[0]
-                if isinstance(value, tf.distribute.DistributedValues) else value,
+                lambda value: (
+                    strategy.experimental_local_results(value)[0]
+                    if isinstance(value, tf.distribute.DistributedValues)
+                    else value
+                ),
                 next(batches),
             )
             break
@@ -96,8 +99,11 @@ class BayesianModel(keras.Model):
             done = [loss]
             if training:
                 pass_gradients = tape.gradient(scaled_loss, self.trainable_weights)
-                gradients = pass_gradients if gradients is None else [
-                    None if total is None else total + g for total, g in zip(gradients, pass_gradients)]
+                gradients = (
+                    pass_gradients
+                    if gradients is None
+                    else [None if total is None else total + g for total, g in zip(gradients, pass_gradients)]
+                )
                 done += [g for g in pass_gradients if g is not None]
             losses.append(loss)
             predictions.append(y_pred)
@@ -124,8 +130,10 @@ class BayesianModel(keras.Model):
         # With several workers Keras reduces each step output by strategy.reduce("MEAN", v, axis=0),
         # which fails on scalars (keras-team/keras#20585): give them an axis of length 1.
         strategy = tf.distribute.get_strategy()
-        several_workers = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and \
-            strategy.extended._in_multi_worker_mode()
+        several_workers = (
+            isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+            and strategy.extended._in_multi_worker_mode()
+        )
         if several_workers:
             return tf.nest.map_structure(lambda value: tf.reshape(value, [-1]), logs)
         return logs

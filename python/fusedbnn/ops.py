@@ -17,11 +17,7 @@ _ops = load_op_library()
 
 
 def _mu_rho_seed(mu, rho, seed, prefix=""):
-    return (
-        float_tensor(mu, prefix + "mu"),
-        float_tensor(rho, prefix + "rho"),
-        seed_tensor(seed, prefix + "seed"),
-    )
+    return (float_tensor(mu, prefix + "mu"), float_tensor(rho, prefix + "rho"), seed_tensor(seed, prefix + "seed"))
 
 
 def sample_gaussian(mu, rho, seed):
@@ -81,8 +77,7 @@ def _estimator_seed(estimator, x_seed):
     return tf.cast(seed_tensor(x_seed, "x_seed"), tf.int64)
 
 
-def linear(x, w_mu, w_rho, w_seed, b_mu=None, b_rho=None, b_seed=None, estimator="reparameterization",
-           x_seed=None):
+def linear(x, w_mu, w_rho, w_seed, b_mu=None, b_rho=None, b_seed=None, estimator="reparameterization", x_seed=None):
     """Bayesian dense layer: ``x @ W^T + b``, W ``[out, in]`` and b ``[out]`` sampled in the op.
 
     ``x`` has shape ``[..., in]``; the result ``[..., out]``. Without ``b_*`` there is no bias.
@@ -138,9 +133,20 @@ def _local_reparam_linear_grad(op, dy, _dy_std):
 
 def _fused_conv2d(x, w_mu, w_rho, w_seed, b_mu, b_rho, b_seed, use_bias, args):
     return _ops.fused_bnn_conv2d(
-        x, w_mu, w_rho, w_seed, b_mu, b_rho, b_seed, strides=list(args.strides), dilations=list(args.dilations),
-        padding=args.padding, explicit_paddings=list(args.explicit) if args.padding == "EXPLICIT" else [],
-        groups=args.groups, data_format=args.data_format, use_bias=use_bias,
+        x,
+        w_mu,
+        w_rho,
+        w_seed,
+        b_mu,
+        b_rho,
+        b_seed,
+        strides=list(args.strides),
+        dilations=list(args.dilations),
+        padding=args.padding,
+        explicit_paddings=list(args.explicit) if args.padding == "EXPLICIT" else [],
+        groups=args.groups,
+        data_format=args.data_format,
+        use_bias=use_bias,
     )
 
 
@@ -193,8 +199,9 @@ def _check_conv_shapes(x, w_mu, w_rho, bias, args, rank):
     in_per_group, out = (w_mu.shape[-2], w_mu.shape[-1]) if w_mu.shape.rank else (None, None)
     channels = x.shape[-1 if args.channels_last else 1] if x.shape.rank else None
     if None not in (channels, in_per_group) and channels != in_per_group * args.groups:
-        raise ValueError(f"x's channels ({channels}) must equal w_mu's in/groups ({in_per_group}) times groups "
-                         f"({args.groups})")
+        raise ValueError(
+            f"x's channels ({channels}) must equal w_mu's in/groups ({in_per_group}) times groups ({args.groups})"
+        )
     if out is not None and out % args.groups:
         raise ValueError(f"groups ({args.groups}) must divide w_mu's out channels ({out})")
     if bias is None:
@@ -220,8 +227,10 @@ def _require_known_ranks(**tensors):
     for name, tensor in tensors.items():
         whole_shape = name.startswith("b_") or name.endswith("seed")
         if not (tensor.shape.is_fully_defined() if whole_shape else tensor.shape.rank is not None):
-            raise ValueError(f"{name} must have a known {'shape' if whole_shape else 'rank'} for the flipout and "
-                             f"local reparameterization convolutions, got shape {tensor.shape}")
+            raise ValueError(
+                f"{name} must have a known {'shape' if whole_shape else 'rank'} for the flipout and "
+                f"local reparameterization convolutions, got shape {tensor.shape}"
+            )
 
 
 def _conv_estimator(x, w_mu, w_rho, w_seed, bias, args, estimator, x_seed):
@@ -245,8 +254,9 @@ def _conv_estimator(x, w_mu, w_rho, w_seed, bias, args, estimator, x_seed):
         y += conv(x * per_channel(s_in), perturbation) * per_channel(s_out)
     else:
         variance = conv(tf.square(x), tf.square(tf.nn.softplus(w_rho)))
-        eps_out = tf.random.stateless_normal(tf.shape(y), seed=tf.random.experimental.stateless_fold_in(
-            x_seed, tf.constant(2, tf.int64)))
+        eps_out = tf.random.stateless_normal(
+            tf.shape(y), seed=tf.random.experimental.stateless_fold_in(x_seed, tf.constant(2, tf.int64))
+        )
         zero = tf.equal(variance, 0.0)  # a zero gradient, not NaN, where the variance is 0 (as the linear op)
         y += tf.where(zero, 0.0, tf.sqrt(tf.where(zero, 1.0, variance))) * eps_out
     # Added last: in graphs TensorFlow would fuse a bias added to a convolution into it, and round
@@ -281,8 +291,23 @@ def _conv(x, w_mu, w_rho, w_seed, b_mu, b_rho, b_seed, args, engine, rank, estim
     return tf.squeeze(y, height_axis) if rank == 1 else y
 
 
-def conv2d(x, w_mu, w_rho, w_seed, b_mu=None, b_rho=None, b_seed=None, stride=1, padding="VALID", dilation=1,
-           groups=1, data_format="NHWC", engine="auto", estimator="reparameterization", x_seed=None):
+def conv2d(
+    x,
+    w_mu,
+    w_rho,
+    w_seed,
+    b_mu=None,
+    b_rho=None,
+    b_seed=None,
+    stride=1,
+    padding="VALID",
+    dilation=1,
+    groups=1,
+    data_format="NHWC",
+    engine="auto",
+    estimator="reparameterization",
+    x_seed=None,
+):
     """Bayesian 2-D convolution; the kernel ``[kh, kw, in/groups, out]`` and bias ``[out]`` are sampled
     by fused ops and never stored as ``eps``.
 
@@ -307,8 +332,23 @@ def conv2d(x, w_mu, w_rho, w_seed, b_mu=None, b_rho=None, b_seed=None, stride=1,
     return _conv(x, w_mu, w_rho, w_seed, b_mu, b_rho, b_seed, args, engine, 2, estimator, x_seed)
 
 
-def conv1d(x, w_mu, w_rho, w_seed, b_mu=None, b_rho=None, b_seed=None, stride=1, padding="VALID", dilation=1,
-           groups=1, data_format="NWC", engine="auto", estimator="reparameterization", x_seed=None):
+def conv1d(
+    x,
+    w_mu,
+    w_rho,
+    w_seed,
+    b_mu=None,
+    b_rho=None,
+    b_seed=None,
+    stride=1,
+    padding="VALID",
+    dilation=1,
+    groups=1,
+    data_format="NWC",
+    engine="auto",
+    estimator="reparameterization",
+    x_seed=None,
+):
     """Bayesian 1-D convolution, the 2-D one with a unit height: ``x`` is ``[batch, width, in]`` (NWC)
     or ``[batch, in, width]`` (NCW), the kernel ``[k, in/groups, out]``; ``stride`` and ``dilation``
     are ints, ``padding`` "VALID", "SAME", an int or ``[left, right]``. Otherwise as ``conv2d``
@@ -320,8 +360,10 @@ def conv1d(x, w_mu, w_rho, w_seed, b_mu=None, b_rho=None, b_seed=None, stride=1,
 @tf.RegisterGradient("FusedBnn>Conv2D")
 def _conv2d_grad(op, dy):
     use_bias = op.get_attr("use_bias")
-    attrs = {name: op.get_attr(name)
-             for name in ("strides", "dilations", "padding", "explicit_paddings", "groups", "data_format")}
+    attrs = {
+        name: op.get_attr(name)
+        for name in ("strides", "dilations", "padding", "explicit_paddings", "groups", "data_format")
+    }
     dx, dw_mu, dw_rho, db_mu, db_rho = _ops.fused_bnn_conv2d_grad(dy, *op.inputs, use_bias=use_bias, **attrs)
     if not use_bias:
         db_mu = db_rho = None

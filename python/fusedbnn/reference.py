@@ -67,8 +67,7 @@ def _dense(x, w):
     return tf.tensordot(x, w, axes=[[x.shape.rank - 1], [1]])
 
 
-def linear(x, w_mu, w_rho, w_seed, b_mu=None, b_rho=None, b_seed=None, estimator="reparameterization",
-           x_seed=None):
+def linear(x, w_mu, w_rho, w_seed, b_mu=None, b_rho=None, b_seed=None, estimator="reparameterization", x_seed=None):
     """``x @ W^T + b`` with W ``[out, in]`` and b sampled by ``sample_gaussian``; with
     ``estimator="flipout"`` ``x mu^T + ((x * s_in) (sigma * eps)^T) * s_out + b``, with
     ``"local_reparameterization"`` ``x mu^T + sqrt(x^2 (sigma^2)^T) * eps_out + b``."""
@@ -97,7 +96,7 @@ def _padding_amounts(x, w, args):
     pads = [[0, 0]]
     for axis in (0, 1):
         if args.padding != "SAME":
-            pads.append(list(args.explicit[2 * axis:2 * axis + 2]))
+            pads.append(list(args.explicit[2 * axis : 2 * axis + 2]))
             continue
         size, stride = tf.shape(x)[axis + 1], args.strides[axis]
         window = (w.shape[axis] - 1) * args.dilations[axis] + 1
@@ -128,7 +127,7 @@ def _conv2d_by_taps(x, w, args):
     for i in range(kh):
         for j in range(kw):
             top, left = i * args.dilations[0], j * args.dilations[1]
-            patch = xp[:, top:top + steps[0]:args.strides[0], left:left + steps[1]:args.strides[1], :]
+            patch = xp[:, top : top + steps[0] : args.strides[0], left : left + steps[1] : args.strides[1], :]
             patch = tf.reshape(patch, tf.concat([tf.shape(patch)[:3], [groups, in_per_group]], 0))
             y += tf.einsum("bhwgc,cgo->bhwgo", patch, w_grouped[i, j])
     return tf.reshape(y, tf.stack([tf.shape(x)[0], out_sizes[0], out_sizes[1], out]))
@@ -137,8 +136,17 @@ def _conv2d_by_taps(x, w, args):
 def _conv2d_nhwc(x, w, args):
     plain = args.groups == 1 and args.dilations == (1, 1) and args.strides[0] == args.strides[1]
     if plain and x.shape.is_fully_defined() and x.shape.num_elements():
-        out_sizes = [_conv_args.axis_output(x.shape[axis + 1], w.shape[axis], args.strides[axis], 1, args.padding,
-                                            *args.explicit[2 * axis:2 * axis + 2])[0] for axis in (0, 1)]
+        out_sizes = [
+            _conv_args.axis_output(
+                x.shape[axis + 1],
+                w.shape[axis],
+                args.strides[axis],
+                1,
+                args.padding,
+                *args.explicit[2 * axis : 2 * axis + 2],
+            )[0]
+            for axis in (0, 1)
+        ]
         if min(out_sizes) > 0:
             # What an unfused layer writes: TensorFlow's own convolution.
             padding = args.padding if args.padding != "EXPLICIT" else _padding_amounts(x, w, args)
@@ -177,8 +185,22 @@ def _conv2d_estimated(x, w_mu, w_rho, w_seed, b, args, estimator, x_seed):
     return y + _safe_sqrt(_conv2d_sampled(x * x, sigma * sigma, None, args)) * eps_out
 
 
-def conv2d(x, w_mu, w_rho, w_seed, b_mu=None, b_rho=None, b_seed=None, stride=1, padding="VALID", dilation=1,
-           groups=1, data_format="NHWC", estimator="reparameterization", x_seed=None):
+def conv2d(
+    x,
+    w_mu,
+    w_rho,
+    w_seed,
+    b_mu=None,
+    b_rho=None,
+    b_seed=None,
+    stride=1,
+    padding="VALID",
+    dilation=1,
+    groups=1,
+    data_format="NHWC",
+    estimator="reparameterization",
+    x_seed=None,
+):
     """2-D convolution with the kernel [kh, kw, in/groups, out] (and bias) sampled by ``sample_gaussian``,
     or under the estimator ``estimator``.
 
@@ -189,8 +211,22 @@ def conv2d(x, w_mu, w_rho, w_seed, b_mu=None, b_rho=None, b_seed=None, stride=1,
     return _conv2d_estimated(x, w_mu, w_rho, w_seed, b, args, estimator, x_seed)
 
 
-def conv1d(x, w_mu, w_rho, w_seed, b_mu=None, b_rho=None, b_seed=None, stride=1, padding="VALID", dilation=1,
-           groups=1, data_format="NWC", estimator="reparameterization", x_seed=None):
+def conv1d(
+    x,
+    w_mu,
+    w_rho,
+    w_seed,
+    b_mu=None,
+    b_rho=None,
+    b_seed=None,
+    stride=1,
+    padding="VALID",
+    dilation=1,
+    groups=1,
+    data_format="NWC",
+    estimator="reparameterization",
+    x_seed=None,
+):
     """1-D convolution with the kernel [k, in/groups, out] (and bias) sampled by ``sample_gaussian``,
     as the 2-D one with a unit height. Arguments as ``fusedbnn.ops.conv1d``."""
     args = _conv_args.conv1d_args(stride, padding, dilation, groups, data_format)

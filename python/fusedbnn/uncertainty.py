@@ -56,8 +56,13 @@ def predict_mc(model, x, num_samples, batch_size=None, aggregate=False, verbose=
         start = time.perf_counter()
         samples.append(one_pass())
         # The first pass includes tracing, so "auto" judges from the second one.
-        if progress is None and (verbose == 1 and index == 0 or verbose == "auto" and index == 1
-                                 and (time.perf_counter() - start) * (num_samples - 2) > _LONG_RUN_SECONDS):
+        if progress is None and (
+            verbose == 1
+            and index == 0
+            or verbose == "auto"
+            and index == 1
+            and (time.perf_counter() - start) * (num_samples - 2) > _LONG_RUN_SECONDS
+        ):
             progress = keras.utils.Progbar(num_samples, unit_name="sample")
         if progress is not None:
             progress.update(index + 1)
@@ -77,7 +82,7 @@ def _pass_over(model, x, batch_size):
         raise ValueError(f"x must have one batch size across its inputs, got sizes {sorted(sizes)}")
     size = sizes.pop()
     forward = tf.function(lambda batch: model(batch, training=False), jit_compile=False, reduce_retracing=True)
-    batches = [tf.nest.map_structure(lambda t: t[i:i + batch_size], x) for i in range(0, size, batch_size)]
+    batches = [tf.nest.map_structure(lambda t: t[i : i + batch_size], x) for i in range(0, size, batch_size)]
 
     def one_pass():
         outputs = [forward(batch) for batch in batches]
@@ -95,8 +100,10 @@ def _probabilities(samples, from_logits):
         p = np.exp(p - p.max(axis=-1, keepdims=True))
         return p / p.sum(axis=-1, keepdims=True)
     if (p < 0).any() or not np.allclose(p.sum(axis=-1), 1.0, atol=1e-3):
-        raise ValueError("samples must be class probabilities (non-negative, summing to 1 over the last "
-                         "axis); pass from_logits=True for logits")
+        raise ValueError(
+            "samples must be class probabilities (non-negative, summing to 1 over the last "
+            "axis); pass from_logits=True for logits"
+        )
     return p
 
 

@@ -48,8 +48,8 @@ def translate(src):
         name_at = kernel_name_start(src, start)
         config_end = src.index(">>>", start)
         args_end = matching_paren(src, config_end + 3)
-        grid, block = split_top_level(src[start + 3:config_end])[:2]
-        args = src[config_end + 4:args_end]
+        grid, block = split_top_level(src[start + 3 : config_end])[:2]
+        args = src[config_end + 4 : args_end]
         out.append(src[i:name_at])
         name = src[name_at:start]
         label = name.split("<")[0].strip()

@@ -14,6 +14,7 @@ import sys
 
 import torch
 import torch.nn.functional as F
+
 import torch_ops
 
 
@@ -36,12 +37,14 @@ def time_sides(sides, reps, warmup=5):
 
 def with_tf32(fn):
     """fn with TF32 tensor cores allowed in cuBLAS and cuDNN (TensorFlow's default), float32 after."""
+
     def run():
         torch_ops.set_tf32(True)
         try:
             fn()
         finally:
             torch_ops.set_tf32(False)
+
     return run
 
 
@@ -145,8 +148,9 @@ def lstm_sides(batch, steps, n_in, hidden, backward):
     rho = randn(n_in + hidden, gates, shift=-5.0, grad=backward)
     b_mu, b_rho = randn(gates, scale=0.05, grad=backward), randn(gates, shift=-5.0, grad=backward)
     xd, mud, rhod, bmd, brd = (t.detach() for t in (x, mu, rho, b_mu, b_rho))
-    to_torch_order = torch.cat([torch.arange(hidden, 2 * hidden), torch.arange(hidden),
-                                torch.arange(2 * hidden, gates)]).cuda()
+    to_torch_order = torch.cat(
+        [torch.arange(hidden, 2 * hidden), torch.arange(hidden), torch.arange(2 * hidden, gates)]
+    ).cuda()
     cudnn = torch.nn.LSTM(n_in, hidden, batch_first=True).cuda()
     no_bias = torch.zeros(gates, device="cuda")
 
@@ -161,8 +165,23 @@ def lstm_sides(batch, steps, n_in, hidden, backward):
     def fused():
         h_seq, _, _, w, gate_values, cells = torch_ops.lstm(xd, mud, rhod, (1, 2), bmd, brd, (3, 4), h0, c0)
         if backward:
-            torch_ops.lstm_grad(dh_seq, dh_last, dc_last, xd, rhod, (1, 2), brd, (3, 4), h0, c0, h_seq, w,
-                                gate_values, cells, dz_in_gates=True)
+            torch_ops.lstm_grad(
+                dh_seq,
+                dh_last,
+                dc_last,
+                xd,
+                rhod,
+                (1, 2),
+                brd,
+                (3, 4),
+                h0,
+                c0,
+                h_seq,
+                w,
+                gate_values,
+                cells,
+                dz_in_gates=True,
+            )
 
     def unfused():
         clear_grads(x, mu, rho, b_mu, b_rho)
@@ -173,9 +192,12 @@ def lstm_sides(batch, steps, n_in, hidden, backward):
     def unfused_cudnn():
         clear_grads(x, mu, rho, b_mu, b_rho)
         w, b = sampled()
-        weights = {"weight_ih_l0": w[:n_in, to_torch_order].T.contiguous(),
-                   "weight_hh_l0": w[n_in:, to_torch_order].T.contiguous(), "bias_ih_l0": b[to_torch_order],
-                   "bias_hh_l0": no_bias}
+        weights = {
+            "weight_ih_l0": w[:n_in, to_torch_order].T.contiguous(),
+            "weight_hh_l0": w[n_in:, to_torch_order].T.contiguous(),
+            "bias_ih_l0": b[to_torch_order],
+            "bias_hh_l0": no_bias,
+        }
         h_seq, (h_last, c_last) = torch.func.functional_call(cudnn, weights, (x, (h0[None], c0[None])))
         backward_from(h_seq, h_last[0], c_last[0])
 
@@ -194,10 +216,13 @@ def bandwidth(reps):
     w = torch.empty(n, device="cuda")
     src, dst = torch.randn(2 * n, device="cuda"), torch.empty(2 * n, device="cuda")
     core, stream = torch_ops.core, torch.cuda.current_stream().cuda_stream
-    ms = time_sides({
-        "sample": lambda: core.cuda.sample_gaussian(mu.data_ptr(), rho.data_ptr(), w.data_ptr(), n, (1, 2), stream),
-        "copy": lambda: dst.copy_(src),
-    }, reps)
+    ms = time_sides(
+        {
+            "sample": lambda: core.cuda.sample_gaussian(mu.data_ptr(), rho.data_ptr(), w.data_ptr(), n, (1, 2), stream),
+            "copy": lambda: dst.copy_(src),
+        },
+        reps,
+    )
     return {"sample_gb_s": 12 * n / ms["sample"] / 1e6, "copy_gb_s": 16 * n / ms["copy"] / 1e6}
 
 
@@ -212,14 +237,19 @@ CASES = {
     "embedding 50000x128 32x64 fwd+bwd": (lambda: embedding_sides(50000, 128, (32, 64), True), 8 * 2048 * 128),
     "lstm B=64 T=128 256->512 fwd": (lambda: lstm_sides(64, 128, 256, 512, False), 8 * (768 * 2048 + 2048)),
     "lstm B=64 T=128 256->512 fwd+bwd": (lambda: lstm_sides(64, 128, 256, 512, True), 8 * (768 * 2048 + 2048)),
-    "embedding 50000x128 32x64 zipf fwd+bwd": (lambda: embedding_sides(50000, 128, (32, 64), True, zipf=True),
-                                               8 * 2048 * 128),
+    "embedding 50000x128 32x64 zipf fwd+bwd": (
+        lambda: embedding_sides(50000, 128, (32, 64), True, zipf=True),
+        8 * 2048 * 128,
+    ),
     "embedding 50000x128 32x64 max_norm fwd": (
-        lambda: embedding_sides(50000, 128, (32, 64), False, max_norm=0.5), 8 * 2048 * 128),
+        lambda: embedding_sides(50000, 128, (32, 64), False, max_norm=0.5),
+        8 * 2048 * 128,
+    ),
     "embedding 50000x128 32x64 max_norm fwd+bwd": (
-        lambda: embedding_sides(50000, 128, (32, 64), True, max_norm=0.5), 8 * 2048 * 128),
+        lambda: embedding_sides(50000, 128, (32, 64), True, max_norm=0.5),
+        8 * 2048 * 128,
+    ),
 }
-
 
 
 def conv_sides(batch, spatial, c_in, c_out, kernel, backward):
@@ -246,8 +276,9 @@ def conv_sides(batch, spatial, c_in, c_out, kernel, backward):
     def fused():
         torch_ops.conv2d(x_fused, mu_fused, rho_fused, (1, 2), b_mu_fused, b_rho_fused, (3, 4), padding="SAME")
         if backward:
-            torch_ops.conv2d_grad(dy_fused, x_fused, mu_fused, rho_fused, (1, 2), b_mu_fused, b_rho_fused, (3, 4),
-                                  padding="SAME")
+            torch_ops.conv2d_grad(
+                dy_fused, x_fused, mu_fused, rho_fused, (1, 2), b_mu_fused, b_rho_fused, (3, 4), padding="SAME"
+            )
 
     def hybrid():
         clear_grads(x_torch)
@@ -274,17 +305,26 @@ def conv_sides(batch, spatial, c_in, c_out, kernel, backward):
         if backward:
             y.backward(dy_torch)
 
-    return {"fused": fused, "unfused": unfused, "deterministic": deterministic, "hybrid": hybrid,
-            "hybrid_tf32": with_tf32(hybrid)}
+    return {
+        "fused": fused,
+        "unfused": unfused,
+        "deterministic": deterministic,
+        "hybrid": hybrid,
+        "hybrid_tf32": with_tf32(hybrid),
+    }
 
 
-CASES.update({
-    "conv2d B=64 56x56 64->64 3x3 fwd": (lambda: conv_sides(64, (56, 56), 64, 64, 3, False), 8 * 9 * 64 * 64),
-    "conv2d B=64 56x56 64->64 3x3 fwd+bwd": (lambda: conv_sides(64, (56, 56), 64, 64, 3, True), 8 * 9 * 64 * 64),
-    "conv1d B=64 L=1024 128->128 k=5 fwd": (lambda: conv_sides(64, (1024,), 128, 128, 5, False), 8 * 5 * 128 * 128),
-    "conv1d B=64 L=1024 128->128 k=5 fwd+bwd": (lambda: conv_sides(64, (1024,), 128, 128, 5, True),
-                                                8 * 5 * 128 * 128),
-})
+CASES.update(
+    {
+        "conv2d B=64 56x56 64->64 3x3 fwd": (lambda: conv_sides(64, (56, 56), 64, 64, 3, False), 8 * 9 * 64 * 64),
+        "conv2d B=64 56x56 64->64 3x3 fwd+bwd": (lambda: conv_sides(64, (56, 56), 64, 64, 3, True), 8 * 9 * 64 * 64),
+        "conv1d B=64 L=1024 128->128 k=5 fwd": (lambda: conv_sides(64, (1024,), 128, 128, 5, False), 8 * 5 * 128 * 128),
+        "conv1d B=64 L=1024 128->128 k=5 fwd+bwd": (
+            lambda: conv_sides(64, (1024,), 128, 128, 5, True),
+            8 * 5 * 128 * 128,
+        ),
+    }
+)
 
 
 def main(argv=None):
@@ -311,26 +351,34 @@ def main(argv=None):
         with open(args.json, "w") as f:
             json.dump(results, f, indent=2)
 
-    print(f"\n{results['device']}: sample_gaussian {results['sample_gb_s']:.0f} GB/s of mu/rho/w traffic, "
-          f"device copy {results['copy_gb_s']:.0f} GB/s")
-    header = (f"{'case':40} {'fused ms':>9} {'unfused':>9} {'determ.':>9} {'det.TF32':>9} {'unfused/fused':>14} "
-              f"{'fused/determ.':>14} {'fused/TF32':>11} {'mu+rho GB/s':>12} {'peak MiB f/u/d':>18}")
+    print(
+        f"\n{results['device']}: sample_gaussian {results['sample_gb_s']:.0f} GB/s of mu/rho/w traffic, "
+        f"device copy {results['copy_gb_s']:.0f} GB/s"
+    )
+    header = (
+        f"{'case':40} {'fused ms':>9} {'unfused':>9} {'determ.':>9} {'det.TF32':>9} {'unfused/fused':>14} "
+        f"{'fused/determ.':>14} {'fused/TF32':>11} {'mu+rho GB/s':>12} {'peak MiB f/u/d':>18}"
+    )
     print(header)
     print("-" * len(header))
     for name, r in results["cases"].items():
         ms, peak = r["ms"], r["peak_mib"]
-        print(f"{name:40} {ms['fused']:9.3f} {ms['unfused']:9.3f} {ms['deterministic']:9.3f} "
-              f"{ms['deterministic_tf32']:9.3f} {ms['unfused'] / ms['fused']:13.2f}x "
-              f"{ms['fused'] / ms['deterministic']:13.2f}x {ms['fused'] / ms['deterministic_tf32']:10.2f}x "
-              f"{r['param_gb_s']:12.0f} {peak['fused']:6.0f}/{peak['unfused']:.0f}/{peak['deterministic']:.0f}")
+        print(
+            f"{name:40} {ms['fused']:9.3f} {ms['unfused']:9.3f} {ms['deterministic']:9.3f} "
+            f"{ms['deterministic_tf32']:9.3f} {ms['unfused'] / ms['fused']:13.2f}x "
+            f"{ms['fused'] / ms['deterministic']:13.2f}x {ms['fused'] / ms['deterministic_tf32']:10.2f}x "
+            f"{r['param_gb_s']:12.0f} {peak['fused']:6.0f}/{peak['unfused']:.0f}/{peak['deterministic']:.0f}"
+        )
     # Sides beyond the table's: conv's hybrid (fused sampling + cuDNN, what engine="auto" runs) in
     # float32 and TF32, lstm's unfused layer through cuDNN.
     for name, r in results["cases"].items():
         ms = r["ms"]
         for side in sorted(set(ms) - {"fused", "unfused", "deterministic", "deterministic_tf32"}):
             baseline = "deterministic_tf32" if side.endswith("_tf32") else "deterministic"
-            print(f"{name}: {side} {ms[side]:.3f} ms = {ms[side] / ms[baseline]:.2f}x {baseline}, "
-                  f"fused/{side} {ms['fused'] / ms[side]:.2f}x, peak {r['peak_mib'][side]:.0f} MiB")
+            print(
+                f"{name}: {side} {ms[side]:.3f} ms = {ms[side] / ms[baseline]:.2f}x {baseline}, "
+                f"fused/{side} {ms['fused'] / ms[side]:.2f}x, peak {r['peak_mib'][side]:.0f} MiB"
+            )
     return 0
 
 

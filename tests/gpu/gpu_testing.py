@@ -34,7 +34,8 @@ def assert_noise_close(gpu, host, what="eps"):
     excess = (gpu - host).abs() / torch.clamp(host.abs(), min=1.0)
     worst = int(excess.argmax())
     assert excess.max().item() <= 1e-6, (
-        f"{what}: element {worst}: gpu {gpu.flatten()[worst].item()!r} vs host {host.flatten()[worst].item()!r}")
+        f"{what}: element {worst}: gpu {gpu.flatten()[worst].item()!r} vs host {host.flatten()[worst].item()!r}"
+    )
 
 
 def rng_for(*key):

@@ -67,8 +67,23 @@ def lstm():
     w_mu, w_rho = randn(n_in + hidden, 4 * hidden), randn(n_in + hidden, 4 * hidden, shift=-3.0)
     b_mu, b_rho = randn(4 * hidden), randn(4 * hidden, shift=-3.0)
     h_seq, _, _, w, gates, cells = torch_ops.lstm(x, w_mu, w_rho, (1, 2), b_mu, b_rho, (3, 4), h0, c0)
-    torch_ops.lstm_grad(torch.randn_like(h_seq), randn(batch, hidden), randn(batch, hidden), x, w_rho, (1, 2), b_rho,
-                        (3, 4), h0, c0, h_seq, w, gates, cells, dz_in_gates=True)
+    torch_ops.lstm_grad(
+        torch.randn_like(h_seq),
+        randn(batch, hidden),
+        randn(batch, hidden),
+        x,
+        w_rho,
+        (1, 2),
+        b_rho,
+        (3, 4),
+        h0,
+        c0,
+        h_seq,
+        w,
+        gates,
+        cells,
+        dz_in_gates=True,
+    )
 
 
 def main():

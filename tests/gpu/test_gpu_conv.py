@@ -3,6 +3,7 @@
 out]), TensorFlow's SAME padding applied as an explicit pad; every gradient through autograd."""
 
 import pytest
+
 from gpu_testing import (
     CONTRACTION,
     assert_close,
@@ -38,8 +39,9 @@ def reference(x, w_mu, w_rho, w_seed, b, dy, stride, padding, dilation, groups, 
     w = (w_mu + F.softplus(w_rho) * eps).detach().requires_grad_(True)
     x_nchw = (x.permute(0, 3, 1, 2) if channels_last else x).detach().requires_grad_(True)
     if isinstance(padding, str):
-        (top, bottom), (left, right) = (tf_pads(x_nchw.shape[2 + a], w_mu.shape[a], stride[a], dilation[a], padding)
-                                        for a in range(2))
+        (top, bottom), (left, right) = (
+            tf_pads(x_nchw.shape[2 + a], w_mu.shape[a], stride[a], dilation[a], padding) for a in range(2)
+        )
     else:
         (top, bottom), (left, right) = padding
     bias = None
@@ -49,8 +51,9 @@ def reference(x, w_mu, w_rho, w_seed, b, dy, stride, padding, dilation, groups, 
         bias = b_mu + F.softplus(b_rho) * b_eps
     y = F.conv2d(F.pad(x_nchw, (left, right, top, bottom)), w.permute(3, 2, 0, 1), bias, stride, 0, dilation, groups)
     y_layout = y.permute(0, 2, 3, 1) if channels_last else y
-    dx, dw = torch.autograd.grad(y_layout, (x_nchw, w), dy) if y.numel() else (torch.zeros_like(x_nchw),
-                                                                              torch.zeros_like(w))
+    dx, dw = (
+        torch.autograd.grad(y_layout, (x_nchw, w), dy) if y.numel() else (torch.zeros_like(x_nchw), torch.zeros_like(w))
+    )
     dx = dx.permute(0, 2, 3, 1) if channels_last else dx
     grads = [dx, dw, dw * eps * torch.sigmoid(w_rho)]
     if b is None:
@@ -100,8 +103,9 @@ def test_conv2d(case, data_format, use_bias):
     x = normal_tensor(rng, x_shape)
     w_mu, w_rho = gaussian_params(rng, (*kernel, c_in // groups, c_out))
     b = (*gaussian_params(rng, (c_out,)), seed_of(rng)) if use_bias else None
-    y_shape = torch_ops.core.cuda.conv_output_shape(**torch_ops._conv_geometry(
-        x, w_mu, stride, padding, dilation, groups, data_format))
+    y_shape = torch_ops.core.cuda.conv_output_shape(
+        **torch_ops._conv_geometry(x, w_mu, stride, padding, dilation, groups, data_format)
+    )
     dy = normal_tensor(rng, tuple(y_shape))
     check(x, w_mu, w_rho, seed_of(rng), b, dy, stride, padding, dilation, groups, data_format)
 
@@ -127,8 +131,13 @@ def test_conv1d(case, data_format):
     b_mu, b_rho = gaussian_params(rng, (c_out,))
     w_seed, b_seed = seed_of(rng), seed_of(rng)
     explicit = padding if isinstance(padding, str) else [[0, 0], padding]
-    options = dict(stride=(1, stride), padding=explicit, dilation=(1, dilation), groups=groups,
-                   data_format="NHWC" if channels_last else "NCHW")
+    options = dict(
+        stride=(1, stride),
+        padding=explicit,
+        dilation=(1, dilation),
+        groups=groups,
+        data_format="NHWC" if channels_last else "NCHW",
+    )
     x4 = x.unsqueeze(1 if channels_last else 2)
     y = torch_ops.conv2d(x4, w_mu[None], w_rho[None], w_seed, b_mu, b_rho, b_seed, **options)
     y = y.squeeze(1 if channels_last else 2)
@@ -137,16 +146,18 @@ def test_conv1d(case, data_format):
     w = (w_mu + F.softplus(w_rho) * eps).requires_grad_(True)
     x_ncw = (x.transpose(1, 2) if channels_last else x).detach().requires_grad_(True)
     left, right = tf_pads(length, k, stride, dilation, padding) if isinstance(padding, str) else padding
-    want = F.conv1d(F.pad(x_ncw, (left, right)), w.permute(2, 1, 0), b_mu + F.softplus(b_rho) * b_eps, stride, 0,
-                    dilation, groups)
+    want = F.conv1d(
+        F.pad(x_ncw, (left, right)), w.permute(2, 1, 0), b_mu + F.softplus(b_rho) * b_eps, stride, 0, dilation, groups
+    )
     want = want.transpose(1, 2) if channels_last else want
     assert_close(y, want.detach(), CONTRACTION, "y")
 
     dy = normal_tensor(rng, tuple(y.shape))
     dx_want, dw_want = torch.autograd.grad(want, (x_ncw, w), dy)
     dx_want = dx_want.transpose(1, 2) if channels_last else dx_want
-    dx, dw_mu, dw_rho, db_mu, db_rho = torch_ops.conv2d_grad(dy.unsqueeze(1 if channels_last else 2), x4, w_mu[None],
-                                                             w_rho[None], w_seed, b_mu, b_rho, b_seed, **options)
+    dx, dw_mu, dw_rho, db_mu, db_rho = torch_ops.conv2d_grad(
+        dy.unsqueeze(1 if channels_last else 2), x4, w_mu[None], w_rho[None], w_seed, b_mu, b_rho, b_seed, **options
+    )
     db = dy.sum((0, 1) if channels_last else (0, 2))
     assert_close(dx.squeeze(1 if channels_last else 2), dx_want, CONTRACTION, "dx")
     assert_close(dw_mu[0], dw_want, CONTRACTION, "dw_mu")

@@ -7,6 +7,7 @@ gradient flowing through the norm, differentiated by autograd: torch.nn.function
 max_norm renormalises the table in place instead and passes no gradient through the rescale."""
 
 import pytest
+
 from gpu_testing import (
     ELEMENTWISE,
     assert_close,
@@ -25,8 +26,14 @@ pytestmark = requires_gpu
 
 # (num_embeddings, dim, ids shape, highest id drawn): small id ranges force repeated rows.
 CASES = [
-    (1, 1, (1,), 1), (10, 3, (4, 5), 10), (50, 5, (3, 7), 4), (1000, 128, (32, 64), 1000),
-    (300, 130, (17,), 300), (64, 7, (0,), 64), (5000, 33, (2, 3, 50), 40), (40, 1100, (9,), 40),
+    (1, 1, (1,), 1),
+    (10, 3, (4, 5), 10),
+    (50, 5, (3, 7), 4),
+    (1000, 128, (32, 64), 1000),
+    (300, 130, (17,), 300),
+    (64, 7, (0,), 64),
+    (5000, 33, (2, 3, 50), 40),
+    (40, 1100, (9,), 40),
 ]
 
 
@@ -82,8 +89,9 @@ def draw_case(key, num, dim, ids_shape, high, ids_dtype=torch.int64):
 @pytest.mark.parametrize("ids_dtype", [torch.int32, torch.int64])
 @pytest.mark.parametrize("padding", [False, True])
 def test_forward_and_backward(num, dim, ids_shape, high, ids_dtype, padding):
-    rng, w_mu, w_rho, ids, seed, dy = draw_case(("embedding", num, dim, ids_shape, high, str(ids_dtype), padding),
-                                                num, dim, ids_shape, high, ids_dtype)
+    rng, w_mu, w_rho, ids, seed, dy = draw_case(
+        ("embedding", num, dim, ids_shape, high, str(ids_dtype), padding), num, dim, ids_shape, high, ids_dtype
+    )
     check(ids, w_mu, w_rho, seed, dy, int(rng.integers(0, high)) if padding else None)
 
 
@@ -99,19 +107,29 @@ def split_max_norm(w_mu, w_rho, seed, norm_type):
 @pytest.mark.parametrize("norm_type", [2.0, 1.0, 3.0, 0.5])
 @pytest.mark.parametrize("padding", [False, True])
 def test_max_norm(num, dim, ids_shape, high, norm_type, padding):
-    rng, w_mu, w_rho, ids, seed, dy = draw_case(("embedding-max-norm", num, dim, ids_shape, high, norm_type, padding),
-                                                num, dim, ids_shape, high)
+    rng, w_mu, w_rho, ids, seed, dy = draw_case(
+        ("embedding-max-norm", num, dim, ids_shape, high, norm_type, padding), num, dim, ids_shape, high
+    )
     # Rows of very different norms (odd rows large), so that the split falls in a wide gap.
     w_mu[1::2] *= 4.0
-    check(ids, w_mu, w_rho, seed, dy, int(rng.integers(0, high)) if padding else None,
-          split_max_norm(w_mu, w_rho, seed, norm_type), norm_type)
+    check(
+        ids,
+        w_mu,
+        w_rho,
+        seed,
+        dy,
+        int(rng.integers(0, high)) if padding else None,
+        split_max_norm(w_mu, w_rho, seed, norm_type),
+        norm_type,
+    )
 
 
 @pytest.mark.parametrize("max_norm", [1e-3, 1e6])
 @pytest.mark.parametrize("ids_dtype", [torch.int32, torch.int64])
 def test_max_norm_above_and_below_every_row(max_norm, ids_dtype):
-    _, w_mu, w_rho, ids, seed, dy = draw_case(("embedding-max-norm-all", max_norm, str(ids_dtype)), 200, 64,
-                                              (8, 16), 50, ids_dtype)
+    _, w_mu, w_rho, ids, seed, dy = draw_case(
+        ("embedding-max-norm-all", max_norm, str(ids_dtype)), 200, 64, (8, 16), 50, ids_dtype
+    )
     check(ids, w_mu, w_rho, seed, dy, max_norm=max_norm)
 
 

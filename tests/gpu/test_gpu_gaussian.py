@@ -4,8 +4,21 @@ built from the host noise."""
 import numpy as np
 import pytest
 
-from gpu_testing import (CONTRACTION, ELEMENTWISE, assert_close, assert_noise_close, gaussian_params, host_eps,
-                         misaligned, normal_tensor, requires_gpu, rng_for, seed_of, torch, torch_ops)
+from gpu_testing import (
+    CONTRACTION,
+    ELEMENTWISE,
+    assert_close,
+    assert_noise_close,
+    gaussian_params,
+    host_eps,
+    misaligned,
+    normal_tensor,
+    requires_gpu,
+    rng_for,
+    seed_of,
+    torch,
+    torch_ops,
+)
 
 pytestmark = requires_gpu
 

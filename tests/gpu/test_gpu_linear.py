@@ -2,6 +2,7 @@
 both plans (W sampled inside the product up to 64 rows, sampled into scratch above)."""
 
 import pytest
+
 from gpu_testing import (
     CONTRACTION,
     assert_close,
@@ -20,8 +21,20 @@ pytestmark = requires_gpu
 
 # (rows, in, out): batch 1, sizes off every tile (4, 32, 64, 256), both sides of 64 rows, empty sizes.
 SHAPES = [
-    (1, 1, 1), (1, 33, 17), (2, 5, 3), (5, 130, 257), (31, 64, 256), (32, 1000, 999), (33, 257, 300),
-    (64, 96, 70), (65, 100, 70), (200, 257, 129), (513, 64, 520), (0, 16, 8), (7, 0, 5), (3, 5, 0),
+    (1, 1, 1),
+    (1, 33, 17),
+    (2, 5, 3),
+    (5, 130, 257),
+    (31, 64, 256),
+    (32, 1000, 999),
+    (33, 257, 300),
+    (64, 96, 70),
+    (65, 100, 70),
+    (200, 257, 129),
+    (513, 64, 520),
+    (0, 16, 8),
+    (7, 0, 5),
+    (3, 5, 0),
 ]
 
 
@@ -70,7 +83,9 @@ def test_unaligned_parameters(rows):
     seed = seed_of(rng)
     expected = reference(x, w_mu, w_rho, seed, None, dy)
     assert_close(torch_ops.linear(x, w_mu, w_rho, seed), expected[0], CONTRACTION, "y")
-    for name, got, want in zip(["dx", "dw_mu", "dw_rho"], torch_ops.linear_grad(dy, x, w_mu, w_rho, seed), expected[1:]):
+    for name, got, want in zip(
+        ["dx", "dw_mu", "dw_rho"], torch_ops.linear_grad(dy, x, w_mu, w_rho, seed), expected[1:]
+    ):
         assert_close(got, want, CONTRACTION, name)
 
 
@@ -82,8 +97,9 @@ def test_weight_gradient_beyond_65535_tile_rows():
     w_mu, w_rho = gaussian_params(rng, (n_out, n_in))
     dy = normal_tensor(rng, (rows, n_out))
     expected = reference(x, w_mu, w_rho, (7, 8), None, dy)
-    for name, got, want in zip(["dx", "dw_mu", "dw_rho"], torch_ops.linear_grad(dy, x, w_mu, w_rho, (7, 8)),
-                               expected[1:]):
+    for name, got, want in zip(
+        ["dx", "dw_mu", "dw_rho"], torch_ops.linear_grad(dy, x, w_mu, w_rho, (7, 8)), expected[1:]
+    ):
         assert_close(got, want, CONTRACTION, name)
 
 

@@ -2,6 +2,7 @@
 from the host noise (autograd for every gradient), with the saved gates and cells checked too."""
 
 import pytest
+
 from gpu_testing import (
     CONTRACTION,
     assert_close,
@@ -22,8 +23,18 @@ pytestmark = requires_gpu
 # column tiles of 64 crossed, the benchmark's widths, and (on a 132-multiprocessor H100) the
 # 128 x 128 tiles of the input projection, of dW and of dx.
 SHAPES = [
-    (1, 1, 1, 1), (3, 5, 7, 5), (1, 7, 3, 17), (0, 5, 7, 5), (3, 0, 7, 5), (2, 3, 0, 4), (33, 9, 67, 70),
-    (17, 12, 96, 160), (64, 6, 256, 512), (64, 40, 64, 256), (4, 3, 1100, 1024), (128, 40, 512, 32),
+    (1, 1, 1, 1),
+    (3, 5, 7, 5),
+    (1, 7, 3, 17),
+    (0, 5, 7, 5),
+    (3, 0, 7, 5),
+    (2, 3, 0, 4),
+    (33, 9, 67, 70),
+    (17, 12, 96, 160),
+    (64, 6, 256, 512),
+    (64, 40, 64, 256),
+    (4, 3, 1100, 1024),
+    (128, 40, 512, 32),
 ]
 
 
@@ -57,16 +68,32 @@ def run_case(inputs, rng, dz_in_gates=False):
     x, w_mu, w_rho, w_seed, b_mu, b_rho, b_seed, h0, c0 = inputs
     batch, steps, _ = x.shape
     hidden = w_mu.shape[1] // 4
-    dh_seq, dh_last, dc_last = (normal_tensor(rng, shape) for shape in
-                                ((batch, steps, hidden), (batch, hidden), (batch, hidden)))
+    dh_seq, dh_last, dc_last = (
+        normal_tensor(rng, shape) for shape in ((batch, steps, hidden), (batch, hidden), (batch, hidden))
+    )
     expected_forward, expected_grads = reference(*inputs, dh_seq, dh_last, dc_last)
 
     forward = torch_ops.lstm(*inputs)
     for name, got, want in zip(["h_seq", "h_last", "c_last", "w", "gates", "cells"], forward, expected_forward):
         assert_close(got, want, CONTRACTION, name)
     h_seq, _, _, w, gates, cells = forward
-    grads = torch_ops.lstm_grad(dh_seq, dh_last, dc_last, x, w_rho, w_seed, b_rho, b_seed, h0, c0, h_seq, w, gates,
-                                cells, dz_in_gates=dz_in_gates)
+    grads = torch_ops.lstm_grad(
+        dh_seq,
+        dh_last,
+        dc_last,
+        x,
+        w_rho,
+        w_seed,
+        b_rho,
+        b_seed,
+        h0,
+        c0,
+        h_seq,
+        w,
+        gates,
+        cells,
+        dz_in_gates=dz_in_gates,
+    )
     # [dx, dw_mu, dw_rho, db_mu, db_rho, dh0, dc0] against autograd's [x, w_mu, w_rho, b_mu, b_rho, h0, c0].
     for name, got, want in zip(["dx", "dw_mu", "dw_rho", "db_mu", "db_rho", "dh0", "dc0"], grads, expected_grads):
         assert_close(got, want, CONTRACTION, name)

@@ -103,8 +103,9 @@ def sample_gaussian_grad(dw, mu, rho, seed, with_w=True):
     _floats(dw, mu, rho)
     drho = _alloc(rho.shape)
     w = _alloc(rho.shape) if with_w else None
-    core.cuda.sample_gaussian_grad(_ptr(dw), _ptr(mu) if with_w else 0, _ptr(rho), _ptr(drho), _ptr(w),
-                                   rho.numel(), tuple(seed), _stream())
+    core.cuda.sample_gaussian_grad(
+        _ptr(dw), _ptr(mu) if with_w else 0, _ptr(rho), _ptr(drho), _ptr(w), rho.numel(), tuple(seed), _stream()
+    )
     return drho, w
 
 
@@ -112,16 +113,18 @@ def gaussian_kl(mu, rho, seed, mu_prior=0.0, std_prior=0.1):
     _floats(mu, rho)
     scratch = torch.empty(core.cuda.gaussian_kl_scratch_bytes(), dtype=torch.uint8, device="cuda")
     kl = _alloc(())
-    core.cuda.gaussian_kl(_ptr(mu), _ptr(rho), mu.numel(), tuple(seed), mu_prior, std_prior, _ptr(scratch),
-                          _ptr(kl), _stream())
+    core.cuda.gaussian_kl(
+        _ptr(mu), _ptr(rho), mu.numel(), tuple(seed), mu_prior, std_prior, _ptr(scratch), _ptr(kl), _stream()
+    )
     return kl
 
 
 def gaussian_kl_grad(mu, rho, seed, dkl, mu_prior=0.0, std_prior=0.1):
     _floats(mu, rho, dkl)
     dmu, drho = _alloc(mu.shape), _alloc(mu.shape)
-    core.cuda.gaussian_kl_grad(_ptr(mu), _ptr(rho), mu.numel(), tuple(seed), mu_prior, std_prior, _ptr(dkl),
-                               _ptr(dmu), _ptr(drho), _stream())
+    core.cuda.gaussian_kl_grad(
+        _ptr(mu), _ptr(rho), mu.numel(), tuple(seed), mu_prior, std_prior, _ptr(dkl), _ptr(dmu), _ptr(drho), _stream()
+    )
     return dmu, drho
 
 
@@ -135,8 +138,21 @@ def linear(x, w_mu, w_rho, w_seed, b_mu=None, b_rho=None, b_seed=(0, 0)):
     (rows, n_in), n_out = x.shape, w_mu.shape[0]
     scratch = _scratch(core.cuda.linear_forward_scratch_bytes(rows, n_in, n_out))
     y = _alloc((rows, n_out))
-    core.cuda.linear_forward(_ptr(x), rows, n_in, n_out, _ptr(w_mu), _ptr(w_rho), tuple(w_seed), _ptr(b_mu),
-                             _ptr(b_rho), tuple(b_seed), _ptr(scratch), _ptr(y), _stream())
+    core.cuda.linear_forward(
+        _ptr(x),
+        rows,
+        n_in,
+        n_out,
+        _ptr(w_mu),
+        _ptr(w_rho),
+        tuple(w_seed),
+        _ptr(b_mu),
+        _ptr(b_rho),
+        tuple(b_seed),
+        _ptr(scratch),
+        _ptr(y),
+        _stream(),
+    )
     return y
 
 
@@ -147,9 +163,26 @@ def linear_grad(dy, x, w_mu, w_rho, w_seed, b_mu=None, b_rho=None, b_seed=(0, 0)
     scratch = _scratch(core.cuda.linear_backward_scratch_bytes(rows, n_in, n_out))
     dx, dw_mu, dw_rho = _alloc(x.shape), _alloc(w_mu.shape), _alloc(w_mu.shape)
     db_mu, db_rho = (_alloc((n_out,)), _alloc((n_out,))) if b_mu is not None else (None, None)
-    core.cuda.linear_backward(_ptr(dy), _ptr(x), rows, n_in, n_out, _ptr(w_mu), _ptr(w_rho), tuple(w_seed),
-                              _ptr(b_mu), _ptr(b_rho), tuple(b_seed), _ptr(scratch), _ptr(dx), _ptr(dw_mu),
-                              _ptr(dw_rho), _ptr(db_mu), _ptr(db_rho), _stream())
+    core.cuda.linear_backward(
+        _ptr(dy),
+        _ptr(x),
+        rows,
+        n_in,
+        n_out,
+        _ptr(w_mu),
+        _ptr(w_rho),
+        tuple(w_seed),
+        _ptr(b_mu),
+        _ptr(b_rho),
+        tuple(b_seed),
+        _ptr(scratch),
+        _ptr(dx),
+        _ptr(dw_mu),
+        _ptr(dw_rho),
+        _ptr(db_mu),
+        _ptr(db_rho),
+        _stream(),
+    )
     return dx, dw_mu, dw_rho, db_mu, db_rho
 
 
@@ -169,9 +202,18 @@ def embedding(ids, w_mu, w_rho, seed, padding_idx=None, max_norm=None, norm_type
     num, dim = w_mu.shape
     out = _alloc((*ids.shape, dim))
     bad_id = torch.zeros((), dtype=torch.int32, device="cuda")
-    core.cuda.embedding_forward(*_ids_args(ids), num, dim, _ptr(w_mu), _ptr(w_rho), tuple(seed),
-                                *_embedding_options(padding_idx, max_norm, norm_type), _ptr(out), _ptr(bad_id),
-                                _stream())
+    core.cuda.embedding_forward(
+        *_ids_args(ids),
+        num,
+        dim,
+        _ptr(w_mu),
+        _ptr(w_rho),
+        tuple(seed),
+        *_embedding_options(padding_idx, max_norm, norm_type),
+        _ptr(out),
+        _ptr(bad_id),
+        _stream(),
+    )
     return out, bad_id
 
 
@@ -198,10 +240,25 @@ def embedding_grad(ids, dy, w_mu, w_rho, seed, padding_idx=None, max_norm=None, 
     num, dim = w_rho.shape
     rows, positions, starts, max_positions = embedding_grad_rows(ids, num, padding_idx)
     dw_mu, dw_rho = _alloc((rows.numel(), dim)), _alloc((rows.numel(), dim))
-    core.cuda.embedding_backward(_ptr(rows), rows.numel(), _ptr(positions), positions.numel(), _ptr(starts),
-                                 max_positions, ids.numel(), num, dim, _ptr(w_mu), _ptr(w_rho), tuple(seed),
-                                 *_embedding_options(padding_idx, max_norm, norm_type), _ptr(dy), _ptr(dw_mu),
-                                 _ptr(dw_rho), _stream())
+    core.cuda.embedding_backward(
+        _ptr(rows),
+        rows.numel(),
+        _ptr(positions),
+        positions.numel(),
+        _ptr(starts),
+        max_positions,
+        ids.numel(),
+        num,
+        dim,
+        _ptr(w_mu),
+        _ptr(w_rho),
+        tuple(seed),
+        *_embedding_options(padding_idx, max_norm, norm_type),
+        _ptr(dy),
+        _ptr(dw_mu),
+        _ptr(dw_rho),
+        _stream(),
+    )
     return rows, dw_mu, dw_rho
 
 
@@ -212,35 +269,92 @@ def _conv_geometry(x, w_mu, stride, padding, dilation, groups, data_format):
         mode, explicit = padding, []
     else:
         mode, explicit = "EXPLICIT", [int(v) for pair in padding for v in pair]
-    return dict(x_shape=list(x.shape), w_shape=list(w_mu.shape), stride=tuple(stride), padding=mode,
-                explicit_paddings=explicit, dilation=tuple(dilation), groups=groups, data_format=data_format)
+    return dict(
+        x_shape=list(x.shape),
+        w_shape=list(w_mu.shape),
+        stride=tuple(stride),
+        padding=mode,
+        explicit_paddings=explicit,
+        dilation=tuple(dilation),
+        groups=groups,
+        data_format=data_format,
+    )
 
 
-def conv2d(x, w_mu, w_rho, w_seed, b_mu=None, b_rho=None, b_seed=(0, 0), stride=(1, 1), padding="VALID",
-           dilation=(1, 1), groups=1, data_format="NHWC"):
+def conv2d(
+    x,
+    w_mu,
+    w_rho,
+    w_seed,
+    b_mu=None,
+    b_rho=None,
+    b_seed=(0, 0),
+    stride=(1, 1),
+    padding="VALID",
+    dilation=(1, 1),
+    groups=1,
+    data_format="NHWC",
+):
     """y in x's layout for x NHWC or NCHW and the kernel [kh, kw, in/groups, out] (TensorFlow's)."""
     _floats(x, w_mu, w_rho, b_mu, b_rho)
     geometry = _conv_geometry(x, w_mu, stride, padding, dilation, groups, data_format)
     y = _alloc(tuple(core.cuda.conv_output_shape(**geometry)))
     scratch = _scratch(core.cuda.conv_forward_scratch_bytes(use_bias=b_mu is not None, **geometry))
-    core.cuda.conv_forward(x=_ptr(x), w_mu=_ptr(w_mu), w_rho=_ptr(w_rho), w_seed=tuple(w_seed), b_mu=_ptr(b_mu),
-                           b_rho=_ptr(b_rho), b_seed=tuple(b_seed), scratch=_ptr(scratch), y=_ptr(y),
-                           stream=_stream(), **geometry)
+    core.cuda.conv_forward(
+        x=_ptr(x),
+        w_mu=_ptr(w_mu),
+        w_rho=_ptr(w_rho),
+        w_seed=tuple(w_seed),
+        b_mu=_ptr(b_mu),
+        b_rho=_ptr(b_rho),
+        b_seed=tuple(b_seed),
+        scratch=_ptr(scratch),
+        y=_ptr(y),
+        stream=_stream(),
+        **geometry,
+    )
     return y
 
 
-def conv2d_grad(dy, x, w_mu, w_rho, w_seed, b_mu=None, b_rho=None, b_seed=(0, 0), stride=(1, 1), padding="VALID",
-                dilation=(1, 1), groups=1, data_format="NHWC"):
+def conv2d_grad(
+    dy,
+    x,
+    w_mu,
+    w_rho,
+    w_seed,
+    b_mu=None,
+    b_rho=None,
+    b_seed=(0, 0),
+    stride=(1, 1),
+    padding="VALID",
+    dilation=(1, 1),
+    groups=1,
+    data_format="NHWC",
+):
     """(dx, dw_mu, dw_rho, db_mu, db_rho); the bias gradients are None without a bias."""
     _floats(dy, x, w_mu, w_rho, b_mu, b_rho)
     geometry = _conv_geometry(x, w_mu, stride, padding, dilation, groups, data_format)
     scratch = _scratch(core.cuda.conv_backward_scratch_bytes(use_bias=b_mu is not None, **geometry))
     dx, dw_mu, dw_rho = _alloc(x.shape), _alloc(w_mu.shape), _alloc(w_mu.shape)
     db_mu, db_rho = (_alloc(b_mu.shape), _alloc(b_mu.shape)) if b_mu is not None else (None, None)
-    core.cuda.conv_backward(dy=_ptr(dy), x=_ptr(x), w_mu=_ptr(w_mu), w_rho=_ptr(w_rho), w_seed=tuple(w_seed),
-                            b_mu=_ptr(b_mu), b_rho=_ptr(b_rho), b_seed=tuple(b_seed), scratch=_ptr(scratch),
-                            dx=_ptr(dx), dw_mu=_ptr(dw_mu), dw_rho=_ptr(dw_rho), db_mu=_ptr(db_mu),
-                            db_rho=_ptr(db_rho), stream=_stream(), **geometry)
+    core.cuda.conv_backward(
+        dy=_ptr(dy),
+        x=_ptr(x),
+        w_mu=_ptr(w_mu),
+        w_rho=_ptr(w_rho),
+        w_seed=tuple(w_seed),
+        b_mu=_ptr(b_mu),
+        b_rho=_ptr(b_rho),
+        b_seed=tuple(b_seed),
+        scratch=_ptr(scratch),
+        dx=_ptr(dx),
+        dw_mu=_ptr(dw_mu),
+        dw_rho=_ptr(dw_rho),
+        db_mu=_ptr(db_mu),
+        db_rho=_ptr(db_rho),
+        stream=_stream(),
+        **geometry,
+    )
     return dx, dw_mu, dw_rho, db_mu, db_rho
 
 
@@ -253,14 +367,35 @@ def lstm(x, w_mu, w_rho, w_seed, b_mu, b_rho, b_seed, h0=None, c0=None):
     scratch = _scratch(core.cuda.lstm_forward_scratch_bytes(batch, steps, n_in, hidden))
     h_seq, h_last, c_last = _alloc((batch, steps, hidden)), _alloc((batch, hidden)), _alloc((batch, hidden))
     w, gates, cells = _alloc(w_mu.shape), _alloc((batch, steps, 4 * hidden)), _alloc((batch, steps, hidden))
-    core.cuda.lstm_forward(_ptr(x), batch, steps, n_in, hidden, _ptr(w_mu), _ptr(w_rho), tuple(w_seed), _ptr(b_mu),
-                           _ptr(b_rho), tuple(b_seed), _ptr(h0), _ptr(c0), _ptr(w), _ptr(gates), _ptr(cells),
-                           _ptr(scratch), _ptr(h_seq), _ptr(h_last), _ptr(c_last), _stream())
+    core.cuda.lstm_forward(
+        _ptr(x),
+        batch,
+        steps,
+        n_in,
+        hidden,
+        _ptr(w_mu),
+        _ptr(w_rho),
+        tuple(w_seed),
+        _ptr(b_mu),
+        _ptr(b_rho),
+        tuple(b_seed),
+        _ptr(h0),
+        _ptr(c0),
+        _ptr(w),
+        _ptr(gates),
+        _ptr(cells),
+        _ptr(scratch),
+        _ptr(h_seq),
+        _ptr(h_last),
+        _ptr(c_last),
+        _stream(),
+    )
     return h_seq, h_last, c_last, w, gates, cells
 
 
-def lstm_grad(dh_seq, dh_last, dc_last, x, w_rho, w_seed, b_rho, b_seed, h0, c0, h_seq, w, gates, cells,
-              dz_in_gates=False):
+def lstm_grad(
+    dh_seq, dh_last, dc_last, x, w_rho, w_seed, b_rho, b_seed, h0, c0, h_seq, w, gates, cells, dz_in_gates=False
+):
     """(dx, dw_mu, dw_rho, db_mu, db_rho, dh0, dc0); with dz_in_gates the kernels overwrite gates."""
     _floats(dh_seq, dh_last, dc_last, x, w_rho, b_rho, h0, c0, h_seq, w, gates, cells)
     (batch, steps, n_in), hidden = x.shape, w_rho.shape[1] // 4
@@ -268,10 +403,36 @@ def lstm_grad(dh_seq, dh_last, dc_last, x, w_rho, w_seed, b_rho, b_seed, h0, c0,
     dz = gates if dz_in_gates else _alloc(gates.shape)
     dx, dw_mu, dw_rho = _alloc(x.shape), _alloc(w_rho.shape), _alloc(w_rho.shape)
     db_mu, db_rho, dh0, dc0 = _alloc(b_rho.shape), _alloc(b_rho.shape), _alloc(h0.shape), _alloc(c0.shape)
-    core.cuda.lstm_backward(_ptr(dh_seq), _ptr(dh_last), _ptr(dc_last), _ptr(x), batch, steps, n_in, hidden,
-                            _ptr(w_rho), tuple(w_seed), _ptr(b_rho), tuple(b_seed), _ptr(h0), _ptr(c0), _ptr(h_seq),
-                            _ptr(w), _ptr(gates), _ptr(cells), _ptr(dz), _ptr(scratch), _ptr(dx), _ptr(dw_mu),
-                            _ptr(dw_rho), _ptr(db_mu), _ptr(db_rho), _ptr(dh0), _ptr(dc0), _stream())
+    core.cuda.lstm_backward(
+        _ptr(dh_seq),
+        _ptr(dh_last),
+        _ptr(dc_last),
+        _ptr(x),
+        batch,
+        steps,
+        n_in,
+        hidden,
+        _ptr(w_rho),
+        tuple(w_seed),
+        _ptr(b_rho),
+        tuple(b_seed),
+        _ptr(h0),
+        _ptr(c0),
+        _ptr(h_seq),
+        _ptr(w),
+        _ptr(gates),
+        _ptr(cells),
+        _ptr(dz),
+        _ptr(scratch),
+        _ptr(dx),
+        _ptr(dw_mu),
+        _ptr(dw_rho),
+        _ptr(db_mu),
+        _ptr(db_rho),
+        _ptr(dh0),
+        _ptr(dc0),
+        _stream(),
+    )
     return dx, dw_mu, dw_rho, db_mu, db_rho, dh0, dc0
 
 
@@ -285,8 +446,8 @@ def lstm_step_loop(x, w, b, h0, c0, keep_gates=False):
     h, c, hs, gates, cells = h0, c0, [], [], []
     for t in range(x.shape[1]):
         z = projected[:, t] + h @ w_h
-        f, i = torch.sigmoid(z[:, :hidden]), torch.sigmoid(z[:, hidden:2 * hidden])
-        g, o = torch.tanh(z[:, 2 * hidden:3 * hidden]), torch.sigmoid(z[:, 3 * hidden:])
+        f, i = torch.sigmoid(z[:, :hidden]), torch.sigmoid(z[:, hidden : 2 * hidden])
+        g, o = torch.tanh(z[:, 2 * hidden : 3 * hidden]), torch.sigmoid(z[:, 3 * hidden :])
         c = f * c + i * g
         h = o * torch.tanh(c)
         hs.append(h)

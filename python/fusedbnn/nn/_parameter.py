@@ -44,16 +44,18 @@ class SampledParameter(tf.__internal__.tracking.AutoTrackable):
         self.name = name
         self.dist = dist
         with _seeds.on_host():
-            self.seed = layer.add_weight(name=f"{name}_seed", shape=(2,), dtype="int64", initializer="zeros",
-                                         trainable=False)
+            self.seed = layer.add_weight(
+                name=f"{name}_seed", shape=(2,), dtype="int64", initializer="zeros", trainable=False
+            )
         self.seed.assign(layer._seed_generator.next())
         self._add_frozen_variables(layer, name)
         self.generator_state = layer._seed_generator.state
 
     def _add_frozen_variables(self, layer, name):
         """The variables that hold the frozen value (one, ``frozen_value``, unless overridden)."""
-        self.frozen_value = layer.add_weight(name=name, shape=self.dist.shape, initializer="zeros", trainable=False,
-                                             autocast=False)
+        self.frozen_value = layer.add_weight(
+            name=name, shape=self.dist.shape, initializer="zeros", trainable=False, autocast=False
+        )
 
     def _set_frozen_value(self, value):
         self.frozen_value.assign(value)

@@ -37,8 +37,7 @@ class BayesianModule(keras.layers.Layer):
         self.seed = seed
         self.supports_jit = False
         with _seeds.on_host():
-            self._frozen = self.add_weight(name="frozen", shape=(), dtype="bool", initializer="zeros",
-                                           trainable=False)
+            self._frozen = self.add_weight(name="frozen", shape=(), dtype="bool", initializer="zeros", trainable=False)
             with keras.name_scope(self.name):
                 self._seed_generator = keras.random.SeedGenerator(_seeds.derived_seed(seed, "noise"), name="noise")
         # The noise stream's state is a weight of the layer, so .keras files, save_weights, checkpoints
@@ -107,8 +106,9 @@ class BayesianModule(keras.layers.Layer):
 
     def call(self, inputs, **kwargs):
         inputs = tf.nest.map_structure(_to_float32, inputs)
-        outputs = tf.cond(self._frozen, lambda: self._frozen_call(inputs, **kwargs),
-                          lambda: self._sampled_call(inputs, **kwargs))
+        outputs = tf.cond(
+            self._frozen, lambda: self._frozen_call(inputs, **kwargs), lambda: self._sampled_call(inputs, **kwargs)
+        )
         return tf.nest.map_structure(lambda t: _to_dtype(t, self.compute_dtype), outputs)
 
     def _sampled_call(self, inputs, **kwargs):
@@ -182,7 +182,8 @@ class WeightAndBiasModule(BayesianModule):
             use_bias=self.use_bias,
             estimator=self.estimator,
             weights_distribution=keras.saving.serialize_keras_object(self.weights_distribution),
-            bias_distribution=None if self.bias_distribution is None
+            bias_distribution=None
+            if self.bias_distribution is None
             else keras.saving.serialize_keras_object(self.bias_distribution),
         )
         return config

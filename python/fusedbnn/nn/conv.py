@@ -15,16 +15,33 @@ class _BayesianConv(WeightAndBiasModule):
     _conv_fn = None
     _default_format = None
 
-    def __init__(self, input_channels, output_channels, kernel_size, stride, padding, dilation, groups, data_format,
-                 weights_distribution, bias_distribution, use_bias, seed, estimator="reparameterization", **kwargs):
+    def __init__(
+        self,
+        input_channels,
+        output_channels,
+        kernel_size,
+        stride,
+        padding,
+        dilation,
+        groups,
+        data_format,
+        weights_distribution,
+        bias_distribution,
+        use_bias,
+        seed,
+        estimator="reparameterization",
+        **kwargs,
+    ):
         super().__init__(seed=seed, **kwargs)
         self._set_estimator(estimator)
         self.input_channels = positive_int(input_channels, "input_channels")
         self.output_channels = positive_int(output_channels, "output_channels")
         self.groups = positive_int(groups, "groups")
         if self.input_channels % self.groups or self.output_channels % self.groups:
-            raise ValueError(f"groups ({self.groups}) must divide input_channels ({self.input_channels}) and "
-                             f"output_channels ({self.output_channels})")
+            raise ValueError(
+                f"groups ({self.groups}) must divide input_channels ({self.input_channels}) and "
+                f"output_channels ({self.output_channels})"
+            )
         self.kernel_size = kernel_size
         self._kernel = _conv_args.int_tuple(kernel_size, self.rank, "kernel_size")
         # illia reads data_format=None as the channels-last default.
@@ -41,9 +58,16 @@ class _BayesianConv(WeightAndBiasModule):
         return -1 if self._args.channels_last else 1
 
     def _sampled_call(self, inputs):
-        return self._conv_fn(float_inputs(self, inputs), *self._sampling_args(), stride=self.stride,
-                             padding=self.padding, dilation=self.dilation, groups=self.groups,
-                             data_format=self.data_format, **self._estimator_args())
+        return self._conv_fn(
+            float_inputs(self, inputs),
+            *self._sampling_args(),
+            stride=self.stride,
+            padding=self.padding,
+            dilation=self.dilation,
+            groups=self.groups,
+            data_format=self.data_format,
+            **self._estimator_args(),
+        )
 
     def _frozen_call(self, inputs):
         x = float_inputs(self, inputs)
@@ -61,8 +85,12 @@ class _BayesianConv(WeightAndBiasModule):
             axis, arg = first_spatial + i, 2 - self.rank + i  # Conv1d's axis is the 2-D width axis
             if shape[axis] is not None:
                 shape[axis] = _conv_args.axis_output(
-                    shape[axis], self._kernel[i], self._args.strides[arg], self._args.dilations[arg],
-                    self._args.padding, *self._args.explicit[2 * arg:2 * arg + 2],
+                    shape[axis],
+                    self._kernel[i],
+                    self._args.strides[arg],
+                    self._args.dilations[arg],
+                    self._args.padding,
+                    *self._args.explicit[2 * arg : 2 * arg + 2],
                 )[0]
         shape[self._channel_axis()] = self.output_channels
         return tuple(shape)
@@ -120,11 +148,39 @@ class Conv2d(_BayesianConv):
     _conv_fn = staticmethod(ops.conv2d)
     _default_format = "NHWC"
 
-    def __init__(self, input_channels, output_channels, kernel_size, stride=1, padding="VALID", dilation=None,
-                 groups=1, data_format="NHWC", weights_distribution=None, bias_distribution=None, use_bias=True,
-                 seed=None, estimator="reparameterization", **kwargs):
-        super().__init__(input_channels, output_channels, kernel_size, stride, padding, dilation, groups, data_format,
-                         weights_distribution, bias_distribution, use_bias, seed, estimator, **kwargs)
+    def __init__(
+        self,
+        input_channels,
+        output_channels,
+        kernel_size,
+        stride=1,
+        padding="VALID",
+        dilation=None,
+        groups=1,
+        data_format="NHWC",
+        weights_distribution=None,
+        bias_distribution=None,
+        use_bias=True,
+        seed=None,
+        estimator="reparameterization",
+        **kwargs,
+    ):
+        super().__init__(
+            input_channels,
+            output_channels,
+            kernel_size,
+            stride,
+            padding,
+            dilation,
+            groups,
+            data_format,
+            weights_distribution,
+            bias_distribution,
+            use_bias,
+            seed,
+            estimator,
+            **kwargs,
+        )
 
 
 @keras.saving.register_keras_serializable(package="fusedbnn")
@@ -152,8 +208,36 @@ class Conv1d(_BayesianConv):
     _conv_fn = staticmethod(ops.conv1d)
     _default_format = "NWC"
 
-    def __init__(self, input_channels, output_channels, kernel_size, stride=1, padding="VALID", dilation=1,
-                 groups=1, data_format="NWC", weights_distribution=None, bias_distribution=None, use_bias=True,
-                 seed=None, estimator="reparameterization", **kwargs):
-        super().__init__(input_channels, output_channels, kernel_size, stride, padding, dilation, groups, data_format,
-                         weights_distribution, bias_distribution, use_bias, seed, estimator, **kwargs)
+    def __init__(
+        self,
+        input_channels,
+        output_channels,
+        kernel_size,
+        stride=1,
+        padding="VALID",
+        dilation=1,
+        groups=1,
+        data_format="NWC",
+        weights_distribution=None,
+        bias_distribution=None,
+        use_bias=True,
+        seed=None,
+        estimator="reparameterization",
+        **kwargs,
+    ):
+        super().__init__(
+            input_channels,
+            output_channels,
+            kernel_size,
+            stride,
+            padding,
+            dilation,
+            groups,
+            data_format,
+            weights_distribution,
+            bias_distribution,
+            use_bias,
+            seed,
+            estimator,
+            **kwargs,
+        )

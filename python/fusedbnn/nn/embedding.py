@@ -41,8 +41,19 @@ class Embedding(BayesianModule):
     ``freeze()``.
     """
 
-    def __init__(self, num_embeddings, embeddings_dim, padding_idx=None, max_norm=None, norm_type=2.0,
-                 scale_grad_by_freq=False, sparse=False, weights_distribution=None, seed=None, **kwargs):
+    def __init__(
+        self,
+        num_embeddings,
+        embeddings_dim,
+        padding_idx=None,
+        max_norm=None,
+        norm_type=2.0,
+        scale_grad_by_freq=False,
+        sparse=False,
+        weights_distribution=None,
+        seed=None,
+        **kwargs,
+    ):
         super().__init__(seed=seed, **kwargs)
         self.num_embeddings = positive_int(num_embeddings, "num_embeddings")
         self.embeddings_dim = positive_int(embeddings_dim, "embeddings_dim")
@@ -54,8 +65,9 @@ class Embedding(BayesianModule):
         self.norm_type = float(norm_type)
         self.scale_grad_by_freq = bool(scale_grad_by_freq)
         self.sparse = bool(sparse)
-        self._w = self._add_parameter("w", weights_distribution, "weights_distribution",
-                                      (self.num_embeddings, self.embeddings_dim))
+        self._w = self._add_parameter(
+            "w", weights_distribution, "weights_distribution", (self.num_embeddings, self.embeddings_dim)
+        )
         self.weights_distribution = self._w.dist
 
     @property

@@ -27,16 +27,26 @@ class Linear(WeightAndBiasModule):
     after ``freeze()``.
     """
 
-    def __init__(self, input_size, output_size, weights_distribution=None, bias_distribution=None, use_bias=True,
-                 seed=None, estimator="reparameterization", **kwargs):
+    def __init__(
+        self,
+        input_size,
+        output_size,
+        weights_distribution=None,
+        bias_distribution=None,
+        use_bias=True,
+        seed=None,
+        estimator="reparameterization",
+        **kwargs,
+    ):
         super().__init__(seed=seed, **kwargs)
         self._set_estimator(estimator)
         self.input_size = positive_int(input_size, "input_size")
         self.output_size = positive_int(output_size, "output_size")
         self.use_bias = bool(use_bias)
         self.input_spec = keras.layers.InputSpec(min_ndim=1, axes={-1: self.input_size})
-        self._add_weight_and_bias(weights_distribution, bias_distribution, (self.output_size, self.input_size),
-                                  self.output_size)
+        self._add_weight_and_bias(
+            weights_distribution, bias_distribution, (self.output_size, self.input_size), self.output_size
+        )
 
     def _sampled_call(self, inputs):
         return ops.linear(float_inputs(self, inputs), *self._sampling_args(), **self._estimator_args())
@@ -51,4 +61,3 @@ class Linear(WeightAndBiasModule):
         config = super().get_config()
         config.update(input_size=self.input_size, output_size=self.output_size)
         return config
-

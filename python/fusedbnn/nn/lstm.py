@@ -51,8 +51,9 @@ class _GateParameter(_parameter.SampledParameter):
         shape = self.dist.shape[:-1] + (self.dist.shape[-1] // 4,)
         prefix = name.removesuffix("_gates")
         self.per_gate = {
-            gate: layer.add_weight(name=f"{prefix}{gate}", shape=shape, initializer="zeros", trainable=False,
-                                   autocast=False)
+            gate: layer.add_weight(
+                name=f"{prefix}{gate}", shape=shape, initializer="zeros", trainable=False, autocast=False
+            )
             for gate in GATES
         }
 
@@ -89,15 +90,35 @@ class LSTM(BayesianModule):
         seed: optional int for reproducible initial values and noise.
     """
 
-    def __init__(self, num_embeddings, embeddings_dim, hidden_size, output_size, padding_idx=None, max_norm=None,
-                 norm_type=2.0, scale_grad_by_freq=False, sparse=False, seed=None, **kwargs):
+    def __init__(
+        self,
+        num_embeddings,
+        embeddings_dim,
+        hidden_size,
+        output_size,
+        padding_idx=None,
+        max_norm=None,
+        norm_type=2.0,
+        scale_grad_by_freq=False,
+        sparse=False,
+        seed=None,
+        **kwargs,
+    ):
         super().__init__(seed=seed, **kwargs)
         self.hidden_size = positive_int(hidden_size, "hidden_size")
         self.output_size = positive_int(output_size, "output_size")
         with keras.name_scope(self.name):  # variable paths <lstm>/embedding/..., the same after loading
-            self.embedding = Embedding(num_embeddings, embeddings_dim, padding_idx=padding_idx, max_norm=max_norm,
-                                       norm_type=norm_type, scale_grad_by_freq=scale_grad_by_freq, sparse=sparse,
-                                       seed=_seeds.derived_seed(seed, "embedding"), name="embedding")
+            self.embedding = Embedding(
+                num_embeddings,
+                embeddings_dim,
+                padding_idx=padding_idx,
+                max_norm=max_norm,
+                norm_type=norm_type,
+                scale_grad_by_freq=scale_grad_by_freq,
+                sparse=sparse,
+                seed=_seeds.derived_seed(seed, "embedding"),
+                name="embedding",
+            )
         self.num_embeddings = self.embedding.num_embeddings
         self.embeddings_dim = self.embedding.embeddings_dim
         self.padding_idx = self.embedding.padding_idx
@@ -106,8 +127,7 @@ class LSTM(BayesianModule):
         self.scale_grad_by_freq = self.embedding.scale_grad_by_freq
         self.sparse = self.embedding.sparse
         rows, hidden = self.embeddings_dim + self.hidden_size, self.hidden_size
-        self._w = self._add_parameter("w_gates", None, "gate_weights_distribution", (rows, 4 * hidden),
-                                      _GateParameter)
+        self._w = self._add_parameter("w_gates", None, "gate_weights_distribution", (rows, 4 * hidden), _GateParameter)
         self._b = self._add_parameter("b_gates", None, "gate_bias_distribution", (4 * hidden,), _GateParameter)
         self._wv = self._add_parameter("wv", None, "output_weights_distribution", (hidden, self.output_size))
         self._bv = self._add_parameter("bv", None, "output_bias_distribution", (self.output_size,))
@@ -148,8 +168,10 @@ class LSTM(BayesianModule):
         ids = token_ids(inputs)
         shape = ids.shape
         if shape.rank not in (2, 3) or (shape.rank == 3 and shape[-1] not in (1, None)):
-            raise ValueError(f"LSTM layer '{self.name}': inputs must be token ids of shape [batch, steps] or "
-                             f"[batch, steps, 1], got shape {shape}")
+            raise ValueError(
+                f"LSTM layer '{self.name}': inputs must be token ids of shape [batch, steps] or "
+                f"[batch, steps, 1], got shape {shape}"
+            )
         if shape.rank == 3:
             ids = tf.squeeze(ids, axis=-1)
         if init_states is not None:
@@ -158,8 +180,7 @@ class LSTM(BayesianModule):
         return y, (h, c)
 
     def _sampled_call(self, x, init_states=None):
-        _, (h, c) = ops.lstm(x, *self._w.sampling_args(self), *self._b.sampling_args(self),
-                             initial_state=init_states)
+        _, (h, c) = ops.lstm(x, *self._w.sampling_args(self), *self._b.sampling_args(self), initial_state=init_states)
         return tf.matmul(h, self._wv.draw(self)) + self._bv.draw(self), h, c
 
     def _frozen_call(self, x, init_states=None):
@@ -211,8 +232,16 @@ class SequenceLSTM(BayesianModule):
     After ``freeze()`` the fixed values are ``w`` and ``b``.
     """
 
-    def __init__(self, units, return_sequences=False, return_state=False, seed=None, weights_distribution=None,
-                 bias_distribution=None, **kwargs):
+    def __init__(
+        self,
+        units,
+        return_sequences=False,
+        return_state=False,
+        seed=None,
+        weights_distribution=None,
+        bias_distribution=None,
+        **kwargs,
+    ):
         super().__init__(seed=seed, **kwargs)
         self.units = positive_int(units, "units")
         self.return_sequences = bool(return_sequences)
@@ -224,10 +253,13 @@ class SequenceLSTM(BayesianModule):
     def build(self, input_shape):
         features = input_shape[-1]
         if features is None:
-            raise ValueError(f"SequenceLSTM layer '{self.name}': the features axis of the inputs must be known, "
-                             f"got shape {input_shape}")
-        self._w = self._add_parameter("w", self.weights_distribution, "weights_distribution",
-                                      (features + self.units, 4 * self.units))
+            raise ValueError(
+                f"SequenceLSTM layer '{self.name}': the features axis of the inputs must be known, "
+                f"got shape {input_shape}"
+            )
+        self._w = self._add_parameter(
+            "w", self.weights_distribution, "weights_distribution", (features + self.units, 4 * self.units)
+        )
         self._b = self._add_parameter("b", self.bias_distribution, "bias_distribution", (4 * self.units,))
         self.weights_distribution, self.bias_distribution = self._w.dist, self._b.dist
 
@@ -243,20 +275,25 @@ class SequenceLSTM(BayesianModule):
 
     def call(self, inputs, initial_state=None, mask=None):
         if mask is not None:
-            raise ValueError(f"SequenceLSTM layer '{self.name}' does not support masking: remove the Masking layer "
-                             "(or mask_zero) before it, or pad the sequences to a common length")
+            raise ValueError(
+                f"SequenceLSTM layer '{self.name}' does not support masking: remove the Masking layer "
+                "(or mask_zero) before it, or pad the sequences to a common length"
+            )
         if initial_state is not None:
             if len(initial_state) != 2:
-                raise ValueError(f"SequenceLSTM layer '{self.name}': initial_state must be [h0, c0], got "
-                                 f"{len(initial_state)} tensors")
+                raise ValueError(
+                    f"SequenceLSTM layer '{self.name}': initial_state must be [h0, c0], got "
+                    f"{len(initial_state)} tensors"
+                )
             initial_state = tuple(tf.cast(s, tf.float32) for s in initial_state)
         h_seq, h, c = super().call(inputs, initial_state=initial_state)
         output = h_seq if self.return_sequences else h
         return [output, h, c] if self.return_state else output
 
     def _sampled_call(self, x, initial_state=None):
-        h_seq, (h, c) = ops.lstm(x, *self._w.sampling_args(self), *self._b.sampling_args(self),
-                                 initial_state=initial_state)
+        h_seq, (h, c) = ops.lstm(
+            x, *self._w.sampling_args(self), *self._b.sampling_args(self), initial_state=initial_state
+        )
         return h_seq, h, c
 
     def _frozen_call(self, x, initial_state=None):
@@ -277,5 +314,8 @@ class SequenceLSTM(BayesianModule):
 
 def _serialized(distribution):
     """A distribution's config; before ``build`` the constructor argument may already be one."""
-    return distribution if distribution is None or isinstance(distribution, dict) \
+    return (
+        distribution
+        if distribution is None or isinstance(distribution, dict)
         else keras.saving.serialize_keras_object(distribution)
+    )
