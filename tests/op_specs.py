@@ -42,6 +42,9 @@ class OpSpec:
     bad: tuple = ()  # Bad cases
     rtol: float = 2e-4
     atol: float = 2e-4  # scaled by max(1, max |reference|) of each output
+    # Composed of TensorFlow ops in Python (the convolutions' flipout and local reparameterization):
+    # ranks must be known when traced, and graph optimisation rounds them differently from eager mode.
+    composed: bool = False
 
     def differentiable_in(self, args):
         """The differentiable arguments this call has (optional ones, like a bias, may be absent)."""
@@ -248,6 +251,37 @@ LINEAR = OpSpec(
     ),
 )
 
+
+def estimator_spec(base, estimator):
+    """``base`` (linear, conv2d, conv1d) under a per-example estimator, with a random x_seed."""
+
+    def make(sizes, rng):
+        return {**base.make(sizes, rng), "estimator": estimator, "x_seed": seed(rng, sizes["seed_dtype"])}
+
+    return OpSpec(
+        name=f"{base.name}-{estimator}",
+        fused=base.fused,
+        reference=base.reference,
+        sizes=base.sizes,
+        make=make,
+        large=base.large,
+        medium=base.medium,
+        differentiable=base.differentiable,
+        bad=base.bad
+        + (
+            Bad("x_seed", lambda a: with_(a, x_seed=tf.constant([1, 2, 3], tf.int64))),
+            Bad("x_seed", lambda a: with_(a, x_seed=None)),
+            Bad("estimator", lambda a: with_(a, estimator="flip")),
+        ),
+        rtol=base.rtol,
+        atol=base.atol,
+        composed=base.name.startswith("conv"),
+    )
+
+
+LINEAR_FLIPOUT = estimator_spec(LINEAR, "flipout")
+LINEAR_LOCAL_REPARAM = estimator_spec(LINEAR, "local_reparameterization")
+
 # --- conv2d, conv1d ---------------------------------------------------------------------------
 
 
@@ -373,6 +407,8 @@ def conv_spec(rank):
 
 
 CONV2D, CONV1D = conv_spec(2), conv_spec(1)
+CONV2D_FLIPOUT = estimator_spec(CONV2D, "flipout")
+CONV1D_LOCAL_REPARAM = estimator_spec(CONV1D, "local_reparameterization")
 
 # --- embedding --------------------------------------------------------------------------------
 
@@ -534,7 +570,20 @@ LSTM = OpSpec(
     ),
 )
 
-SPECS = [SAMPLE_GAUSSIAN, GAUSSIAN_KL, GAUSSIAN_KL_ANALYTIC, LINEAR, CONV2D, CONV1D, EMBEDDING, LSTM]
+SPECS = [
+    SAMPLE_GAUSSIAN,
+    GAUSSIAN_KL,
+    GAUSSIAN_KL_ANALYTIC,
+    LINEAR,
+    LINEAR_FLIPOUT,
+    LINEAR_LOCAL_REPARAM,
+    CONV2D,
+    CONV2D_FLIPOUT,
+    CONV1D,
+    CONV1D_LOCAL_REPARAM,
+    EMBEDDING,
+    LSTM,
+]
 SPEC_IDS = [s.name for s in SPECS]
 
 

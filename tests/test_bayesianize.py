@@ -367,10 +367,23 @@ def test_layers_restricts_the_conversion_to_names():
         bayesianize(model, layers=["out", "nope"])
 
 
+@pytest.mark.parametrize("kind", MODELS)
+@pytest.mark.parametrize("estimator", ["flipout", "local_reparameterization"])
+def test_estimator_reaches_the_dense_and_conv_layers(kind, estimator):
+    make_model, make_inputs = MODELS[kind]
+    bayesian = bayesianize(make_model(), estimator=estimator)
+    estimators = {m.name: getattr(m, "estimator", None) for m in bayesian_modules(bayesian)}
+    for name, layer_class in CONVERTED[kind].items():
+        expected = estimator if layer_class in (nn.Linear, nn.Conv1d, nn.Conv2d) else None
+        assert estimators[name] == expected, name
+    outputs = [bayesian.predict(make_inputs(), verbose=0) for _ in range(2)]
+    assert np.all(np.isfinite(outputs)) and not np.allclose(*outputs)
+
+
 def test_bad_arguments_raise():
     model = sequential_model()
     for kwargs, match in (
-        ({"estimator": "flipout"}, "estimator must be one of"),
+        ({"estimator": "flip"}, "estimator must be one of"),
         ({"moped_delta": 0.0}, "moped_delta must be None or a positive float"),
         ({"mu_prior": math.nan}, "mu_prior must be None or a finite float"),
         ({"std_prior": -1.0}, "std_prior"),

@@ -74,6 +74,8 @@ def test_threads_match_serial_calls(spec):
         shifted = with_seeds(spec, args, k)
         return traced(*[shifted[n] for n in seed_names])
 
+    if spec.composed:  # graph optimisation rounds differently from eager mode: compare traced with traced
+        expected = [[np.asarray(t) for t in traced_call(k)] for k in range(count)]
     assert_all_equal(in_threads(count, traced_call), expected, f"{spec.name} tf.function")
 
 
@@ -87,6 +89,9 @@ def test_tf_data_parallel_map_with_prefetch_matches_serial_calls(spec):
     def mapped(k):
         shifted = {n: args[n] + tf.cast(k, args[n].dtype) for n in seed_names}
         return spec.fused(**{**args, **shifted})
+
+    if spec.composed:  # graph optimisation rounds differently from eager mode: compare traced with traced
+        expected = [[np.asarray(tf.function(mapped)(tf.constant(k, tf.int64)))] for k in range(count)]
 
     dataset = tf.data.Dataset.range(count).map(mapped, num_parallel_calls=4, deterministic=True).prefetch(3)
     actual = [[np.asarray(y)] for y in dataset]

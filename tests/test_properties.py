@@ -83,6 +83,9 @@ def for_mode(mode, args):
 @pytest.mark.parametrize("mode", MODES + ["unknown_shapes"])
 @pytest.mark.parametrize("spec", SPECS, ids=SPEC_IDS)
 def test_invalid_arguments_raise_naming_them(spec, mode):
+    if mode == "unknown_shapes" and spec.composed:
+        pytest.skip("composed of TensorFlow ops: ranks must be known when traced (test_estimators checks it)")
+
     @PROPERTY
     @given(sizes=spec.sizes, value_seed=VALUE_SEED, bad=st.sampled_from(spec.bad))
     def check(sizes, value_seed, bad):

@@ -62,11 +62,16 @@ with_tf, without_tf = sys.argv[1:]
 library = tf.load_op_library(f"{with_tf}/_fusedbnn_ops.so")
 # Every op the library registers: its Python wrappers are named FusedBnn_<op>.
 ops = [f"FusedBnn>{name[len('FusedBnn_'):]}" for name in dir(library) if name.startswith("FusedBnn_")]
+# Ops whose CUDA kernels are still to be written (issue 16): TensorFlow places them on the CPU. The
+# list must shrink as kernels land: an op here that gains a GPU kernel fails the check too.
+CPU_ONLY = {"FusedBnn>FlipoutLinear", "FusedBnn>FlipoutLinearGrad", "FusedBnn>LocalReparamLinear",
+            "FusedBnn>LocalReparamLinearGrad"}
 for op in ops:
     registered = kernels.get_registered_kernels_for_op(op).kernel
     devices = {k.device_type for k in registered}
-    if devices != {"CPU", "GPU"}:
-        sys.exit(f"ci_cuda_build: {op} has kernels for {sorted(devices)}, expected CPU and GPU")
+    expected = {"CPU"} if op in CPU_ONLY else {"CPU", "GPU"}
+    if devices != expected:
+        sys.exit(f"ci_cuda_build: {op} has kernels for {sorted(devices)}, expected {sorted(expected)}")
     seeds = {arg.name for arg in op_def_registry.get(op).input_arg if arg.name.endswith("seed")}
     for k in registered:
         if k.device_type == "GPU":
@@ -80,7 +85,8 @@ for build in (with_tf, without_tf):
     loader.exec_module(core)
     if not (core.has_cuda and all(hasattr(core.cuda, f) for f in ("linear_forward", "lstm_forward"))):
         sys.exit(f"ci_cuda_build: {path} lacks the CUDA entry points")
-print(f"ci_cuda_build: OK: GPU kernels registered for {len(ops)} ops; _core.cuda in both builds")
+print(f"ci_cuda_build: OK: GPU kernels registered for {len(ops) - len(CPU_ONLY)} ops; _core.cuda in both builds")
+print(f"ci_cuda_build: still CPU-only (no CUDA kernels yet): {sorted(CPU_ONLY)}")
 PY
 
 bash tests/cuda_emulation/run.sh

@@ -14,6 +14,8 @@ namespace {
 // batch, so tiles grow with the batch: about 256 KB at small batch.
 int64_t tile_floats(const LinearParams& p) { return std::max<int64_t>(1 << 16, p.rows * 256); }
 
+}  // namespace
+
 // Forward tiles: blocks of whole rows of W (output features), contiguous in the noise sequence.
 int64_t forward_rows_per_tile(const LinearParams& p) {
   return std::max<int64_t>(1, std::min<int64_t>(p.out, tile_floats(p) / std::max<int64_t>(p.in, 1)));
@@ -33,7 +35,7 @@ int64_t backward_groups(const LinearParams& p, int64_t tiles) {
   return std::max<int64_t>(1, std::min<int64_t>({tiles, 8, (8 << 20) / partial_bytes}));
 }
 
-void add_bias(const ParallelFor& pf, const LinearParams& p, float* y) {
+void add_sampled_bias(const ParallelFor& pf, const LinearParams& p, float* y) {
   std::vector<float> b(p.out);
   sample_gaussian(serial_for(), p.b_stream, p.out, p.b_mu, p.b_rho, b.data());
   pf(p.rows, p.out, [&](int64_t first, int64_t last) {
@@ -45,7 +47,7 @@ void add_bias(const ParallelFor& pf, const LinearParams& p, float* y) {
 }
 
 // db_mu = column sums of dy (each in row order), db_rho from the regenerated bias noise.
-void bias_backward(const ParallelFor& pf, const LinearGradParams& p) {
+void sampled_bias_backward(const ParallelFor& pf, const LinearGradParams& p) {
   constexpr int64_t kColumns = 256;
   pf(ceil_div(p.out, kColumns), kColumns * std::max<int64_t>(p.rows, 1), [&](int64_t first, int64_t last) {
     const int64_t lo = first * kColumns, hi = std::min(p.out, last * kColumns);
@@ -57,8 +59,6 @@ void bias_backward(const ParallelFor& pf, const LinearGradParams& p) {
   });
   sample_gaussian_grad(serial_for(), p.b_stream, p.out, p.db_mu, p.b_mu, p.b_rho, p.db_rho, nullptr);
 }
-
-}  // namespace
 
 void linear_forward(const ParallelFor& pf, const LinearParams& p, float* y) {
   if (p.rows == 0 || p.out == 0) return;
@@ -73,11 +73,11 @@ void linear_forward(const ParallelFor& pf, const LinearParams& p, float* y) {
       gemm(serial_for(), GemmArgs{p.rows, rows, p.in, p.x, p.in, false, w.data(), p.in, true, y + o0, p.out});
     }
   });
-  if (p.has_bias) add_bias(pf, p, y);
+  if (p.has_bias) add_sampled_bias(pf, p, y);
 }
 
 void linear_backward(const ParallelFor& pf, const LinearGradParams& p) {
-  if (p.has_bias) bias_backward(pf, p);
+  if (p.has_bias) sampled_bias_backward(pf, p);
   if (p.in == 0) return;
   if (p.rows == 0 || p.out == 0) {
     std::fill(p.dw_mu, p.dw_mu + p.out * p.in, 0.0f);

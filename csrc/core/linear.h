@@ -36,4 +36,14 @@ struct LinearGradParams : LinearParams {
 // Gradients for dy, regenerating the noise tile by tile.
 void linear_backward(const ParallelFor& pf, const LinearGradParams& p);
 
+// The weight tiles of the linear kernels, sized for the cache: whole rows of W (output features)
+// in the forward pass, columns (input features, a multiple of 64) in the backward pass.
+int64_t forward_rows_per_tile(const LinearParams& p);
+int64_t backward_columns_per_tile(const LinearParams& p);
+
+// y[r, :] += b for the bias sampled once under b_stream (all the layer ops share it).
+void add_sampled_bias(const ParallelFor& pf, const LinearParams& p, float* y);
+// db_mu = column sums of dy, and db_rho from the regenerated bias noise.
+void sampled_bias_backward(const ParallelFor& pf, const LinearGradParams& p);
+
 }  // namespace fusedbnn

@@ -47,6 +47,7 @@ GradParams grad_params(const Params& p, const Array& dy, Array& dx, Array& dw_mu
 // One registration function per op family, defined in that family's file.
 void register_gaussian(py::module_& m);
 void register_linear(py::module_& m);
+void register_estimators(py::module_& m);
 void register_conv(py::module_& m);
 void register_embedding(py::module_& m);
 void register_lstm(py::module_& m);

@@ -4,11 +4,10 @@
 #include <optional>
 
 #include "pybind/common.h"
+#include "pybind/linear_params.h"
 
 namespace fusedbnn {
 namespace pyb {
-namespace {
-
 LinearParams linear_params(const Array& x, const Array& w_mu, const Array& w_rho, const Seed& w_seed,
                            const std::optional<Array>& b_mu, const std::optional<Array>& b_rho, const Seed& b_seed) {
   if (x.ndim() != 2 || w_mu.ndim() != 2) throw std::invalid_argument("x and w_mu must be 2-D");
@@ -25,6 +24,19 @@ LinearParams linear_params(const Array& x, const Array& w_mu, const Array& w_rho
   return p;
 }
 
+LinearGradArrays::LinearGradArrays(const LinearParams& p, const Array& dy)
+    : dx({p.rows, p.in}), dw_mu({p.out, p.in}), dw_rho({p.out, p.in}), db_mu(p.has_bias ? p.out : 0),
+      db_rho(p.has_bias ? p.out : 0) {
+  if (dy.ndim() != 2 || dy.shape(0) != p.rows || dy.shape(1) != p.out)
+    throw std::invalid_argument("dy must be [rows, out]");
+}
+
+LinearGradParams LinearGradArrays::params(const LinearParams& p, const Array& dy) {
+  return grad_params<LinearGradParams>(p, dy, dx, dw_mu, dw_rho, db_mu, db_rho);
+}
+
+namespace {
+
 Array linear(const Array& x, const Array& w_mu, const Array& w_rho, const Seed& w_seed,
              const std::optional<Array>& b_mu, const std::optional<Array>& b_rho, const Seed& b_seed) {
   const LinearParams p = linear_params(x, w_mu, w_rho, w_seed, b_mu, b_rho, b_seed);
@@ -37,12 +49,9 @@ Array linear(const Array& x, const Array& w_mu, const Array& w_rho, const Seed& 
 py::tuple linear_grad(const Array& dy, const Array& x, const Array& w_mu, const Array& w_rho, const Seed& w_seed,
                       const std::optional<Array>& b_mu, const std::optional<Array>& b_rho, const Seed& b_seed) {
   const LinearParams p = linear_params(x, w_mu, w_rho, w_seed, b_mu, b_rho, b_seed);
-  if (dy.ndim() != 2 || dy.shape(0) != p.rows || dy.shape(1) != p.out)
-    throw std::invalid_argument("dy must be [rows, out]");
-  const int64_t nb = p.has_bias ? p.out : 0;
-  Array dx({p.rows, p.in}), dw_mu({p.out, p.in}), dw_rho({p.out, p.in}), db_mu(nb), db_rho(nb);
-  linear_backward(serial_for(), grad_params<LinearGradParams>(p, dy, dx, dw_mu, dw_rho, db_mu, db_rho));
-  return py::make_tuple(dx, dw_mu, dw_rho, db_mu, db_rho);
+  LinearGradArrays grads(p, dy);
+  linear_backward(serial_for(), grads.params(p, dy));
+  return grads.tuple();
 }
 
 }  // namespace

@@ -8,6 +8,7 @@ PYBIND11_MODULE(_core, m) {
   m.doc() = "fusedbnn's framework-free CPU kernels on NumPy arrays (float32, single-threaded).";
   register_gaussian(m);
   register_linear(m);
+  register_estimators(m);
   register_conv(m);
   register_embedding(m);
   register_lstm(m);

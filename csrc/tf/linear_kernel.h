@@ -14,6 +14,36 @@ namespace linear_input {
 enum Index : int { kX, kWMu, kWRho, kWSeed, kBMu, kBRho, kBSeed };
 }  // namespace linear_input
 
+// The shape function of the linear ops whose forward inputs start at `first`: y = x.shape[:-1] + [out].
+inline tfl::Status linear_shapes(tfl::shape_inference::InferenceContext* c, int first,
+                                 tfl::shape_inference::ShapeHandle* y) {
+  tfl::shape_inference::ShapeHandle x, w, w_rho;
+  TF_RETURN_IF_ERROR(named(c->WithRankAtLeast(c->input(first + linear_input::kX), 1, &x), "x must have rank >= 1"));
+  TF_RETURN_IF_ERROR(named(c->WithRank(c->input(first + linear_input::kWMu), 2, &w), "w_mu must have rank 2"));
+  TF_RETURN_IF_ERROR(
+      named(c->Merge(c->input(first + linear_input::kWMu), c->input(first + linear_input::kWRho), &w_rho),
+            "w_rho must have the shape of w_mu"));
+  TF_RETURN_IF_ERROR(seed_shape(c, first + linear_input::kWSeed, "w_seed"));
+  tfl::shape_inference::DimensionHandle in;
+  TF_RETURN_IF_ERROR(
+      named(c->Merge(c->Dim(x, -1), c->Dim(w, 1), &in), "x's last dimension must equal w_mu's in-features"));
+  bool use_bias;
+  TF_RETURN_IF_ERROR(c->GetAttr("use_bias", &use_bias));
+  if (use_bias) {
+    tfl::shape_inference::ShapeHandle b, b_rho;
+    tfl::shape_inference::DimensionHandle out;
+    TF_RETURN_IF_ERROR(c->WithRank(c->input(first + linear_input::kBMu), 1, &b));
+    TF_RETURN_IF_ERROR(
+        named(c->Merge(c->input(first + linear_input::kBMu), c->input(first + linear_input::kBRho), &b_rho),
+              "b_rho must have the shape of b_mu"));
+    TF_RETURN_IF_ERROR(seed_shape(c, first + linear_input::kBSeed, "b_seed"));
+    TF_RETURN_IF_ERROR(named(c->Merge(c->Dim(b, 0), c->Dim(w, 0), &out), "b_mu must have w_mu's out-features"));
+  }
+  tfl::shape_inference::ShapeHandle batch;
+  TF_RETURN_IF_ERROR(c->Subshape(x, 0, -1, &batch));
+  return c->Concatenate(batch, c->Vector(c->Dim(w, 0)), y);
+}
+
 // Validates the inputs in eager mode too (shape functions only run when graphs are built).
 class LinearBase : public tfl::OpKernel {
  public:

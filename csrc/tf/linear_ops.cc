@@ -7,39 +7,10 @@
 namespace fusedbnn {
 namespace tf {
 
-using tfl::shape_inference::DimensionHandle;
 using tfl::shape_inference::InferenceContext;
 using tfl::shape_inference::ShapeHandle;
 
 namespace {
-
-tfl::Status linear_shapes(InferenceContext* c, int first, ShapeHandle* y) {
-  ShapeHandle x, w, w_rho;
-  TF_RETURN_IF_ERROR(c->WithRankAtLeast(c->input(first + linear_input::kX), 1, &x));
-  TF_RETURN_IF_ERROR(c->WithRank(c->input(first + linear_input::kWMu), 2, &w));
-  TF_RETURN_IF_ERROR(
-      named(c->Merge(c->input(first + linear_input::kWMu), c->input(first + linear_input::kWRho), &w_rho),
-            "w_rho must have the shape of w_mu"));
-  TF_RETURN_IF_ERROR(seed_shape(c, first + linear_input::kWSeed, "w_seed"));
-  DimensionHandle in;
-  TF_RETURN_IF_ERROR(
-      named(c->Merge(c->Dim(x, -1), c->Dim(w, 1), &in), "x's last dimension must equal w_mu's in-features"));
-  bool use_bias;
-  TF_RETURN_IF_ERROR(c->GetAttr("use_bias", &use_bias));
-  if (use_bias) {
-    ShapeHandle b, b_rho;
-    DimensionHandle out;
-    TF_RETURN_IF_ERROR(c->WithRank(c->input(first + linear_input::kBMu), 1, &b));
-    TF_RETURN_IF_ERROR(
-        named(c->Merge(c->input(first + linear_input::kBMu), c->input(first + linear_input::kBRho), &b_rho),
-              "b_rho must have the shape of b_mu"));
-    TF_RETURN_IF_ERROR(seed_shape(c, first + linear_input::kBSeed, "b_seed"));
-    TF_RETURN_IF_ERROR(named(c->Merge(c->Dim(b, 0), c->Dim(w, 0), &out), "b_mu must have w_mu's out-features"));
-  }
-  ShapeHandle batch;
-  TF_RETURN_IF_ERROR(c->Subshape(x, 0, -1, &batch));
-  return c->Concatenate(batch, c->Vector(c->Dim(w, 0)), y);
-}
 
 class LinearOp : public LinearBase {
  public:

@@ -1,6 +1,7 @@
 """Microbenchmarks: each fused op against the pure-TensorFlow reference and the deterministic layer.
 
     python -m fusedbnn.bench [--cases linear-s,linear-b] [--pairs 30] [--json out.json] [--plot out.png]
+                             [--estimator flipout|local_reparameterization] [--gradient-variance]
 
 Besides forward and forward+backward, each case times the fused side's ELBO step (forward, the KL
 of every sampled parameter, backward), one-sample and closed-form, against its forward+backward
@@ -16,6 +17,7 @@ allocator peak during one training step above what was allocated before it.
 
 import argparse
 import dataclasses
+import functools
 import json
 import os
 import statistics
@@ -110,23 +112,31 @@ def _params(shape, rng, rho=-5.0):
     return mu, tf.Variable(np.full(shape, rho, np.float32)), tf.Variable(rng.integers(0, 2**31, [2]), dtype=tf.int64)
 
 
+def _estimator_args(estimator, rng):
+    """The ``estimator`` and ``x_seed`` keyword arguments of the fused and reference sides."""
+    if estimator == "reparameterization":
+        return {}
+    return {"estimator": estimator, "x_seed": tf.Variable(rng.integers(0, 2**31, [2]), dtype=tf.int64)}
+
+
 def linear_case(batch, n_in, n_out):
     """A Bayesian dense layer ``n_in -> n_out`` at batch ``batch``, with bias."""
 
-    def build(rng):
+    def build(rng, estimator="reparameterization"):
         x = tf.Variable(rng.normal(size=[batch, n_in]).astype(np.float32))
         w_mu, w_rho, w_seed = _params([n_out, n_in], rng)
         b_mu, b_rho, b_seed = _params([n_out], rng)
         trainables = [x, w_mu, w_rho, b_mu, b_rho]
         dense = keras.layers.Dense(n_out)
         dense.build((batch, n_in))
+        e = _estimator_args(estimator, rng)
         return {
             "fused": _side(
-                lambda: ops.linear(x, w_mu, w_rho, w_seed, b_mu, b_rho, b_seed),
+                lambda: ops.linear(x, w_mu, w_rho, w_seed, b_mu, b_rho, b_seed, **e),
                 trainables,
                 [(w_mu, w_rho, w_seed), (b_mu, b_rho, b_seed)],
             ),
-            "reference": _side(lambda: reference.linear(x, w_mu, w_rho, w_seed, b_mu, b_rho, b_seed), trainables),
+            "reference": _side(lambda: reference.linear(x, w_mu, w_rho, w_seed, b_mu, b_rho, b_seed, **e), trainables),
             "deterministic": _side(lambda: dense(x), [x] + dense.trainable_variables),
         }
 
@@ -140,14 +150,14 @@ def conv_case(batch, spatial, n_in, n_out, kernel, padding, engine="auto"):
     fused_fn, reference_fn = (ops.conv1d, reference.conv1d) if rank == 1 else (ops.conv2d, reference.conv2d)
     keras_layer = keras.layers.Conv1D if rank == 1 else keras.layers.Conv2D
 
-    def build(rng):
+    def build(rng, estimator="reparameterization"):
         x = tf.Variable(rng.normal(size=[batch, *spatial, n_in]).astype(np.float32))
         w_mu, w_rho, w_seed = _params([*kernel, n_in, n_out], rng)
         b_mu, b_rho, b_seed = _params([n_out], rng)
         trainables = [x, w_mu, w_rho, b_mu, b_rho]
         deterministic = keras_layer(n_out, kernel, padding=padding.lower())
         deterministic.build((batch, *spatial, n_in))
-        args = dict(padding=padding)
+        args = dict(padding=padding, **_estimator_args(estimator, rng))
         return {
             "fused": _side(
                 lambda: fused_fn(x, w_mu, w_rho, w_seed, b_mu, b_rho, b_seed, engine=engine, **args),
@@ -335,6 +345,32 @@ def measure_kl_analytic(name, pairs, min_seconds=0.02, log=None, shape=(4096, 40
     return [row]
 
 
+def gradient_variance(estimator, batch=128, n_in=256, n_out=64, draws=200):
+    """The gradient's variance over the noise at a fixed model and batch: the mean over the
+    parameters of w_mu and w_rho of the variance, across ``draws`` seeds, of d(MSE)/d(parameter),
+    for a Bayesian dense layer on a fixed linear-regression batch."""
+    rng = np.random.default_rng(0)
+    x = tf.constant(rng.normal(size=[batch, n_in]).astype(np.float32))
+    target = tf.constant((x.numpy() @ rng.normal(0, 0.1, [n_in, n_out])).astype(np.float32))
+    w_mu = tf.constant(rng.normal(0, 0.1, [n_out, n_in]).astype(np.float32))
+    w_rho = tf.constant(np.full([n_out, n_in], -3.0, np.float32))
+
+    @tf.function(jit_compile=False)
+    def grad(seeds):
+        kwargs = {} if estimator == "reparameterization" else {"estimator": estimator, "x_seed": seeds[1]}
+        with tf.GradientTape() as tape:
+            tape.watch([w_mu, w_rho])
+            loss = tf.reduce_mean(tf.square(ops.linear(x, w_mu, w_rho, seeds[0], **kwargs) - target))
+        return tape.gradient(loss, [w_mu, w_rho])
+
+    seeds = rng.integers(0, 2**31, [draws, 2, 2])
+    samples = [grad(tf.constant(s)) for s in seeds]
+    return {
+        name: float(np.mean(np.var(np.stack([g[i].numpy() for g in samples]), axis=0)))
+        for i, name in enumerate(("w_mu", "w_rho"))
+    }
+
+
 def format_table(rows):
     header = (
         f"{'case':10s} {'pass':17s} {'fused ms':>9s} {'ref ms':>9s} {'det ms':>9s} {'speedup':>8s} "
@@ -412,12 +448,42 @@ def main(argv=None):
     parser.add_argument("--pairs", type=int, default=30, help="interleaved timing rounds per pass")
     parser.add_argument("--json", help="write the rows as JSON here")
     parser.add_argument("--plot", help="write a PNG chart here")
+    parser.add_argument(
+        "--estimator",
+        default="reparameterization",
+        choices=ops.ESTIMATORS,
+        help="the fused and reference sides of the linear and conv cases use this estimator",
+    )
+    parser.add_argument(
+        "--gradient-variance",
+        action="store_true",
+        help="print the gradient variance at batch 128 of the three estimators instead",
+    )
     args = parser.parse_args(argv)
+    if args.gradient_variance:
+        # The per-example estimators cut the noise's share by up to the batch size; how much of the
+        # whole that is depends on the width: a wide input already averages much of it (n_in > B).
+        rows = [
+            {"estimator": e, "n_in": n_in, "n_out": n_out, **gradient_variance(e, n_in=n_in, n_out=n_out)}
+            for n_in, n_out in ((32, 32), (256, 64))
+            for e in ops.ESTIMATORS
+        ]
+        for row in rows:
+            print(
+                f"B=128 {row['n_in']:4d}->{row['n_out']:<3d} {row['estimator']:26s} var(dw_mu) {row['w_mu']:.3e}  "
+                f"var(dw_rho) {row['w_rho']:.3e}"
+            )
+        return rows
     names = [c.strip() for c in args.cases.split(",") if c.strip()]
     known = {**CASES, **EXTRA_CASES, KL_ANALYTIC: None}
     unknown = [n for n in names if n not in known]
     if unknown:
         parser.error(f"unknown case(s) {unknown}; known: {', '.join(known)}")
+    if args.estimator != "reparameterization":
+        layers = [n for n in names if n.startswith(("linear", "conv"))]
+        if layers != names:
+            parser.error(f"--estimator applies to the linear and conv cases, not {sorted(set(names) - set(layers))}")
+        known = {n: functools.partial(known[n], estimator=args.estimator) for n in names}
     print(
         f"fusedbnn bench: {len(names)} case(s), {args.pairs} rounds each, "
         f"{tf.config.threading.get_intra_op_parallelism_threads() or 'all'} intra-op threads",

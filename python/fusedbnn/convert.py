@@ -14,7 +14,7 @@ import numpy as np
 import tensorflow as tf
 from keras.src.models.functional import Functional
 
-from fusedbnn import nn
+from fusedbnn import nn, ops
 from fusedbnn._validation import positive_std
 from fusedbnn.distributions import GaussianDistribution
 from fusedbnn.models import BayesianModel
@@ -23,7 +23,6 @@ __all__ = ["PerWeightPriorGaussian", "bayesianize"]
 
 # MOPED's sigma = delta * |w| is floored here, so that a weight of exactly 0 gets a finite rho.
 MIN_SIGMA = 1e-8
-ESTIMATORS = ("reparameterization",)
 
 
 @keras.saving.register_keras_serializable(package="fusedbnn")
@@ -84,7 +83,9 @@ def bayesianize(
             MOPED, else 0.
         std_prior: the prior's standard deviation, positive.
         rho_init: every rho without MOPED (sigma = softplus(rho_init)).
-        estimator: "reparameterization", the only gradient estimator of the fusedbnn layers so far.
+        estimator: the estimator of the converted Dense and Conv layers: "reparameterization" (one
+            weight sample per call), "flipout" or "local_reparameterization" (per-example noise;
+            docs/design.md, "Estimators"). Embeddings and LSTMs keep the first.
         layers: None to convert every layer that can be, or a list of layer names (nested models'
             layers included) to convert only those.
 
@@ -103,9 +104,9 @@ def bayesianize(
             f"model '{model.name}' is not built: build it (or call it once) so that its layers have "
             "their trained weights"
         )
-    if estimator not in ESTIMATORS:
+    if estimator not in ops.ESTIMATORS:
         raise ValueError(
-            f"estimator must be one of {ESTIMATORS} (the estimators the fusedbnn layers offer), got {estimator!r}"
+            f"estimator must be one of {ops.ESTIMATORS} (the estimators the fusedbnn layers offer), got {estimator!r}"
         )
     if moped_delta is not None and not (_is_finite(moped_delta) and moped_delta > 0):
         raise ValueError(f"moped_delta must be None or a positive float, got {moped_delta!r}")
@@ -121,6 +122,7 @@ def bayesianize(
         positive_std(std_prior),
         float(rho_init),
         None if layers is None else set(layers),
+        estimator,
     )
     unknown = sorted(converter.selected - _layer_names(model)) if converter.selected is not None else []
     if unknown:
@@ -164,7 +166,8 @@ class _Converter:
     """One conversion: the settings, and the layers copied unchanged, whose weights are copied once
     the new model has built them."""
 
-    def __init__(self, moped_delta, mu_prior, std_prior, rho_init, selected):
+    def __init__(self, moped_delta, mu_prior, std_prior, rho_init, selected, estimator):
+        self.estimator = estimator
         self.moped_delta = moped_delta
         self.mu_prior = mu_prior
         self.std_prior = std_prior
@@ -315,6 +318,7 @@ class _Converter:
             kernel.shape[1],
             kernel.shape[0],
             use_bias=layer.use_bias,
+            estimator=self.estimator,
             **self._weight_and_bias(layer, kernel, layer.bias if layer.use_bias else None),
         )
 
@@ -342,6 +346,7 @@ class _Converter:
             groups=layer.groups,
             data_format=data_format,
             use_bias=layer.use_bias,
+            estimator=self.estimator,
             **self._weight_and_bias(layer, layer.kernel, layer.bias if layer.use_bias else None),
         )
 

@@ -110,26 +110,73 @@ def _optional_bias(b_mu, b_rho, b_seed, w_seed):
     return b_mu, b_rho, b_seed, True
 
 
-def linear(x, w_mu, w_rho, w_seed, b_mu=None, b_rho=None, b_seed=None):
+ESTIMATORS = ("reparameterization", "flipout", "local_reparameterization")
+
+
+def _estimator_seed(estimator, x_seed):
+    """x_seed as the ops take it (int64), checked against the estimator: required unless the
+    estimator is the default one, which shares one weight sample over the batch."""
+    if estimator not in ESTIMATORS:
+        raise ValueError(f"estimator must be one of {ESTIMATORS}, got {estimator!r}")
+    if estimator == "reparameterization":
+        return None
+    if x_seed is None:
+        raise ValueError(f"estimator {estimator!r} needs x_seed, a [2] seed of the per-example randomness")
+    return tf.cast(seed_tensor(x_seed, "x_seed"), tf.int64)
+
+
+def linear(x, w_mu, w_rho, w_seed, b_mu=None, b_rho=None, b_seed=None, estimator="reparameterization", x_seed=None):
     """Bayesian dense layer: ``x @ W^T + b``, W ``[out, in]`` and b ``[out]`` sampled in the op.
 
     ``x`` has shape ``[..., in]``; the result ``[..., out]``. Without ``b_*`` there is no bias.
+
+    ``estimator`` (docs/design.md, "Estimators"): "reparameterization" samples one W per call for
+    the whole batch; "flipout" computes ``x mu^T + ((x * s_in) (sigma * eps)^T) * s_out + b`` with
+    random signs per example; "local_reparameterization" computes
+    ``x mu^T + sqrt(x^2 (sigma^2)^T) * eps_out + b`` with output-shaped noise. The signs and
+    ``eps_out`` derive from ``x_seed`` (``[2]``, required by these two) and are never stored.
     """
     x = float_tensor(x, "x")
     w_mu, w_rho, w_seed = _mu_rho_seed(w_mu, w_rho, w_seed, prefix="w_")
+    x_seed = _estimator_seed(estimator, x_seed)
     b_mu, b_rho, b_seed, use_bias = _optional_bias(b_mu, b_rho, b_seed, w_seed)
     # The op takes both seeds in one dtype.
     w_seed, b_seed = tf.cast(w_seed, tf.int64), tf.cast(b_seed, tf.int64)
-    return _ops.fused_bnn_linear(x, w_mu, w_rho, w_seed, b_mu, b_rho, b_seed, use_bias=use_bias)
+    inputs = (x, w_mu, w_rho, w_seed, b_mu, b_rho, b_seed)
+    if estimator == "flipout":
+        return _ops.fused_bnn_flipout_linear(*inputs, x_seed, use_bias=use_bias)
+    if estimator == "local_reparameterization":
+        return _ops.fused_bnn_local_reparam_linear(*inputs, x_seed, use_bias=use_bias)[0]
+    return _ops.fused_bnn_linear(*inputs, use_bias=use_bias)
+
+
+def _linear_layer_grads(op, grad_op, dy, *extra_inputs):
+    """The gradients of a linear op's inputs (x, w_mu, w_rho, w_seed, b_mu, b_rho, b_seed, then any
+    seeds): none for the seeds, none for the bias without one."""
+    use_bias = op.get_attr("use_bias")
+    dx, dw_mu, dw_rho, db_mu, db_rho = grad_op(dy, *op.inputs, *extra_inputs, use_bias=use_bias)
+    if not use_bias:
+        db_mu = db_rho = None
+    seeds = [None] * (len(op.inputs) - 7)
+    return [dx, dw_mu, dw_rho, None, db_mu, db_rho, None, *seeds]
 
 
 @tf.RegisterGradient("FusedBnn>Linear")
 def _linear_grad(op, dy):
-    use_bias = op.get_attr("use_bias")
-    dx, dw_mu, dw_rho, db_mu, db_rho = _ops.fused_bnn_linear_grad(dy, *op.inputs, use_bias=use_bias)
-    if not use_bias:
-        db_mu = db_rho = None
-    return dx, dw_mu, dw_rho, None, db_mu, db_rho, None
+    return _linear_layer_grads(op, _ops.fused_bnn_linear_grad, dy)
+
+
+@tf.RegisterGradient("FusedBnn>FlipoutLinear")
+def _flipout_linear_grad(op, dy):
+    return _linear_layer_grads(op, _ops.fused_bnn_flipout_linear_grad, dy)
+
+
+@tf.RegisterGradient("FusedBnn>LocalReparamLinear")
+def _local_reparam_linear_grad(op, dy, _dy_std):
+    # y_std is internal (ops.linear returns y alone): only dy flows back.
+    y, y_std = op.outputs
+    dy = tf.zeros_like(y) if dy is None else dy
+    return _linear_layer_grads(op, _ops.fused_bnn_local_reparam_linear_grad, dy, y_std)
 
 
 def _fused_conv2d(x, w_mu, w_rho, w_seed, b_mu, b_rho, b_seed, use_bias, args):
@@ -214,20 +261,78 @@ def _check_conv_shapes(x, w_mu, w_rho, bias, args, rank):
         raise ValueError(f"b_rho must have the shape of b_mu {b_mu.shape}, got {b_rho.shape}")
 
 
-def _conv(x, w_mu, w_rho, w_seed, b_mu, b_rho, b_seed, args, engine, rank):
+def _estimator_signs(shape, x_seed, k):
+    """The signs of the contract (docs/design.md, "Estimators"): ``2 * stateless_uniform(shape,
+    stateless_fold_in(x_seed, k), 0, 2, int32) - 1``; k = 0 for s_in, 1 for s_out."""
+    seed = tf.random.experimental.stateless_fold_in(x_seed, tf.constant(k, tf.int64))
+    return tf.cast(2 * tf.random.stateless_uniform(shape, seed, minval=0, maxval=2, dtype=tf.int32) - 1, tf.float32)
+
+
+def _require_known_ranks(**tensors):
+    """The composed estimators need ranks (and the bias's and seeds' shapes) known when traced: TensorFlow's
+    oneDNN convolution aborts the process on an input of the wrong rank instead of raising, and a
+    run-time check placed before it is not kept by graph optimisation. Sizes may be unknown."""
+    for name, tensor in tensors.items():
+        whole_shape = name.startswith("b_") or name.endswith("seed")
+        if not (tensor.shape.is_fully_defined() if whole_shape else tensor.shape.rank is not None):
+            raise ValueError(
+                f"{name} must have a known {'shape' if whole_shape else 'rank'} for the flipout and "
+                f"local reparameterization convolutions, got shape {tensor.shape}"
+            )
+
+
+def _conv_estimator(x, w_mu, w_rho, w_seed, bias, args, estimator, x_seed):
+    """Flipout or local reparameterization of a 2-D convolution (``x`` in args' layout), composed of
+    TensorFlow's convolution and the fused sampling op, not one fused op: a sign per example and
+    channel, broadcast over the spatial axes (as TFP's Conv2DFlipout), and ``eps_out`` in y's layout."""
+    native_groups = _ONEDNN and args.padding != "EXPLICIT" and not tf.executing_eagerly()
+
+    def conv(inputs, kernel, b=None):
+        return _plain.conv2d_with_kernel(inputs, kernel, b, args, native_groups=native_groups)
+
+    def per_channel(signs):
+        return signs[:, None, None, :] if args.channels_last else signs[:, :, None, None]
+
+    y = conv(x, w_mu)
+    if estimator == "flipout":
+        channels = tf.shape(x)[-1 if args.channels_last else 1]
+        s_in = _estimator_signs(tf.stack([tf.shape(x)[0], channels]), x_seed, 0)
+        s_out = _estimator_signs(tf.stack([tf.shape(x)[0], tf.shape(w_mu)[-1]]), x_seed, 1)
+        perturbation = sample_gaussian(tf.zeros_like(w_mu), w_rho, w_seed)  # sigma * eps, fused
+        y += conv(x * per_channel(s_in), perturbation) * per_channel(s_out)
+    else:
+        variance = conv(tf.square(x), tf.square(tf.nn.softplus(w_rho)))
+        eps_out = tf.random.stateless_normal(
+            tf.shape(y), seed=tf.random.experimental.stateless_fold_in(x_seed, tf.constant(2, tf.int64))
+        )
+        zero = tf.equal(variance, 0.0)  # a zero gradient, not NaN, where the variance is 0 (as the linear op)
+        y += tf.where(zero, 0.0, tf.sqrt(tf.where(zero, 1.0, variance))) * eps_out
+    # Added last: in graphs TensorFlow would fuse a bias added to a convolution into it, and round
+    # differently from eager mode.
+    return y if bias is None else y + (bias if args.channels_last else bias[:, None, None])
+
+
+def _conv(x, w_mu, w_rho, w_seed, b_mu, b_rho, b_seed, args, engine, rank, estimator, x_seed):
     x = float_tensor(x, "x")
     w_mu, w_rho, w_seed = _mu_rho_seed(w_mu, w_rho, w_seed, prefix="w_")
+    x_seed = _estimator_seed(estimator, x_seed)
     if engine not in _ENGINES:
         raise ValueError(f"engine must be one of {_ENGINES}, got {engine!r}")
     w_seed = tf.cast(w_seed, tf.int64)
     b_mu, b_rho, b_seed, use_bias = _optional_bias(b_mu, b_rho, b_seed, w_seed)
     _check_conv_shapes(x, w_mu, w_rho, (b_mu, b_rho) if use_bias else None, args, rank)
     b_seed = tf.cast(b_seed, tf.int64)
+    if x_seed is not None:
+        bias = {"b_mu": b_mu, "b_rho": b_rho, "b_seed": b_seed} if use_bias else {}
+        _require_known_ranks(x=x, w_mu=w_mu, w_rho=w_rho, w_seed=w_seed, x_seed=x_seed, **bias)
     if rank == 1:
         height_axis = 1 if args.channels_last else 2
         x = tf.expand_dims(x, height_axis)
         w_mu, w_rho = w_mu[None], w_rho[None]
-    if engine == "tensorflow" or (engine == "auto" and _prefers_tensorflow_engine(x, args)):
+    if x_seed is not None:
+        bias = sample_gaussian(b_mu, b_rho, b_seed) if use_bias else None
+        y = _conv_estimator(x, w_mu, w_rho, w_seed, bias, args, estimator, x_seed)
+    elif engine == "tensorflow" or (engine == "auto" and _prefers_tensorflow_engine(x, args)):
         y = _sampled_conv2d(x, w_mu, w_rho, w_seed, b_mu, b_rho, b_seed, use_bias, args)
     else:
         y = _fused_conv2d(x, w_mu, w_rho, w_seed, b_mu, b_rho, b_seed, use_bias, args)
@@ -248,6 +353,8 @@ def conv2d(
     groups=1,
     data_format="NHWC",
     engine="auto",
+    estimator="reparameterization",
+    x_seed=None,
 ):
     """Bayesian 2-D convolution; the kernel ``[kh, kw, in/groups, out]`` and bias ``[out]`` are sampled
     by fused ops and never stored as ``eps``.
@@ -264,9 +371,13 @@ def conv2d(
         engine: "fused" runs the convolution inside the fused op (``FusedBnn>Conv2D`` and its fused
             gradient); "tensorflow" samples the kernel with ``sample_gaussian`` and convolves with
             ``tf.nn.conv2d``; "auto" picks the faster for the arguments (see benchmarks/NOTES.md).
+        estimator, x_seed: as ``linear``'s: "flipout" is ``conv(x, mu) + conv(x * s_in,
+            sigma * eps) * s_out + b`` with one sign per example and channel; "local_reparameterization"
+            is ``conv(x, mu) + sqrt(conv(x^2, sigma^2)) * eps_out + b``. Both are composed of
+            TensorFlow's convolution and the fused sampling op (``engine`` does not apply).
     """
     args = _conv_args.conv2d_args(stride, padding, dilation, groups, data_format)
-    return _conv(x, w_mu, w_rho, w_seed, b_mu, b_rho, b_seed, args, engine, rank=2)
+    return _conv(x, w_mu, w_rho, w_seed, b_mu, b_rho, b_seed, args, engine, 2, estimator, x_seed)
 
 
 def conv1d(
@@ -283,12 +394,15 @@ def conv1d(
     groups=1,
     data_format="NWC",
     engine="auto",
+    estimator="reparameterization",
+    x_seed=None,
 ):
     """Bayesian 1-D convolution, the 2-D one with a unit height: ``x`` is ``[batch, width, in]`` (NWC)
     or ``[batch, in, width]`` (NCW), the kernel ``[k, in/groups, out]``; ``stride`` and ``dilation``
-    are ints, ``padding`` "VALID", "SAME", an int or ``[left, right]``. Otherwise as ``conv2d``."""
+    are ints, ``padding`` "VALID", "SAME", an int or ``[left, right]``. Otherwise as ``conv2d``
+    (the estimators' signs and ``eps_out`` are those of the unit-height 2-D convolution)."""
     args = _conv_args.conv1d_args(stride, padding, dilation, groups, data_format)
-    return _conv(x, w_mu, w_rho, w_seed, b_mu, b_rho, b_seed, args, engine, rank=1)
+    return _conv(x, w_mu, w_rho, w_seed, b_mu, b_rho, b_seed, args, engine, 1, estimator, x_seed)
 
 
 @tf.RegisterGradient("FusedBnn>Conv2D")

@@ -41,15 +41,61 @@ def gaussian_kl_analytic(mu, rho, mu_prior=0.0, std_prior=0.1):
     )
 
 
-def linear(x, w_mu, w_rho, w_seed, b_mu=None, b_rho=None, b_seed=None):
-    """``x @ W^T + b`` with W ``[out, in]`` and b sampled by ``sample_gaussian``."""
-    w = sample_gaussian(w_mu, w_rho, w_seed)
+ESTIMATORS = ("reparameterization", "flipout", "local_reparameterization")
+
+
+def estimator_seed(x_seed, k):
+    """The seed of what an estimator draws per example: k = 0 the input signs, 1 the output signs,
+    2 the output noise (docs/design.md, "Estimators")."""
+    return tf.random.experimental.stateless_fold_in(tf.cast(x_seed, tf.int64), tf.constant(k, tf.int64))
+
+
+def estimator_signs(shape, x_seed, k):
+    """+1 / -1 (float32) of ``shape``: ``2 * stateless_uniform(shape, estimator_seed(x_seed, k), 0, 2, int32) - 1``."""
+    bits = tf.random.stateless_uniform(shape, estimator_seed(x_seed, k), minval=0, maxval=2, dtype=tf.int32)
+    return tf.cast(2 * bits - 1, tf.float32)
+
+
+def _safe_sqrt(variance):
+    """sqrt with a zero gradient (not NaN) where the variance is 0, as the fused ops have it."""
+    zero = tf.equal(variance, 0.0)
+    return tf.where(zero, 0.0, tf.sqrt(tf.where(zero, 1.0, variance)))
+
+
+def _check_estimator(estimator, x_seed):
+    if estimator not in ESTIMATORS:
+        raise ValueError(f"estimator must be one of {ESTIMATORS}, got {estimator!r}")
+    if estimator != "reparameterization" and x_seed is None:
+        raise ValueError(f"estimator {estimator!r} needs x_seed")
+
+
+def _dense(x, w):
     if x.shape[-1] == 0 or w.shape[0] == 0:
         # TensorFlow's oneDNN matmul aborts the process on an empty contraction inside a graph
         # (forward with in == 0, backward with out == 0).
-        y = tf.reduce_sum(x[..., None, :] * w, axis=-1)
+        return tf.reduce_sum(x[..., None, :] * w, axis=-1)
+    return tf.tensordot(x, w, axes=[[x.shape.rank - 1], [1]])
+
+
+def linear(x, w_mu, w_rho, w_seed, b_mu=None, b_rho=None, b_seed=None, estimator="reparameterization", x_seed=None):
+    """``x @ W^T + b`` with W ``[out, in]`` and b sampled by ``sample_gaussian``; with
+    ``estimator="flipout"`` ``x mu^T + ((x * s_in) (sigma * eps)^T) * s_out + b``, with
+    ``"local_reparameterization"`` ``x mu^T + sqrt(x^2 (sigma^2)^T) * eps_out + b``."""
+    _check_estimator(estimator, x_seed)
+    if estimator == "reparameterization":
+        y = _dense(x, sample_gaussian(w_mu, w_rho, w_seed))
     else:
-        y = tf.tensordot(x, w, axes=[[x.shape.rank - 1], [1]])
+        sigma = tf.nn.softplus(w_rho)
+        batch = tf.shape(x)[:-1]
+        y = _dense(x, w_mu)
+        if estimator == "flipout":
+            s_in = estimator_signs(tf.concat([batch, tf.shape(w_mu)[1:]], 0), x_seed, 0)
+            s_out = estimator_signs(tf.concat([batch, tf.shape(w_mu)[:1]], 0), x_seed, 1)
+            perturbation = sigma * tf.random.stateless_normal(tf.shape(w_mu), seed=w_seed)
+            y += _dense(x * s_in, perturbation) * s_out
+        else:
+            eps_out = tf.random.stateless_normal(tf.shape(y), seed=estimator_seed(x_seed, 2))
+            y += _safe_sqrt(_dense(x * x, sigma * sigma)) * eps_out
     if b_mu is not None:
         y = y + sample_gaussian(b_mu, b_rho, b_seed)
     return y
@@ -127,6 +173,28 @@ def _conv2d_sampled(x, w, b, args):
     return y if args.channels_last else tf.transpose(y, [0, 3, 1, 2])
 
 
+def _conv2d_estimated(x, w_mu, w_rho, w_seed, b, args, estimator, x_seed):
+    """The 2-D convolution under ``estimator``, x in args' layout: for flipout one sign per example
+    and channel, broadcast over the spatial axes."""
+    _check_estimator(estimator, x_seed)
+    if estimator == "reparameterization":
+        return _conv2d_sampled(x, sample_gaussian(w_mu, w_rho, w_seed), b, args)
+    sigma = tf.nn.softplus(w_rho)
+    y = _conv2d_sampled(x, w_mu, b, args)
+    channel_axis = 3 if args.channels_last else 1
+    expand = [1, 2] if args.channels_last else [2, 3]
+    if estimator == "flipout":
+        batch = tf.shape(x)[0]
+        s_in = estimator_signs(tf.stack([batch, tf.shape(x)[channel_axis]]), x_seed, 0)
+        s_out = estimator_signs(tf.stack([batch, tf.shape(w_mu)[-1]]), x_seed, 1)
+        for axis in expand:
+            s_in, s_out = tf.expand_dims(s_in, axis), tf.expand_dims(s_out, axis)
+        perturbation = sigma * tf.random.stateless_normal(tf.shape(w_mu), seed=w_seed)
+        return y + _conv2d_sampled(x * s_in, perturbation, None, args) * s_out
+    eps_out = tf.random.stateless_normal(tf.shape(y), seed=estimator_seed(x_seed, 2))
+    return y + _safe_sqrt(_conv2d_sampled(x * x, sigma * sigma, None, args)) * eps_out
+
+
 def conv2d(
     x,
     w_mu,
@@ -140,14 +208,17 @@ def conv2d(
     dilation=1,
     groups=1,
     data_format="NHWC",
+    estimator="reparameterization",
+    x_seed=None,
 ):
-    """2-D convolution with the kernel [kh, kw, in/groups, out] (and bias) sampled by ``sample_gaussian``.
+    """2-D convolution with the kernel [kh, kw, in/groups, out] (and bias) sampled by ``sample_gaussian``,
+    or under the estimator ``estimator``.
 
     Arguments as ``fusedbnn.ops.conv2d``.
     """
     args = _conv_args.conv2d_args(stride, padding, dilation, groups, data_format)
     b = None if b_mu is None else sample_gaussian(b_mu, b_rho, b_seed)
-    return _conv2d_sampled(x, sample_gaussian(w_mu, w_rho, w_seed), b, args)
+    return _conv2d_estimated(x, w_mu, w_rho, w_seed, b, args, estimator, x_seed)
 
 
 def conv1d(
@@ -163,14 +234,16 @@ def conv1d(
     dilation=1,
     groups=1,
     data_format="NWC",
+    estimator="reparameterization",
+    x_seed=None,
 ):
     """1-D convolution with the kernel [k, in/groups, out] (and bias) sampled by ``sample_gaussian``,
     as the 2-D one with a unit height. Arguments as ``fusedbnn.ops.conv1d``."""
     args = _conv_args.conv1d_args(stride, padding, dilation, groups, data_format)
     height_axis = 1 if args.channels_last else 2
     b = None if b_mu is None else sample_gaussian(b_mu, b_rho, b_seed)
-    w = sample_gaussian(w_mu, w_rho, w_seed)[None]
-    return tf.squeeze(_conv2d_sampled(tf.expand_dims(x, height_axis), w, b, args), height_axis)
+    y = _conv2d_estimated(tf.expand_dims(x, height_axis), w_mu[None], w_rho[None], w_seed, b, args, estimator, x_seed)
+    return tf.squeeze(y, height_axis)
 
 
 def embedding(ids, w_mu, w_rho, w_seed, padding_idx=None, max_norm=None, norm_type=2.0):

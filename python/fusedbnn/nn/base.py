@@ -4,7 +4,7 @@ import keras
 import tensorflow as tf
 from tensorflow.python.ops import control_flow_util
 
-from fusedbnn import _seeds
+from fusedbnn import _seeds, ops
 from fusedbnn.nn import _parameter, _walk
 
 
@@ -98,10 +98,15 @@ class BayesianModule(keras.layers.Layer):
         ``analytic=True``, ``kl`` is the closed-form KL(posterior || prior) of every parameter
         instead: no sample, so it does not depend on the last call or on ``frozen``."""
         costs = [_walk.kl_cost_of(module, analytic) for module in _walk.child_modules(self)]
-        costs += [(p.kl(self._frozen, analytic), p.dist.num_params) for p in self._bayesian_parameters]
+        costs += [(self._parameter_kl(p, analytic), p.dist.num_params) for p in self._bayesian_parameters]
         if not costs:
             return tf.constant(0.0), 0
         return tf.add_n([kl for kl, _ in costs]), sum(n for _, n in costs)
+
+    def _parameter_kl(self, parameter, analytic):
+        """The KL term of one declared parameter: the one-sample estimate at the last call's seed (or
+        at the frozen value), or the closed form."""
+        return parameter.kl(self._frozen, analytic)
 
     def call(self, inputs, **kwargs):
         inputs = tf.nest.map_structure(_to_float32, inputs)
@@ -126,7 +131,27 @@ class BayesianModule(keras.layers.Layer):
 
 class WeightAndBiasModule(BayesianModule):
     """The shape of Linear and the convolutions: sampled weights ``w`` and, with ``use_bias``, a
-    sampled bias ``b``."""
+    sampled bias ``b``, and the ``estimator`` of the output (docs/design.md, "Estimators"):
+    "reparameterization" (one weight sample per call), "flipout" or "local_reparameterization"
+    (per-example noise from an ``x_seed`` drawn from the noise generator on every call)."""
+
+    def _set_estimator(self, estimator):
+        if estimator not in ops.ESTIMATORS:
+            raise ValueError(f"estimator must be one of {ops.ESTIMATORS}, got {estimator!r}")
+        self.estimator = estimator
+
+    def _estimator_args(self):
+        """The op's ``estimator`` and ``x_seed`` keyword arguments, with a fresh x_seed (per replica)."""
+        if self.estimator == "reparameterization":
+            return {}
+        return {"estimator": self.estimator, "x_seed": _seeds.replica_seed(self._seed_generator.next())}
+
+    def _parameter_kl(self, parameter, analytic):
+        """With flipout or local reparameterization, the closed-form KL (issue 16's rule: the
+        analytic KL where the package has one): local reparameterization draws no weight noise, and
+        flipout's per-example perturbations are not one weight sample, so no one-sample estimate
+        belongs to the call."""
+        return super()._parameter_kl(parameter, analytic or self.estimator != "reparameterization")
 
     def _add_weight_and_bias(self, weights_distribution, bias_distribution, weight_shape, outputs):
         self._w = self._add_parameter("w", weights_distribution, "weights_distribution", weight_shape)
@@ -158,6 +183,7 @@ class WeightAndBiasModule(BayesianModule):
         config = super().get_config()
         config.update(
             use_bias=self.use_bias,
+            estimator=self.estimator,
             weights_distribution=keras.saving.serialize_keras_object(self.weights_distribution),
             bias_distribution=None
             if self.bias_distribution is None

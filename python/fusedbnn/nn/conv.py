@@ -29,9 +29,11 @@ class _BayesianConv(WeightAndBiasModule):
         bias_distribution,
         use_bias,
         seed,
+        estimator="reparameterization",
         **kwargs,
     ):
         super().__init__(seed=seed, **kwargs)
+        self._set_estimator(estimator)
         self.input_channels = positive_int(input_channels, "input_channels")
         self.output_channels = positive_int(output_channels, "output_channels")
         self.groups = positive_int(groups, "groups")
@@ -64,6 +66,7 @@ class _BayesianConv(WeightAndBiasModule):
             dilation=self.dilation,
             groups=self.groups,
             data_format=self.data_format,
+            **self._estimator_args(),
         )
 
     def _frozen_call(self, inputs):
@@ -137,6 +140,8 @@ class Conv2d(_BayesianConv):
         bias_distribution: GaussianDistribution of shape ``(output_channels,)``, or None.
         use_bias: whether to add a bias.
         seed: optional int for reproducible initial values and noise.
+        estimator: "reparameterization" (default), "flipout" or "local_reparameterization" (see
+            ``fusedbnn.ops.conv2d``).
     """ + _ILLIA_DIFFERENCES.format(kernel="kh, kw")
 
     rank = 2
@@ -157,6 +162,7 @@ class Conv2d(_BayesianConv):
         bias_distribution=None,
         use_bias=True,
         seed=None,
+        estimator="reparameterization",
         **kwargs,
     ):
         super().__init__(
@@ -172,6 +178,7 @@ class Conv2d(_BayesianConv):
             bias_distribution,
             use_bias,
             seed,
+            estimator,
             **kwargs,
         )
 
@@ -193,6 +200,8 @@ class Conv1d(_BayesianConv):
         bias_distribution: GaussianDistribution of shape ``(output_channels,)``, or None.
         use_bias: whether to add a bias.
         seed: optional int for reproducible initial values and noise.
+        estimator: "reparameterization" (default), "flipout" or "local_reparameterization" (see
+            ``fusedbnn.ops.conv2d``).
     """ + _ILLIA_DIFFERENCES.format(kernel="k")
 
     rank = 1
@@ -213,6 +222,7 @@ class Conv1d(_BayesianConv):
         bias_distribution=None,
         use_bias=True,
         seed=None,
+        estimator="reparameterization",
         **kwargs,
     ):
         super().__init__(
@@ -228,5 +238,6 @@ class Conv1d(_BayesianConv):
             bias_distribution,
             use_bias,
             seed,
+            estimator,
             **kwargs,
         )

@@ -20,6 +20,8 @@ class Linear(WeightAndBiasModule):
         bias_distribution: GaussianDistribution of shape ``(output_size,)``, or None.
         use_bias: whether to add a bias.
         seed: optional int for reproducible initial values and noise.
+        estimator: "reparameterization" (default: one W sample per call, shared by the batch),
+            "flipout" or "local_reparameterization" (per-example noise; see ``fusedbnn.ops.linear``).
 
     ``w`` ``[output_size, input_size]`` and ``b`` are the last call's sample, or the fixed values
     after ``freeze()``.
@@ -33,9 +35,11 @@ class Linear(WeightAndBiasModule):
         bias_distribution=None,
         use_bias=True,
         seed=None,
+        estimator="reparameterization",
         **kwargs,
     ):
         super().__init__(seed=seed, **kwargs)
+        self._set_estimator(estimator)
         self.input_size = positive_int(input_size, "input_size")
         self.output_size = positive_int(output_size, "output_size")
         self.use_bias = bool(use_bias)
@@ -45,7 +49,7 @@ class Linear(WeightAndBiasModule):
         )
 
     def _sampled_call(self, inputs):
-        return ops.linear(float_inputs(self, inputs), *self._sampling_args())
+        return ops.linear(float_inputs(self, inputs), *self._sampling_args(), **self._estimator_args())
 
     def _frozen_call(self, inputs):
         return _plain.dense(float_inputs(self, inputs), *self._frozen_values())

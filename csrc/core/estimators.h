@@ -1,0 +1,49 @@
+// Per-example estimators of the Bayesian linear layer (docs/design.md, "Estimators"):
+//   flipout:                   y = x mu^T + ((x * s_in) (sigma * eps)^T) * s_out + b
+//   local reparameterization:  y = x mu^T + sqrt(x^2 (sigma^2)^T) * eps_out + b
+// with sigma = softplus(rho), eps the weight noise under w_seed, and the signs s_in [rows, in],
+// s_out [rows, out] and the output noise eps_out [rows, out] derived from x_seed. None of them is
+// stored: the backward passes regenerate them.
+#pragma once
+
+#include <cstdint>
+
+#include "linear.h"
+#include "noise.h"
+#include "parallel.h"
+
+namespace fusedbnn {
+
+// What each stream derived from x_seed draws: k in tf.random.experimental.stateless_fold_in(x_seed, k).
+enum class EstimatorStream : int64_t { kSignsIn = 0, kSignsOut = 1, kOutputNoise = 2 };
+
+// The stream of stateless_fold_in(x_seed, k): seed (r0 | r1 << 32, k), where r0, r1 are the first
+// two Philox words of x_seed's own stream.
+NoiseStream derived_stream(const NoiseStream& x_stream, EstimatorStream k);
+
+// Elements [begin, end) of stateless_uniform(shape, seed, 0, 2, int32) * 2 - 1 as float: the sign of
+// element i is the low bit of Philox word i % 4 of group i / 4.
+void fill_signs(const NoiseStream& s, int64_t begin, int64_t end, float* signs);
+
+// Elementwise kernels of local reparameterization over n elements, one table per instruction set:
+// variance = softplus(rho)^2, and with drho = dvariance * 2 sigma * sigmoid(rho) alongside.
+struct VarianceKernels {
+  void (*variance)(int64_t n, const float* rho, float* variance);
+  void (*variance_grad)(int64_t n, const float* rho, const float* dvariance, float* variance, float* drho);
+};
+
+// The kernels of the instruction set best_kernels() uses (FUSEDBNN_ISA narrows it).
+const VarianceKernels& best_variance_kernels();
+
+// y [rows, out]. The perturbation sigma * eps is sampled tile by tile, as linear_forward samples W.
+void flipout_linear_forward(const ParallelFor& pf, const LinearParams& p, const NoiseStream& x_stream, float* y);
+void flipout_linear_backward(const ParallelFor& pf, const LinearGradParams& g, const NoiseStream& x_stream);
+
+// y and y_std = sqrt(x^2 (sigma^2)^T), both [rows, out]; no weight noise is drawn. The backward pass
+// reads y_std (output-sized) instead of recomputing the product.
+void local_reparam_linear_forward(const ParallelFor& pf, const LinearParams& p, const NoiseStream& x_stream, float* y,
+                                  float* y_std);
+void local_reparam_linear_backward(const ParallelFor& pf, const LinearGradParams& g, const NoiseStream& x_stream,
+                                   const float* y_std);
+
+}  // namespace fusedbnn
