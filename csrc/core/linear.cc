@@ -27,6 +27,13 @@ int64_t backward_rows_per_tile(const LinearParams& p) {
   return std::max<int64_t>(1, std::min<int64_t>(p.out, 4 * tile_floats(p) / std::max<int64_t>(p.in, 1)));
 }
 
+// The estimators' backward passes (estimators.cc) tile W by columns instead: input features, a
+// multiple of 64, sized for the cache like the forward's tiles.
+int64_t backward_columns_per_tile(const LinearParams& p) {
+  const int64_t columns = std::max<int64_t>(64, tile_floats(p) / std::max<int64_t>(p.out, 1) / 64 * 64);
+  return std::min(p.in, columns);
+}
+
 // dx sums one product per row tile. The tiles are split into a fixed number of groups (the sizes
 // alone decide it), each summing its tiles in order into its own dx-sized partial, about 8 MB of
 // partials at most; the partials are then added in group order: results do not depend on threads.

@@ -37,7 +37,8 @@ struct LinearGradParams : LinearParams {
 void linear_backward(const ParallelFor& pf, const LinearGradParams& p);
 
 // The weight tiles of the linear kernels, sized for the cache: whole rows of W (output features)
-// in the forward pass, columns (input features, a multiple of 64) in the backward pass.
+// in the forward passes, columns (input features, a multiple of 64) in the estimators' backward
+// passes (linear_backward tiles by rows, see linear.cc).
 int64_t forward_rows_per_tile(const LinearParams& p);
 int64_t backward_columns_per_tile(const LinearParams& p);
 
