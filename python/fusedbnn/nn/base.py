@@ -16,10 +16,10 @@ class BayesianModule(keras.layers.Layer):
     sampling. The frozen flag is a variable, so functions that Keras has already traced see the
     change; setting ``frozen`` sets it. ``kl_cost()`` returns ``(kl, num_params)`` for the sample of
     the last call, or for the fixed values when frozen; ``kl_cost(analytic=True)`` the closed-form
-    KL. The fused ops cannot be compiled by XLA, so
-    ``supports_jit`` is False.
+    KL. The fused ops cannot be compiled by XLA, so ``supports_jit`` is False.
 
-    A subclass declares its parameters with ``_add_parameter(name, distribution)`` and implements two
+    A subclass declares its parameters with ``_add_parameter(name, distribution, argument, shape)``
+    and implements two
     hooks: ``_sampled_call(inputs, **kwargs)``, which runs the fused ops on each parameter's
     ``sampling_args(self)``, and ``_frozen_call(inputs, **kwargs)``, which applies the frozen values.
     ``call`` switches between them; ``freeze``, ``unfreeze`` and ``kl_cost`` cover the declared
