@@ -24,7 +24,9 @@ def compute_all(path):
     from op_specs import SPECS, large_args
 
     results = {}
-    for spec in SPECS:
+    # Composed specs (the conv estimators: TensorFlow's convolution around the fused sampling) are
+    # only as deterministic as TensorFlow's oneDNN convolution, which is not across thread counts.
+    for spec in [s for s in SPECS if not s.composed]:
         for value_seed in (0, 1):
             args = large_args(spec, value_seed)
             for mode in ("eager", "function"):
