@@ -45,13 +45,16 @@ def matching_paren(src, open_at):
 def translate(src):
     out, i = [], 0
     while (start := src.find("<<<", i)) >= 0:
-        name_at = kernel_name_start(src, start)
+        name_end = start  # a formatter may break the line between the kernel's name and <<<
+        while src[name_end - 1].isspace():
+            name_end -= 1
+        name_at = kernel_name_start(src, name_end)
         config_end = src.index(">>>", start)
         args_end = matching_paren(src, config_end + 3)
         grid, block = split_top_level(src[start + 3 : config_end])[:2]
         args = src[config_end + 4 : args_end]
         out.append(src[i:name_at])
-        name = src[name_at:start]
+        name = src[name_at:name_end]
         label = name.split("<")[0].strip()
         out.append(f'emulated_launch(dim3({grid}), dim3({block}), "{label}", [&] {{ {name}({args}); }})')
         i = args_end + 1
