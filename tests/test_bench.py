@@ -48,3 +48,18 @@ def test_bench_without_allocator_statistics_leaves_peak_memory_out():
     out = run_bench("0", "op first")
     assert not any(key.startswith("peak_mb") for row in out["rows"] for key in row)
     assert "not measured" in out["table"] and "nan" not in out["table"]
+
+
+@pytest.mark.parametrize("isa,onednn", [("avx2", "0"), ("scalar", "1")])
+def test_bench_names_the_machine_class_it_measured(isa, onednn, tmp_path):
+    """The JSON of a run names the CPU and the class (instruction set, oneDNN) its numbers belong to."""
+    env = subprocess_env(FUSEDBNN_ISA=isa, TF_ENABLE_ONEDNN_OPTS=onednn)
+    out = tmp_path / "run.json"
+    code = f"from fusedbnn import bench; bench.main(['--cases', 'kl-analytic', '--pairs', '1', '--json', {str(out)!r}])"
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    machine = json.loads(out.read_text())["machine"]
+    assert machine["isa"] == isa and machine["onednn"] == (onednn == "1")
+    assert machine["machine_class"] == (f"{isa} + oneDNN" if onednn == "1" else f"{isa}, no oneDNN")
+    assert machine["cpu"] and machine["logical_cores"] >= 1
+    assert machine["cpu"] in result.stderr

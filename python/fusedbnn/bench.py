@@ -20,6 +20,7 @@ import dataclasses
 import functools
 import json
 import os
+import platform
 import statistics
 import sys
 import time
@@ -55,6 +56,33 @@ NO_ALLOCATOR_STATS = (
 )
 
 SIDES = ("fused", "reference", "deterministic")
+
+
+def _cpu_model():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine():
+    """What the numbers were measured on: the CPU, its cores, the instruction set our kernels run and
+    whether TensorFlow uses oneDNN (the two settings that decide the machine class of a result)."""
+    from fusedbnn import _core
+
+    isa = _core.isa()
+    return {
+        "cpu": _cpu_model(),
+        "logical_cores": os.cpu_count(),
+        "isa": isa,
+        "onednn": ops._ONEDNN,
+        "machine_class": f"{isa} + oneDNN" if ops._ONEDNN else f"{isa}, no oneDNN",
+        "tensorflow": tf.__version__,
+    }
 
 
 @dataclasses.dataclass
@@ -484,9 +512,11 @@ def main(argv=None):
         if layers != names:
             parser.error(f"--estimator applies to the linear and conv cases, not {sorted(set(names) - set(layers))}")
         known = {n: functools.partial(known[n], estimator=args.estimator) for n in names}
+    measured_on = machine()
     print(
         f"fusedbnn bench: {len(names)} case(s), {args.pairs} rounds each, "
-        f"{tf.config.threading.get_intra_op_parallelism_threads() or 'all'} intra-op threads",
+        f"{tf.config.threading.get_intra_op_parallelism_threads() or 'all'} intra-op threads, on "
+        f"{measured_on['cpu']} ({measured_on['logical_cores']} logical cores, {measured_on['machine_class']})",
         file=sys.stderr,
     )
     if not allocator_stats_available():
@@ -505,7 +535,7 @@ def main(argv=None):
     print(format_table(rows))
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"rows": rows, "tensorflow": tf.__version__}, f, indent=2)
+            json.dump({"machine": measured_on, "rows": rows, "tensorflow": tf.__version__}, f, indent=2)
     if args.plot:
         plot(rows, args.plot)
     return rows
