@@ -22,12 +22,15 @@ namespace {
     if (status_ != cudaSuccess) return status_; \
   } while (0)
 
-// Elementwise passes: body(g, n) for every group g of four elements of [0, n), one Philox call each.
+// Elementwise passes over [0, n) by groups of four elements, one Philox call each: body.group(g, v)
+// draws group g's four values (signs or normals), body(i, v[i % 4]) handles element i.
 template <class Body>
 __global__ void __launch_bounds__(kThreads) groups_kernel(int64_t n, Body body) {
   const int64_t groups = (n + 3) / 4;
   for (int64_t g = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; g < groups; g += int64_t{gridDim.x} * blockDim.x) {
-    body(g, n);
+    float v[4];
+    body.group(static_cast<uint64_t>(g), v);
+    for (int64_t j = 0; j < 4 && 4 * g + j < n; ++j) body(4 * g + j, v[j]);
   }
 }
 
@@ -43,11 +46,8 @@ struct SignedCopy {
   NoiseStream signs;
   const float* in;
   float* out;
-  __device__ void operator()(int64_t g, int64_t n) const {
-    float s[4];
-    sign_group(signs, static_cast<uint64_t>(g), s);
-    for (int64_t j = 0; j < 4 && 4 * g + j < n; ++j) out[4 * g + j] = in[4 * g + j] * s[j];
-  }
+  __device__ void group(uint64_t g, float v[4]) const { sign_group(signs, g, v); }
+  __device__ void operator()(int64_t i, float sign) const { out[i] = in[i] * sign; }
 };
 
 // P = sigma * eps: the sampling with zero means, as the CPU kernels draw it.
@@ -55,11 +55,8 @@ struct Perturbation {
   NoiseStream w_stream;
   const float* rho;
   float* out;
-  __device__ void operator()(int64_t g, int64_t n) const {
-    float e[4];
-    normal_group(w_stream, static_cast<uint64_t>(g), e);
-    for (int64_t j = 0; j < 4 && 4 * g + j < n; ++j) out[4 * g + j] = sample_one(0.0f, rho[4 * g + j], e[j]);
-  }
+  __device__ void group(uint64_t g, float v[4]) const { normal_group(w_stream, g, v); }
+  __device__ void operator()(int64_t i, float eps) const { out[i] = sample_one(0.0f, rho[i], eps); }
 };
 
 // dvar = dy * eps_out / (2 y_std), 0 where y_std is 0 (the gradient of sqrt there is taken as 0).
@@ -68,13 +65,9 @@ struct VarianceGrad {
   const float* dy;
   const float* y_std;
   float* out;
-  __device__ void operator()(int64_t g, int64_t n) const {
-    float e[4];
-    normal_group(eps_out, static_cast<uint64_t>(g), e);
-    for (int64_t j = 0; j < 4 && 4 * g + j < n; ++j) {
-      const int64_t i = 4 * g + j;
-      out[i] = y_std[i] == 0.0f ? 0.0f : dy[i] * e[j] / (2.0f * y_std[i]);
-    }
+  __device__ void group(uint64_t g, float v[4]) const { normal_group(eps_out, g, v); }
+  __device__ void operator()(int64_t i, float eps) const {
+    out[i] = y_std[i] == 0.0f ? 0.0f : dy[i] * eps / (2.0f * y_std[i]);
   }
 };
 
