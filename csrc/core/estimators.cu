@@ -195,11 +195,17 @@ struct RhoGrad {
   }
 };
 
-// Every product: 64 x 64 tiles of C, 4 x 4 per thread.
+// Every product: 64 x 64 tiles of C (4 x 4 per thread) when they give every multiprocessor a
+// block; else, for a small batch against many features (B=32 of 4096: 64 such tiles, half of them
+// empty rows), 16-row tiles, splitting the contraction over two thread groups when 16 x 64 still
+// leaves multiprocessors idle (lstm.cu picks its per-step tiles the same way).
 template <class OpA, class OpB, class Epilogue>
 cudaError_t product(int64_t M, int64_t N, int64_t K, const OpA& a, const OpB& b, const Epilogue& epilogue,
                     cudaStream_t stream) {
-  return tiled_gemm<64, 64, 4, 16>(M, N, K, a, b, epilogue, stream);
+  const int64_t sms = multiprocessors();
+  if ((M + 63) / 64 * ((N + 63) / 64) >= sms) return tiled_gemm<64, 64, 4, 16>(M, N, K, a, b, epilogue, stream);
+  if ((M + 15) / 16 * ((N + 63) / 64) >= sms) return tiled_gemm<16, 64, 1, 32>(M, N, K, a, b, epilogue, stream);
+  return tiled_gemm<16, 32, 1, 32, 1, 2>(M, N, K, a, b, epilogue, stream);
 }
 
 // y = (x mu^T + term) + b, with AddMean's term.
