@@ -16,12 +16,6 @@ namespace fusedbnn {
 namespace cuda {
 namespace {
 
-#define FUSEDBNN_RETURN_IF_FAILED(launch)       \
-  do {                                          \
-    const cudaError_t status_ = (launch);       \
-    if (status_ != cudaSuccess) return status_; \
-  } while (0)
-
 // Elementwise passes over [0, n) by groups of four elements, one Philox call each: body.group(g, v)
 // draws group g's four values (signs or normals), body(i, v[i % 4]) handles element i.
 template <class Body>
