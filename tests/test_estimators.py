@@ -47,6 +47,14 @@ def test_signs_follow_the_contract():
     assert np.mean(s_in == s_out) < 0.6
 
 
+def test_derived_seed_is_stateless_fold_in():
+    # The seed the CUDA tests draw eps_out from (tests/gpu): TensorFlow's stateless_fold_in.
+    for x_seed in [(0, 0), (1, 2), (-5, 2**31 - 1)]:
+        for k in (0, 1, 2):
+            expected = reference.estimator_seed(tf.constant(x_seed, tf.int64), k).numpy()
+            assert _core.estimator_seed(x_seed, k) == tuple(int(v) for v in expected)
+
+
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("estimator", ESTIMATORS)
 @pytest.mark.parametrize(

@@ -15,6 +15,13 @@ namespace cuda {
 
 constexpr int kThreads = 256;
 
+// Returns the status of a launch (or of a function that launches) unless it succeeded.
+#define FUSEDBNN_RETURN_IF_FAILED(call)         \
+  do {                                          \
+    const cudaError_t status_ = (call);         \
+    if (status_ != cudaSuccess) return status_; \
+  } while (0)
+
 // gridDim.x is at most 2^31 - 1, gridDim.y and gridDim.z 65535.
 constexpr int64_t kMaxGridX = 2147483647, kMaxGridYZ = 65535;
 

@@ -92,17 +92,11 @@ void mean_grad(const ParallelFor& pf, const LinearGradParams& g) {
 
 }  // namespace
 
-NoiseStream derived_stream(const NoiseStream& x_stream, EstimatorStream k) {
-  const Philox4 r = philox4x32_10(counter_add(x_stream.counter, 0), x_stream.key[0], x_stream.key[1]);
-  const uint64_t folded = static_cast<uint64_t>(r.v[1]) << 32 | r.v[0];
-  return stream_from_seed(static_cast<int64_t>(folded), static_cast<int64_t>(k));
-}
-
 void fill_signs(const NoiseStream& s, int64_t begin, int64_t end, float* out) {
   for (int64_t i = begin; i < end;) {
-    const uint64_t group = static_cast<uint64_t>(i) / 4;
-    const Philox4 r = philox4x32_10(counter_add(s.counter, group), s.key[0], s.key[1]);
-    for (int j = static_cast<int>(i % 4); j < 4 && i < end; ++j, ++i) out[i - begin] = (r.v[j] & 1u) ? 1.0f : -1.0f;
+    float group[4];
+    sign_group(s, static_cast<uint64_t>(i) / 4, group);
+    for (int j = static_cast<int>(i % 4); j < 4 && i < end; ++j, ++i) out[i - begin] = group[j];
   }
 }
 

@@ -17,13 +17,31 @@ namespace fusedbnn {
 // What each stream derived from x_seed draws: k in tf.random.experimental.stateless_fold_in(x_seed, k).
 enum class EstimatorStream : int64_t { kSignsIn = 0, kSignsOut = 1, kOutputNoise = 2 };
 
-// The stream of stateless_fold_in(x_seed, k): seed (r0 | r1 << 32, k), where r0, r1 are the first
-// two Philox words of x_seed's own stream.
-NoiseStream derived_stream(const NoiseStream& x_stream, EstimatorStream k);
+// The first element of stateless_fold_in(x_seed, k)'s seed: r0 | r1 << 32, where r0, r1 are the
+// first two Philox words of x_seed's own stream. Inline: the CUDA entry points derive the streams on
+// the host from this header alone.
+inline int64_t folded_seed(const NoiseStream& x_stream) {
+  const Philox4 r = philox4x32_10(counter_add(x_stream.counter, 0), x_stream.key[0], x_stream.key[1]);
+  return static_cast<int64_t>(static_cast<uint64_t>(r.v[1]) << 32 | r.v[0]);
+}
 
-// Elements [begin, end) of stateless_uniform(shape, seed, 0, 2, int32) * 2 - 1 as float: the sign of
-// element i is the low bit of Philox word i % 4 of group i / 4.
+// The stream of stateless_fold_in(x_seed, k): seed (folded_seed(x_stream), k).
+inline NoiseStream derived_stream(const NoiseStream& x_stream, EstimatorStream k) {
+  return stream_from_seed(folded_seed(x_stream), static_cast<int64_t>(k));
+}
+
+// The signs of Philox group g of a sign stream (elements [4g, 4g + 4)): the low bit of each word, as
+// stateless_uniform(shape, seed, 0, 2, int32) * 2 - 1 draws them. Host and device.
+FUSEDBNN_HD void sign_group(const NoiseStream& s, uint64_t g, float out[4]) {
+  const Philox4 r = philox4x32_10(counter_add(s.counter, g), s.key[0], s.key[1]);
+  for (int j = 0; j < 4; ++j) out[j] = (r.v[j] & 1u) ? 1.0f : -1.0f;
+}
+
+// Elements [begin, end) of the signs of stream s (sign_group's, in flat order).
 void fill_signs(const NoiseStream& s, int64_t begin, int64_t end, float* signs);
+
+// The two estimators of this header, for code that serves both (the op kernels).
+enum class LinearEstimator { kFlipout, kLocalReparam };
 
 // Elementwise kernels of local reparameterization over n elements, one table per instruction set:
 // variance = softplus(rho)^2, and with drho = dvariance * 2 sigma * sigmoid(rho) alongside.

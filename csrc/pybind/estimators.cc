@@ -56,6 +56,9 @@ Array estimator_signs(const Seed& x_seed, int64_t k, int64_t n) {
   return out;
 }
 
+// The seed of stateless_fold_in(x_seed, k): what the estimator's stream k draws from.
+Seed estimator_seed(const Seed& x_seed, int64_t k) { return Seed{folded_seed(stream(x_seed)), k}; }
+
 }  // namespace
 
 // x_seed is keyword-only: it follows the optional bias arguments, as in the TensorFlow ops.
@@ -74,6 +77,8 @@ void register_estimators(py::module_& m) {
         py::arg("b_seed") = Seed{0, 0}, py::kw_only(), py::arg("x_seed"), py::arg("y_std"));
   m.def("estimator_signs", &estimator_signs, py::arg("x_seed"), py::arg("k"), py::arg("n"),
         "Elements [0, n) of the signs of stateless_fold_in(x_seed, k) (k = 0: s_in, 1: s_out).");
+  m.def("estimator_seed", &estimator_seed, py::arg("x_seed"), py::arg("k"),
+        "stateless_fold_in(x_seed, k) (k = 2: the seed of local reparameterization's eps_out).");
 }
 
 }  // namespace pyb

@@ -13,56 +13,25 @@ using tfl::shape_inference::ShapeHandle;
 
 namespace {
 
-class FlipoutLinearOp : public EstimatorBase {
- public:
-  using EstimatorBase::EstimatorBase;
-  void Compute(tfl::OpKernelContext* ctx) override {
-    LinearParams p;
-    NoiseStream x_stream;
-    OP_REQUIRES_OK(ctx, read_estimator_params(ctx, &p, &x_stream));
-    tfl::Tensor* y;
-    OP_REQUIRES_OK(ctx, allocate_y(ctx, p, &y));
-    flipout_linear_forward(parallel_for(ctx), p, x_stream, y->flat<float>().data());
+// The CPU pass of either estimator (core/estimators.h).
+struct CpuEstimators {
+  static tfl::Status forward(tfl::OpKernelContext* ctx, LinearEstimator estimator, const LinearParams& p,
+                             const NoiseStream& x_stream, float* y, float* y_std) {
+    if (estimator == LinearEstimator::kFlipout) {
+      flipout_linear_forward(parallel_for(ctx), p, x_stream, y);
+    } else {
+      local_reparam_linear_forward(parallel_for(ctx), p, x_stream, y, y_std);
+    }
+    return tfl::OkStatus();
   }
-};
-
-class FlipoutLinearGradOp : public EstimatorBase {
- public:
-  using EstimatorBase::EstimatorBase;
-  void Compute(tfl::OpKernelContext* ctx) override {
-    LinearGradParams g;
-    NoiseStream x_stream;
-    OP_REQUIRES_OK(ctx, read_estimator_params(ctx, &g, &x_stream));
-    OP_REQUIRES_OK(ctx, allocate_grads(ctx, &g));
-    flipout_linear_backward(parallel_for(ctx), g, x_stream);
-  }
-};
-
-class LocalReparamLinearOp : public EstimatorBase {
- public:
-  using EstimatorBase::EstimatorBase;
-  void Compute(tfl::OpKernelContext* ctx) override {
-    LinearParams p;
-    NoiseStream x_stream;
-    OP_REQUIRES_OK(ctx, read_estimator_params(ctx, &p, &x_stream));
-    tfl::Tensor *y, *y_std;
-    OP_REQUIRES_OK(ctx, allocate_y(ctx, p, &y));
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(1, y->shape(), &y_std));
-    local_reparam_linear_forward(parallel_for(ctx), p, x_stream, y->flat<float>().data(), y_std->flat<float>().data());
-  }
-};
-
-class LocalReparamLinearGradOp : public EstimatorBase {
- public:
-  using EstimatorBase::EstimatorBase;
-  void Compute(tfl::OpKernelContext* ctx) override {
-    LinearGradParams g;
-    NoiseStream x_stream;
-    OP_REQUIRES_OK(ctx, read_estimator_params(ctx, &g, &x_stream));
-    OP_REQUIRES_OK(ctx, allocate_grads(ctx, &g));
-    const tfl::Tensor& y_std = ctx->input(1 + estimator_input::kYStd);
-    OP_REQUIRES_OK(ctx, require_same_shape(ctx->input(0), "dy", y_std, "y_std"));
-    local_reparam_linear_backward(parallel_for(ctx), g, x_stream, y_std.flat<float>().data());
+  static tfl::Status backward(tfl::OpKernelContext* ctx, LinearEstimator estimator, const LinearGradParams& g,
+                              const NoiseStream& x_stream, const float* y_std) {
+    if (estimator == LinearEstimator::kFlipout) {
+      flipout_linear_backward(parallel_for(ctx), g, x_stream);
+    } else {
+      local_reparam_linear_backward(parallel_for(ctx), g, x_stream, y_std);
+    }
+    return tfl::OkStatus();
   }
 };
 
@@ -120,10 +89,7 @@ REGISTER_OP("FusedBnn>LocalReparamLinearGrad")
     .FUSEDBNN_ESTIMATOR_GRAD_OUTPUTS.SetShapeFn(grad_shapes)
     .Doc("Gradients of FusedBnn>LocalReparamLinear from its y_std, regenerating eps_out.");
 
-FUSEDBNN_REGISTER_CPU("FusedBnn>FlipoutLinear", FlipoutLinearOp);
-FUSEDBNN_REGISTER_CPU("FusedBnn>FlipoutLinearGrad", FlipoutLinearGradOp);
-FUSEDBNN_REGISTER_CPU("FusedBnn>LocalReparamLinear", LocalReparamLinearOp);
-FUSEDBNN_REGISTER_CPU("FusedBnn>LocalReparamLinearGrad", LocalReparamLinearGradOp);
+FUSEDBNN_REGISTER_ESTIMATORS(FUSEDBNN_REGISTER_CPU, CpuEstimators);
 
 }  // namespace tf
 }  // namespace fusedbnn

@@ -10,6 +10,7 @@
 
 #include "core/conv_cuda.h"
 #include "core/embedding_cuda.h"
+#include "core/estimators_cuda.h"
 #include "core/gaussian_cuda.h"
 #include "core/linear_cuda.h"
 #include "core/lstm_cuda.h"
@@ -168,6 +169,138 @@ void linear_case(int64_t rows, int64_t in, int64_t out, bool bias, int offset) {
     expect_close(name + " db_mu", dbmu_out.data(), db_mu);
     expect_close(name + " db_rho", dbrho_out.data(), db_rho);
   }
+}
+
+// Both per-example estimators, forward and backward, in double from the host noise and signs; the
+// local reparameterization backward starts from the kernel's own y_std, as the op does.
+void estimator_case(LinearEstimator estimator, int64_t rows, int64_t in, int64_t out, bool bias, int offset) {
+  const bool flipout = estimator == LinearEstimator::kFlipout;
+  const std::string name = std::string(flipout ? "flipout " : "local reparameterization ") + std::to_string(rows) +
+                           "x" + std::to_string(in) + "->" + std::to_string(out) + (bias ? " bias" : "") +
+                           " offset=" + std::to_string(offset);
+  const auto x = random_floats(rows * in, 0, 1), mu = random_floats(out * in, 0, 0.5f),
+             rho = random_floats(out * in, -3, 1), b_mu = random_floats(out, 0, 0.5f),
+             b_rho = random_floats(out, -3, 1), dy_v = random_floats(rows * out, 0, 1);
+  const LinearParams p{x.data() + offset, rows, in, out, mu.data() + offset, rho.data() + offset,
+                       stream_from_seed(rows, in), bias, b_mu.data(), b_rho.data(), stream_from_seed(out, 3)};
+  const NoiseStream x_stream = stream_from_seed(in * 7 + rows, out - 5);
+  const float* dy = dy_v.data() + offset;
+  const auto signs = [&](EstimatorStream k, int64_t n) {
+    std::vector<double> v(n);
+    const NoiseStream s = derived_stream(x_stream, k);
+    for (int64_t i = 0; i < n; ++i) {
+      float group[4];
+      sign_group(s, i / 4, group);
+      v[i] = group[i % 4];
+    }
+    return v;
+  };
+  const std::vector<double> s_in = signs(EstimatorStream::kSignsIn, rows * in),
+                            s_out = signs(EstimatorStream::kSignsOut, rows * out);
+  const NoiseStream eps_out_stream = derived_stream(x_stream, EstimatorStream::kOutputNoise);
+
+  std::vector<double> eps(out * in), sigma(out * in), b(out, 0.0), b_eps(out, 0.0);
+  for (int64_t i = 0; i < out * in; ++i) {
+    eps[i] = eps_at(p.w_stream, i);
+    sigma[i] = softplus(p.w_rho[i]);
+  }
+  for (int64_t o = 0; bias && o < out; ++o) {
+    b_eps[o] = eps_at(p.b_stream, o);
+    b[o] = b_mu[o] + softplus(b_rho[o]) * b_eps[o];
+  }
+  // Forward.
+  std::vector<double> y(rows * out), y_std(rows * out);
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t o = 0; o < out; ++o) {
+      double mean = 0.0, noise = 0.0;
+      for (int64_t k = 0; k < in; ++k) {
+        const int64_t w = o * in + k, xi = r * in + k;
+        mean += p.x[xi] * p.w_mu[w];
+        noise += flipout ? p.x[xi] * s_in[xi] * sigma[w] * eps[w] : p.x[xi] * p.x[xi] * sigma[w] * sigma[w];
+      }
+      const int64_t i = r * out + o;
+      y_std[i] = std::sqrt(noise);
+      y[i] = mean + (flipout ? noise * s_out[i] : y_std[i] * eps_at(eps_out_stream, i)) + b[o];
+    }
+  }
+  std::vector<char> forward_scratch(cuda::estimator_forward_scratch_bytes(estimator, p));
+  auto y_out = poisoned(rows * out), y_std_out = poisoned(rows * out);
+  if (flipout) {
+    cuda::flipout_linear_forward(p, x_stream, forward_scratch.data(), y_out.data(), nullptr);
+  } else {
+    cuda::local_reparam_linear_forward(p, x_stream, forward_scratch.data(), y_out.data(), y_std_out.data(), nullptr);
+    expect_close(name + " y_std", y_std_out.data(), y_std);
+  }
+  expect_close(name + " y", y_out.data(), y);
+
+  // Backward: with the noise term's output gradient t (flipout: dy * s_out; local reparameterization:
+  // dvar), dx = dy mu + t-product, dmu = dy^T x, drho from t^T (x * s_in) or t^T x^2.
+  std::vector<double> t(rows * out);
+  for (int64_t i = 0; i < rows * out; ++i) {
+    const double scale = flipout ? 0.0 : y_std_out[i];
+    t[i] = flipout ? dy[i] * s_out[i] : scale == 0.0 ? 0.0 : dy[i] * eps_at(eps_out_stream, i) / (2.0 * scale);
+  }
+  std::vector<double> dx(rows * in, 0.0), dw_mu(out * in, 0.0), dw_rho(out * in), db_mu(out, 0.0), db_rho(out);
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t o = 0; o < out; ++o) {
+      const int64_t yi = r * out + o;
+      db_mu[o] += dy[yi];
+      for (int64_t k = 0; k < in; ++k) {
+        const int64_t w = o * in + k, xi = r * in + k;
+        dw_mu[w] += dy[yi] * p.x[xi];
+        dx[xi] += dy[yi] * p.w_mu[w] +
+                  (flipout ? t[yi] * sigma[w] * eps[w] * s_in[xi] : 2.0 * p.x[xi] * t[yi] * sigma[w] * sigma[w]);
+      }
+    }
+  }
+  for (int64_t w = 0; w < out * in; ++w) {
+    const int64_t o = w / in, k = w % in;
+    double d = 0.0;
+    for (int64_t r = 0; r < rows; ++r) {
+      const int64_t xi = r * in + k;
+      d += t[r * out + o] * (flipout ? p.x[xi] * s_in[xi] : p.x[xi] * p.x[xi]);
+    }
+    dw_rho[w] = d * (flipout ? eps[w] : 2.0 * sigma[w]) * sigmoid_d(p.w_rho[w]);
+  }
+  for (int64_t o = 0; o < out; ++o) db_rho[o] = db_mu[o] * b_eps[o] * sigmoid_d(b_rho[o]);
+
+  std::vector<char> backward_scratch(cuda::estimator_backward_scratch_bytes(estimator, p));
+  auto dx_out = poisoned(rows * in), dmu_out = poisoned(out * in), drho_out = poisoned(out * in);
+  auto dbmu_out = poisoned(out), dbrho_out = poisoned(out);
+  const LinearGradParams grad{p, dy, dx_out.data(), dmu_out.data(), drho_out.data(), dbmu_out.data(), dbrho_out.data()};
+  if (flipout) {
+    cuda::flipout_linear_backward(grad, x_stream, backward_scratch.data(), nullptr);
+  } else {
+    cuda::local_reparam_linear_backward(grad, x_stream, y_std_out.data(), backward_scratch.data(), nullptr);
+  }
+  expect_close(name + " dx", dx_out.data(), dx);
+  expect_close(name + " dw_mu", dmu_out.data(), dw_mu);
+  expect_close(name + " dw_rho", drho_out.data(), dw_rho);
+  if (bias) {
+    expect_close(name + " db_mu", dbmu_out.data(), db_mu);
+    expect_close(name + " db_rho", dbrho_out.data(), db_rho);
+  }
+}
+
+void estimator_cases() {
+  // (rows, in, out): one element, sizes off the 4-element groups and the 64 x 64 tiles, batch 0 and
+  // empty features.
+  const int64_t shapes[][3] = {{1, 1, 1}, {2, 5, 3}, {5, 130, 67}, {65, 7, 70}, {0, 16, 8}, {7, 0, 5}, {3, 5, 0}};
+  for (LinearEstimator estimator : {LinearEstimator::kFlipout, LinearEstimator::kLocalReparam}) {
+    for (int offset : {0, 1}) {
+      for (const auto& s : shapes) estimator_case(estimator, s[0], s[1], s[2], offset == 0, offset);
+    }
+  }
+  // The products pick their tiles from the multiprocessor count: at 65 x 7 -> 70 these counts reach
+  // every choice in the forward and the backward products.
+  const std::string sms_before = std::getenv("CUDA_EMULATION_SMS") ? std::getenv("CUDA_EMULATION_SMS") : "3";
+  for (const char* sms : {"2", "5", "11"}) {
+    setenv("CUDA_EMULATION_SMS", sms, 1);
+    for (LinearEstimator estimator : {LinearEstimator::kFlipout, LinearEstimator::kLocalReparam}) {
+      estimator_case(estimator, 65, 7, 70, true, 0);
+    }
+  }
+  setenv("CUDA_EMULATION_SMS", sms_before.c_str(), 1);
 }
 
 // How an embedding case sets max_norm: off, between the norms of the table's rows (so that some
@@ -621,9 +754,9 @@ void lstm_case(int64_t B, int64_t T, int64_t E, int64_t H, bool zero_state, bool
   expect_close(name + " db_rho", db_rho_out.data(), db_rho);
 }
 
-// Sizes whose tiles would pass gridDim.y's limit of 65535 in a (rows, columns) grid: Linear with
-// 20 million outputs or inputs (the weight gradient's 64-row tiles pass it from 4,194,240 outputs),
-// a convolution with 5 million input channels, an LSTM with 2.2 million hidden units. Their launches are
+// Sizes whose tiles would pass gridDim.y's limit of 65535 in a (rows, columns) grid: Linear and its
+// estimators with 20 million outputs or inputs (the weight gradient's 64-row tiles pass it from
+// 4,194,240 outputs), a convolution with 5 million input channels, an LSTM with 2.2 million hidden units. Their launches are
 // checked against CUDA's limits, not run (cuda_runtime.h here); nothing is allocated.
 void launch_limit_cases() {
   emulation_check_only = true;
@@ -635,6 +768,11 @@ void launch_limit_cases() {
       const LinearParams p{d, rows, in, out, d, d, stream_from_seed(1, 2), true, d, d, stream_from_seed(3, 4)};
       cuda::linear_forward(p, d, d, nullptr);
       cuda::linear_backward(LinearGradParams{p, d, d, d, d, d, d}, d, nullptr);
+      const NoiseStream x_stream = stream_from_seed(9, 10);
+      cuda::flipout_linear_forward(p, x_stream, d, d, nullptr);
+      cuda::flipout_linear_backward(LinearGradParams{p, d, d, d, d, d, d}, x_stream, d, nullptr);
+      cuda::local_reparam_linear_forward(p, x_stream, d, d, d, nullptr);
+      cuda::local_reparam_linear_backward(LinearGradParams{p, d, d, d, d, d, d}, x_stream, d, d, nullptr);
     }
   }
   for (bool channels_last : {true, false}) {  // 5 million input channels: dx's 64-column tiles
@@ -675,6 +813,7 @@ int main() {
       for (bool bias : {false, true}) linear_case(s[0], s[1], s[2], bias, offset);
     }
   }
+  estimator_cases();
   conv_cases();
   // (B, T, E, H): batch and steps 0, 1 and more, odd sizes, tiles of 16 / 32 / 64 rows and 64 columns
   // crossed (B 33, E 67, H 70: 4 H = 280), with and without a zero initial state, dz in the gates.

@@ -96,6 +96,47 @@ def linear_sides(rows, n_in, n_out, backward):
     return {"fused": fused, "unfused": unfused, "deterministic": deterministic}
 
 
+def estimator_sides(estimator, rows, n_in, n_out):
+    """Linear forward+backward with a per-example estimator: the fused kernels, the same maths as a
+    PyTorch user writes it (signs from randint, as bayesian-torch's LinearFlipout), the deterministic
+    layer, and the fused default estimator's step ("reparameterization": issue 16's flipout target
+    is 1.6x it)."""
+    sides = linear_sides(rows, n_in, n_out, True)
+    x, dy = randn(rows, n_in, grad=True), randn(rows, n_out)
+    mu, rho = randn(n_out, n_in, scale=0.05, grad=True), randn(n_out, n_in, shift=-5.0, grad=True)
+    b_mu, b_rho = randn(n_out, scale=0.05, grad=True), randn(n_out, shift=-5.0, grad=True)
+    xd, mud, rhod, bmd, brd = (t.detach() for t in (x, mu, rho, b_mu, b_rho))
+    params = (xd, mud, rhod, (1, 2), bmd, brd, (3, 4))
+
+    def fused():
+        if estimator == "flipout":
+            torch_ops.flipout_linear(*params, x_seed=(5, 6))
+            torch_ops.flipout_linear_grad(dy, *params, x_seed=(5, 6))
+        else:
+            _, y_std = torch_ops.local_reparam_linear(*params, x_seed=(5, 6))
+            torch_ops.local_reparam_linear_grad(dy, *params, x_seed=(5, 6), y_std=y_std)
+
+    def unfused():
+        clear_grads(x, mu, rho, b_mu, b_rho)
+        sigma = F.softplus(rho)
+        b = b_mu + F.softplus(b_rho) * torch.randn_like(b_mu)
+        if estimator == "flipout":
+            s_in = torch.randint(0, 2, x.shape, device="cuda") * 2.0 - 1.0
+            s_out = torch.randint(0, 2, dy.shape, device="cuda") * 2.0 - 1.0
+            y = F.linear(x, mu, b) + F.linear(x * s_in, sigma * torch.randn_like(mu)) * s_out
+        else:
+            y_std = torch.sqrt(F.linear(x * x, sigma * sigma))
+            y = F.linear(x, mu, b) + y_std * torch.randn_like(y_std)
+        y.backward(dy)
+
+    return {
+        "fused": fused,
+        "unfused": unfused,
+        "deterministic": sides["deterministic"],
+        "reparameterization": sides["fused"],
+    }
+
+
 def embedding_sides(num, dim, ids_shape, backward, zipf=False, max_norm=None):
     """zipf: ids drawn with probability 1 / (id + 1), so that a few rows repeat many times (the
     backward kernel's cost per row grows with the row's count: this measures the hot rows).
@@ -316,6 +357,16 @@ def conv_sides(batch, spatial, c_in, c_out, kernel, backward):
 
 CASES.update(
     {
+        f"linear {label} B={rows} {size} fwd+bwd": (
+            lambda estimator=estimator, rows=rows, size=size: estimator_sides(estimator, rows, size, size),
+            8 * size * size,
+        )
+        for estimator, label in (("flipout", "flipout"), ("local_reparameterization", "local_reparam"))
+        for rows, size in ((32, 4096), (512, 1024))
+    }
+)
+CASES.update(
+    {
         "conv2d B=64 56x56 64->64 3x3 fwd": (lambda: conv_sides(64, (56, 56), 64, 64, 3, False), 8 * 9 * 64 * 64),
         "conv2d B=64 56x56 64->64 3x3 fwd+bwd": (lambda: conv_sides(64, (56, 56), 64, 64, 3, True), 8 * 9 * 64 * 64),
         "conv1d B=64 L=1024 128->128 k=5 fwd": (lambda: conv_sides(64, (1024,), 128, 128, 5, False), 8 * 5 * 128 * 128),
@@ -370,7 +421,7 @@ def main(argv=None):
             f"{r['param_gb_s']:12.0f} {peak['fused']:6.0f}/{peak['unfused']:.0f}/{peak['deterministic']:.0f}"
         )
     # Sides beyond the table's: conv's hybrid (fused sampling + cuDNN, what engine="auto" runs) in
-    # float32 and TF32, lstm's unfused layer through cuDNN.
+    # float32 and TF32, lstm's unfused layer through cuDNN, the estimators' default-estimator step.
     for name, r in results["cases"].items():
         ms = r["ms"]
         for side in sorted(set(ms) - {"fused", "unfused", "deterministic", "deterministic_tf32"}):

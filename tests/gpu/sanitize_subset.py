@@ -1,7 +1,8 @@
 """Every CUDA kernel of fusedbnn once, at small sizes off the tiles, forward and backward, for
 compute-sanitizer (run_on_gpu.sh): the values are checked by tests/gpu, this only runs each kernel
-path (both Linear plans, aligned and misaligned pointers, NHWC and NCHW, grouped convolution,
-repeated ids with max_norm, an LSTM with several steps). Exits 0 after a device synchronisation.
+path (both Linear plans, both Linear estimators, aligned and misaligned pointers, NHWC and NCHW,
+grouped convolution, repeated ids with max_norm, an LSTM with several steps).
+Exits 0 after a device synchronisation.
 
     compute-sanitizer --tool memcheck python tests/gpu/sanitize_subset.py
 """
@@ -41,6 +42,17 @@ def linear():
         torch_ops.linear(x, w_mu, w_rho, (1, 2), b_mu, b_rho, (3, 4))
         torch_ops.linear_grad(dy, x, w_mu, w_rho, (1, 2), b_mu, b_rho, (3, 4))
         torch_ops.linear_grad(misaligned(dy), misaligned(x), misaligned(w_mu), misaligned(w_rho), (1, 2))
+
+
+def estimators():
+    x, w_mu, w_rho, dy = randn(5, 67), randn(45, 67), randn(45, 67, shift=-3.0), randn(5, 45)
+    b_mu, b_rho = randn(45), randn(45, shift=-3.0)
+    for inputs in ((x, w_mu, w_rho, dy), tuple(misaligned(t) for t in (x, w_mu, w_rho, dy))):
+        x, w_mu, w_rho, dy = inputs
+        torch_ops.flipout_linear(x, w_mu, w_rho, (1, 2), b_mu, b_rho, (3, 4), x_seed=(5, 6))
+        torch_ops.flipout_linear_grad(dy, x, w_mu, w_rho, (1, 2), b_mu, b_rho, (3, 4), x_seed=(5, 6))
+        _, y_std = torch_ops.local_reparam_linear(x, w_mu, w_rho, (1, 2), b_mu, b_rho, (3, 4), x_seed=(5, 6))
+        torch_ops.local_reparam_linear_grad(dy, x, w_mu, w_rho, (1, 2), b_mu, b_rho, (3, 4), x_seed=(5, 6), y_std=y_std)
 
 
 def conv():
@@ -92,7 +104,7 @@ def main():
         print(f"sanitize_subset: skipped: {why}")
         return 0
     torch.manual_seed(0)
-    for run in (gaussian, linear, conv, embedding, lstm):
+    for run in (gaussian, linear, estimators, conv, embedding, lstm):
         run()
     torch.cuda.synchronize()
     print("sanitize_subset: every kernel ran")

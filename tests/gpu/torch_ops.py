@@ -236,6 +236,56 @@ def linear_grad(dy, x, w_mu, w_rho, w_seed, b_mu=None, b_rho=None, b_seed=(0, 0)
     return dx, dw_mu, dw_rho, db_mu, db_rho
 
 
+def _estimator_args(x, w_mu, w_rho, w_seed, b_mu, b_rho, b_seed, x_seed):
+    """(rows, in, out) and the pointer arguments the estimator kernels share after x."""
+    _floats(x, w_mu, w_rho, b_mu, b_rho)
+    (rows, n_in), n_out = x.shape, w_mu.shape[0]
+    shared = (rows, n_in, n_out, _ptr(w_mu), _ptr(w_rho), tuple(w_seed), _ptr(b_mu), _ptr(b_rho), tuple(b_seed))
+    return (rows, n_in, n_out), shared + (tuple(x_seed),)
+
+
+def flipout_linear(x, w_mu, w_rho, w_seed, b_mu=None, b_rho=None, b_seed=(0, 0), *, x_seed):
+    """y = x mu^T + ((x * s_in) (sigma * eps)^T) * s_out + b, signs from x_seed."""
+    sizes, args = _estimator_args(x, w_mu, w_rho, w_seed, b_mu, b_rho, b_seed, x_seed)
+    scratch = _scratch(core.cuda.estimator_forward_scratch_bytes("flipout", *sizes))
+    y = _alloc((sizes[0], sizes[2]))
+    core.cuda.flipout_linear_forward(_ptr(x), *args, _ptr(scratch), _ptr(y), _stream())
+    return y
+
+
+def local_reparam_linear(x, w_mu, w_rho, w_seed, b_mu=None, b_rho=None, b_seed=(0, 0), *, x_seed):
+    """(y, y_std): y = x mu^T + y_std * eps_out + b, y_std = sqrt(x^2 (sigma^2)^T)."""
+    sizes, args = _estimator_args(x, w_mu, w_rho, w_seed, b_mu, b_rho, b_seed, x_seed)
+    scratch = _scratch(core.cuda.estimator_forward_scratch_bytes("local_reparameterization", *sizes))
+    y, y_std = _alloc((sizes[0], sizes[2])), _alloc((sizes[0], sizes[2]))
+    core.cuda.local_reparam_linear_forward(_ptr(x), *args, _ptr(scratch), _ptr(y), _ptr(y_std), _stream())
+    return y, y_std
+
+
+def _estimator_grad(estimator, dy, x, w_mu, w_rho, w_seed, b_mu, b_rho, b_seed, x_seed, y_std=None):
+    sizes, args = _estimator_args(x, w_mu, w_rho, w_seed, b_mu, b_rho, b_seed, x_seed)
+    _floats(dy, y_std)
+    scratch = _scratch(core.cuda.estimator_backward_scratch_bytes(estimator, *sizes))
+    dx, dw_mu, dw_rho = _alloc(x.shape), _alloc(w_mu.shape), _alloc(w_mu.shape)
+    db_mu, db_rho = (_alloc((sizes[2],)), _alloc((sizes[2],))) if b_mu is not None else (None, None)
+    grads = (_ptr(scratch), _ptr(dx), _ptr(dw_mu), _ptr(dw_rho), _ptr(db_mu), _ptr(db_rho), _stream())
+    if estimator == "flipout":
+        core.cuda.flipout_linear_backward(_ptr(dy), _ptr(x), *args, *grads)
+    else:
+        core.cuda.local_reparam_linear_backward(_ptr(dy), _ptr(x), *args, _ptr(y_std), *grads)
+    return dx, dw_mu, dw_rho, db_mu, db_rho
+
+
+def flipout_linear_grad(dy, x, w_mu, w_rho, w_seed, b_mu=None, b_rho=None, b_seed=(0, 0), *, x_seed):
+    """(dx, dw_mu, dw_rho, db_mu, db_rho) of flipout_linear; the bias ones None without a bias."""
+    return _estimator_grad("flipout", dy, x, w_mu, w_rho, w_seed, b_mu, b_rho, b_seed, x_seed)
+
+
+def local_reparam_linear_grad(dy, x, w_mu, w_rho, w_seed, b_mu=None, b_rho=None, b_seed=(0, 0), *, x_seed, y_std):
+    """(dx, dw_mu, dw_rho, db_mu, db_rho) of local_reparam_linear, from its y_std."""
+    return _estimator_grad("local_reparameterization", dy, x, w_mu, w_rho, w_seed, b_mu, b_rho, b_seed, x_seed, y_std)
+
+
 def _ids_args(ids):
     if ids.dtype not in (torch.int32, torch.int64):
         raise ValueError(f"ids must be int32 or int64, got {ids.dtype}")

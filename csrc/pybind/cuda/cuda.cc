@@ -10,8 +10,6 @@
 
 namespace fusedbnn {
 namespace pyb {
-namespace {
-
 LinearParams linear_params(Ptr x, int64_t rows, int64_t in, int64_t out, Ptr w_mu, Ptr w_rho, const Seed& w_seed,
                            Ptr b_mu, Ptr b_rho, const Seed& b_seed) {
   require_sizes({rows, in, out});
@@ -27,8 +25,6 @@ LinearParams linear_params(Ptr x, int64_t rows, int64_t in, int64_t out, Ptr w_m
                       device<const float>(b_rho),
                       stream(b_seed)};
 }
-
-}  // namespace
 
 void register_cuda(py::module_& parent) {
   py::module_ m = parent.def_submodule("cuda", "The CUDA kernels on raw device pointers (float32).");
@@ -142,6 +138,7 @@ void register_cuda(py::module_& parent) {
 
   register_cuda_conv(m);
   register_cuda_embedding(m);
+  register_cuda_estimators(m);
   register_cuda_lstm(m);
 }
 

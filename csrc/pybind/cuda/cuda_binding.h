@@ -10,6 +10,7 @@
 #include <string>
 
 #include "core/cuda_driver.h"
+#include "core/linear.h"
 #include "pybind/common.h"
 
 namespace fusedbnn {
@@ -46,9 +47,14 @@ GradParams device_grad_params(const Params& p, Ptr dy, Ptr dx, Ptr dw_mu, Ptr dw
       p, device<const float>(dy), device(dx), device(dw_mu), device(dw_rho), device(db_mu), device(db_rho)};
 }
 
+// LinearParams from device pointers (b_mu = 0: no bias), for the Linear and estimator bindings.
+LinearParams linear_params(Ptr x, int64_t rows, int64_t in, int64_t out, Ptr w_mu, Ptr w_rho, const Seed& w_seed,
+                           Ptr b_mu, Ptr b_rho, const Seed& b_seed);
+
 // The bindings of one op family each, in csrc/pybind/cuda/<family>.cc, called by register_cuda.
 void register_cuda_conv(py::module_& m);
 void register_cuda_embedding(py::module_& m);
+void register_cuda_estimators(py::module_& m);
 void register_cuda_lstm(py::module_& m);
 
 }  // namespace pyb
