@@ -125,10 +125,41 @@ def _estimator_seed(estimator, x_seed):
     return tf.cast(seed_tensor(x_seed, "x_seed"), tf.int64)
 
 
-def linear(x, w_mu, w_rho, w_seed, b_mu=None, b_rho=None, b_seed=None, estimator="reparameterization", x_seed=None):
+def _kl_priors(kl_priors, w_mu, b_mu, use_bias):
+    """The prior inputs of a layer op: ``(w_mu_prior, w_std_prior, b_mu_prior, b_std_prior)`` from
+    ``((w_mu_prior, w_std_prior), (b_mu_prior, b_std_prior))`` (the bias pair only with a bias), or
+    placeholders the op does not read when ``kl_priors`` is None."""
+    if kl_priors is None:
+        return (tf.constant(0.0), tf.constant(1.0)) * 2
+    if len(kl_priors) != 2:
+        raise ValueError("kl_priors must be ((w_mu_prior, w_std_prior), (b_mu_prior, b_std_prior))")
+    w_prior = _prior(w_mu, *kl_priors[0])
+    b_prior = _prior(b_mu, *kl_priors[1]) if use_bias else (tf.constant(0.0), tf.constant(1.0))
+    return (*w_prior, *b_prior)
+
+
+def linear(
+    x,
+    w_mu,
+    w_rho,
+    w_seed,
+    b_mu=None,
+    b_rho=None,
+    b_seed=None,
+    estimator="reparameterization",
+    x_seed=None,
+    kl_priors=None,
+):
     """Bayesian dense layer: ``x @ W^T + b``, W ``[out, in]`` and b ``[out]`` sampled in the op.
 
     ``x`` has shape ``[..., in]``; the result ``[..., out]``. Without ``b_*`` there is no bias.
+
+    ``kl_priors=((w_mu_prior, w_std_prior), (b_mu_prior, b_std_prior))`` (priors as in
+    ``gaussian_kl``; the bias pair is ignored without a bias) returns ``(y, kl)`` instead, ``kl``
+    the one-sample KL of the sample the op drew, ``gaussian_kl(w_mu, w_rho, w_seed, *w_prior) +
+    gaussian_kl(b_mu, b_rho, b_seed, *b_prior)``, computed in the sampling pass; its gradient is
+    added in the backward op's pass that regenerates the noise (reparameterization only). Unlike
+    ``gaussian_kl``'s, this KL gives the prior means no gradient.
 
     ``estimator`` (docs/design.md, "Estimators"): "reparameterization" samples one W per call for
     the whole batch; "flipout" computes ``x mu^T + ((x * s_in) (sigma * eps)^T) * s_out + b`` with
@@ -139,6 +170,8 @@ def linear(x, w_mu, w_rho, w_seed, b_mu=None, b_rho=None, b_seed=None, estimator
     x = float_tensor(x, "x")
     w_mu, w_rho, w_seed = _mu_rho_seed(w_mu, w_rho, w_seed, prefix="w_")
     x_seed = _estimator_seed(estimator, x_seed)
+    if kl_priors is not None and estimator != "reparameterization":
+        raise ValueError(f"kl_priors needs estimator 'reparameterization' (one weight sample), got {estimator!r}")
     b_mu, b_rho, b_seed, use_bias = _optional_bias(b_mu, b_rho, b_seed, w_seed)
     # The op takes both seeds in one dtype.
     w_seed, b_seed = tf.cast(w_seed, tf.int64), tf.cast(b_seed, tf.int64)
@@ -147,7 +180,9 @@ def linear(x, w_mu, w_rho, w_seed, b_mu=None, b_rho=None, b_seed=None, estimator
         return _ops.fused_bnn_flipout_linear(*inputs, x_seed, use_bias=use_bias)
     if estimator == "local_reparameterization":
         return _ops.fused_bnn_local_reparam_linear(*inputs, x_seed, use_bias=use_bias)[0]
-    return _ops.fused_bnn_linear(*inputs, use_bias=use_bias)
+    priors = _kl_priors(kl_priors, w_mu, b_mu, use_bias)
+    y, kl = _ops.fused_bnn_linear(*inputs, *priors, use_bias=use_bias, with_kl=kl_priors is not None)
+    return y if kl_priors is None else (y, kl)
 
 
 def _linear_layer_grads(op, grad_op, dy, *extra_inputs):
@@ -162,8 +197,19 @@ def _linear_layer_grads(op, grad_op, dy, *extra_inputs):
 
 
 @tf.RegisterGradient("FusedBnn>Linear")
-def _linear_grad(op, dy):
-    return _linear_layer_grads(op, _ops.fused_bnn_linear_grad, dy)
+def _linear_grad(op, dy, dkl):
+    with_kl = op.get_attr("with_kl")
+    dy = tf.zeros_like(op.outputs[0]) if dy is None else dy
+    # No dkl (the kl output unused) is a zero: the op then skips the KL terms.
+    dkl = tf.zeros([]) if dkl is None or not with_kl else dkl
+    use_bias = op.get_attr("use_bias")
+    dx, dw_mu, dw_rho, db_mu, db_rho = _ops.fused_bnn_linear_grad(
+        dy, *op.inputs, dkl, use_bias=use_bias, with_kl=with_kl
+    )
+    if not use_bias:
+        db_mu = db_rho = None
+    # The priors get no gradient (fixed hyperparameters, as the layers' are).
+    return [dx, dw_mu, dw_rho, None, db_mu, db_rho, None, None, None, None, None]
 
 
 @tf.RegisterGradient("FusedBnn>FlipoutLinear")
