@@ -296,3 +296,66 @@ def test_mixed_precision_policy():
     assert not op_types(step.get_concrete_function()) & KL_OPS
     assert float(kl) == pytest.approx(redrawn_kl(layer), rel=1e-5)
     assert all(g is not None and g.dtype == tf.float32 for g in grads)
+
+
+# Convolutions: the KL comes from the sampling op of the "tensorflow" engine ("auto" picks it for
+# undilated convolutions with equal strides).
+
+
+@pytest.mark.parametrize("per_element", [False, True])
+def test_sample_gaussian_kl_is_the_kl_at_its_sample(per_element):
+    rng = np.random.default_rng(11)
+    mu, rho = gaussian_params(rng, [3, 5, 7, 11])
+    seed = seed_of(rng)
+    mean = tf.constant(rng.normal(0, 0.1, [3, 5, 7, 11]).astype(np.float32)) if per_element else 0.02
+    w, kl = ops.sample_gaussian(mu, rho, seed, (mean, 0.15))
+    assert_allclose(w, ops.sample_gaussian(mu, rho, seed), atol=0)
+    assert float(kl) == pytest.approx(float(ops.gaussian_kl(mu, rho, seed, mean, 0.15)), rel=2e-6)
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("rank", [1, 2])
+def test_conv_gradient_of_loss_plus_kl_matches_the_reference(mode, rank):
+    rng = np.random.default_rng(rank)
+    spatial = [9] if rank == 1 else [7, 6]
+    kernel = [3] if rank == 1 else [3, 2]
+    x = tf.constant(rng.normal(size=[2, *spatial, 5]).astype(np.float32))
+    w_mu, w_rho = gaussian_params(rng, [*kernel, 5, 4])
+    b_mu, b_rho = gaussian_params(rng, [4])
+    w_seed, b_seed = seed_of(rng), seed_of(rng)
+    priors = ((tf.constant(rng.normal(0, 0.1, [*kernel, 5, 4]).astype(np.float32)), 0.2), (0.01, 0.3))
+    conv, ref_conv = (ops.conv1d, reference.conv1d) if rank == 1 else (ops.conv2d, reference.conv2d)
+    variables = [x, w_mu, w_rho, b_mu, b_rho]
+
+    def grads(forward):
+        def fn():
+            with tf.GradientTape() as tape:
+                tape.watch(variables)
+                y, kl = forward()
+                loss = tf.reduce_sum(y * y) + 0.7 * kl
+            return [kl, *tape.gradient(loss, variables)]
+
+        return run(mode, fn)
+
+    fused = grads(lambda: conv(x, w_mu, w_rho, w_seed, b_mu, b_rho, b_seed, padding="SAME", kl_priors=priors))
+    ref = grads(
+        lambda: (
+            ref_conv(x, w_mu, w_rho, w_seed, b_mu, b_rho, b_seed, padding="SAME"),
+            reference_kl((w_mu, w_rho, w_seed), (b_mu, b_rho, b_seed), priors, True),
+        )
+    )
+    assert fused[0] == pytest.approx(ref[0], rel=1e-5, abs=1e-2)
+    for got, want in zip(fused[1:], ref[1:]):
+        scale = max(1.0, float(np.max(np.abs(want))))
+        assert_allclose(got / scale, want / scale, atol=2e-5)
+
+
+@pytest.mark.parametrize("layer_class", [nn.Conv1d, nn.Conv2d])
+def test_a_traced_elbo_step_takes_the_kl_from_the_conv_sampling_op(layer_class):
+    layer = layer_class(3, 4, 3, padding=1, seed=9)
+    x = tf.ones([2, 8, 3] if layer_class is nn.Conv1d else [2, 8, 8, 3])
+    step = elbo_step(layer, x)
+    kl, grads = step()
+    assert not op_types(step.get_concrete_function()) & KL_OPS
+    assert float(kl) == pytest.approx(redrawn_kl(layer), rel=1e-5)
+    assert float(tf.function(lambda: layer.kl_cost()[0])()) == pytest.approx(float(kl), rel=1e-5)

@@ -55,6 +55,13 @@ void sample_gaussian_grad(const ParallelFor& pf, const NoiseStream& s, int64_t n
                           const float* rho, float* drho, float* w);
 float gaussian_kl(const ParallelFor& pf, const NoiseStream& s, int64_t n, const float* mu, const float* rho,
                   const GaussianPrior& prior);
+// sample_gaussian and gaussian_kl in one pass over the noise: w, and the KL at w returned.
+float sample_gaussian_kl(const ParallelFor& pf, const NoiseStream& s, int64_t n, const float* mu, const float* rho,
+                         const GaussianPrior& prior, float* w);
+// The gradient of w and dkl * kl of sample_gaussian_kl in one pass: dmu = dw + dkl * the KL's dmu,
+// drho = dw * eps * sigmoid(rho) + dkl * the KL's drho.
+void sample_gaussian_grad_kl(const ParallelFor& pf, const NoiseStream& s, int64_t n, const float* dw, const float* mu,
+                             const float* rho, const GaussianPrior& prior, float dkl, float* dmu, float* drho);
 void gaussian_kl_grad(const ParallelFor& pf, const NoiseStream& s, int64_t n, const float* mu, const float* rho,
                       const GaussianPrior& prior, float dkl, float* dmu, float* drho);
 float gaussian_kl_analytic(const ParallelFor& pf, int64_t n, const float* mu, const float* rho,

@@ -186,6 +186,13 @@ def conv_case(batch, spatial, n_in, n_out, kernel, padding, engine="auto"):
                 lambda: fused_fn(x, w_mu, w_rho, w_seed, b_mu, b_rho, b_seed, engine=engine, **args),
                 trainables,
                 [(w_mu, w_rho, w_seed), (b_mu, b_rho, b_seed)],
+                (
+                    lambda: fused_fn(
+                        x, w_mu, w_rho, w_seed, b_mu, b_rho, b_seed, engine=engine, kl_priors=DEFAULT_PRIORS, **args
+                    )
+                )
+                if estimator == "reparameterization"
+                else None,
             ),
             "reference": _side(lambda: reference_fn(x, w_mu, w_rho, w_seed, b_mu, b_rho, b_seed, **args), trainables),
             "deterministic": _side(lambda: deterministic(x), [x] + deterministic.trainable_variables),

@@ -104,6 +104,21 @@ void gaussian_case(int64_t n, int offset) {
     kl_value = NAN;
     cuda::gaussian_kl_analytic(n, mu, rho, prior, scratch.data(), &kl_value, nullptr);
     expect_close(kl_name + " kl analytic", &kl_value, {analytic});
+    // The sample and its KL from sample_gaussian_kl, and both gradients in one pass.
+    auto w_kl = poisoned(n);
+    kl_value = NAN;
+    cuda::sample_gaussian_kl(s, n, mu, rho, prior, scratch.data(), w_kl.data(), &kl_value, nullptr);
+    expect_close(kl_name + " sample_kl w", w_kl.data(), w);
+    expect_close(kl_name + " sample_kl kl", &kl_value, {kl});
+    std::vector<double> both_dmu(n), both_drho(n);
+    for (int64_t i = 0; i < n; ++i) {
+      both_dmu[i] = dw[i] + kl_dmu[i];
+      both_drho[i] = drho[i] + kl_drho[i];
+    }
+    dmu = poisoned(n), dr = poisoned(n);
+    cuda::sample_gaussian_grad_kl(s, n, dw, mu, rho, prior, &dkl, dmu.data(), dr.data(), nullptr);
+    expect_close(kl_name + " sample_kl dmu", dmu.data(), both_dmu);
+    expect_close(kl_name + " sample_kl drho", dr.data(), both_drho);
     dmu = poisoned(n), dr = poisoned(n);
     cuda::gaussian_kl_analytic_grad(n, mu, rho, prior, &dkl, dmu.data(), dr.data(), nullptr);
     expect_close(kl_name + " kl analytic dmu", dmu.data(), analytic_dmu);
