@@ -36,7 +36,8 @@ class CallKl:
     @tf.autograph.experimental.do_not_convert
     def take(self, kl_variables):
         """The remembered KL when the rule above allows it here, else None; ``kl_variables()``
-        lists the variables the KL reads."""
+        lists the variables the KL reads, every one of which the call used (a variable this graph
+        does not hold as a captured handle is one whose writes the check could miss: None)."""
         graph = tf.compat.v1.get_default_graph()
         if self._kl is None or graph is not self._graph or not isinstance(graph, tf.__internal__.FuncGraph):
             return None
@@ -47,9 +48,10 @@ class CallKl:
                 handle = variable.handle
             except (AttributeError, ValueError):  # a variable without a handle here: cannot check it
                 return None
-            internal = captured.get(id(handle))  # None: never used in this graph
-            if internal is not None:
-                watched.add(id(internal))
+            internal = captured.get(id(handle))
+            if internal is None:  # the call used every one of them: this graph reaches it some other way
+                return None
+            watched.add(id(internal))
         for op in graph.get_operations()[self._position :]:
             if op.type != "ReadVariableOp" and any(id(t) in watched for t in op.inputs):
                 return None
