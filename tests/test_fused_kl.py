@@ -314,6 +314,34 @@ def test_sample_gaussian_kl_is_the_kl_at_its_sample(per_element):
 
 
 @pytest.mark.parametrize("mode", MODES)
+def test_sample_gaussian_kl_gradients(mode):
+    """With the KL used, as the reference's; unused (dkl zero or None), the plain sampling gradient."""
+    rng = np.random.default_rng(12)
+    mu, rho = gaussian_params(rng, [5, 37])
+    seed, upstream = seed_of(rng), tf.constant(rng.normal(size=[5, 37]).astype(np.float32))
+
+    def grads(sample, kl_weight):
+        def fn():
+            with tf.GradientTape() as tape:
+                tape.watch([mu, rho])
+                w, kl = sample()
+                loss = tf.reduce_sum(w * upstream) + (0.0 if kl_weight is None else kl_weight * kl)
+            return tape.gradient(loss, [mu, rho])
+
+        return run(mode, fn)
+
+    prior = (0.03, 0.2)
+    fused = lambda: ops.sample_gaussian(mu, rho, seed, prior)  # noqa: E731
+    ref = lambda: (reference.sample_gaussian(mu, rho, seed), reference.gaussian_kl(mu, rho, seed, *prior))  # noqa: E731
+    for got, want in zip(grads(fused, 0.4), grads(ref, 0.4)):
+        assert_allclose(got, want, atol=2e-5, rtol=1e-5)
+    plain = lambda: (ops.sample_gaussian(mu, rho, seed), 0.0)  # noqa: E731
+    for kl_weight in (None, 0.0):
+        for got, want in zip(grads(fused, kl_weight), grads(plain, None)):
+            assert_allclose(got, want, atol=0)
+
+
+@pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("rank", [1, 2])
 def test_conv_gradient_of_loss_plus_kl_matches_the_reference(mode, rank):
     rng = np.random.default_rng(rank)
