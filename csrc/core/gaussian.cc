@@ -75,6 +75,21 @@ float gaussian_kl(const ParallelFor& pf, const NoiseStream& s, int64_t n, const 
                     [&](int64_t lo, int64_t hi) { return k.kl_sum(s, lo, hi, mu + lo, rho + lo, prior.from(lo)); });
 }
 
+float sample_gaussian_kl(const ParallelFor& pf, const NoiseStream& s, int64_t n, const float* mu, const float* rho,
+                         const GaussianPrior& prior, float* w) {
+  const GaussianKernels& k = best_kernels();
+  return sum_chunks(
+      pf, n, [&](int64_t lo, int64_t hi) { return k.sample_kl(s, lo, hi, mu + lo, rho + lo, prior.from(lo), w + lo); });
+}
+
+void sample_gaussian_grad_kl(const ParallelFor& pf, const NoiseStream& s, int64_t n, const float* dw, const float* mu,
+                             const float* rho, const GaussianPrior& prior, float dkl, float* dmu, float* drho) {
+  const GaussianKernels& k = best_kernels();
+  for_chunks(pf, n, [&](int64_t lo, int64_t hi) {
+    k.sample_grad_kl(s, lo, hi, dw + lo, mu + lo, rho + lo, prior.from(lo), dkl, dmu + lo, drho + lo, nullptr);
+  });
+}
+
 void gaussian_kl_grad(const ParallelFor& pf, const NoiseStream& s, int64_t n, const float* mu, const float* rho,
                       const GaussianPrior& prior, float dkl, float* dmu, float* drho) {
   const GaussianKernels& k = best_kernels();

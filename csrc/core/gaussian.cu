@@ -142,6 +142,20 @@ struct PriorGradBody {
   }
 };
 
+// A map_kernel body over x = (dw, mu, rho[, per-element prior mean]), y = (dmu, drho): the sampling
+// gradient of dw plus the KL's, scaled by *dkl.
+template <bool kPerElement>
+struct SampleGradKlBody {
+  KlGrad grad;
+  const float* mean;
+  const float* dkl;
+  __device__ void operator()(float e, const float* x, float* y) const {
+    grad(e, *dkl, x[1], x[2], kPerElement ? x[3] : *mean, y);
+    y[0] += x[0];
+    y[1] += x[0] * e * sigmoid(x[2]);
+  }
+};
+
 template <bool kNoise, class Grad>
 cudaError_t launch_prior_grad(const NoiseStream& s, int64_t n, const float* mu, const float* rho,
                               const GaussianPrior& prior, Grad grad, const float* dkl, float* dmu, float* drho,
@@ -239,6 +253,25 @@ cudaError_t gaussian_kl(const NoiseStream& s, int64_t n, const float* mu, const 
                         void* scratch, float* kl, cudaStream_t stream) {
   const KlTerm term{1.0f / prior.std, logf(prior.std)};
   return launch_kl_sum<true>(s, n, mu, rho, prior, term, scratch, kl, stream);
+}
+
+cudaError_t sample_gaussian_kl(const NoiseStream& s, int64_t n, const float* mu, const float* rho,
+                               const GaussianPrior& prior, void* scratch, float* w, float* kl, cudaStream_t stream) {
+  const cudaError_t status = sample_gaussian(s, n, mu, rho, w, stream);
+  if (status != cudaSuccess) return status;
+  return gaussian_kl(s, n, mu, rho, prior, scratch, kl, stream);
+}
+
+cudaError_t sample_gaussian_grad_kl(const NoiseStream& s, int64_t n, const float* dw, const float* mu, const float* rho,
+                                    const GaussianPrior& prior, const float* dkl, float* dmu, float* drho,
+                                    cudaStream_t stream) {
+  const KlGrad grad{1.0f / (prior.std * prior.std)};
+  const Out<2> out{{dmu, drho}};
+  if (prior.per_element) {
+    return launch_map<4, 2>(s, n, In<4>{{dw, mu, rho, prior.mean}}, out, SampleGradKlBody<true>{grad, prior.mean, dkl},
+                            stream);
+  }
+  return launch_map<3, 2>(s, n, In<3>{{dw, mu, rho}}, out, SampleGradKlBody<false>{grad, prior.mean, dkl}, stream);
 }
 
 cudaError_t gaussian_kl_grad(const NoiseStream& s, int64_t n, const float* mu, const float* rho,

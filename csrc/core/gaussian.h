@@ -27,6 +27,13 @@ struct GaussianKernels {
   // dmu, drho of scale * kl_sum (the path through w included).
   void (*kl_grad)(const NoiseStream& s, int64_t begin, int64_t end, const float* mu, const float* rho,
                   const GaussianPrior& prior, float scale, float* dmu, float* drho);
+  // sample and kl_sum in one pass over the noise: w = mu + softplus(rho) * eps, returns kl_sum.
+  double (*sample_kl)(const NoiseStream& s, int64_t begin, int64_t end, const float* mu, const float* rho,
+                      const GaussianPrior& prior, float* w);
+  // sample_grad and kl_grad in one pass: dmu (dw on entry, may alias it) = dw + the KL's dmu,
+  // drho = dw * eps * sigmoid(rho) + the KL's drho, both of scale * kl_sum; w as sample_grad's.
+  void (*sample_grad_kl)(const NoiseStream& s, int64_t begin, int64_t end, const float* dw, const float* mu,
+                         const float* rho, const GaussianPrior& prior, float scale, float* dmu, float* drho, float* w);
   // Sum over n elements of the closed-form KL(N(mu, sigma^2) || N(prior.mean, prior.std^2)), in
   // double; no noise.
   double (*kl_analytic_sum)(int64_t n, const float* mu, const float* rho, const GaussianPrior& prior);
@@ -48,6 +55,13 @@ void sample_gaussian_grad(const ParallelFor& pf, const NoiseStream& s, int64_t n
                           const float* rho, float* drho, float* w);
 float gaussian_kl(const ParallelFor& pf, const NoiseStream& s, int64_t n, const float* mu, const float* rho,
                   const GaussianPrior& prior);
+// sample_gaussian and gaussian_kl in one pass over the noise: w, and the KL at w returned.
+float sample_gaussian_kl(const ParallelFor& pf, const NoiseStream& s, int64_t n, const float* mu, const float* rho,
+                         const GaussianPrior& prior, float* w);
+// The gradient of w and dkl * kl of sample_gaussian_kl in one pass: dmu = dw + dkl * the KL's dmu,
+// drho = dw * eps * sigmoid(rho) + dkl * the KL's drho.
+void sample_gaussian_grad_kl(const ParallelFor& pf, const NoiseStream& s, int64_t n, const float* dw, const float* mu,
+                             const float* rho, const GaussianPrior& prior, float dkl, float* dmu, float* drho);
 void gaussian_kl_grad(const ParallelFor& pf, const NoiseStream& s, int64_t n, const float* mu, const float* rho,
                       const GaussianPrior& prior, float dkl, float* dmu, float* drho);
 float gaussian_kl_analytic(const ParallelFor& pf, int64_t n, const float* mu, const float* rho,

@@ -34,6 +34,17 @@ size_t gaussian_kl_scratch_bytes();
 cudaError_t gaussian_kl(const NoiseStream& s, int64_t n, const float* mu, const float* rho, const GaussianPrior& prior,
                         void* scratch, float* kl, cudaStream_t stream);
 
+// w = mu + softplus(rho) * eps and *kl as gaussian_kl's (a second pass over the noise), with
+// gaussian_kl_scratch_bytes() of scratch.
+cudaError_t sample_gaussian_kl(const NoiseStream& s, int64_t n, const float* mu, const float* rho,
+                               const GaussianPrior& prior, void* scratch, float* w, float* kl, cudaStream_t stream);
+
+// dmu = dw + the KL's dmu, drho = dw * eps * sigmoid(rho) + the KL's drho, the KL's terms scaled by
+// the device scalar *dkl: the gradient of sample_gaussian_kl in one pass.
+cudaError_t sample_gaussian_grad_kl(const NoiseStream& s, int64_t n, const float* dw, const float* mu, const float* rho,
+                                    const GaussianPrior& prior, const float* dkl, float* dmu, float* drho,
+                                    cudaStream_t stream);
+
 // dmu, drho of (*dkl) * kl, dkl a device scalar.
 cudaError_t gaussian_kl_grad(const NoiseStream& s, int64_t n, const float* mu, const float* rho,
                              const GaussianPrior& prior, const float* dkl, float* dmu, float* drho,

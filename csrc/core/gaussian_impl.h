@@ -293,11 +293,13 @@ struct GaussianImpl {
     });
   }
 
-  // Runs term(e, mu, rho, prior_mean, y) over [begin, end) of mu and rho, e the noise with kNoise
-  // (st not null), else zero; the prior mean is one broadcast value or the per-element input.
+  // Runs term(e, mu, rho, prior_mean, extra, y) over [begin, end) of mu and rho, e the noise with
+  // kNoise (st not null), else zero; the prior mean is one broadcast value or the per-element input;
+  // extra is the input `extra` when not null, else zero.
   template <bool kNoise, size_t NOut, class Term>
   static void map_with_prior(const NoiseStream* st, int64_t begin, int64_t end, const float* mu, const float* rho,
-                             const GaussianPrior& prior, const std::array<float*, NOut>& out, Term term) {
+                             const GaussianPrior& prior, const std::array<float*, NOut>& out, Term term,
+                             const float* extra = nullptr) {
     auto map = [&](const auto& in, auto body) {
       constexpr size_t NIn = std::tuple_size<std::decay_t<decltype(in)>>::value;
       if constexpr (kNoise) {
@@ -306,12 +308,20 @@ struct GaussianImpl {
         map_plain<T, NIn, NOut>(end - begin, in, out, [&](const F* x, F* y) { body(M::set1(0.0f), x, y); });
       }
     };
-    if (prior.per_element) {
+    const F zero = M::set1(0.0f);
+    if (prior.per_element && extra != nullptr) {
+      map(std::array<const float*, 4>{mu, rho, prior.mean, extra},
+          [&](F e, const F* x, F* y) { term(e, x[0], x[1], x[2], x[3], y); });
+    } else if (prior.per_element) {
       map(std::array<const float*, 3>{mu, rho, prior.mean},
-          [&](F e, const F* x, F* y) { term(e, x[0], x[1], x[2], y); });
+          [&](F e, const F* x, F* y) { term(e, x[0], x[1], x[2], zero, y); });
+    } else if (extra != nullptr) {
+      const F mean = M::set1(*prior.mean);
+      map(std::array<const float*, 3>{mu, rho, extra},
+          [&](F e, const F* x, F* y) { term(e, x[0], x[1], mean, x[2], y); });
     } else {
       const F mean = M::set1(*prior.mean);
-      map(std::array<const float*, 2>{mu, rho}, [&](F e, const F* x, F* y) { term(e, x[0], x[1], mean, y); });
+      map(std::array<const float*, 2>{mu, rho}, [&](F e, const F* x, F* y) { term(e, x[0], x[1], mean, zero, y); });
     }
   }
 
@@ -325,33 +335,138 @@ struct GaussianImpl {
     for (int64_t lo = begin; lo < end; lo += kPiece) {
       const int64_t hi = std::min(end, lo + kPiece), offset = lo - begin;
       map_with_prior<kNoise, 1>(st, lo, hi, mu + offset, rho + offset, prior.from(offset), {terms},
-                                [&](F e, F m, F r, F mean, F* y) { y[0] = term(e, m, r, mean); });
+                                [&](F e, F m, F r, F mean, F, F* y) { y[0] = term(e, m, r, mean); });
       total += sum(terms, hi - lo);
     }
     return total;
   }
 
+  // sigma = softplus(r) and log(sigma). For r < 0, softplus(r) = e q(e) with e = exp(r) and
+  // q(e) = log1p(e) / e, so log(sigma) = r + log q(e): one polynomial in e (a least-squares fit of
+  // log q(e) / e on [0, 1], absolute error 3e-8) in place of a log, the KL's costliest term. exp
+  // clamps its argument at -87.3, and so does r here. A vector with a lane r >= 0 (or NaN) takes the
+  // log in those lanes.
+  static void softplus_log(F r, F* sigma, F* log_sigma) {
+    if constexpr (std::is_same_v<T, ScalarExact>) {
+      *sigma = M::softplus(r);
+      *log_sigma = M::log(*sigma);
+    } else {
+      const F zero = M::set1(0.0f), e = M::exp(M::sub(zero, M::abs(r)));
+      *sigma = M::add(M::max(r, zero), M::log1p_unit(e));
+      F p = M::set1(2.00882764e-3f);
+      p = M::fma(p, e, M::set1(-1.13769230e-2f));
+      p = M::fma(p, e, M::set1(3.06893755e-2f));
+      p = M::fma(p, e, M::set1(-5.57775497e-2f));
+      p = M::fma(p, e, M::set1(8.41283873e-2f));
+      p = M::fma(p, e, M::set1(-1.24473125e-1f));
+      p = M::fma(p, e, M::set1(2.08286598e-1f));
+      p = M::fma(p, e, M::set1(-4.99998480e-1f));
+      const F fast = M::fma(p, e, M::max(M::set1(-87.3f), r));
+      const auto negative = M::lt(r, zero);
+      if (M::reduce_add(M::select(negative, zero, M::set1(1.0f))) == 0.0f) {
+        *log_sigma = fast;
+      } else {
+        *log_sigma = M::select(negative, fast, M::log(*sigma));
+      }
+    }
+  }
+
+  // 1 / x: the refined hardware estimate on vectors (a division costs several times more).
+  static F reciprocal(F x) {
+    if constexpr (std::is_same_v<T, ScalarExact>) {
+      return M::div(M::set1(1.0f), x);
+    } else {
+      return M::recip(x);
+    }
+  }
+
+  // The one-sample KL term of one element: log N(w; mu, sigma) - log N(w; mu_prior, std_prior) at
+  // w = mu + sigma e, the 2 pi terms cancelling.
+  struct KlTerm {
+    F inv_sp, log_sp, half;
+    explicit KlTerm(const GaussianPrior& prior)
+        : inv_sp(M::set1(1.0f / prior.std)), log_sp(M::set1(logf(prior.std))), half(M::set1(0.5f)) {}
+    F operator()(F e, F log_sigma, F w, F mean) const {
+      const F z = M::mul(M::sub(w, mean), inv_sp);
+      return M::add(M::sub(log_sp, log_sigma), M::mul(half, M::sub(M::mul(z, z), M::mul(e, e))));
+    }
+  };
+
+  // The gradient of scale * KlTerm plus the upstream dw, for dmu and drho (sigma, dsigma of rho).
+  struct KlGrad {
+    F g, sc;
+    KlGrad(const GaussianPrior& prior, float scale) : g(M::set1(scale / (prior.std * prior.std))), sc(M::set1(scale)) {}
+    void operator()(F e, F sigma, F dsigma, F w, F mean, F dw, F* dmu, F* drho) const {
+      const F total = M::fma(M::sub(w, mean), g, dw);  // dw + scale * (w - mu_prior) / std_prior^2
+      *dmu = total;
+      *drho = M::mul(M::sub(M::mul(total, e), M::mul(sc, reciprocal(sigma))), dsigma);
+    }
+  };
+
   static double kl_sum(const NoiseStream& st, int64_t begin, int64_t end, const float* mu, const float* rho,
                        const GaussianPrior& prior) {
-    const F inv_sp = M::set1(1.0f / prior.std), log_sp = M::set1(logf(prior.std)), half = M::set1(0.5f);
+    const KlTerm term(prior);
     return sum_with_prior<true>(&st, begin, end, mu, rho, prior, [&](F e, F m, F r, F mean) {
-      const F sigma = M::softplus(r);
-      const F z = M::mul(M::sub(M::fma(sigma, e, m), mean), inv_sp);
-      // log N(w; mu, sigma) - log N(w; mu_prior, std_prior), the 2 pi terms cancelling.
-      return M::add(M::sub(log_sp, M::log(sigma)), M::mul(half, M::sub(M::mul(z, z), M::mul(e, e))));
+      F sigma, log_sigma;
+      softplus_log(r, &sigma, &log_sigma);
+      return term(e, log_sigma, M::fma(sigma, e, m), mean);
     });
   }
 
   static void kl_grad(const NoiseStream& st, int64_t begin, int64_t end, const float* mu, const float* rho,
                       const GaussianPrior& prior, float scale, float* dmu, float* drho) {
-    const F g = M::set1(scale / (prior.std * prior.std)), sc = M::set1(scale);
-    map_with_prior<true, 2>(&st, begin, end, mu, rho, prior, {dmu, drho}, [&](F e, F m, F r, F mean, F* y) {
+    const KlGrad grad(prior, scale);
+    map_with_prior<true, 2>(&st, begin, end, mu, rho, prior, {dmu, drho}, [&](F e, F m, F r, F mean, F, F* y) {
       F sigma, dsigma;
       M::softplus_sigmoid(r, &sigma, &dsigma);
-      const F pull = M::mul(M::sub(M::fma(sigma, e, m), mean), g);  // scale * (w - mu_prior) / std_prior^2
-      y[0] = pull;
-      y[1] = M::mul(M::sub(M::mul(pull, e), M::div(sc, sigma)), dsigma);
+      grad(e, sigma, dsigma, M::fma(sigma, e, m), mean, M::set1(0.0f), &y[0], &y[1]);
     });
+  }
+
+  static double sample_kl(const NoiseStream& st, int64_t begin, int64_t end, const float* mu, const float* rho,
+                          const GaussianPrior& prior, float* w) {
+    const KlTerm term(prior);
+    constexpr int64_t kPiece = 4096;
+    alignas(64) float terms[kPiece];
+    double total = 0.0;
+    for (int64_t lo = begin; lo < end; lo += kPiece) {
+      const int64_t hi = std::min(end, lo + kPiece), offset = lo - begin;
+      map_with_prior<true, 2>(&st, lo, hi, mu + offset, rho + offset, prior.from(offset), {w + offset, terms},
+                              [&](F e, F m, F r, F mean, F, F* y) {
+                                F sigma, log_sigma;
+                                softplus_log(r, &sigma, &log_sigma);
+                                y[0] = M::fma(sigma, e, m);
+                                y[1] = term(e, log_sigma, y[0], mean);
+                              });
+      total += sum(terms, hi - lo);
+    }
+    return total;
+  }
+
+  static void sample_grad_kl(const NoiseStream& st, int64_t begin, int64_t end, const float* dw, const float* mu,
+                             const float* rho, const GaussianPrior& prior, float scale, float* dmu, float* drho,
+                             float* w) {
+    const KlGrad grad(prior, scale);
+    auto body = [&](F e, F m, F r, F mean, F d, F* y) {
+      F sigma, dsigma;
+      M::softplus_sigmoid(r, &sigma, &dsigma);
+      const F sample = M::fma(sigma, e, m);
+      grad(e, sigma, dsigma, sample, mean, d, &y[0], &y[1]);
+      y[2] = sample;
+    };
+    if (w != nullptr) {
+      map_with_prior<true, 3>(&st, begin, end, mu, rho, prior, {dmu, drho, w}, body, dw);
+    } else {
+      map_with_prior<true, 2>(
+          &st, begin, end, mu, rho, prior, {dmu, drho},
+          [&](F e, F m, F r, F mean, F d, F* y) {
+            F out[3];
+            body(e, m, r, mean, d, out);
+            y[0] = out[0];
+            y[1] = out[1];
+          },
+          dw);
+    }
   }
 
   static double kl_analytic_sum(int64_t n, const float* mu, const float* rho, const GaussianPrior& prior) {
@@ -367,7 +482,7 @@ struct GaussianImpl {
   static void kl_analytic_grad(int64_t n, const float* mu, const float* rho, const GaussianPrior& prior, float scale,
                                float* dmu, float* drho) {
     const F g = M::set1(scale / (prior.std * prior.std)), sc = M::set1(scale);
-    map_with_prior<false, 2>(nullptr, 0, n, mu, rho, prior, {dmu, drho}, [&](F, F m, F r, F mean, F* y) {
+    map_with_prior<false, 2>(nullptr, 0, n, mu, rho, prior, {dmu, drho}, [&](F, F m, F r, F mean, F, F* y) {
       F sigma, dsigma;
       M::softplus_sigmoid(r, &sigma, &dsigma);
       y[0] = M::mul(M::sub(m, mean), g);  // scale * (mu - mu_prior) / std_prior^2
@@ -385,8 +500,8 @@ struct GaussianImpl {
   }
 
   static GaussianKernels table(const char* isa) {
-    return GaussianKernels{isa,     &fill_normal, &sample,          &sample_grad,
-                           &kl_sum, &kl_grad,     &kl_analytic_sum, &kl_analytic_grad};
+    return GaussianKernels{isa,      &fill_normal, &sample,         &sample_grad,     &kl_sum,
+                           &kl_grad, &sample_kl,   &sample_grad_kl, &kl_analytic_sum, &kl_analytic_grad};
   }
 };
 

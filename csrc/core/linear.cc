@@ -42,15 +42,21 @@ int64_t backward_groups(const LinearParams& p, int64_t tiles) {
   return std::max<int64_t>(1, std::min<int64_t>({tiles, 8, (8 << 20) / partial_bytes}));
 }
 
-void add_sampled_bias(const ParallelFor& pf, const LinearParams& p, float* y) {
+double add_sampled_bias(const ParallelFor& pf, const LinearParams& p, float* y) {
   std::vector<float> b(p.out);
-  sample_gaussian(serial_for(), p.b_stream, p.out, p.b_mu, p.b_rho, b.data());
+  double kl = 0.0;
+  if (p.with_kl) {
+    kl = best_kernels().sample_kl(p.b_stream, 0, p.out, p.b_mu, p.b_rho, p.b_prior, b.data());
+  } else {
+    sample_gaussian(serial_for(), p.b_stream, p.out, p.b_mu, p.b_rho, b.data());
+  }
   pf(p.rows, p.out, [&](int64_t first, int64_t last) {
     for (int64_t r = first; r < last; ++r) {
       float* row = y + r * p.out;
       for (int64_t o = 0; o < p.out; ++o) row[o] += b[o];
     }
   });
+  return kl;
 }
 
 // db_mu = column sums of dy (each in row order), db_rho from the regenerated bias noise.
@@ -64,31 +70,55 @@ void sampled_bias_backward(const ParallelFor& pf, const LinearGradParams& p) {
       for (int64_t o = lo; o < hi; ++o) p.db_mu[o] += row[o];
     }
   });
-  sample_gaussian_grad(serial_for(), p.b_stream, p.out, p.db_mu, p.b_mu, p.b_rho, p.db_rho, nullptr);
+  if (p.dkl != nullptr) {
+    best_kernels().sample_grad_kl(p.b_stream, 0, p.out, p.db_mu, p.b_mu, p.b_rho, p.b_prior, *p.dkl, p.db_mu, p.db_rho,
+                                  nullptr);
+  } else {
+    sample_gaussian_grad(serial_for(), p.b_stream, p.out, p.db_mu, p.b_mu, p.b_rho, p.db_rho, nullptr);
+  }
 }
 
-void linear_forward(const ParallelFor& pf, const LinearParams& p, float* y) {
-  if (p.rows == 0 || p.out == 0) return;
+void linear_forward(const ParallelFor& pf, const LinearParams& p, float* y, float* kl) {
   const GaussianKernels& k = best_kernels();
-  const int64_t tile_rows = forward_rows_per_tile(p);
-  pf(ceil_div(p.out, tile_rows), 2 * tile_rows * p.in * (p.rows + 20), [&](int64_t first, int64_t last) {
+  // Without rows the weights are still sampled for the KL.
+  if (p.out == 0 || (p.rows == 0 && !p.with_kl)) {
+    if (p.with_kl) *kl = 0.0f;
+    return;
+  }
+  const int64_t tile_rows = forward_rows_per_tile(p), tiles = ceil_div(p.out, tile_rows);
+  // The KL of each tile, summed in tile order afterwards: the same total whatever the threads.
+  std::vector<double> tile_kl(p.with_kl ? tiles : 0);
+  pf(tiles, 2 * tile_rows * p.in * (p.rows + 20), [&](int64_t first, int64_t last) {
     std::vector<float> w(tile_rows * p.in);
     for (int64_t t = first; t < last; ++t) {
       const int64_t o0 = t * tile_rows, rows = std::min(tile_rows, p.out - o0), begin = o0 * p.in;
-      k.sample(p.w_stream, begin, begin + rows * p.in, p.w_mu + begin, p.w_rho + begin, w.data());
+      if (p.with_kl) {
+        tile_kl[t] = k.sample_kl(p.w_stream, begin, begin + rows * p.in, p.w_mu + begin, p.w_rho + begin,
+                                 p.w_prior.from(begin), w.data());
+      } else {
+        k.sample(p.w_stream, begin, begin + rows * p.in, p.w_mu + begin, p.w_rho + begin, w.data());
+      }
       // y[:, o0:o0+rows] = x W[o0:o0+rows]^T
-      gemm(serial_for(), GemmArgs{p.rows, rows, p.in, p.x, p.in, false, w.data(), p.in, true, y + o0, p.out});
+      if (p.rows > 0)
+        gemm(serial_for(), GemmArgs{p.rows, rows, p.in, p.x, p.in, false, w.data(), p.in, true, y + o0, p.out});
     }
   });
-  if (p.has_bias) add_sampled_bias(pf, p, y);
+  double total = 0.0;
+  for (double t : tile_kl) total += t;
+  if (p.has_bias) total += add_sampled_bias(pf, p, y);
+  if (p.with_kl) *kl = static_cast<float>(total);
 }
 
 void linear_backward(const ParallelFor& pf, const LinearGradParams& p) {
   if (p.has_bias) sampled_bias_backward(pf, p);
   if (p.in == 0) return;
   if (p.rows == 0 || p.out == 0) {
-    std::fill(p.dw_mu, p.dw_mu + p.out * p.in, 0.0f);
-    std::fill(p.dw_rho, p.dw_rho + p.out * p.in, 0.0f);
+    if (p.dkl != nullptr) {
+      gaussian_kl_grad(pf, p.w_stream, p.out * p.in, p.w_mu, p.w_rho, p.w_prior, *p.dkl, p.dw_mu, p.dw_rho);
+    } else {
+      std::fill(p.dw_mu, p.dw_mu + p.out * p.in, 0.0f);
+      std::fill(p.dw_rho, p.dw_rho + p.out * p.in, 0.0f);
+    }
     std::fill(p.dx, p.dx + p.rows * p.in, 0.0f);
     return;
   }
@@ -109,9 +139,14 @@ void linear_backward(const ParallelFor& pf, const LinearGradParams& p) {
         // dW[o0:o0+rows] = dy[:, o0:o0+rows]^T x is the gradient of mu.
         gemm(serial_for(),
              GemmArgs{rows, p.in, p.rows, p.dy + o0, p.out, true, p.x, p.in, false, p.dw_mu + begin, p.in});
-        // drho = dW * eps * sigmoid(rho), regenerating the rows of W alongside.
-        k.sample_grad(p.w_stream, begin, begin + rows * p.in, p.dw_mu + begin, p.w_mu + begin, p.w_rho + begin,
-                      p.dw_rho + begin, w.data());
+        // drho = dW * eps * sigmoid(rho), regenerating the rows of W alongside (and the KL's terms).
+        if (p.dkl != nullptr) {
+          k.sample_grad_kl(p.w_stream, begin, begin + rows * p.in, p.dw_mu + begin, p.w_mu + begin, p.w_rho + begin,
+                           p.w_prior.from(begin), *p.dkl, p.dw_mu + begin, p.dw_rho + begin, w.data());
+        } else {
+          k.sample_grad(p.w_stream, begin, begin + rows * p.in, p.dw_mu + begin, p.w_mu + begin, p.w_rho + begin,
+                        p.dw_rho + begin, w.data());
+        }
         // dx (+)= dy[:, o0:o0+rows] W[o0:o0+rows]
         gemm(serial_for(),
              GemmArgs{p.rows, p.in, rows, p.dy + o0, p.out, false, w.data(), p.in, false, dx_sum, p.in, t > t0});

@@ -161,6 +161,23 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
+// *dmu = dw and *drho = dw * eps * sigmoid(rho), plus (*dkl) times the KL term's gradient when dkl
+// is set: as gaussian_impl.h's sample_grad_kl.
+__device__ __forceinline__ void sample_grad_one(float dw, float e, float mu, float rho, float mean, float std_prior,
+                                                const float* dkl, float* dmu, float* drho) {
+  if (dkl == nullptr) {
+    *dmu = dw;
+    *drho = dw * e * sigmoid(rho);
+    return;
+  }
+  const float scale = *dkl, sigma = stable_softplus(rho);
+  const float total = fmaf(fmaf(sigma, e, mu) - mean, scale / (std_prior * std_prior), dw);
+  *dmu = total;
+  *drho = (total * e - scale / sigma) * sigmoid(rho);
+}
+
+__global__ void __launch_bounds__(1) add_kernel(const float* addend, float* sum) { *sum += *addend; }
+
 constexpr int kGradTile = 64;  // dW tile: 64 x 64, 16 x 16 threads of 4 x 4
 constexpr int kGradRows = 32;  // rows of dy and x per shared-memory stage
 
@@ -201,19 +218,27 @@ __global__ void __launch_bounds__(kThreads) weight_grad_kernel(LinearGradParams 
     const int64_t o = o0 + 4 * ty + i;
     if (o >= p.out) break;
     const int64_t flat = o * p.in + k;
-    float e[4], rho[4] = {0, 0, 0, 0}, drho[4];
+    float e[4], rho[4] = {0, 0, 0, 0}, mu[4] = {0, 0, 0, 0}, drho[4];
     eps4(p.w_stream, static_cast<uint64_t>(flat), e);
     const bool vector = aligned && flat % 4 == 0 && k + 4 <= p.in;
     if (vector) {
       load4(p.w_rho + flat, rho);
+      if (p.dkl != nullptr) load4(p.w_mu + flat, mu);
     } else {
 #pragma unroll
       for (int j = 0; j < 4; ++j) {
-        if (k + j < p.in) rho[j] = p.w_rho[flat + j];
+        if (k + j < p.in) {
+          rho[j] = p.w_rho[flat + j];
+          if (p.dkl != nullptr) mu[j] = p.w_mu[flat + j];
+        }
       }
     }
 #pragma unroll
-    for (int j = 0; j < 4; ++j) drho[j] = acc[i][j] * e[j] * sigmoid(rho[j]);
+    for (int j = 0; j < 4; ++j) {
+      const bool inside = k + j < p.in;
+      const float mean = p.dkl == nullptr ? 0.0f : p.w_prior.mean[p.w_prior.per_element && inside ? flat + j : 0];
+      sample_grad_one(acc[i][j], e[j], mu[j], rho[j], mean, p.w_prior.std, p.dkl, &acc[i][j], &drho[j]);
+    }
     if (vector) {
       store4(p.dw_mu + flat, acc[i]);
       store4(p.dw_rho + flat, drho);
@@ -229,13 +254,14 @@ __global__ void __launch_bounds__(kThreads) weight_grad_kernel(LinearGradParams 
   }
 }
 
-// db_mu = column sums of dy (in row order), db_rho = db_mu * eps * sigmoid(b_rho).
+// db_mu = column sums of dy (in row order), db_rho = db_mu * eps * sigmoid(b_rho) (plus the KL's terms).
 __global__ void __launch_bounds__(kThreads) bias_grad_kernel(LinearGradParams p) {
   for (int64_t o = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; o < p.out; o += int64_t{gridDim.x} * blockDim.x) {
     float sum = 0.0f;
     for (int64_t r = 0; r < p.rows; ++r) sum += p.dy[r * p.out + o];
-    p.db_mu[o] = sum;
-    p.db_rho[o] = sum * eps_at(p.b_stream, static_cast<uint64_t>(o)) * sigmoid(p.b_rho[o]);
+    const float mean = p.dkl == nullptr ? 0.0f : p.b_prior.mean[p.b_prior.per_element ? o : 0];
+    sample_grad_one(sum, eps_at(p.b_stream, static_cast<uint64_t>(o)), p.b_mu[o], p.b_rho[o], mean, p.b_prior.std,
+                    p.dkl, &p.db_mu[o], &p.db_rho[o]);
   }
 }
 
@@ -298,11 +324,27 @@ cudaError_t run_product(const ProductPlan& plan, const LinearParams& p, const fl
   return cudaGetLastError();
 }
 
+// The KL's partial sums and the bias's KL, after the product's scratch.
+size_t kl_scratch_bytes(const LinearParams& p) {
+  return p.with_kl ? round_up(gaussian_kl_scratch_bytes()) + round_up(sizeof(float)) : 0;
+}
+
+// *kl = the KL of W plus the bias's, each summed by gaussian_kl.
+cudaError_t linear_kl(const LinearParams& p, void* scratch, float* kl, cudaStream_t stream) {
+  float* bias_kl = reinterpret_cast<float*>(static_cast<char*>(scratch) + round_up(gaussian_kl_scratch_bytes()));
+  cudaError_t status = gaussian_kl(p.w_stream, p.out * p.in, p.w_mu, p.w_rho, p.w_prior, scratch, kl, stream);
+  if (status != cudaSuccess || !p.has_bias) return status;
+  status = gaussian_kl(p.b_stream, p.out, p.b_mu, p.b_rho, p.b_prior, scratch, bias_kl, stream);
+  if (status != cudaSuccess) return status;
+  add_kernel<<<1, 1, 0, stream>>>(bias_kl, kl);
+  return cudaGetLastError();
+}
+
 }  // namespace
 
 size_t linear_forward_scratch_bytes(const LinearParams& p) {
   const ProductPlan plan(p.rows, p.out, p.in);
-  return plan.w_bytes(p) + plan.partial_bytes(p.rows, p.out);
+  return plan.w_bytes(p) + plan.partial_bytes(p.rows, p.out) + kl_scratch_bytes(p);
 }
 
 size_t linear_backward_scratch_bytes(const LinearParams& p) {
@@ -310,9 +352,14 @@ size_t linear_backward_scratch_bytes(const LinearParams& p) {
   return plan.w_bytes(p) + plan.partial_bytes(p.rows, p.in);
 }
 
-cudaError_t linear_forward(const LinearParams& p, void* scratch, float* y, cudaStream_t stream) {
-  if (p.rows == 0 || p.out == 0) return cudaSuccess;
+cudaError_t linear_forward(const LinearParams& p, void* scratch, float* y, cudaStream_t stream, float* kl) {
   const ProductPlan plan(p.rows, p.out, p.in);
+  if (p.with_kl) {
+    void* kl_scratch = static_cast<char*>(scratch) + plan.w_bytes(p) + plan.partial_bytes(p.rows, p.out);
+    const cudaError_t status = linear_kl(p, kl_scratch, kl, stream);
+    if (status != cudaSuccess) return status;
+  }
+  if (p.rows == 0 || p.out == 0) return cudaSuccess;
   float* w = static_cast<float*>(scratch);
   float* partial = reinterpret_cast<float*>(static_cast<char*>(scratch) + plan.w_bytes(p));
   if (!plan.sample) {
@@ -330,7 +377,7 @@ cudaError_t linear_forward(const LinearParams& p, void* scratch, float* y, cudaS
 cudaError_t linear_backward(const LinearGradParams& p, void* scratch, cudaStream_t stream) {
   if (p.out > 0 && p.in > 0) {
     const dim3 grid = tile_grid((p.in + kGradTile - 1) / kGradTile, (p.out + kGradTile - 1) / kGradTile);
-    const bool aligned = all_aligned16({p.w_rho, p.dw_mu, p.dw_rho});
+    const bool aligned = all_aligned16({p.w_mu, p.w_rho, p.dw_mu, p.dw_rho});
     weight_grad_kernel<<<grid, kThreads, 0, stream>>>(p, aligned);
     const cudaError_t status = cudaGetLastError();
     if (status != cudaSuccess) return status;

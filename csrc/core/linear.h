@@ -3,6 +3,7 @@
 
 #include <cstdint>
 
+#include "gaussian_prior.h"
 #include "noise.h"
 #include "parallel.h"
 
@@ -18,10 +19,16 @@ struct LinearParams {
   const float* b_mu;  // [out], when has_bias
   const float* b_rho;
   NoiseStream b_stream;
+  // The one-sample KL of the sample (docs/design.md, "The KL term"): with with_kl the forward also
+  // writes *kl = sum(log q - log p) over W and b at the sample it draws, and the backward adds
+  // *dkl times its gradient in the pass that regenerates the noise.
+  bool with_kl = false;
+  GaussianPrior w_prior{}, b_prior{};
 };
 
-// y [rows, out]. W is sampled tile by tile into cache-sized buffers: it never exists whole.
-void linear_forward(const ParallelFor& pf, const LinearParams& p, float* y);
+// y [rows, out] (and *kl with with_kl). W is sampled tile by tile into cache-sized buffers: it never
+// exists whole.
+void linear_forward(const ParallelFor& pf, const LinearParams& p, float* y, float* kl = nullptr);
 
 // The backward pass: the forward parameters, dy and where the gradients go.
 struct LinearGradParams : LinearParams {
@@ -31,6 +38,9 @@ struct LinearGradParams : LinearParams {
   float* dw_rho;
   float* db_mu;  // [out], unused without bias
   float* db_rho;
+  // With with_kl, the gradient of the KL output: one float (host memory on the CPU, device memory on
+  // a GPU), or null where there is none (the CPU skips the KL terms then).
+  const float* dkl = nullptr;
 };
 
 // Gradients for dy, regenerating the noise tile by tile.
@@ -42,9 +52,10 @@ void linear_backward(const ParallelFor& pf, const LinearGradParams& p);
 int64_t forward_rows_per_tile(const LinearParams& p);
 int64_t backward_columns_per_tile(const LinearParams& p);
 
-// y[r, :] += b for the bias sampled once under b_stream (all the layer ops share it).
-void add_sampled_bias(const ParallelFor& pf, const LinearParams& p, float* y);
-// db_mu = column sums of dy, and db_rho from the regenerated bias noise.
+// y[r, :] += b for the bias sampled once under b_stream (all the layer ops share it); returns the
+// bias's KL term when p.with_kl, else 0.
+double add_sampled_bias(const ParallelFor& pf, const LinearParams& p, float* y);
+// db_mu = column sums of dy, and db_rho from the regenerated bias noise (plus the KL's terms with dkl).
 void sampled_bias_backward(const ParallelFor& pf, const LinearGradParams& p);
 
 }  // namespace fusedbnn

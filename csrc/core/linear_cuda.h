@@ -24,10 +24,12 @@ constexpr int64_t kFusedMaxRows = 64;
 size_t linear_forward_scratch_bytes(const LinearParams& p);
 size_t linear_backward_scratch_bytes(const LinearParams& p);
 
-// y [rows, out] = x W^T + b.
-cudaError_t linear_forward(const LinearParams& p, void* scratch, float* y, cudaStream_t stream);
+// y [rows, out] = x W^T + b; with p.with_kl also *kl (one device float), the one-sample KL of W and
+// b, which a separate pass over the noise sums (the product kernels do not).
+cudaError_t linear_forward(const LinearParams& p, void* scratch, float* y, cudaStream_t stream, float* kl = nullptr);
 
-// The gradients of linear.h's LinearGradParams (device pointers).
+// The gradients of linear.h's LinearGradParams (device pointers); with p.dkl, the KL's terms are
+// added in the epilogues that regenerate the noise.
 cudaError_t linear_backward(const LinearGradParams& p, void* scratch, cudaStream_t stream);
 
 }  // namespace cuda

@@ -2,6 +2,8 @@
 // kernels (gpu/gaussian_gpu.cc).
 #pragma once
 
+#include <string>
+
 #include "core/gaussian_prior.h"
 #include "tf/common.h"
 
@@ -24,21 +26,24 @@ inline tfl::Status read_mu_rho_seed(tfl::OpKernelContext* ctx, const char* mu_na
 }
 
 // Reads the prior inputs `mu_prior` (a scalar or of mu's shape) and `std_prior` (a positive
-// scalar; on a GPU a host-memory input, mu_prior a device one).
-inline tfl::Status read_prior(tfl::OpKernelContext* ctx, const tfl::Tensor& mu, GaussianPrior* prior) {
+// scalar; on a GPU a host-memory input, mu_prior a device one), or those named `prefix` + them.
+inline tfl::Status read_prior(tfl::OpKernelContext* ctx, const tfl::Tensor& mu, GaussianPrior* prior,
+                              const std::string& prefix = "") {
   const tfl::Tensor *mean, *std;
-  TF_RETURN_IF_ERROR(ctx->input("mu_prior", &mean));
-  TF_RETURN_IF_ERROR(ctx->input("std_prior", &std));
+  TF_RETURN_IF_ERROR(ctx->input(prefix + "mu_prior", &mean));
+  TF_RETURN_IF_ERROR(ctx->input(prefix + "std_prior", &std));
   const bool per_element = mean->shape() == mu.shape() && !tfl::TensorShapeUtils::IsScalar(mean->shape());
   if (!per_element && !tfl::TensorShapeUtils::IsScalar(mean->shape())) {
-    return tfl::errors::InvalidArgument("mu_prior must be a scalar or have mu's shape ", mu.shape().DebugString(),
-                                        ", got ", mean->shape().DebugString());
+    return tfl::errors::InvalidArgument(prefix, "mu_prior must be a scalar or have ", prefix, "mu's shape ",
+                                        mu.shape().DebugString(), ", got ", mean->shape().DebugString());
   }
   if (!tfl::TensorShapeUtils::IsScalar(std->shape())) {
-    return tfl::errors::InvalidArgument("std_prior must be a scalar, got shape ", std->shape().DebugString());
+    return tfl::errors::InvalidArgument(prefix, "std_prior must be a scalar, got shape ", std->shape().DebugString());
   }
   const float std_value = std->scalar<float>()();
-  if (!(std_value > 0.0f)) return tfl::errors::InvalidArgument("std_prior must be positive, got ", std_value);
+  if (!(std_value > 0.0f)) {
+    return tfl::errors::InvalidArgument(prefix, "std_prior must be positive, got ", std_value);
+  }
   *prior = GaussianPrior{mean->flat<float>().data(), per_element, std_value};
   return tfl::OkStatus();
 }

@@ -1,4 +1,4 @@
-// FusedBnn>SampleGaussian, FusedBnn>GaussianKl, FusedBnn>GaussianKlAnalytic and their fused gradients.
+// FusedBnn>SampleGaussian(Kl), FusedBnn>GaussianKl, FusedBnn>GaussianKlAnalytic and their fused gradients.
 #include "core/gaussian.h"
 #include "tensorflow/core/framework/op.h"
 #include "tf/common.h"
@@ -58,6 +58,44 @@ REGISTER_OP("FusedBnn>SampleGaussianGrad")
       return tfl::OkStatus();
     })
     .Doc("drho = dw * eps * sigmoid(rho), regenerating eps from the seed.");
+
+REGISTER_OP("FusedBnn>SampleGaussianKl")
+    .Input("mu: float")
+    .Input("rho: float")
+    .Input("seed: Tseed")
+    .Input("mu_prior: float")
+    .Input("std_prior: float")
+    .Output("w: float")
+    .Output("kl: float")
+    .Attr("Tseed: {int32, int64} = DT_INT64")
+    .SetShapeFn([](InferenceContext* c) {
+      TF_RETURN_IF_ERROR(mu_rho_seed_shapes(c, 0, 1, 2));
+      TF_RETURN_IF_ERROR(prior_shapes(c, 0, 3, 4));
+      c->set_output(0, c->input(0));
+      c->set_output(1, c->Scalar());
+      return tfl::OkStatus();
+    })
+    .Doc("SampleGaussian's w and GaussianKl's kl at that sample, from one pass over the noise.");
+
+REGISTER_OP("FusedBnn>SampleGaussianKlGrad")
+    .Input("dw: float")
+    .Input("dkl: float")
+    .Input("mu: float")
+    .Input("rho: float")
+    .Input("seed: Tseed")
+    .Input("mu_prior: float")
+    .Input("std_prior: float")
+    .Output("dmu: float")
+    .Output("drho: float")
+    .Attr("Tseed: {int32, int64} = DT_INT64")
+    .SetShapeFn([](InferenceContext* c) {
+      TF_RETURN_IF_ERROR(mu_rho_seed_shapes(c, 2, 3, 4));
+      TF_RETURN_IF_ERROR(prior_shapes(c, 2, 5, 6));
+      c->set_output(0, c->input(2));
+      c->set_output(1, c->input(2));
+      return tfl::OkStatus();
+    })
+    .Doc("The gradients of SampleGaussianKl for mu and rho in one pass regenerating the noise.");
 
 REGISTER_OP("FusedBnn>GaussianKl")
     .Input("mu: float")
@@ -157,6 +195,53 @@ class SampleGaussianGradOp : public tfl::OpKernel {
   }
 };
 
+class SampleGaussianKlOp : public tfl::OpKernel {
+ public:
+  using OpKernel::OpKernel;
+  void Compute(tfl::OpKernelContext* ctx) override {
+    const tfl::Tensor *mu, *rho;
+    NoiseStream stream;
+    GaussianPrior prior;
+    OP_REQUIRES_OK(ctx, read_mu_rho_seed(ctx, "mu", &mu, &rho, &stream));
+    OP_REQUIRES_OK(ctx, read_prior(ctx, *mu, &prior));
+    tfl::Tensor *w, *kl;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, mu->shape(), &w));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(1, tfl::TensorShape({}), &kl));
+    kl->scalar<float>()() = sample_gaussian_kl(parallel_for(ctx), stream, mu->NumElements(), mu->flat<float>().data(),
+                                               rho->flat<float>().data(), prior, w->flat<float>().data());
+  }
+};
+
+class SampleGaussianKlGradOp : public tfl::OpKernel {
+ public:
+  using OpKernel::OpKernel;
+  void Compute(tfl::OpKernelContext* ctx) override {
+    const tfl::Tensor& dw = ctx->input(0);
+    const tfl::Tensor& dkl = ctx->input(1);
+    OP_REQUIRES_OK(ctx, require_scalar_dkl(dkl));
+    const tfl::Tensor *mu, *rho;
+    NoiseStream stream;
+    GaussianPrior prior;
+    OP_REQUIRES_OK(ctx, read_mu_rho_seed(ctx, "mu", &mu, &rho, &stream));
+    OP_REQUIRES_OK(ctx, require_same_shape(*mu, "mu", dw, "dw"));
+    OP_REQUIRES_OK(ctx, read_prior(ctx, *mu, &prior));
+    tfl::Tensor* drho;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(1, mu->shape(), &drho));
+    const float scale = dkl.scalar<float>()();
+    if (scale == 0.0f) {  // the kl output unused: dmu is dw itself, drho the plain sampling gradient
+      ctx->set_output(0, dw);
+      sample_gaussian_grad(parallel_for(ctx), stream, mu->NumElements(), dw.flat<float>().data(), nullptr,
+                           rho->flat<float>().data(), drho->flat<float>().data(), nullptr);
+      return;
+    }
+    tfl::Tensor* dmu;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, mu->shape(), &dmu));
+    sample_gaussian_grad_kl(parallel_for(ctx), stream, mu->NumElements(), dw.flat<float>().data(),
+                            mu->flat<float>().data(), rho->flat<float>().data(), prior, scale,
+                            dmu->flat<float>().data(), drho->flat<float>().data());
+  }
+};
+
 class GaussianKlOp : public tfl::OpKernel {
  public:
   using OpKernel::OpKernel;
@@ -229,6 +314,8 @@ class GaussianKlAnalyticGradOp : public tfl::OpKernel {
 
 FUSEDBNN_REGISTER_CPU("FusedBnn>SampleGaussian", SampleGaussianOp);
 FUSEDBNN_REGISTER_CPU("FusedBnn>SampleGaussianGrad", SampleGaussianGradOp);
+FUSEDBNN_REGISTER_CPU("FusedBnn>SampleGaussianKl", SampleGaussianKlOp);
+FUSEDBNN_REGISTER_CPU("FusedBnn>SampleGaussianKlGrad", SampleGaussianKlGradOp);
 FUSEDBNN_REGISTER_CPU("FusedBnn>GaussianKl", GaussianKlOp);
 FUSEDBNN_REGISTER_CPU("FusedBnn>GaussianKlGrad", GaussianKlGradOp);
 REGISTER_KERNEL_BUILDER(Name("FusedBnn>GaussianKlAnalytic").Device(::tensorflow::DEVICE_CPU), GaussianKlAnalyticOp);

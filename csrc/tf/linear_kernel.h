@@ -5,6 +5,7 @@
 
 #include "core/linear.h"
 #include "tf/common.h"
+#include "tf/gaussian_kernel.h"
 
 namespace fusedbnn {
 namespace tf {
@@ -49,6 +50,19 @@ class LinearBase : public tfl::OpKernel {
  public:
   explicit LinearBase(tfl::OpKernelConstruction* ctx) : OpKernel(ctx) {
     OP_REQUIRES_OK(ctx, ctx->GetAttr("use_bias", &use_bias_));
+  }
+
+  // FusedBnn>Linear(Grad): the params, with the priors of the KL output when the op's with_kl is set.
+  tfl::Status read_params_and_priors(tfl::OpKernelContext* ctx, LinearParams* p) {
+    TF_RETURN_IF_ERROR(read_params(ctx, p));
+    TF_RETURN_IF_ERROR(GetNodeAttr(def(), "with_kl", &p->with_kl));
+    if (!p->with_kl) return tfl::OkStatus();
+    const tfl::Tensor* mu;
+    TF_RETURN_IF_ERROR(ctx->input("w_mu", &mu));
+    TF_RETURN_IF_ERROR(read_prior(ctx, *mu, &p->w_prior, "w_"));
+    if (!use_bias_) return tfl::OkStatus();
+    TF_RETURN_IF_ERROR(ctx->input("b_mu", &mu));
+    return read_prior(ctx, *mu, &p->b_prior, "b_");
   }
 
  protected:

@@ -57,6 +57,9 @@ NO_ALLOCATOR_STATS = (
 
 SIDES = ("fused", "reference", "deterministic")
 
+# The layers' default prior N(0, 0.1^2) for the weight and the bias, as ops.linear's kl_priors.
+DEFAULT_PRIORS = ((0.0, 0.1), (0.0, 0.1))
+
 
 def _cpu_model():
     try:
@@ -90,7 +93,8 @@ class Side:
     """One implementation of a case: a forward function and a training step (forward + all gradients).
 
     The fused side also has ELBO steps: the training step with the KL of its sampled parameters
-    added, the one-sample estimate (``elbo``) or the closed form (``elbo_analytic``)."""
+    added, the one-sample estimate (``elbo``: from the layer op's KL output where it has one, as a
+    layer's kl_cost() in a traced step) or the closed form (``elbo_analytic``)."""
 
     forward: object
     train_step: object
@@ -115,9 +119,23 @@ def _step(forward, trainables, kl=None):
     return _function(train_step)
 
 
-def _side(forward, trainables, sampled=None):
+def _fused_kl_step(forward_with_kl, trainables):
+    """The ELBO step of a forward that returns ``(y, kl)``, the KL from its fused op (as a layer's
+    kl_cost() after a call in the same function)."""
+
+    def train_step():
+        with tf.GradientTape() as tape:
+            y, kl = forward_with_kl()
+            loss = tf.reduce_sum(tf.square(y)) + 1e-3 * kl
+        return tape.gradient(loss, trainables)
+
+    return _function(train_step)
+
+
+def _side(forward, trainables, sampled=None, forward_with_kl=None):
     """A Side training every trainable; ``sampled``: the ``(mu, rho, seed)`` of each parameter the
-    forward samples, whose KL the ELBO steps add."""
+    forward samples, whose KL the ELBO steps add; ``forward_with_kl``: the forward returning
+    ``(y, kl)`` with the KL computed by the fused op, which the ``elbo`` step then uses."""
     if sampled is None:
         return Side(_function(forward), _step(forward, trainables))
 
@@ -130,7 +148,9 @@ def _side(forward, trainables, sampled=None):
     return Side(
         _function(forward),
         _step(forward, trainables),
-        _step(forward, trainables, one_sample_kl),
+        _step(forward, trainables, one_sample_kl)
+        if forward_with_kl is None
+        else _fused_kl_step(forward_with_kl, trainables),
         _step(forward, trainables, analytic_kl),
     )
 
@@ -163,6 +183,9 @@ def linear_case(batch, n_in, n_out):
                 lambda: ops.linear(x, w_mu, w_rho, w_seed, b_mu, b_rho, b_seed, **e),
                 trainables,
                 [(w_mu, w_rho, w_seed), (b_mu, b_rho, b_seed)],
+                (lambda: ops.linear(x, w_mu, w_rho, w_seed, b_mu, b_rho, b_seed, kl_priors=DEFAULT_PRIORS))
+                if not e
+                else None,
             ),
             "reference": _side(lambda: reference.linear(x, w_mu, w_rho, w_seed, b_mu, b_rho, b_seed, **e), trainables),
             "deterministic": _side(lambda: dense(x), [x] + dense.trainable_variables),
@@ -191,6 +214,13 @@ def conv_case(batch, spatial, n_in, n_out, kernel, padding, engine="auto"):
                 lambda: fused_fn(x, w_mu, w_rho, w_seed, b_mu, b_rho, b_seed, engine=engine, **args),
                 trainables,
                 [(w_mu, w_rho, w_seed), (b_mu, b_rho, b_seed)],
+                (
+                    lambda: fused_fn(
+                        x, w_mu, w_rho, w_seed, b_mu, b_rho, b_seed, engine=engine, kl_priors=DEFAULT_PRIORS, **args
+                    )
+                )
+                if estimator == "reparameterization"
+                else None,
             ),
             "reference": _side(lambda: reference_fn(x, w_mu, w_rho, w_seed, b_mu, b_rho, b_seed, **args), trainables),
             "deterministic": _side(lambda: deterministic(x), [x] + deterministic.trainable_variables),

@@ -22,16 +22,33 @@ def _mu_rho_seed(mu, rho, seed, prefix=""):
     return (float_tensor(mu, prefix + "mu"), float_tensor(rho, prefix + "rho"), seed_tensor(seed, prefix + "seed"))
 
 
-def sample_gaussian(mu, rho, seed):
-    """``mu + softplus(rho) * eps`` with ``eps = stateless_normal(shape(mu), seed)``."""
+def sample_gaussian(mu, rho, seed, kl_prior=None):
+    """``mu + softplus(rho) * eps`` with ``eps = stateless_normal(shape(mu), seed)``.
+
+    With ``kl_prior=(mu_prior, std_prior)`` (as ``gaussian_kl``'s) returns ``(w, kl)``, ``kl`` the
+    one-sample KL ``gaussian_kl(mu, rho, seed, mu_prior, std_prior)`` at that w from the same pass
+    over the noise; the gradient of both regenerates the noise once. This KL gives the prior mean
+    no gradient.
+    """
     mu, rho, seed = _mu_rho_seed(mu, rho, seed)
-    return _ops.fused_bnn_sample_gaussian(mu, rho, seed)
+    if kl_prior is None:
+        return _ops.fused_bnn_sample_gaussian(mu, rho, seed)
+    return tuple(_ops.fused_bnn_sample_gaussian_kl(mu, rho, seed, *_prior(mu, *kl_prior)))
 
 
 @tf.RegisterGradient("FusedBnn>SampleGaussian")
 def _sample_gaussian_grad(op, dw):
     _, rho, seed = op.inputs
     return dw, _ops.fused_bnn_sample_gaussian_grad(dw, rho, seed), None
+
+
+@tf.RegisterGradient("FusedBnn>SampleGaussianKl")
+def _sample_gaussian_kl_grad(op, dw, dkl):
+    dw = tf.zeros_like(op.outputs[0]) if dw is None else dw
+    # No dkl (the kl output unused) is a zero: the op then runs the plain sampling gradient.
+    dkl = tf.zeros([]) if dkl is None else dkl
+    dmu, drho = _ops.fused_bnn_sample_gaussian_kl_grad(dw, dkl, *op.inputs)
+    return dmu, drho, None, None, None
 
 
 def _prior(mu, mu_prior, std_prior):
@@ -125,10 +142,41 @@ def _estimator_seed(estimator, x_seed):
     return tf.cast(seed_tensor(x_seed, "x_seed"), tf.int64)
 
 
-def linear(x, w_mu, w_rho, w_seed, b_mu=None, b_rho=None, b_seed=None, estimator="reparameterization", x_seed=None):
+def _kl_priors(kl_priors, w_mu, b_mu, use_bias):
+    """The prior inputs of a layer op: ``(w_mu_prior, w_std_prior, b_mu_prior, b_std_prior)`` from
+    ``((w_mu_prior, w_std_prior), (b_mu_prior, b_std_prior))`` (the bias pair only with a bias), or
+    placeholders the op does not read when ``kl_priors`` is None."""
+    if kl_priors is None:
+        return (tf.constant(0.0), tf.constant(1.0)) * 2
+    if len(kl_priors) != 2:
+        raise ValueError("kl_priors must be ((w_mu_prior, w_std_prior), (b_mu_prior, b_std_prior))")
+    w_prior = _prior(w_mu, *kl_priors[0])
+    b_prior = _prior(b_mu, *kl_priors[1]) if use_bias else (tf.constant(0.0), tf.constant(1.0))
+    return (*w_prior, *b_prior)
+
+
+def linear(
+    x,
+    w_mu,
+    w_rho,
+    w_seed,
+    b_mu=None,
+    b_rho=None,
+    b_seed=None,
+    estimator="reparameterization",
+    x_seed=None,
+    kl_priors=None,
+):
     """Bayesian dense layer: ``x @ W^T + b``, W ``[out, in]`` and b ``[out]`` sampled in the op.
 
     ``x`` has shape ``[..., in]``; the result ``[..., out]``. Without ``b_*`` there is no bias.
+
+    ``kl_priors=((w_mu_prior, w_std_prior), (b_mu_prior, b_std_prior))`` (priors as in
+    ``gaussian_kl``; the bias pair is ignored without a bias) returns ``(y, kl)`` instead, ``kl``
+    the one-sample KL of the sample the op drew, ``gaussian_kl(w_mu, w_rho, w_seed, *w_prior) +
+    gaussian_kl(b_mu, b_rho, b_seed, *b_prior)``, computed in the sampling pass; its gradient is
+    added in the backward op's pass that regenerates the noise (reparameterization only). Unlike
+    ``gaussian_kl``'s, this KL gives the prior means no gradient.
 
     ``estimator`` (docs/design.md, "Estimators"): "reparameterization" samples one W per call for
     the whole batch; "flipout" computes ``x mu^T + ((x * s_in) (sigma * eps)^T) * s_out + b`` with
@@ -139,6 +187,8 @@ def linear(x, w_mu, w_rho, w_seed, b_mu=None, b_rho=None, b_seed=None, estimator
     x = float_tensor(x, "x")
     w_mu, w_rho, w_seed = _mu_rho_seed(w_mu, w_rho, w_seed, prefix="w_")
     x_seed = _estimator_seed(estimator, x_seed)
+    if kl_priors is not None and estimator != "reparameterization":
+        raise ValueError(f"kl_priors needs estimator 'reparameterization' (one weight sample), got {estimator!r}")
     b_mu, b_rho, b_seed, use_bias = _optional_bias(b_mu, b_rho, b_seed, w_seed)
     # The op takes both seeds in one dtype.
     w_seed, b_seed = tf.cast(w_seed, tf.int64), tf.cast(b_seed, tf.int64)
@@ -147,7 +197,9 @@ def linear(x, w_mu, w_rho, w_seed, b_mu=None, b_rho=None, b_seed=None, estimator
         return _ops.fused_bnn_flipout_linear(*inputs, x_seed, use_bias=use_bias)
     if estimator == "local_reparameterization":
         return _ops.fused_bnn_local_reparam_linear(*inputs, x_seed, use_bias=use_bias)[0]
-    return _ops.fused_bnn_linear(*inputs, use_bias=use_bias)
+    priors = _kl_priors(kl_priors, w_mu, b_mu, use_bias)
+    y, kl = _ops.fused_bnn_linear(*inputs, *priors, use_bias=use_bias, with_kl=kl_priors is not None)
+    return y if kl_priors is None else (y, kl)
 
 
 def _linear_layer_grads(op, grad_op, dy, *extra_inputs):
@@ -162,8 +214,19 @@ def _linear_layer_grads(op, grad_op, dy, *extra_inputs):
 
 
 @tf.RegisterGradient("FusedBnn>Linear")
-def _linear_grad(op, dy):
-    return _linear_layer_grads(op, _ops.fused_bnn_linear_grad, dy)
+def _linear_grad(op, dy, dkl):
+    with_kl = op.get_attr("with_kl")
+    dy = tf.zeros_like(op.outputs[0]) if dy is None else dy
+    # No dkl (the kl output unused) is a zero: the op then skips the KL terms.
+    dkl = tf.zeros([]) if dkl is None or not with_kl else dkl
+    use_bias = op.get_attr("use_bias")
+    dx, dw_mu, dw_rho, db_mu, db_rho = _ops.fused_bnn_linear_grad(
+        dy, *op.inputs, dkl, use_bias=use_bias, with_kl=with_kl
+    )
+    if not use_bias:
+        db_mu = db_rho = None
+    # The priors get no gradient (fixed hyperparameters, as the layers' are).
+    return [dx, dw_mu, dw_rho, None, db_mu, db_rho, None, None, None, None, None]
 
 
 @tf.RegisterGradient("FusedBnn>FlipoutLinear")
@@ -212,15 +275,23 @@ def _onednn_enabled():
 _ONEDNN = _onednn_enabled()
 
 
-def _sampled_conv2d(x, w_mu, w_rho, w_seed, b_mu, b_rho, b_seed, use_bias, args):
+def _sampled_conv2d(x, w_mu, w_rho, w_seed, b_mu, b_rho, b_seed, use_bias, args, kl_priors=None):
     """The kernel sampled by the fused op and handed to TensorFlow's own convolution; the fused
-    sampling gradient finishes the backward pass."""
-    w = sample_gaussian(w_mu, w_rho, w_seed)
-    b = sample_gaussian(b_mu, b_rho, b_seed) if use_bias else None
+    sampling gradient finishes the backward pass. With kl_priors, ``(y, kl)``: the sampling ops'
+    KL outputs."""
+    w_prior, b_prior = (None, None) if kl_priors is None else kl_priors
+    w = sample_gaussian(w_mu, w_rho, w_seed, w_prior)
+    b = sample_gaussian(b_mu, b_rho, b_seed, b_prior) if use_bias else None
+    if kl_priors is not None:
+        w, kl = w
+        if use_bias:
+            b, b_kl = b
+            kl += b_kl
     # oneDNN's graph rewrite gives the grouped convolution its gradient: in graphs only (not eager),
     # and not for explicit padding, which it leaves to TensorFlow's own kernels.
     native_groups = _ONEDNN and args.padding != "EXPLICIT" and not tf.executing_eagerly()
-    return _plain.conv2d_with_kernel(x, w, b, args, native_groups=native_groups)
+    y = _plain.conv2d_with_kernel(x, w, b, args, native_groups=native_groups)
+    return y if kl_priors is None else (y, kl)
 
 
 def _prefers_tensorflow_engine(x, args):
@@ -312,10 +383,12 @@ def _conv_estimator(x, w_mu, w_rho, w_seed, bias, args, estimator, x_seed):
     return y if bias is None else y + (bias if args.channels_last else bias[:, None, None])
 
 
-def _conv(x, w_mu, w_rho, w_seed, b_mu, b_rho, b_seed, args, engine, rank, estimator, x_seed):
+def _conv(x, w_mu, w_rho, w_seed, b_mu, b_rho, b_seed, args, engine, rank, estimator, x_seed, kl_priors):
     x = float_tensor(x, "x")
     w_mu, w_rho, w_seed = _mu_rho_seed(w_mu, w_rho, w_seed, prefix="w_")
     x_seed = _estimator_seed(estimator, x_seed)
+    if kl_priors is not None and estimator != "reparameterization":
+        raise ValueError(f"kl_priors needs estimator 'reparameterization' (one weight sample), got {estimator!r}")
     if engine not in _ENGINES:
         raise ValueError(f"engine must be one of {_ENGINES}, got {engine!r}")
     w_seed = tf.cast(w_seed, tf.int64)
@@ -329,14 +402,22 @@ def _conv(x, w_mu, w_rho, w_seed, b_mu, b_rho, b_seed, args, engine, rank, estim
         height_axis = 1 if args.channels_last else 2
         x = tf.expand_dims(x, height_axis)
         w_mu, w_rho = w_mu[None], w_rho[None]
+        if kl_priors is not None and tf.convert_to_tensor(kl_priors[0][0]).shape.rank:  # one mean per weight
+            kl_priors = ((tf.convert_to_tensor(kl_priors[0][0])[None], kl_priors[0][1]), kl_priors[1])
     if x_seed is not None:
         bias = sample_gaussian(b_mu, b_rho, b_seed) if use_bias else None
         y = _conv_estimator(x, w_mu, w_rho, w_seed, bias, args, estimator, x_seed)
     elif engine == "tensorflow" or (engine == "auto" and _prefers_tensorflow_engine(x, args)):
-        y = _sampled_conv2d(x, w_mu, w_rho, w_seed, b_mu, b_rho, b_seed, use_bias, args)
+        y = _sampled_conv2d(x, w_mu, w_rho, w_seed, b_mu, b_rho, b_seed, use_bias, args, kl_priors)
+        y, kl = (y, None) if kl_priors is None else y
     else:
         y = _fused_conv2d(x, w_mu, w_rho, w_seed, b_mu, b_rho, b_seed, use_bias, args)
-    return tf.squeeze(y, height_axis) if rank == 1 else y
+        if kl_priors is not None:  # the in-op convolution has no KL output: drawn again
+            kl = gaussian_kl(w_mu, w_rho, w_seed, *kl_priors[0])
+            if use_bias:
+                kl += gaussian_kl(b_mu, b_rho, b_seed, *kl_priors[1])
+    y = tf.squeeze(y, height_axis) if rank == 1 else y
+    return y if kl_priors is None else (y, kl)
 
 
 def conv2d(
@@ -355,6 +436,7 @@ def conv2d(
     engine="auto",
     estimator="reparameterization",
     x_seed=None,
+    kl_priors=None,
 ):
     """Bayesian 2-D convolution; the kernel ``[kh, kw, in/groups, out]`` and bias ``[out]`` are sampled
     by fused ops and never stored as ``eps``.
@@ -375,9 +457,12 @@ def conv2d(
             sigma * eps) * s_out + b`` with one sign per example and channel; "local_reparameterization"
             is ``conv(x, mu) + sqrt(conv(x^2, sigma^2)) * eps_out + b``. Both are composed of
             TensorFlow's convolution and the fused sampling op (``engine`` does not apply).
+        kl_priors: as ``linear``'s: ``(y, kl)`` with the one-sample KL of the kernel and bias
+            samples, from the sampling ops' pass over the noise (the "tensorflow" engine; the
+            in-op convolution draws it again with ``gaussian_kl``).
     """
     args = _conv_args.conv2d_args(stride, padding, dilation, groups, data_format)
-    return _conv(x, w_mu, w_rho, w_seed, b_mu, b_rho, b_seed, args, engine, 2, estimator, x_seed)
+    return _conv(x, w_mu, w_rho, w_seed, b_mu, b_rho, b_seed, args, engine, 2, estimator, x_seed, kl_priors)
 
 
 def conv1d(
@@ -396,13 +481,14 @@ def conv1d(
     engine="auto",
     estimator="reparameterization",
     x_seed=None,
+    kl_priors=None,
 ):
     """Bayesian 1-D convolution, the 2-D one with a unit height: ``x`` is ``[batch, width, in]`` (NWC)
     or ``[batch, in, width]`` (NCW), the kernel ``[k, in/groups, out]``; ``stride`` and ``dilation``
     are ints, ``padding`` "VALID", "SAME", an int or ``[left, right]``. Otherwise as ``conv2d``
     (the estimators' signs and ``eps_out`` are those of the unit-height 2-D convolution)."""
     args = _conv_args.conv1d_args(stride, padding, dilation, groups, data_format)
-    return _conv(x, w_mu, w_rho, w_seed, b_mu, b_rho, b_seed, args, engine, 1, estimator, x_seed)
+    return _conv(x, w_mu, w_rho, w_seed, b_mu, b_rho, b_seed, args, engine, 1, estimator, x_seed, kl_priors)
 
 
 @tf.RegisterGradient("FusedBnn>Conv2D")

@@ -105,6 +105,21 @@ void gaussian_case(int64_t n, int offset) {
     kl_value = NAN;
     cuda::gaussian_kl_analytic(n, mu, rho, prior, scratch.data(), &kl_value, nullptr);
     expect_close(kl_name + " kl analytic", &kl_value, {analytic});
+    // The sample and its KL from sample_gaussian_kl, and both gradients in one pass.
+    auto w_kl = poisoned(n);
+    kl_value = NAN;
+    cuda::sample_gaussian_kl(s, n, mu, rho, prior, scratch.data(), w_kl.data(), &kl_value, nullptr);
+    expect_close(kl_name + " sample_kl w", w_kl.data(), w);
+    expect_close(kl_name + " sample_kl kl", &kl_value, {kl});
+    std::vector<double> both_dmu(n), both_drho(n);
+    for (int64_t i = 0; i < n; ++i) {
+      both_dmu[i] = dw[i] + kl_dmu[i];
+      both_drho[i] = drho[i] + kl_drho[i];
+    }
+    dmu = poisoned(n), dr = poisoned(n);
+    cuda::sample_gaussian_grad_kl(s, n, dw, mu, rho, prior, &dkl, dmu.data(), dr.data(), nullptr);
+    expect_close(kl_name + " sample_kl dmu", dmu.data(), both_dmu);
+    expect_close(kl_name + " sample_kl drho", dr.data(), both_drho);
     dmu = poisoned(n), dr = poisoned(n);
     cuda::gaussian_kl_analytic_grad(n, mu, rho, prior, &dkl, dmu.data(), dr.data(), nullptr);
     expect_close(kl_name + " kl analytic dmu", dmu.data(), analytic_dmu);
@@ -112,15 +127,22 @@ void gaussian_case(int64_t n, int offset) {
   }
 }
 
-void linear_case(int64_t rows, int64_t in, int64_t out, bool bias, int offset) {
+// with_kl: the KL output and dkl's terms too, a per-element prior mean on W (one mean on b).
+void linear_case(int64_t rows, int64_t in, int64_t out, bool bias, int offset, bool with_kl = false) {
   const std::string name = "linear " + std::to_string(rows) + "x" + std::to_string(in) + "->" + std::to_string(out) +
-                           (bias ? " bias" : "") + " offset=" + std::to_string(offset);
+                           (bias ? " bias" : "") + (with_kl ? " kl" : "") + " offset=" + std::to_string(offset);
   const auto x = random_floats(rows * in, 0, 1), mu = random_floats(out * in, 0, 0.5f),
              rho = random_floats(out * in, -3, 1), b_mu = random_floats(out, 0, 0.5f),
              b_rho = random_floats(out, -3, 1), dy_v = random_floats(rows * out, 0, 1);
-  const LinearParams p{x.data() + offset, rows, in, out, mu.data() + offset, rho.data() + offset,
-                       stream_from_seed(rows, in), bias, b_mu.data(), b_rho.data(), stream_from_seed(out, 3)};
+  LinearParams p{
+      x.data() + offset,          rows, in,          out,          mu.data() + offset,      rho.data() + offset,
+      stream_from_seed(rows, in), bias, b_mu.data(), b_rho.data(), stream_from_seed(out, 3)};
   const float* dy = dy_v.data() + offset;
+  const auto w_means = random_floats(out * in, 0.1f, 0.5f);
+  const float b_mean = 0.2f, dkl = 1.3f;
+  p.with_kl = with_kl;
+  p.w_prior = GaussianPrior{w_means.data(), true, 0.4f};
+  p.b_prior = GaussianPrior{&b_mean, false, 0.3f};
 
   std::vector<double> w(out * in), eps(out * in), b(out, 0.0), b_eps(out, 0.0);
   for (int64_t i = 0; i < out * in; ++i) {
@@ -152,15 +174,33 @@ void linear_case(int64_t rows, int64_t in, int64_t out, bool bias, int offset) {
       dw_rho[o * in + k] = sum * eps[o * in + k] * sigmoid_d(p.w_rho[o * in + k]);
     }
   }
+  // The KL of W and b at the sample, and dkl times its gradient added to the others.
+  double kl = 0.0;
+  auto add_kl = [&](double r, double e, double sample, double mean, double std_prior, double* dmu, double* drho) {
+    const double sigma = softplus(r), z = (sample - mean) / std_prior;
+    kl += std::log(std_prior) - std::log(sigma) + 0.5 * (z * z - e * e);
+    const double pull = dkl * (sample - mean) / (std_prior * std_prior);
+    *dmu += pull;
+    *drho += (pull * e - dkl / sigma) * sigmoid_d(r);
+  };
+  for (int64_t i = 0; with_kl && i < out * in; ++i) {
+    add_kl(p.w_rho[i], eps[i], w[i], w_means[i], 0.4, &dw_mu[i], &dw_rho[i]);
+  }
+  for (int64_t o = 0; with_kl && bias && o < out; ++o) {
+    add_kl(b_rho[o], b_eps[o], b[o], b_mean, 0.3, &db_mu[o], &db_rho[o]);
+  }
 
   std::vector<char> forward_scratch(cuda::linear_forward_scratch_bytes(p));
   auto y_out = poisoned(rows * out);
-  cuda::linear_forward(p, forward_scratch.data(), y_out.data(), nullptr);
+  float kl_out = NAN;
+  cuda::linear_forward(p, forward_scratch.data(), y_out.data(), nullptr, with_kl ? &kl_out : nullptr);
   expect_close(name + " y", y_out.data(), y);
+  if (with_kl) expect_close(name + " kl", &kl_out, {kl});
   std::vector<char> backward_scratch(cuda::linear_backward_scratch_bytes(p));
   auto dx_out = poisoned(rows * in), dmu_out = poisoned(out * in), drho_out = poisoned(out * in);
   auto dbmu_out = poisoned(out), dbrho_out = poisoned(out);
-  const LinearGradParams grad{p, dy, dx_out.data(), dmu_out.data(), drho_out.data(), dbmu_out.data(), dbrho_out.data()};
+  LinearGradParams grad{p, dy, dx_out.data(), dmu_out.data(), drho_out.data(), dbmu_out.data(), dbrho_out.data()};
+  if (with_kl) grad.dkl = &dkl;
   cuda::linear_backward(grad, backward_scratch.data(), nullptr);
   expect_close(name + " dx", dx_out.data(), dx);
   expect_close(name + " dw_mu", dmu_out.data(), dw_mu);
@@ -811,6 +851,7 @@ int main() {
                                  {7, 0, 5},    {3, 5, 0},     {4, 300, 9}};
     for (const auto& s : shapes) {
       for (bool bias : {false, true}) linear_case(s[0], s[1], s[2], bias, offset);
+      linear_case(s[0], s[1], s[2], true, offset, true);
     }
   }
   estimator_cases();

@@ -85,4 +85,8 @@ class SampledParameter(tf.__internal__.tracking.AutoTrackable):
         of the distribution (no sample)."""
         if analytic:
             return self.dist.kl_analytic()
-        return tf.cond(frozen, lambda: self.dist.log_prob(self.frozen_value), lambda: self.dist.kl_at_seed(self.seed))
+        return tf.cond(frozen, self.frozen_kl, lambda: self.dist.kl_at_seed(self.seed))
+
+    def frozen_kl(self):
+        """The KL of the frozen value."""
+        return self.dist.log_prob(self.frozen_value)

@@ -5,7 +5,7 @@ import tensorflow as tf
 from tensorflow.python.ops import control_flow_util
 
 from fusedbnn import _seeds, ops
-from fusedbnn.nn import _parameter, _walk
+from fusedbnn.nn import _fused_kl, _parameter, _walk
 
 
 class BayesianModule(keras.layers.Layer):
@@ -47,6 +47,7 @@ class BayesianModule(keras.layers.Layer):
         self._seed_generators.remove(self._seed_generator)
         self._track_variable(self._seed_generator.state)
         self._bayesian_parameters = []
+        self._call_kl = _fused_kl.CallKl()
 
     def __call__(self, *args, **kwargs):
         if control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph()):
@@ -96,12 +97,32 @@ class BayesianModule(keras.layers.Layer):
         """``(kl, num_params)``: the one-sample KL estimate at the last call's sample (or at the
         frozen values) and the number of Bayesian parameters, inner modules included. With
         ``analytic=True``, ``kl`` is the closed-form KL(posterior || prior) of every parameter
-        instead: no sample, so it does not depend on the last call or on ``frozen``."""
+        instead: no sample, so it does not depend on the last call or on ``frozen``.
+
+        Inside the ``tf.function`` graph of the last call, while nothing in that graph has written
+        the layer's variables since, the one-sample KL is the one the call's fused op computed from
+        the noise it drew (its gradient added in the backward op's pass): no noise is drawn again.
+        Anywhere else it is drawn again from the call's seed (docs/design.md, "The KL term")."""
         costs = [_walk.kl_cost_of(module, analytic) for module in _walk.child_modules(self)]
-        costs += [(self._parameter_kl(p, analytic), p.dist.num_params) for p in self._bayesian_parameters]
+        fused_kl = None if analytic else self._call_kl.take(self._kl_variables)
+        if fused_kl is not None:
+            kl = tf.cond(
+                self._frozen, lambda: tf.add_n([p.frozen_kl() for p in self._bayesian_parameters]), lambda: fused_kl
+            )
+            costs.append((kl, sum(p.dist.num_params for p in self._bayesian_parameters)))
+        else:
+            costs += [(self._parameter_kl(p, analytic), p.dist.num_params) for p in self._bayesian_parameters]
         if not costs:
             return tf.constant(0.0), 0
         return tf.add_n([kl for kl, _ in costs]), sum(n for _, n in costs)
+
+    def _kl_variables(self):
+        """Every variable the one-sample KL of the declared parameters reads: a write to any of
+        them after a call makes its fused KL stale."""
+        variables = [self._frozen]
+        for p in self._bayesian_parameters:
+            variables += [p.seed, p.frozen_value, *p.dist.weights]
+        return variables
 
     def _parameter_kl(self, parameter, analytic):
         """The KL term of one declared parameter: the one-sample estimate at the last call's seed (or
@@ -110,10 +131,28 @@ class BayesianModule(keras.layers.Layer):
 
     def call(self, inputs, **kwargs):
         inputs = tf.nest.map_structure(_to_float32, inputs)
-        outputs = tf.cond(
-            self._frozen, lambda: self._frozen_call(inputs, **kwargs), lambda: self._sampled_call(inputs, **kwargs)
-        )
+        kl_priors = self._fused_kl_priors() if _fused_kl.graph_building() else None
+        if kl_priors is None:
+            self._call_kl.forget()
+            outputs = tf.cond(
+                self._frozen, lambda: self._frozen_call(inputs, **kwargs), lambda: self._sampled_call(inputs, **kwargs)
+            )
+        else:
+            # The sampled branch also returns its fused op's one-sample KL (0 when frozen: kl_cost
+            # then uses the frozen values).
+            outputs, kl = tf.cond(
+                self._frozen,
+                lambda: (self._frozen_call(inputs, **kwargs), tf.constant(0.0)),
+                lambda: self._sampled_call(inputs, kl_priors=kl_priors, **kwargs),
+            )
+            self._call_kl.remember(kl)
         return tf.nest.map_structure(lambda t: _to_dtype(t, self.compute_dtype), outputs)
+
+    def _fused_kl_priors(self):
+        """The ``kl_priors`` argument of the fused op when ``_sampled_call(inputs, kl_priors=...)``
+        returns ``(outputs, kl)``, the one-sample KL of every declared parameter; None (the default)
+        where the layer's op has no KL output."""
+        return None
 
     def _sampled_call(self, inputs, **kwargs):
         """The layer's output with freshly sampled parameters (fused ops)."""
@@ -145,6 +184,15 @@ class WeightAndBiasModule(BayesianModule):
         if self.estimator == "reparameterization":
             return {}
         return {"estimator": self.estimator, "x_seed": _seeds.replica_seed(self._seed_generator.next())}
+
+    def _weight_and_bias_kl_priors(self):
+        """``((w_mu_prior, w_std_prior), (b_mu_prior, b_std_prior))`` for a fused op's KL output
+        (a subclass's ``_fused_kl_priors``), with one weight sample per call (reparameterization)
+        only."""
+        if self.estimator != "reparameterization":
+            return None
+        b = self._b.dist if self._b is not None else self._w.dist  # no bias: not read
+        return (self._w.dist.mu_prior, self._w.dist.std_prior), (b.mu_prior, b.std_prior)
 
     def _parameter_kl(self, parameter, analytic):
         """With flipout or local reparameterization, the closed-form KL (issue 16's rule: the

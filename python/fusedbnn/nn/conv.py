@@ -57,7 +57,16 @@ class _BayesianConv(WeightAndBiasModule):
     def _channel_axis(self):
         return -1 if self._args.channels_last else 1
 
-    def _sampled_call(self, inputs):
+    def _fused_kl_priors(self):
+        # Undilated with equal strides: the kernel is sampled by the sampling op, which has the KL
+        # output (the in-op convolution would draw it again, a cost inference would pay too).
+        args = self._args
+        if max(args.dilations) > 1 or args.strides[0] != args.strides[1]:
+            return None
+        return self._weight_and_bias_kl_priors()
+
+    def _sampled_call(self, inputs, kl_priors=None):
+        args = {"kl_priors": kl_priors} if kl_priors is not None else self._estimator_args()
         return self._conv_fn(
             float_inputs(self, inputs),
             *self._sampling_args(),
@@ -66,7 +75,7 @@ class _BayesianConv(WeightAndBiasModule):
             dilation=self.dilation,
             groups=self.groups,
             data_format=self.data_format,
-            **self._estimator_args(),
+            **args,
         )
 
     def _frozen_call(self, inputs):

@@ -48,8 +48,12 @@ class Linear(WeightAndBiasModule):
             weights_distribution, bias_distribution, (self.output_size, self.input_size), self.output_size
         )
 
-    def _sampled_call(self, inputs):
-        return ops.linear(float_inputs(self, inputs), *self._sampling_args(), **self._estimator_args())
+    def _fused_kl_priors(self):
+        return self._weight_and_bias_kl_priors()
+
+    def _sampled_call(self, inputs, kl_priors=None):
+        args = {"kl_priors": kl_priors} if kl_priors is not None else self._estimator_args()
+        return ops.linear(float_inputs(self, inputs), *self._sampling_args(), **args)
 
     def _frozen_call(self, inputs):
         return _plain.dense(float_inputs(self, inputs), *self._frozen_values())
