@@ -207,6 +207,12 @@ class SampleGaussianKlOp : public tfl::OpKernel {
     tfl::Tensor *w, *kl;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, mu->shape(), &w));
     OP_REQUIRES_OK(ctx, ctx->allocate_output(1, tfl::TensorShape({}), &kl));
+    if (!ctx->output_required(1)) {  // a graph that never reads kl (a predict step): the plain sample
+      kl->scalar<float>()() = 0.0f;
+      sample_gaussian(parallel_for(ctx), stream, mu->NumElements(), mu->flat<float>().data(), rho->flat<float>().data(),
+                      w->flat<float>().data());
+      return;
+    }
     kl->scalar<float>()() = sample_gaussian_kl(parallel_for(ctx), stream, mu->NumElements(), mu->flat<float>().data(),
                                                rho->flat<float>().data(), prior, w->flat<float>().data());
   }

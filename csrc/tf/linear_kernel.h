@@ -52,6 +52,10 @@ class LinearBase : public tfl::OpKernel {
     OP_REQUIRES_OK(ctx, ctx->GetAttr("use_bias", &use_bias_));
   }
 
+  // Whether the forward's kl output (output 1) is read: a graph that never reads it (a predict
+  // step of a layer that asks for the KL when traced) skips the KL's work. Eager ops always compute it.
+  static bool kl_required(tfl::OpKernelContext* ctx) { return ctx->output_required(1); }
+
   // FusedBnn>Linear(Grad): the params, with the priors of the KL output when the op's with_kl is set.
   tfl::Status read_params_and_priors(tfl::OpKernelContext* ctx, LinearParams* p) {
     TF_RETURN_IF_ERROR(read_params(ctx, p));

@@ -13,6 +13,7 @@ class LinearGpuOp : public LinearBase {
   void Compute(tfl::OpKernelContext* ctx) override {
     LinearParams p;
     OP_REQUIRES_OK(ctx, read_params_and_priors(ctx, &p));
+    p.with_kl = p.with_kl && kl_required(ctx);
     tfl::Tensor *y, *kl;
     OP_REQUIRES_OK(ctx, allocate_y(ctx, p, &y));
     OP_REQUIRES_OK(ctx, ctx->allocate_output(1, tfl::TensorShape({}), &kl));
