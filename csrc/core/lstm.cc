@@ -141,8 +141,11 @@ void lstm_backward(const ParallelFor& pf, const LstmGradParams& p, const LstmBac
     });
   }
   gemm(pf, GemmArgs{B * T, E, G, s.dz, G, false, p.fwd.w, G, true, p.dx, E});
-  gemm(pf, GemmArgs{E, G, B * T, p.x, E, true, s.dz, G, false, p.dw_mu, G});
-  gemm(pf, GemmArgs{H, G, B * T, s.h_prev, H, true, s.dz, G, false, p.dw_mu + E * G, G});
+  // The weight gradients contract over all B T rows: tiles of 256 columns pack x and h_prev 4 times
+  // instead of 16 (17.5 instead of 21.5 ms with AVX2 at the benchmark's shape, benchmarks/NOTES.md).
+  constexpr int64_t kWeightGradTile = 256;
+  gemm(pf, GemmArgs{E, G, B * T, p.x, E, true, s.dz, G, false, p.dw_mu, G, false, kWeightGradTile});
+  gemm(pf, GemmArgs{H, G, B * T, s.h_prev, H, true, s.dz, G, false, p.dw_mu + E * G, G, false, kWeightGradTile});
   // db = column sums of dz, each column summed in row order.
   constexpr int64_t kColumns = 256;
   pf(ceil_div(G, kColumns), kColumns * std::max<int64_t>(B * T, 1), [&](int64_t first, int64_t last) {
