@@ -41,7 +41,65 @@ struct ActivationImpl {
   }
   static void tanh(const float* in, float* out, int64_t n) { map(in, out, n, tanh_lanes); }
 
-  static ActivationKernels table() { return ActivationKernels{&sigmoid, &tanh}; }
+  // L hidden units of one row; gate q of the units at gate + q * stride (the row's or a padded copy).
+  static void cell_forward_lanes(float* gate, int64_t stride, const float* c_prev, float* c, float* h) {
+    const F f = M::sigmoid(M::load(gate)), i = M::sigmoid(M::load(gate + stride));
+    const F g = tanh_lanes(M::load(gate + 2 * stride)), o = M::sigmoid(M::load(gate + 3 * stride));
+    const F cell = M::add(M::mul(f, M::load(c_prev)), M::mul(i, g));
+    M::store(gate, f);
+    M::store(gate + stride, i);
+    M::store(gate + 2 * stride, g);
+    M::store(gate + 3 * stride, o);
+    M::store(c, cell);
+    M::store(h, M::mul(o, tanh_lanes(cell)));
+  }
+
+  static void cell_forward(const LstmCellForward& r, int64_t n) {
+    int64_t j = 0;
+    for (; j + L <= n; j += L) cell_forward_lanes(r.gates + j, n, r.c_prev + j, r.c + j, r.h + j);
+    if (j == n) return;
+    alignas(64) float gate[4 * L] = {}, c_prev[L] = {}, c[L], h[L];
+    for (int q = 0; q < 4; ++q) std::copy(r.gates + q * n + j, r.gates + (q + 1) * n, gate + q * L);
+    std::copy(r.c_prev + j, r.c_prev + n, c_prev);
+    cell_forward_lanes(gate, L, c_prev, c, h);
+    for (int q = 0; q < 4; ++q) std::copy(gate + q * L, gate + q * L + (n - j), r.gates + q * n + j);
+    std::copy(c, c + (n - j), r.c + j);
+    std::copy(h, h + (n - j), r.h + j);
+  }
+
+  // L hidden units backwards. All four gates are loaded before dz is stored: dz may alias them.
+  static void cell_backward_lanes(const float* gate, int64_t stride, const float* c, const float* c_prev,
+                                  const float* dh_seq, const float* dh, float* dc, float* dz) {
+    const F one = M::set1(1.0f);
+    const F f = M::load(gate), i = M::load(gate + stride), g = M::load(gate + 2 * stride);
+    const F o = M::load(gate + 3 * stride);
+    const F dh_total = M::add(M::load(dh), M::load(dh_seq));
+    const F tc = tanh_lanes(M::load(c));
+    const F dc_total = M::add(M::load(dc), M::mul(M::mul(dh_total, o), M::sub(one, M::mul(tc, tc))));
+    M::store(dz, M::mul(M::mul(M::mul(dc_total, M::load(c_prev)), f), M::sub(one, f)));
+    M::store(dz + stride, M::mul(M::mul(M::mul(dc_total, g), i), M::sub(one, i)));
+    M::store(dz + 2 * stride, M::mul(M::mul(dc_total, i), M::sub(one, M::mul(g, g))));
+    M::store(dz + 3 * stride, M::mul(M::mul(M::mul(dh_total, tc), o), M::sub(one, o)));
+    M::store(dc, M::mul(dc_total, f));
+  }
+
+  static void cell_backward(const LstmCellBackward& r, int64_t n) {
+    int64_t j = 0;
+    for (; j + L <= n; j += L) {
+      cell_backward_lanes(r.gates + j, n, r.c + j, r.c_prev + j, r.dh_seq + j, r.dh + j, r.dc + j, r.dz + j);
+    }
+    if (j == n) return;
+    alignas(64) float gate[4 * L] = {}, c[L] = {}, c_prev[L] = {}, dh_seq[L] = {}, dh[L] = {}, dc[L] = {}, dz[4 * L];
+    for (int q = 0; q < 4; ++q) std::copy(r.gates + q * n + j, r.gates + (q + 1) * n, gate + q * L);
+    const float* rows[] = {r.c, r.c_prev, r.dh_seq, r.dh, r.dc};
+    float* blocks[] = {c, c_prev, dh_seq, dh, dc};
+    for (int k = 0; k < 5; ++k) std::copy(rows[k] + j, rows[k] + n, blocks[k]);
+    cell_backward_lanes(gate, L, c, c_prev, dh_seq, dh, dc, dz);
+    for (int q = 0; q < 4; ++q) std::copy(dz + q * L, dz + q * L + (n - j), r.dz + q * n + j);
+    std::copy(dc, dc + (n - j), r.dc + j);
+  }
+
+  static ActivationKernels table() { return ActivationKernels{&sigmoid, &tanh, &cell_forward, &cell_backward}; }
 };
 
 }  // namespace simd
