@@ -53,6 +53,12 @@ void for_rows(const ParallelFor& pf, int64_t rows, int64_t width, Fn fn) {
   });
 }
 
+// The narrowest tile of C in the products here (GemmArgs::min_tile; gemm's default is 64): each
+// tile packs its share of the other operand again. The weight gradients contract over all B T rows
+// (17.5 instead of 21.5 ms with AVX2 at the benchmark's shape, benchmarks/NOTES.md); the per-step
+// products run serially within a chunk of rows.
+constexpr int64_t kTile = 256;
+
 // Batch rows are independent through the whole recurrence: each chunk of rows runs every step on
 // its own, so the pool is entered once per pass instead of twice per step. Chunks have at least 16
 // rows (the per-step products lose efficiency below that) and there are at most 8; the cut depends
@@ -85,7 +91,7 @@ void lstm_forward(const ParallelFor& pf, const LstmParams& p, const LstmSaved& s
       // z += h_{t-1} W_h in place: h_{t-1} is h0 or column t-1 of h_seq (row stride T H).
       const float* h_prev = t == 0 ? p.h0 + b0 * H : h_seq + (b0 * T + t - 1) * H;
       gemm(serial_for(), GemmArgs{b1 - b0, G, H, h_prev, t == 0 ? H : T * H, false, w_h, G, false,
-                                  saved.gates + (b0 * T + t) * G, T * G, true});
+                                  saved.gates + (b0 * T + t) * G, T * G, true, kTile});
       for (int64_t b = b0; b < b1; ++b) {
         const float* c_prev = t == 0 ? p.c0 + b * H : saved.cells + (b * T + t - 1) * H;
         act.cell_forward(LstmCellForward{saved.gates + (b * T + t) * G, c_prev, saved.cells + (b * T + t) * H,
@@ -117,8 +123,8 @@ void lstm_backward(const ParallelFor& pf, const LstmGradParams& p, const LstmBac
             H);
       }
       // dh_{t-1} = dz_t W_h^T.
-      gemm(serial_for(),
-           GemmArgs{b1 - b0, H, G, s.dz + (b0 * T + t) * G, T * G, false, w_h, G, true, s.dh + b0 * H, H});
+      gemm(serial_for(), GemmArgs{b1 - b0, H, G, s.dz + (b0 * T + t) * G, T * G, false, w_h, G, true, s.dh + b0 * H, H,
+                                  false, kTile});
     }
   });
   copy_floats(p.dh0, s.dh, B * H);
@@ -133,11 +139,8 @@ void lstm_backward(const ParallelFor& pf, const LstmGradParams& p, const LstmBac
     });
   }
   gemm(pf, GemmArgs{B * T, E, G, s.dz, G, false, p.fwd.w, G, true, p.dx, E});
-  // The weight gradients contract over all B T rows: tiles of 256 columns pack x and h_prev 4 times
-  // instead of 16 (17.5 instead of 21.5 ms with AVX2 at the benchmark's shape, benchmarks/NOTES.md).
-  constexpr int64_t kWeightGradTile = 256;
-  gemm(pf, GemmArgs{E, G, B * T, p.x, E, true, s.dz, G, false, p.dw_mu, G, false, kWeightGradTile});
-  gemm(pf, GemmArgs{H, G, B * T, s.h_prev, H, true, s.dz, G, false, p.dw_mu + E * G, G, false, kWeightGradTile});
+  gemm(pf, GemmArgs{E, G, B * T, p.x, E, true, s.dz, G, false, p.dw_mu, G, false, kTile});
+  gemm(pf, GemmArgs{H, G, B * T, s.h_prev, H, true, s.dz, G, false, p.dw_mu + E * G, G, false, kTile});
   // db = column sums of dz, each column summed in row order.
   constexpr int64_t kColumns = 256;
   pf(ceil_div(G, kColumns), kColumns * std::max<int64_t>(B * T, 1), [&](int64_t first, int64_t last) {
