@@ -18,26 +18,26 @@ void copy_floats(float* dst, const float* src, int64_t n) {
 
 }  // namespace
 
-const ActivationKernels& scalar_activations();
+const LstmKernels& scalar_lstm_kernels();
 #if defined(FUSEDBNN_HAVE_AVX2)
-const ActivationKernels& avx2_activations();
+const LstmKernels& avx2_lstm_kernels();
 #endif
 #if defined(FUSEDBNN_HAVE_AVX512)
-const ActivationKernels& avx512_activations();
+const LstmKernels& avx512_lstm_kernels();
 #endif
 
-const ActivationKernels& best_activations() {
+const LstmKernels& best_lstm_kernels() {
   switch (active_isa()) {
 #if defined(FUSEDBNN_HAVE_AVX512)
     case Isa::kAvx512:
-      return avx512_activations();
+      return avx512_lstm_kernels();
 #endif
 #if defined(FUSEDBNN_HAVE_AVX2)
     case Isa::kAvx2:
-      return avx2_activations();
+      return avx2_lstm_kernels();
 #endif
     default:
-      return scalar_activations();
+      return scalar_lstm_kernels();
   }
 }
 
@@ -53,16 +53,29 @@ void for_rows(const ParallelFor& pf, int64_t rows, int64_t width, Fn fn) {
   });
 }
 
-// The narrowest tile of C in the products here (GemmArgs::min_tile; gemm's default is 64): each
-// tile packs its share of the other operand again. The weight gradients contract over all B T rows
-// (17.5 instead of 21.5 ms with AVX2 at the benchmark's shape, benchmarks/NOTES.md); the per-step
-// products run serially within a chunk of rows.
+// The narrowest tile of C in the weight gradients (GemmArgs::min_tile; gemm's default is 64): they
+// contract over all B T rows, and each tile packs x or h_prev again (17.5 instead of 21.5 ms with
+// AVX2 at the benchmark's shape, benchmarks/NOTES.md).
 constexpr int64_t kTile = 256;
+
+// op(W) [k, n] (W^T when trans) in panels of `panel` columns, each [k, panel], the last zero-padded:
+// the layout of LstmKernels::recurrent_product. W_h is packed once per pass instead of once per step
+// and chunk, as gemm would.
+void pack_panels(const float* w, int64_t ldw, bool trans, int64_t k, int64_t n, int64_t panel, float* packed) {
+  for (int64_t p0 = 0; p0 < n; p0 += panel) {
+    const int64_t width = std::min(panel, n - p0);
+    for (int64_t kk = 0; kk < k; ++kk) {
+      float* out = packed + p0 * k + kk * panel;
+      for (int64_t j = 0; j < width; ++j) out[j] = trans ? w[(p0 + j) * ldw + kk] : w[kk * ldw + p0 + j];
+      std::fill(out + width, out + panel, 0.0f);
+    }
+  }
+}
 
 // Batch rows are independent through the whole recurrence: each chunk of rows runs every step on
 // its own, so the pool is entered once per pass instead of twice per step. Chunks have at least 16
-// rows (the per-step products lose efficiency below that) and there are at most 8; the cut depends
-// on the batch alone.
+// rows (each block of rows streams the whole packed W_h every step) and there are at most 8; the
+// cut depends on the batch alone, and no row's arithmetic depends on it.
 template <class Fn>
 void for_batch_chunks(const ParallelFor& pf, int64_t batch, int64_t cost_per_row, Fn fn) {
   const int64_t rows = std::max<int64_t>(16, ceil_div(batch, 8));
@@ -73,10 +86,12 @@ void for_batch_chunks(const ParallelFor& pf, int64_t batch, int64_t cost_per_row
 
 }  // namespace
 
+int64_t lstm_packed_w_h_floats(int64_t hidden) { return 4 * hidden * ((hidden + 31) / 32 * 32); }
+
 void lstm_forward(const ParallelFor& pf, const LstmParams& p, const LstmSaved& saved, const LstmForwardScratch& s,
                   float* h_seq, float* h_last, float* c_last) {
   const int64_t B = p.batch, T = p.steps, E = p.in, H = p.hidden, G = 4 * H;
-  const ActivationKernels& act = best_activations();
+  const LstmKernels& act = best_lstm_kernels();
   sample_gaussian(pf, p.w_stream, (E + H) * G, p.w_mu, p.w_rho, saved.w);
   sample_gaussian(serial_for(), p.b_stream, G, p.b_mu, p.b_rho, s.b);
   const float* w_h = saved.w + E * G;
@@ -86,12 +101,13 @@ void lstm_forward(const ParallelFor& pf, const LstmParams& p, const LstmSaved& s
     float* row = saved.gates + r * G;
     for (int64_t j = 0; j < G; ++j) row[j] += s.b[j];
   });
+  pack_panels(w_h, G, false, H, G, act.panel, s.packed_w_h);
   for_batch_chunks(pf, B, T * G * H, [&](int64_t b0, int64_t b1) {
     for (int64_t t = 0; t < T; ++t) {
       // z += h_{t-1} W_h in place: h_{t-1} is h0 or column t-1 of h_seq (row stride T H).
       const float* h_prev = t == 0 ? p.h0 + b0 * H : h_seq + (b0 * T + t - 1) * H;
-      gemm(serial_for(), GemmArgs{b1 - b0, G, H, h_prev, t == 0 ? H : T * H, false, w_h, G, false,
-                                  saved.gates + (b0 * T + t) * G, T * G, true, kTile});
+      act.recurrent_product(h_prev, t == 0 ? H : T * H, b1 - b0, s.packed_w_h, H, G, saved.gates + (b0 * T + t) * G,
+                            T * G, true);
       for (int64_t b = b0; b < b1; ++b) {
         const float* c_prev = t == 0 ? p.c0 + b * H : saved.cells + (b * T + t - 1) * H;
         act.cell_forward(LstmCellForward{saved.gates + (b * T + t) * G, c_prev, saved.cells + (b * T + t) * H,
@@ -109,10 +125,11 @@ void lstm_forward(const ParallelFor& pf, const LstmParams& p, const LstmSaved& s
 
 void lstm_backward(const ParallelFor& pf, const LstmGradParams& p, const LstmBackwardScratch& s) {
   const int64_t B = p.batch, T = p.steps, E = p.in, H = p.hidden, G = 4 * H;
-  const ActivationKernels& act = best_activations();
+  const LstmKernels& act = best_lstm_kernels();
   const float* w_h = p.fwd.w + E * G;
   copy_floats(s.dh, p.dh_last, B * H);
   copy_floats(s.dc, p.dc_last, B * H);
+  pack_panels(w_h, G, true, G, H, act.panel, s.packed_w_h);
   for_batch_chunks(pf, B, T * G * H, [&](int64_t b0, int64_t b1) {
     for (int64_t t = T - 1; t >= 0; --t) {
       for (int64_t b = b0; b < b1; ++b) {
@@ -123,8 +140,7 @@ void lstm_backward(const ParallelFor& pf, const LstmGradParams& p, const LstmBac
             H);
       }
       // dh_{t-1} = dz_t W_h^T.
-      gemm(serial_for(), GemmArgs{b1 - b0, H, G, s.dz + (b0 * T + t) * G, T * G, false, w_h, G, true, s.dh + b0 * H, H,
-                                  false, kTile});
+      act.recurrent_product(s.dz + (b0 * T + t) * G, T * G, b1 - b0, s.packed_w_h, G, H, s.dh + b0 * H, H, false);
     }
   });
   copy_floats(p.dh0, s.dh, B * H);

@@ -33,21 +33,27 @@ struct LstmSaved {
   float* cells;  // [batch, steps, hidden]
 };
 
-// Scratch: b [4 hidden].
+// Floats of the packed W_h both passes keep in scratch (panels of up to 32 columns, either way round).
+int64_t lstm_packed_w_h_floats(int64_t hidden);
+
+// Scratch: b [4 hidden], packed_w_h [lstm_packed_w_h_floats(hidden)].
 struct LstmForwardScratch {
   float* b;
+  float* packed_w_h;
 };
 
 void lstm_forward(const ParallelFor& pf, const LstmParams& p, const LstmSaved& saved, const LstmForwardScratch& s,
                   float* h_seq, float* h_last, float* c_last);
 
 // Scratch: dz [batch, steps, 4 hidden] (may be the saved gates' own buffer: step t's gates are read
-// only before step t's dz overwrites them), h_prev [batch, steps, hidden], dh and dc [batch, hidden].
+// only before step t's dz overwrites them), h_prev [batch, steps, hidden], dh and dc [batch, hidden],
+// packed_w_h [lstm_packed_w_h_floats(hidden)].
 struct LstmBackwardScratch {
   float* dz;
   float* h_prev;
   float* dh;
   float* dc;
+  float* packed_w_h;
 };
 
 // What lstm_backward reads of the forward pass: LstmSaved and h_seq.
@@ -100,16 +106,21 @@ struct LstmCellBackward {
   float* dz;
 };
 
-// The elementwise kernels of one instruction set: activations over n contiguous floats (in == out
-// allowed) and the cell of one row of `hidden` units.
-struct ActivationKernels {
+// The per-step kernels of one instruction set: activations over n contiguous floats (in == out
+// allowed), the cell of one row of `hidden` units, and the recurrent product
+// C [rows, n] = A [rows, k] op(W) (or C += ...), op(W) [k, n] packed in panels of `panel` columns
+// (lstm.cc's pack_panels).
+struct LstmKernels {
   void (*sigmoid)(const float* in, float* out, int64_t n);
   void (*tanh)(const float* in, float* out, int64_t n);
   void (*cell_forward)(const LstmCellForward& row, int64_t hidden);
   void (*cell_backward)(const LstmCellBackward& row, int64_t hidden);
+  int64_t panel;
+  void (*recurrent_product)(const float* a, int64_t lda, int64_t rows, const float* packed, int64_t k, int64_t n,
+                            float* c, int64_t ldc, bool accumulate);
 };
 
 // The fastest this CPU runs (polynomial exp for AVX2 / AVX-512, libm for scalar).
-const ActivationKernels& best_activations();
+const LstmKernels& best_lstm_kernels();
 
 }  // namespace fusedbnn

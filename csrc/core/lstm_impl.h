@@ -1,5 +1,5 @@
-// The LSTM activations, written once over a lane traits type T (simd.h) and compiled once per
-// instruction set by lstm_{scalar,avx2,avx512}.cc.
+// The LSTM's per-step kernels (activations, cell passes, the recurrent product), written once over
+// a lane traits type T (simd.h) and compiled once per instruction set by lstm_{scalar,avx2,avx512}.cc.
 #pragma once
 
 #include <algorithm>
@@ -16,7 +16,7 @@ template <>
 struct ActivationMath<ScalarExact> : ScalarExact {};
 
 template <class T>
-struct ActivationImpl {
+struct LstmKernelsImpl {
   using M = ActivationMath<T>;
   using F = typename T::F;
   static constexpr int L = T::kLanes;
@@ -99,7 +99,70 @@ struct ActivationImpl {
     std::copy(dc, dc + (n - j), r.dc + j);
   }
 
-  static ActivationKernels table() { return ActivationKernels{&sigmoid, &tanh, &cell_forward, &cell_backward}; }
+  // The recurrent product on op(W) packed by pack_panels (lstm.cc) in panels of kPanel columns:
+  // blocks of up to kRows rows x one panel, 2 kRows accumulators (12 of AVX2's 16 registers), the
+  // sum over k in order (so each row's result depends on nothing but its own inputs).
+  static constexpr int kPanel = 2 * L;
+  static constexpr int kRows = 6;
+
+  template <int R>
+  static void product_block(const float* a, int64_t lda, const float* panel, int64_t k, float* c, int64_t ldc,
+                            int64_t width, bool accumulate) {
+    F lo[R], hi[R];
+    for (int r = 0; r < R; ++r) lo[r] = hi[r] = M::set1(0.0f);
+    for (int64_t kk = 0; kk < k; ++kk) {
+      const F b_lo = M::load(panel + kk * kPanel), b_hi = M::load(panel + kk * kPanel + L);
+      for (int r = 0; r < R; ++r) {
+        const F x = M::set1(a[r * lda + kk]);
+        lo[r] = M::fma(x, b_lo, lo[r]);
+        hi[r] = M::fma(x, b_hi, hi[r]);
+      }
+    }
+    for (int r = 0; r < R; ++r) {
+      alignas(64) float sum[kPanel];
+      M::store(sum, lo[r]);
+      M::store(sum + L, hi[r]);
+      float* row = c + r * ldc;
+      for (int64_t j = 0; j < width; ++j) row[j] = accumulate ? row[j] + sum[j] : sum[j];
+    }
+  }
+
+  static void recurrent_product(const float* a, int64_t lda, int64_t rows, const float* packed, int64_t k, int64_t n,
+                                float* c, int64_t ldc, bool accumulate) {
+    for (int64_t p0 = 0; p0 < n; p0 += kPanel) {
+      const float* panel = packed + p0 * k;
+      const int64_t width = std::min<int64_t>(kPanel, n - p0);
+      int64_t r = 0;
+      for (; r + kRows <= rows; r += kRows) {
+        product_block<kRows>(a + r * lda, lda, panel, k, c + r * ldc + p0, ldc, width, accumulate);
+      }
+      const float* a_tail = a + r * lda;
+      float* c_tail = c + r * ldc + p0;
+      switch (rows - r) {
+        case 5:
+          product_block<5>(a_tail, lda, panel, k, c_tail, ldc, width, accumulate);
+          break;
+        case 4:
+          product_block<4>(a_tail, lda, panel, k, c_tail, ldc, width, accumulate);
+          break;
+        case 3:
+          product_block<3>(a_tail, lda, panel, k, c_tail, ldc, width, accumulate);
+          break;
+        case 2:
+          product_block<2>(a_tail, lda, panel, k, c_tail, ldc, width, accumulate);
+          break;
+        case 1:
+          product_block<1>(a_tail, lda, panel, k, c_tail, ldc, width, accumulate);
+          break;
+        default:
+          break;
+      }
+    }
+  }
+
+  static LstmKernels table() {
+    return LstmKernels{&sigmoid, &tanh, &cell_forward, &cell_backward, kPanel, &recurrent_product};
+  }
 };
 
 }  // namespace simd

@@ -48,9 +48,12 @@ class LstmOp : public tfl::OpKernel {
     OP_REQUIRES_OK(ctx, read_lstm_params(ctx, 0, &p));
     LstmOutputs out;
     OP_REQUIRES_OK(ctx, allocate_lstm_outputs(ctx, p, &out));
-    tfl::Tensor b;
+    tfl::Tensor b, packed_w_h;
     OP_REQUIRES_OK(ctx, ctx->allocate_temp(tfl::DT_FLOAT, tfl::TensorShape({4 * p.hidden}), &b));
-    lstm_forward(parallel_for(ctx), p, out.saved, LstmForwardScratch{data(&b)}, out.h_seq, out.h_last, out.c_last);
+    OP_REQUIRES_OK(
+        ctx, ctx->allocate_temp(tfl::DT_FLOAT, tfl::TensorShape({lstm_packed_w_h_floats(p.hidden)}), &packed_w_h));
+    lstm_forward(parallel_for(ctx), p, out.saved, LstmForwardScratch{data(&b), data(&packed_w_h)}, out.h_seq,
+                 out.h_last, out.c_last);
   }
 };
 
@@ -64,11 +67,14 @@ class LstmGradOp : public tfl::OpKernel {
     float* dz;
     OP_REQUIRES_OK(ctx, prepare_lstm_grad(ctx, &p, &dz_holder, &dz));
     const tfl::TensorShape seq({p.batch, p.steps, p.hidden}), state({p.batch, p.hidden});
-    tfl::Tensor h_prev, dh, dc;
+    tfl::Tensor h_prev, dh, dc, packed_w_h;
     OP_REQUIRES_OK(ctx, ctx->allocate_temp(tfl::DT_FLOAT, seq, &h_prev));
     OP_REQUIRES_OK(ctx, ctx->allocate_temp(tfl::DT_FLOAT, state, &dh));
     OP_REQUIRES_OK(ctx, ctx->allocate_temp(tfl::DT_FLOAT, state, &dc));
-    lstm_backward(parallel_for(ctx), p, LstmBackwardScratch{dz, data(&h_prev), data(&dh), data(&dc)});
+    OP_REQUIRES_OK(
+        ctx, ctx->allocate_temp(tfl::DT_FLOAT, tfl::TensorShape({lstm_packed_w_h_floats(p.hidden)}), &packed_w_h));
+    lstm_backward(parallel_for(ctx), p,
+                  LstmBackwardScratch{dz, data(&h_prev), data(&dh), data(&dc), data(&packed_w_h)});
   }
 };
 
