@@ -127,6 +127,16 @@ struct LstmKernelsImpl {
     }
   }
 
+  // The last rows (fewer than kRows) as one block of exactly that many.
+  template <int R>
+  static void product_rows(int64_t rows, const float* a, int64_t lda, const float* panel, int64_t k, float* c,
+                           int64_t ldc, int64_t width, bool accumulate) {
+    if constexpr (R > 0) {
+      if (rows == R) return product_block<R>(a, lda, panel, k, c, ldc, width, accumulate);
+      product_rows<R - 1>(rows, a, lda, panel, k, c, ldc, width, accumulate);
+    }
+  }
+
   static void recurrent_product(const float* a, int64_t lda, int64_t rows, const float* packed, int64_t k, int64_t n,
                                 float* c, int64_t ldc, bool accumulate) {
     for (int64_t p0 = 0; p0 < n; p0 += kPanel) {
@@ -136,27 +146,7 @@ struct LstmKernelsImpl {
       for (; r + kRows <= rows; r += kRows) {
         product_block<kRows>(a + r * lda, lda, panel, k, c + r * ldc + p0, ldc, width, accumulate);
       }
-      const float* a_tail = a + r * lda;
-      float* c_tail = c + r * ldc + p0;
-      switch (rows - r) {
-        case 5:
-          product_block<5>(a_tail, lda, panel, k, c_tail, ldc, width, accumulate);
-          break;
-        case 4:
-          product_block<4>(a_tail, lda, panel, k, c_tail, ldc, width, accumulate);
-          break;
-        case 3:
-          product_block<3>(a_tail, lda, panel, k, c_tail, ldc, width, accumulate);
-          break;
-        case 2:
-          product_block<2>(a_tail, lda, panel, k, c_tail, ldc, width, accumulate);
-          break;
-        case 1:
-          product_block<1>(a_tail, lda, panel, k, c_tail, ldc, width, accumulate);
-          break;
-        default:
-          break;
-      }
+      product_rows<kRows - 1>(rows - r, a + r * lda, lda, panel, k, c + r * ldc + p0, ldc, width, accumulate);
     }
   }
 
