@@ -31,8 +31,10 @@ GemmTileFn best_tile() {
   }
 }
 
-// Cut the larger side of C into at most 16 tiles of a multiple of 16, at least 64 wide.
-int64_t tile_size(int64_t extent) { return std::max<int64_t>(64, (ceil_div(extent, 16) + 15) / 16 * 16); }
+// Cut the larger side of C into at most 16 tiles of a multiple of 16, at least min_tile wide.
+int64_t tile_size(int64_t extent, int64_t min_tile) {
+  return std::max<int64_t>(min_tile, (ceil_div(extent, 16) + 15) / 16 * 16);
+}
 
 }  // namespace
 
@@ -40,7 +42,7 @@ void gemm(const ParallelFor& pf, const GemmArgs& g) {
   if (g.m == 0 || g.n == 0) return;
   static const GemmTileFn tile = best_tile();
   const bool split_n = g.n >= g.m;
-  const int64_t extent = split_n ? g.n : g.m, step = tile_size(extent);
+  const int64_t extent = split_n ? g.n : g.m, step = tile_size(extent, g.min_tile);
   const int64_t other = split_n ? g.m : g.n;
   pf(ceil_div(extent, step), std::max<int64_t>(1, step * other * g.k / 8), [&](int64_t first, int64_t last) {
     for (int64_t t = first; t < last; ++t) {

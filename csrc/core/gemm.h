@@ -21,6 +21,9 @@ struct GemmArgs {
   float* c;  // [m, n] with row stride ldc
   int64_t ldc;
   bool accumulate = false;  // C += op(A) op(B) instead of C = op(A) op(B)
+  // The narrowest tile of C along the side gemm cuts. Every tile packs all of the other
+  // operand again: products with a long contraction (k of thousands) want wider tiles.
+  int64_t min_tile = 64;
 };
 
 // C[m0:m1, n0:n1] of the product, single-threaded.

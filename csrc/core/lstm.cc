@@ -18,26 +18,26 @@ void copy_floats(float* dst, const float* src, int64_t n) {
 
 }  // namespace
 
-const ActivationKernels& scalar_activations();
+const LstmKernels& scalar_lstm_kernels();
 #if defined(FUSEDBNN_HAVE_AVX2)
-const ActivationKernels& avx2_activations();
+const LstmKernels& avx2_lstm_kernels();
 #endif
 #if defined(FUSEDBNN_HAVE_AVX512)
-const ActivationKernels& avx512_activations();
+const LstmKernels& avx512_lstm_kernels();
 #endif
 
-const ActivationKernels& best_activations() {
+const LstmKernels& best_lstm_kernels() {
   switch (active_isa()) {
 #if defined(FUSEDBNN_HAVE_AVX512)
     case Isa::kAvx512:
-      return avx512_activations();
+      return avx512_lstm_kernels();
 #endif
 #if defined(FUSEDBNN_HAVE_AVX2)
     case Isa::kAvx2:
-      return avx2_activations();
+      return avx2_lstm_kernels();
 #endif
     default:
-      return scalar_activations();
+      return scalar_lstm_kernels();
   }
 }
 
@@ -53,12 +53,45 @@ void for_rows(const ParallelFor& pf, int64_t rows, int64_t width, Fn fn) {
   });
 }
 
+// The narrowest tile of C in the weight gradients (GemmArgs::min_tile; gemm's default is 64): they
+// contract over all B T rows, and each tile packs x or h_prev again (17.5 instead of 21.5 ms with
+// AVX2 at the benchmark's shape, benchmarks/NOTES.md).
+constexpr int64_t kTile = 256;
+
+// op(W) [k, n] (W^T when trans) in panels of `panel` columns, each [k, panel], the last zero-padded:
+// the layout of LstmKernels::recurrent_product. W_h is packed once per pass instead of once per step
+// and chunk, as gemm would.
+void pack_panels(const float* w, int64_t ldw, bool trans, int64_t k, int64_t n, int64_t panel, float* packed) {
+  for (int64_t p0 = 0; p0 < n; p0 += panel) {
+    const int64_t width = std::min(panel, n - p0);
+    for (int64_t kk = 0; kk < k; ++kk) {
+      float* out = packed + p0 * k + kk * panel;
+      for (int64_t j = 0; j < width; ++j) out[j] = trans ? w[(p0 + j) * ldw + kk] : w[kk * ldw + p0 + j];
+      std::fill(out + width, out + panel, 0.0f);
+    }
+  }
+}
+
+// Batch rows are independent through the whole recurrence: each chunk of rows runs every step on
+// its own, so the pool is entered once per pass instead of twice per step. Chunks have at least 16
+// rows (each block of rows streams the whole packed W_h every step) and there are at most 8; the
+// cut depends on the batch alone, and no row's arithmetic depends on it.
+template <class Fn>
+void for_batch_chunks(const ParallelFor& pf, int64_t batch, int64_t cost_per_row, Fn fn) {
+  const int64_t rows = std::max<int64_t>(16, ceil_div(batch, 8));
+  pf(ceil_div(batch, rows), rows * cost_per_row, [&](int64_t first, int64_t last) {
+    for (int64_t chunk = first; chunk < last; ++chunk) fn(chunk * rows, std::min(batch, (chunk + 1) * rows));
+  });
+}
+
 }  // namespace
+
+int64_t lstm_packed_w_h_floats(int64_t hidden) { return 4 * hidden * ((hidden + 31) / 32 * 32); }
 
 void lstm_forward(const ParallelFor& pf, const LstmParams& p, const LstmSaved& saved, const LstmForwardScratch& s,
                   float* h_seq, float* h_last, float* c_last) {
   const int64_t B = p.batch, T = p.steps, E = p.in, H = p.hidden, G = 4 * H;
-  const ActivationKernels& act = best_activations();
+  const LstmKernels& act = best_lstm_kernels();
   sample_gaussian(pf, p.w_stream, (E + H) * G, p.w_mu, p.w_rho, saved.w);
   sample_gaussian(serial_for(), p.b_stream, G, p.b_mu, p.b_rho, s.b);
   const float* w_h = saved.w + E * G;
@@ -68,26 +101,21 @@ void lstm_forward(const ParallelFor& pf, const LstmParams& p, const LstmSaved& s
     float* row = saved.gates + r * G;
     for (int64_t j = 0; j < G; ++j) row[j] += s.b[j];
   });
-  for (int64_t t = 0; t < T; ++t) {
-    // z = h_{t-1} W_h: h_{t-1} is h0 or column t-1 of h_seq (row stride T H).
-    const float* h_prev = t == 0 ? p.h0 : h_seq + (t - 1) * H;
-    gemm(pf, GemmArgs{B, G, H, h_prev, t == 0 ? H : T * H, false, w_h, G, false, s.z, G});
-    for_rows(pf, B, G, [&](int64_t b) {
-      float* gate = saved.gates + (b * T + t) * G;
-      const float* z = s.z + b * G;
-      for (int64_t j = 0; j < G; ++j) gate[j] += z[j];
-      act.sigmoid(gate, gate, 2 * H);              // f, i
-      act.tanh(gate + 2 * H, gate + 2 * H, H);     // g
-      act.sigmoid(gate + 3 * H, gate + 3 * H, H);  // o
-      const float* c_prev = t == 0 ? p.c0 + b * H : saved.cells + (b * T + t - 1) * H;
-      float* c = saved.cells + (b * T + t) * H;
-      for (int64_t j = 0; j < H; ++j) c[j] = gate[j] * c_prev[j] + gate[H + j] * gate[2 * H + j];
-      float* tanh_c = s.row + b * H;
-      act.tanh(c, tanh_c, H);
-      float* h = h_seq + (b * T + t) * H;
-      for (int64_t j = 0; j < H; ++j) h[j] = gate[3 * H + j] * tanh_c[j];
-    });
-  }
+  pack_panels(w_h, G, false, H, G, act.panel, s.packed_w_h);
+  for_batch_chunks(pf, B, T * G * H, [&](int64_t b0, int64_t b1) {
+    for (int64_t t = 0; t < T; ++t) {
+      // z += h_{t-1} W_h in place: h_{t-1} is h0 or column t-1 of h_seq (row stride T H).
+      const float* h_prev = t == 0 ? p.h0 + b0 * H : h_seq + (b0 * T + t - 1) * H;
+      act.recurrent_product(h_prev, t == 0 ? H : T * H, b1 - b0, s.packed_w_h, H, G, saved.gates + (b0 * T + t) * G,
+                            T * G, true);
+      for (int64_t b = b0; b < b1; ++b) {
+        const float* c_prev = t == 0 ? p.c0 + b * H : saved.cells + (b * T + t - 1) * H;
+        act.cell_forward(LstmCellForward{saved.gates + (b * T + t) * G, c_prev, saved.cells + (b * T + t) * H,
+                                         h_seq + (b * T + t) * H},
+                         H);
+      }
+    }
+  });
   for (int64_t b = 0; b < B; ++b) {
     const bool empty = T == 0;
     copy_floats(h_last + b * H, empty ? p.h0 + b * H : h_seq + (b * T + T - 1) * H, H);
@@ -97,38 +125,24 @@ void lstm_forward(const ParallelFor& pf, const LstmParams& p, const LstmSaved& s
 
 void lstm_backward(const ParallelFor& pf, const LstmGradParams& p, const LstmBackwardScratch& s) {
   const int64_t B = p.batch, T = p.steps, E = p.in, H = p.hidden, G = 4 * H;
-  const ActivationKernels& act = best_activations();
+  const LstmKernels& act = best_lstm_kernels();
   const float* w_h = p.fwd.w + E * G;
   copy_floats(s.dh, p.dh_last, B * H);
   copy_floats(s.dc, p.dc_last, B * H);
-  for (int64_t t = T - 1; t >= 0; --t) {
-    for_rows(pf, B, G, [&](int64_t b) {
-      const float* gate = p.fwd.gates + (b * T + t) * G;
-      const float *f = gate, *i = gate + H, *cand = gate + 2 * H, *o = gate + 3 * H;
-      const float* c = p.fwd.cells + (b * T + t) * H;
-      const float* c_prev = t == 0 ? p.c0 + b * H : p.fwd.cells + (b * T + t - 1) * H;
-      const float* dh_out = p.dh_seq + (b * T + t) * H;
-      float* dh = s.dh + b * H;
-      float* dc = s.dc + b * H;
-      float* dz = s.dz + (b * T + t) * G;
-      float* tanh_c = s.row + b * H;
-      act.tanh(c, tanh_c, H);
-      for (int64_t j = 0; j < H; ++j) {
-        // Read all four gates of unit j before writing its dz (dz may alias the gates).
-        const float fj = f[j], ij = i[j], gj = cand[j], oj = o[j];
-        const float dh_total = dh[j] + dh_out[j];
-        const float tc = tanh_c[j];
-        const float dc_total = dc[j] + dh_total * oj * (1.0f - tc * tc);
-        dz[j] = dc_total * c_prev[j] * fj * (1.0f - fj);
-        dz[H + j] = dc_total * gj * ij * (1.0f - ij);
-        dz[2 * H + j] = dc_total * ij * (1.0f - gj * gj);
-        dz[3 * H + j] = dh_total * tc * oj * (1.0f - oj);
-        dc[j] = dc_total * fj;
+  pack_panels(w_h, G, true, G, H, act.panel, s.packed_w_h);
+  for_batch_chunks(pf, B, T * G * H, [&](int64_t b0, int64_t b1) {
+    for (int64_t t = T - 1; t >= 0; --t) {
+      for (int64_t b = b0; b < b1; ++b) {
+        const float* c_prev = t == 0 ? p.c0 + b * H : p.fwd.cells + (b * T + t - 1) * H;
+        act.cell_backward(
+            LstmCellBackward{p.fwd.gates + (b * T + t) * G, p.fwd.cells + (b * T + t) * H, c_prev,
+                             p.dh_seq + (b * T + t) * H, s.dh + b * H, s.dc + b * H, s.dz + (b * T + t) * G},
+            H);
       }
-    });
-    // dh_{t-1} = dz_t W_h^T.
-    gemm(pf, GemmArgs{B, H, G, s.dz + t * G, T * G, false, w_h, G, true, s.dh, H});
-  }
+      // dh_{t-1} = dz_t W_h^T.
+      act.recurrent_product(s.dz + (b0 * T + t) * G, T * G, b1 - b0, s.packed_w_h, G, H, s.dh + b0 * H, H, false);
+    }
+  });
   copy_floats(p.dh0, s.dh, B * H);
   copy_floats(p.dc0, s.dc, B * H);
   // The inputs of every step's contraction: x, and h_{t-1} (h0 at t = 0).
@@ -141,8 +155,8 @@ void lstm_backward(const ParallelFor& pf, const LstmGradParams& p, const LstmBac
     });
   }
   gemm(pf, GemmArgs{B * T, E, G, s.dz, G, false, p.fwd.w, G, true, p.dx, E});
-  gemm(pf, GemmArgs{E, G, B * T, p.x, E, true, s.dz, G, false, p.dw_mu, G});
-  gemm(pf, GemmArgs{H, G, B * T, s.h_prev, H, true, s.dz, G, false, p.dw_mu + E * G, G});
+  gemm(pf, GemmArgs{E, G, B * T, p.x, E, true, s.dz, G, false, p.dw_mu, G, false, kTile});
+  gemm(pf, GemmArgs{H, G, B * T, s.h_prev, H, true, s.dz, G, false, p.dw_mu + E * G, G, false, kTile});
   // db = column sums of dz, each column summed in row order.
   constexpr int64_t kColumns = 256;
   pf(ceil_div(G, kColumns), kColumns * std::max<int64_t>(B * T, 1), [&](int64_t first, int64_t last) {

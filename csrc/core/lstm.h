@@ -33,25 +33,27 @@ struct LstmSaved {
   float* cells;  // [batch, steps, hidden]
 };
 
-// Scratch: z [batch, 4 hidden], b [4 hidden], row [batch, hidden].
+// Floats of the packed W_h both passes keep in scratch (panels of up to 32 columns, either way round).
+int64_t lstm_packed_w_h_floats(int64_t hidden);
+
+// Scratch: b [4 hidden], packed_w_h [lstm_packed_w_h_floats(hidden)].
 struct LstmForwardScratch {
-  float* z;
   float* b;
-  float* row;
+  float* packed_w_h;
 };
 
 void lstm_forward(const ParallelFor& pf, const LstmParams& p, const LstmSaved& saved, const LstmForwardScratch& s,
                   float* h_seq, float* h_last, float* c_last);
 
 // Scratch: dz [batch, steps, 4 hidden] (may be the saved gates' own buffer: step t's gates are read
-// only before step t's dz overwrites them), h_prev [batch, steps, hidden], dh, dc and row
-// [batch, hidden].
+// only before step t's dz overwrites them), h_prev [batch, steps, hidden], dh and dc [batch, hidden],
+// packed_w_h [lstm_packed_w_h_floats(hidden)].
 struct LstmBackwardScratch {
   float* dz;
   float* h_prev;
   float* dh;
   float* dc;
-  float* row;
+  float* packed_w_h;
 };
 
 // What lstm_backward reads of the forward pass: LstmSaved and h_seq.
@@ -81,13 +83,44 @@ struct LstmGradParams : LstmParams {
 // Backpropagation through time.
 void lstm_backward(const ParallelFor& pf, const LstmGradParams& p, const LstmBackwardScratch& s);
 
-// Elementwise activations of one instruction set, over n contiguous floats (in == out allowed).
-struct ActivationKernels {
+// One batch row of one step for the cell's forward pass: gates [4 hidden] holds the pre-activations
+// z (f, i, c, o) and receives sig(f), sig(i), tanh(g), sig(o); then c = sig(f) c_prev + sig(i) tanh(g)
+// and h = sig(o) tanh(c).
+struct LstmCellForward {
+  float* gates;
+  const float* c_prev;
+  float* c;
+  float* h;
+};
+
+// The same row backwards: from the activated gates, c, c_prev, the gradient dh_seq of this step's
+// output and dh, dc coming from step t + 1, writes dz [4 hidden] (the gradient of z; may be the gates
+// themselves) and replaces dc by the gradient of c_prev. dh, the gradient of h_prev, is dz W_h^T.
+struct LstmCellBackward {
+  const float* gates;
+  const float* c;
+  const float* c_prev;
+  const float* dh_seq;
+  const float* dh;
+  float* dc;
+  float* dz;
+};
+
+// The per-step kernels of one instruction set: activations over n contiguous floats (in == out
+// allowed), the cell of one row of `hidden` units, and the recurrent product
+// C [rows, n] = A [rows, k] op(W) (or C += ...), op(W) [k, n] packed in panels of `panel` columns
+// (lstm.cc's pack_panels).
+struct LstmKernels {
   void (*sigmoid)(const float* in, float* out, int64_t n);
   void (*tanh)(const float* in, float* out, int64_t n);
+  void (*cell_forward)(const LstmCellForward& row, int64_t hidden);
+  void (*cell_backward)(const LstmCellBackward& row, int64_t hidden);
+  int64_t panel;
+  void (*recurrent_product)(const float* a, int64_t lda, int64_t rows, const float* packed, int64_t k, int64_t n,
+                            float* c, int64_t ldc, bool accumulate);
 };
 
 // The fastest this CPU runs (polynomial exp for AVX2 / AVX-512, libm for scalar).
-const ActivationKernels& best_activations();
+const LstmKernels& best_lstm_kernels();
 
 }  // namespace fusedbnn

@@ -1,10 +1,10 @@
-// The LSTM activations compiled for one instruction set (see CMakeLists.txt for its flags).
+// The LSTM kernels compiled for one instruction set (see CMakeLists.txt for its flags).
 #include "lstm_impl.h"
 
 namespace fusedbnn {
 
-const ActivationKernels& avx512_activations() {
-  static const ActivationKernels kernels = simd::ActivationImpl<simd::Avx512>::table();
+const LstmKernels& avx512_lstm_kernels() {
+  static const LstmKernels kernels = simd::LstmKernelsImpl<simd::Avx512>::table();
   return kernels;
 }
 

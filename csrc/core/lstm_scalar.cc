@@ -1,10 +1,10 @@
-// The LSTM activations compiled for one instruction set (see CMakeLists.txt for its flags).
+// The LSTM kernels compiled for one instruction set (see CMakeLists.txt for its flags).
 #include "lstm_impl.h"
 
 namespace fusedbnn {
 
-const ActivationKernels& scalar_activations() {
-  static const ActivationKernels kernels = simd::ActivationImpl<simd::ScalarExact>::table();
+const LstmKernels& scalar_lstm_kernels() {
+  static const LstmKernels kernels = simd::LstmKernelsImpl<simd::ScalarExact>::table();
   return kernels;
 }
 

@@ -27,9 +27,9 @@ LstmParams lstm_params(const Array& x, const Array& w_mu, const Array& w_rho, co
 py::tuple forward(const LstmParams& p) {
   const int64_t B = p.batch, T = p.steps, H = p.hidden;
   Array h_seq({B, T, H}), h_last({B, H}), c_last({B, H}), w({p.in + H, 4 * H}), gates({B, T, 4 * H}), cells({B, T, H}),
-      z({B, 4 * H}), b(4 * H), row({B, H});
+      b(4 * H), packed_w_h(lstm_packed_w_h_floats(H));
   lstm_forward(serial_for(), p, LstmSaved{w.mutable_data(), gates.mutable_data(), cells.mutable_data()},
-               LstmForwardScratch{z.mutable_data(), b.mutable_data(), row.mutable_data()}, h_seq.mutable_data(),
+               LstmForwardScratch{b.mutable_data(), packed_w_h.mutable_data()}, h_seq.mutable_data(),
                h_last.mutable_data(), c_last.mutable_data());
   return py::make_tuple(h_seq, h_last, c_last, w, gates, cells);
 }
@@ -53,7 +53,7 @@ py::tuple lstm_grad(const Array& dh_seq, const Array& dh_last, const Array& dc_l
   require_same_shape(h0, dc_last, "h0 and dc_last");
   const py::tuple saved = forward(p);
   Array dx({B, T, p.in}), dw_mu({p.in + H, 4 * H}), dw_rho({p.in + H, 4 * H}), db_mu(4 * H), db_rho(4 * H), dh0({B, H}),
-      dc0({B, H}), h_prev({B, T, H}), dh({B, H}), dc({B, H}), row({B, H});
+      dc0({B, H}), h_prev({B, T, H}), dh({B, H}), dc({B, H}), packed_w_h(lstm_packed_w_h_floats(H));
   // dz overwrites the saved gates in place, as the TF op does when it can.
   Array gates = saved[4].cast<Array>();
   const LstmForwardResult fwd{saved[3].cast<Array>().data(), gates.data(), saved[5].cast<Array>().data(),
@@ -72,7 +72,7 @@ py::tuple lstm_grad(const Array& dh_seq, const Array& dh_last, const Array& dc_l
                             db_rho.mutable_data()};
   lstm_backward(serial_for(), grad,
                 LstmBackwardScratch{gates.mutable_data(), h_prev.mutable_data(), dh.mutable_data(), dc.mutable_data(),
-                                    row.mutable_data()});
+                                    packed_w_h.mutable_data()});
   return py::make_tuple(dx, dw_mu, dw_rho, db_mu, db_rho, dh0, dc0);
 }
 
@@ -88,8 +88,8 @@ void register_lstm(py::module_& m) {
       "activations",
       [](const Array& x) {
         Array sig = empty_like(x), tanh = empty_like(x);
-        best_activations().sigmoid(x.data(), sig.mutable_data(), x.size());
-        best_activations().tanh(x.data(), tanh.mutable_data(), x.size());
+        best_lstm_kernels().sigmoid(x.data(), sig.mutable_data(), x.size());
+        best_lstm_kernels().tanh(x.data(), tanh.mutable_data(), x.size());
         return py::make_tuple(sig, tanh);
       },
       py::arg("x"), "(sigmoid(x), tanh(x)) with the LSTM's vectorised activations.");

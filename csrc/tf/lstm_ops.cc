@@ -48,12 +48,11 @@ class LstmOp : public tfl::OpKernel {
     OP_REQUIRES_OK(ctx, read_lstm_params(ctx, 0, &p));
     LstmOutputs out;
     OP_REQUIRES_OK(ctx, allocate_lstm_outputs(ctx, p, &out));
-    const int64_t B = p.batch, H = p.hidden;
-    tfl::Tensor z, b, row;
-    OP_REQUIRES_OK(ctx, ctx->allocate_temp(tfl::DT_FLOAT, tfl::TensorShape({B, 4 * H}), &z));
-    OP_REQUIRES_OK(ctx, ctx->allocate_temp(tfl::DT_FLOAT, tfl::TensorShape({4 * H}), &b));
-    OP_REQUIRES_OK(ctx, ctx->allocate_temp(tfl::DT_FLOAT, tfl::TensorShape({B, H}), &row));
-    lstm_forward(parallel_for(ctx), p, out.saved, LstmForwardScratch{data(&z), data(&b), data(&row)}, out.h_seq,
+    tfl::Tensor b, packed_w_h;
+    OP_REQUIRES_OK(ctx, ctx->allocate_temp(tfl::DT_FLOAT, tfl::TensorShape({4 * p.hidden}), &b));
+    OP_REQUIRES_OK(
+        ctx, ctx->allocate_temp(tfl::DT_FLOAT, tfl::TensorShape({lstm_packed_w_h_floats(p.hidden)}), &packed_w_h));
+    lstm_forward(parallel_for(ctx), p, out.saved, LstmForwardScratch{data(&b), data(&packed_w_h)}, out.h_seq,
                  out.h_last, out.c_last);
   }
 };
@@ -68,12 +67,14 @@ class LstmGradOp : public tfl::OpKernel {
     float* dz;
     OP_REQUIRES_OK(ctx, prepare_lstm_grad(ctx, &p, &dz_holder, &dz));
     const tfl::TensorShape seq({p.batch, p.steps, p.hidden}), state({p.batch, p.hidden});
-    tfl::Tensor h_prev, dh, dc, row;
+    tfl::Tensor h_prev, dh, dc, packed_w_h;
     OP_REQUIRES_OK(ctx, ctx->allocate_temp(tfl::DT_FLOAT, seq, &h_prev));
     OP_REQUIRES_OK(ctx, ctx->allocate_temp(tfl::DT_FLOAT, state, &dh));
     OP_REQUIRES_OK(ctx, ctx->allocate_temp(tfl::DT_FLOAT, state, &dc));
-    OP_REQUIRES_OK(ctx, ctx->allocate_temp(tfl::DT_FLOAT, state, &row));
-    lstm_backward(parallel_for(ctx), p, LstmBackwardScratch{dz, data(&h_prev), data(&dh), data(&dc), data(&row)});
+    OP_REQUIRES_OK(
+        ctx, ctx->allocate_temp(tfl::DT_FLOAT, tfl::TensorShape({lstm_packed_w_h_floats(p.hidden)}), &packed_w_h));
+    lstm_backward(parallel_for(ctx), p,
+                  LstmBackwardScratch{dz, data(&h_prev), data(&dh), data(&dc), data(&packed_w_h)});
   }
 };
 
