@@ -124,9 +124,10 @@ def test_core_matches_full_table_sample(rng):
     w_mu, w_rho = (t.numpy() for t in gaussian_params(rng, [40, 21]))
     ids = rng.integers(0, 40, size=30)
     full = _core.sample_gaussian(w_mu, w_rho, (3, 4))
-    assert_allclose(_core.embedding(ids, w_mu, w_rho, (3, 4)), full[ids], rtol=0, atol=0)
+    y, dw_drho = _core.embedding(ids, w_mu, w_rho, (3, 4))
+    assert_allclose(y, full[ids], rtol=0, atol=0)
     dy = rng.normal(size=(30, 21)).astype(np.float32)
-    rows, dw_mu, dw_rho = _core.embedding_grad(dy, ids, w_mu, w_rho, (3, 4))
+    rows, dw_mu, dw_rho = _core.embedding_grad(dy, dw_drho, ids, w_mu, w_rho, (3, 4))
     dense = np.zeros_like(w_mu)
     np.add.at(dense, ids, dy)
     assert rows.tolist() == sorted(set(ids.tolist()))
@@ -197,3 +198,25 @@ def test_sparse_updates_do_not_make_lookups_copy_the_table(rng):
     assert peak_bytes(lookup) < table_bytes // 8
     # What the check guards against: an ordinary read copies the table now.
     assert peak_bytes(lambda: tf.identity(w_mu.value)) >= table_bytes
+
+
+def test_a_taped_lookup_keeps_at_most_one_output_sized_tensor_for_its_gradient(rng):
+    """docs/design.md, "What a backward op may keep": noise-derived values no larger than the op's
+    output. Between the forward pass and the gradient a taped lookup holds its output and dw/drho of
+    the looked-up elements, nothing table-sized (eps, sigma or a sampled table: the reference holds
+    several). Sizes of at least 256 KiB: oneDNN's allocator counts only those."""
+    rows, dim, ids = 8192, 128, random_ids(rng, [32, 32], 8192)
+    w_mu, w_rho = (tf.Variable(t) for t in gaussian_params(rng, [rows, dim]))
+    w_seed = seed_of(rng)
+    output_bytes = 32 * 32 * dim * 4
+
+    def held_bytes(lookup):
+        before = tf.config.experimental.get_memory_info("CPU:0")["current"]
+        with tf.GradientTape() as tape:
+            y = lookup(ids, w_mu, w_rho, w_seed)
+            held = tf.config.experimental.get_memory_info("CPU:0")["current"] - before
+        tape.gradient(tf.reduce_sum(y), [w_mu, w_rho])
+        return held
+
+    assert output_bytes <= held_bytes(ops.embedding) <= 2 * output_bytes
+    assert held_bytes(reference.embedding) >= rows * dim * 4
