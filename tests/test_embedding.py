@@ -135,6 +135,26 @@ def test_core_matches_full_table_sample(rng):
     assert_allclose(dw_rho, _core.sample_gaussian_grad(dense, w_mu, w_rho, (3, 4))[0][rows])
 
 
+@pytest.mark.parametrize("rows", [1, 255, 256, 70000])
+def test_gradient_rows_are_sorted_and_summed_in_position_order(rows, rng):
+    """The backward's radix sort over one to three bytes of the ids: distinct ids ascending, each
+    row the float32 sum of its dy rows in position order (bit for bit), drho = dmu * dw_drho."""
+    w_mu, w_rho = (t.numpy() for t in gaussian_params(rng, [rows, 3]))
+    ids = np.concatenate([rng.integers(0, rows, 50), rng.integers(max(0, rows - 3), rows, 30), [0, rows - 1]])
+    rng.shuffle(ids)
+    dy = rng.normal(size=(len(ids), 3)).astype(np.float32)
+    _, dw_drho = _core.embedding(ids, w_mu, w_rho, (5, 6))
+    indices, dw_mu, dw_rho = _core.embedding_grad(dy, dw_drho, ids, w_mu, w_rho, (5, 6))
+    assert indices.tolist() == sorted(set(ids.tolist()))
+    for row, dmu, drho in zip(indices, dw_mu, dw_rho):
+        positions = np.flatnonzero(ids == row)
+        total = dy[positions[0]].copy()
+        for n in positions[1:]:
+            total += dy[n]
+        np.testing.assert_array_equal(dmu, total)
+        np.testing.assert_array_equal(drho, total * dw_drho[positions[0]])
+
+
 @pytest.mark.parametrize("mode", MODES)
 def test_bad_arguments_raise_naming_them(mode, rng):
     w_mu, w_rho, w_seed = table(rng, 10, 3)
