@@ -1,11 +1,15 @@
 """ops.embedding: fused lookup and its row-sparse gradients against the pure-TF reference."""
 
+import os
+import subprocess
+import sys
+
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import MODES, assert_allclose, gaussian_params, grads, peak_bytes, run, seed_of
+from conftest import MODES, assert_allclose, gaussian_params, grads, peak_bytes, run, seed_of, subprocess_env
 from fusedbnn import _core, ops, reference
 
 
@@ -124,14 +128,35 @@ def test_core_matches_full_table_sample(rng):
     w_mu, w_rho = (t.numpy() for t in gaussian_params(rng, [40, 21]))
     ids = rng.integers(0, 40, size=30)
     full = _core.sample_gaussian(w_mu, w_rho, (3, 4))
-    assert_allclose(_core.embedding(ids, w_mu, w_rho, (3, 4)), full[ids], rtol=0, atol=0)
+    y, dw_drho = _core.embedding(ids, w_mu, w_rho, (3, 4))
+    assert_allclose(y, full[ids], rtol=0, atol=0)
     dy = rng.normal(size=(30, 21)).astype(np.float32)
-    rows, dw_mu, dw_rho = _core.embedding_grad(dy, ids, w_mu, w_rho, (3, 4))
+    rows, dw_mu, dw_rho = _core.embedding_grad(dy, dw_drho, ids, w_mu, w_rho, (3, 4))
     dense = np.zeros_like(w_mu)
     np.add.at(dense, ids, dy)
     assert rows.tolist() == sorted(set(ids.tolist()))
     assert_allclose(dw_mu, dense[rows])
     assert_allclose(dw_rho, _core.sample_gaussian_grad(dense, w_mu, w_rho, (3, 4))[0][rows])
+
+
+@pytest.mark.parametrize("rows", [1, 255, 256, 70000])
+def test_gradient_rows_are_sorted_and_summed_in_position_order(rows, rng):
+    """The backward's radix sort over one to three bytes of the ids: distinct ids ascending, each
+    row the float32 sum of its dy rows in position order (bit for bit), drho = dmu * dw_drho."""
+    w_mu, w_rho = (t.numpy() for t in gaussian_params(rng, [rows, 3]))
+    ids = np.concatenate([rng.integers(0, rows, 50), rng.integers(max(0, rows - 3), rows, 30), [0, rows - 1]])
+    rng.shuffle(ids)
+    dy = rng.normal(size=(len(ids), 3)).astype(np.float32)
+    _, dw_drho = _core.embedding(ids, w_mu, w_rho, (5, 6))
+    indices, dw_mu, dw_rho = _core.embedding_grad(dy, dw_drho, ids, w_mu, w_rho, (5, 6))
+    assert indices.tolist() == sorted(set(ids.tolist()))
+    for row, dmu, drho in zip(indices, dw_mu, dw_rho):
+        positions = np.flatnonzero(ids == row)
+        total = dy[positions[0]].copy()
+        for n in positions[1:]:
+            total += dy[n]
+        np.testing.assert_array_equal(dmu, total)
+        np.testing.assert_array_equal(drho, total * dw_drho[positions[0]])
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -197,3 +222,51 @@ def test_sparse_updates_do_not_make_lookups_copy_the_table(rng):
     assert peak_bytes(lookup) < table_bytes // 8
     # What the check guards against: an ordinary read copies the table now.
     assert peak_bytes(lambda: tf.identity(w_mu.value)) >= table_bytes
+
+
+# Run in a fresh process: the allocator's counts there hold no chunks freed or left over by other tests.
+HELD_BYTES_CHECK = """
+import conftest
+import numpy as np
+import tensorflow as tf
+from fusedbnn import ops, reference
+
+rng = np.random.default_rng(0)
+rows, dim = 8192, 128
+ids = tf.constant(rng.integers(0, rows, [32, 32]), tf.int64)
+w_mu, w_rho = (tf.Variable(t) for t in conftest.gaussian_params(rng, [rows, dim]))
+w_seed = tf.constant([3, 4], tf.int64)
+
+
+def held_bytes(lookup):
+    before = tf.config.experimental.get_memory_info("CPU:0")["current"]
+    with tf.GradientTape() as tape:
+        y = lookup(ids, w_mu, w_rho, w_seed)
+        held = tf.config.experimental.get_memory_info("CPU:0")["current"] - before
+    tape.gradient(tf.reduce_sum(y), [w_mu, w_rho])
+    return held
+
+
+output_bytes = 32 * 32 * dim * 4
+fused, unfused = held_bytes(ops.embedding), held_bytes(reference.embedding)
+assert output_bytes <= fused <= 2 * output_bytes, (fused, output_bytes)
+assert unfused >= rows * dim * 4, (unfused, rows * dim * 4)
+"""
+
+
+@pytest.mark.parametrize("onednn", ["1", "0"], ids=["onednn", "no-onednn"])
+def test_a_taped_lookup_keeps_at_most_one_output_sized_tensor_for_its_gradient(onednn):
+    """docs/design.md, "What a backward op may keep": noise-derived values no larger than the op's
+    output. Between the forward pass and the gradient a taped lookup holds its output and dw/drho of
+    the looked-up elements, nothing table-sized (eps, sigma or a sampled table: the reference holds
+    several). Tensors of at least 256 KiB: oneDNN's allocator counts only those."""
+    result = subprocess.run(
+        [sys.executable, "-c", HELD_BYTES_CHECK],
+        env=subprocess_env(TF_ENABLE_ONEDNN_OPTS=onednn),
+        cwd=os.path.dirname(__file__),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]

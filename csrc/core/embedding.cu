@@ -71,54 +71,54 @@ __device__ __forceinline__ void store_run(float* dst, int width, bool vector, co
   }
 }
 
-// rho and eps of the run at flat table index `flat`.
-__device__ __forceinline__ void load_rho_eps(const EmbeddingParams& p, int64_t flat, int width, bool vector,
-                                             float rho[4], float e[4]) {
-  load_run(p.w_rho + flat, width, vector, rho);
-  eps4(p.w_stream, static_cast<uint64_t>(flat), e);
-}
-
-// ... and the sampled weights w of the run.
+// The sampled weights w of the run at flat table index `flat`, with its rho and eps.
 __device__ __forceinline__ void sample_run(const EmbeddingParams& p, int64_t flat, int width, bool vector, float w[4],
                                            float rho[4], float e[4]) {
   float mu[4];
   load_run(p.w_mu + flat, width, vector, mu);
-  load_rho_eps(p, flat, width, vector, rho, e);
+  load_run(p.w_rho + flat, width, vector, rho);
+  eps4(p.w_stream, static_cast<uint64_t>(flat), e);
 #pragma unroll
   for (int j = 0; j < 4; ++j) w[j] = sample_one(mu[j], rho[j], e[j]);
 }
 
-// drho = dw * eps * sigmoid(rho), in the order of the CPU kernel.
-__device__ __forceinline__ void rho_grad(const float dw[4], const float rho[4], const float e[4], float drho[4]) {
+// ... and dw/drho = eps * sigmoid(rho) of the run, what the backward pass multiplies by.
+__device__ __forceinline__ void sample_run_and_factor(const EmbeddingParams& p, int64_t flat, int width, bool vector,
+                                                      float w[4], float factor[4]) {
+  float rho[4], e[4];
+  sample_run(p, flat, width, vector, w, rho, e);
 #pragma unroll
-  for (int j = 0; j < 4; ++j) drho[j] = dw[j] * e[j] * sigmoid(rho[j]);
+  for (int j = 0; j < 4; ++j) factor[j] = e[j] * sigmoid(rho[j]);
 }
 
-__global__ void __launch_bounds__(kThreads) forward_kernel(EmbeddingParams p, bool aligned, float* out, int* bad_id) {
+__global__ void __launch_bounds__(kThreads)
+    forward_kernel(EmbeddingParams p, bool aligned, float* out, float* dw_drho, int* bad_id) {
   for_runs(p, aligned, [&](int64_t n, int64_t col, int width, bool vector) {
     const int64_t row = row_of(p, n, bad_id);
-    float w[4] = {0, 0, 0, 0}, rho[4], e[4];
-    if (row >= 0) sample_run(p, row * p.dim + col, width, vector, w, rho, e);
+    float w[4] = {0, 0, 0, 0}, factor[4] = {0, 0, 0, 0};
+    if (row >= 0) sample_run_and_factor(p, row * p.dim + col, width, vector, w, factor);
     store_run(out + n * p.dim + col, width, vector, w);
+    store_run(dw_drho + n * p.dim + col, width, vector, factor);
   });
 }
 
 // max_norm > 0, a block per output row: sample the row into out, then scale it there when its
 // norm is above max_norm (each thread re-reads only what it wrote).
 __global__ void __launch_bounds__(kThreads)
-    rescaled_forward_kernel(EmbeddingParams p, bool aligned, float* out, int* bad_id) {
+    rescaled_forward_kernel(EmbeddingParams p, bool aligned, float* out, float* dw_drho, int* bad_id) {
   for (int64_t n = blockIdx.x; n < p.count; n += gridDim.x) {
     const int64_t row = row_of(p, n, bad_id);
     float* dst = out + n * p.dim;
     double terms[1] = {0.0};
     for_row_runs(p.dim, aligned, threadIdx.x, blockDim.x, [&](int64_t col, int width, bool vector) {
-      float w[4] = {0, 0, 0, 0}, rho[4], e[4];
-      if (row >= 0) sample_run(p, row * p.dim + col, width, vector, w, rho, e);
+      float w[4] = {0, 0, 0, 0}, factor[4] = {0, 0, 0, 0};
+      if (row >= 0) sample_run_and_factor(p, row * p.dim + col, width, vector, w, factor);
 #pragma unroll
       for (int j = 0; j < 4; ++j) {
         if (j < width) terms[0] += norm_term(w[j], p.norm_type);
       }
       store_run(dst + col, width, vector, w);
+      store_run(dw_drho + n * p.dim + col, width, vector, factor);
     });
     if (row < 0) continue;  // row is the block's, so the whole block skips block_sum together
     block_sum<1>(terms);
@@ -154,12 +154,33 @@ __device__ __forceinline__ void sum_positions(const EmbeddingParams& p, const Em
   }
 }
 
+// The dw_drho row of a gradient row with positions[first, last): the forward pass's row at its
+// first valid position (every position of a row has the same), or null when it lists none.
+__device__ __forceinline__ const float* factor_row(const EmbeddingGradParams& p, const EmbeddingGradRows& r,
+                                                   int64_t first, int64_t last) {
+  for (int64_t i = first; i < last; ++i) {
+    const int64_t n = r.positions[i];
+    if (n >= 0 && n < p.count) return p.dw_drho + n * p.dim;
+  }
+  return nullptr;
+}
+
+// drho = dw * dw_drho for the run at col (zero without a factor row).
+__device__ __forceinline__ void rho_grad(const float* factor, int64_t col, int width, bool vector, const float dw[4],
+                                         float drho[4]) {
+  float f[4] = {0, 0, 0, 0};
+  if (factor != nullptr) load_run(factor + col, width, vector, f);
+#pragma unroll
+  for (int j = 0; j < 4; ++j) drho[j] = dw[j] * f[j];
+}
+
 // A block per gradient row u, as blockDim.x / lanes slices of `lanes` threads. The rows of dy at
 // u's positions are summed into dw_mu[u]: with one slice by each thread in position order; with
 // several (only when every run has its own lane, for rows of many positions) slice s sums
 // positions s, s + slices, ... and slice 0 adds the slices' sums in slice order. Slice 0 goes on:
 // without max_norm dw_rho follows at once; with it a second pass turns the sum g into the
-// gradient through the rescale (it needs |e|_p and g . e of the whole row) and writes dw_rho.
+// gradient through the rescale (it needs |e|_p and g . e of the whole row, e sampled again) and
+// writes dw_rho.
 __global__ void __launch_bounds__(kThreads)
     backward_kernel(EmbeddingGradParams p, EmbeddingGradRows r, int lanes, bool aligned) {
   __shared__ float slice_sums[kThreads][4];
@@ -170,6 +191,7 @@ __global__ void __launch_bounds__(kThreads)
     const bool valid = row >= 0 && row < p.num_embeddings && row != p.padding_idx;
     const int64_t first = clamp_index(r.starts[u], 0, r.positions_size);
     const int64_t last = clamp_index(r.starts[u + 1], first, r.positions_size);
+    const float* factor = factor_row(p, r, first, last);
     float* dmu_row = p.dw_mu + u * p.dim;
     float* drho_row = p.dw_rho + u * p.dim;
     if (slices > 1) {  // the same for the whole block, as are `valid` and `rescale`
@@ -196,8 +218,8 @@ __global__ void __launch_bounds__(kThreads)
               for (int j = 0; j < 4; ++j) g[j] += slice_sums[k * lanes + lane][j];
             }
           }
-          float w[4], rho[4], e[4];
           if (rescale) {
+            float w[4], rho[4], e[4];
             sample_run(p, row * p.dim + col, width, vector, w, rho, e);
 #pragma unroll
             for (int j = 0; j < 4; ++j) {
@@ -206,8 +228,7 @@ __global__ void __launch_bounds__(kThreads)
               sums[1] += static_cast<double>(g[j]) * w[j];
             }
           } else {
-            load_rho_eps(p, row * p.dim + col, width, vector, rho, e);
-            rho_grad(g, rho, e, drho);
+            rho_grad(factor, col, width, vector, g, drho);
           }
         }
         store_run(dmu_row + col, width, vector, g);
@@ -221,17 +242,16 @@ __global__ void __launch_bounds__(kThreads)
     const double norm = norm_from_terms(sums[0], p.norm_type);
     const double scale = p.max_norm / norm, pull = scale * sums[1] / norm;
     for_row_runs(p.dim, aligned, lane, lanes, [&](int64_t col, int width, bool vector) {
-      float g[4], w[4], rho[4], e[4], drho[4];
+      float g[4], drho[4];
       load_run(dmu_row + col, width, vector, g);
       if (norm > p.max_norm) {
+        float w[4], rho[4], e[4];
         sample_run(p, row * p.dim + col, width, vector, w, rho, e);
 #pragma unroll
         for (int j = 0; j < 4; ++j) g[j] = rescaled_grad(g[j], w[j], scale, pull, norm, p.norm_type);
         store_run(dmu_row + col, width, vector, g);
-      } else {
-        load_rho_eps(p, row * p.dim + col, width, vector, rho, e);
       }
-      rho_grad(g, rho, e, drho);
+      rho_grad(factor, col, width, vector, g, drho);
       store_run(drho_row + col, width, vector, drho);
     });
   }
@@ -270,21 +290,21 @@ int backward_slices(const EmbeddingParams& p, const EmbeddingGradRows& r, int la
 
 }  // namespace
 
-cudaError_t embedding_forward(const EmbeddingParams& p, float* out, int* bad_id, cudaStream_t stream) {
+cudaError_t embedding_forward(const EmbeddingParams& p, float* out, float* dw_drho, int* bad_id, cudaStream_t stream) {
   if (items(p) == 0) return cudaSuccess;
-  const bool aligned = aligned_rows(p, {p.w_mu, p.w_rho, out});
+  const bool aligned = aligned_rows(p, {p.w_mu, p.w_rho, out, dw_drho});
   if (p.max_norm > 0.0f) {
     const int threads = row_threads(p.dim);
-    rescaled_forward_kernel<<<row_grid(p.count, threads), threads, 0, stream>>>(p, aligned, out, bad_id);
+    rescaled_forward_kernel<<<row_grid(p.count, threads), threads, 0, stream>>>(p, aligned, out, dw_drho, bad_id);
   } else {
-    forward_kernel<<<grid_for(items(p)), kThreads, 0, stream>>>(p, aligned, out, bad_id);
+    forward_kernel<<<grid_for(items(p)), kThreads, 0, stream>>>(p, aligned, out, dw_drho, bad_id);
   }
   return cudaGetLastError();
 }
 
 cudaError_t embedding_backward(const EmbeddingGradParams& p, const EmbeddingGradRows& rows, cudaStream_t stream) {
   if (rows.unique == 0 || p.dim == 0) return cudaSuccess;
-  const bool aligned = aligned_rows(p, {p.w_mu, p.w_rho, p.dy, p.dw_mu, p.dw_rho});
+  const bool aligned = aligned_rows(p, {p.w_mu, p.w_rho, p.dy, p.dw_drho, p.dw_mu, p.dw_rho});
   const int lanes = row_threads(p.dim), threads = lanes * backward_slices(p, rows, lanes);
   backward_kernel<<<row_grid(rows.unique, threads), threads, 0, stream>>>(p, rows, lanes, aligned);
   return cudaGetLastError();

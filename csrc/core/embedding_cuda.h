@@ -26,9 +26,11 @@ struct EmbeddingParams {
   float norm_type;      // p > 0 of the p-norm
 };
 
-// out [count, dim]. An id outside [0, num_embeddings) reads nothing, gets a zero row, and sets
-// *bad_id (a device int, when not null) to 1.
-cudaError_t embedding_forward(const EmbeddingParams& p, float* out, int* bad_id, cudaStream_t stream);
+// out and dw_drho [count, dim]: dw_drho = eps * sigmoid(rho) of each looked-up element (before the
+// rescale), which the backward pass multiplies by instead of regenerating the noise. An id outside
+// [0, num_embeddings) reads nothing, gets zero rows, and sets *bad_id (a device int, when not
+// null) to 1; padding_idx gets zero rows.
+cudaError_t embedding_forward(const EmbeddingParams& p, float* out, float* dw_drho, int* bad_id, cudaStream_t stream);
 
 // The rows the backward pass writes, as the CPU's embedding_rows makes them (on the host, then
 // copied): the distinct looked-up ids other than padding_idx and the positions of each. Device
@@ -43,17 +45,20 @@ struct EmbeddingGradRows {
   int64_t max_positions;  // the most positions of any row: sizes the blocks (speed only, any value is correct)
 };
 
-// The backward pass: the forward parameters (ids not read), dy [count, dim] and the gradient rows.
+// The backward pass: the forward parameters (ids not read), dy [count, dim], the forward pass's
+// dw_drho [count, dim] and the gradient rows.
 struct EmbeddingGradParams : EmbeddingParams {
   const float* dy;
+  const float* dw_drho;
   float* dw_mu;  // [unique, dim]
   float* dw_rho;
 };
 
 // dw_mu and dw_rho [unique, dim]: row u is the gradient of W[rows[u]], the rows of dy at its
 // positions summed (deterministic, no atomics: in the order listed, or when rows repeat many times
-// in up to 8 interleaved slices added in a fixed order), through the max_norm rescale, and dw_rho =
-// dw_mu * eps * sigmoid(rho). p.ids is not read. A row's cost grows with its number of positions.
+// in up to 8 interleaved slices added in a fixed order), through the max_norm rescale (which samples
+// the row again for its norm), and dw_rho = dw_mu * dw_drho of the row's first position. p.ids is
+// not read. A row's cost grows with its number of positions.
 cudaError_t embedding_backward(const EmbeddingGradParams& p, const EmbeddingGradRows& rows, cudaStream_t stream);
 
 }  // namespace cuda

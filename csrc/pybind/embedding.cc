@@ -26,27 +26,30 @@ EmbeddingParams embedding_params(const Ids& ids, const Array& w_mu, const Array&
                          max_norm,       norm_type};
 }
 
-// [ids.size, dim]
-Array embedding(const Ids& ids, const Array& w_mu, const Array& w_rho, const Seed& w_seed, int64_t padding_idx,
-                float max_norm, float norm_type) {
+// (y, dw_drho), both [ids.size, dim].
+py::tuple embedding(const Ids& ids, const Array& w_mu, const Array& w_rho, const Seed& w_seed, int64_t padding_idx,
+                    float max_norm, float norm_type) {
   const EmbeddingParams p = embedding_params(ids, w_mu, w_rho, w_seed, padding_idx, max_norm, norm_type);
-  Array y({p.count, p.dim});
-  embedding_forward(serial_for(), p, y.mutable_data());
-  return y;
+  Array y({p.count, p.dim}), dw_drho({p.count, p.dim});
+  embedding_forward(serial_for(), p, y.mutable_data(), dw_drho.mutable_data());
+  return py::make_tuple(y, dw_drho);
 }
 
-// (rows, dw_mu, dw_rho) for dy [ids.size, dim].
-py::tuple embedding_grad(const Array& dy, const Ids& ids, const Array& w_mu, const Array& w_rho, const Seed& w_seed,
-                         int64_t padding_idx, float max_norm, float norm_type) {
+// (rows, dw_mu, dw_rho) for dy [ids.size, dim] and the forward pass's dw_drho.
+py::tuple embedding_grad(const Array& dy, const Array& dw_drho, const Ids& ids, const Array& w_mu, const Array& w_rho,
+                         const Seed& w_seed, int64_t padding_idx, float max_norm, float norm_type) {
   EmbeddingGradParams p{embedding_params(ids, w_mu, w_rho, w_seed, padding_idx, max_norm, norm_type)};
-  if (dy.ndim() != 2 || dy.shape(0) != p.count || dy.shape(1) != p.dim)
-    throw std::invalid_argument("dy must be [ids.size, dim]");
+  for (const Array* a : {&dy, &dw_drho}) {
+    if (a->ndim() != 2 || a->shape(0) != p.count || a->shape(1) != p.dim)
+      throw std::invalid_argument("dy and dw_drho must be [ids.size, dim]");
+  }
   const EmbeddingRows rows = embedding_rows(p);
   const int64_t unique = static_cast<int64_t>(rows.rows.size());
   Ids indices(unique);
   std::copy(rows.rows.begin(), rows.rows.end(), indices.mutable_data());
   Array dw_mu({unique, p.dim}), dw_rho({unique, p.dim});
   p.dy = dy.data();
+  p.dw_drho = dw_drho.data();
   p.dw_mu = dw_mu.mutable_data();
   p.dw_rho = dw_rho.mutable_data();
   embedding_backward(serial_for(), p, rows);
@@ -58,8 +61,9 @@ py::tuple embedding_grad(const Array& dy, const Ids& ids, const Array& w_mu, con
 void register_embedding(py::module_& m) {
   m.def("embedding", &embedding, py::arg("ids"), py::arg("w_mu"), py::arg("w_rho"), py::arg("w_seed"),
         py::arg("padding_idx") = -1, py::arg("max_norm") = 0.0f, py::arg("norm_type") = 2.0f);
-  m.def("embedding_grad", &embedding_grad, py::arg("dy"), py::arg("ids"), py::arg("w_mu"), py::arg("w_rho"),
-        py::arg("w_seed"), py::arg("padding_idx") = -1, py::arg("max_norm") = 0.0f, py::arg("norm_type") = 2.0f);
+  m.def("embedding_grad", &embedding_grad, py::arg("dy"), py::arg("dw_drho"), py::arg("ids"), py::arg("w_mu"),
+        py::arg("w_rho"), py::arg("w_seed"), py::arg("padding_idx") = -1, py::arg("max_norm") = 0.0f,
+        py::arg("norm_type") = 2.0f);
 }
 
 }  // namespace pyb

@@ -1,7 +1,7 @@
 // The input checks of FusedBnn>Embedding and FusedBnn>EmbeddingGrad, shared by their CPU kernels
 // (embedding_ops.cc) and GPU kernels (gpu/embedding_gpu.cc). Both keep ids and seeds in host
-// memory and check them there; the w_mu, w_rho and dy data pointers are read, never dereferenced
-// (device pointers on the GPU).
+// memory and check them there; the w_mu, w_rho, dy and dw_drho data pointers are read, never
+// dereferenced (device pointers on the GPU).
 #pragma once
 
 #include <array>
@@ -19,9 +19,11 @@
 namespace fusedbnn {
 namespace tf {
 
-// Inputs shared by both ops, at these positions after EmbeddingGrad's leading dy.
+// Inputs shared by both ops, at these positions after EmbeddingGrad's leading kGradInputs (dy and
+// dw_drho).
 namespace embedding_input {
 enum Index : int { kIds, kWMu, kWRho, kWSeed };
+constexpr int kGradInputs = 2;
 }  // namespace embedding_input
 
 // Writes the ids as int64 to out[0, ids.NumElements()), or returns an error naming the first id
@@ -138,11 +140,19 @@ class EmbeddingBase : public tfl::OpKernel {
     return tfl::OkStatus();
   }
 
+  // Embedding's outputs y and dw_drho, both ids.shape + [dim].
+  static tfl::Status allocate_lookup(tfl::OpKernelContext* ctx, const EmbeddingParams& p, tfl::Tensor** y,
+                                     tfl::Tensor** dw_drho) {
+    const tfl::TensorShape shape = lookup_shape(ctx->input(embedding_input::kIds), p.dim);
+    TF_RETURN_IF_ERROR(ctx->allocate_output(0, shape, y));
+    return ctx->allocate_output(1, shape, dw_drho);
+  }
+
   // What both EmbeddingGrad kernels start from: the checked inputs (ids as int64, host memory), the
   // distinct rows to write and the outputs allocated for them.
   struct GradInputs {
     Table table;
-    EmbeddingGradParams params;  // dy and the outputs dw_mu, dw_rho included
+    EmbeddingGradParams params;  // dy, dw_drho and the outputs dw_mu, dw_rho included
     std::vector<int64_t> ids;    // params.ids points here
     EmbeddingRows rows;
     tfl::Tensor* indices = nullptr;
@@ -153,7 +163,8 @@ class EmbeddingBase : public tfl::OpKernel {
     TF_RETURN_IF_ERROR(read_params(ctx, &g->table, &g->params));
     g->ids.resize(g->params.count);
     TF_RETURN_IF_ERROR(read_ids(ctx, g->ids.data(), &g->params));
-    TF_RETURN_IF_ERROR(read_dy(ctx, g->params, &g->params.dy));
+    TF_RETURN_IF_ERROR(read_lookup_shaped(ctx, "dy", g->params, &g->params.dy));
+    TF_RETURN_IF_ERROR(read_lookup_shaped(ctx, "dw_drho", g->params, &g->params.dw_drho));
     g->rows = embedding_rows(g->params);
     tfl::Tensor *dw_mu, *dw_rho;
     TF_RETURN_IF_ERROR(allocate_grads(ctx, g->unique(), g->params.dim, &g->indices, &dw_mu, &dw_rho));
@@ -162,15 +173,18 @@ class EmbeddingBase : public tfl::OpKernel {
     return tfl::OkStatus();
   }
 
-  // EmbeddingGrad's dy, checked against the shape of y.
-  static tfl::Status read_dy(tfl::OpKernelContext* ctx, const EmbeddingParams& p, const float** dy) {
-    const tfl::Tensor& dy_tensor = ctx->input(0);
-    const tfl::TensorShape y_shape = lookup_shape(ctx->input(1 + embedding_input::kIds), p.dim);
-    if (dy_tensor.shape() != y_shape) {
-      return tfl::errors::InvalidArgument("dy must have shape ", y_shape.DebugString(), ", got ",
-                                          dy_tensor.shape().DebugString());
+  // EmbeddingGrad's input `name` (dy or dw_drho), checked against the shape of y.
+  static tfl::Status read_lookup_shaped(tfl::OpKernelContext* ctx, const char* name, const EmbeddingParams& p,
+                                        const float** data) {
+    const tfl::Tensor *tensor, *ids;
+    TF_RETURN_IF_ERROR(ctx->input(name, &tensor));
+    TF_RETURN_IF_ERROR(ctx->input("ids", &ids));
+    const tfl::TensorShape y_shape = lookup_shape(*ids, p.dim);
+    if (tensor->shape() != y_shape) {
+      return tfl::errors::InvalidArgument(name, " must have shape ", y_shape.DebugString(), ", got ",
+                                          tensor->shape().DebugString());
     }
-    *dy = dy_tensor.flat<float>().data();
+    *data = tensor->flat<float>().data();
     return tfl::OkStatus();
   }
 

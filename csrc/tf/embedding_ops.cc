@@ -44,11 +44,13 @@ tfl::Status lookup_shape(InferenceContext* c, int first, ShapeHandle* table, Sha
   return c->Concatenate(c->input(first + embedding_input::kIds), c->Vector(c->Dim(*table, 1)), y);
 }
 
+// y and dw_drho.
 template <bool kFromVariables>
 tfl::Status embedding_shape(InferenceContext* c) {
   ShapeHandle table, y;
   TF_RETURN_IF_ERROR(lookup_shape<kFromVariables>(c, 0, &table, &y));
   c->set_output(0, y);
+  c->set_output(1, y);
   return tfl::OkStatus();
 }
 
@@ -56,7 +58,7 @@ tfl::Status embedding_shape(InferenceContext* c) {
 template <bool kFromVariables>
 tfl::Status embedding_grad_shape(InferenceContext* c) {
   ShapeHandle table, y;
-  TF_RETURN_IF_ERROR(lookup_shape<kFromVariables>(c, 1, &table, &y));
+  TF_RETURN_IF_ERROR(lookup_shape<kFromVariables>(c, embedding_input::kGradInputs, &table, &y));
   const auto unique = c->UnknownDim();
   c->set_output(0, c->Vector(unique));
   c->set_output(1, c->Matrix(unique, c->Dim(table, 1)));
@@ -73,9 +75,9 @@ class EmbeddingOp : public EmbeddingBase {
     OP_REQUIRES_OK(ctx, read_params(ctx, &table, &p));
     std::vector<int64_t> ids(p.count);
     OP_REQUIRES_OK(ctx, read_ids(ctx, ids.data(), &p));
-    tfl::Tensor* y;
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, lookup_shape(ctx->input(embedding_input::kIds), p.dim), &y));
-    embedding_forward(parallel_for(ctx), p, y->flat<float>().data());
+    tfl::Tensor *y, *dw_drho;
+    OP_REQUIRES_OK(ctx, allocate_lookup(ctx, p, &y, &dw_drho));
+    embedding_forward(parallel_for(ctx), p, y->flat<float>().data(), dw_drho->flat<float>().data());
   }
 };
 
@@ -94,12 +96,16 @@ class EmbeddingGradOp : public EmbeddingBase {
 
 constexpr char kEmbeddingDoc[] =
     "y = W[ids] sampling only the rows looked up; rows at padding_idx (if >= 0) are zero; with "
-    "max_norm > 0 each row e is scaled by max_norm / max(|e|_norm_type, max_norm). On every device the "
+    "max_norm > 0 each row e is scaled by max_norm / max(|e|_norm_type, max_norm). dw_drho = eps * "
+    "sigmoid(rho) of each looked-up element (before the rescale; zero at padding_idx) is for "
+    "EmbeddingGrad, which multiplies by it instead of regenerating the noise; its own gradient is "
+    "ignored. On every device the "
     "ids are read and checked on the host (host memory on the GPU: ids made on the GPU are copied "
     "back first); an id outside [0, num_embeddings) is an InvalidArgument error.";
 constexpr char kEmbeddingGradDoc[] =
     "Gradients of FusedBnn>Embedding for w_mu and w_rho as rows: the distinct looked-up ids "
-    "(ascending, padding_idx left out) and their summed gradients, regenerating the noise. The ids "
+    "(ascending, padding_idx left out) and their summed gradients; dw_rho = dw_mu * dw_drho (with "
+    "max_norm the rows are sampled again for their norms). The ids "
     "are read on the host, as FusedBnn>Embedding reads them; repeated ids are summed in the order of "
     "their positions on every device (deterministic).";
 constexpr char kFromVariablesDoc[] =
@@ -121,12 +127,14 @@ REGISTER_OP("FusedBnn>Embedding")
     .Input("w_rho: float")
     .Input("w_seed: Tseed")
     .Output("y: float")
+    .Output("dw_drho: float")
     .FUSEDBNN_LOOKUP_ATTRS
     .SetShapeFn(embedding_shape<false>)
     .Doc(kEmbeddingDoc);
 
 REGISTER_OP("FusedBnn>EmbeddingGrad")
     .Input("dy: float")
+    .Input("dw_drho: float")
     .Input("ids: Tids")
     .Input("w_mu: float")
     .Input("w_rho: float")
@@ -144,12 +152,14 @@ REGISTER_OP("FusedBnn>EmbeddingFromVariables")
     .Input("w_rho: resource")
     .Input("w_seed: Tseed")
     .Output("y: float")
+    .Output("dw_drho: float")
     .FUSEDBNN_LOOKUP_ATTRS
     .SetShapeFn(embedding_shape<true>)
     .Doc(std::string(kEmbeddingDoc) + kFromVariablesDoc);
 
 REGISTER_OP("FusedBnn>EmbeddingFromVariablesGrad")
     .Input("dy: float")
+    .Input("dw_drho: float")
     .Input("ids: Tids")
     .Input("w_mu: resource")
     .Input("w_rho: resource")

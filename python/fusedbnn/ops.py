@@ -545,7 +545,9 @@ def embedding(ids, w_mu, w_rho, w_seed, padding_idx=None, max_norm=None, norm_ty
     num_embeddings = w_mu.shape[0] if w_mu.shape.rank == 2 else None
     if num_embeddings is not None and options["padding_idx"] >= num_embeddings:
         raise ValueError(f"padding_idx must be in [0, {num_embeddings}), got {padding_idx}")
-    return lookup(ids, *table, w_seed, **options)
+    # The second output, dw/drho = eps * sigmoid(rho) of the looked-up elements, is for the gradient.
+    y, _ = lookup(ids, *table, w_seed, **options)
+    return y
 
 
 def _resource_variables(*values):
@@ -562,20 +564,21 @@ def _resource_variables(*values):
 
 
 def _embedding_grad(grad_op, op, dy, table_shape):
+    """The gradient for y; that of the dw_drho output, which only this gradient reads, is ignored."""
     ids, w_mu, w_rho, w_seed = op.inputs
     options = {name: op.get_attr(name) for name in ("padding_idx", "max_norm", "norm_type")}
-    indices, dw_mu, dw_rho = grad_op(dy, ids, w_mu, w_rho, w_seed, **options)
+    indices, dw_mu, dw_rho = grad_op(dy, op.outputs[1], ids, w_mu, w_rho, w_seed, **options)
     return None, tf.IndexedSlices(dw_mu, indices, table_shape), tf.IndexedSlices(dw_rho, indices, table_shape), None
 
 
 @tf.RegisterGradient("FusedBnn>Embedding")
-def _embedding_tensors_grad(op, dy):
+def _embedding_tensors_grad(op, dy, _):
     # int32, as tf.gather's gradient has it (tf.cond needs them to agree)
     return _embedding_grad(_ops.fused_bnn_embedding_grad, op, dy, tf.shape(op.inputs[1]))
 
 
 @tf.RegisterGradient("FusedBnn>EmbeddingFromVariables")
-def _embedding_variables_grad(op, dy):
+def _embedding_variables_grad(op, dy, _):
     # As ResourceGather's gradient: the variable's shape, int32.
     table_shape = resource_variable_ops.variable_shape(op.inputs[1])
     return _embedding_grad(_ops.fused_bnn_embedding_from_variables_grad, op, dy, table_shape)

@@ -425,14 +425,17 @@ void embedding_case(int64_t num, int64_t dim, int64_t count, int64_t highest, in
   }
   const auto rescaled = [&](int64_t r) { return p.max_norm > 0.0f && norms[r] > p.max_norm; };
 
-  std::vector<double> out(count * dim, 0.0);
+  std::vector<double> out(count * dim, 0.0), dw_drho(count * dim, 0.0);
   bool any_bad = false;
   for (int64_t n = 0; n < count; ++n) {
     const int64_t id = ids64[n];
     any_bad |= id < 0 || id >= num;
     if (id < 0 || id >= num || id == padding_idx) continue;
     const double scale = rescaled(id) ? p.max_norm / norms[id] : 1.0;
-    for (int64_t c = 0; c < dim; ++c) out[n * dim + c] = w[id][c] * scale;
+    for (int64_t c = 0; c < dim; ++c) {
+      out[n * dim + c] = w[id][c] * scale;
+      dw_drho[n * dim + c] = eps[id][c] * sigmoid_d(p.w_rho[id * dim + c]);
+    }
   }
   const GradRows rows = grad_rows(ids64, num, padding_idx);
   const int64_t unique = static_cast<int64_t>(rows.rows.size());
@@ -467,16 +470,19 @@ void embedding_case(int64_t num, int64_t dim, int64_t count, int64_t highest, in
     }
   }
 
-  auto out_v = poisoned(count * dim);
+  auto out_v = poisoned(count * dim), dw_drho_v = poisoned(count * dim);
   int bad_id = 0;
-  cuda::embedding_forward(p, out_v.data() + offset, &bad_id, nullptr);
+  cuda::embedding_forward(p, out_v.data() + offset, dw_drho_v.data() + offset, &bad_id, nullptr);
   expect_close(name + " out", out_v.data() + offset, out);
+  expect_close(name + " dw_drho", dw_drho_v.data() + offset, dw_drho);
   if (bad_id != static_cast<int>(any_bad)) {
     ++failures;
     std::printf("FAIL %s: bad_id flag %d\n", name.c_str(), bad_id);
   }
   auto dmu_out = poisoned(unique * dim), drho_out = poisoned(unique * dim);
-  const cuda::EmbeddingGradParams grad{p, dy, dmu_out.data() + offset, drho_out.data() + offset};
+  // The backward pass reads the forward pass's dw_drho, as the TensorFlow op does.
+  const cuda::EmbeddingGradParams grad{p, dy, dw_drho_v.data() + offset, dmu_out.data() + offset,
+                                       drho_out.data() + offset};
   cuda::embedding_backward(grad, rows.device_view(), nullptr);
   expect_close(name + " dw_mu", dmu_out.data() + offset, dmu, 1e-5, grad_floor);
   expect_close(name + " dw_rho", drho_out.data() + offset, drho, 1e-5, grad_floor);
@@ -510,7 +516,7 @@ void embedding_bad_rows_case(float max_norm) {
   const std::string name = "embedding bad gradient rows max_norm=" + std::to_string(max_norm);
   const int64_t num = 6, dim = 5, count = 4, padding_idx = 2;
   const auto mu = random_floats(num * dim, 0, 0.5f), rho = random_floats(num * dim, -3, 1),
-             dy = random_floats(count * dim, 0, 1);
+             dy = random_floats(count * dim, 0, 1), dw_drho = random_floats(count * dim, 0, 1);
   const std::vector<int64_t> ids = {0, 0, 0, 0};
   const cuda::EmbeddingParams p{ids.data(), true, count, num, dim, mu.data(), rho.data(), stream_from_seed(5, 5),
                                 padding_idx, max_norm, 2.0f};
@@ -520,7 +526,8 @@ void embedding_bad_rows_case(float max_norm) {
   const cuda::EmbeddingGradRows view{rows.data(), 5, positions.data(), static_cast<int64_t>(positions.size()),
                                      starts.data(), 2};
   auto dmu = poisoned(5 * dim), drho = poisoned(5 * dim);
-  cuda::embedding_backward(cuda::EmbeddingGradParams{p, dy.data(), dmu.data(), drho.data()}, view, nullptr);
+  cuda::embedding_backward(cuda::EmbeddingGradParams{p, dy.data(), dw_drho.data(), dmu.data(), drho.data()}, view,
+                           nullptr);
   const std::vector<double> zeros(5 * dim, 0.0);
   expect_close(name + " dw_mu", dmu.data(), zeros);
   expect_close(name + " dw_rho", drho.data(), zeros);

@@ -153,9 +153,9 @@ def embedding_sides(num, dim, ids_shape, backward, zipf=False, max_norm=None):
     mud, rhod = mu.detach(), rho.detach()
 
     def fused():
-        torch_ops.embedding(ids, mud, rhod, (1, 2), max_norm=max_norm)
+        _, dw_drho, _ = torch_ops.embedding(ids, mud, rhod, (1, 2), max_norm=max_norm)
         if backward:
-            torch_ops.embedding_grad(ids, dy, mud, rhod, (1, 2), max_norm=max_norm)
+            torch_ops.embedding_grad(ids, dy, dw_drho, mud, rhod, (1, 2), max_norm=max_norm)
 
     def lookup(w):
         out = F.embedding(ids, w)

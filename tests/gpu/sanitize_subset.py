@@ -69,8 +69,10 @@ def embedding():
     ids = torch.tensor([[3, 1, 3, 0], [7, 3, 3, 2]], device="cuda")
     w_mu, w_rho = randn(9, 37), randn(9, 37, shift=-3.0)
     for max_norm in (None, 0.5):
-        out, _ = torch_ops.embedding(ids, w_mu, w_rho, (1, 2), padding_idx=2, max_norm=max_norm)
-        torch_ops.embedding_grad(ids, torch.randn_like(out), w_mu, w_rho, (1, 2), padding_idx=2, max_norm=max_norm)
+        out, dw_drho, _ = torch_ops.embedding(ids, w_mu, w_rho, (1, 2), padding_idx=2, max_norm=max_norm)
+        torch_ops.embedding_grad(
+            ids, torch.randn_like(out), dw_drho, w_mu, w_rho, (1, 2), padding_idx=2, max_norm=max_norm
+        )
 
 
 def lstm():

@@ -38,7 +38,8 @@ CASES = [
 
 
 def reference(ids, w_mu, w_rho, seed, padding_idx, dy, max_norm=None, norm_type=2.0):
-    """(out, rows, dw_mu[rows], dw_rho[rows]) in float64; ids all in range."""
+    """(out, dw_drho, rows, dw_mu[rows], dw_rho[rows]) in float64; ids all in range. dw_drho =
+    eps * sigmoid(rho) of each looked-up element, zero at padding_idx."""
     eps = host_eps(tuple(w_mu.shape), seed).double()
     rho = w_rho.double()
     w = (w_mu.double() + torch.nn.functional.softplus(rho) * eps).requires_grad_(True)
@@ -52,8 +53,11 @@ def reference(ids, w_mu, w_rho, seed, padding_idx, dy, max_norm=None, norm_type=
     rows = torch.unique(ids.long())
     if padding_idx is not None:
         rows = rows[rows != padding_idx]
-    dw_rho = dw * eps * torch.sigmoid(rho)
-    return e.detach(), rows, dw[rows], dw_rho[rows]
+    factor = eps * torch.sigmoid(rho)
+    dw_drho = factor[ids.long()]
+    if padding_idx is not None:
+        dw_drho = dw_drho * (ids.long() != padding_idx).unsqueeze(-1)
+    return e.detach(), dw_drho, rows, dw[rows], (dw * factor)[rows]
 
 
 def assert_grad_close(actual, expected, dy, what):
@@ -68,11 +72,14 @@ def assert_grad_close(actual, expected, dy, what):
 
 
 def check(ids, w_mu, w_rho, seed, dy, padding_idx=None, max_norm=None, norm_type=2.0):
-    out_ref, rows_ref, dmu_ref, drho_ref = reference(ids, w_mu, w_rho, seed, padding_idx, dy, max_norm, norm_type)
-    out, bad_id = torch_ops.embedding(ids, w_mu, w_rho, seed, padding_idx, max_norm, norm_type)
+    out_ref, dw_drho_ref, rows_ref, dmu_ref, drho_ref = reference(
+        ids, w_mu, w_rho, seed, padding_idx, dy, max_norm, norm_type
+    )
+    out, dw_drho, bad_id = torch_ops.embedding(ids, w_mu, w_rho, seed, padding_idx, max_norm, norm_type)
     assert_close(out, out_ref, ELEMENTWISE, "out")
+    assert_close(dw_drho, dw_drho_ref, ELEMENTWISE, "dw_drho")
     assert bad_id.item() == 0
-    rows, dmu, drho = torch_ops.embedding_grad(ids, dy, w_mu, w_rho, seed, padding_idx, max_norm, norm_type)
+    rows, dmu, drho = torch_ops.embedding_grad(ids, dy, dw_drho, w_mu, w_rho, seed, padding_idx, max_norm, norm_type)
     assert torch.equal(rows, rows_ref)
     assert_grad_close(dmu, dmu_ref, dy, "dw_mu")
     assert_grad_close(drho, drho_ref, dy, "dw_rho")
@@ -149,12 +156,13 @@ def test_out_of_range_ids_are_flagged_and_skipped():
     dy = normal_tensor(rng, (6, 6))
     valid = torch.tensor([True, False, False, True, False, False], device="cuda")
     for max_norm in (None, 0.5):
-        out, bad_id = torch_ops.embedding(ids, w_mu, w_rho, (1, 1), max_norm=max_norm)
+        out, dw_drho, bad_id = torch_ops.embedding(ids, w_mu, w_rho, (1, 1), max_norm=max_norm)
         assert bad_id.item() == 1
         assert torch.equal(out[~valid], torch.zeros_like(out[~valid]))
-        out_ref, rows_ref, dmu_ref, drho_ref = reference(ids[valid], w_mu, w_rho, (1, 1), None, dy[valid], max_norm)
+        assert torch.equal(dw_drho[~valid], torch.zeros_like(dw_drho[~valid]))
+        out_ref, _, rows_ref, dmu_ref, drho_ref = reference(ids[valid], w_mu, w_rho, (1, 1), None, dy[valid], max_norm)
         assert_close(out[valid], out_ref, ELEMENTWISE, "valid rows")
-        rows, dmu, drho = torch_ops.embedding_grad(ids, dy, w_mu, w_rho, (1, 1), max_norm=max_norm)
+        rows, dmu, drho = torch_ops.embedding_grad(ids, dy, dw_drho, w_mu, w_rho, (1, 1), max_norm=max_norm)
         assert torch.equal(rows, rows_ref)
         assert_close(dmu, dmu_ref, ELEMENTWISE, "dw_mu")
         assert_close(drho, drho_ref, ELEMENTWISE, "dw_rho")
@@ -163,7 +171,8 @@ def test_out_of_range_ids_are_flagged_and_skipped():
 def test_backward_is_deterministic():
     """Repeated rows are summed in a fixed order (no atomics): the same bits every run."""
     _, w_mu, w_rho, ids, seed, dy = draw_case(("embedding-deterministic",), 30, 96, (64, 32), 30)
-    first = torch_ops.embedding_grad(ids, dy, w_mu, w_rho, seed, max_norm=3.0)
+    _, dw_drho, _ = torch_ops.embedding(ids, w_mu, w_rho, seed, max_norm=3.0)
+    first = torch_ops.embedding_grad(ids, dy, dw_drho, w_mu, w_rho, seed, max_norm=3.0)
     for _ in range(3):
-        again = torch_ops.embedding_grad(ids, dy, w_mu, w_rho, seed, max_norm=3.0)
+        again = torch_ops.embedding_grad(ids, dy, dw_drho, w_mu, w_rho, seed, max_norm=3.0)
         assert all(torch.equal(a, b) for a, b in zip(first, again))

@@ -297,10 +297,11 @@ def _embedding_options(padding_idx, max_norm, norm_type):
 
 
 def embedding(ids, w_mu, w_rho, seed, padding_idx=None, max_norm=None, norm_type=2.0):
-    """(out [*ids.shape, dim], bad_id): bad_id is a device int32, 1 if an id was out of range."""
+    """(out, dw_drho, bad_id): out and dw_drho = eps * sigmoid(rho) of the looked-up elements (what
+    embedding_grad takes) [*ids.shape, dim]; bad_id is a device int32, 1 if an id was out of range."""
     _floats(w_mu, w_rho)
     num, dim = w_mu.shape
-    out = _alloc((*ids.shape, dim))
+    out, dw_drho = _alloc((*ids.shape, dim)), _alloc((*ids.shape, dim))
     bad_id = torch.zeros((), dtype=torch.int32, device="cuda")
     core.cuda.embedding_forward(
         *_ids_args(ids),
@@ -311,10 +312,11 @@ def embedding(ids, w_mu, w_rho, seed, padding_idx=None, max_norm=None, norm_type
         tuple(seed),
         *_embedding_options(padding_idx, max_norm, norm_type),
         _ptr(out),
+        _ptr(dw_drho),
         _ptr(bad_id),
         _stream(),
     )
-    return out, bad_id
+    return out, dw_drho, bad_id
 
 
 def embedding_grad_rows(ids, num, padding_idx=None):
@@ -333,10 +335,10 @@ def embedding_grad_rows(ids, num, padding_idx=None):
     return rows.contiguous(), positions.contiguous(), starts.contiguous(), int(counts.max()) if len(counts) else 0
 
 
-def embedding_grad(ids, dy, w_mu, w_rho, seed, padding_idx=None, max_norm=None, norm_type=2.0):
-    """(rows, dw_mu, dw_rho) for dy [*ids.shape, dim]: dw_mu and dw_rho [len(rows), dim] are the
-    gradients of the table rows `rows` (embedding_grad_rows)."""
-    _floats(dy, w_mu, w_rho)
+def embedding_grad(ids, dy, dw_drho, w_mu, w_rho, seed, padding_idx=None, max_norm=None, norm_type=2.0):
+    """(rows, dw_mu, dw_rho) for dy [*ids.shape, dim] and embedding's dw_drho: dw_mu and dw_rho
+    [len(rows), dim] are the gradients of the table rows `rows` (embedding_grad_rows)."""
+    _floats(dy, dw_drho, w_mu, w_rho)
     num, dim = w_rho.shape
     rows, positions, starts, max_positions = embedding_grad_rows(ids, num, padding_idx)
     dw_mu, dw_rho = _alloc((rows.numel(), dim)), _alloc((rows.numel(), dim))
@@ -355,6 +357,7 @@ def embedding_grad(ids, dy, w_mu, w_rho, seed, padding_idx=None, max_norm=None, 
         tuple(seed),
         *_embedding_options(padding_idx, max_norm, norm_type),
         _ptr(dy),
+        _ptr(dw_drho),
         _ptr(dw_mu),
         _ptr(dw_rho),
         _stream(),

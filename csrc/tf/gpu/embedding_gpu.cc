@@ -32,15 +32,16 @@ class EmbeddingGpuOp : public EmbeddingBase {
     tfl::Tensor staging;
     OP_REQUIRES_OK(ctx, allocate_pinned(ctx, tfl::DT_INT64, tfl::TensorShape({p.count}), &staging));
     OP_REQUIRES_OK(ctx, read_ids(ctx, staging.flat<int64_t>().data(), &p));
-    tfl::Tensor* y;
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, lookup_shape(ctx->input(embedding_input::kIds), p.dim), &y));
+    tfl::Tensor *y, *dw_drho;
+    OP_REQUIRES_OK(ctx, allocate_lookup(ctx, p, &y, &dw_drho));
     if (y->NumElements() == 0) return;
     tfl::Tensor ids;
     OP_REQUIRES_OK(ctx, ctx->allocate_temp(tfl::DT_INT64, staging.shape(), &ids));
     int64_t* device_ids = ids.flat<int64_t>().data();
     OP_REQUIRES_OK(ctx, copy_to_device(ctx, staging, {{p.ids, device_ids, sizeof(int64_t) * p.count}}));
-    OP_REQUIRES_OK(ctx, launch_status(cuda::embedding_forward(device_params(p, device_ids), y->flat<float>().data(),
-                                                              nullptr, gpu_stream(ctx))));
+    OP_REQUIRES_OK(ctx,
+                   launch_status(cuda::embedding_forward(device_params(p, device_ids), y->flat<float>().data(),
+                                                         dw_drho->flat<float>().data(), nullptr, gpu_stream(ctx))));
   }
 };
 
@@ -72,7 +73,8 @@ class EmbeddingGradGpuOp : public EmbeddingBase {
     for (int64_t u = 0; u < unique; ++u) max_positions = std::max(max_positions, rows.starts[u + 1] - rows.starts[u]);
     const cuda::EmbeddingGradRows grad_rows{device_rows,  unique, device_plan, positions, device_plan + positions,
                                             max_positions};
-    const cuda::EmbeddingGradParams p{device_params(g.params, nullptr), g.params.dy, g.params.dw_mu, g.params.dw_rho};
+    const cuda::EmbeddingGradParams p{device_params(g.params, nullptr), g.params.dy, g.params.dw_drho, g.params.dw_mu,
+                                      g.params.dw_rho};
     OP_REQUIRES_OK(ctx, launch_status(cuda::embedding_backward(p, grad_rows, gpu_stream(ctx))));
   }
 };
