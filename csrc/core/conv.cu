@@ -15,12 +15,6 @@ namespace fusedbnn {
 namespace cuda {
 namespace {
 
-#define FUSEDBNN_RETURN_IF_FAILED(call)         \
-  do {                                          \
-    const cudaError_t status_ = (call);         \
-    if (status_ != cudaSuccess) return status_; \
-  } while (0)
-
 // A block computes a 128 x 64 tile of a product: 16 x 16 threads of 8 rows x 4 columns (32 FMAs per
 // 3 shared float4 reads, against 16 per 2 for 4 x 4; 128 registers: two blocks per multiprocessor).
 constexpr int kTileM = 128;
