@@ -90,12 +90,32 @@ def test_padding_and_repeated_ids(mode, rng):
         assert np.all(dw_mu[options["padding_idx"]] == 0.0) and np.all(dw_rho[options["padding_idx"]] == 0.0)
 
 
-def test_gradients_are_row_slices_of_the_distinct_ids(rng):
+def test_gradients_are_row_slices_per_position_as_gather_gives_them(rng):
+    """Without max_norm: one slice per position (repeated ids repeat, padding slices are zero), with
+    drho = dy * eps * sigmoid(rho) of each position's row, as tf.gather's gradient of the sample."""
+    w_mu, w_rho, w_seed = table(rng, 50, 4)
+    ids = tf.constant([[7, 3, 7], [49, 3, 0]], tf.int64)
+    with tf.GradientTape() as tape:
+        tape.watch([w_mu, w_rho])
+        loss = tf.reduce_sum(ops.embedding(ids, w_mu, w_rho, w_seed, padding_idx=0))
+    dw_mu, dw_rho = tape.gradient(loss, [w_mu, w_rho])
+    for g in (dw_mu, dw_rho):
+        assert isinstance(g, tf.IndexedSlices)
+        assert g.indices.numpy().tolist() == [7, 3, 7, 49, 3, 0]
+        assert tuple(g.dense_shape.numpy()) == (50, 4)
+    assert_allclose(dw_mu.values, [[1.0] * 4] * 5 + [[0.0] * 4])
+    assert np.all(dw_rho.values.numpy()[5] == 0.0)
+    eps = tf.random.stateless_normal([50, 4], w_seed).numpy()
+    expected = eps * tf.sigmoid(w_rho).numpy()
+    assert_allclose(dw_rho.values.numpy()[:5], expected[[7, 3, 7, 49, 3]], rtol=1e-5, atol=1e-6)
+
+
+def test_gradients_with_max_norm_are_row_slices_of_the_distinct_ids(rng):
     w_mu, w_rho, w_seed = table(rng, 50, 4)
     ids = tf.constant([7, 3, 7, 49, 3, 0], tf.int64)
     with tf.GradientTape() as tape:
         tape.watch([w_mu, w_rho])
-        loss = tf.reduce_sum(ops.embedding(ids, w_mu, w_rho, w_seed, padding_idx=0))
+        loss = tf.reduce_sum(ops.embedding(ids, w_mu, w_rho, w_seed, padding_idx=0, max_norm=1e6))
     dw_mu, dw_rho = tape.gradient(loss, [w_mu, w_rho])
     for g in (dw_mu, dw_rho):
         assert isinstance(g, tf.IndexedSlices)

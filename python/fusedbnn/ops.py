@@ -512,7 +512,9 @@ def embedding(ids, w_mu, w_rho, w_seed, padding_idx=None, max_norm=None, norm_ty
     gather from ``sample_gaussian(w_mu, w_rho, w_seed)``. Outputs at ``padding_idx`` are zero (and
     get no gradient). With ``max_norm``, each output row e is scaled by
     ``max_norm / max(norm(e, norm_type), max_norm)``, gradient included. The gradients for
-    ``w_mu`` and ``w_rho`` are ``tf.IndexedSlices`` over the distinct looked-up rows.
+    ``w_mu`` and ``w_rho`` are ``tf.IndexedSlices``: one slice per position of ``ids``, as
+    ``tf.gather``'s gradient has them (repeated ids repeat; padding positions are zero slices), or,
+    with ``max_norm``, one per distinct looked-up row in ascending order.
 
     When ``w_mu`` and ``w_rho`` are variables (``tf.Variable``, Keras variables, tf.distribute
     variables in a replica context), the ops read them in place, as ``tf.gather`` on a variable
@@ -564,10 +566,25 @@ def _resource_variables(*values):
 
 
 def _embedding_grad(grad_op, op, dy, table_shape):
-    """The gradient for y; that of the dw_drho output, which only this gradient reads, is ignored."""
+    """The gradient for y; that of the dw_drho output, which only this gradient reads, is ignored.
+
+    Without max_norm the slices are per position, as tf.gather's gradient has them: dmu is dy itself
+    (zero at padding positions) and drho is dy * dw_drho, with no noise, sort or row sums; whoever
+    applies them sums repeated ids. With max_norm the op sums each distinct row through the rescale.
+    """
     ids, w_mu, w_rho, w_seed = op.inputs
     options = {name: op.get_attr(name) for name in ("padding_idx", "max_norm", "norm_type")}
-    indices, dw_mu, dw_rho = grad_op(dy, op.outputs[1], ids, w_mu, w_rho, w_seed, **options)
+    dw_drho = op.outputs[1]
+    if options["max_norm"] > 0.0:
+        indices, dw_mu, dw_rho = grad_op(dy, dw_drho, ids, w_mu, w_rho, w_seed, **options)
+    else:
+        dim = tf.shape(dy)[-1:]
+        indices = tf.reshape(ids, [-1])
+        dw_mu = tf.reshape(dy, tf.concat([[-1], dim], 0))
+        if options["padding_idx"] >= 0:
+            # dw_drho is zero at padding positions; dmu must be too ("get no gradient").
+            dw_mu = dw_mu * tf.cast(indices != options["padding_idx"], dy.dtype)[:, None]
+        dw_rho = dw_mu * tf.reshape(dw_drho, tf.shape(dw_mu))
     return None, tf.IndexedSlices(dw_mu, indices, table_shape), tf.IndexedSlices(dw_rho, indices, table_shape), None
 
 
