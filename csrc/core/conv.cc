@@ -37,6 +37,9 @@ namespace {
 // gathered within one chunk; the chunk grid depends on the sizes alone.
 constexpr int64_t kChunkFloats = int64_t{1} << 20;
 
+// The narrowest tile of dW^T (GemmArgs::min_tile): every tile packs the chunk's dy again.
+constexpr int64_t kWeightGradTile = 256;
+
 // Derived sizes, the element strides of x (dx) in its layout, and the chunking.
 struct Geometry {
   int64_t cin_g, cout_g, k_g;  // per group: input channels, output channels, kernel rows
@@ -261,7 +264,8 @@ int64_t conv_forward_workspace(const ConvParams& p) {
 
 int64_t conv_backward_workspace(const ConvParams& p) {
   const Geometry g(p);
-  // kernel, partial dW of a chunk, im2col and its gradient, dy rows (NCHW).
+  // kernel, dW^T summed over the chunks (depthwise: partial dW of a chunk), im2col and its
+  // gradient, dy rows (NCHW).
   const int64_t dcols = g.im2col_floats();
   return 2 * conv_kernel_size(p) + g.cols_buffer() + dcols + g.channel_buffer(p);
 }
@@ -305,7 +309,7 @@ void conv_backward(const ParallelFor& pf, const ConvGradParams& p, float* worksp
   const Geometry g(p);
   const int64_t kernel_size = conv_kernel_size(p);
   float* w = workspace;
-  float* dw_part = w + kernel_size;
+  float* dw_part = w + kernel_size;  // depthwise: one chunk's dW; else dW^T, per group [cout_g, k_g]
   float* cols_buffer = dw_part + kernel_size;
   float* dcols_buffer = cols_buffer + g.cols_buffer();
   float* dy_rows_buffer = dcols_buffer + g.im2col_floats();
@@ -322,24 +326,26 @@ void conv_backward(const ParallelFor& pf, const ConvGradParams& p, float* worksp
       nchw_to_rows(pf, p, g, dy_rows, images, dy_rows_buffer);
       dy_rows = dy_rows_buffer;
     }
-    // dW += this chunk's part, chunk partials added in chunk order.
-    float* dw_target = image0 == 0 ? p.dw_mu : dw_part;
     if (g.depthwise) {
+      // dW += this chunk's part, chunk partials added in chunk order.
+      float* dw_target = image0 == 0 ? p.dw_mu : dw_part;
       const float* x = chunk_nhwc(pf, p, g, image0, images, cols_buffer);
       pf(p.kernel_h * p.kernel_w, rows * p.out_channels,
          [&](int64_t t0, int64_t t1) { depthwise_kernel_grad(p, g, x, dy_rows, rows, t0, t1, dw_target); });
+      if (image0 > 0) {
+        pf(kernel_size, 1, [&](int64_t first, int64_t last) {
+          for (int64_t e = first; e < last; ++e) p.dw_mu[e] += dw_part[e];
+        });
+      }
     } else {
-      // dW[:, group] = cols[:, group]^T @ dy[:, group]
+      // dW[:, group]^T (+)= dy[:, group]^T @ cols[:, group], summed over the chunks in order. As
+      // dW^T the product's narrow side (cout_g) is the packed left operand: gemm cuts the k_g
+      // columns, and wide tiles pack dy less often (benchmarks/NOTES.md).
       const float* cols = chunk_cols(pf, p, g, image0, rows, cols_buffer);
       for (int64_t grp = 0; grp < p.groups; ++grp) {
-        gemm(pf, GemmArgs{g.k_g, g.cout_g, rows, cols + grp * g.k_g, g.cols_width, true, dy_rows + grp * g.cout_g,
-                          p.out_channels, false, dw_target + grp * g.cout_g, p.out_channels});
+        gemm(pf, GemmArgs{g.cout_g, g.k_g, rows, dy_rows + grp * g.cout_g, p.out_channels, true, cols + grp * g.k_g,
+                          g.cols_width, false, dw_part + grp * g.cout_g * g.k_g, g.k_g, image0 > 0, kWeightGradTile});
       }
-    }
-    if (image0 > 0) {
-      pf(kernel_size, 1, [&](int64_t first, int64_t last) {
-        for (int64_t e = first; e < last; ++e) p.dw_mu[e] += dw_part[e];
-      });
     }
     if (p.has_bias) {
       for (int64_t r = 0; r < rows; ++r)
@@ -380,6 +386,13 @@ void conv_backward(const ParallelFor& pf, const ConvGradParams& p, float* worksp
         });
       });
     }
+  }
+  if (!g.depthwise && g.pixels > 0 && p.batch > 0) {
+    // dW[t, grp * cout_g + o] = dW^T[grp][o, t]
+    pf(g.k_g, p.out_channels, [&](int64_t t0, int64_t t1) {
+      for (int64_t t = t0; t < t1; ++t)
+        for (int64_t o = 0; o < p.out_channels; ++o) p.dw_mu[t * p.out_channels + o] = dw_part[o * g.k_g + t];
+    });
   }
   // drho = dW * eps * sigmoid(rho), regenerating eps.
   sample_gaussian_grad(pf, p.w_stream, kernel_size, p.dw_mu, p.w_mu, p.w_rho, p.dw_rho, nullptr);
