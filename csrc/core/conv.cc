@@ -37,8 +37,12 @@ namespace {
 // gathered within one chunk; the chunk grid depends on the sizes alone.
 constexpr int64_t kChunkFloats = int64_t{1} << 20;
 
-// The narrowest tile of dW^T (GemmArgs::min_tile): every tile packs the chunk's dy again.
-constexpr int64_t kWeightGradTile = 256;
+// The tile width of dW^T's k_g columns (GemmArgs::min_tile): every tile packs the chunk's dy
+// again, so the fewest tiles at least 256 wide, of equal widths (576: 2 x 288, 320: 1 x 320).
+int64_t weight_grad_tile(int64_t k_g) {
+  const int64_t tiles = std::max<int64_t>(1, k_g / 256);
+  return (ceil_div(k_g, tiles) + 15) / 16 * 16;
+}
 
 // Derived sizes, the element strides of x (dx) in its layout, and the chunking.
 struct Geometry {
@@ -201,6 +205,19 @@ void depthwise_kernel_grad(const ConvParams& p, const Geometry& g, const float* 
 template <typename Add>
 void gather_dx_rows(const ConvParams& p, const Geometry& g, int64_t image0, int64_t u0, int64_t u1, float* dx,
                     Add add) {
+  // Input column iw, read by output column ow through kernel column j, in (iw, j) order: the
+  // same for every row, so the divisions leave the inner loop.
+  struct ColumnTap {
+    int64_t iw, j, ow;
+  };
+  std::vector<ColumnTap> column_taps;
+  for (int64_t iw = 0; iw < p.in_w; ++iw) {
+    for (int64_t j = 0; j < p.kernel_w; ++j) {
+      const int64_t w_num = iw + p.pad_left - j * p.dilation_w;
+      if (w_num < 0 || w_num % p.stride_w != 0 || w_num / p.stride_w >= p.out_w) continue;
+      column_taps.push_back({iw, j, w_num / p.stride_w});
+    }
+  }
   std::vector<float> acc(p.in_w * p.in_channels);
   for (int64_t u = u0; u < u1; ++u) {
     const int64_t local = u / p.in_h, ih = u % p.in_h;
@@ -208,15 +225,8 @@ void gather_dx_rows(const ConvParams& p, const Geometry& g, int64_t image0, int6
     for (int64_t i = 0; i < p.kernel_h; ++i) {
       const int64_t h_num = ih + p.pad_top - i * p.dilation_h;
       if (h_num < 0 || h_num % p.stride_h != 0 || h_num / p.stride_h >= p.out_h) continue;
-      const int64_t oh = h_num / p.stride_h;
-      for (int64_t iw = 0; iw < p.in_w; ++iw) {
-        float* dst = acc.data() + iw * p.in_channels;
-        for (int64_t j = 0; j < p.kernel_w; ++j) {
-          const int64_t w_num = iw + p.pad_left - j * p.dilation_w;
-          if (w_num < 0 || w_num % p.stride_w != 0 || w_num / p.stride_w >= p.out_w) continue;
-          add(local * g.pixels + oh * p.out_w + w_num / p.stride_w, i * p.kernel_w + j, dst);
-        }
-      }
+      const int64_t row0 = local * g.pixels + h_num / p.stride_h * p.out_w;
+      for (const ColumnTap& t : column_taps) add(row0 + t.ow, i * p.kernel_w + t.j, acc.data() + t.iw * p.in_channels);
     }
     float* dx_row = dx + (image0 + local) * g.xs_b + ih * g.xs_h;
     if (p.channels_last) {
@@ -344,7 +354,8 @@ void conv_backward(const ParallelFor& pf, const ConvGradParams& p, float* worksp
       const float* cols = chunk_cols(pf, p, g, image0, rows, cols_buffer);
       for (int64_t grp = 0; grp < p.groups; ++grp) {
         gemm(pf, GemmArgs{g.cout_g, g.k_g, rows, dy_rows + grp * g.cout_g, p.out_channels, true, cols + grp * g.k_g,
-                          g.cols_width, false, dw_part + grp * g.cout_g * g.k_g, g.k_g, image0 > 0, kWeightGradTile});
+                          g.cols_width, false, dw_part + grp * g.cout_g * g.k_g, g.k_g, image0 > 0,
+                          weight_grad_tile(g.k_g)});
       }
     }
     if (p.has_bias) {
