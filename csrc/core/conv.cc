@@ -314,8 +314,8 @@ int64_t conv_forward_workspace(const ConvParams& p) {
 
 int64_t conv_backward_workspace(const ConvParams& p) {
   const Geometry g(p);
-  // kernel, dW^T summed over the chunks (depthwise: partial dW of a chunk), im2col and its
-  // gradient, dy rows (NCHW).
+  // kernel, dW^T summed over the chunks (depthwise: partial dW of a chunk), im2col, dx's scratch,
+  // dy rows (NCHW).
   return 2 * conv_kernel_size(p) + g.cols_buffer() + dx_scratch(p, g) + g.channel_buffer(p);
 }
 
