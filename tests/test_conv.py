@@ -63,6 +63,7 @@ CONV2D_CASES = [
     (2, (7, 8), 6, 6, (3, 3), dict(padding="SAME", groups=6)),
     (3, (9, 8), 4, 6, (3, 2), dict(stride=2, groups=2)),
     (2, (6, 7), 4, 8, (2, 3), dict(stride=[1, 2], padding="SAME", groups=4)),
+    (2, (5, 6), 3, 4, (2, 2), dict(padding=[[3, 1], [0, 2]])),  # padding beyond the kernel window
     # Per-group products large enough for one GEMM per group (the cases above take the small-group loops).
     (2, (6, 7), 16, 34, (3, 3), dict(stride=[2, 1], padding="SAME", dilation=[1, 2], groups=2)),
 ]
@@ -134,6 +135,7 @@ def test_unequal_strides_avoid_tensorflows_broken_kernels(channels, padding, str
     [
         ([9, 23, 21, 16], [3, 3, 16, 12], 1, "NHWC"),
         ([12, 16, 40, 40], [3, 3, 1, 32], 16, "NCHW"),  # depthwise, multiplier 2
+        ([4, 128, 20, 20], [3, 3, 64, 8], 2, "NCHW"),  # k_g = 576: two tiles of dW^T per group
     ],
 )
 def test_conv2d_large_enough_for_several_chunks(x_shape, kernel_shape, groups, data_format, rng):
@@ -223,6 +225,31 @@ def test_core_matches_the_op(data_format):
         ["dx", "dw_mu", "dw_rho", "db_mu", "db_rho"], _core.conv2d_grad(dy, *numpy_args, **core_kwargs), fused[1:]
     ):
         assert_allclose(core_grad, op_grad, err_msg=name)
+
+
+def test_backward_on_the_op_pool_is_bit_identical_to_the_single_threaded_core(rng):
+    """Several chunks summed into dW^T, two tiles of it per group: the op's threads split both."""
+    x, w_mu, w_rho, w_seed, b_mu, b_rho, b_seed = conv_inputs(rng, [4, 20, 20, 128], [3, 3, 64, 8])
+    kwargs = dict(padding="SAME", groups=2)
+    sources = [x, w_mu, w_rho, b_mu, b_rho]
+    with tf.GradientTape() as tape:
+        tape.watch(sources)
+        y = ops.conv2d(x, w_mu, w_rho, w_seed, b_mu, b_rho, b_seed, engine="fused", **kwargs)
+    dy = rng.normal(size=y.shape).astype(np.float32)
+    fused = tape.gradient(y, sources, output_gradients=tf.constant(dy))
+    core = _core.conv2d_grad(
+        dy,
+        x.numpy(),
+        w_mu.numpy(),
+        w_rho.numpy(),
+        w_seed=tuple(w_seed.numpy()),
+        b_mu=b_mu.numpy(),
+        b_rho=b_rho.numpy(),
+        b_seed=tuple(b_seed.numpy()),
+        **kwargs,
+    )
+    for name, core_grad, op_grad in zip(["dx", "dw_mu", "dw_rho", "db_mu", "db_rho"], core, fused):
+        np.testing.assert_array_equal(core_grad, op_grad, err_msg=name)
 
 
 def test_same_seed_is_bit_identical_and_threads_do_not_matter(rng):

@@ -37,6 +37,13 @@ namespace {
 // gathered within one chunk; the chunk grid depends on the sizes alone.
 constexpr int64_t kChunkFloats = int64_t{1} << 20;
 
+// The tile width of dW^T's k_g columns (GemmArgs::min_tile): every tile packs the chunk's dy
+// again, so the fewest tiles at least 256 wide, of equal widths (576: 2 x 288, 320: 1 x 320).
+int64_t weight_grad_tile(int64_t k_g) {
+  const int64_t tiles = std::max<int64_t>(1, k_g / 256);
+  return (ceil_div(k_g, tiles) + 15) / 16 * 16;
+}
+
 // Derived sizes, the element strides of x (dx) in its layout, and the chunking.
 struct Geometry {
   int64_t cin_g, cout_g, k_g;  // per group: input channels, output channels, kernel rows
@@ -46,8 +53,9 @@ struct Geometry {
   int64_t xs_b, xs_h, xs_w, xs_c;
   int64_t ys_b;  // y's image stride (either layout)
   bool channels_last;
-  bool depthwise;  // one input channel per group: direct loops over x, no im2col or GEMM
-  bool direct;     // 1x1, stride 1, unpadded NHWC: x itself is the im2col matrix
+  bool depthwise;   // one input channel per group: direct loops over x, no im2col or GEMM
+  bool direct;      // 1x1, stride 1, unpadded NHWC: x itself is the im2col matrix
+  bool dx_as_conv;  // stride 1 (not direct): dx is a convolution of dy, see dx_conv_params
 
   explicit Geometry(const ConvParams& p) {
     cin_g = p.in_channels / p.groups;
@@ -69,6 +77,7 @@ struct Geometry {
     depthwise = p.groups > 1 && cin_g == 1;
     direct = !depthwise && p.channels_last && p.kernel_h == 1 && p.kernel_w == 1 && p.stride_h == 1 &&
              p.stride_w == 1 && p.pad_top == 0 && p.pad_left == 0 && p.out_h == p.in_h && p.out_w == p.in_w;
+    dx_as_conv = !depthwise && !direct && p.stride_h == 1 && p.stride_w == 1;
   }
 
   int64_t chunk_rows() const { return images_per_chunk * pixels; }
@@ -198,6 +207,19 @@ void depthwise_kernel_grad(const ConvParams& p, const Geometry& g, const float* 
 template <typename Add>
 void gather_dx_rows(const ConvParams& p, const Geometry& g, int64_t image0, int64_t u0, int64_t u1, float* dx,
                     Add add) {
+  // Input column iw, read by output column ow through kernel column j, in (iw, j) order: the
+  // same for every row, so the divisions leave the inner loop.
+  struct ColumnTap {
+    int64_t iw, j, ow;
+  };
+  std::vector<ColumnTap> column_taps;
+  for (int64_t iw = 0; iw < p.in_w; ++iw) {
+    for (int64_t j = 0; j < p.kernel_w; ++j) {
+      const int64_t w_num = iw + p.pad_left - j * p.dilation_w;
+      if (w_num < 0 || w_num % p.stride_w != 0 || w_num / p.stride_w >= p.out_w) continue;
+      column_taps.push_back({iw, j, w_num / p.stride_w});
+    }
+  }
   std::vector<float> acc(p.in_w * p.in_channels);
   for (int64_t u = u0; u < u1; ++u) {
     const int64_t local = u / p.in_h, ih = u % p.in_h;
@@ -205,15 +227,8 @@ void gather_dx_rows(const ConvParams& p, const Geometry& g, int64_t image0, int6
     for (int64_t i = 0; i < p.kernel_h; ++i) {
       const int64_t h_num = ih + p.pad_top - i * p.dilation_h;
       if (h_num < 0 || h_num % p.stride_h != 0 || h_num / p.stride_h >= p.out_h) continue;
-      const int64_t oh = h_num / p.stride_h;
-      for (int64_t iw = 0; iw < p.in_w; ++iw) {
-        float* dst = acc.data() + iw * p.in_channels;
-        for (int64_t j = 0; j < p.kernel_w; ++j) {
-          const int64_t w_num = iw + p.pad_left - j * p.dilation_w;
-          if (w_num < 0 || w_num % p.stride_w != 0 || w_num / p.stride_w >= p.out_w) continue;
-          add(local * g.pixels + oh * p.out_w + w_num / p.stride_w, i * p.kernel_w + j, dst);
-        }
-      }
+      const int64_t row0 = local * g.pixels + h_num / p.stride_h * p.out_w;
+      for (const ColumnTap& t : column_taps) add(row0 + t.ow, i * p.kernel_w + t.j, acc.data() + t.iw * p.in_channels);
     }
     float* dx_row = dx + (image0 + local) * g.xs_b + ih * g.xs_h;
     if (p.channels_last) {
@@ -248,6 +263,44 @@ void rows_to_nchw(const ParallelFor& pf, const ConvParams& p, const Geometry& g,
   });
 }
 
+// With stride 1, dx is the stride-1 convolution of dy (NHWC) with the kernel flipped in space and
+// transposed per group, [kh, kw, cout_g, in_channels], padded by (k - 1) * d - pad: one im2col and
+// one product of the forward's shape, instead of d(cols) = dy W^T (which Eigen zeroes first) and
+// its gather.
+ConvParams dx_conv_params(const ConvParams& p) {
+  ConvParams q = p;
+  q.in_h = p.out_h, q.in_w = p.out_w, q.in_channels = p.out_channels;
+  q.out_h = p.in_h, q.out_w = p.in_w, q.out_channels = p.in_channels;
+  q.pad_top = (p.kernel_h - 1) * p.dilation_h - p.pad_top;
+  q.pad_left = (p.kernel_w - 1) * p.dilation_w - p.pad_left;
+  q.channels_last = true;
+  return q;
+}
+
+// W'[i', j', o, grp * cin_g + c] = W[kh - 1 - i', kw - 1 - j', c, grp * cout_g + o].
+void flip_kernel(const ParallelFor& pf, const ConvParams& p, const Geometry& g, const float* w, float* flipped) {
+  const int64_t taps = p.kernel_h * p.kernel_w;
+  pf(taps, g.cin_g * p.out_channels, [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; ++t) {
+      const float* src = w + (taps - 1 - t) * g.cin_g * p.out_channels;
+      float* dst = flipped + t * g.cout_g * p.in_channels;
+      for (int64_t grp = 0; grp < p.groups; ++grp)
+        for (int64_t o = 0; o < g.cout_g; ++o)
+          for (int64_t c = 0; c < g.cin_g; ++c)
+            dst[o * p.in_channels + grp * g.cin_g + c] = src[c * p.out_channels + grp * g.cout_g + o];
+    }
+  });
+}
+
+// Scratch of the backward's dx: d(cols), or (dx_as_conv) the flipped kernel, the im2col of dy and
+// (NCHW) dx rows in NHWC.
+int64_t dx_scratch(const ConvParams& p, const Geometry& g) {
+  if (!g.dx_as_conv) return g.im2col_floats();
+  const Geometry gq(dx_conv_params(p));
+  const int64_t rows = g.images_per_chunk * gq.pixels;
+  return conv_kernel_size(p) + rows * gq.cols_width + (p.channels_last ? 0 : rows * p.in_channels);
+}
+
 }  // namespace
 
 int64_t conv_kernel_size(const ConvParams& p) {
@@ -261,9 +314,9 @@ int64_t conv_forward_workspace(const ConvParams& p) {
 
 int64_t conv_backward_workspace(const ConvParams& p) {
   const Geometry g(p);
-  // kernel, partial dW of a chunk, im2col and its gradient, dy rows (NCHW).
-  const int64_t dcols = g.im2col_floats();
-  return 2 * conv_kernel_size(p) + g.cols_buffer() + dcols + g.channel_buffer(p);
+  // kernel, dW^T summed over the chunks (depthwise: partial dW of a chunk), im2col, dx's scratch,
+  // dy rows (NCHW).
+  return 2 * conv_kernel_size(p) + g.cols_buffer() + dx_scratch(p, g) + g.channel_buffer(p);
 }
 
 void conv_forward(const ParallelFor& pf, const ConvParams& p, float* workspace, float* y) {
@@ -305,12 +358,18 @@ void conv_backward(const ParallelFor& pf, const ConvGradParams& p, float* worksp
   const Geometry g(p);
   const int64_t kernel_size = conv_kernel_size(p);
   float* w = workspace;
-  float* dw_part = w + kernel_size;
+  float* dw_part = w + kernel_size;  // depthwise: one chunk's dW; else dW^T, per group [cout_g, k_g]
   float* cols_buffer = dw_part + kernel_size;
-  float* dcols_buffer = cols_buffer + g.cols_buffer();
-  float* dy_rows_buffer = dcols_buffer + g.im2col_floats();
+  float* dx_buffer = cols_buffer + g.cols_buffer();  // see dx_scratch
+  float* dy_rows_buffer = dx_buffer + dx_scratch(p, g);
+  const ConvParams q = dx_conv_params(p);  // dx_as_conv
+  const Geometry gq(q);
+  float* w_flipped = dx_buffer;
+  float* dy_cols = w_flipped + kernel_size;
+  float* dx_rows_buffer = dy_cols + g.images_per_chunk * gq.pixels * gq.cols_width;
 
   sample_gaussian(pf, p.w_stream, kernel_size, p.w_mu, p.w_rho, w);
+  if (g.dx_as_conv) flip_kernel(pf, p, g, w, w_flipped);
   std::fill(p.dw_mu, p.dw_mu + kernel_size, 0.0f);
   if (p.has_bias) std::fill(p.db_mu, p.db_mu + p.out_channels, 0.0f);
   if (g.pixels == 0) std::fill(p.dx, p.dx + p.batch * g.xs_b, 0.0f);
@@ -322,24 +381,27 @@ void conv_backward(const ParallelFor& pf, const ConvGradParams& p, float* worksp
       nchw_to_rows(pf, p, g, dy_rows, images, dy_rows_buffer);
       dy_rows = dy_rows_buffer;
     }
-    // dW += this chunk's part, chunk partials added in chunk order.
-    float* dw_target = image0 == 0 ? p.dw_mu : dw_part;
     if (g.depthwise) {
+      // dW += this chunk's part, chunk partials added in chunk order.
+      float* dw_target = image0 == 0 ? p.dw_mu : dw_part;
       const float* x = chunk_nhwc(pf, p, g, image0, images, cols_buffer);
       pf(p.kernel_h * p.kernel_w, rows * p.out_channels,
          [&](int64_t t0, int64_t t1) { depthwise_kernel_grad(p, g, x, dy_rows, rows, t0, t1, dw_target); });
+      if (image0 > 0) {
+        pf(kernel_size, 1, [&](int64_t first, int64_t last) {
+          for (int64_t e = first; e < last; ++e) p.dw_mu[e] += dw_part[e];
+        });
+      }
     } else {
-      // dW[:, group] = cols[:, group]^T @ dy[:, group]
+      // dW[:, group]^T (+)= dy[:, group]^T @ cols[:, group], summed over the chunks in order. As
+      // dW^T the product's narrow side (cout_g) is the packed left operand: gemm cuts the k_g
+      // columns, and wide tiles pack dy less often (benchmarks/NOTES.md).
       const float* cols = chunk_cols(pf, p, g, image0, rows, cols_buffer);
       for (int64_t grp = 0; grp < p.groups; ++grp) {
-        gemm(pf, GemmArgs{g.k_g, g.cout_g, rows, cols + grp * g.k_g, g.cols_width, true, dy_rows + grp * g.cout_g,
-                          p.out_channels, false, dw_target + grp * g.cout_g, p.out_channels});
+        gemm(pf, GemmArgs{g.cout_g, g.k_g, rows, dy_rows + grp * g.cout_g, p.out_channels, true, cols + grp * g.k_g,
+                          g.cols_width, false, dw_part + grp * g.cout_g * g.k_g, g.k_g, image0 > 0,
+                          weight_grad_tile(g.k_g)});
       }
-    }
-    if (image0 > 0) {
-      pf(kernel_size, 1, [&](int64_t first, int64_t last) {
-        for (int64_t e = first; e < last; ++e) p.dw_mu[e] += dw_part[e];
-      });
     }
     if (p.has_bias) {
       for (int64_t r = 0; r < rows; ++r)
@@ -364,9 +426,21 @@ void conv_backward(const ParallelFor& pf, const ConvGradParams& p, float* worksp
       });
       continue;
     }
+    if (g.dx_as_conv) {
+      // dx[:, group] = im2col(dy)[:, group] @ W'[:, group]
+      const int64_t dx_rows = images * gq.pixels;
+      float* dx = p.channels_last ? p.dx + image0 * g.xs_b : dx_rows_buffer;
+      pf(dx_rows, 4 * gq.cols_width, [&](int64_t r0, int64_t r1) { im2col_rows(q, gq, dy_rows, r0, r1, dy_cols); });
+      for (int64_t grp = 0; grp < p.groups; ++grp) {
+        gemm(pf, GemmArgs{dx_rows, g.cin_g, gq.k_g, dy_cols + grp * gq.k_g, gq.cols_width, false,
+                          w_flipped + grp * g.cin_g, p.in_channels, false, dx + grp * g.cin_g, p.in_channels});
+      }
+      if (!p.channels_last) rows_to_nchw(pf, q, gq, dx, images, p.dx + image0 * g.xs_b);
+      continue;
+    }
     // d(cols)[:, group] = dy[:, group] @ W[:, group]^T, then gathered into dx (written directly
     // when x is its own im2col matrix).
-    float* dcols = g.direct ? p.dx + image0 * g.xs_b : dcols_buffer;
+    float* dcols = g.direct ? p.dx + image0 * g.xs_b : dx_buffer;
     for (int64_t grp = 0; grp < p.groups; ++grp) {
       gemm(pf, GemmArgs{rows, g.k_g, g.cout_g, dy_rows + grp * g.cout_g, p.out_channels, false, w + grp * g.cout_g,
                         p.out_channels, true, dcols + grp * g.k_g, g.cols_width});
@@ -380,6 +454,13 @@ void conv_backward(const ParallelFor& pf, const ConvGradParams& p, float* worksp
         });
       });
     }
+  }
+  if (!g.depthwise && g.pixels > 0 && p.batch > 0) {
+    // dW[t, grp * cout_g + o] = dW^T[grp][o, t]
+    pf(g.k_g, p.out_channels, [&](int64_t t0, int64_t t1) {
+      for (int64_t t = t0; t < t1; ++t)
+        for (int64_t o = 0; o < p.out_channels; ++o) p.dw_mu[t * p.out_channels + o] = dw_part[o * g.k_g + t];
+    });
   }
   // drho = dW * eps * sigmoid(rho), regenerating eps.
   sample_gaussian_grad(pf, p.w_stream, kernel_size, p.dw_mu, p.w_mu, p.w_rho, p.dw_rho, nullptr);
