@@ -108,6 +108,9 @@ def test_op_tests_on_every_instruction_set(isa):
     tests = [
         f"{__file__}::test_linear_kl_is_the_kl_at_the_sample_the_op_drew",
         f"{__file__}::test_linear_gradient_of_loss_plus_kl_matches_the_reference",
+        f"{__file__}::test_lstm_kl_is_the_kl_at_the_sample_the_op_drew",
+        f"{__file__}::test_lstm_gradient_of_loss_plus_kl_matches_the_reference",
+        f"{__file__}::test_an_unused_lstm_kl_output_leaves_the_plain_gradients",
     ]
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-x", *tests],
@@ -387,3 +390,180 @@ def test_a_traced_elbo_step_takes_the_kl_from_the_conv_sampling_op(layer_class):
     assert not op_types(step.get_concrete_function()) & KL_OPS
     assert float(kl) == pytest.approx(redrawn_kl(layer), rel=1e-5)
     assert float(tf.function(lambda: layer.kl_cost()[0])()) == pytest.approx(float(kl), rel=1e-5)
+
+
+# The LSTM: W and b sampled once per call, their KL from that sampling pass.
+
+# (batch, steps, in, hidden): odd sizes, no steps, an empty batch.
+LSTM_SHAPES = [(3, 5, 7, 6), (1, 1, 1, 1), (5, 4, 33, 17), (4, 0, 3, 5), (0, 3, 2, 3)]
+
+
+def lstm_case(rng, batch, steps, n_in, hidden, per_element):
+    x = tf.constant(rng.normal(size=[batch, steps, n_in]).astype(np.float32))
+    w_mu, w_rho = gaussian_params(rng, [n_in + hidden, 4 * hidden])
+    b_mu, b_rho = gaussian_params(rng, [4 * hidden])
+    shape = [n_in + hidden, 4 * hidden]
+    w_mean = tf.constant(rng.normal(0, 0.1, shape).astype(np.float32)) if per_element else 0.05
+    priors = ((w_mean, 0.2), (-0.01, 0.3))
+    return x, (w_mu, w_rho, seed_of(rng)), (b_mu, b_rho, seed_of(rng)), priors
+
+
+@pytest.mark.parametrize("shape", LSTM_SHAPES)
+@pytest.mark.parametrize("per_element", [False, True])
+def test_lstm_kl_is_the_kl_at_the_sample_the_op_drew(shape, per_element):
+    rng = np.random.default_rng(hash((shape, per_element)) % 2**32)
+    x, w, b, priors = lstm_case(rng, *shape, per_element)
+    h_seq, (h, c), kl = ops.lstm(x, *w, *b, kl_priors=priors)
+    plain_seq, (plain_h, plain_c) = ops.lstm(x, *w, *b)
+    for got, want in zip([h_seq, h, c], [plain_seq, plain_h, plain_c]):
+        assert_allclose(got, want, atol=0)
+    expected = ops.gaussian_kl(*w, *priors[0]) + ops.gaussian_kl(*b, *priors[1])
+    assert kl.dtype == tf.float32 and kl.shape == ()
+    assert float(kl) == pytest.approx(float(expected), rel=2e-6, abs=1e-3)
+    assert float(kl) == pytest.approx(float(reference_kl(w, b, priors, True)), rel=1e-5, abs=1e-2)
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("shape", LSTM_SHAPES)
+@pytest.mark.parametrize("per_element", [False, True])
+def test_lstm_gradient_of_loss_plus_kl_matches_the_reference(mode, shape, per_element):
+    rng = np.random.default_rng(sum(shape) + per_element)
+    x, w, b, priors = lstm_case(rng, *shape, per_element)
+    batch, steps, _, hidden = shape
+    dh = tf.constant(rng.normal(size=[batch, steps, hidden]).astype(np.float32))
+    dc = tf.constant(rng.normal(size=[batch, hidden]).astype(np.float32))
+    variables = [x, *w[:2], *b[:2]]
+
+    def grads(lstm):
+        def fn():
+            with tf.GradientTape() as tape:
+                tape.watch(variables)
+                h_seq, (_, c), kl = lstm()
+                loss = tf.reduce_sum(h_seq * dh) + tf.reduce_sum(c * dc) + 0.7 * kl
+            # Without steps the reference's x is unconnected: a zero gradient.
+            return [kl, *tape.gradient(loss, variables, unconnected_gradients="zero")]
+
+        return run(mode, fn)
+
+    fused = grads(lambda: ops.lstm(x, *w, *b, kl_priors=priors))
+    ref = grads(lambda: (*reference.lstm(x, *w, *b), reference_kl(w, b, priors, True)))
+    assert fused[0] == pytest.approx(ref[0], rel=1e-5, abs=1e-2)
+    for name, got, want in zip(["dx", "dw_mu", "dw_rho", "db_mu", "db_rho"], fused[1:], ref[1:]):
+        scale = max(1.0, float(np.max(np.abs(want), initial=0.0)))
+        assert_allclose(got / scale, want / scale, atol=3e-5, err_msg=name)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_an_unused_lstm_kl_output_leaves_the_plain_gradients(mode):
+    rng = np.random.default_rng(6)
+    x, w, b, priors = lstm_case(rng, 4, 3, 9, 5, False)
+    variables = [x, *w[:2], *b[:2]]
+
+    def grads(kl_priors, kl_weight=None):
+        def fn():
+            with tf.GradientTape() as tape:
+                tape.watch(variables)
+                out = ops.lstm(x, *w, *b, kl_priors=kl_priors)
+                loss = tf.reduce_sum(out[0] * out[0])
+                if kl_weight is not None:
+                    loss += kl_weight * out[2]
+            return tape.gradient(loss, variables)
+
+        return run(mode, fn)
+
+    plain = grads(None)
+    for kl_weight in (None, 0.0):
+        for got, want in zip(grads(priors, kl_weight), plain):
+            assert_allclose(got, want, atol=0)
+
+
+def test_lstm_kl_priors_are_checked():
+    rng = np.random.default_rng(2)
+    x, w, b, _ = lstm_case(rng, 2, 3, 4, 5, False)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="b_std_prior must be positive"):
+        ops.lstm(x, *w, *b, kl_priors=((0.0, 0.1), (0.0, tf.constant(0.0))))
+    with pytest.raises(ValueError, match="mu_prior must be a scalar"):
+        ops.lstm(x, *w, *b, kl_priors=((tf.zeros([3]), 0.1), (0.0, 0.1)))
+
+
+def lstm_kl_nodes(concrete):
+    """The GaussianKl ops of a traced function and its library, by the variable of their mu."""
+    graph_def = concrete.graph.as_graph_def()
+    nodes = list(graph_def.node)
+    for function in graph_def.library.function:
+        nodes += list(function.node_def)
+    return [n for n in nodes if n.op in KL_OPS], [n for n in nodes if n.op == "FusedBnn>Lstm"]
+
+
+def test_a_traced_elbo_step_takes_the_kl_from_the_lstm_op():
+    layer = nn.SequenceLSTM(6, return_sequences=True, seed=10)
+    x = tf.constant(np.random.default_rng(3).normal(size=[3, 4, 5]).astype(np.float32))
+    layer(x)
+    step = elbo_step(layer, x)
+    kl, grads = step()
+    kl_nodes, lstm_nodes = lstm_kl_nodes(step.get_concrete_function())
+    assert not kl_nodes and lstm_nodes and all(n.attr["with_kl"].b for n in lstm_nodes)
+    assert float(kl) == pytest.approx(redrawn_kl(layer), rel=1e-5)
+    w, b = layer._w, layer._b
+    with tf.GradientTape() as tape:
+        h_seq, _ = reference.lstm(x, w.dist.mu, w.dist.rho, w.seed, b.dist.mu, b.dist.rho, b.seed)
+        ref_kl = reference.gaussian_kl(w.dist.mu, w.dist.rho, w.seed, w.dist.mu_prior, w.dist.std_prior)
+        ref_kl += reference.gaussian_kl(b.dist.mu, b.dist.rho, b.seed, b.dist.mu_prior, b.dist.std_prior)
+        loss = tf.reduce_sum(h_seq * h_seq) + 0.3 * ref_kl
+    for got, want in zip(grads, tape.gradient(loss, layer.trainable_variables)):
+        scale = max(1.0, float(tf.reduce_max(tf.abs(want))))
+        assert_allclose(got / scale, want / scale, atol=3e-5)
+    # Outside the step's graph: drawn again, the same value.
+    assert float(layer.kl_cost()[0]) == pytest.approx(float(kl), rel=1e-5)
+    assert float(tf.function(lambda: layer.kl_cost()[0])()) == pytest.approx(float(kl), rel=1e-5)
+
+
+def test_the_token_lstm_fuses_its_own_weights_kl_not_the_embeddings():
+    layer = nn.LSTM(11, 4, 6, 3, seed=12)
+    ids = tf.constant(np.random.default_rng(4).integers(0, 11, [2, 5]))
+
+    @tf.function
+    def step():
+        with tf.GradientTape() as tape:
+            y, _ = layer(ids)
+            kl, _ = layer.kl_cost()
+            loss = tf.reduce_sum(y * y) + 0.3 * kl
+        return kl, tape.gradient(loss, layer.trainable_variables)
+
+    kl, grads = step()
+    kl_nodes, lstm_nodes = lstm_kl_nodes(step.get_concrete_function())
+    assert lstm_nodes and all(n.attr["with_kl"].b for n in lstm_nodes)
+    # Only the embedding's KL is drawn again (its op and its gradient); the gates and the output
+    # projection take theirs from their sampling passes.
+    embedding = layer.embedding._bayesian_parameters[0].dist
+    # (Each node by name: a cond branch's function may appear twice, rewritten for the gradient.)
+    assert len({n.name for n in kl_nodes if n.op == "FusedBnn>GaussianKl"}) == 1, [n.name for n in kl_nodes]
+    expected = redrawn_kl(layer) + float(
+        reference.gaussian_kl(
+            embedding.mu,
+            embedding.rho,
+            layer.embedding._bayesian_parameters[0].seed,
+            embedding.mu_prior,
+            embedding.std_prior,
+        )
+    )
+    assert float(kl) == pytest.approx(expected, rel=1e-5)
+    assert float(layer.kl_cost()[0]) == pytest.approx(float(kl), rel=1e-5)
+    assert all(g is not None for g in grads)
+
+
+def test_lstm_writes_after_the_call_make_kl_cost_draw_again():
+    x = tf.ones([2, 3, 4])
+    layer = nn.SequenceLSTM(5, seed=13)
+    layer(x)
+
+    @tf.function
+    def step():
+        layer(x)
+        layer._w.dist.rho.assign_add(tf.ones_like(layer._w.dist.rho))
+        return layer.kl_cost()[0]
+
+    kl = step()
+    kl_nodes, _ = lstm_kl_nodes(step.get_concrete_function())
+    assert kl_nodes
+    assert float(kl) == pytest.approx(redrawn_kl(layer), rel=1e-5)

@@ -89,11 +89,16 @@ void for_batch_chunks(const ParallelFor& pf, int64_t batch, int64_t cost_per_row
 int64_t lstm_packed_w_h_floats(int64_t hidden) { return 4 * hidden * ((hidden + 31) / 32 * 32); }
 
 void lstm_forward(const ParallelFor& pf, const LstmParams& p, const LstmSaved& saved, const LstmForwardScratch& s,
-                  float* h_seq, float* h_last, float* c_last) {
+                  float* h_seq, float* h_last, float* c_last, float* kl) {
   const int64_t B = p.batch, T = p.steps, E = p.in, H = p.hidden, G = 4 * H;
   const LstmKernels& act = best_lstm_kernels();
-  sample_gaussian(pf, p.w_stream, (E + H) * G, p.w_mu, p.w_rho, saved.w);
-  sample_gaussian(serial_for(), p.b_stream, G, p.b_mu, p.b_rho, s.b);
+  if (p.with_kl) {
+    *kl = sample_gaussian_kl(pf, p.w_stream, (E + H) * G, p.w_mu, p.w_rho, p.w_prior, saved.w) +
+          sample_gaussian_kl(serial_for(), p.b_stream, G, p.b_mu, p.b_rho, p.b_prior, s.b);
+  } else {
+    sample_gaussian(pf, p.w_stream, (E + H) * G, p.w_mu, p.w_rho, saved.w);
+    sample_gaussian(serial_for(), p.b_stream, G, p.b_mu, p.b_rho, s.b);
+  }
   const float* w_h = saved.w + E * G;
   // Input projection of every step, x W_x + b, written where the gates of each step will be.
   gemm(pf, GemmArgs{B * T, G, E, p.x, E, false, saved.w, G, false, saved.gates, G});
@@ -167,8 +172,16 @@ void lstm_backward(const ParallelFor& pf, const LstmGradParams& p, const LstmBac
       for (int64_t j = lo; j < hi; ++j) p.db_mu[j] += row[j];
     }
   });
-  sample_gaussian_grad(pf, p.w_stream, (E + H) * G, p.dw_mu, p.w_mu, p.w_rho, p.dw_rho, nullptr);
-  sample_gaussian_grad(serial_for(), p.b_stream, G, p.db_mu, p.b_mu, p.b_rho, p.db_rho, nullptr);
+  // drho from the regenerated noise, with the KL's terms in the same pass when dkl is given.
+  if (p.dkl != nullptr) {
+    sample_gaussian_grad_kl(pf, p.w_stream, (E + H) * G, p.dw_mu, p.w_mu, p.w_rho, p.w_prior, *p.dkl, p.dw_mu,
+                            p.dw_rho);
+    sample_gaussian_grad_kl(serial_for(), p.b_stream, G, p.db_mu, p.b_mu, p.b_rho, p.b_prior, *p.dkl, p.db_mu,
+                            p.db_rho);
+  } else {
+    sample_gaussian_grad(pf, p.w_stream, (E + H) * G, p.dw_mu, p.w_mu, p.w_rho, p.dw_rho, nullptr);
+    sample_gaussian_grad(serial_for(), p.b_stream, G, p.db_mu, p.b_mu, p.b_rho, p.db_rho, nullptr);
+  }
 }
 
 }  // namespace fusedbnn

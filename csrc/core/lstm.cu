@@ -175,21 +175,44 @@ cudaError_t step_gemm(int multiprocessor_count, int64_t M, int64_t N, int64_t K,
 
 size_t round_up(size_t bytes) { return (bytes + 255) / 256 * 256; }
 
+__global__ void __launch_bounds__(1) add_kernel(const float* addend, float* sum) { *sum += *addend; }
+
+// W and b sampled into w and b; with p.with_kl, *kl = the KL of W plus b's (kl_scratch: gaussian_kl's
+// partial sums, then one float for b's KL).
+cudaError_t sample_weights(const LstmParams& p, float* w, float* b, void* kl_scratch, float* kl, cudaStream_t stream) {
+  const int64_t n = (p.in + p.hidden) * 4 * p.hidden, G = 4 * p.hidden;
+  if (!p.with_kl) {
+    const cudaError_t status = sample_gaussian(p.w_stream, n, p.w_mu, p.w_rho, w, stream);
+    return status == cudaSuccess ? sample_gaussian(p.b_stream, G, p.b_mu, p.b_rho, b, stream) : status;
+  }
+  float* b_kl = reinterpret_cast<float*>(static_cast<char*>(kl_scratch) + round_up(gaussian_kl_scratch_bytes()));
+  cudaError_t status = sample_gaussian_kl(p.w_stream, n, p.w_mu, p.w_rho, p.w_prior, kl_scratch, w, kl, stream);
+  if (status == cudaSuccess) {
+    status = sample_gaussian_kl(p.b_stream, G, p.b_mu, p.b_rho, p.b_prior, kl_scratch, b, b_kl, stream);
+  }
+  if (status != cudaSuccess) return status;
+  add_kernel<<<1, 1, 0, stream>>>(b_kl, kl);
+  return cudaGetLastError();
+}
+
 }  // namespace
 
-size_t lstm_forward_scratch_bytes(const LstmParams& p) { return round_up(sizeof(float) * 4 * p.hidden); }
+size_t lstm_forward_scratch_bytes(const LstmParams& p) {
+  const size_t kl = p.with_kl ? round_up(gaussian_kl_scratch_bytes()) + round_up(sizeof(float)) : 0;
+  return round_up(sizeof(float) * 4 * p.hidden) + kl;
+}
 
 size_t lstm_backward_scratch_bytes(const LstmParams& p) {
   return round_up(sizeof(float) * p.batch * p.steps * p.hidden);
 }
 
 cudaError_t lstm_forward(const LstmParams& p, const LstmSaved& saved, void* scratch, float* h_seq, float* h_last,
-                         float* c_last, cudaStream_t stream) {
+                         float* c_last, cudaStream_t stream, float* kl) {
   const int64_t B = p.batch, T = p.steps, E = p.in, H = p.hidden, G = 4 * H;
   float* b = static_cast<float*>(scratch);
   const int sms = multiprocessors();
-  cudaError_t status = sample_gaussian(p.w_stream, (E + H) * G, p.w_mu, p.w_rho, saved.w, stream);
-  if (status == cudaSuccess) status = sample_gaussian(p.b_stream, G, p.b_mu, p.b_rho, b, stream);
+  cudaError_t status =
+      sample_weights(p, saved.w, b, static_cast<char*>(scratch) + round_up(sizeof(float) * G), kl, stream);
   // x W_x + b of every step, where the gates of each step will be.
   if (status == cudaSuccess) {
     status = wide_gemm(sms, B * T, G, E, Strided<false>{p.x, E}, Strided<false>{saved.w, G},
@@ -253,11 +276,18 @@ cudaError_t lstm_backward(const LstmGradParams& p, float* dz, void* scratch, cud
     status = wide_gemm(sms, E + H + 1, G, B * T, InputsAndOnes{p.x, h_prev, E, H}, Strided<false>{dz, G},
                        WeightAndBiasGrad{p.dw_mu, p.db_mu, E + H, G}, stream);
   }
-  if (status == cudaSuccess) {
+  if (status == cudaSuccess && p.dkl != nullptr) {
+    status = sample_gaussian_grad_kl(p.w_stream, (E + H) * G, p.dw_mu, p.w_mu, p.w_rho, p.w_prior, p.dkl, p.dw_mu,
+                                     p.dw_rho, stream);
+    if (status == cudaSuccess) {
+      status =
+          sample_gaussian_grad_kl(p.b_stream, G, p.db_mu, p.b_mu, p.b_rho, p.b_prior, p.dkl, p.db_mu, p.db_rho, stream);
+    }
+  } else if (status == cudaSuccess) {
     status = sample_gaussian_grad(p.w_stream, (E + H) * G, p.dw_mu, nullptr, p.w_rho, p.dw_rho, nullptr, stream);
-  }
-  if (status == cudaSuccess) {
-    status = sample_gaussian_grad(p.b_stream, G, p.db_mu, nullptr, p.b_rho, p.db_rho, nullptr, stream);
+    if (status == cudaSuccess) {
+      status = sample_gaussian_grad(p.b_stream, G, p.db_mu, nullptr, p.b_rho, p.db_rho, nullptr, stream);
+    }
   }
   return status;
 }

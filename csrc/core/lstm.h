@@ -7,6 +7,7 @@
 
 #include <cstdint>
 
+#include "gaussian_prior.h"
 #include "noise.h"
 #include "parallel.h"
 
@@ -23,6 +24,11 @@ struct LstmParams {
   NoiseStream b_stream;
   const float* h0;  // [batch, hidden]
   const float* c0;
+  // The one-sample KL of the sample (docs/design.md, "The KL term"): with with_kl the forward also
+  // writes *kl = sum(log q - log p) over W and b at the sample it draws, and the backward adds
+  // *dkl times its gradient in the pass that regenerates the noise.
+  bool with_kl = false;
+  GaussianPrior w_prior{}, b_prior{};
 };
 
 // What the forward pass saves for the backward pass (besides h_seq): the sampled weight and the
@@ -42,8 +48,9 @@ struct LstmForwardScratch {
   float* packed_w_h;
 };
 
+// h_seq, h_last, c_last (and *kl with with_kl).
 void lstm_forward(const ParallelFor& pf, const LstmParams& p, const LstmSaved& saved, const LstmForwardScratch& s,
-                  float* h_seq, float* h_last, float* c_last);
+                  float* h_seq, float* h_last, float* c_last, float* kl = nullptr);
 
 // Scratch: dz [batch, steps, 4 hidden] (may be the saved gates' own buffer: step t's gates are read
 // only before step t's dz overwrites them), h_prev [batch, steps, hidden], dh and dc [batch, hidden],
@@ -78,6 +85,9 @@ struct LstmGradParams : LstmParams {
   float* dw_rho;
   float* db_mu;  // [4 hidden]
   float* db_rho;
+  // With with_kl, the gradient of the KL output: one float (host memory on the CPU, device memory on
+  // a GPU), or null where there is none (the CPU skips the KL terms then).
+  const float* dkl = nullptr;
 };
 
 // Backpropagation through time.

@@ -27,10 +27,12 @@ size_t lstm_backward_scratch_bytes(const LstmParams& p);
 
 // h_seq [batch, steps, hidden], h_last and c_last [batch, hidden]; `saved` as lstm_forward on the
 // CPU fills it (the sampled W, the activated gates sig(f), sig(i), tanh(g), sig(o), the cells).
+// With p.with_kl, *kl (one device float) is the KL of W and b, summed by gaussian_kl in its own pass.
 cudaError_t lstm_forward(const LstmParams& p, const LstmSaved& saved, void* scratch, float* h_seq, float* h_last,
-                         float* c_last, cudaStream_t stream);
+                         float* c_last, cudaStream_t stream, float* kl = nullptr);
 
-// Backpropagation through time. dz [batch, steps, 4 hidden] receives the pre-activation gate
+// Backpropagation through time (with p.dkl, a device float, the KL's terms added where the noise is
+// regenerated). dz [batch, steps, 4 hidden] receives the pre-activation gate
 // gradients; it may be p.fwd.gates itself (each step's gates are read by the thread that then
 // overwrites them with dz).
 cudaError_t lstm_backward(const LstmGradParams& p, float* dz, void* scratch, cudaStream_t stream);

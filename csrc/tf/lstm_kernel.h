@@ -5,17 +5,35 @@
 
 #include "core/lstm.h"
 #include "tf/common.h"
+#include "tf/gaussian_kernel.h"
 
 namespace fusedbnn {
 namespace tf {
 
 // Inputs shared by both ops, at these positions after LstmGrad's leading dh_seq, dh_last, dc_last.
 namespace lstm_input {
-enum Index : int { kX, kWMu, kWRho, kWSeed, kBMu, kBRho, kBSeed, kH0, kC0 };
+enum Index : int {
+  kX,
+  kWMu,
+  kWRho,
+  kWSeed,
+  kBMu,
+  kBRho,
+  kBSeed,
+  kH0,
+  kC0,
+  kWMuPrior,
+  kWStdPrior,
+  kBMuPrior,
+  kBStdPrior
+};
 constexpr int kGradPrefix = 3;
-// LstmGrad's inputs after the shared ones: the forward outputs the backward pass reads.
-enum SavedIndex : int { kHSeq = kGradPrefix + kC0 + 1, kW, kGates, kCells };
+// LstmGrad's inputs after the shared ones: the forward outputs the backward pass reads, then dkl.
+enum SavedIndex : int { kHSeq = kGradPrefix + kBStdPrior + 1, kW, kGates, kCells, kDkl };
 }  // namespace lstm_input
+
+// Lstm's kl output, after h_seq, h_last, c_last and the three saved for the gradient.
+constexpr int kLstmKlOutput = 6;
 
 inline tfl::Status require_shape(const tfl::Tensor& t, const char* name, const tfl::TensorShape& shape) {
   if (t.shape() != shape) {
@@ -61,21 +79,31 @@ inline tfl::Status read_lstm_params(tfl::OpKernelContext* ctx, int first, LstmPa
   p->h0 = data(ctx->input(first + lstm_input::kH0));
   p->c0 = data(ctx->input(first + lstm_input::kC0));
   TF_RETURN_IF_ERROR(read_seed(ctx, "w_seed", &p->w_stream));
-  return read_seed(ctx, "b_seed", &p->b_stream);
+  TF_RETURN_IF_ERROR(read_seed(ctx, "b_seed", &p->b_stream));
+  // The priors are read only for the KL output.
+  TF_RETURN_IF_ERROR(GetNodeAttr(ctx->op_kernel().def(), "with_kl", &p->with_kl));
+  if (!p->with_kl) return tfl::OkStatus();
+  TF_RETURN_IF_ERROR(read_prior(ctx, w_mu, &p->w_prior, "w_"));
+  return read_prior(ctx, ctx->input(first + lstm_input::kBMu), &p->b_prior, "b_");
 }
 
-// Lstm's outputs: h_seq, h_last, c_last and what the gradient reads.
+// Lstm's outputs: h_seq, h_last, c_last, what the gradient reads, and kl (device memory on a GPU).
 struct LstmOutputs {
   float *h_seq, *h_last, *c_last;
   LstmSaved saved;
+  float* kl;
 };
 
-inline tfl::Status allocate_lstm_outputs(tfl::OpKernelContext* ctx, const LstmParams& p, LstmOutputs* out) {
-  const int64_t B = p.batch, T = p.steps, H = p.hidden;
-  const tfl::TensorShape shapes[] = {{B, T, H},     {B, H},   {B, H}, ctx->input(lstm_input::kWMu).shape(),
-                                     {B, T, 4 * H}, {B, T, H}};
-  float** pointers[] = {&out->h_seq, &out->h_last, &out->c_last, &out->saved.w, &out->saved.gates, &out->saved.cells};
-  for (int i = 0; i < 6; ++i) {
+// Allocates Lstm's outputs. A graph that never reads kl (a predict step of a layer that asks for
+// the KL when traced) skips the KL's work: p->with_kl is cleared then, and the kernel writes 0.
+inline tfl::Status allocate_lstm_outputs(tfl::OpKernelContext* ctx, LstmParams* p, LstmOutputs* out) {
+  p->with_kl = p->with_kl && ctx->output_required(kLstmKlOutput);
+  const int64_t B = p->batch, T = p->steps, H = p->hidden;
+  const tfl::TensorShape shapes[] = {{B, T, H},     {B, H},    {B, H}, ctx->input(lstm_input::kWMu).shape(),
+                                     {B, T, 4 * H}, {B, T, H}, {}};
+  float** pointers[] = {&out->h_seq,       &out->h_last,      &out->c_last, &out->saved.w,
+                        &out->saved.gates, &out->saved.cells, &out->kl};
+  for (int i = 0; i <= kLstmKlOutput; ++i) {
     tfl::Tensor* t;
     TF_RETURN_IF_ERROR(ctx->allocate_output(i, shapes[i], &t));
     *pointers[i] = data(t);
@@ -99,6 +127,7 @@ inline tfl::Status prepare_lstm_grad(tfl::OpKernelContext* ctx, LstmGradParams* 
       require_shape(ctx->input(lstm_input::kW), "w", ctx->input(lstm_input::kGradPrefix + lstm_input::kWMu).shape()));
   TF_RETURN_IF_ERROR(require_shape(ctx->input(lstm_input::kGates), "gates", gates));
   TF_RETURN_IF_ERROR(require_shape(ctx->input(lstm_input::kCells), "cells", seq));
+  TF_RETURN_IF_ERROR(require_scalar_dkl(ctx->input(lstm_input::kDkl)));
   p->dh_seq = data(ctx->input(0));
   p->dh_last = data(ctx->input(1));
   p->dc_last = data(ctx->input(2));

@@ -47,13 +47,14 @@ class LstmOp : public tfl::OpKernel {
     LstmParams p;
     OP_REQUIRES_OK(ctx, read_lstm_params(ctx, 0, &p));
     LstmOutputs out;
-    OP_REQUIRES_OK(ctx, allocate_lstm_outputs(ctx, p, &out));
+    OP_REQUIRES_OK(ctx, allocate_lstm_outputs(ctx, &p, &out));
+    *out.kl = 0.0f;
     tfl::Tensor b, packed_w_h;
     OP_REQUIRES_OK(ctx, ctx->allocate_temp(tfl::DT_FLOAT, tfl::TensorShape({4 * p.hidden}), &b));
     OP_REQUIRES_OK(
         ctx, ctx->allocate_temp(tfl::DT_FLOAT, tfl::TensorShape({lstm_packed_w_h_floats(p.hidden)}), &packed_w_h));
     lstm_forward(parallel_for(ctx), p, out.saved, LstmForwardScratch{data(&b), data(&packed_w_h)}, out.h_seq,
-                 out.h_last, out.c_last);
+                 out.h_last, out.c_last, out.kl);
   }
 };
 
@@ -66,6 +67,9 @@ class LstmGradOp : public tfl::OpKernel {
     tfl::Tensor dz_holder;
     float* dz;
     OP_REQUIRES_OK(ctx, prepare_lstm_grad(ctx, &p, &dz_holder, &dz));
+    // A zero dkl (the KL output unused) costs nothing: the plain backward pass.
+    const tfl::Tensor& dkl = ctx->input(lstm_input::kDkl);
+    if (p.with_kl && dkl.scalar<float>()() != 0.0f) p.dkl = data(dkl);
     const tfl::TensorShape seq({p.batch, p.steps, p.hidden}), state({p.batch, p.hidden});
     tfl::Tensor h_prev, dh, dc, packed_w_h;
     OP_REQUIRES_OK(ctx, ctx->allocate_temp(tfl::DT_FLOAT, seq, &h_prev));
@@ -90,13 +94,19 @@ REGISTER_OP("FusedBnn>Lstm")
     .Input("b_seed: Tseed")
     .Input("h0: float")
     .Input("c0: float")
+    .Input("w_mu_prior: float")
+    .Input("w_std_prior: float")
+    .Input("b_mu_prior: float")
+    .Input("b_std_prior: float")
     .Output("h_seq: float")
     .Output("h_last: float")
     .Output("c_last: float")
     .Output("w: float")
     .Output("gates: float")
     .Output("cells: float")
+    .Output("kl: float")
     .Attr("Tseed: {int32, int64} = DT_INT64")
+    .Attr("with_kl: bool = false")
     .SetShapeFn([](InferenceContext* c) {
       DimensionHandle batch, steps, hidden, gates;
       TF_RETURN_IF_ERROR(lstm_shapes(c, 0, &batch, &steps, &hidden));
@@ -107,12 +117,15 @@ REGISTER_OP("FusedBnn>Lstm")
       c->set_output(3, c->input(lstm_input::kWMu));
       c->set_output(4, c->MakeShape({batch, steps, gates}));
       c->set_output(5, c->MakeShape({batch, steps, hidden}));
+      c->set_output(kLstmKlOutput, c->Scalar());
       return tfl::OkStatus();
     })
     .Doc(
         "LSTM over x [batch, steps, in] from state (h0, c0), W [in + hidden, 4 hidden] and b sampled once; "
         "gate order f, i, c, o. Returns h_seq, h_last, c_last, and for the gradient the sampled W, the "
-        "activated gates and the cell states of every step.");
+        "activated gates and the cell states of every step. With with_kl, kl is the one-sample KL "
+        "sum(log N(w; mu, sigma) - log N(w; mu_prior, std_prior)) over W and b at that sample (the priors are read "
+        "only then), else 0.");
 
 REGISTER_OP("FusedBnn>LstmGrad")
     .Input("dh_seq: float")
@@ -127,10 +140,15 @@ REGISTER_OP("FusedBnn>LstmGrad")
     .Input("b_seed: Tseed")
     .Input("h0: float")
     .Input("c0: float")
+    .Input("w_mu_prior: float")
+    .Input("w_std_prior: float")
+    .Input("b_mu_prior: float")
+    .Input("b_std_prior: float")
     .Input("h_seq: float")
     .Input("w: float")
     .Input("gates: float")
     .Input("cells: float")
+    .Input("dkl: float")
     .Output("dx: float")
     .Output("dw_mu: float")
     .Output("dw_rho: float")
@@ -139,6 +157,7 @@ REGISTER_OP("FusedBnn>LstmGrad")
     .Output("dh0: float")
     .Output("dc0: float")
     .Attr("Tseed: {int32, int64} = DT_INT64")
+    .Attr("with_kl: bool = false")
     .SetShapeFn([](InferenceContext* c) {
       DimensionHandle batch, steps, hidden;
       TF_RETURN_IF_ERROR(lstm_shapes(c, lstm_input::kGradPrefix, &batch, &steps, &hidden));
@@ -149,11 +168,13 @@ REGISTER_OP("FusedBnn>LstmGrad")
       c->set_output(4, c->input(lstm_input::kGradPrefix + lstm_input::kBMu));
       c->set_output(5, c->Matrix(batch, hidden));
       c->set_output(6, c->Matrix(batch, hidden));
+      ShapeHandle dkl;
+      TF_RETURN_IF_ERROR(named(c->WithRank(c->input(lstm_input::kDkl), 0, &dkl), "dkl must be a scalar"));
       return tfl::OkStatus();
     })
     .Doc(
         "Backpropagation through time for FusedBnn>Lstm from its saved outputs, regenerating the noise for "
-        "drho.");
+        "drho; with with_kl, dkl times the KL's gradient is added in the same pass.");
 
 FUSEDBNN_REGISTER_CPU("FusedBnn>Lstm", LstmOp);
 FUSEDBNN_REGISTER_CPU("FusedBnn>LstmGrad", LstmGradOp);

@@ -257,8 +257,15 @@ def lstm_case(batch, steps, n_in, hidden):
         trainables = [x, w_mu, w_rho, b_mu, b_rho]
         recurrent = keras.layers.LSTM(hidden, return_sequences=True)
         recurrent.build((batch, steps, n_in))
+
+        def forward_with_kl():
+            h_seq, _, kl = ops.lstm(*args, kl_priors=DEFAULT_PRIORS)
+            return h_seq, kl
+
         return {
-            "fused": _side(lambda: ops.lstm(*args)[0], trainables, [(w_mu, w_rho, w_seed), (b_mu, b_rho, b_seed)]),
+            "fused": _side(
+                lambda: ops.lstm(*args)[0], trainables, [(w_mu, w_rho, w_seed), (b_mu, b_rho, b_seed)], forward_with_kl
+            ),
             "reference": _side(lambda: reference.lstm(*args)[0], trainables),
             "deterministic": _side(lambda: recurrent(x), [x] + recurrent.trainable_variables),
         }

@@ -601,7 +601,7 @@ def _embedding_variables_grad(op, dy, _):
     return _embedding_grad(_ops.fused_bnn_embedding_from_variables_grad, op, dy, table_shape)
 
 
-def lstm(x, w_mu, w_rho, w_seed, b_mu, b_rho, b_seed, initial_state=None):
+def lstm(x, w_mu, w_rho, w_seed, b_mu, b_rho, b_seed, initial_state=None, kl_priors=None):
     """Bayesian LSTM over a whole sequence in one op; returns ``(h_seq, (h_T, c_T))``.
 
     ``x`` is ``[B, T, E]``, W ``[E + H, 4H]`` and b ``[4H]`` are sampled once per call, gate order
@@ -609,6 +609,11 @@ def lstm(x, w_mu, w_rho, w_seed, b_mu, b_rho, b_seed, initial_state=None):
     ``h = sig(o) tanh(c)``. ``initial_state`` is ``(h0, c0)``, each ``[B, H]``, zeros if None.
     ``h_seq`` is ``[B, T, H]``. The gradient op runs backpropagation through time from the
     activations the forward op kept, and regenerates the noise for the ``rho`` gradients.
+
+    ``kl_priors=((w_mu_prior, w_std_prior), (b_mu_prior, b_std_prior))`` returns
+    ``(h_seq, (h_T, c_T), kl)`` instead, ``kl`` the one-sample KL of the W and b the op drew, as
+    ``linear``'s: computed in the sampling pass, its gradient added where the backward op
+    regenerates the noise, none for the prior means.
     """
     x = float_tensor(x, "x")
     w_mu, w_rho, w_seed = _mu_rho_seed(w_mu, w_rho, w_seed, prefix="w_")
@@ -621,17 +626,24 @@ def lstm(x, w_mu, w_rho, w_seed, b_mu, b_rho, b_seed, initial_state=None):
         if len(initial_state) != 2:
             raise ValueError(f"initial_state must be a pair (h0, c0), got {len(initial_state)} tensors")
         h0, c0 = float_tensor(initial_state[0], "h0"), float_tensor(initial_state[1], "c0")
-    h_seq, h_last, c_last, _, _, _ = _ops.fused_bnn_lstm(x, w_mu, w_rho, w_seed, b_mu, b_rho, b_seed, h0, c0)
-    return h_seq, (h_last, c_last)
+    priors = _kl_priors(kl_priors, w_mu, b_mu, use_bias=True)
+    h_seq, h_last, c_last, _, _, _, kl = _ops.fused_bnn_lstm(
+        x, w_mu, w_rho, w_seed, b_mu, b_rho, b_seed, h0, c0, *priors, with_kl=kl_priors is not None
+    )
+    return (h_seq, (h_last, c_last)) if kl_priors is None else (h_seq, (h_last, c_last), kl)
 
 
 @tf.RegisterGradient("FusedBnn>Lstm")
-def _lstm_grad(op, dh_seq, dh_last, dc_last, *_saved_grads):
-    h_seq, h_last, c_last, w, gates, cells = op.outputs
+def _lstm_grad(op, dh_seq, dh_last, dc_last, _dw, _dgates, _dcells, dkl):
+    h_seq, h_last, c_last, w, gates, cells, _ = op.outputs
+    with_kl = op.get_attr("with_kl")
     dh_seq = tf.zeros_like(h_seq) if dh_seq is None else dh_seq
     dh_last = tf.zeros_like(h_last) if dh_last is None else dh_last
     dc_last = tf.zeros_like(c_last) if dc_last is None else dc_last
+    # No dkl (the kl output unused) is a zero: the op then skips the KL terms.
+    dkl = tf.zeros([]) if dkl is None or not with_kl else dkl
     dx, dw_mu, dw_rho, db_mu, db_rho, dh0, dc0 = _ops.fused_bnn_lstm_grad(
-        dh_seq, dh_last, dc_last, *op.inputs, h_seq, w, gates, cells
+        dh_seq, dh_last, dc_last, *op.inputs, h_seq, w, gates, cells, dkl, with_kl=with_kl
     )
-    return dx, dw_mu, dw_rho, None, db_mu, db_rho, None, dh0, dc0
+    # The priors get no gradient (fixed hyperparameters, as the layers' are).
+    return dx, dw_mu, dw_rho, None, db_mu, db_rho, None, dh0, dc0, None, None, None, None

@@ -3,6 +3,7 @@
 // case runs with 16-byte-aligned and with misaligned pointers (the kernels' vector and scalar
 // paths), sizes off every tile, batch 0 and 1, empty sizes, repeated and out-of-range ids.
 #include <algorithm>
+#include <array>
 #include <cstdio>
 #include <random>
 #include <string>
@@ -33,6 +34,17 @@ std::vector<float> poisoned(int64_t n) { return std::vector<float>(n + 8, NAN); 
 
 double softplus(float x) { return stable_softplus(x); }
 double sigmoid_d(float x) { return 1.0 / (1.0 + std::exp(-static_cast<double>(x))); }
+
+// One element's one-sample KL term at `sample` = mu + softplus(r) e, added to *kl, and dkl times its
+// gradient added to *dmu and *drho: what the layer kernels with a KL output compute.
+void add_kl_term(double r, double e, double sample, double mean, double std_prior, double dkl, double* kl, double* dmu,
+                 double* drho) {
+  const double sigma = softplus(r), z = (sample - mean) / std_prior;
+  *kl += std::log(std_prior) - std::log(sigma) + 0.5 * (z * z - e * e);
+  const double pull = dkl * (sample - mean) / (std_prior * std_prior);
+  *dmu += pull;
+  *drho += (pull * e - dkl / sigma) * sigmoid_d(r);
+}
 
 // Relative error in norm below bound; min_scale floors the norm it is relative to (for results that
 // are zero up to rounding).
@@ -176,18 +188,11 @@ void linear_case(int64_t rows, int64_t in, int64_t out, bool bias, int offset, b
   }
   // The KL of W and b at the sample, and dkl times its gradient added to the others.
   double kl = 0.0;
-  auto add_kl = [&](double r, double e, double sample, double mean, double std_prior, double* dmu, double* drho) {
-    const double sigma = softplus(r), z = (sample - mean) / std_prior;
-    kl += std::log(std_prior) - std::log(sigma) + 0.5 * (z * z - e * e);
-    const double pull = dkl * (sample - mean) / (std_prior * std_prior);
-    *dmu += pull;
-    *drho += (pull * e - dkl / sigma) * sigmoid_d(r);
-  };
   for (int64_t i = 0; with_kl && i < out * in; ++i) {
-    add_kl(p.w_rho[i], eps[i], w[i], w_means[i], 0.4, &dw_mu[i], &dw_rho[i]);
+    add_kl_term(p.w_rho[i], eps[i], w[i], w_means[i], 0.4, dkl, &kl, &dw_mu[i], &dw_rho[i]);
   }
   for (int64_t o = 0; with_kl && bias && o < out; ++o) {
-    add_kl(b_rho[o], b_eps[o], b[o], b_mean, 0.3, &db_mu[o], &db_rho[o]);
+    add_kl_term(b_rho[o], b_eps[o], b[o], b_mean, 0.3, dkl, &kl, &db_mu[o], &db_rho[o]);
   }
 
   std::vector<char> forward_scratch(cuda::linear_forward_scratch_bytes(p));
@@ -680,11 +685,14 @@ void conv_cases() {
 }
 
 // The LSTM forward and BPTT in double from the host noise; the backward starts from the kernel's
-// own saved gates and cells, as the op does. dz runs in the gates' buffer when alias_dz.
-void lstm_case(int64_t B, int64_t T, int64_t E, int64_t H, bool zero_state, bool alias_dz, int offset) {
+// own saved gates and cells, as the op does. dz runs in the gates' buffer when alias_dz. with_kl:
+// the KL output and dkl's terms too, a per-element prior mean on W (one mean on b).
+void lstm_case(int64_t B, int64_t T, int64_t E, int64_t H, bool zero_state, bool alias_dz, int offset,
+               bool with_kl = false) {
   const std::string name = "lstm B=" + std::to_string(B) + " T=" + std::to_string(T) + " E=" + std::to_string(E) +
                            " H=" + std::to_string(H) + (zero_state ? " zero state" : "") +
-                           (alias_dz ? " dz=gates" : "") + " offset=" + std::to_string(offset) + " sms=" +
+                           (alias_dz ? " dz=gates" : "") + (with_kl ? " kl" : "") +
+                           " offset=" + std::to_string(offset) + " sms=" +
                            std::getenv("CUDA_EMULATION_SMS");
   const int64_t G = 4 * H, R = E + H;
   const auto x = random_floats(B * T * E, 0, 1), w_mu = random_floats(R * G, 0, 0.5f),
@@ -693,9 +701,14 @@ void lstm_case(int64_t B, int64_t T, int64_t E, int64_t H, bool zero_state, bool
              c0_v = zero_state ? std::vector<float>(B * H + 8, 0.0f) : random_floats(B * H, 0, 1),
              dh_seq = random_floats(B * T * H, 0, 1), dh_last = random_floats(B * H, 0, 1),
              dc_last = random_floats(B * H, 0, 1);
-  const LstmParams p{x.data() + offset, B, T, E, H, w_mu.data() + offset, w_rho.data() + offset,
-                     stream_from_seed(B * 7 + T, E * 5 + H), b_mu.data() + offset, b_rho.data() + offset,
-                     stream_from_seed(H, 11), h0_v.data() + offset, c0_v.data() + offset};
+  LstmParams p{x.data() + offset, B, T, E, H, w_mu.data() + offset, w_rho.data() + offset,
+               stream_from_seed(B * 7 + T, E * 5 + H), b_mu.data() + offset, b_rho.data() + offset,
+               stream_from_seed(H, 11), h0_v.data() + offset, c0_v.data() + offset};
+  const auto w_means = random_floats(R * G, 0.1f, 0.5f);
+  const float b_mean = 0.2f, dkl = 1.3f;
+  p.with_kl = with_kl;
+  p.w_prior = GaussianPrior{w_means.data(), true, 0.4f};
+  p.b_prior = GaussianPrior{&b_mean, false, 0.3f};
   auto sig = [](double v) { return 1.0 / (1.0 + std::exp(-v)); };
 
   std::vector<double> w(R * G), w_eps(R * G), b(G), b_eps(G);
@@ -733,8 +746,9 @@ void lstm_case(int64_t B, int64_t T, int64_t E, int64_t H, bool zero_state, bool
   std::vector<char> forward_scratch(cuda::lstm_forward_scratch_bytes(p));
   auto w_out = poisoned(R * G), gates_out = poisoned(B * T * G), cells_out = poisoned(B * T * H),
        h_seq_out = poisoned(B * T * H), h_last_out = poisoned(B * H), c_last_out = poisoned(B * H);
+  float kl_out = NAN;
   cuda::lstm_forward(p, LstmSaved{w_out.data(), gates_out.data(), cells_out.data()}, forward_scratch.data(),
-                     h_seq_out.data(), h_last_out.data(), c_last_out.data(), nullptr);
+                     h_seq_out.data(), h_last_out.data(), c_last_out.data(), nullptr, with_kl ? &kl_out : nullptr);
   expect_close(name + " w", w_out.data(), w);
   expect_close(name + " gates", gates_out.data(), gates);
   expect_close(name + " cells", cells_out.data(), cells);
@@ -782,15 +796,25 @@ void lstm_case(int64_t B, int64_t T, int64_t E, int64_t H, bool zero_state, bool
   std::vector<double> dw_rho(R * G), db_rho(G);
   for (int64_t i = 0; i < R * G; ++i) dw_rho[i] = dw[i] * w_eps[i] * sigmoid_d(p.w_rho[i]);
   for (int64_t i = 0; i < G; ++i) db_rho[i] = db[i] * b_eps[i] * sigmoid_d(p.b_rho[i]);
+  // The KL of W and b at the sample, and dkl times its gradient added to the others.
+  double kl = 0.0;
+  for (int64_t i = 0; with_kl && i < R * G; ++i) {
+    add_kl_term(p.w_rho[i], w_eps[i], w[i], w_means[i], 0.4, dkl, &kl, &dw[i], &dw_rho[i]);
+  }
+  for (int64_t i = 0; with_kl && i < G; ++i) {
+    add_kl_term(p.b_rho[i], b_eps[i], b[i], b_mean, 0.3, dkl, &kl, &db[i], &db_rho[i]);
+  }
+  if (with_kl) expect_close(name + " kl", &kl_out, {kl});
 
   std::vector<char> backward_scratch(cuda::lstm_backward_scratch_bytes(p));
   auto dz_own = poisoned(B * T * G);
   auto dx_out = poisoned(B * T * E), dw_mu_out = poisoned(R * G), dw_rho_out = poisoned(R * G), db_mu_out = poisoned(G),
        db_rho_out = poisoned(G), dh0_out = poisoned(B * H), dc0_out = poisoned(B * H);
   const LstmForwardResult fwd{w_out.data(), gates_out.data(), cells_out.data(), h_seq_out.data()};
-  const LstmGradParams grad{p, fwd, dh_seq.data() + offset, dh_last.data() + offset, dc_last.data() + offset,
-                            dx_out.data(), dh0_out.data(), dc0_out.data(), dw_mu_out.data(), dw_rho_out.data(),
-                            db_mu_out.data(), db_rho_out.data()};
+  LstmGradParams grad{p, fwd, dh_seq.data() + offset, dh_last.data() + offset, dc_last.data() + offset,
+                      dx_out.data(), dh0_out.data(), dc0_out.data(), dw_mu_out.data(), dw_rho_out.data(),
+                      db_mu_out.data(), db_rho_out.data()};
+  if (with_kl) grad.dkl = &dkl;
   cuda::lstm_backward(grad, alias_dz ? gates_out.data() : dz_own.data(), backward_scratch.data(), nullptr);
   expect_close(name + " dx", dx_out.data(), dx);
   expect_close(name + " dh0", dh0_out.data(), dh0);
@@ -871,6 +895,11 @@ int main() {
     for (bool zero_state : {false, true}) lstm_case(s[0], s[1], s[2], s[3], zero_state, !zero_state, 0);
   }
   lstm_case(3, 4, 5, 9, false, false, 1);
+  // The KL output and its gradient: steps, an empty batch, no steps, odd sizes across the tiles, an offset.
+  for (const auto& s : {std::array<int64_t, 4>{3, 5, 7, 5}, {0, 2, 3, 4}, {2, 0, 3, 3}, {33, 3, 67, 70}}) {
+    lstm_case(s[0], s[1], s[2], s[3], false, true, 0, true);
+  }
+  lstm_case(3, 4, 5, 9, true, false, 1, true);
   // The per-step products pick their tiles from the multiprocessor count: these counts reach every
   // choice in both directions at B 33, 4 H = 280.
   const std::string sms_before = std::getenv("CUDA_EMULATION_SMS") ? std::getenv("CUDA_EMULATION_SMS") : "3";

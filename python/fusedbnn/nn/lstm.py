@@ -185,9 +185,25 @@ class LSTM(BayesianModule):
         y, h, c = super().call(self.embedding(ids), init_states=init_states)
         return y, (h, c)
 
-    def _sampled_call(self, x, init_states=None):
-        _, (h, c) = ops.lstm(x, *self._w.sampling_args(self), *self._b.sampling_args(self), initial_state=init_states)
-        return tf.matmul(h, self._wv.draw(self)) + self._bv.draw(self), h, c
+    def _fused_kl_priors(self):
+        return _gate_kl_priors(self)
+
+    def _kl_variables(self):
+        """The base's variables, with each gate parameter's frozen value (a concatenation, which has no
+        handle) as its four variables."""
+        per_gate = [v for p in (self._w, self._b) for v in p.per_gate.values()]
+        return [v for v in super()._kl_variables() if hasattr(v, "handle")] + per_gate
+
+    def _sampled_call(self, x, init_states=None, kl_priors=None):
+        lstm_args = (*self._w.sampling_args(self), *self._b.sampling_args(self))
+        if kl_priors is None:
+            _, (h, c) = ops.lstm(x, *lstm_args, initial_state=init_states)
+            return tf.matmul(h, self._wv.draw(self)) + self._bv.draw(self), h, c
+        # The gate weights' KL from the fused op, the output projection's from its sampling pass.
+        _, (h, c), kl = ops.lstm(x, *lstm_args, initial_state=init_states, kl_priors=kl_priors)
+        wv, wv_kl = _draw_with_kl(self._wv, self)
+        bv, bv_kl = _draw_with_kl(self._bv, self)
+        return (tf.matmul(h, wv) + bv, h, c), kl + wv_kl + bv_kl
 
     def _frozen_call(self, x, init_states=None):
         _, (h, c) = _plain.lstm_recurrence(x, self._w.frozen_value, self._b.frozen_value, init_states)
@@ -296,11 +312,16 @@ class SequenceLSTM(BayesianModule):
         output = h_seq if self.return_sequences else h
         return [output, h, c] if self.return_state else output
 
-    def _sampled_call(self, x, initial_state=None):
-        h_seq, (h, c) = ops.lstm(
-            x, *self._w.sampling_args(self), *self._b.sampling_args(self), initial_state=initial_state
-        )
-        return h_seq, h, c
+    def _fused_kl_priors(self):
+        return _gate_kl_priors(self)
+
+    def _sampled_call(self, x, initial_state=None, kl_priors=None):
+        args = (*self._w.sampling_args(self), *self._b.sampling_args(self))
+        if kl_priors is None:
+            h_seq, (h, c) = ops.lstm(x, *args, initial_state=initial_state)
+            return h_seq, h, c
+        h_seq, (h, c), kl = ops.lstm(x, *args, initial_state=initial_state, kl_priors=kl_priors)
+        return (h_seq, h, c), kl
 
     def _frozen_call(self, x, initial_state=None):
         h_seq, (h, c) = _plain.lstm_recurrence(x, self._w.frozen_value, self._b.frozen_value, initial_state)
@@ -316,6 +337,17 @@ class SequenceLSTM(BayesianModule):
             bias_distribution=_serialized(self.bias_distribution),
         )
         return config
+
+
+def _gate_kl_priors(layer):
+    """The fused op's ``kl_priors``: the gate weights' and bias's priors."""
+    return tuple((p.dist.mu_prior, p.dist.std_prior) for p in (layer._w, layer._b))
+
+
+def _draw_with_kl(parameter, layer):
+    """``parameter.draw(layer)`` and the one-sample KL at that draw, from the same sampling pass."""
+    mu, rho, seed = parameter.sampling_args(layer)
+    return ops.sample_gaussian(mu, rho, seed, kl_prior=(parameter.dist.mu_prior, parameter.dist.std_prior))
 
 
 def _serialized(distribution):
