@@ -80,6 +80,15 @@ def cases(rng):
     cell, cell_bias = params(rng, [6 + 5, 4 * 5]), params(rng, [4 * 5])
     ids = tf.constant(rng.integers(0, 20, [3, 4]))
 
+    def linear_with_kl(m, x, w_mu, w_rho, b_mu, b_rho):
+        """y and the one-sample KL of the call's sample: from the op itself (ops), drawn again (reference)."""
+        if m is ops:
+            y, kl = m.linear(x, w_mu, w_rho, w[2], b_mu, b_rho, b[2], kl_priors=((0.0, 0.1), (0.0, 0.1)))
+        else:
+            y = m.linear(x, w_mu, w_rho, w[2], b_mu, b_rho, b[2])
+            kl = m.gaussian_kl(w_mu, w_rho, w[2]) + m.gaussian_kl(b_mu, b_rho, b[2])
+        return tf.concat([tf.reshape(y, [-1]), [kl]], 0)
+
     def lstm(m, x, w_mu, w_rho, b_mu, b_rho):
         h_seq, (h, c) = m.lstm(x, w_mu, w_rho, cell[2], b_mu, b_rho, cell_bias[2])
         return tf.concat([tf.reshape(h_seq, [-1]), tf.reshape(h, [-1]), tf.reshape(c, [-1])], 0)
@@ -87,11 +96,27 @@ def cases(rng):
     return [
         ("sample_gaussian", lambda m, mu, rho: m.sample_gaussian(mu, rho, w[2]), {"mu": w[0], "rho": w[1]}),
         ("gaussian_kl", lambda m, mu, rho: m.gaussian_kl(mu, rho, w[2]), {"mu": w[0], "rho": w[1]}),
+        ("gaussian_kl_analytic", lambda m, mu, rho: m.gaussian_kl_analytic(mu, rho), {"mu": w[0], "rho": w[1]}),
         (
             "linear",
             lambda m, x, w_mu, w_rho, b_mu, b_rho: m.linear(x, w_mu, w_rho, w[2], b_mu, b_rho, b[2]),
             {"x": floats(rng, [3, 7]), "w_mu": w[0], "w_rho": w[1], "b_mu": b[0], "b_rho": b[1]},
         ),
+        (
+            "linear with its KL",
+            linear_with_kl,
+            {"x": floats(rng, [3, 7]), "w_mu": w[0], "w_rho": w[1], "b_mu": b[0], "b_rho": b[1]},
+        ),
+        *[
+            (
+                f"linear ({estimator})",
+                lambda m, x, w_mu, w_rho, b_mu, b_rho, estimator=estimator: m.linear(
+                    x, w_mu, w_rho, w[2], b_mu, b_rho, b[2], estimator=estimator, x_seed=[3, 4]
+                ),
+                {"x": floats(rng, [3, 7]), "w_mu": w[0], "w_rho": w[1], "b_mu": b[0], "b_rho": b[1]},
+            )
+            for estimator in ("flipout", "local_reparameterization")
+        ],
         (
             "conv2d",
             lambda m, x, w_mu, w_rho, b_mu, b_rho: m.conv2d(
