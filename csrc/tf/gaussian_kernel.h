@@ -18,13 +18,6 @@ inline tfl::Status read_mu_rho(tfl::OpKernelContext* ctx, const char* mu_name, c
   return require_same_shape(**mu, mu_name, **rho, "rho");
 }
 
-// Checks rho against mu and reads the seed; both kernels of a pair share it.
-inline tfl::Status read_mu_rho_seed(tfl::OpKernelContext* ctx, const char* mu_name, const tfl::Tensor** mu,
-                                    const tfl::Tensor** rho, NoiseStream* stream) {
-  TF_RETURN_IF_ERROR(read_mu_rho(ctx, mu_name, mu, rho));
-  return read_seed(ctx, "seed", stream);
-}
-
 // Reads the prior inputs `mu_prior` (a scalar or of mu's shape) and `std_prior` (a positive
 // scalar; on a GPU a host-memory input, mu_prior a device one), or those named `prefix` + them.
 inline tfl::Status read_prior(tfl::OpKernelContext* ctx, const tfl::Tensor& mu, GaussianPrior* prior,
@@ -45,6 +38,44 @@ inline tfl::Status read_prior(tfl::OpKernelContext* ctx, const tfl::Tensor& mu, 
     return tfl::errors::InvalidArgument(prefix, "std_prior must be positive, got ", std_value);
   }
   *prior = GaussianPrior{mean->flat<float>().data(), per_element, std_value};
+  return tfl::OkStatus();
+}
+
+// What a Gaussian op reads: mu (or, for SampleGaussianGrad, dw) and rho of one shape, and as the op
+// needs them the seed (input "seed") and the prior (inputs "mu_prior", "std_prior").
+struct GaussianInputs {
+  enum : unsigned { kSeed = 1, kPrior = 2 };
+  const tfl::Tensor* mu = nullptr;
+  const tfl::Tensor* rho = nullptr;
+  NoiseStream stream;
+  GaussianPrior prior;
+
+  int64_t size() const { return mu->NumElements(); }
+  const float* mu_data() const { return mu->flat<float>().data(); }
+  const float* rho_data() const { return rho->flat<float>().data(); }
+};
+
+inline tfl::Status read_gaussian_inputs(tfl::OpKernelContext* ctx, const char* mu_name, unsigned extra,
+                                        GaussianInputs* in) {
+  TF_RETURN_IF_ERROR(read_mu_rho(ctx, mu_name, &in->mu, &in->rho));
+  if (extra & GaussianInputs::kSeed) TF_RETURN_IF_ERROR(read_seed(ctx, "seed", &in->stream));
+  if (extra & GaussianInputs::kPrior) TF_RETURN_IF_ERROR(read_prior(ctx, *in->mu, &in->prior));
+  return tfl::OkStatus();
+}
+
+// Output `index` shaped like mu.
+inline tfl::Status allocate_like_mu(tfl::OpKernelContext* ctx, const GaussianInputs& in, int index, float** data) {
+  tfl::Tensor* out;
+  TF_RETURN_IF_ERROR(ctx->allocate_output(index, in.mu->shape(), &out));
+  *data = out->flat<float>().data();
+  return tfl::OkStatus();
+}
+
+// The scalar output `index` (a KL).
+inline tfl::Status allocate_scalar(tfl::OpKernelContext* ctx, int index, float** data) {
+  tfl::Tensor* out;
+  TF_RETURN_IF_ERROR(ctx->allocate_output(index, tfl::TensorShape({}), &out));
+  *data = out->flat<float>().data();
   return tfl::OkStatus();
 }
 

@@ -167,17 +167,17 @@ REGISTER_OP("FusedBnn>GaussianKlAnalyticGrad")
 
 namespace {
 
+using In = GaussianInputs;
+
 class SampleGaussianOp : public tfl::OpKernel {
  public:
   using OpKernel::OpKernel;
   void Compute(tfl::OpKernelContext* ctx) override {
-    const tfl::Tensor *mu, *rho;
-    NoiseStream stream;
-    OP_REQUIRES_OK(ctx, read_mu_rho_seed(ctx, "mu", &mu, &rho, &stream));
-    tfl::Tensor* w;
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, mu->shape(), &w));
-    sample_gaussian(parallel_for(ctx), stream, mu->NumElements(), mu->flat<float>().data(), rho->flat<float>().data(),
-                    w->flat<float>().data());
+    In in;
+    float* w;
+    OP_REQUIRES_OK(ctx, read_gaussian_inputs(ctx, "mu", In::kSeed, &in));
+    OP_REQUIRES_OK(ctx, allocate_like_mu(ctx, in, 0, &w));
+    sample_gaussian(parallel_for(ctx), in.stream, in.size(), in.mu_data(), in.rho_data(), w);
   }
 };
 
@@ -185,13 +185,11 @@ class SampleGaussianGradOp : public tfl::OpKernel {
  public:
   using OpKernel::OpKernel;
   void Compute(tfl::OpKernelContext* ctx) override {
-    const tfl::Tensor *dw, *rho;
-    NoiseStream stream;
-    OP_REQUIRES_OK(ctx, read_mu_rho_seed(ctx, "dw", &dw, &rho, &stream));
-    tfl::Tensor* drho;
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, rho->shape(), &drho));
-    sample_gaussian_grad(parallel_for(ctx), stream, rho->NumElements(), dw->flat<float>().data(), nullptr,
-                         rho->flat<float>().data(), drho->flat<float>().data(), nullptr);
+    In in;  // its mu is dw
+    float* drho;
+    OP_REQUIRES_OK(ctx, read_gaussian_inputs(ctx, "dw", In::kSeed, &in));
+    OP_REQUIRES_OK(ctx, allocate_like_mu(ctx, in, 0, &drho));
+    sample_gaussian_grad(parallel_for(ctx), in.stream, in.size(), in.mu_data(), nullptr, in.rho_data(), drho, nullptr);
   }
 };
 
@@ -199,22 +197,17 @@ class SampleGaussianKlOp : public tfl::OpKernel {
  public:
   using OpKernel::OpKernel;
   void Compute(tfl::OpKernelContext* ctx) override {
-    const tfl::Tensor *mu, *rho;
-    NoiseStream stream;
-    GaussianPrior prior;
-    OP_REQUIRES_OK(ctx, read_mu_rho_seed(ctx, "mu", &mu, &rho, &stream));
-    OP_REQUIRES_OK(ctx, read_prior(ctx, *mu, &prior));
-    tfl::Tensor *w, *kl;
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, mu->shape(), &w));
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(1, tfl::TensorShape({}), &kl));
+    In in;
+    float *w, *kl;
+    OP_REQUIRES_OK(ctx, read_gaussian_inputs(ctx, "mu", In::kSeed | In::kPrior, &in));
+    OP_REQUIRES_OK(ctx, allocate_like_mu(ctx, in, 0, &w));
+    OP_REQUIRES_OK(ctx, allocate_scalar(ctx, 1, &kl));
     if (!ctx->output_required(1)) {  // a graph that never reads kl (a predict step): the plain sample
-      kl->scalar<float>()() = 0.0f;
-      sample_gaussian(parallel_for(ctx), stream, mu->NumElements(), mu->flat<float>().data(), rho->flat<float>().data(),
-                      w->flat<float>().data());
+      *kl = 0.0f;
+      sample_gaussian(parallel_for(ctx), in.stream, in.size(), in.mu_data(), in.rho_data(), w);
       return;
     }
-    kl->scalar<float>()() = sample_gaussian_kl(parallel_for(ctx), stream, mu->NumElements(), mu->flat<float>().data(),
-                                               rho->flat<float>().data(), prior, w->flat<float>().data());
+    *kl = sample_gaussian_kl(parallel_for(ctx), in.stream, in.size(), in.mu_data(), in.rho_data(), in.prior, w);
   }
 };
 
@@ -225,26 +218,21 @@ class SampleGaussianKlGradOp : public tfl::OpKernel {
     const tfl::Tensor& dw = ctx->input(0);
     const tfl::Tensor& dkl = ctx->input(1);
     OP_REQUIRES_OK(ctx, require_scalar_dkl(dkl));
-    const tfl::Tensor *mu, *rho;
-    NoiseStream stream;
-    GaussianPrior prior;
-    OP_REQUIRES_OK(ctx, read_mu_rho_seed(ctx, "mu", &mu, &rho, &stream));
-    OP_REQUIRES_OK(ctx, require_same_shape(*mu, "mu", dw, "dw"));
-    OP_REQUIRES_OK(ctx, read_prior(ctx, *mu, &prior));
-    tfl::Tensor* drho;
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(1, mu->shape(), &drho));
+    In in;
+    float *dmu, *drho;
+    OP_REQUIRES_OK(ctx, read_gaussian_inputs(ctx, "mu", In::kSeed | In::kPrior, &in));
+    OP_REQUIRES_OK(ctx, require_same_shape(*in.mu, "mu", dw, "dw"));
+    OP_REQUIRES_OK(ctx, allocate_like_mu(ctx, in, 1, &drho));
     const float scale = dkl.scalar<float>()();
     if (scale == 0.0f) {  // the kl output unused: dmu is dw itself, drho the plain sampling gradient
       ctx->set_output(0, dw);
-      sample_gaussian_grad(parallel_for(ctx), stream, mu->NumElements(), dw.flat<float>().data(), nullptr,
-                           rho->flat<float>().data(), drho->flat<float>().data(), nullptr);
+      sample_gaussian_grad(parallel_for(ctx), in.stream, in.size(), dw.flat<float>().data(), nullptr, in.rho_data(),
+                           drho, nullptr);
       return;
     }
-    tfl::Tensor* dmu;
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, mu->shape(), &dmu));
-    sample_gaussian_grad_kl(parallel_for(ctx), stream, mu->NumElements(), dw.flat<float>().data(),
-                            mu->flat<float>().data(), rho->flat<float>().data(), prior, scale,
-                            dmu->flat<float>().data(), drho->flat<float>().data());
+    OP_REQUIRES_OK(ctx, allocate_like_mu(ctx, in, 0, &dmu));
+    sample_gaussian_grad_kl(parallel_for(ctx), in.stream, in.size(), dw.flat<float>().data(), in.mu_data(),
+                            in.rho_data(), in.prior, scale, dmu, drho);
   }
 };
 
@@ -252,34 +240,11 @@ class GaussianKlOp : public tfl::OpKernel {
  public:
   using OpKernel::OpKernel;
   void Compute(tfl::OpKernelContext* ctx) override {
-    const tfl::Tensor *mu, *rho;
-    NoiseStream stream;
-    GaussianPrior prior;
-    OP_REQUIRES_OK(ctx, read_mu_rho_seed(ctx, "mu", &mu, &rho, &stream));
-    OP_REQUIRES_OK(ctx, read_prior(ctx, *mu, &prior));
-    tfl::Tensor* kl;
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, tfl::TensorShape({}), &kl));
-    kl->scalar<float>()() = gaussian_kl(parallel_for(ctx), stream, mu->NumElements(), mu->flat<float>().data(),
-                                        rho->flat<float>().data(), prior);
-  }
-};
-
-class GaussianKlGradOp : public tfl::OpKernel {
- public:
-  using OpKernel::OpKernel;
-  void Compute(tfl::OpKernelContext* ctx) override {
-    const tfl::Tensor& dkl = ctx->input(0);
-    OP_REQUIRES_OK(ctx, require_scalar_dkl(dkl));
-    const tfl::Tensor *mu, *rho;
-    NoiseStream stream;
-    GaussianPrior prior;
-    OP_REQUIRES_OK(ctx, read_mu_rho_seed(ctx, "mu", &mu, &rho, &stream));
-    OP_REQUIRES_OK(ctx, read_prior(ctx, *mu, &prior));
-    tfl::Tensor *dmu, *drho;
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, mu->shape(), &dmu));
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(1, mu->shape(), &drho));
-    gaussian_kl_grad(parallel_for(ctx), stream, mu->NumElements(), mu->flat<float>().data(), rho->flat<float>().data(),
-                     prior, dkl.scalar<float>()(), dmu->flat<float>().data(), drho->flat<float>().data());
+    In in;
+    float* kl;
+    OP_REQUIRES_OK(ctx, read_gaussian_inputs(ctx, "mu", In::kSeed | In::kPrior, &in));
+    OP_REQUIRES_OK(ctx, allocate_scalar(ctx, 0, &kl));
+    *kl = gaussian_kl(parallel_for(ctx), in.stream, in.size(), in.mu_data(), in.rho_data(), in.prior);
   }
 };
 
@@ -287,32 +252,34 @@ class GaussianKlAnalyticOp : public tfl::OpKernel {
  public:
   using OpKernel::OpKernel;
   void Compute(tfl::OpKernelContext* ctx) override {
-    const tfl::Tensor *mu, *rho;
-    GaussianPrior prior;
-    OP_REQUIRES_OK(ctx, read_mu_rho(ctx, "mu", &mu, &rho));
-    OP_REQUIRES_OK(ctx, read_prior(ctx, *mu, &prior));
-    tfl::Tensor* kl;
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, tfl::TensorShape({}), &kl));
-    kl->scalar<float>()() = gaussian_kl_analytic(parallel_for(ctx), mu->NumElements(), mu->flat<float>().data(),
-                                                 rho->flat<float>().data(), prior);
+    In in;
+    float* kl;
+    OP_REQUIRES_OK(ctx, read_gaussian_inputs(ctx, "mu", In::kPrior, &in));
+    OP_REQUIRES_OK(ctx, allocate_scalar(ctx, 0, &kl));
+    *kl = gaussian_kl_analytic(parallel_for(ctx), in.size(), in.mu_data(), in.rho_data(), in.prior);
   }
 };
 
-class GaussianKlAnalyticGradOp : public tfl::OpKernel {
+// GaussianKlGrad and GaussianKlAnalyticGrad: dkl (input 0) and the forward's inputs; dmu and drho.
+template <bool kSampled>
+class GaussianKlGradOp : public tfl::OpKernel {
  public:
   using OpKernel::OpKernel;
   void Compute(tfl::OpKernelContext* ctx) override {
     const tfl::Tensor& dkl = ctx->input(0);
     OP_REQUIRES_OK(ctx, require_scalar_dkl(dkl));
-    const tfl::Tensor *mu, *rho;
-    GaussianPrior prior;
-    OP_REQUIRES_OK(ctx, read_mu_rho(ctx, "mu", &mu, &rho));
-    OP_REQUIRES_OK(ctx, read_prior(ctx, *mu, &prior));
-    tfl::Tensor *dmu, *drho;
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, mu->shape(), &dmu));
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(1, mu->shape(), &drho));
-    gaussian_kl_analytic_grad(parallel_for(ctx), mu->NumElements(), mu->flat<float>().data(), rho->flat<float>().data(),
-                              prior, dkl.scalar<float>()(), dmu->flat<float>().data(), drho->flat<float>().data());
+    In in;
+    float *dmu, *drho;
+    OP_REQUIRES_OK(ctx, read_gaussian_inputs(ctx, "mu", kSampled ? In::kSeed | In::kPrior : In::kPrior, &in));
+    OP_REQUIRES_OK(ctx, allocate_like_mu(ctx, in, 0, &dmu));
+    OP_REQUIRES_OK(ctx, allocate_like_mu(ctx, in, 1, &drho));
+    const float scale = dkl.scalar<float>()();
+    if (kSampled) {
+      gaussian_kl_grad(parallel_for(ctx), in.stream, in.size(), in.mu_data(), in.rho_data(), in.prior, scale, dmu,
+                       drho);
+    } else {
+      gaussian_kl_analytic_grad(parallel_for(ctx), in.size(), in.mu_data(), in.rho_data(), in.prior, scale, dmu, drho);
+    }
   }
 };
 
@@ -323,10 +290,10 @@ FUSEDBNN_REGISTER_CPU("FusedBnn>SampleGaussianGrad", SampleGaussianGradOp);
 FUSEDBNN_REGISTER_CPU("FusedBnn>SampleGaussianKl", SampleGaussianKlOp);
 FUSEDBNN_REGISTER_CPU("FusedBnn>SampleGaussianKlGrad", SampleGaussianKlGradOp);
 FUSEDBNN_REGISTER_CPU("FusedBnn>GaussianKl", GaussianKlOp);
-FUSEDBNN_REGISTER_CPU("FusedBnn>GaussianKlGrad", GaussianKlGradOp);
+FUSEDBNN_REGISTER_CPU("FusedBnn>GaussianKlGrad", GaussianKlGradOp<true>);
 REGISTER_KERNEL_BUILDER(Name("FusedBnn>GaussianKlAnalytic").Device(::tensorflow::DEVICE_CPU), GaussianKlAnalyticOp);
 REGISTER_KERNEL_BUILDER(Name("FusedBnn>GaussianKlAnalyticGrad").Device(::tensorflow::DEVICE_CPU),
-                        GaussianKlAnalyticGradOp);
+                        GaussianKlGradOp<false>);
 
 }  // namespace tf
 }  // namespace fusedbnn

@@ -8,18 +8,18 @@ namespace fusedbnn {
 namespace tf {
 namespace {
 
+using In = GaussianInputs;
+
 class SampleGaussianGpuOp : public tfl::OpKernel {
  public:
   using OpKernel::OpKernel;
   void Compute(tfl::OpKernelContext* ctx) override {
-    const tfl::Tensor *mu, *rho;
-    NoiseStream stream;
-    OP_REQUIRES_OK(ctx, read_mu_rho_seed(ctx, "mu", &mu, &rho, &stream));
-    tfl::Tensor* w;
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, mu->shape(), &w));
-    OP_REQUIRES_OK(
-        ctx, launch_status(cuda::sample_gaussian(stream, mu->NumElements(), mu->flat<float>().data(),
-                                                 rho->flat<float>().data(), w->flat<float>().data(), gpu_stream(ctx))));
+    In in;
+    float* w;
+    OP_REQUIRES_OK(ctx, read_gaussian_inputs(ctx, "mu", In::kSeed, &in));
+    OP_REQUIRES_OK(ctx, allocate_like_mu(ctx, in, 0, &w));
+    OP_REQUIRES_OK(ctx, launch_status(cuda::sample_gaussian(in.stream, in.size(), in.mu_data(), in.rho_data(), w,
+                                                            gpu_stream(ctx))));
   }
 };
 
@@ -27,56 +27,53 @@ class SampleGaussianGradGpuOp : public tfl::OpKernel {
  public:
   using OpKernel::OpKernel;
   void Compute(tfl::OpKernelContext* ctx) override {
-    const tfl::Tensor *dw, *rho;
-    NoiseStream stream;
-    OP_REQUIRES_OK(ctx, read_mu_rho_seed(ctx, "dw", &dw, &rho, &stream));
-    tfl::Tensor* drho;
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, rho->shape(), &drho));
-    OP_REQUIRES_OK(ctx, launch_status(cuda::sample_gaussian_grad(
-                            stream, rho->NumElements(), dw->flat<float>().data(), nullptr, rho->flat<float>().data(),
-                            drho->flat<float>().data(), nullptr, gpu_stream(ctx))));
+    In in;  // its mu is dw
+    float* drho;
+    OP_REQUIRES_OK(ctx, read_gaussian_inputs(ctx, "dw", In::kSeed, &in));
+    OP_REQUIRES_OK(ctx, allocate_like_mu(ctx, in, 0, &drho));
+    OP_REQUIRES_OK(ctx, launch_status(cuda::sample_gaussian_grad(in.stream, in.size(), in.mu_data(), nullptr,
+                                                                 in.rho_data(), drho, nullptr, gpu_stream(ctx))));
   }
 };
 
-// Allocates the scalar output kl (output `index`) and the summation scratch.
-tfl::Status allocate_kl(tfl::OpKernelContext* ctx, tfl::Tensor* scratch, void** scratch_data, float** kl,
-                        int index = 0) {
-  tfl::Tensor* out;
-  TF_RETURN_IF_ERROR(ctx->allocate_output(index, tfl::TensorShape({}), &out));
-  *kl = out->flat<float>().data();
-  return allocate_scratch(ctx, cuda::gaussian_kl_scratch_bytes(), scratch, scratch_data);
-}
+// The KL ops' scalar output (`index`) and their summation scratch.
+struct KlOutput {
+  tfl::Tensor scratch;
+  void* scratch_data = nullptr;
+  float* kl = nullptr;
 
-// Reads dkl (input `index`, a device scalar, read by the kernel) and allocates dmu and drho like mu.
-tfl::Status read_dkl_allocate_grads(tfl::OpKernelContext* ctx, const tfl::Tensor& mu, const float** dkl, float** dmu,
-                                    float** drho, int index = 0) {
-  const tfl::Tensor& dkl_tensor = ctx->input(index);
-  TF_RETURN_IF_ERROR(require_scalar_dkl(dkl_tensor));
-  *dkl = dkl_tensor.flat<float>().data();
-  tfl::Tensor *dmu_tensor, *drho_tensor;
-  TF_RETURN_IF_ERROR(ctx->allocate_output(0, mu.shape(), &dmu_tensor));
-  TF_RETURN_IF_ERROR(ctx->allocate_output(1, mu.shape(), &drho_tensor));
-  *dmu = dmu_tensor->flat<float>().data();
-  *drho = drho_tensor->flat<float>().data();
-  return tfl::OkStatus();
-}
+  tfl::Status allocate(tfl::OpKernelContext* ctx, int index) {
+    TF_RETURN_IF_ERROR(allocate_scalar(ctx, index, &kl));
+    return allocate_scratch(ctx, cuda::gaussian_kl_scratch_bytes(), &scratch, &scratch_data);
+  }
+};
+
+// The KL gradients' dkl (input `index`, a device scalar the kernel reads, so its terms are added
+// whatever its value) and their outputs dmu and drho.
+struct KlGradients {
+  const float* dkl = nullptr;
+  float* dmu = nullptr;
+  float* drho = nullptr;
+
+  tfl::Status read_and_allocate(tfl::OpKernelContext* ctx, const In& in, int index) {
+    const tfl::Tensor& dkl_tensor = ctx->input(index);
+    TF_RETURN_IF_ERROR(require_scalar_dkl(dkl_tensor));
+    dkl = dkl_tensor.flat<float>().data();
+    TF_RETURN_IF_ERROR(allocate_like_mu(ctx, in, 0, &dmu));
+    return allocate_like_mu(ctx, in, 1, &drho);
+  }
+};
 
 class GaussianKlGpuOp : public tfl::OpKernel {
  public:
   using OpKernel::OpKernel;
   void Compute(tfl::OpKernelContext* ctx) override {
-    const tfl::Tensor *mu, *rho;
-    NoiseStream stream;
-    GaussianPrior prior;
-    OP_REQUIRES_OK(ctx, read_mu_rho_seed(ctx, "mu", &mu, &rho, &stream));
-    OP_REQUIRES_OK(ctx, read_prior(ctx, *mu, &prior));
-    tfl::Tensor scratch;
-    void* scratch_data;
-    float* kl;
-    OP_REQUIRES_OK(ctx, allocate_kl(ctx, &scratch, &scratch_data, &kl));
-    OP_REQUIRES_OK(
-        ctx, launch_status(cuda::gaussian_kl(stream, mu->NumElements(), mu->flat<float>().data(),
-                                             rho->flat<float>().data(), prior, scratch_data, kl, gpu_stream(ctx))));
+    In in;
+    KlOutput out;
+    OP_REQUIRES_OK(ctx, read_gaussian_inputs(ctx, "mu", In::kSeed | In::kPrior, &in));
+    OP_REQUIRES_OK(ctx, out.allocate(ctx, 0));
+    OP_REQUIRES_OK(ctx, launch_status(cuda::gaussian_kl(in.stream, in.size(), in.mu_data(), in.rho_data(), in.prior,
+                                                        out.scratch_data, out.kl, gpu_stream(ctx))));
   }
 };
 
@@ -84,41 +81,31 @@ class SampleGaussianKlGpuOp : public tfl::OpKernel {
  public:
   using OpKernel::OpKernel;
   void Compute(tfl::OpKernelContext* ctx) override {
-    const tfl::Tensor *mu, *rho;
-    NoiseStream stream;
-    GaussianPrior prior;
-    OP_REQUIRES_OK(ctx, read_mu_rho_seed(ctx, "mu", &mu, &rho, &stream));
-    OP_REQUIRES_OK(ctx, read_prior(ctx, *mu, &prior));
-    tfl::Tensor* w;
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, mu->shape(), &w));
-    tfl::Tensor scratch;
-    void* scratch_data;
-    float* kl;
-    OP_REQUIRES_OK(ctx, allocate_kl(ctx, &scratch, &scratch_data, &kl, 1));
-    OP_REQUIRES_OK(ctx, launch_status(cuda::sample_gaussian_kl(stream, mu->NumElements(), mu->flat<float>().data(),
-                                                               rho->flat<float>().data(), prior, scratch_data,
-                                                               w->flat<float>().data(), kl, gpu_stream(ctx))));
+    In in;
+    float* w;
+    KlOutput out;
+    OP_REQUIRES_OK(ctx, read_gaussian_inputs(ctx, "mu", In::kSeed | In::kPrior, &in));
+    OP_REQUIRES_OK(ctx, allocate_like_mu(ctx, in, 0, &w));
+    OP_REQUIRES_OK(ctx, out.allocate(ctx, 1));
+    OP_REQUIRES_OK(ctx,
+                   launch_status(cuda::sample_gaussian_kl(in.stream, in.size(), in.mu_data(), in.rho_data(), in.prior,
+                                                          out.scratch_data, w, out.kl, gpu_stream(ctx))));
   }
 };
 
-// dkl stays on the device (its terms are added whatever its value).
 class SampleGaussianKlGradGpuOp : public tfl::OpKernel {
  public:
   using OpKernel::OpKernel;
   void Compute(tfl::OpKernelContext* ctx) override {
     const tfl::Tensor& dw = ctx->input(0);
-    const tfl::Tensor *mu, *rho;
-    NoiseStream stream;
-    GaussianPrior prior;
-    OP_REQUIRES_OK(ctx, read_mu_rho_seed(ctx, "mu", &mu, &rho, &stream));
-    OP_REQUIRES_OK(ctx, require_same_shape(*mu, "mu", dw, "dw"));
-    OP_REQUIRES_OK(ctx, read_prior(ctx, *mu, &prior));
-    const float* dkl;
-    float *dmu, *drho;
-    OP_REQUIRES_OK(ctx, read_dkl_allocate_grads(ctx, *mu, &dkl, &dmu, &drho, 1));
-    OP_REQUIRES_OK(ctx, launch_status(cuda::sample_gaussian_grad_kl(stream, mu->NumElements(), dw.flat<float>().data(),
-                                                                    mu->flat<float>().data(), rho->flat<float>().data(),
-                                                                    prior, dkl, dmu, drho, gpu_stream(ctx))));
+    In in;
+    KlGradients grads;
+    OP_REQUIRES_OK(ctx, read_gaussian_inputs(ctx, "mu", In::kSeed | In::kPrior, &in));
+    OP_REQUIRES_OK(ctx, require_same_shape(*in.mu, "mu", dw, "dw"));
+    OP_REQUIRES_OK(ctx, grads.read_and_allocate(ctx, in, 1));
+    OP_REQUIRES_OK(ctx, launch_status(cuda::sample_gaussian_grad_kl(in.stream, in.size(), dw.flat<float>().data(),
+                                                                    in.mu_data(), in.rho_data(), in.prior, grads.dkl,
+                                                                    grads.dmu, grads.drho, gpu_stream(ctx))));
   }
 };
 
@@ -126,17 +113,13 @@ class GaussianKlGradGpuOp : public tfl::OpKernel {
  public:
   using OpKernel::OpKernel;
   void Compute(tfl::OpKernelContext* ctx) override {
-    const tfl::Tensor *mu, *rho;
-    NoiseStream stream;
-    GaussianPrior prior;
-    OP_REQUIRES_OK(ctx, read_mu_rho_seed(ctx, "mu", &mu, &rho, &stream));
-    OP_REQUIRES_OK(ctx, read_prior(ctx, *mu, &prior));
-    const float* dkl;
-    float *dmu, *drho;
-    OP_REQUIRES_OK(ctx, read_dkl_allocate_grads(ctx, *mu, &dkl, &dmu, &drho));
-    OP_REQUIRES_OK(
-        ctx, launch_status(cuda::gaussian_kl_grad(stream, mu->NumElements(), mu->flat<float>().data(),
-                                                  rho->flat<float>().data(), prior, dkl, dmu, drho, gpu_stream(ctx))));
+    In in;
+    KlGradients grads;
+    OP_REQUIRES_OK(ctx, read_gaussian_inputs(ctx, "mu", In::kSeed | In::kPrior, &in));
+    OP_REQUIRES_OK(ctx, grads.read_and_allocate(ctx, in, 0));
+    OP_REQUIRES_OK(ctx,
+                   launch_status(cuda::gaussian_kl_grad(in.stream, in.size(), in.mu_data(), in.rho_data(), in.prior,
+                                                        grads.dkl, grads.dmu, grads.drho, gpu_stream(ctx))));
   }
 };
 
@@ -144,17 +127,12 @@ class GaussianKlAnalyticGpuOp : public tfl::OpKernel {
  public:
   using OpKernel::OpKernel;
   void Compute(tfl::OpKernelContext* ctx) override {
-    const tfl::Tensor *mu, *rho;
-    GaussianPrior prior;
-    OP_REQUIRES_OK(ctx, read_mu_rho(ctx, "mu", &mu, &rho));
-    OP_REQUIRES_OK(ctx, read_prior(ctx, *mu, &prior));
-    tfl::Tensor scratch;
-    void* scratch_data;
-    float* kl;
-    OP_REQUIRES_OK(ctx, allocate_kl(ctx, &scratch, &scratch_data, &kl));
-    OP_REQUIRES_OK(ctx, launch_status(cuda::gaussian_kl_analytic(mu->NumElements(), mu->flat<float>().data(),
-                                                                 rho->flat<float>().data(), prior, scratch_data, kl,
-                                                                 gpu_stream(ctx))));
+    In in;
+    KlOutput out;
+    OP_REQUIRES_OK(ctx, read_gaussian_inputs(ctx, "mu", In::kPrior, &in));
+    OP_REQUIRES_OK(ctx, out.allocate(ctx, 0));
+    OP_REQUIRES_OK(ctx, launch_status(cuda::gaussian_kl_analytic(in.size(), in.mu_data(), in.rho_data(), in.prior,
+                                                                 out.scratch_data, out.kl, gpu_stream(ctx))));
   }
 };
 
@@ -162,16 +140,13 @@ class GaussianKlAnalyticGradGpuOp : public tfl::OpKernel {
  public:
   using OpKernel::OpKernel;
   void Compute(tfl::OpKernelContext* ctx) override {
-    const tfl::Tensor *mu, *rho;
-    GaussianPrior prior;
-    OP_REQUIRES_OK(ctx, read_mu_rho(ctx, "mu", &mu, &rho));
-    OP_REQUIRES_OK(ctx, read_prior(ctx, *mu, &prior));
-    const float* dkl;
-    float *dmu, *drho;
-    OP_REQUIRES_OK(ctx, read_dkl_allocate_grads(ctx, *mu, &dkl, &dmu, &drho));
-    OP_REQUIRES_OK(ctx, launch_status(cuda::gaussian_kl_analytic_grad(mu->NumElements(), mu->flat<float>().data(),
-                                                                      rho->flat<float>().data(), prior, dkl, dmu, drho,
-                                                                      gpu_stream(ctx))));
+    In in;
+    KlGradients grads;
+    OP_REQUIRES_OK(ctx, read_gaussian_inputs(ctx, "mu", In::kPrior, &in));
+    OP_REQUIRES_OK(ctx, grads.read_and_allocate(ctx, in, 0));
+    OP_REQUIRES_OK(
+        ctx, launch_status(cuda::gaussian_kl_analytic_grad(in.size(), in.mu_data(), in.rho_data(), in.prior, grads.dkl,
+                                                           grads.dmu, grads.drho, gpu_stream(ctx))));
   }
 };
 
