@@ -63,6 +63,7 @@ CONV2D_CASES = [
     (2, (7, 8), 6, 6, (3, 3), dict(padding="SAME", groups=6)),
     (3, (9, 8), 4, 6, (3, 2), dict(stride=2, groups=2)),
     (2, (6, 7), 4, 8, (2, 3), dict(stride=[1, 2], padding="SAME", groups=4)),
+    (2, (5, 6), 3, 4, (2, 2), dict(padding=[[3, 1], [0, 2]])),  # padding beyond the kernel window
     # Per-group products large enough for one GEMM per group (the cases above take the small-group loops).
     (2, (6, 7), 16, 34, (3, 3), dict(stride=[2, 1], padding="SAME", dilation=[1, 2], groups=2)),
 ]
@@ -166,6 +167,32 @@ def test_conv1d_matches_reference(mode, data_format, case, rng):
     args = conv_inputs(rng, x_shape, [kernel, n_in // groups, n_out], bias=case % 2 == 0)
     for engine in ENGINES:
         compare(mode, args, conv="conv1d", engine=engine, data_format=data_format, **kwargs)
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf])
+@pytest.mark.parametrize(
+    "conv, x_shape, kernel_shape, kwargs",
+    [
+        ("conv2d", [2, 6, 7, 3], [3, 3, 3, 4], dict(padding="VALID")),
+        ("conv2d", [2, 3, 5, 6], [2, 2, 3, 4], dict(padding=[[3, 1], [0, 2]], data_format="NCHW")),
+        ("conv1d", [2, 11, 4], [3, 2, 6], dict(dilation=2, groups=2)),
+    ],
+)
+def test_dx_of_a_non_finite_kernel_is_non_finite_only_where_that_weight_reaches(
+    value, conv, x_shape, kernel_shape, kwargs, rng
+):
+    """Stride-1 dx is a convolution of the zero-padded dy, whose padding times a NaN or Inf weight
+    is NaN; a kernel with one takes the gather (conv_backward), like the reference."""
+    x, w_mu, w_rho, w_seed = conv_inputs(rng, x_shape, kernel_shape, bias=False)
+    # The last tap: it never reaches the first input column.
+    w_mu = tf.tensor_scatter_nd_update(w_mu, [[n - 1 for n in kernel_shape]], [value])
+    fused_fn, reference_fn = getattr(ops, conv), getattr(reference, conv)
+    fused = grads(lambda: fused_fn(x, w_mu, w_rho, w_seed, engine="fused", **kwargs), [x])[1].numpy()
+    ref = grads(lambda: reference_fn(x, w_mu, w_rho, w_seed, **kwargs), [x])[1].numpy()
+    finite = np.isfinite(ref)
+    assert 0 < finite.sum() < finite.size
+    np.testing.assert_array_equal(np.isfinite(fused), finite)
+    assert_allclose(fused[finite], ref[finite], rtol=2e-4, atol=2e-4)
 
 
 @pytest.mark.parametrize("data_format", ["NHWC", "NCHW"])

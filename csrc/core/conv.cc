@@ -1,6 +1,7 @@
 #include "conv.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <vector>
 
@@ -53,8 +54,9 @@ struct Geometry {
   int64_t xs_b, xs_h, xs_w, xs_c;
   int64_t ys_b;  // y's image stride (either layout)
   bool channels_last;
-  bool depthwise;  // one input channel per group: direct loops over x, no im2col or GEMM
-  bool direct;     // 1x1, stride 1, unpadded NHWC: x itself is the im2col matrix
+  bool depthwise;   // one input channel per group: direct loops over x, no im2col or GEMM
+  bool direct;      // 1x1, stride 1, unpadded NHWC: x itself is the im2col matrix
+  bool dx_as_conv;  // stride 1 (not direct): dx may be a convolution of dy, see dx_conv_params
 
   explicit Geometry(const ConvParams& p) {
     cin_g = p.in_channels / p.groups;
@@ -76,6 +78,7 @@ struct Geometry {
     depthwise = p.groups > 1 && cin_g == 1;
     direct = !depthwise && p.channels_last && p.kernel_h == 1 && p.kernel_w == 1 && p.stride_h == 1 &&
              p.stride_w == 1 && p.pad_top == 0 && p.pad_left == 0 && p.out_h == p.in_h && p.out_w == p.in_w;
+    dx_as_conv = !depthwise && !direct && p.stride_h == 1 && p.stride_w == 1;
   }
 
   int64_t chunk_rows() const { return images_per_chunk * pixels; }
@@ -261,6 +264,45 @@ void rows_to_nchw(const ParallelFor& pf, const ConvParams& p, const Geometry& g,
   });
 }
 
+// With stride 1, dx is the stride-1 convolution of dy (NHWC) with the kernel flipped in space and
+// transposed per group, [kh, kw, cout_g, in_channels], padded by (k - 1) * d - pad: one im2col and
+// one product of the forward's shape, instead of d(cols) = dy W^T (which Eigen zeroes first) and
+// its gather.
+ConvParams dx_conv_params(const ConvParams& p) {
+  ConvParams q = p;
+  q.in_h = p.out_h, q.in_w = p.out_w, q.in_channels = p.out_channels;
+  q.out_h = p.in_h, q.out_w = p.in_w, q.out_channels = p.in_channels;
+  q.pad_top = (p.kernel_h - 1) * p.dilation_h - p.pad_top;
+  q.pad_left = (p.kernel_w - 1) * p.dilation_w - p.pad_left;
+  q.channels_last = true;
+  return q;
+}
+
+// W'[i', j', o, grp * cin_g + c] = W[kh - 1 - i', kw - 1 - j', c, grp * cout_g + o].
+void flip_kernel(const ParallelFor& pf, const ConvParams& p, const Geometry& g, const float* w, float* flipped) {
+  const int64_t taps = p.kernel_h * p.kernel_w;
+  pf(taps, g.cin_g * p.out_channels, [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; ++t) {
+      const float* src = w + (taps - 1 - t) * g.cin_g * p.out_channels;
+      float* dst = flipped + t * g.cout_g * p.in_channels;
+      for (int64_t grp = 0; grp < p.groups; ++grp)
+        for (int64_t o = 0; o < g.cout_g; ++o)
+          for (int64_t c = 0; c < g.cin_g; ++c)
+            dst[o * p.in_channels + grp * g.cin_g + c] = src[c * p.out_channels + grp * g.cout_g + o];
+    }
+  });
+}
+
+// Scratch of the backward's dx: d(cols), or (dx_as_conv) the flipped kernel, the im2col of dy and
+// (NCHW) dx rows in NHWC; dx_as_conv can fall back to d(cols) (see conv_backward).
+int64_t dx_scratch(const ConvParams& p, const Geometry& g) {
+  if (!g.dx_as_conv) return g.im2col_floats();
+  const Geometry gq(dx_conv_params(p));
+  const int64_t rows = g.images_per_chunk * gq.pixels;
+  return std::max(g.im2col_floats(),
+                  conv_kernel_size(p) + rows * gq.cols_width + (p.channels_last ? 0 : rows * p.in_channels));
+}
+
 }  // namespace
 
 int64_t conv_kernel_size(const ConvParams& p) {
@@ -274,10 +316,9 @@ int64_t conv_forward_workspace(const ConvParams& p) {
 
 int64_t conv_backward_workspace(const ConvParams& p) {
   const Geometry g(p);
-  // kernel, dW^T summed over the chunks (depthwise: partial dW of a chunk), im2col and its
-  // gradient, dy rows (NCHW).
-  const int64_t dcols = g.im2col_floats();
-  return 2 * conv_kernel_size(p) + g.cols_buffer() + dcols + g.channel_buffer(p);
+  // kernel, dW^T summed over the chunks (depthwise: partial dW of a chunk), im2col, dx's scratch,
+  // dy rows (NCHW).
+  return 2 * conv_kernel_size(p) + g.cols_buffer() + dx_scratch(p, g) + g.channel_buffer(p);
 }
 
 void conv_forward(const ParallelFor& pf, const ConvParams& p, float* workspace, float* y) {
@@ -321,10 +362,19 @@ void conv_backward(const ParallelFor& pf, const ConvGradParams& p, float* worksp
   float* w = workspace;
   float* dw_part = w + kernel_size;  // depthwise: one chunk's dW; else dW^T, per group [cout_g, k_g]
   float* cols_buffer = dw_part + kernel_size;
-  float* dcols_buffer = cols_buffer + g.cols_buffer();
-  float* dy_rows_buffer = dcols_buffer + g.im2col_floats();
+  float* dx_buffer = cols_buffer + g.cols_buffer();  // see dx_scratch
+  float* dy_rows_buffer = dx_buffer + dx_scratch(p, g);
+  const ConvParams q = dx_conv_params(p);  // dx_as_conv
+  const Geometry gq(q);
+  float* w_flipped = dx_buffer;
+  float* dy_cols = w_flipped + kernel_size;
+  float* dx_rows_buffer = dy_cols + g.images_per_chunk * gq.pixels * gq.cols_width;
 
   sample_gaussian(pf, p.w_stream, kernel_size, p.w_mu, p.w_rho, w);
+  // dy's padding times a NaN or Inf weight would make dx non-finite at pixels that weight never
+  // reaches (0 * Inf = NaN): such kernels take the gather, which skips taps outside the input.
+  const bool dx_as_conv = g.dx_as_conv && std::all_of(w, w + kernel_size, [](float v) { return std::isfinite(v); });
+  if (dx_as_conv) flip_kernel(pf, p, g, w, w_flipped);
   std::fill(p.dw_mu, p.dw_mu + kernel_size, 0.0f);
   if (p.has_bias) std::fill(p.db_mu, p.db_mu + p.out_channels, 0.0f);
   if (g.pixels == 0) std::fill(p.dx, p.dx + p.batch * g.xs_b, 0.0f);
@@ -381,9 +431,21 @@ void conv_backward(const ParallelFor& pf, const ConvGradParams& p, float* worksp
       });
       continue;
     }
+    if (dx_as_conv) {
+      // dx[:, group] = im2col(dy)[:, group] @ W'[:, group]
+      const int64_t dx_rows = images * gq.pixels;
+      float* dx = p.channels_last ? p.dx + image0 * g.xs_b : dx_rows_buffer;
+      pf(dx_rows, 4 * gq.cols_width, [&](int64_t r0, int64_t r1) { im2col_rows(q, gq, dy_rows, r0, r1, dy_cols); });
+      for (int64_t grp = 0; grp < p.groups; ++grp) {
+        gemm(pf, GemmArgs{dx_rows, g.cin_g, gq.k_g, dy_cols + grp * gq.k_g, gq.cols_width, false,
+                          w_flipped + grp * g.cin_g, p.in_channels, false, dx + grp * g.cin_g, p.in_channels});
+      }
+      if (!p.channels_last) rows_to_nchw(pf, q, gq, dx, images, p.dx + image0 * g.xs_b);
+      continue;
+    }
     // d(cols)[:, group] = dy[:, group] @ W[:, group]^T, then gathered into dx (written directly
     // when x is its own im2col matrix).
-    float* dcols = g.direct ? p.dx + image0 * g.xs_b : dcols_buffer;
+    float* dcols = g.direct ? p.dx + image0 * g.xs_b : dx_buffer;
     for (int64_t grp = 0; grp < p.groups; ++grp) {
       gemm(pf, GemmArgs{rows, g.k_g, g.cout_g, dy_rows + grp * g.cout_g, p.out_channels, false, w + grp * g.cout_g,
                         p.out_channels, true, dcols + grp * g.k_g, g.cols_width});
