@@ -63,6 +63,7 @@ CONV2D_CASES = [
     (2, (7, 8), 6, 6, (3, 3), dict(padding="SAME", groups=6)),
     (3, (9, 8), 4, 6, (3, 2), dict(stride=2, groups=2)),
     (2, (6, 7), 4, 8, (2, 3), dict(stride=[1, 2], padding="SAME", groups=4)),
+    (2, (5, 6), 3, 4, (2, 2), dict(padding=[[3, 1], [0, 2]])),  # padding beyond the kernel window
     # Per-group products large enough for one GEMM per group (the cases above take the small-group loops).
     (2, (6, 7), 16, 34, (3, 3), dict(stride=[2, 1], padding="SAME", dilation=[1, 2], groups=2)),
 ]
@@ -166,6 +167,38 @@ def test_conv1d_matches_reference(mode, data_format, case, rng):
     args = conv_inputs(rng, x_shape, [kernel, n_in // groups, n_out], bias=case % 2 == 0)
     for engine in ENGINES:
         compare(mode, args, conv="conv1d", engine=engine, data_format=data_format, **kwargs)
+
+
+@pytest.mark.parametrize("planted", ["w_mu", "x"])
+@pytest.mark.parametrize("value", [np.nan, np.inf])
+@pytest.mark.parametrize(
+    "conv, x_shape, kernel_shape, kwargs",
+    [
+        ("conv2d", [2, 6, 7, 3], [3, 3, 3, 4], dict(padding="VALID")),
+        ("conv2d", [2, 3, 5, 6], [2, 2, 3, 4], dict(padding=[[3, 1], [0, 2]], data_format="NCHW")),
+        ("conv1d", [2, 11, 4], [3, 2, 6], dict(dilation=2, groups=2)),
+    ],
+)
+def test_a_non_finite_weight_or_input_reaches_only_the_gradients_it_affects(
+    planted, value, conv, x_shape, kernel_shape, kwargs, rng
+):
+    """Stride-1 backwards take dx and dW from the im2col of the zero-padded dy, whose padding times
+    a NaN or Inf weight (dx) or input (dW) is NaN; such calls take the im2col of x and the gather
+    (conv_backward), like the reference."""
+    x, w_mu, w_rho, w_seed = conv_inputs(rng, x_shape, kernel_shape, bias=False)
+    if planted == "w_mu":  # the last tap, which never reaches the first input column
+        w_mu = tf.tensor_scatter_nd_update(w_mu, [[n - 1 for n in kernel_shape]], [value])
+    else:  # the first pixel, which the last taps never read
+        x = tf.tensor_scatter_nd_update(x, [[0] * len(x_shape)], [value])
+    fused_fn, reference_fn = getattr(ops, conv), getattr(reference, conv)
+    fused = grads(lambda: fused_fn(x, w_mu, w_rho, w_seed, engine="fused", **kwargs), [x, w_mu])
+    ref = grads(lambda: reference_fn(x, w_mu, w_rho, w_seed, **kwargs), [x, w_mu])
+    for name, f, r in zip(["dx", "dw_mu"], fused[1:], ref[1:]):
+        finite = np.isfinite(r)
+        np.testing.assert_array_equal(np.isfinite(f), finite, err_msg=name)
+        assert_allclose(f[finite], r[finite], rtol=2e-4, atol=2e-4, err_msg=name)
+    affected = np.isfinite(ref[1 if planted == "w_mu" else 2])
+    assert 0 < affected.sum() < affected.size
 
 
 @pytest.mark.parametrize("data_format", ["NHWC", "NCHW"])

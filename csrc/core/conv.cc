@@ -1,6 +1,7 @@
 #include "conv.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cstring>
 #include <vector>
 
@@ -53,8 +54,9 @@ struct Geometry {
   int64_t xs_b, xs_h, xs_w, xs_c;
   int64_t ys_b;  // y's image stride (either layout)
   bool channels_last;
-  bool depthwise;  // one input channel per group: direct loops over x, no im2col or GEMM
-  bool direct;     // 1x1, stride 1, unpadded NHWC: x itself is the im2col matrix
+  bool depthwise;    // one input channel per group: direct loops over x, no im2col or GEMM
+  bool direct;       // 1x1, stride 1, unpadded NHWC: x itself is the im2col matrix
+  bool via_dy_cols;  // stride 1 (not direct): the backward may take dx and dW from dy's im2col
 
   explicit Geometry(const ConvParams& p) {
     cin_g = p.in_channels / p.groups;
@@ -76,6 +78,7 @@ struct Geometry {
     depthwise = p.groups > 1 && cin_g == 1;
     direct = !depthwise && p.channels_last && p.kernel_h == 1 && p.kernel_w == 1 && p.stride_h == 1 &&
              p.stride_w == 1 && p.pad_top == 0 && p.pad_left == 0 && p.out_h == p.in_h && p.out_w == p.in_w;
+    via_dy_cols = !depthwise && !direct && p.stride_h == 1 && p.stride_w == 1;
   }
 
   int64_t chunk_rows() const { return images_per_chunk * pixels; }
@@ -261,6 +264,62 @@ void rows_to_nchw(const ParallelFor& pf, const ConvParams& p, const Geometry& g,
   });
 }
 
+// With stride 1, dx is the stride-1 convolution of dy (NHWC) with the kernel flipped in space and
+// transposed per group, [kh, kw, cout_g, in_channels], padded by (k - 1) * d - pad: one im2col and
+// one product of the forward's shape, instead of d(cols) = dy W^T (which Eigen zeroes first) and
+// its gather. Row q of that im2col holds, at (flipped tap, o), the dy element whose output read
+// x[q] through the tap, so it also gives dW, as x^T @ im2col(dy): no im2col of x.
+ConvParams dx_conv_params(const ConvParams& p) {
+  ConvParams q = p;
+  q.in_h = p.out_h, q.in_w = p.out_w, q.in_channels = p.out_channels;
+  q.out_h = p.in_h, q.out_w = p.in_w, q.out_channels = p.in_channels;
+  q.pad_top = (p.kernel_h - 1) * p.dilation_h - p.pad_top;
+  q.pad_left = (p.kernel_w - 1) * p.dilation_w - p.pad_left;
+  q.channels_last = true;
+  return q;
+}
+
+// W'[i', j', o, grp * cin_g + c] = W[kh - 1 - i', kw - 1 - j', c, grp * cout_g + o].
+void flip_kernel(const ParallelFor& pf, const ConvParams& p, const Geometry& g, const float* w, float* flipped) {
+  const int64_t taps = p.kernel_h * p.kernel_w;
+  pf(taps, g.cin_g * p.out_channels, [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; ++t) {
+      const float* src = w + (taps - 1 - t) * g.cin_g * p.out_channels;
+      float* dst = flipped + t * g.cout_g * p.in_channels;
+      for (int64_t grp = 0; grp < p.groups; ++grp)
+        for (int64_t o = 0; o < g.cout_g; ++o)
+          for (int64_t c = 0; c < g.cin_g; ++c)
+            dst[o * p.in_channels + grp * g.cin_g + c] = src[c * p.out_channels + grp * g.cout_g + o];
+    }
+  });
+}
+
+// Whether v[0, n) holds no NaN or Inf (branch-free, so that the compiler vectorises it).
+bool all_finite(const ParallelFor& pf, const float* v, int64_t n) {
+  constexpr int64_t kBlock = 1 << 14;
+  std::atomic<bool> finite{true};
+  pf(ceil_div(n, kBlock), kBlock, [&](int64_t b0, int64_t b1) {
+    uint32_t non_finite = 0;
+    for (int64_t i = b0 * kBlock, end = std::min(n, b1 * kBlock); i < end; ++i) {
+      uint32_t bits;
+      std::memcpy(&bits, v + i, sizeof(bits));
+      non_finite |= (bits & 0x7f800000u) == 0x7f800000u;  // exponent all ones
+    }
+    if (non_finite) finite.store(false, std::memory_order_relaxed);
+  });
+  return finite.load();
+}
+
+// Scratch of the backward's dx: d(cols), or (via_dy_cols) the flipped kernel, the im2col of dy and
+// (NCHW) dx rows in NHWC; via_dy_cols can fall back to d(cols) (see conv_backward).
+int64_t dx_scratch(const ConvParams& p, const Geometry& g) {
+  if (!g.via_dy_cols) return g.im2col_floats();
+  const Geometry gq(dx_conv_params(p));
+  const int64_t rows = g.images_per_chunk * gq.pixels;
+  return std::max(g.im2col_floats(),
+                  conv_kernel_size(p) + rows * gq.cols_width + (p.channels_last ? 0 : rows * p.in_channels));
+}
+
 }  // namespace
 
 int64_t conv_kernel_size(const ConvParams& p) {
@@ -274,10 +333,9 @@ int64_t conv_forward_workspace(const ConvParams& p) {
 
 int64_t conv_backward_workspace(const ConvParams& p) {
   const Geometry g(p);
-  // kernel, dW^T summed over the chunks (depthwise: partial dW of a chunk), im2col and its
-  // gradient, dy rows (NCHW).
-  const int64_t dcols = g.im2col_floats();
-  return 2 * conv_kernel_size(p) + g.cols_buffer() + dcols + g.channel_buffer(p);
+  // kernel, dW^T summed over the chunks (depthwise: partial dW of a chunk), im2col, dx's scratch,
+  // dy rows (NCHW).
+  return 2 * conv_kernel_size(p) + g.cols_buffer() + dx_scratch(p, g) + g.channel_buffer(p);
 }
 
 void conv_forward(const ParallelFor& pf, const ConvParams& p, float* workspace, float* y) {
@@ -319,12 +377,24 @@ void conv_backward(const ParallelFor& pf, const ConvGradParams& p, float* worksp
   const Geometry g(p);
   const int64_t kernel_size = conv_kernel_size(p);
   float* w = workspace;
-  float* dw_part = w + kernel_size;  // depthwise: one chunk's dW; else dW^T, per group [cout_g, k_g]
+  // depthwise: one chunk's dW; via_dy_cols: dW'^T of the flipped kernel, per group [cin_g, taps *
+  // cout_g]; else dW^T, per group [cout_g, k_g]
+  float* dw_part = w + kernel_size;
   float* cols_buffer = dw_part + kernel_size;
-  float* dcols_buffer = cols_buffer + g.cols_buffer();
-  float* dy_rows_buffer = dcols_buffer + g.im2col_floats();
+  float* dx_buffer = cols_buffer + g.cols_buffer();  // see dx_scratch
+  float* dy_rows_buffer = dx_buffer + dx_scratch(p, g);
+  const ConvParams q = dx_conv_params(p);  // via_dy_cols
+  const Geometry gq(q);
+  float* w_flipped = dx_buffer;
+  float* dy_cols = w_flipped + kernel_size;
+  float* dx_rows_buffer = dy_cols + g.images_per_chunk * gq.pixels * gq.cols_width;
 
   sample_gaussian(pf, p.w_stream, kernel_size, p.w_mu, p.w_rho, w);
+  // dy's padding times a NaN or Inf weight (dx) or input (dW) would make a gradient non-finite
+  // where that value never reaches (0 * Inf = NaN): such calls take the im2col of x and the
+  // gather, which skip taps outside the input.
+  const bool via_dy_cols = g.via_dy_cols && all_finite(pf, w, kernel_size) && all_finite(pf, p.x, p.batch * g.xs_b);
+  if (via_dy_cols) flip_kernel(pf, p, g, w, w_flipped);
   std::fill(p.dw_mu, p.dw_mu + kernel_size, 0.0f);
   if (p.has_bias) std::fill(p.db_mu, p.db_mu + p.out_channels, 0.0f);
   if (g.pixels == 0) std::fill(p.dx, p.dx + p.batch * g.xs_b, 0.0f);
@@ -346,6 +416,16 @@ void conv_backward(const ParallelFor& pf, const ConvGradParams& p, float* worksp
         pf(kernel_size, 1, [&](int64_t first, int64_t last) {
           for (int64_t e = first; e < last; ++e) p.dw_mu[e] += dw_part[e];
         });
+      }
+    } else if (via_dy_cols) {
+      // dW'[:, group]^T (+)= x[:, group]^T @ im2col(dy)[:, group], summed over the chunks in order.
+      const float* x = chunk_nhwc(pf, p, g, image0, images, cols_buffer);
+      const int64_t dx_rows = images * gq.pixels;
+      pf(dx_rows, 4 * gq.cols_width, [&](int64_t r0, int64_t r1) { im2col_rows(q, gq, dy_rows, r0, r1, dy_cols); });
+      for (int64_t grp = 0; grp < p.groups; ++grp) {
+        gemm(pf, GemmArgs{g.cin_g, gq.k_g, dx_rows, x + grp * g.cin_g, p.in_channels, true, dy_cols + grp * gq.k_g,
+                          gq.cols_width, false, dw_part + grp * g.cin_g * gq.k_g, gq.k_g, image0 > 0,
+                          weight_grad_tile(gq.k_g)});
       }
     } else {
       // dW[:, group]^T (+)= dy[:, group]^T @ cols[:, group], summed over the chunks in order. As
@@ -381,9 +461,20 @@ void conv_backward(const ParallelFor& pf, const ConvGradParams& p, float* worksp
       });
       continue;
     }
+    if (via_dy_cols) {
+      // dx[:, group] = im2col(dy)[:, group] @ W'[:, group], with the im2col made for dW above
+      const int64_t dx_rows = images * gq.pixels;
+      float* dx = p.channels_last ? p.dx + image0 * g.xs_b : dx_rows_buffer;
+      for (int64_t grp = 0; grp < p.groups; ++grp) {
+        gemm(pf, GemmArgs{dx_rows, g.cin_g, gq.k_g, dy_cols + grp * gq.k_g, gq.cols_width, false,
+                          w_flipped + grp * g.cin_g, p.in_channels, false, dx + grp * g.cin_g, p.in_channels});
+      }
+      if (!p.channels_last) rows_to_nchw(pf, q, gq, dx, images, p.dx + image0 * g.xs_b);
+      continue;
+    }
     // d(cols)[:, group] = dy[:, group] @ W[:, group]^T, then gathered into dx (written directly
     // when x is its own im2col matrix).
-    float* dcols = g.direct ? p.dx + image0 * g.xs_b : dcols_buffer;
+    float* dcols = g.direct ? p.dx + image0 * g.xs_b : dx_buffer;
     for (int64_t grp = 0; grp < p.groups; ++grp) {
       gemm(pf, GemmArgs{rows, g.k_g, g.cout_g, dy_rows + grp * g.cout_g, p.out_channels, false, w + grp * g.cout_g,
                         p.out_channels, true, dcols + grp * g.k_g, g.cols_width});
@@ -398,7 +489,19 @@ void conv_backward(const ParallelFor& pf, const ConvGradParams& p, float* worksp
       });
     }
   }
-  if (!g.depthwise && g.pixels > 0 && p.batch > 0) {
+  if (via_dy_cols && g.pixels > 0 && p.batch > 0) {
+    // dW[t, c, grp * cout_g + o] = dW'^T[grp][c, (taps - 1 - t) * cout_g + o]
+    const int64_t taps = p.kernel_h * p.kernel_w;
+    pf(taps * g.cin_g, p.out_channels, [&](int64_t u0, int64_t u1) {
+      for (int64_t u = u0; u < u1; ++u) {
+        const int64_t t = u / g.cin_g, c = u % g.cin_g;
+        for (int64_t grp = 0; grp < p.groups; ++grp) {
+          const float* src = dw_part + (grp * g.cin_g + c) * gq.k_g + (taps - 1 - t) * g.cout_g;
+          std::copy(src, src + g.cout_g, p.dw_mu + u * p.out_channels + grp * g.cout_g);
+        }
+      }
+    });
+  } else if (!g.depthwise && g.pixels > 0 && p.batch > 0) {
     // dW[t, grp * cout_g + o] = dW^T[grp][o, t]
     pf(g.k_g, p.out_channels, [&](int64_t t0, int64_t t1) {
       for (int64_t t = t0; t < t1; ++t)
