@@ -152,6 +152,17 @@ class NormalGen {
     }
   }
 
+  // v = float(double(2 pi) * u), u from the low 23 bits of x, as TensorFlow rounds it:
+  // (2 pi_hi + 2 pi_lo) u in one rounding, the small part's product (2^-24 of v) rounded first, with
+  // u * 2^23 (exact) and the scale in the constants. TensorFlow's v for each of the 2^23 values of u
+  // (benchmarks/noise_cycles.cc checks them all).
+  static F angle(I x) {
+    const F k = T::to_float(T::and_i(x, T::set1_i(0x7fffff)));
+    const F two_pi_hi = T::set1(6.28318548202514648f / 8388608.0f);
+    const F two_pi_lo = T::set1(-1.7484556000744883e-07f / 8388608.0f);
+    return T::fma(two_pi_hi, k, T::mul(two_pi_lo, k));
+  }
+
   // (r sin v, r cos v) with r = sqrt(-2 log u1), v = 2 pi u, u1 and u from the low 23 bits of x1, x2.
   static void box_muller(I x1, I x2, F* sin_out, F* cos_out) {
     const I mantissa = T::set1_i(0x7fffff);
@@ -176,13 +187,7 @@ class NormalGen {
     const F minus_two_log = T::fma(e, T::set1(-1.38629436f), T::fma(z, p, g));
     const F radius = T::sqrt(minus_two_log);
 
-    // v = float(double(2 pi) * u) as TensorFlow rounds it: the product split into float parts, with
-    // u * 2^23 (exact) and the scale in the constants.
-    const F k2 = T::to_float(T::and_i(x2, mantissa));
-    const F two_pi_hi = T::set1(6.28318548202514648f / 8388608.0f);
-    const F two_pi_lo = T::set1(-1.7484556000744883e-07f / 8388608.0f);
-    const F product = T::mul(two_pi_hi, k2);
-    const F v = T::add(product, T::fma(two_pi_lo, k2, T::fms(two_pi_hi, k2, product)));
+    const F v = angle(x2);
     // v = x + n pi, n = round(v / pi) in {0, 1, 2} (its parity is the low bit of `rounded`);
     // x = v - n pi_hi is exact for v < 2 pi, the pi_lo term rounds once.
     const F round_magic = T::set1(12582912.0f);  // 1.5 * 2^23

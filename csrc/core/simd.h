@@ -148,7 +148,6 @@ struct Avx512 {
   static I xor_i(I a, I b) { return _mm512_xor_si512(a, b); }
   static I srli(I a, int n) { return _mm512_srli_epi32(a, n); }
   static I slli(I a, int n) { return _mm512_slli_epi32(a, n); }
-  static F fms(F a, F b, F c) { return _mm512_fmsub_ps(a, b, c); }
   static I srai(I a, int n) { return _mm512_srai_epi32(a, n); }
   // Philox in 64-bit slots (NormalGen in gaussian_impl.h): a 32-bit value in the low half of each
   // slot, products as whole 64-bit slots.
@@ -207,7 +206,6 @@ struct Avx2 {
   static I xor_i(I a, I b) { return _mm256_xor_si256(a, b); }
   static I srli(I a, int n) { return _mm256_srli_epi32(a, n); }
   static I slli(I a, int n) { return _mm256_slli_epi32(a, n); }
-  static F fms(F a, F b, F c) { return _mm256_fmsub_ps(a, b, c); }
   static I srai(I a, int n) { return _mm256_srai_epi32(a, n); }
   static I mul_wide(I a, I m) { return _mm256_mul_epu32(a, m); }
   static I swap_halves(I a) { return _mm256_shuffle_epi32(a, _MM_SHUFFLE(2, 3, 0, 1)); }
