@@ -6,9 +6,13 @@
 //   taskset -c 0 /tmp/nc
 // For the AVX-512 rows add -mavx512f -mavx512dq -mavx512vl -mavx512bw, and read only those: the
 // AVX2 rows of that build get 32 registers, which gaussian_avx2.cc does not have.
+// It then checks the vector Box-Muller against noise.h's (libm) over sweeps of its two inputs: every
+// angle against TensorFlow's double product, every u1 at 9 angles, every angle at the 11 largest and
+// some other radii, and 2^26 hashed pairs (the noise contract: 2e-6).
 #include <time.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <vector>
 
@@ -73,47 +77,114 @@ void run(const char* isa) {
     std::printf("%-7s %-34s %5.2f cycles per normal\n", isa, what, cycles_per_normal);
   };
   // As map_range runs it: the next block's Philox, then this block's Box-Muller.
-  report("whole normal", cycles_per_unit([&] {
-    typename Gen::Words w[2];
-    gen.words(0, &w[0]);
-    for (int b = 0; b < kBlocks; ++b) {
-      gen.words(b + 1, &w[(b + 1) & 1]);
-      gen.finish(b, w[b & 1], out.data() + b * Gen::kBlock);
-    }
-  }, kNormals, out.data()));
+  report("whole normal", cycles_per_unit(
+                             [&] {
+                               typename Gen::Words w[2];
+                               gen.words(0, &w[0]);
+                               for (int b = 0; b < kBlocks; ++b) {
+                                 gen.words(b + 1, &w[(b + 1) & 1]);
+                                 gen.finish(b, w[b & 1], out.data() + b * Gen::kBlock);
+                               }
+                             },
+                             kNormals, out.data()));
   // The kernels of the ops: map_range around the generator, over a 1 MB range.
   std::vector<float> mu(1 << 18, 0.1f), rho(1 << 18, -3.0f), big(1 << 18), big2(1 << 18);
   const int64_t n = static_cast<int64_t>(mu.size());
-  report("fill_normal kernel", cycles_per_unit([&] { GaussianImpl<T>::fill_normal(st, 0, n, big.data()); }, n, big.data()));
-  report("sample kernel (w = mu + sigma eps)", cycles_per_unit([&] {
-    GaussianImpl<T>::sample(st, 0, n, mu.data(), rho.data(), big.data());
-  }, n, big.data()));
-  report("sample_grad kernel (drho and w)", cycles_per_unit([&] {
-    GaussianImpl<T>::sample_grad(st, 0, n, mu.data(), mu.data(), rho.data(), big.data(), big2.data());
-  }, n, big.data()));
-  report("Philox4x32-10", cycles_per_unit([&] {
-    typename Gen::Words w;
-    for (int b = 0; b < kBlocks; ++b) {
-      gen.words(b, &w);
-      __asm__ volatile("" : : "r"(&w) : "memory");
-    }
-  }, kNormals, out.data()));
+  report("fill_normal kernel",
+         cycles_per_unit([&] { GaussianImpl<T>::fill_normal(st, 0, n, big.data()); }, n, big.data()));
+  report("sample kernel (w = mu + sigma eps)",
+         cycles_per_unit([&] { GaussianImpl<T>::sample(st, 0, n, mu.data(), rho.data(), big.data()); }, n, big.data()));
+  report("sample_grad kernel (drho and w)",
+         cycles_per_unit(
+             [&] { GaussianImpl<T>::sample_grad(st, 0, n, mu.data(), mu.data(), rho.data(), big.data(), big2.data()); },
+             n, big.data()));
+  report("Philox4x32-10", cycles_per_unit(
+                              [&] {
+                                typename Gen::Words w;
+                                for (int b = 0; b < kBlocks; ++b) {
+                                  gen.words(b, &w);
+                                  __asm__ volatile("" : : "r"(&w) : "memory");
+                                }
+                              },
+                              kNormals, out.data()));
   // Box-Muller of L lanes makes 2 L normals.
-  report("Box-Muller (log, sqrt, sincos)", cycles_per_unit([&] {
-    for (int i = 0; i < kNormals; i += 2 * L) {
-      F s, c;
-      Gen::box_muller(T::as_int(T::load(reinterpret_cast<const float*>(bits.data()) + i)),
-                      T::as_int(T::load(reinterpret_cast<const float*>(bits.data()) + i + L)), &s, &c);
-      T::store(out.data() + i, s);
-      T::store(out.data() + i + L, c);
-    }
-  }, kNormals, out.data()));
-  report("store_pairs (output order)", cycles_per_unit([&] {
-    const float* in = reinterpret_cast<const float*>(bits.data());
-    for (int i = 0; i < kNormals; i += 2 * L) T::store_pairs(T::load(in + i), T::load(in + i + L), out.data() + i);
-  }, kNormals, out.data()));
+  report("Box-Muller (log, sqrt, sincos)",
+         cycles_per_unit(
+             [&] {
+               for (int i = 0; i < kNormals; i += 2 * L) {
+                 F s, c;
+                 Gen::box_muller(T::as_int(T::load(reinterpret_cast<const float*>(bits.data()) + i)),
+                                 T::as_int(T::load(reinterpret_cast<const float*>(bits.data()) + i + L)), &s, &c);
+                 T::store(out.data() + i, s);
+                 T::store(out.data() + i + L, c);
+               }
+             },
+             kNormals, out.data()));
+  report("store_pairs (output order)", cycles_per_unit(
+                                           [&] {
+                                             const float* in = reinterpret_cast<const float*>(bits.data());
+                                             for (int i = 0; i < kNormals; i += 2 * L)
+                                               T::store_pairs(T::load(in + i), T::load(in + i + L), out.data() + i);
+                                           },
+                                           kNormals, out.data()));
   volatile float sink = out[1];
   (void)sink;
+}
+
+// The largest |vector Box-Muller - noise.h's| over sweeps of (x1, x2), and the number of angles that
+// differ from TensorFlow's float(2 pi * double(u)).
+template <class T>
+void accuracy(const char* isa) {
+  using namespace fusedbnn;
+  using namespace fusedbnn::simd;
+  using F = typename T::F;
+  constexpr int L = T::kLanes;
+  alignas(64) uint32_t x1[L], x2[L];
+  alignas(64) float s[L], c[L];
+  auto load = [](const uint32_t* p) { return T::as_int(T::load(reinterpret_cast<const float*>(p))); };
+  double worst = 0.0;
+  auto check = [&] {
+    F vs, vc;
+    NormalGen<T>::box_muller(load(x1), load(x2), &vs, &vc);
+    T::store(s, vs);
+    T::store(c, vc);
+    for (int l = 0; l < L; ++l) {
+      float es, ec;
+      box_muller(x1[l], x2[l], &es, &ec);
+      worst = std::max({worst, std::fabs(static_cast<double>(s[l]) - es), std::fabs(static_cast<double>(c[l]) - ec)});
+    }
+  };
+  constexpr uint32_t kValues = 1u << 23;
+  int64_t angles_off = 0;
+  for (uint32_t u = 0; u < kValues; u += L) {
+    for (int l = 0; l < L; ++l) x2[l] = u + l;
+    T::store(s, NormalGen<T>::angle(load(x2)));
+    for (int l = 0; l < L; ++l) {
+      angles_off += s[l] != static_cast<float>(2.0 * 3.14159265358979323846 * uint32_to_unit_float(u + l));
+    }
+  }
+  for (uint32_t angle : {0u, 1u << 21, 1u << 22, 3u << 21, 0x7fffffu, 12345u, 0x555555u, 0x2aaaaau, 0x1fffffu}) {
+    for (uint32_t u = 0; u < kValues; u += L) {
+      for (int l = 0; l < L; ++l) x1[l] = u + l, x2[l] = angle;
+      check();
+    }
+  }
+  for (uint32_t u1 : {0u, 1u, 2u, 3u, 4u, 5u, 6u, 7u, 8u, 9u, 10u, 100u, 1000u, 0x3504f3u, 0x400000u, 0x7fffffu}) {
+    for (uint32_t u = 0; u < kValues; u += L) {
+      for (int l = 0; l < L; ++l) x1[l] = u1, x2[l] = u + l;
+      check();
+    }
+  }
+  uint64_t h = 88172645463325252ull;
+  for (int i = 0; i < (1 << 26) / L; ++i) {
+    for (int l = 0; l < L; ++l) {
+      h ^= h << 13, h ^= h >> 7, h ^= h << 17;
+      x1[l] = static_cast<uint32_t>(h), x2[l] = static_cast<uint32_t>(h >> 32);
+    }
+    check();
+  }
+  std::printf("%-7s %-34s %lld of 2^23\n", isa, "angles unlike TensorFlow's", static_cast<long long>(angles_off));
+  std::printf("%-7s %-34s %.3g (contract 2e-6)\n", isa, "Box-Muller max |error|", worst);
 }
 
 }  // namespace
@@ -125,5 +196,8 @@ int main() {
   run<fusedbnn::simd::Avx2>("avx2");
 #if defined(__AVX512F__)
   run<fusedbnn::simd::Avx512>("avx512");
+  accuracy<fusedbnn::simd::Avx512>("avx512");
+#else
+  accuracy<fusedbnn::simd::Avx2>("avx2");
 #endif
 }

@@ -45,14 +45,12 @@ class NormalGen {
   using F = typename T::F;
   using I = typename T::I;
 
-  explicit NormalGen(const NoiseStream& st) : st_(st) {
-    uint32_t k0 = st.key[0], k1 = st.key[1];
+  explicit NormalGen(const NoiseStream& st) : st_(st), start_(start_of(st.counter[1], st.counter[2], st.counter[3])) {
     for (int round = 0; round < 10; ++round) {
-      key0_[round] = T::set1_i(static_cast<int>(k0));
-      key1_[round] = T::set1_i(static_cast<int>(k1));
-      k0 += kPhiloxW32A;
-      k1 += kPhiloxW32B;
+      key0_[round] = T::set1_i(static_cast<int>(round_key(0, round)));
+      key1_[round] = T::set1_i(static_cast<int>(round_key(1, round)));
     }
+    last_key_ = T::blend_odd(key0_[9], key1_[9]);
   }
 
   // A block's Philox outputs paired for Box-Muller: (r0 | r2) and (r1 | r3) of each group.
@@ -67,8 +65,15 @@ class NormalGen {
     const Philox4 base = counter_add(st_.counter, block * kGroups);
     w->exact = base.v[0] > 0xFFFFFFFFu - (kGroups - 1);
     if (w->exact) return;
+    // The words above the first are those of the stream's counter, but after a carry.
+    Start carried;
+    const Start* start = &start_;
+    if (base.v[1] != start_.v[0] || base.v[2] != start_.v[1] || base.v[3] != start_.v[2]) {
+      carried = start_of(base.v[1], base.v[2], base.v[3]);
+      start = &carried;
+    }
     static_assert(kHalves % 2 == 0, "slot vectors go through Philox in pairs");
-    for (int h0 = 0; h0 < kHalves; h0 += 2) philox_pair(base, h0, w);
+    for (int h0 = 0; h0 < kHalves; h0 += 2) philox_pair(base.v[0], *start, h0, w);
   }
 
   // ... then Box-Muller into out[0, kBlock) in flat order (short, wide work). map_range calls
@@ -86,31 +91,76 @@ class NormalGen {
     }
   }
 
-  // Philox4x32-10 of slot vectors h0 and h0 + 1 of the block whose first group has counter base.
-  // Their 8 words stay in registers (16 on AVX2). Unrolled whole: GCC would keep a 10-round loop
-  // with the state in memory.
-  void philox_pair(const Philox4& base, int h0, Words* w) const {
+  // The lanes of a block differ only in the counter's first word c0: its other words (v1, v2, v3)
+  // are the same in every lane, and so is everything of the first two rounds that does not come
+  // from c0. Those parts, as the xor operands of the rounds' varying words (notation of noise.h):
+  //   round 1: c2 = hi(M0 c0) ^ (v3 ^ k1);            c0, c1 are lane-free (a0, a1 below)
+  //   round 2: c0 = hi(M1 c2) ^ (a1 ^ k0);  c2 = c3 ^ (hi(M0 a0) ^ k1);  c3 = lo(M0 a0)
+  //   round 3: c2 = hi(M0 c0) ^ (lo(M0 a0) ^ k1)
+  struct Start {
+    uint32_t v[3];
+    I round1_c2, round2_c0, round2_c2, round3_c2;
+  };
+  Start start_of(uint32_t v1, uint32_t v2, uint32_t v3) const {
+    uint32_t hi, lo, a0, a1;
+    mul_hi_lo(kPhiloxM4x32B, v2, &hi, &a1);
+    a0 = hi ^ v1 ^ round_key(0, 0);
+    mul_hi_lo(kPhiloxM4x32A, a0, &hi, &lo);
+    auto lanes = [](uint32_t x) { return T::set1_i(static_cast<int>(x)); };
+    return Start{{v1, v2, v3},
+                 lanes(v3 ^ round_key(1, 0)),
+                 lanes(a1 ^ round_key(0, 1)),
+                 lanes(hi ^ round_key(1, 1)),
+                 lanes(lo ^ round_key(1, 2))};
+  }
+
+  // Philox4x32-10 of slot vectors h0 and h0 + 1 of the block whose first group's counter has first
+  // word c0 (the others in start). Their 8 words stay in registers (16 on AVX2). Unrolled whole:
+  // GCC would keep a loop with the state in memory.
+  void philox_pair(uint32_t c0, const Start& start, int h0, Words* w) const {
     const I ma = T::set1_i(static_cast<int>(kPhiloxM4x32A)), mb = T::set1_i(static_cast<int>(kPhiloxM4x32B));
     I c[2][4];
     for (int h = 0; h < 2; ++h) {
-      c[h][0] = T::add_i(T::set1_i(static_cast<int>(base.v[0] + (h0 + h) * T::kLanes / 2)), T::slot_groups());
-      for (int j = 1; j < 4; ++j) c[h][j] = T::set1_i(static_cast<int>(base.v[j]));
+      // Rounds 1 and 2: the lane-free parts come from start.
+      const I pa =
+          T::mul_wide(T::add_i(T::set1_i(static_cast<int>(c0 + (h0 + h) * T::kLanes / 2)), T::slot_groups()), ma);
+      const I c2 = T::xor_i(T::swap_halves(pa), start.round1_c2);
+      const I pb = T::mul_wide(c2, mb);
+      c[h][0] = T::xor_i(T::swap_halves(pb), start.round2_c0);
+      c[h][1] = pb;
+      c[h][2] = T::xor_i(pa, start.round2_c2);
     }
-#pragma GCC unroll 10
-    for (int round = 0; round < 10; ++round) {
+#pragma GCC unroll 7
+    for (int round = 2; round < 9; ++round) {
 #pragma GCC unroll 2
       for (int h = 0; h < 2; ++h) {
         const I pa = T::mul_wide(c[h][0], ma), pb = T::mul_wide(c[h][2], mb);
         c[h][0] = T::xor3(T::swap_halves(pb), c[h][1], key0_[round]);
         c[h][1] = pb;
-        c[h][2] = T::xor3(T::swap_halves(pa), c[h][3], key1_[round]);
+        // Round 3's c3 is lane-free (round3_c2 holds it with its key); later ones are products.
+        c[h][2] = round == 2 ? T::xor_i(T::swap_halves(pa), start.round3_c2)
+                             : T::xor3(T::swap_halves(pa), c[h][3], key1_[round]);
         c[h][3] = pa;
       }
     }
+    // Round 10 writes the pairs: first = (c0 | c2), second = (c1 | c3) of each group.
     for (int h = 0; h < 2; ++h) {
-      w->first[h0 + h] = T::pair_up(c[h][0], c[h][2]);
-      w->second[h0 + h] = T::pair_up(c[h][1], c[h][3]);
+      const I pa = T::mul_wide(c[h][0], ma), pb = T::mul_wide(c[h][2], mb);
+      w->first[h0 + h] =
+          T::xor3(T::blend_odd(T::swap_halves(pb), pa), T::blend_odd(c[h][1], T::swap_halves(c[h][3])), last_key_);
+      w->second[h0 + h] = T::blend_odd(pb, T::swap_halves(pa));
     }
+  }
+
+  // v = float(double(2 pi) * u), u from the low 23 bits of x, as TensorFlow rounds it:
+  // (2 pi_hi + 2 pi_lo) u in one rounding, the small part's product (2^-24 of v) rounded first, with
+  // u * 2^23 (exact) and the scale in the constants. TensorFlow's v for each of the 2^23 values of u
+  // (benchmarks/noise_cycles.cc checks them all).
+  static F angle(I x) {
+    const F k = T::to_float(T::and_i(x, T::set1_i(0x7fffff)));
+    const F two_pi_hi = T::set1(6.28318548202514648f / 8388608.0f);
+    const F two_pi_lo = T::set1(-1.7484556000744883e-07f / 8388608.0f);
+    return T::fma(two_pi_hi, k, T::mul(two_pi_lo, k));
   }
 
   // (r sin v, r cos v) with r = sqrt(-2 log u1), v = 2 pi u, u1 and u from the low 23 bits of x1, x2.
@@ -137,13 +187,7 @@ class NormalGen {
     const F minus_two_log = T::fma(e, T::set1(-1.38629436f), T::fma(z, p, g));
     const F radius = T::sqrt(minus_two_log);
 
-    // v = float(double(2 pi) * u) as TensorFlow rounds it: the product split into float parts, with
-    // u * 2^23 (exact) and the scale in the constants.
-    const F k2 = T::to_float(T::and_i(x2, mantissa));
-    const F two_pi_hi = T::set1(6.28318548202514648f / 8388608.0f);
-    const F two_pi_lo = T::set1(-1.7484556000744883e-07f / 8388608.0f);
-    const F product = T::mul(two_pi_hi, k2);
-    const F v = T::add(product, T::fma(two_pi_lo, k2, T::fms(two_pi_hi, k2, product)));
+    const F v = angle(x2);
     // v = x + n pi, n = round(v / pi) in {0, 1, 2} (its parity is the low bit of `rounded`);
     // x = v - n pi_hi is exact for v < 2 pi, the pi_lo term rounds once.
     const F round_magic = T::set1(12582912.0f);  // 1.5 * 2^23
@@ -170,8 +214,13 @@ class NormalGen {
   }
 
  private:
+  uint32_t round_key(int word, int round) const {
+    return st_.key[word] + static_cast<uint32_t>(round) * (word == 0 ? kPhiloxW32A : kPhiloxW32B);
+  }
+
   NoiseStream st_;
-  I key0_[10], key1_[10];
+  Start start_;
+  I key0_[10], key1_[10], last_key_;
 };
 
 template <>

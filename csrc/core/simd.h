@@ -148,15 +148,14 @@ struct Avx512 {
   static I xor_i(I a, I b) { return _mm512_xor_si512(a, b); }
   static I srli(I a, int n) { return _mm512_srli_epi32(a, n); }
   static I slli(I a, int n) { return _mm512_slli_epi32(a, n); }
-  static F fms(F a, F b, F c) { return _mm512_fmsub_ps(a, b, c); }
   static I srai(I a, int n) { return _mm512_srai_epi32(a, n); }
   // Philox in 64-bit slots (NormalGen in gaussian_impl.h): a 32-bit value in the low half of each
   // slot, products as whole 64-bit slots.
   static I mul_wide(I a, I m) { return _mm512_mul_epu32(a, m); }
   static I swap_halves(I a) { return _mm512_shuffle_epi32(a, _MM_PERM_CDAB); }
   static I xor3(I a, I b, I c) { return _mm512_ternarylogic_epi32(a, b, c, 0x96); }
-  // Low halves of lo's slots, then low halves of hi's slots: (lo[0], hi[0], lo[2], hi[2], ...).
-  static I pair_up(I lo, I hi) { return _mm512_mask_blend_epi32(0xAAAA, lo, _mm512_shuffle_epi32(hi, _MM_PERM_CCAA)); }
+  // The even 32-bit lanes of a, the odd ones of b.
+  static I blend_odd(I a, I b) { return _mm512_mask_blend_epi32(0xAAAA, a, b); }
   // The Philox group of each 64-bit slot of a slot vector (see store_pairs): 0, 4, 1, 5, 2, 6, 3, 7.
   static I slot_groups() { return _mm512_set_epi32(0, 7, 0, 3, 0, 6, 0, 2, 0, 5, 0, 1, 0, 4, 0, 0); }
   // unpacklo / unpackhi: (a[0], b[0], a[1], b[1]) of each 128-bit lane, i.e. the even 64-bit slots
@@ -207,14 +206,11 @@ struct Avx2 {
   static I xor_i(I a, I b) { return _mm256_xor_si256(a, b); }
   static I srli(I a, int n) { return _mm256_srli_epi32(a, n); }
   static I slli(I a, int n) { return _mm256_slli_epi32(a, n); }
-  static F fms(F a, F b, F c) { return _mm256_fmsub_ps(a, b, c); }
   static I srai(I a, int n) { return _mm256_srai_epi32(a, n); }
   static I mul_wide(I a, I m) { return _mm256_mul_epu32(a, m); }
   static I swap_halves(I a) { return _mm256_shuffle_epi32(a, _MM_SHUFFLE(2, 3, 0, 1)); }
   static I xor3(I a, I b, I c) { return _mm256_xor_si256(_mm256_xor_si256(a, b), c); }
-  static I pair_up(I lo, I hi) {
-    return _mm256_blend_epi32(lo, _mm256_shuffle_epi32(hi, _MM_SHUFFLE(2, 2, 0, 0)), 0xAA);
-  }
+  static I blend_odd(I a, I b) { return _mm256_blend_epi32(a, b, 0xAA); }
   static I slot_groups() { return _mm256_set_epi32(0, 3, 0, 1, 0, 2, 0, 0); }
   static void store_pairs(F a, F b, float* out) {
     _mm256_storeu_ps(out, _mm256_unpacklo_ps(a, b));
