@@ -95,4 +95,14 @@ def test_tf_data_parallel_map_with_prefetch_matches_serial_calls(spec):
 
     dataset = tf.data.Dataset.range(count).map(mapped, num_parallel_calls=4, deterministic=True).prefetch(3)
     actual = [[np.asarray(y)] for y in dataset]
-    assert_all_equal(actual, expected, f"{spec.name} tf.data")
+    if spec.composed:
+        # A map function runs on tf.data's threads, and TensorFlow's own convolution inside (oneDNN's
+        # sgemm at AVX2, as on an AVX2-only CPU) may sum in another order there: only our ops are
+        # bit-exact.
+        for k, (a, e) in enumerate(zip(actual, expected)):
+            scale = max(1.0, float(np.max(np.abs(e[0]), initial=0.0)))
+            np.testing.assert_allclose(
+                a[0], e[0], rtol=1e-5, atol=1e-6 * scale, err_msg=f"{spec.name} tf.data: call {k}"
+            )
+    else:
+        assert_all_equal(actual, expected, f"{spec.name} tf.data")
