@@ -50,16 +50,25 @@ def test_bench_without_allocator_statistics_leaves_peak_memory_out():
     assert "not measured" in out["table"] and "nan" not in out["table"]
 
 
-@pytest.mark.parametrize("isa,onednn", [("avx2", "0"), ("scalar", "1")])
-def test_bench_names_the_machine_class_it_measured(isa, onednn, tmp_path):
-    """The JSON of a run names the CPU and the class (instruction set, oneDNN) its numbers belong to."""
-    env = subprocess_env(FUSEDBNN_ISA=isa, TF_ENABLE_ONEDNN_OPTS=onednn)
+@pytest.mark.parametrize(
+    "isa,onednn,onednn_isa,machine_class",
+    [
+        ("avx2", "0", "", "avx2, no oneDNN"),
+        ("avx2", "0", "AVX2", "avx2, no oneDNN, oneDNN's sgemm at most AVX2"),
+        ("scalar", "1", "", "scalar + oneDNN"),
+    ],
+)
+def test_bench_names_the_machine_class_it_measured(isa, onednn, onednn_isa, machine_class, tmp_path):
+    """The JSON of a run names the CPU and the class (instruction set, oneDNN and the instruction set
+    oneDNN's sgemm may use) its numbers belong to."""
+    env = subprocess_env(FUSEDBNN_ISA=isa, TF_ENABLE_ONEDNN_OPTS=onednn, ONEDNN_MAX_CPU_ISA=onednn_isa)
     out = tmp_path / "run.json"
     code = f"from fusedbnn import bench; bench.main(['--cases', 'kl-analytic', '--pairs', '1', '--json', {str(out)!r}])"
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     machine = json.loads(out.read_text())["machine"]
     assert machine["isa"] == isa and machine["onednn"] == (onednn == "1")
-    assert machine["machine_class"] == (f"{isa} + oneDNN" if onednn == "1" else f"{isa}, no oneDNN")
+    assert machine["onednn_max_cpu_isa"] == (onednn_isa or None)
+    assert machine["machine_class"] == machine_class
     assert machine["cpu"] and machine["logical_cores"] >= 1
     assert machine["cpu"] in result.stderr

@@ -73,17 +73,27 @@ def _cpu_model():
 
 
 def machine():
-    """What the numbers were measured on: the CPU, its cores, the instruction set our kernels run and
-    whether TensorFlow uses oneDNN (the two settings that decide the machine class of a result)."""
+    """What the numbers were measured on: the CPU, its cores, the instruction set our kernels run,
+    whether TensorFlow uses oneDNN, and the instruction set oneDNN may use (the settings that decide
+    the machine class of a result).
+
+    TensorFlow's MatMul calls oneDNN's sgemm even with ``TF_ENABLE_ONEDNN_OPTS=0``, at the widest
+    instruction set of the CPU: on an AVX-512 CPU only ``ONEDNN_MAX_CPU_ISA=AVX2`` as well makes the
+    baselines those of an AVX2-only CPU."""
     from fusedbnn import _core
 
     isa = _core.isa()
+    onednn_isa = os.environ.get("ONEDNN_MAX_CPU_ISA") or None
+    machine_class = f"{isa} + oneDNN" if ops._ONEDNN else f"{isa}, no oneDNN"
+    if onednn_isa:
+        machine_class += f", oneDNN's sgemm at most {onednn_isa}"
     return {
         "cpu": _cpu_model(),
         "logical_cores": os.cpu_count(),
         "isa": isa,
         "onednn": ops._ONEDNN,
-        "machine_class": f"{isa} + oneDNN" if ops._ONEDNN else f"{isa}, no oneDNN",
+        "onednn_max_cpu_isa": onednn_isa,
+        "machine_class": machine_class,
         "tensorflow": tf.__version__,
     }
 
