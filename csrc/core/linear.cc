@@ -99,8 +99,7 @@ void linear_forward(const ParallelFor& pf, const LinearParams& p, float* y, floa
         k.sample(p.w_stream, begin, begin + rows * p.in, p.w_mu + begin, p.w_rho + begin, w.data());
       }
       // y[:, o0:o0+rows] = x W[o0:o0+rows]^T
-      if (p.rows > 0)
-        gemm(serial_for(), GemmArgs{p.rows, rows, p.in, p.x, p.in, false, w.data(), p.in, true, y + o0, p.out});
+      if (p.rows > 0) gemm_serial(GemmArgs{p.rows, rows, p.in, p.x, p.in, false, w.data(), p.in, true, y + o0, p.out});
     }
   });
   double total = 0.0;
@@ -137,8 +136,7 @@ void linear_backward(const ParallelFor& pf, const LinearGradParams& p) {
       for (int64_t t = t0; t < t1; ++t) {
         const int64_t o0 = t * tile_rows, rows = std::min(tile_rows, p.out - o0), begin = o0 * p.in;
         // dW[o0:o0+rows] = dy[:, o0:o0+rows]^T x is the gradient of mu.
-        gemm(serial_for(),
-             GemmArgs{rows, p.in, p.rows, p.dy + o0, p.out, true, p.x, p.in, false, p.dw_mu + begin, p.in});
+        gemm_serial(GemmArgs{rows, p.in, p.rows, p.dy + o0, p.out, true, p.x, p.in, false, p.dw_mu + begin, p.in});
         // drho = dW * eps * sigmoid(rho), regenerating the rows of W alongside (and the KL's terms).
         if (p.dkl != nullptr) {
           k.sample_grad_kl(p.w_stream, begin, begin + rows * p.in, p.dw_mu + begin, p.w_mu + begin, p.w_rho + begin,
@@ -148,8 +146,7 @@ void linear_backward(const ParallelFor& pf, const LinearGradParams& p) {
                         p.dw_rho + begin, w.data());
         }
         // dx (+)= dy[:, o0:o0+rows] W[o0:o0+rows]
-        gemm(serial_for(),
-             GemmArgs{p.rows, p.in, rows, p.dy + o0, p.out, false, w.data(), p.in, false, dx_sum, p.in, t > t0});
+        gemm_serial(GemmArgs{p.rows, p.in, rows, p.dy + o0, p.out, false, w.data(), p.in, false, dx_sum, p.in, t > t0});
       }
     }
   });
