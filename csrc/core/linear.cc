@@ -130,7 +130,8 @@ void regenerate_noise(const LinearGradParams& p, int64_t begin, int64_t end, flo
 }
 
 // Small dx (small batch): the tiles are split into groups (backward_groups), each summing its
-// tiles' dx products into its own dx-sized partial, added in group order at the end.
+// tiles' dx products into its own dx-sized partial, added in group order at the end. gemm's cuts of
+// the tiles' products cost nothing measurable here (B=32: the cut-off operand is a few KB of dy).
 void backward_in_groups(const ParallelFor& pf, const LinearGradParams& p, int64_t tile_rows, int64_t tiles) {
   const int64_t groups = backward_groups(p, tiles), dx_size = p.rows * p.in;
   std::vector<float> partials((groups - 1) * dx_size);
@@ -143,10 +144,12 @@ void backward_in_groups(const ParallelFor& pf, const LinearGradParams& p, int64_
       for (int64_t t = t0; t < t1; ++t) {
         const int64_t o0 = t * tile_rows, rows = std::min(tile_rows, p.out - o0), begin = o0 * p.in;
         // dW[o0:o0+rows] = dy[:, o0:o0+rows]^T x is the gradient of mu.
-        gemm_serial(GemmArgs{rows, p.in, p.rows, p.dy + o0, p.out, true, p.x, p.in, false, p.dw_mu + begin, p.in});
+        gemm(serial_for(),
+             GemmArgs{rows, p.in, p.rows, p.dy + o0, p.out, true, p.x, p.in, false, p.dw_mu + begin, p.in});
         regenerate_noise(p, begin, begin + rows * p.in, w.data());
         // dx (+)= dy[:, o0:o0+rows] W[o0:o0+rows]
-        gemm_serial(GemmArgs{p.rows, p.in, rows, p.dy + o0, p.out, false, w.data(), p.in, false, dx_sum, p.in, t > t0});
+        gemm(serial_for(),
+             GemmArgs{p.rows, p.in, rows, p.dy + o0, p.out, false, w.data(), p.in, false, dx_sum, p.in, t > t0});
       }
     }
   });
