@@ -165,7 +165,8 @@ void backward_in_groups(const ParallelFor& pf, const LinearGradParams& p, int64_
 
 // Large dx (large batch): the tiles run one after another and each of their three stages is split
 // over the threads, so dx accumulates in place. The partials cost more there than the stages'
-// synchronisation and gemm's cuts (B=512, 1024 -> 1024, AVX2, one thread: 28-31 -> ~27 ms).
+// synchronisation and gemm's cuts (B=512, 1024 -> 1024, AVX2, one thread: ~1-2 ms of ~29), and
+// each thread gets several pieces per stage instead of one group.
 void backward_in_stages(const ParallelFor& pf, const LinearGradParams& p, int64_t tile_rows, int64_t tiles) {
   // The products are cut into pieces of at least 256 columns of dW and dx: each piece packs the
   // tile's dy again, which 256 columns amortise.
