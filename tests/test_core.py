@@ -82,8 +82,11 @@ def test_kl_analytic_and_per_element_priors_against_numpy(per_element):
 
 
 # (3, 16, 147461): the backward sums dx over 10 row tiles of 16384 rows (the last one partial) in 8
-# groups, some of two tiles.
-@pytest.mark.parametrize("rows, n_in, n_out", [(1, 1, 1), (3, 5, 7), (33, 70, 129), (0, 4, 3), (3, 16, 147461)])
+# groups, some of two tiles. (520, 600, 2000): dx is large, so the backward accumulates it in place
+# over 3 row tiles of 887 rows (the last one partial), each product cut into pieces of columns.
+@pytest.mark.parametrize(
+    "rows, n_in, n_out", [(1, 1, 1), (3, 5, 7), (33, 70, 129), (0, 4, 3), (3, 16, 147461), (520, 600, 2000)]
+)
 def test_linear_against_numpy(rows, n_in, n_out):
     rng = np.random.default_rng(rows + n_in)
     x = rng.normal(size=(rows, n_in)).astype(np.float32)

@@ -16,7 +16,7 @@ GemmTileFn gemm_tile_avx512();
 
 namespace {
 
-GemmTileFn best_tile() {
+GemmTileFn pick_tile() {
   switch (active_isa()) {
 #if defined(FUSEDBNN_HAVE_AVX512)
     case Isa::kAvx512:
@@ -31,6 +31,11 @@ GemmTileFn best_tile() {
   }
 }
 
+GemmTileFn best_tile() {
+  static const GemmTileFn tile = pick_tile();
+  return tile;
+}
+
 // Cut the larger side of C into at most 16 tiles of a multiple of 16, at least min_tile wide.
 int64_t tile_size(int64_t extent, int64_t min_tile) {
   return std::max<int64_t>(min_tile, (ceil_div(extent, 16) + 15) / 16 * 16);
@@ -40,7 +45,7 @@ int64_t tile_size(int64_t extent, int64_t min_tile) {
 
 void gemm(const ParallelFor& pf, const GemmArgs& g) {
   if (g.m == 0 || g.n == 0) return;
-  static const GemmTileFn tile = best_tile();
+  const GemmTileFn tile = best_tile();
   const bool split_n = g.n >= g.m;
   const int64_t extent = split_n ? g.n : g.m, step = tile_size(extent, g.min_tile);
   const int64_t other = split_n ? g.m : g.n;
@@ -54,6 +59,10 @@ void gemm(const ParallelFor& pf, const GemmArgs& g) {
       }
     }
   });
+}
+
+void gemm_serial(const GemmArgs& g) {
+  if (g.m > 0 && g.n > 0) best_tile()(g, 0, g.m, 0, g.n);
 }
 
 }  // namespace fusedbnn
