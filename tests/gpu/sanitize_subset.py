@@ -107,6 +107,7 @@ def main():
         return 0
     torch.manual_seed(0)
     for run in (gaussian, linear, estimators, conv, embedding, lstm):
+        print(f"sanitize_subset: {run.__name__}", flush=True)  # where a run past its time limit was
         run()
     torch.cuda.synchronize()
     print("sanitize_subset: every kernel ran")
