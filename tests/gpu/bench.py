@@ -11,6 +11,7 @@ import argparse
 import json
 import statistics
 import sys
+import time
 
 import torch
 import torch.nn.functional as F
@@ -19,20 +20,27 @@ import torch_ops
 
 
 def time_sides(sides, reps, warmup=5):
-    """Median milliseconds of each zero-argument callable, run in turn within every repetition."""
+    """Median milliseconds of each zero-argument callable, run in turn within every repetition: on
+    the GPU (CUDA events) and on the host (the call's return; near the GPU time, the side is bound
+    by its launches, not its kernels)."""
     for _ in range(warmup):
         for fn in sides.values():
             fn()
     times = {name: [] for name in sides}
+    host = {name: [] for name in sides}
     for _ in range(reps):
         for name, fn in sides.items():
             start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             start.record()
+            called = time.perf_counter()
             fn()
+            host[name].append((time.perf_counter() - called) * 1e3)
             end.record()
             end.synchronize()
             times[name].append(start.elapsed_time(end))
-    return {name: statistics.median(t) for name, t in times.items()}
+    return {name: statistics.median(t) for name, t in times.items()}, {
+        name: statistics.median(t) for name, t in host.items()
+    }
 
 
 def with_tf32(fn):
@@ -147,6 +155,7 @@ def embedding_sides(num, dim, ids_shape, backward, zipf=False, max_norm=None):
         ids = torch.multinomial(weights, ids_shape[0] * ids_shape[1], replacement=True).reshape(ids_shape)
     else:
         ids = torch.randint(0, num, ids_shape, device="cuda")
+    ids_host = ids.cpu()  # the TensorFlow op's ids live in host memory, where it lists the rows
     dy = randn(*ids_shape, dim)
     mu, rho = randn(num, dim, scale=0.05, grad=backward), randn(num, dim, shift=-5.0, grad=backward)
     table = randn(num, dim, grad=backward)
@@ -155,7 +164,7 @@ def embedding_sides(num, dim, ids_shape, backward, zipf=False, max_norm=None):
     def fused():
         _, dw_drho, _ = torch_ops.embedding(ids, mud, rhod, (1, 2), max_norm=max_norm)
         if backward:
-            torch_ops.embedding_grad(ids, dy, dw_drho, mud, rhod, (1, 2), max_norm=max_norm)
+            torch_ops.embedding_grad(ids_host, dy, dw_drho, mud, rhod, (1, 2), max_norm=max_norm)
 
     def lookup(w):
         out = F.embedding(ids, w)
@@ -257,7 +266,7 @@ def bandwidth(reps):
     w = torch.empty(n, device="cuda")
     src, dst = torch.randn(2 * n, device="cuda"), torch.empty(2 * n, device="cuda")
     core, stream = torch_ops.core, torch.cuda.current_stream().cuda_stream
-    ms = time_sides(
+    ms, _ = time_sides(
         {
             "sample": lambda: core.cuda.sample_gaussian(mu.data_ptr(), rho.data_ptr(), w.data_ptr(), n, (1, 2), stream),
             "copy": lambda: dst.copy_(src),
@@ -393,9 +402,14 @@ def main(argv=None):
     for name, (build, param_bytes) in CASES.items():
         sides = build()
         sides["deterministic_tf32"] = with_tf32(sides["deterministic"])
-        ms = time_sides(sides, args.reps)
+        ms, host_ms = time_sides(sides, args.reps)
         peak = {side: peak_mib(fn) for side, fn in sides.items()}
-        results["cases"][name] = {"ms": ms, "peak_mib": peak, "param_gb_s": param_bytes / ms["fused"] / 1e6}
+        results["cases"][name] = {
+            "ms": ms,
+            "host_ms": host_ms,
+            "peak_mib": peak,
+            "param_gb_s": param_bytes / ms["fused"] / 1e6,
+        }
         del sides
         torch.cuda.empty_cache()
     if args.json:
@@ -408,17 +422,18 @@ def main(argv=None):
     )
     header = (
         f"{'case':40} {'fused ms':>9} {'unfused':>9} {'determ.':>9} {'det.TF32':>9} {'unfused/fused':>14} "
-        f"{'fused/determ.':>14} {'fused/TF32':>11} {'mu+rho GB/s':>12} {'peak MiB f/u/d':>18}"
+        f"{'fused/determ.':>14} {'fused/TF32':>11} {'mu+rho GB/s':>12} {'peak MiB f/u/d':>18} {'host ms f/u':>12}"
     )
     print(header)
     print("-" * len(header))
     for name, r in results["cases"].items():
-        ms, peak = r["ms"], r["peak_mib"]
+        ms, peak, host = r["ms"], r["peak_mib"], r["host_ms"]
         print(
             f"{name:40} {ms['fused']:9.3f} {ms['unfused']:9.3f} {ms['deterministic']:9.3f} "
             f"{ms['deterministic_tf32']:9.3f} {ms['unfused'] / ms['fused']:13.2f}x "
             f"{ms['fused'] / ms['deterministic']:13.2f}x {ms['fused'] / ms['deterministic_tf32']:10.2f}x "
             f"{r['param_gb_s']:12.0f} {peak['fused']:6.0f}/{peak['unfused']:.0f}/{peak['deterministic']:.0f}"
+            f"{host['fused']:8.3f}/{host['unfused']:.3f}"
         )
     # Sides beyond the table's: conv's hybrid (fused sampling + cuDNN, what engine="auto" runs) in
     # float32 and TF32, lstm's unfused layer through cuDNN, the estimators' default-estimator step.

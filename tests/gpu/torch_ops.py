@@ -10,6 +10,7 @@ import importlib.machinery
 import importlib.util
 import os
 
+import numpy as np
 import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -320,19 +321,23 @@ def embedding(ids, w_mu, w_rho, seed, padding_idx=None, max_norm=None, norm_type
 
 
 def embedding_grad_rows(ids, num, padding_idx=None):
-    """(rows, positions, starts, max_positions) as the TensorFlow GPU kernel lists them on the host:
-    the distinct ids in [0, num) other than padding_idx, ascending; the flat positions of each, in
+    """(rows, positions, starts, max_positions) listed on the host, as the TensorFlow GPU kernel
+    lists them from its host-memory ids, then copied to the device in one pinned transfer: the
+    distinct ids in [0, num) other than padding_idx, ascending; the flat positions of each, in
     order; row u owns positions[starts[u]:starts[u + 1]] (int64 CUDA tensors); the most positions
-    of a row."""
-    flat = ids.reshape(-1).long()
+    of a row. ids on the GPU are copied to the host first (a synchronisation the op never has)."""
+    flat = ids.reshape(-1).cpu().numpy().astype(np.int64)
     keep = (flat >= 0) & (flat < num)
     if padding_idx is not None:
         keep &= flat != padding_idx
-    positions = torch.nonzero(keep).reshape(-1)
-    positions = positions[torch.sort(flat[positions], stable=True).indices]
-    rows, counts = torch.unique_consecutive(flat[positions], return_counts=True)
-    starts = torch.cat([torch.zeros(1, dtype=torch.int64, device="cuda"), torch.cumsum(counts, 0)])
-    return rows.contiguous(), positions.contiguous(), starts.contiguous(), int(counts.max()) if len(counts) else 0
+    positions = np.flatnonzero(keep)
+    positions = positions[np.argsort(flat[positions], kind="stable")]
+    rows, counts = np.unique(flat[positions], return_counts=True)
+    starts = np.concatenate([[0], np.cumsum(counts)])
+    staging = torch.from_numpy(np.concatenate([rows, positions, starts]).astype(np.int64)).pin_memory()
+    plan = staging.to("cuda", non_blocking=True)
+    unique, listed = len(rows), len(positions)
+    return (plan[:unique], plan[unique : unique + listed], plan[unique + listed :], int(counts.max()) if unique else 0)
 
 
 def embedding_grad(ids, dy, dw_drho, w_mu, w_rho, seed, padding_idx=None, max_norm=None, norm_type=2.0):
