@@ -5,7 +5,8 @@
 #   2. tests/gpu (each kernel against PyTorch float32 maths from the host noise), each test under
 #      pytest-timeout, a JUnit report;
 #   3. the GPU benchmark (tests/gpu/bench.py), its JSON;
-#   4. compute-sanitizer memcheck, racecheck, synccheck and initcheck on tests/gpu/sanitize_subset.py
+#   4. the kernels and copies of every benchmark side (tests/gpu/profile_kernels.py, kernels.txt);
+#   5. compute-sanitizer memcheck, racecheck, synccheck and initcheck on tests/gpu/sanitize_subset.py
 #      (every kernel once at small sizes), restricted to fusedbnn's kernels (initcheck instruments
 #      all, so that it sees PyTorch's writes of the inputs); each one skipped, with the reason, when
 #      compute-sanitizer is missing or refuses the device.
@@ -133,7 +134,11 @@ skip_after_build benchmark ||
   run_step benchmark 150 "$OUT/benchmark.log" "$PYTHON" tests/gpu/bench.py --reps "${BENCH_REPS:-20}" \
     --json "$OUT/gpu_bench.json"
 
-# 4. Sanitizers, last: the slowest checks go where the budget runs out first.
+# 4. Each benchmark side's kernels and copies (torch.profiler): what a side's time is made of.
+skip_after_build kernel-profile ||
+  run_step kernel-profile 90 "$OUT/kernel-profile.log" "$PYTHON" tests/gpu/profile_kernels.py --out "$OUT/kernels.txt"
+
+# 5. Sanitizers, last: the slowest checks go where the budget runs out first.
 sanitizer=$(command -v compute-sanitizer || true)
 if [[ -z $sanitizer && -x /usr/local/cuda/bin/compute-sanitizer ]]; then sanitizer=/usr/local/cuda/bin/compute-sanitizer; fi
 gpu_present=1
