@@ -27,7 +27,7 @@ struct VarianceImpl {
       fn(x, y);
       for (int b = 0; b < kOut; ++b) T::store(out[b] + i, y[b]);
     }
-    if (i == n) return;
+    if (i >= n) return;  // ">=", not "==": GCC 13 warned (-Warray-bounds) of a one-lane tail it did not rule out
     float pad_in[kIn][kLanes] = {}, pad_out[kOut][kLanes];
     for (int a = 0; a < kIn; ++a) std::copy(in[a] + i, in[a] + n, pad_in[a]);
     F x[kIn], y[kOut];

@@ -28,7 +28,7 @@ struct LstmKernelsImpl {
   static void map(const float* in, float* out, int64_t n, Fn fn) {
     int64_t i = 0;
     for (; i + L <= n; i += L) M::store(out + i, fn(M::load(in + i)));
-    if (i == n) return;
+    if (i >= n) return;  // ">=", not "==": GCC 13 warned (-Warray-bounds) of a one-lane tail it did not rule out
     // The tail through a padded block, with the same arithmetic as full blocks.
     alignas(64) float block[L] = {};
     std::copy(in + i, in + n, block);
@@ -57,7 +57,7 @@ struct LstmKernelsImpl {
   static void cell_forward(const LstmCellForward& r, int64_t n) {
     int64_t j = 0;
     for (; j + L <= n; j += L) cell_forward_lanes(r.gates + j, n, r.c_prev + j, r.c + j, r.h + j);
-    if (j == n) return;
+    if (j >= n) return;
     alignas(64) float gate[4 * L] = {}, c_prev[L] = {}, c[L], h[L];
     for (int q = 0; q < 4; ++q) std::copy(r.gates + q * n + j, r.gates + (q + 1) * n, gate + q * L);
     std::copy(r.c_prev + j, r.c_prev + n, c_prev);
@@ -88,7 +88,7 @@ struct LstmKernelsImpl {
     for (; j + L <= n; j += L) {
       cell_backward_lanes(r.gates + j, n, r.c + j, r.c_prev + j, r.dh_seq + j, r.dh + j, r.dc + j, r.dz + j);
     }
-    if (j == n) return;
+    if (j >= n) return;
     alignas(64) float gate[4 * L] = {}, c[L] = {}, c_prev[L] = {}, dh_seq[L] = {}, dh[L] = {}, dc[L] = {}, dz[4 * L];
     for (int q = 0; q < 4; ++q) std::copy(r.gates + q * n + j, r.gates + (q + 1) * n, gate + q * L);
     const float* rows[] = {r.c, r.c_prev, r.dh_seq, r.dh, r.dc};
