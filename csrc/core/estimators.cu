@@ -82,7 +82,7 @@ struct Variance {
   Op rho;
   static constexpr bool kContiguousCols = Op::kContiguousCols;
   __device__ __forceinline__ float operator()(int64_t r, int64_t c) const {
-    const float sigma = stable_softplus(rho(r, c));
+    const float sigma = softplus(rho(r, c));
     return sigma * sigma;
   }
 };
@@ -182,7 +182,7 @@ struct RhoGrad {
       if (kEstimator == LinearEstimator::kFlipout) {
         drho[i] = acc[j] * e[j] * sigmoid(rho[i]);
       } else {
-        const float sigma = stable_softplus(rho[i]);
+        const float sigma = softplus(rho[i]);
         drho[i] = acc[j] * (sigma + sigma) * sigmoid(rho[i]);
       }
     }

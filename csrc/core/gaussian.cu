@@ -97,7 +97,7 @@ struct SampleGradAndSample {  // x: dw, mu, rho; y: drho, w
 struct KlTerm {
   float inv_std_prior, log_std_prior;
   __device__ float operator()(float e, float mu, float rho, float mean) const {
-    const float sigma = stable_softplus(rho);
+    const float sigma = softplus(rho);
     const float z = (fmaf(sigma, e, mu) - mean) * inv_std_prior;
     return (log_std_prior - logf(sigma)) + 0.5f * (z * z - e * e);
   }
@@ -106,7 +106,7 @@ struct KlTerm {
 struct KlAnalyticTerm {
   float inv_2var_prior, log_std_prior_minus_half;
   __device__ float operator()(float, float mu, float rho, float mean) const {
-    const float sigma = stable_softplus(rho), d = mu - mean;
+    const float sigma = softplus(rho), d = mu - mean;
     return (log_std_prior_minus_half - logf(sigma)) + fmaf(sigma, sigma, d * d) * inv_2var_prior;
   }
 };
@@ -114,7 +114,7 @@ struct KlAnalyticTerm {
 struct KlGrad {  // dmu, drho of scale * KlTerm
   float inv_var_prior;
   __device__ void operator()(float e, float scale, float mu, float rho, float mean, float* y) const {
-    const float sigma = stable_softplus(rho);
+    const float sigma = softplus(rho);
     const float pull = (fmaf(sigma, e, mu) - mean) * (scale * inv_var_prior);
     y[0] = pull;
     y[1] = (pull * e - scale / sigma) * sigmoid(rho);
@@ -124,7 +124,7 @@ struct KlGrad {  // dmu, drho of scale * KlTerm
 struct KlAnalyticGrad {  // dmu, drho of scale * KlAnalyticTerm
   float inv_var_prior;
   __device__ void operator()(float, float scale, float mu, float rho, float mean, float* y) const {
-    const float sigma = stable_softplus(rho), g = scale * inv_var_prior;
+    const float sigma = softplus(rho), g = scale * inv_var_prior;
     y[0] = (mu - mean) * g;
     y[1] = (sigma * g - scale / sigma) * sigmoid(rho);
   }

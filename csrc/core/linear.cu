@@ -170,7 +170,7 @@ __device__ __forceinline__ void sample_grad_one(float dw, float e, float mu, flo
     *drho = dw * e * sigmoid(rho);
     return;
   }
-  const float scale = *dkl, sigma = stable_softplus(rho);
+  const float scale = *dkl, sigma = softplus(rho);
   const float total = fmaf(fmaf(sigma, e, mu) - mean, scale / (std_prior * std_prior), dw);
   *dmu = total;
   *drho = (total * e - scale / sigma) * sigmoid(rho);

@@ -77,21 +77,8 @@ struct PolyMath {
     return T::mul(r, T::fma(T::sub(T::set1(0.0f), x), r, T::set1(2.0f)));
   }
 
-  // log(1 + e) for e in [0, 1], the only range softplus needs: one polynomial e * P(e), P a degree-8
-  // Chebyshev fit of log1p(e) / e (relative error 2e-7 in float, as the log above), about half the
-  // cost of log(1 + e) with the rounding correction that tiny e needs.
-  static F log1p_unit(F e) {
-    F y = T::set1(5.25345793e-3f);
-    y = T::fma(y, e, T::set1(-2.95885075e-2f));
-    y = T::fma(y, e, T::set1(7.83616677e-2f));
-    y = T::fma(y, e, T::set1(-1.36747703e-1f));
-    y = T::fma(y, e, T::set1(1.91114306e-1f));
-    y = T::fma(y, e, T::set1(-2.48443693e-1f));
-    y = T::fma(y, e, T::set1(3.33192706e-1f));
-    y = T::fma(y, e, T::set1(-4.99995023e-1f));
-    y = T::fma(y, e, T::set1(1.0f));
-    return T::mul(y, e);
-  }
+  // log(1 + e) for e in [0, 1] (noise.h): what softplus needs, at half the cost of a log.
+  static F log1p_unit(F e) { return fusedbnn::log1p_unit<T>(e); }
 
   // softplus(x) = max(x, 0) + log1p(exp(-|x|)) and sigmoid(x), sharing one exp.
   static void softplus_sigmoid(F x, F* softplus, F* sigmoid) {

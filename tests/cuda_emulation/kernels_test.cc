@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "core/conv_cuda.h"
+#include "core/cuda_common.cuh"
 #include "core/embedding_cuda.h"
 #include "core/estimators_cuda.h"
 #include "core/gaussian_cuda.h"
@@ -63,6 +64,22 @@ void expect_close(const std::string& what, const float* actual, const std::vecto
   ++failures;
   std::printf("FAIL %s: relative error %.3g over %zu elements\n", what.c_str(), std::sqrt(diff / std::max(norm, 1e-60)),
               expected.size());
+}
+
+// The kernels' softplus (a polynomial log1p, as the vectorised CPU kernels'): within 1e-6 relative
+// of libm's over rho from -80 (sigma ~ 1e-35) to 1e4, as tests/test_core.py checks the CPU's.
+void softplus_case() {
+  double worst = 0.0;
+  for (int k = 0; k <= 200000; ++k) {
+    const float r = -80.0f + static_cast<float>(k) * (1e4f + 80.0f) / 200000.0f;
+    const double exact = stable_softplus(r);
+    worst = std::max(worst, std::abs(cuda::softplus(r) - exact) / exact);
+  }
+  for (float r : {-INFINITY, INFINITY}) worst = std::max(worst, cuda::softplus(r) == stable_softplus(r) ? 0.0 : 1.0);
+  if (worst > 1e-6) {
+    std::printf("FAIL softplus: relative error %.3g\n", worst);
+    ++failures;
+  }
 }
 
 void gaussian_case(int64_t n, int offset) {
@@ -874,6 +891,7 @@ void launch_limit_cases() {
 
 int main() {
   using namespace fusedbnn;
+  softplus_case();
   for (int offset : {0, 1}) {
     for (int64_t n : {0, 1, 3, 4, 5, 127, 1001, 4099}) gaussian_case(n, offset);
     // (rows, in, out): around the 32 / 64 / 256 tiles, both Linear plans (<= 64 rows fused).
