@@ -4,6 +4,8 @@
 //   they are staged in shared memory (or read from a sampled copy at large batch).
 // - weight_grad_kernel: dW = dy^T x per 64 x 64 tile, with the sampling gradient as its epilogue:
 //   dw_mu = dW, dw_rho = dW * eps * sigmoid(rho), eps regenerated in registers.
+// - fused_backward_kernel (up to kFusedMaxRows rows): the weight gradient's tiles, whose epilogue
+//   also keeps the sampled W tile for dx = dy W: one pass over W and its noise for the backward.
 #include "cuda_common.cuh"
 #include "gaussian_cuda.h"
 #include "linear_cuda.h"
@@ -181,6 +183,48 @@ __global__ void __launch_bounds__(1) add_kernel(const float* addend, float* sum)
 constexpr int kGradTile = 64;  // dW tile: 64 x 64, 16 x 16 threads of 4 x 4
 constexpr int kGradRows = 32;  // rows of dy and x per shared-memory stage
 
+// dW's epilogue for W[o, k .. k + 3] (those < in), with acc = dW there: dw_mu, dw_rho (eps
+// regenerated, and the KL's terms with p.dkl); with w set, also the sampled W there.
+__device__ __forceinline__ void weight_grad_epilogue(const LinearGradParams& p, bool aligned, int64_t o, int64_t k,
+                                                     float acc[4], float* w) {
+  const int64_t flat = o * p.in + k;
+  const bool with_mu = w != nullptr || p.dkl != nullptr;
+  float e[4], rho[4] = {0, 0, 0, 0}, mu[4] = {0, 0, 0, 0}, drho[4];
+  eps4(p.w_stream, static_cast<uint64_t>(flat), e);
+  const bool vector = aligned && flat % 4 == 0 && k + 4 <= p.in;
+  if (vector) {
+    load4(p.w_rho + flat, rho);
+    if (with_mu) load4(p.w_mu + flat, mu);
+  } else {
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      if (k + j < p.in) {
+        rho[j] = p.w_rho[flat + j];
+        if (with_mu) mu[j] = p.w_mu[flat + j];
+      }
+    }
+  }
+#pragma unroll
+  for (int j = 0; j < 4; ++j) {
+    const bool inside = k + j < p.in;
+    if (w != nullptr && inside) w[j] = sample_one(mu[j], rho[j], e[j]);
+    const float mean = p.dkl == nullptr ? 0.0f : p.w_prior.mean[p.w_prior.per_element && inside ? flat + j : 0];
+    sample_grad_one(acc[j], e[j], mu[j], rho[j], mean, p.w_prior.std, p.dkl, &acc[j], &drho[j]);
+  }
+  if (vector) {
+    store4(p.dw_mu + flat, acc);
+    store4(p.dw_rho + flat, drho);
+  } else {
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      if (k + j < p.in) {
+        p.dw_mu[flat + j] = acc[j];
+        p.dw_rho[flat + j] = drho[j];
+      }
+    }
+  }
+}
+
 __global__ void __launch_bounds__(kThreads) weight_grad_kernel(LinearGradParams p, bool aligned) {
   __shared__ __align__(16) float dy_tile[kGradRows][kGradTile];
   __shared__ __align__(16) float x_tile[kGradRows][kGradTile];
@@ -217,39 +261,82 @@ __global__ void __launch_bounds__(kThreads) weight_grad_kernel(LinearGradParams 
   for (int i = 0; i < 4; ++i) {
     const int64_t o = o0 + 4 * ty + i;
     if (o >= p.out) break;
-    const int64_t flat = o * p.in + k;
-    float e[4], rho[4] = {0, 0, 0, 0}, mu[4] = {0, 0, 0, 0}, drho[4];
-    eps4(p.w_stream, static_cast<uint64_t>(flat), e);
-    const bool vector = aligned && flat % 4 == 0 && k + 4 <= p.in;
-    if (vector) {
-      load4(p.w_rho + flat, rho);
-      if (p.dkl != nullptr) load4(p.w_mu + flat, mu);
-    } else {
+    weight_grad_epilogue(p, aligned, o, k, acc[i], nullptr);
+  }
+}
+
+// The fused backward at up to kFusedMaxRows rows (kRows = 32 or 64): W is read, and its noise
+// regenerated, once for both dW's epilogue and dx = dy W, where the separate kernels (weight
+// gradient, then the product sampling W again) did both twice. Each block owns 64 columns k of W
+// and a run of `tiles_per_split` 64-row tiles o; per tile, dW = dy[:, o]^T x[:, k] (16 x 16 threads
+// of 4 x 4), whose epilogue keeps the sampled W in shared memory, then dx[:, k] += dy[:, o] W[o, k].
+// The block's dx, summed over its tiles in order, goes to out[split] (dx itself with one split).
+template <int kRows>
+__global__ void __launch_bounds__(kThreads, 2)
+    fused_backward_kernel(LinearGradParams p, bool aligned, int64_t tiles_per_split, float* out) {
+  constexpr int kRowsPerThread = kRows / 16;  // of dx: 16 x 16 threads over kRows x 64
+  __shared__ __align__(16) float x_tile[kRows][kGradTile];
+  __shared__ __align__(16) float dy_tile[kRows][kGradTile];
+  __shared__ __align__(16) float w_tile[kGradTile][kGradTile];
+  const int tx = threadIdx.x % 16, ty = threadIdx.x / 16;
+  const int64_t in_tiles = (p.in + kGradTile - 1) / kGradTile;
+  const int64_t k0 = first_tile(in_tiles) * kGradTile, split = second_tile(in_tiles);
+  const int64_t o_begin = split * tiles_per_split * kGradTile;
+  const int64_t o_end = o_begin + tiles_per_split * kGradTile < p.out ? o_begin + tiles_per_split * kGradTile : p.out;
+  const int rows = static_cast<int>(p.rows);
+  for (int idx = threadIdx.x; idx < kRows * kGradTile; idx += kThreads) {
+    const int r = idx / kGradTile, c = idx % kGradTile;
+    x_tile[r][c] = r < rows && k0 + c < p.in ? p.x[r * p.in + k0 + c] : 0.0f;
+  }
+  float dx[kRowsPerThread][4] = {};
+  for (int64_t o0 = o_begin; o0 < o_end; o0 += kGradTile) {
+    for (int idx = threadIdx.x; idx < kRows * kGradTile; idx += kThreads) {
+      const int r = idx / kGradTile, c = idx % kGradTile;
+      dy_tile[r][c] = r < rows && o0 + c < p.out ? p.dy[r * p.out + o0 + c] : 0.0f;
+    }
+    __syncthreads();
+    float acc[4][4] = {};
+#pragma unroll 8
+    for (int r = 0; r < rows; ++r) {
+      float dv[4], xv[4];
+      load4(&dy_tile[r][4 * ty], dv);
+      load4(&x_tile[r][4 * tx], xv);
 #pragma unroll
-      for (int j = 0; j < 4; ++j) {
-        if (k + j < p.in) {
-          rho[j] = p.w_rho[flat + j];
-          if (p.dkl != nullptr) mu[j] = p.w_mu[flat + j];
-        }
+      for (int i = 0; i < 4; ++i) {
+#pragma unroll
+        for (int j = 0; j < 4; ++j) acc[i][j] = fmaf(dv[i], xv[j], acc[i][j]);
       }
     }
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const int64_t o = o0 + 4 * ty + i, k = k0 + 4 * tx;
+      float w[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+      if (o < p.out && k < p.in) weight_grad_epilogue(p, aligned, o, k, acc[i], w);
+      store4(&w_tile[4 * ty + i][4 * tx], w);
+    }
+    __syncthreads();
+#pragma unroll 8
+    for (int o = 0; o < kGradTile; ++o) {
+      float wv[4];
+      load4(&w_tile[o][4 * tx], wv);
+#pragma unroll
+      for (int i = 0; i < kRowsPerThread; ++i) {
+        const float d = dy_tile[kRowsPerThread * ty + i][o];
+#pragma unroll
+        for (int j = 0; j < 4; ++j) dx[i][j] = fmaf(d, wv[j], dx[i][j]);
+      }
+    }
+    __syncthreads();
+  }
+  float* dx_out = out + split * p.rows * p.in;
+#pragma unroll
+  for (int i = 0; i < kRowsPerThread; ++i) {
+    const int r = kRowsPerThread * ty + i;
+    if (r >= rows) break;
 #pragma unroll
     for (int j = 0; j < 4; ++j) {
-      const bool inside = k + j < p.in;
-      const float mean = p.dkl == nullptr ? 0.0f : p.w_prior.mean[p.w_prior.per_element && inside ? flat + j : 0];
-      sample_grad_one(acc[i][j], e[j], mu[j], rho[j], mean, p.w_prior.std, p.dkl, &acc[i][j], &drho[j]);
-    }
-    if (vector) {
-      store4(p.dw_mu + flat, acc[i]);
-      store4(p.dw_rho + flat, drho);
-    } else {
-#pragma unroll
-      for (int j = 0; j < 4; ++j) {
-        if (k + j < p.in) {
-          p.dw_mu[flat + j] = acc[i][j];
-          p.dw_rho[flat + j] = drho[j];
-        }
-      }
+      const int64_t k = k0 + 4 * tx + j;
+      if (k < p.in) dx_out[r * p.in + k] = dx[i][j];
     }
   }
 }
@@ -291,6 +378,28 @@ struct ProductPlan {
   size_t w_bytes(const LinearParams& p) const { return sample ? 0 : round_up(sizeof(float) * p.out * p.in); }
   size_t partial_bytes(int64_t rows, int64_t cols) const {
     return splits > 1 ? round_up(sizeof(float) * splits * rows * cols) : 0;
+  }
+};
+
+// How fused_backward_kernel cuts W, at 1 to kFusedMaxRows rows: strips of 64 columns, each cut into
+// runs of 64-row tiles until the grid has about 8 blocks a multiprocessor (2 fit at a time: the
+// last, partial wave then idles a small share of the GPU); one dx partial sum per run.
+struct FusedBackwardPlan {
+  bool fused;
+  int64_t in_tiles = 0, tiles_per_split = 0, splits = 1;
+
+  explicit FusedBackwardPlan(const LinearParams& p)
+      : fused(p.rows > 0 && p.rows <= kFusedMaxRows && p.in > 0 && p.out > 0) {
+    if (!fused) return;
+    in_tiles = (p.in + kGradTile - 1) / kGradTile;
+    const int64_t out_tiles = (p.out + kGradTile - 1) / kGradTile;
+    const int64_t wanted = std::min<int64_t>(out_tiles, (8 * multiprocessors() + in_tiles - 1) / in_tiles);
+    tiles_per_split = (out_tiles + wanted - 1) / wanted;
+    splits = (out_tiles + tiles_per_split - 1) / tiles_per_split;
+  }
+
+  size_t partial_bytes(const LinearParams& p) const {
+    return fused && splits > 1 ? round_up(sizeof(float) * splits * p.rows * p.in) : 0;
   }
 };
 
@@ -348,6 +457,8 @@ size_t linear_forward_scratch_bytes(const LinearParams& p) {
 }
 
 size_t linear_backward_scratch_bytes(const LinearParams& p) {
+  const FusedBackwardPlan fused(p);
+  if (fused.fused) return fused.partial_bytes(p);
   const ProductPlan plan(p.rows, p.in, p.out);
   return plan.w_bytes(p) + plan.partial_bytes(p.rows, p.in);
 }
@@ -375,15 +486,30 @@ cudaError_t linear_forward(const LinearParams& p, void* scratch, float* y, cudaS
 }
 
 cudaError_t linear_backward(const LinearGradParams& p, void* scratch, cudaStream_t stream) {
-  if (p.out > 0 && p.in > 0) {
-    const dim3 grid = tile_grid((p.in + kGradTile - 1) / kGradTile, (p.out + kGradTile - 1) / kGradTile);
-    const bool aligned = all_aligned16({p.w_mu, p.w_rho, p.dw_mu, p.dw_rho});
-    weight_grad_kernel<<<grid, kThreads, 0, stream>>>(p, aligned);
+  if (p.has_bias && p.out > 0) {
+    bias_grad_kernel<<<grid_for(p.out), kThreads, 0, stream>>>(p);
     const cudaError_t status = cudaGetLastError();
     if (status != cudaSuccess) return status;
   }
-  if (p.has_bias && p.out > 0) {
-    bias_grad_kernel<<<grid_for(p.out), kThreads, 0, stream>>>(p);
+  const bool aligned = all_aligned16({p.w_mu, p.w_rho, p.dw_mu, p.dw_rho});
+  const FusedBackwardPlan fused(p);
+  if (fused.fused) {
+    float* out = fused.splits > 1 ? static_cast<float*>(scratch) : p.dx;
+    const dim3 grid = tile_grid(fused.in_tiles, fused.splits);
+    if (p.rows <= 32) {
+      fused_backward_kernel<32><<<grid, kThreads, 0, stream>>>(p, aligned, fused.tiles_per_split, out);
+    } else {
+      fused_backward_kernel<64><<<grid, kThreads, 0, stream>>>(p, aligned, fused.tiles_per_split, out);
+    }
+    const cudaError_t status = cudaGetLastError();
+    if (status != cudaSuccess || fused.splits == 1) return status;
+    finish_kernel<<<grid_for(p.rows * p.in), kThreads, 0, stream>>>(out, static_cast<int>(fused.splits), p.rows, p.in,
+                                                                    nullptr, nullptr, p.b_stream, p.dx);
+    return cudaGetLastError();
+  }
+  if (p.out > 0 && p.in > 0) {
+    const dim3 grid = tile_grid((p.in + kGradTile - 1) / kGradTile, (p.out + kGradTile - 1) / kGradTile);
+    weight_grad_kernel<<<grid, kThreads, 0, stream>>>(p, aligned);
     const cudaError_t status = cudaGetLastError();
     if (status != cudaSuccess) return status;
   }

@@ -2,7 +2,8 @@
 // (device pointers). Functions only enqueue work on `stream` and return the launch status.
 //
 // Plan: up to kFusedMaxRows rows, the product kernels sample each W tile into shared memory as they
-// load it (W never exists in device memory; mu and rho are read once). Above that, W is sampled
+// load it (W never exists in device memory; mu and rho are read once), and the backward samples
+// each tile once for both dW's epilogue and dx. Above that, W is sampled
 // once into scratch and the same tiled kernels read it. The contraction is split across blocks so
 // that small batches fill the GPU; the partial sums are added in a fixed order (deterministic on a
 // given GPU model).
