@@ -31,6 +31,24 @@ struct ProductArgs {
   float* out;         // [splits, rows, cols]
 };
 
+// Elements flat .. flat + 3 of a, and of b when set, those of the first `count` (the others stay as
+// they are): one 16-byte load each where `vector` (aligned, all four inside).
+__device__ __forceinline__ void load_run(const float* a, const float* b, int64_t flat, int64_t count, bool vector,
+                                         float va[4], float vb[4]) {
+  if (vector) {
+    load4(a + flat, va);
+    if (b != nullptr) load4(b + flat, vb);
+    return;
+  }
+#pragma unroll
+  for (int j = 0; j < 4; ++j) {
+    if (j < count) {
+      va[j] = a[flat + j];
+      if (b != nullptr) vb[j] = b[flat + j];
+    }
+  }
+}
+
 // Four consecutive elements of W starting at (row, col): sampled or loaded, zero past the edges.
 template <bool kSample>
 __device__ __forceinline__ void load_w4(const ProductArgs& p, int64_t out_rows, int64_t row, int64_t col, float w[4]) {
@@ -39,18 +57,8 @@ __device__ __forceinline__ void load_w4(const ProductArgs& p, int64_t out_rows, 
   if (row >= out_rows || col >= p.in) return;
   const int64_t flat = row * p.in + col;
   float mu[4] = {0, 0, 0, 0}, rho[4] = {0, 0, 0, 0};
-  if (p.w_aligned && flat % 4 == 0 && col + 4 <= p.in) {
-    load4(p.w_mu + flat, mu);
-    if (kSample) load4(p.w_rho + flat, rho);
-  } else {
-#pragma unroll
-    for (int j = 0; j < 4; ++j) {
-      if (col + j < p.in) {
-        mu[j] = p.w_mu[flat + j];
-        if (kSample) rho[j] = p.w_rho[flat + j];
-      }
-    }
-  }
+  const bool vector = p.w_aligned && flat % 4 == 0 && col + 4 <= p.in;
+  load_run(p.w_mu, kSample ? p.w_rho : nullptr, flat, p.in - col, vector, mu, rho);
   if (!kSample) {
 #pragma unroll
     for (int j = 0; j < 4; ++j) w[j] = mu[j];
@@ -192,18 +200,7 @@ __device__ __forceinline__ void weight_grad_epilogue(const LinearGradParams& p, 
   float e[4], rho[4] = {0, 0, 0, 0}, mu[4] = {0, 0, 0, 0}, drho[4];
   eps4(p.w_stream, static_cast<uint64_t>(flat), e);
   const bool vector = aligned && flat % 4 == 0 && k + 4 <= p.in;
-  if (vector) {
-    load4(p.w_rho + flat, rho);
-    if (with_mu) load4(p.w_mu + flat, mu);
-  } else {
-#pragma unroll
-    for (int j = 0; j < 4; ++j) {
-      if (k + j < p.in) {
-        rho[j] = p.w_rho[flat + j];
-        if (with_mu) mu[j] = p.w_mu[flat + j];
-      }
-    }
-  }
+  load_run(p.w_rho, with_mu ? p.w_mu : nullptr, flat, p.in - k, vector, rho, mu);
 #pragma unroll
   for (int j = 0; j < 4; ++j) {
     const bool inside = k + j < p.in;
