@@ -191,6 +191,23 @@ __global__ void __launch_bounds__(1) add_kernel(const float* addend, float* sum)
 constexpr int kGradTile = 64;  // dW tile: 64 x 64, 16 x 16 threads of 4 x 4
 constexpr int kGradRows = 32;  // rows of dy and x per shared-memory stage
 
+// acc[i][j] += dy[r][4 ty + i] x[r][4 tx + j] over the first `rows` rows of a stage: the thread's
+// 4 x 4 of a 64 x 64 tile of dW = dy^T x.
+__device__ __forceinline__ void accumulate_dw(const float (*dy)[kGradTile], const float (*x)[kGradTile], int rows,
+                                              int tx, int ty, float acc[4][4]) {
+#pragma unroll 8
+  for (int r = 0; r < rows; ++r) {
+    float dv[4], xv[4];
+    load4(&dy[r][4 * ty], dv);
+    load4(&x[r][4 * tx], xv);
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+#pragma unroll
+      for (int j = 0; j < 4; ++j) acc[i][j] = fmaf(dv[i], xv[j], acc[i][j]);
+    }
+  }
+}
+
 // dW's epilogue for W[o, k .. k + 3] (those < in), with acc = dW there: dw_mu, dw_rho (eps
 // regenerated, and the KL's terms with p.dkl); with w set, also the sampled W there.
 __device__ __forceinline__ void weight_grad_epilogue(const LinearGradParams& p, bool aligned, int64_t o, int64_t k,
@@ -239,17 +256,7 @@ __global__ void __launch_bounds__(kThreads) weight_grad_kernel(LinearGradParams 
       x_tile[r][c] = row_ok && k0 + c < p.in ? p.x[(r0 + r) * p.in + k0 + c] : 0.0f;
     }
     __syncthreads();
-#pragma unroll 8
-    for (int r = 0; r < kGradRows; ++r) {
-      float dv[4], xv[4];
-      load4(&dy_tile[r][4 * ty], dv);
-      load4(&x_tile[r][4 * tx], xv);
-#pragma unroll
-      for (int i = 0; i < 4; ++i) {
-#pragma unroll
-        for (int j = 0; j < 4; ++j) acc[i][j] = fmaf(dv[i], xv[j], acc[i][j]);
-      }
-    }
+    accumulate_dw(dy_tile, x_tile, kGradRows, tx, ty, acc);
     __syncthreads();
   }
   const int64_t k = k0 + 4 * tx;
@@ -293,17 +300,7 @@ __global__ void __launch_bounds__(kThreads, 2)
     }
     __syncthreads();
     float acc[4][4] = {};
-#pragma unroll 8
-    for (int r = 0; r < rows; ++r) {
-      float dv[4], xv[4];
-      load4(&dy_tile[r][4 * ty], dv);
-      load4(&x_tile[r][4 * tx], xv);
-#pragma unroll
-      for (int i = 0; i < 4; ++i) {
-#pragma unroll
-        for (int j = 0; j < 4; ++j) acc[i][j] = fmaf(dv[i], xv[j], acc[i][j]);
-      }
-    }
+    accumulate_dw(dy_tile, x_tile, rows, tx, ty, acc);
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
       const int64_t o = o0 + 4 * ty + i, k = k0 + 4 * tx;
