@@ -6,7 +6,9 @@
 #      pytest-timeout, a JUnit report;
 #   3. the GPU benchmark (tests/gpu/bench.py), its JSON;
 #   4. the kernels and copies of every benchmark side (tests/gpu/profile_kernels.py, kernels.txt);
-#   5. compute-sanitizer memcheck, racecheck, synccheck and initcheck on tests/gpu/sanitize_subset.py
+#   5. the noise in cycles a normal on this machine's CPU (tests/gpu/cpu_noise.sh): another CPU
+#      class than the development VM's, for the AVX2 target of issue 14;
+#   6. compute-sanitizer memcheck, racecheck, synccheck and initcheck on tests/gpu/sanitize_subset.py
 #      (every kernel once at small sizes), restricted to fusedbnn's kernels (initcheck instruments
 #      all, so that it sees PyTorch's writes of the inputs); each one skipped, with the reason, when
 #      compute-sanitizer is missing or refuses the device.
@@ -98,6 +100,7 @@ run_step() {
     echo "no nvidia-smi"
   fi
   nvcc --version 2>&1 | tail -n 1
+  echo "cpu: $(grep -m 1 'model name' /proc/cpuinfo | cut -d: -f2- | xargs)"
   "$PYTHON" -c "import torch; print('torch', torch.__version__, 'CUDA', torch.version.cuda)" 2>&1 | tail -n 1
 } >"$OUT/environment.txt"
 cat "$OUT/environment.txt"
@@ -138,7 +141,10 @@ skip_after_build benchmark ||
 skip_after_build kernel-profile ||
   run_step kernel-profile 90 "$OUT/kernel-profile.log" "$PYTHON" tests/gpu/profile_kernels.py --out "$OUT/kernels.txt"
 
-# 5. Sanitizers, last: the slowest checks go where the budget runs out first.
+# 5. The CPU's noise, one core (no build of the package needed; seconds).
+run_step cpu-noise 45 "$OUT/cpu-noise.log" bash tests/gpu/cpu_noise.sh "$BUILD"
+
+# 6. Sanitizers, last: the slowest checks go where the budget runs out first.
 sanitizer=$(command -v compute-sanitizer || true)
 if [[ -z $sanitizer && -x /usr/local/cuda/bin/compute-sanitizer ]]; then sanitizer=/usr/local/cuda/bin/compute-sanitizer; fi
 gpu_present=1
