@@ -72,6 +72,11 @@ __device__ __forceinline__ void load_w4(const ProductArgs& p, int64_t out_rows, 
   }
 }
 
+// The column where element (c, n) of a W tile is kept: n with its 4-column group xor-ed by c's
+// (kTileC / 4 = 8 groups). A warp's transposed runs (4 columns n, 8 runs of 4 steps c) then store
+// to 32 different banks instead of 4, and every aligned group of 4 columns stays one 16-byte load.
+__device__ __forceinline__ int w_column(int c, int n) { return n ^ (4 * ((c / 4) % (kTileC / 4))); }
+
 // 256 threads: ty = threadIdx.x / 64 owns rows [ty * kRowsPerThread, +kRowsPerThread) of the block's
 // row tile, tx = threadIdx.x % 64 owns columns [4 tx, 4 tx + 4) of its column tile.
 template <int kRowsPerThread, bool kSample>
@@ -113,7 +118,7 @@ __global__ void __launch_bounds__(kThreads, 2) product_kernel(ProductArgs p, int
           load_w4<kSample>(p, out_rows, n0 + n, c0 + c, w);
         }
 #pragma unroll
-        for (int j = 0; j < 4; ++j) w_tile[c + j][n] = inside && c0 + c + j < c_end ? w[j] : 0.0f;
+        for (int j = 0; j < 4; ++j) w_tile[c + j][w_column(c, n)] = inside && c0 + c + j < c_end ? w[j] : 0.0f;
       } else {  // W rows are contraction steps c; the run lies along n
         const int c = q / (kTileN / 4), n = 4 * (q % (kTileN / 4));
         if (c0 + c < c_end) {
@@ -122,7 +127,7 @@ __global__ void __launch_bounds__(kThreads, 2) product_kernel(ProductArgs p, int
 #pragma unroll
           for (int j = 0; j < 4; ++j) w[j] = 0.0f;
         }
-        store4(&w_tile[c][n], w);
+        store4(&w_tile[c][w_column(c, n)], w);
       }
     }
     __syncthreads();
@@ -131,7 +136,7 @@ __global__ void __launch_bounds__(kThreads, 2) product_kernel(ProductArgs p, int
       float xv[kRowsPerThread], wv[4];
 #pragma unroll
       for (int i = 0; i < kRowsPerThread; i += 4) load4(&a_tile[c][ty * kRowsPerThread + i], xv + i);
-      load4(&w_tile[c][4 * tx], wv);
+      load4(&w_tile[c][w_column(c, 4 * tx)], wv);
 #pragma unroll
       for (int i = 0; i < kRowsPerThread; ++i) {
 #pragma unroll
