@@ -5,6 +5,7 @@
 Checks that fusedbnn and its compiled libraries load from the installed package, that TensorFlow's
 framework library is TensorFlow's own copy (not one shipped with fusedbnn), and runs every op once on
 the CPU, forward and gradient, against ``fusedbnn.reference``. Exits non-zero on the first failure.
+With ``FUSEDBNN_EXPECT_ISA`` set (``avx2``, ...), the CPU kernels must have chosen that instruction set.
 """
 
 import os
@@ -189,8 +190,16 @@ def check_ops():
         print(f"  {name}: output and {len(args)} gradients match the reference")
 
 
+def check_isa():
+    """The CPU kernels chose the instruction set that FUSEDBNN_EXPECT_ISA names, where it is set."""
+    isa, expected = _core.isa(), os.environ.get("FUSEDBNN_EXPECT_ISA")
+    if expected and isa != expected:
+        raise AssertionError(f"the CPU kernels chose {isa!r}, FUSEDBNN_EXPECT_ISA is {expected!r}")
+
+
 def main():
     check_installation()
+    check_isa()
     check_ops()
     print("smoke test passed")
 
