@@ -2,12 +2,11 @@
 # The wheel check that CI runs: build the manylinux wheel (scripts/build_wheel.sh, in the active
 # environment), install it into a fresh virtual environment that has no build tools, and run
 # scripts/smoke_test.py there from outside the source tree, so that nothing comes from python/.
-# Where qemu-user is installed (Debian's qemu-user; .ci/run installs it and sets
-# FUSEDBNN_REQUIRE_QEMU=1), the smoke test also runs on its emulated CPU with AVX2 and FMA but no
-# AVX-512 (`-cpu max,-avx512f`; QEMU 7.2 implements no AVX-512 instruction at all),
-# where any AVX-512 instruction outside the AVX-512 kernels (e.g. an inline function that the
-# linker took from an AVX-512 file) is an illegal instruction, which FUSEDBNN_ISA=avx2 on an
-# AVX-512 machine cannot show.
+# Where Debian's qemu-user is installed (.ci/run installs it; FUSEDBNN_REQUIRE_QEMU=1 makes it
+# required), the smoke test runs a third time on its emulated CPU with AVX2 and FMA and no AVX-512
+# (`-cpu max,-avx512f`; QEMU 7.2 has no AVX-512 at all): an AVX-512 instruction outside the AVX-512
+# kernels (say an inline function that the linker took from an AVX-512 file) stops the process
+# there, which FUSEDBNN_ISA=avx2 on an AVX-512 machine cannot show.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 work=$(mktemp -d)
