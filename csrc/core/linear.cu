@@ -15,7 +15,10 @@ namespace cuda {
 namespace {
 
 constexpr int kTileN = 256;  // output columns per block: 64 threads x 4
-constexpr int kTileC = 32;   // contraction elements per shared-memory stage
+// Contraction elements per shared-memory stage: 8, so that the next stage's loads fit in registers
+// beside the accumulators without spills (16 and 32 spill).
+constexpr int kTileC = 8;
+constexpr int kRunsPerThread = kTileC * kTileN / 4 / kThreads;  // runs of four W elements a thread stages
 
 struct ProductArgs {
   const float* a;  // [rows, contraction], row stride lda
@@ -49,45 +52,91 @@ __device__ __forceinline__ void load_run(const float* a, const float* b, int64_t
   }
 }
 
-// Four consecutive elements of W starting at (row, col): sampled or loaded, zero past the edges.
-template <bool kSample>
-__device__ __forceinline__ void load_w4(const ProductArgs& p, int64_t out_rows, int64_t row, int64_t col, float w[4]) {
-#pragma unroll
-  for (int j = 0; j < 4; ++j) w[j] = 0.0f;
-  if (row >= out_rows || col >= p.in) return;
-  const int64_t flat = row * p.in + col;
-  float mu[4] = {0, 0, 0, 0}, rho[4] = {0, 0, 0, 0};
-  const bool vector = p.w_aligned && flat % 4 == 0 && col + 4 <= p.in;
-  load_run(p.w_mu, kSample ? p.w_rho : nullptr, flat, p.in - col, vector, mu, rho);
-  if (!kSample) {
-#pragma unroll
-    for (int j = 0; j < 4; ++j) w[j] = mu[j];
-    return;
+// Run k of a thread's W runs in the stage at step c0: its first element's step c and column n in
+// the tile, and that element's row and column in W. Transposed, W's rows are the output columns n
+// and a run lies along c (kTileC / 4 threads read a row's kTileC elements); else W's rows are the
+// steps c and a run lies along n (a warp reads 128 consecutive elements). Splits are whole stages,
+// so only the last split's last stage reaches past the contraction, where W's edges zero the runs.
+struct WRun {
+  int c, n;
+  int64_t row, col;
+  __device__ WRun(const ProductArgs& p, int k, int64_t c0, int64_t n0) {
+    const int q = threadIdx.x + k * kThreads;
+    c = p.transposed ? 4 * (q % (kTileC / 4)) : q / (kTileN / 4);
+    n = p.transposed ? q / (kTileC / 4) : 4 * (q % (kTileN / 4));
+    row = p.transposed ? n0 + n : c0 + c;
+    col = p.transposed ? c0 + c : n0 + n;
   }
+};
+
+// Whether a run holds elements of W.
+__device__ __forceinline__ bool in_w(const ProductArgs& p, int64_t out_rows, const WRun& r) {
+  return r.row < out_rows && r.col < p.in;
+}
+
+// mu (and rho when sampling) of a run of four consecutive elements of W: zero where it holds none.
+template <bool kSample>
+__device__ __forceinline__ void fetch_w4(const ProductArgs& p, int64_t out_rows, const WRun& r, float mu[4],
+                                         float rho[4]) {
+#pragma unroll
+  for (int j = 0; j < 4; ++j) mu[j] = rho[j] = 0.0f;
+  if (!in_w(p, out_rows, r)) return;
+  const int64_t flat = r.row * p.in + r.col;
+  const bool vector = p.w_aligned && flat % 4 == 0 && r.col + 4 <= p.in;
+  load_run(p.w_mu, kSample ? p.w_rho : nullptr, flat, p.in - r.col, vector, mu, rho);
+}
+
+// The W of a fetched run: sampled from its mu and rho (zero where it holds none), or mu itself.
+template <bool kSample>
+__device__ __forceinline__ void w4(const ProductArgs& p, int64_t out_rows, const WRun& r, const float mu[4],
+                                   const float rho[4], float w[4]) {
+#pragma unroll
+  for (int j = 0; j < 4; ++j) w[j] = kSample ? 0.0f : mu[j];
+  if (!kSample || !in_w(p, out_rows, r)) return;
   float e[4];
-  eps4(p.stream, static_cast<uint64_t>(flat), e);
+  eps4(p.stream, static_cast<uint64_t>(r.row * p.in + r.col), e);
 #pragma unroll
   for (int j = 0; j < 4; ++j) {
-    if (col + j < p.in) w[j] = sample_one(mu[j], rho[j], e[j]);
+    if (r.col + j < p.in) w[j] = sample_one(mu[j], rho[j], e[j]);
   }
 }
 
-// The column where element (c, n) of a W tile is kept: n with its 4-column group xor-ed by c's
-// (kTileC / 4 = 8 groups). A warp's transposed runs (4 columns n, 8 runs of 4 steps c) then store
-// to 32 different banks instead of 4, and every aligned group of 4 columns stays one 16-byte load.
-__device__ __forceinline__ int w_column(int c, int n) { return n ^ (4 * ((c / 4) % (kTileC / 4))); }
+// The column where element (c, n) of a W tile is kept: n xor-ed with a multiple of 128 / kTileC by
+// c's group of 4 steps. A warp's transposed runs (128 / kTileC columns n, kTileC / 4 runs of 4 steps
+// c) then store to 32 different banks instead of 128 / kTileC, and every aligned group of 4 columns
+// stays one 16-byte load.
+__device__ __forceinline__ int w_column(int c, int n) { return n ^ ((128 / kTileC) * ((c / 4) % (kTileC / 4))); }
 
 // 256 threads: ty = threadIdx.x / 64 owns rows [ty * kRowsPerThread, +kRowsPerThread) of the block's
-// row tile, tx = threadIdx.x % 64 owns columns [4 tx, 4 tx + 4) of its column tile.
+// row tile, tx = threadIdx.x % 64 owns columns [4 tx, 4 tx + 4) of its column tile. The next stage's
+// global loads (its W runs' mu and rho, its A elements) are issued before the current stage's
+// arithmetic, so that they overlap it; sampling W happens as a stage is stored to shared memory.
 template <int kRowsPerThread, bool kSample>
 __global__ void __launch_bounds__(kThreads, 2) product_kernel(ProductArgs p, int64_t out_rows) {
   constexpr int kTileRows = 4 * kRowsPerThread;
+  constexpr int kAPerThread = kTileRows * kTileC / kThreads;
   __shared__ __align__(16) float a_tile[kTileC][kTileRows];
   __shared__ __align__(16) float w_tile[kTileC][kTileN];
   const int tx = threadIdx.x % 64, ty = threadIdx.x / 64;
   const int64_t r0 = first_tile(p.row_tiles) * kTileRows, n0 = second_tile(p.row_tiles) * kTileN;
   const int64_t c_begin = int64_t{blockIdx.z} * p.split_len;
   const int64_t c_end = c_begin + p.split_len < p.contraction ? c_begin + p.split_len : p.contraction;
+
+  // A elements: rows fastest across threads (conflict-free transposed stores; A is small).
+  float a_next[kAPerThread];
+  float mu_next[kRunsPerThread][4], rho_next[kRunsPerThread][4];
+  const auto fetch = [&](int64_t c0) {
+#pragma unroll
+    for (int k = 0; k < kAPerThread; ++k) {
+      const int idx = threadIdx.x + k * kThreads;
+      const int r = idx % kTileRows, c = idx / kTileRows;
+      a_next[k] = r0 + r < p.rows && c0 + c < c_end ? p.a[(r0 + r) * p.lda + c0 + c] : 0.0f;
+    }
+#pragma unroll
+    for (int k = 0; k < kRunsPerThread; ++k) {
+      fetch_w4<kSample>(p, out_rows, WRun(p, k, c0, n0), mu_next[k], rho_next[k]);
+    }
+  };
 
   float acc[kRowsPerThread][4];
 #pragma unroll
@@ -96,42 +145,28 @@ __global__ void __launch_bounds__(kThreads, 2) product_kernel(ProductArgs p, int
     for (int j = 0; j < 4; ++j) acc[i][j] = 0.0f;
   }
 
+  fetch(c_begin);
   for (int64_t c0 = c_begin; c0 < c_end; c0 += kTileC) {
-    // A tile, rows fastest across threads (conflict-free transposed stores; A is small).
 #pragma unroll
-    for (int k = 0; k < kTileRows * kTileC / kThreads; ++k) {
+    for (int k = 0; k < kAPerThread; ++k) {
       const int idx = threadIdx.x + k * kThreads;
-      const int r = idx % kTileRows, c = idx / kTileRows;
-      const bool valid = r0 + r < p.rows && c0 + c < c_end;
-      a_tile[c][r] = valid ? p.a[(r0 + r) * p.lda + c0 + c] : 0.0f;
+      a_tile[idx / kTileRows][idx % kTileRows] = a_next[k];
     }
-    // W tile: 2048 runs of four consecutive elements of a W row, 8 per thread (two in flight at a
-    // time: more spills registers).
-#pragma unroll 2
-    for (int k = 0; k < kTileC * kTileN / 4 / kThreads; ++k) {
-      const int q = threadIdx.x + k * kThreads;
+#pragma unroll
+    for (int k = 0; k < kRunsPerThread; ++k) {
+      const WRun run(p, k, c0, n0);
       float w[4];
-      if (p.transposed) {  // W rows are output columns n; the run lies along c
-        const int n = q / (kTileC / 4), c = 4 * (q % (kTileC / 4));
-        const bool inside = c0 + c < c_end;
-        if (inside) {
-          load_w4<kSample>(p, out_rows, n0 + n, c0 + c, w);
-        }
+      w4<kSample>(p, out_rows, run, mu_next[k], rho_next[k], w);
+      if (p.transposed) {
 #pragma unroll
-        for (int j = 0; j < 4; ++j) w_tile[c + j][w_column(c, n)] = inside && c0 + c + j < c_end ? w[j] : 0.0f;
-      } else {  // W rows are contraction steps c; the run lies along n
-        const int c = q / (kTileN / 4), n = 4 * (q % (kTileN / 4));
-        if (c0 + c < c_end) {
-          load_w4<kSample>(p, out_rows, c0 + c, n0 + n, w);
-        } else {
-#pragma unroll
-          for (int j = 0; j < 4; ++j) w[j] = 0.0f;
-        }
-        store4(&w_tile[c][w_column(c, n)], w);
+        for (int j = 0; j < 4; ++j) w_tile[run.c + j][w_column(run.c, run.n)] = w[j];
+      } else {
+        store4(&w_tile[run.c][w_column(run.c, run.n)], w);
       }
     }
     __syncthreads();
-#pragma unroll 8
+    if (c0 + kTileC < c_end) fetch(c0 + kTileC);
+#pragma unroll
     for (int c = 0; c < kTileC; ++c) {
       float xv[kRowsPerThread], wv[4];
 #pragma unroll
@@ -365,10 +400,12 @@ struct ProductPlan {
     rows_per_thread = rows <= 32 ? 8 : 16;
     row_tiles = (rows + 4 * rows_per_thread - 1) / (4 * rows_per_thread);
     col_tiles = (cols + kTileN - 1) / kTileN;
-    // Split the contraction until the grid covers every multiprocessor about twice.
+    // Split the contraction until the grid covers every multiprocessor about twice, in one wave (two
+    // blocks fit on one).
     const int64_t steps = (contraction + kTileC - 1) / kTileC;
     const int64_t tiles = std::max<int64_t>(1, row_tiles * col_tiles);
-    const int64_t wanted = std::min<int64_t>(std::max<int64_t>(1, steps), (2 * multiprocessors() + tiles - 1) / tiles);
+    const int64_t wanted =
+        std::min<int64_t>(std::max<int64_t>(1, steps), std::max<int64_t>(1, 2 * multiprocessors() / tiles));
     const int64_t steps_per_split = std::max<int64_t>(1, (steps + wanted - 1) / wanted);
     split_len = steps_per_split * kTileC;
     splits = static_cast<int>(std::max<int64_t>(1, (contraction + split_len - 1) / split_len));
