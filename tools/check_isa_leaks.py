@@ -1,16 +1,19 @@
-"""Fails when AVX-512 code can run on a CPU without AVX-512.
+"""Fails when AVX or AVX-512 code can run on a CPU that lacks it.
 
 The core library compiles its AVX2 and AVX-512 kernels in files of their own, with their own
-instruction-set flags, and picks one set at run time. An inline function or template that such a
-file instantiates (a std:: container's method, a helper from a shared header) is emitted there as
-a weak symbol, compiled with that file's flags; when several files emit it, the linker keeps one
-copy, and every caller gets it. If it keeps the AVX-512 file's copy, code outside the AVX-512
-kernels executes AVX-512 instructions, and the package stops with an illegal instruction on most
-CPUs, which no run on an AVX-512 machine shows (FUSEDBNN_ISA=avx2 included).
+instruction-set flags, and picks one set at run time (the scalar kernels, built for x86-64's
+baseline, on CPUs without AVX2). An inline function or template that such a file instantiates (a
+std:: container's method, a helper from a shared header) is emitted there as a weak symbol,
+compiled with that file's flags; when several files emit it, the linker keeps one copy, and every
+caller gets it. If it keeps the AVX-512 file's copy, code outside the AVX-512 kernels executes
+AVX-512 instructions, and the package stops with an illegal instruction on most CPUs, which no run
+on an AVX-512 machine shows (FUSEDBNN_ISA=avx2 included); the same with the AVX2 file's copy on a
+CPU without AVX2.
 
 This reads the object files of static archives and lists every global or weak function that holds
 an AVX-512 instruction (EVEX-encoded, or an opmask instruction) but whose name does not say
-AVX-512 (the kernels' own functions and templates instantiated with simd::Avx512 do). Local
+AVX-512, or an AVX instruction (VEX-encoded) but whose name says neither AVX2 nor AVX-512 (the
+kernels' own functions and templates instantiated with simd::Avx2 or simd::Avx512 do). Local
 functions are only reached from their own file's kernels. Needs binutils (ar, objdump).
 
     python tools/check_isa_leaks.py build/libfusedbnn_core.a [more archives or .o files]
@@ -22,9 +25,12 @@ import sys
 import tempfile
 from pathlib import Path
 
-# Prefixes that may stand before an EVEX prefix (0x62, never BOUND in 64-bit code): address size
-# and segment overrides.
+# Prefixes that may stand before a VEX (0xc4, 0xc5) or EVEX (0x62) prefix, which in 64-bit code are
+# never LES, LDS or BOUND: address size and segment overrides.
 _PREFIXES = {"67", "26", "2e", "36", "3e", "64", "65"}
+_ENCODINGS = {"62": "avx512", "c4": "avx", "c5": "avx"}
+# The names that may hold each level's code: the kernels' own, and templates on simd::Avx2 / Avx512.
+_ALLOWED = {"avx512": ("avx512",), "avx": ("avx2", "avx512")}
 _OPMASK = re.compile(r"^k(mov|and|or|xor|xnor|not|shift|ortest|test|add|unpck)[a-z]*$")
 _INSTRUCTION = re.compile(r"^\s*[0-9a-f]+:\t((?:[0-9a-f]{2} )+)\s*\t(\S+)")
 _FUNCTION = re.compile(r"^[0-9a-f]+ <(.*)>:$")
@@ -32,12 +38,13 @@ _FUNCTION = re.compile(r"^[0-9a-f]+ <(.*)>:$")
 _SYMBOL = re.compile(r"^[0-9a-f]+ (.{7}) \S+\s+[0-9a-f]+\s+(.*)$")
 
 
-def is_avx512(code_bytes, mnemonic):
-    """Whether one instruction, given its bytes and mnemonic, needs AVX-512."""
+def isa_of(code_bytes, mnemonic):
+    """What one instruction, given its bytes and mnemonic, needs beyond x86-64's baseline: "avx512",
+    "avx" or None."""
     if _OPMASK.match(mnemonic):  # VEX-encoded
-        return True
+        return "avx512"
     first = next((byte for byte in code_bytes if byte not in _PREFIXES), None)
-    return first == "62"
+    return _ENCODINGS.get(first)
 
 
 def exported_functions(obj):
@@ -51,8 +58,9 @@ def exported_functions(obj):
     return names
 
 
-def avx512_functions(obj):
-    """{function: AVX-512 instructions} of the exported functions of obj that hold any."""
+def isa_functions(obj):
+    """{(function, isa): instructions} of the exported functions of obj that hold AVX or AVX-512
+    instructions."""
     exported = exported_functions(obj)
     listing = subprocess.run(["objdump", "-d", "-C", obj], capture_output=True, text=True, check=True).stdout
     counts, function = {}, None
@@ -62,19 +70,20 @@ def avx512_functions(obj):
             function = m.group(1)
             continue
         m = _INSTRUCTION.match(line)
-        if m and function in exported and is_avx512(m.group(1).split(), m.group(2)):
-            counts[function] = counts.get(function, 0) + 1
+        isa = m and function in exported and isa_of(m.group(1).split(), m.group(2))
+        if isa:
+            counts[function, isa] = counts.get((function, isa), 0) + 1
     return counts
 
 
-def is_kernel(function):
-    """Whether a function's name says AVX-512: the kernels' own, and templates on simd::Avx512."""
-    return "avx512" in function.lower()
+def is_kernel(function, isa):
+    """Whether a function's name allows it code of that instruction set."""
+    return any(tag in function.lower() for tag in _ALLOWED[isa])
 
 
 def leaks(obj):
-    """(function, AVX-512 instructions) of the exported functions of obj that leak: sorted."""
-    return [(f, n) for f, n in sorted(avx512_functions(obj).items()) if not is_kernel(f)]
+    """(function, isa, instructions) of the exported functions of obj that leak: sorted."""
+    return [(f, isa, n) for (f, isa), n in sorted(isa_functions(obj).items()) if not is_kernel(f, isa)]
 
 
 def object_files(path, target):
@@ -91,17 +100,19 @@ def main(paths):
     with tempfile.TemporaryDirectory() as workdir:
         for index, path in enumerate(paths):
             objects = object_files(path, Path(workdir) / str(index))
-            kernels = 0
+            kernels = set()
             for obj in objects:
-                for function, count in sorted(avx512_functions(obj).items()):
-                    if is_kernel(function):
-                        kernels += 1
+                for (function, isa), count in sorted(isa_functions(obj).items()):
+                    if is_kernel(function, isa):
+                        kernels.add(function)
                         continue
                     found += 1
-                    print(f"{Path(obj).name}: {function} has {count} AVX-512 instructions", file=sys.stderr)
-            print(f"check_isa_leaks: {path}: {len(objects)} object files, {kernels} AVX-512 kernel functions")
+                    print(f"{Path(obj).name}: {function} has {count} {isa} instructions", file=sys.stderr)
+            print(
+                f"check_isa_leaks: {path}: {len(objects)} object files, {len(kernels)} kernel functions with AVX code"
+            )
     if found:
-        print(f"check_isa_leaks: {found} functions outside the AVX-512 kernels hold AVX-512 code", file=sys.stderr)
+        print(f"check_isa_leaks: {found} functions outside the kernels of their instruction set", file=sys.stderr)
         return 1
     return 0
 
