@@ -16,7 +16,7 @@ namespace {
 
 constexpr int kTileN = 256;  // output columns per block: 64 threads x 4
 // Contraction elements per shared-memory stage: 8, so that the next stage's loads fit in registers
-// beside the accumulators without spills (16 and 32 spill).
+// beside the accumulators (at 16 and 32 the 16-row kernels spill: ptxas -v, benchmarks/NOTES.md).
 constexpr int kTileC = 8;
 constexpr int kRunsPerThread = kTileC * kTileN / 4 / kThreads;  // runs of four W elements a thread stages
 
