@@ -4,11 +4,13 @@ float32 on one card. The deterministic layer runs twice: in float32, and with TF
 TensorFlow user gets cuBLAS / cuDNN by default. CUDA events; each step's sides run alternately,
 medians reported.
 
-    python tests/gpu/bench.py [--reps 50] [--json results.json]
+    python tests/gpu/bench.py [--reps 50] [--json results.json] [--cases REGEX] [--compare other.json]
 """
 
 import argparse
 import json
+import os
+import re
 import statistics
 import sys
 import time
@@ -391,7 +393,16 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reps", type=int, default=50)
     parser.add_argument("--json", help="also write the results to this file")
+    parser.add_argument("--cases", default="", help="only the cases whose name this regular expression matches")
+    parser.add_argument(
+        "--compare",
+        help="a results file of another build (earlier kernels, same card): prints each case's fused time "
+        "against that file's",
+    )
     args = parser.parse_args(argv)
+    cases = {name: case for name, case in CASES.items() if re.search(args.cases, name)}
+    if not cases:
+        parser.error(f"--cases {args.cases!r} matches none of: {', '.join(CASES)}")
     ok, why = torch_ops.available()
     if not ok:
         print(f"GPU benchmark skipped: {why}")
@@ -399,7 +410,7 @@ def main(argv=None):
     torch_ops.set_tf32(False)  # cuBLAS and cuDNN (convolutions, LSTM) in float32 unless a side says TF32
     results = {"device": torch.cuda.get_device_name(), "cases": {}}
     results.update(bandwidth(args.reps))
-    for name, (build, param_bytes) in CASES.items():
+    for name, (build, param_bytes) in cases.items():
         sides = build()
         sides["deterministic_tf32"] = with_tf32(sides["deterministic"])
         ms, host_ms = time_sides(sides, args.reps)
@@ -445,7 +456,27 @@ def main(argv=None):
                 f"{name}: {side} {ms[side]:.3f} ms = {ms[side] / ms[baseline]:.2f}x {baseline}, "
                 f"fused/{side} {ms['fused'] / ms[side]:.2f}x, peak {r['peak_mib'][side]:.0f} MiB"
             )
+    if args.compare:
+        print_comparison(results, args.compare)
     return 0
+
+
+def print_comparison(results, path):
+    """Each case's fused time in results (this build, A) against the same case in the results file at
+    path (another build, B, run on the same card): B's speed-up A / B is what changed between them."""
+    if not os.path.exists(path):
+        print(f"\nno {path}: nothing to compare with")
+        return
+    with open(path) as f:
+        other = json.load(f)
+    print(f"\nfused ms of this build (A) and of {path} (B, {other['device']}):")
+    for name, r in results["cases"].items():
+        a = r["ms"]["fused"]
+        if name in other["cases"]:
+            b = other["cases"][name]["ms"]["fused"]
+            print(f"{name:40} A {a:9.3f}  B {b:9.3f}  A / B {a / b:5.2f}x")
+        else:
+            print(f"{name:40} A {a:9.3f}  B: no such case")
 
 
 if __name__ == "__main__":

@@ -12,6 +12,8 @@
 #      (every kernel once at small sizes), restricted to fusedbnn's kernels (initcheck instruments
 #      all, so that it sees PyTorch's writes of the inputs); each one skipped, with the reason, when
 #      compute-sanitizer is missing or refuses the device.
+#   7. with FUSEDBNN_GPU_BASELINE, the benchmark again with an earlier commit's kernels, built from
+#      that source tree: what the changes since then did, on this card in this run.
 # Every step runs under `timeout`, within one budget for the whole run: a step that would start
 # with too little of it left is skipped, so the table is always reached. A failed step does not
 # stop the later ones (a failed build skips them). Exit status: 1 if a step failed or timed out.
@@ -25,6 +27,12 @@
 #   FUSEDBNN_GPU_BUILD   the CMake build tree (default build-gpu/cmake)
 #   FUSEDBNN_CUDA_ARCHS  CMAKE_CUDA_ARCHITECTURES (default 90: the H100 / H200 this runs on)
 #   FUSEDBNN_GPU_BUDGET  seconds for the whole run (default 400)
+#   FUSEDBNN_GPU_BASELINE  a source tree of an earlier commit for step 7 (none: no step 7), e.g.
+#                        git archive REV CMakeLists.txt cmake csrc python/fusedbnn/_build_info.py.in |
+#                          (mkdir -p build-gpu-baseline && tar -x -C build-gpu-baseline)
+#                        (an ignored path: the device tool's `carry` takes it to the GPU machine)
+#   FUSEDBNN_GPU_BASELINE_CASES  a regular expression of the benchmark cases step 7 runs (default
+#                        linear|embedding: the kernels changed since the first GPU run)
 #   PYTHON, BENCH_REPS   the interpreter (default python3), benchmark repetitions (default 20)
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -108,13 +116,13 @@ if ((DRY_RUN)); then  # what a dry run can check of the GPU steps: their Python 
   "$PYTHON" -m py_compile tests/gpu/*.py || { echo "tests/gpu does not compile" >&2; exit 1; }
 fi
 
-# 1. Build.
+# 1. Build. build_script SRC BUILD PYTHON ARCHS (bash -c): _core from source tree SRC.
+build_script='cmake -S "$1" -B "$2" -G Ninja -DPython_EXECUTABLE="$3" -DFUSEDBNN_TF=OFF -DFUSEDBNN_CUDA=ON \
+  -DCMAKE_CUDA_ARCHITECTURES="$4" -DFUSEDBNN_COPY_TO_SOURCE=OFF && cmake --build "$2" --parallel "$(nproc)"'
+built_core() { ls "$1"/_core*.so 2>/dev/null | head -n 1; }  # the _core a build tree holds
 built=0
-build_command=(bash -c 'cmake -S . -B "$1" -G Ninja -DPython_EXECUTABLE="$2" -DFUSEDBNN_TF=OFF -DFUSEDBNN_CUDA=ON \
-  -DCMAKE_CUDA_ARCHITECTURES="$3" -DFUSEDBNN_COPY_TO_SOURCE=OFF && cmake --build "$1" --parallel "$(nproc)"' \
-  build "$BUILD" "$PYTHON" "$ARCHS")
-if run_step build 240 "$OUT/build.log" "${build_command[@]}"; then built=1; fi
-FUSEDBNN_CORE=$(ls "$BUILD"/_core*.so 2>/dev/null | head -n 1)
+if run_step build 240 "$OUT/build.log" bash -c "$build_script" build . "$BUILD" "$PYTHON" "$ARCHS"; then built=1; fi
+FUSEDBNN_CORE=$(built_core "$BUILD")
 export FUSEDBNN_CORE
 
 skip_after_build() {  # NAME: skips a step that needs the build when it failed
@@ -144,7 +152,7 @@ skip_after_build kernel-profile ||
 # 5. The CPU's noise, one core (no build of the package needed; seconds).
 run_step cpu-noise 45 "$OUT/cpu-noise.log" bash tests/gpu/cpu_noise.sh "$BUILD"
 
-# 6. Sanitizers, last: the slowest checks go where the budget runs out first.
+# 6. Sanitizers: the slowest checks go where the budget runs out first, but before step 7.
 sanitizer=$(command -v compute-sanitizer || true)
 if [[ -z $sanitizer && -x /usr/local/cuda/bin/compute-sanitizer ]]; then sanitizer=/usr/local/cuda/bin/compute-sanitizer; fi
 gpu_present=1
@@ -185,5 +193,21 @@ for tool in memcheck racecheck synccheck initcheck; do
     notes[last]="compute-sanitizer refused: $(grep -m 1 -iE "$refusal" "$log" | cut -c1-90)"
   fi
 done
+
+# 7. The benchmark's cases again with an earlier commit's kernels (same card, same run): the
+#    comparison a change needs, where the card of an earlier run may be another. Last: it informs
+#    a decision, while the steps before it are the checks.
+if [[ -n ${FUSEDBNN_GPU_BASELINE:-} ]]; then
+  baseline_build=$BUILD-baseline
+  if [[ ! -f $FUSEDBNN_GPU_BASELINE/CMakeLists.txt ]]; then
+    record baseline FAIL 0 "FUSEDBNN_GPU_BASELINE=$FUSEDBNN_GPU_BASELINE holds no CMakeLists.txt"
+  elif ! skip_after_build baseline-build &&
+    run_step baseline-build 120 "$OUT/baseline-build.log" bash -c "$build_script" build "$FUSEDBNN_GPU_BASELINE" \
+      "$baseline_build" "$PYTHON" "$ARCHS"; then
+    FUSEDBNN_CORE=$(built_core "$baseline_build") run_step baseline-bench 90 "$OUT/baseline-bench.log" \
+      "$PYTHON" tests/gpu/bench.py --reps "${BENCH_REPS:-20}" --cases "${FUSEDBNN_GPU_BASELINE_CASES:-linear|embedding}" \
+      --json "$OUT/gpu_bench_baseline.json" --compare "$OUT/gpu_bench.json"
+  fi
+fi
 
 summary
