@@ -113,8 +113,8 @@ void run(const char* isa) {
              [&] {
                for (int i = 0; i < kNormals; i += 2 * L) {
                  F s, c;
-                 Gen::box_muller(T::as_int(T::load(reinterpret_cast<const float*>(bits.data()) + i)),
-                                 T::as_int(T::load(reinterpret_cast<const float*>(bits.data()) + i + L)), &s, &c);
+                 box_muller_poly<T>(T::as_int(T::load(reinterpret_cast<const float*>(bits.data()) + i)),
+                                    T::as_int(T::load(reinterpret_cast<const float*>(bits.data()) + i + L)), &s, &c);
                  T::store(out.data() + i, s);
                  T::store(out.data() + i + L, c);
                }
@@ -145,7 +145,7 @@ void accuracy(const char* isa) {
   double worst = 0.0;
   auto check = [&] {
     F vs, vc;
-    NormalGen<T>::box_muller(load(x1), load(x2), &vs, &vc);
+    box_muller_poly<T>(load(x1), load(x2), &vs, &vc);
     T::store(s, vs);
     T::store(c, vc);
     for (int l = 0; l < L; ++l) {
@@ -158,7 +158,7 @@ void accuracy(const char* isa) {
   int64_t angles_off = 0;
   for (uint32_t u = 0; u < kValues; u += L) {
     for (int l = 0; l < L; ++l) x2[l] = u + l;
-    T::store(s, NormalGen<T>::angle(load(x2)));
+    T::store(s, box_muller_angle<T>(load(x2)));
     for (int l = 0; l < L; ++l) {
       angles_off += s[l] != static_cast<float>(2.0 * 3.14159265358979323846 * uint32_to_unit_float(u + l));
     }

@@ -49,7 +49,7 @@ struct Perturbation {
   NoiseStream w_stream;
   const float* rho;
   float* out;
-  __device__ void group(uint64_t g, float v[4]) const { normal_group(w_stream, g, v); }
+  __device__ void group(uint64_t g, float v[4]) const { device_normal_group(w_stream, g, v); }
   __device__ void operator()(int64_t i, float eps) const { out[i] = sample_one(0.0f, rho[i], eps); }
 };
 
@@ -59,7 +59,7 @@ struct VarianceGrad {
   const float* dy;
   const float* y_std;
   float* out;
-  __device__ void group(uint64_t g, float v[4]) const { normal_group(eps_out, g, v); }
+  __device__ void group(uint64_t g, float v[4]) const { device_normal_group(eps_out, g, v); }
   __device__ void operator()(int64_t i, float eps) const {
     out[i] = y_std[i] == 0.0f ? 0.0f : dy[i] * eps / (2.0f * y_std[i]);
   }

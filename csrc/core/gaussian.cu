@@ -20,7 +20,7 @@ struct Out {
 template <bool kNoise>
 __device__ void group_noise(const NoiseStream& s, int64_t g, float e[4]) {
   if constexpr (kNoise) {
-    normal_group(s, static_cast<uint64_t>(g), e);
+    device_normal_group(s, static_cast<uint64_t>(g), e);
   } else {
 #pragma unroll
     for (int j = 0; j < 4; ++j) e[j] = 0.0f;

@@ -29,12 +29,7 @@ struct Ops<ScalarExact> : ScalarExact {};
 // (low half) and hi (high half), and one in-slot swap brings hi down; the high halves carry garbage
 // that nothing reads. The slots hold groups in the order of slot_groups() so that Box-Muller on
 // (r0 | r2 of a group side by side) gives its four normals in flat order after one unpack
-// (store_pairs).
-//
-// Box-Muller: -2 log(u1) uses an integer split at sqrt(1/2) and a degree-7 fit of
-// (-2 log1p(-g/2) - g) / g^2 (relative error 1e-7); sin and cos come from a half-turn
-// reduction to [-pi/2, pi/2] with one shared sign (absolute error 1.1e-7). Together within about
-// 1e-6 of TensorFlow's libm maths (noise contract: 2e-6; checked in benchmarks/NOTES.md).
+// (store_pairs). Box-Muller is noise.h's box_muller_poly, the CUDA kernels' too.
 template <class T>
 class NormalGen {
  public:
@@ -86,7 +81,7 @@ class NormalGen {
     }
     for (int h = 0; h < kHalves; ++h) {
       F s, co;
-      box_muller(w.first[h], w.second[h], &s, &co);
+      box_muller_poly<T>(w.first[h], w.second[h], &s, &co);
       T::store_pairs(s, co, out + 2 * T::kLanes * h);
     }
   }
@@ -150,67 +145,6 @@ class NormalGen {
           T::xor3(T::blend_odd(T::swap_halves(pb), pa), T::blend_odd(c[h][1], T::swap_halves(c[h][3])), last_key_);
       w->second[h0 + h] = T::blend_odd(pb, T::swap_halves(pa));
     }
-  }
-
-  // v = float(double(2 pi) * u), u from the low 23 bits of x, as TensorFlow rounds it:
-  // (2 pi_hi + 2 pi_lo) u in one rounding, the small part's product (2^-24 of v) rounded first, with
-  // u * 2^23 (exact) and the scale in the constants. TensorFlow's v for each of the 2^23 values of u
-  // (benchmarks/noise_cycles.cc checks them all).
-  static F angle(I x) {
-    const F k = T::to_float(T::and_i(x, T::set1_i(0x7fffff)));
-    const F two_pi_hi = T::set1(6.28318548202514648f / 8388608.0f);
-    const F two_pi_lo = T::set1(-1.7484556000744883e-07f / 8388608.0f);
-    return T::fma(two_pi_hi, k, T::mul(two_pi_lo, k));
-  }
-
-  // (r sin v, r cos v) with r = sqrt(-2 log u1), v = 2 pi u, u1 and u from the low 23 bits of x1, x2.
-  static void box_muller(I x1, I x2, F* sin_out, F* cos_out) {
-    const I mantissa = T::set1_i(0x7fffff);
-    // u1 * 2^23 (the 23 low bits, an exact conversion), at least TensorFlow's 1e-7 (times 2^23).
-    const F k1 = T::max(T::to_float(T::and_i(x1, mantissa)), T::set1(1.0e-7f * 8388608.0f));
-    // k1 = 2^e m with m in [sqrt(1/2), sqrt(2)): e from the exponent field offset by sqrt(1/2),
-    // less 23 for the scale.
-    const I sqrt_half = T::set1_i(0x3f3504f3);
-    const I offset = T::sub_i(T::as_int(k1), T::set1_i(0x3f3504f3 + (23 << 23)));
-    const F e = T::to_float(T::srai(offset, 23));
-    const F m = T::as_float(T::add_i(T::and_i(offset, mantissa), sqrt_half));
-    // -2 log(u1) = -2 ln2 e + g + g^2 R(g), with g = -2 (m - 1) exact.
-    const F g = T::fma(m, T::set1(-2.0f), T::set1(2.0f));
-    const F z = T::mul(g, g);
-    // R in Estrin's form: half the latency of Horner's on the longest chain of the normal.
-    const F z2 = T::mul(z, z);
-    const F r01 = T::fma(T::set1(8.33348706e-2f), g, T::set1(2.49999955e-1f));
-    const F r23 = T::fma(T::set1(1.24763586e-2f), g, T::set1(3.12522911e-2f));
-    const F r45 = T::fma(T::set1(2.33052392e-3f), g, T::set1(5.17778238e-3f));
-    const F r67 = T::fma(T::set1(3.41950596e-4f), g, T::set1(1.11854414e-3f));
-    const F p = T::fma(T::fma(r67, z, r45), z2, T::fma(r23, z, r01));
-    const F minus_two_log = T::fma(e, T::set1(-1.38629436f), T::fma(z, p, g));
-    const F radius = T::sqrt(minus_two_log);
-
-    const F v = angle(x2);
-    // v = x + n pi, n = round(v / pi) in {0, 1, 2} (its parity is the low bit of `rounded`);
-    // x = v - n pi_hi is exact for v < 2 pi, the pi_lo term rounds once.
-    const F round_magic = T::set1(12582912.0f);  // 1.5 * 2^23
-    const F rounded = T::fma(v, T::set1(0.318309886f), round_magic);
-    const F n = T::sub(rounded, round_magic);
-    F x = T::fma(n, T::set1(-3.14159274f), v);
-    x = T::fma(n, T::set1(8.74227766e-8f), x);
-    // sin(v) = (-1)^n sin(x), cos(v) = (-1)^n cos(x): the sign goes on the radius.
-    const F signed_radius = T::as_float(T::xor_i(T::as_int(radius), T::slli(T::as_int(rounded), 31)));
-    const F xx = T::mul(x, x);
-    F sp = T::set1(2.59993885e-6f);
-    sp = T::fma(sp, xx, T::set1(-1.98065696e-4f));
-    sp = T::fma(sp, xx, T::set1(8.33301712e-3f));
-    sp = T::fma(sp, xx, T::set1(-1.66666567e-1f));
-    const F sin_x = T::fma(T::mul(x, xx), sp, x);
-    F cp = T::set1(-2.60756678e-7f);
-    cp = T::fma(cp, xx, T::set1(2.47618118e-5f));
-    cp = T::fma(cp, xx, T::set1(-1.38884026e-3f));
-    cp = T::fma(cp, xx, T::set1(4.16666418e-2f));
-    cp = T::fma(cp, xx, T::set1(-0.5f));
-    const F cos_x = T::fma(xx, cp, T::set1(1.0f));
-    *sin_out = T::mul(sin_x, signed_radius);
-    *cos_out = T::mul(cos_x, signed_radius);
   }
 
  private:

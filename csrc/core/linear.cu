@@ -205,7 +205,7 @@ __global__ void __launch_bounds__(kThreads)
     for (int z = 1; z < splits; ++z) sum += partial[z * total + i];
     if (b_mu != nullptr) {
       const int64_t n = i % cols;
-      sum += sample_one(b_mu[n], b_rho[n], eps_at(b_stream, static_cast<uint64_t>(n)));
+      sum += sample_one(b_mu[n], b_rho[n], device_eps_at(b_stream, static_cast<uint64_t>(n)));
     }
     y[i] = sum;
   }
@@ -381,8 +381,8 @@ __global__ void __launch_bounds__(kThreads) bias_grad_kernel(LinearGradParams p)
     float sum = 0.0f;
     for (int64_t r = 0; r < p.rows; ++r) sum += p.dy[r * p.out + o];
     const float mean = p.dkl == nullptr ? 0.0f : p.b_prior.mean[p.b_prior.per_element ? o : 0];
-    sample_grad_one(sum, eps_at(p.b_stream, static_cast<uint64_t>(o)), p.b_mu[o], p.b_rho[o], mean, p.b_prior.std,
-                    p.dkl, &p.db_mu[o], &p.db_rho[o]);
+    sample_grad_one(sum, device_eps_at(p.b_stream, static_cast<uint64_t>(o)), p.b_mu[o], p.b_rho[o], mean,
+                    p.b_prior.std, p.dkl, &p.db_mu[o], &p.db_rho[o]);
   }
 }
 

@@ -2,8 +2,8 @@
 // Each traits struct is only visible in the translation unit compiled for its instruction set
 // (gaussian_avx2.cc, gaussian_avx512.cc); gaussian_scalar.cc uses ScalarExact, which calls libm and
 // so reproduces TensorFlow bit for bit. The vector log / exp are Cephes-style polynomials
-// (the ones of avx_mathfun): relative error about 1e-7. The Box-Muller maths of the noise is in
-// gaussian_impl.h (NormalGen).
+// (the ones of avx_mathfun): relative error about 1e-7. The Box-Muller maths of the noise is
+// noise.h's box_muller_poly, shared with the CUDA kernels.
 #pragma once
 
 #include <cmath>

@@ -4,7 +4,9 @@
 // paths), sizes off every tile, batch 0 and 1, empty sizes, repeated and out-of-range ids.
 #include <algorithm>
 #include <array>
+#include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <random>
 #include <string>
 #include <vector>
@@ -18,6 +20,9 @@
 #include "core/lstm_cuda.h"
 
 namespace fusedbnn {
+
+void avx2_fill_normal(const NoiseStream& s, int64_t n, float* out);  // cpu_noise_avx2.cc
+
 namespace {
 
 std::mt19937 generator(1);
@@ -82,6 +87,41 @@ void softplus_case() {
   }
 }
 
+// The kernels' normals (`normals`, from fill_normal) element by element: within the GPU tests'
+// bound of TensorFlow's (1e-6 relative to max(1, |eps|)); the same bits as the vectorised CPU
+// kernels' (where this CPU has AVX2 and FMA); and as eps4's at every start, whose runs straddle two
+// Philox groups when the start is not a multiple of 4.
+void expect_same_noise(const std::string& name, const NoiseStream& s, const float* normals,
+                       const std::vector<double>& eps) {
+  const int64_t n = static_cast<int64_t>(eps.size());
+  double worst = 0.0;
+  for (int64_t i = 0; i < n; ++i) {
+    worst = std::max(worst, std::fabs(normals[i] - eps[i]) / std::max(1.0, std::fabs(eps[i])));
+  }
+  if (!(worst <= 1e-6)) {
+    ++failures;
+    std::printf("FAIL %s normal: element error %.3g relative to max(1, |eps|)\n", name.c_str(), worst);
+  }
+  static const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  if (avx2) {
+    std::vector<float> cpu(n);
+    avx2_fill_normal(s, n, cpu.data());
+    if (n > 0 && std::memcmp(cpu.data(), normals, n * sizeof(float)) != 0) {
+      ++failures;
+      std::printf("FAIL %s normal: not the bits of the AVX2 CPU kernel\n", name.c_str());
+    }
+  }
+  for (int64_t f = 0; f + 4 <= n; ++f) {
+    float e[4];
+    cuda::eps4(s, static_cast<uint64_t>(f), e);
+    if (std::memcmp(e, normals + f, sizeof(e)) != 0) {
+      ++failures;
+      std::printf("FAIL %s eps4 at %lld: not the kernel's normals\n", name.c_str(), static_cast<long long>(f));
+      return;
+    }
+  }
+}
+
 void gaussian_case(int64_t n, int offset) {
   const std::string name = "gaussian n=" + std::to_string(n) + " offset=" + std::to_string(offset);
   const NoiseStream s = stream_from_seed(n, -7);
@@ -96,6 +136,7 @@ void gaussian_case(int64_t n, int offset) {
   auto out = poisoned(n), out2 = poisoned(n), out3 = poisoned(n);
   cuda::fill_normal(s, n, out.data() + offset, nullptr);
   expect_close(name + " normal", out.data() + offset, eps, 1e-6);
+  expect_same_noise(name, s, out.data() + offset, eps);
   cuda::sample_gaussian(s, n, mu, rho, out.data() + offset, nullptr);
   expect_close(name + " sample", out.data() + offset, w);
   cuda::sample_gaussian_grad(s, n, dw, mu, rho, out2.data() + offset, out3.data() + offset, nullptr);

@@ -20,9 +20,12 @@ for cu in "$root"/csrc/core/*.cu; do
   python3 "$here/translate_launches.py" "$cu" >"$translated"
   sources+=("$translated")
 done
+# The CPU's AVX2 noise, with the flags of csrc/core/gaussian_avx2.cc (see kernels_test.cc's
+# gaussian_case; it runs only where the CPU has AVX2 and FMA).
+g++ -std=c++20 -O3 -mavx2 -mfma -ffp-contract=off -I"$root/csrc" -c "$here/cpu_noise_avx2.cc" -o "$work/cpu_noise_avx2.o"
 # -iquote: the translated sources include the other headers ("noise.h") from csrc/core.
 g++ -std=c++20 -O1 -pthread -w -I"$here" -iquote "$root/csrc/core" -I"$root/csrc" \
-  "$here/kernels_test.cc" "${sources[@]}" -o "$work/kernels_test"
+  "$here/kernels_test.cc" "${sources[@]}" "$work/cpu_noise_avx2.o" -o "$work/kernels_test"
 for sms in 3 132; do
   echo "cuda_emulation: $sms multiprocessors"
   CUDA_EMULATION_SMS=$sms "$work/kernels_test"

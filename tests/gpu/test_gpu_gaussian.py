@@ -35,6 +35,21 @@ def test_noise_within_1e6_of_host(n):
     assert_noise_close(torch_ops.normal(n, seed), host_eps((n,), seed))
 
 
+@pytest.mark.parametrize("n", [1, 5, 4096 + 3, 1 << 22])
+def test_noise_is_the_vector_cpu_kernels(n):
+    """The kernels and the vectorised CPU kernels share noise.h's Box-Muller in float operations
+    only: the same bits (the scalar CPU kernels use libm, TensorFlow's maths, instead)."""
+    if torch_ops.core.isa() == "scalar":
+        pytest.skip("this CPU runs the scalar noise kernels (no AVX2)")
+    seed = (987654321, 5)
+    cpu = np.asarray(torch_ops.core.normal(n, seed), dtype=np.float32)
+    gpu = torch_ops.normal(n, seed).cpu().numpy()
+    differ = np.flatnonzero(cpu.view(np.uint32) != gpu.view(np.uint32))
+    assert differ.size == 0, (
+        f"{differ.size} of {n} differ, first at {differ[0]}: gpu {gpu[differ[0]]!r}, cpu {cpu[differ[0]]!r}"
+    )
+
+
 def test_noise_for_many_seeds():
     rng = np.random.default_rng(7)
     for _ in range(20):
