@@ -32,7 +32,7 @@
 #                          (mkdir -p build-gpu-baseline && tar -x -C build-gpu-baseline)
 #                        (an ignored path: the device tool's `carry` takes it to the GPU machine)
 #   FUSEDBNN_GPU_BASELINE_CASES  a regular expression of the benchmark cases step 7 runs (default
-#                        linear|embedding: the kernels changed since the first GPU run)
+#                        linear|embedding: those bound by the noise's arithmetic, the changed kernels)
 #   PYTHON, BENCH_REPS   the interpreter (default python3), benchmark repetitions (default 20)
 set -uo pipefail
 cd "$(dirname "$0")/../.."
