@@ -92,11 +92,11 @@ struct FloatOps {
 };
 
 // The kernels' noise: Philox and box_muller_poly, the vectorised CPU kernels' maths, so that both
-// draw the same bits. Float operations only: the libm path's float(double(2 pi) u) needs two
-// conversions to and from double, which most cards (compute capability 7.5, 8.6, 8.9) run at 2 a
-// cycle per multiprocessor against 128 float operations, and CUDA's sincosf carries a range
-// reduction for huge arguments (local memory, a branch) that v < 2 pi never takes. noise.h's libm
-// versions (normal_group, eps_at) are host-only.
+// draw the same bits. Float operations only: the libm path's float(double(2 pi) u) needs a double
+// multiply, which most cards (compute capability 7.5, 8.6, 8.9) run at 2 results a cycle per
+// multiprocessor against 128 in float, and CUDA's sincosf carries a range reduction for huge
+// arguments (local memory, a branch) that v < 2 pi never takes. noise.h's libm versions
+// (normal_group, eps_at) are host-only.
 __device__ __forceinline__ void device_normal_group(const NoiseStream& s, uint64_t g, float out[4]) {
   const Philox4 r = philox4x32_10(counter_add(s.counter, g), s.key[0], s.key[1]);
   auto lane = [](uint32_t x) { return static_cast<int32_t>(x); };
