@@ -1,11 +1,11 @@
 // Philox4x32-10 + Box-Muller: the noise contract (docs/design.md).
 //
 // eps(stream, i) is element i (flat, row-major) of tf.random.stateless_normal(shape, seed) for any
-// shape, computed by random access. These scalar functions are bit-exact with TensorFlow's CPU
-// kernels (philox_random.h, random_distributions_utils.h); they are host-only. The vectorised CPU
-// kernels (simd.h) and the CUDA kernels (cuda_common.cuh) reuse the Philox rounds below with one
-// polynomial Box-Muller (box_muller_poly), within 2e-6 absolute of TensorFlow's, and so produce the
-// same bits as each other.
+// shape, computed by random access. With libm's log and sincos (box_muller, normal_group, eps_at:
+// host-only) it is bit-exact with TensorFlow's CPU kernels (philox_random.h,
+// random_distributions_utils.h). The vectorised CPU kernels (simd.h) and the CUDA kernels
+// (cuda_common.cuh) reuse the Philox rounds below with one Box-Muller in float operations
+// (box_muller_poly), within 2e-6 absolute of TensorFlow's, and so draw the same bits as each other.
 #pragma once
 
 #include <cmath>
