@@ -94,6 +94,35 @@ def test_every_instruction_set_meets_the_bound(isa_env, tmp_path):
         assert err == 0.0
 
 
+def test_vector_instruction_sets_draw_the_same_bits(tmp_path):
+    """AVX2 and AVX-512 share noise.h's Box-Muller with the CUDA kernels, and so draw the same bits
+    (tests/gpu checks the GPU's bit for bit against whichever of the two its machine's CPU runs).
+    The second range crosses the carry of the counter's first word, where both take the exact path."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, numpy as np; from fusedbnn import _core;"
+        "np.save(sys.argv[1], np.concatenate([_core.normal(100003, (3, -4)),"
+        " _core.normal(77, (3, -4), begin=4 * (2**32 - 6) + 1)])); print(_core.isa())"
+    )
+    draws = {}
+    for isa_env in ("avx2", "avx512"):
+        path = tmp_path / f"{isa_env}.npy"
+        out = subprocess.run(
+            [sys.executable, "-c", code, str(path)],
+            env={**os.environ, "FUSEDBNN_ISA": isa_env},
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.split()
+        draws[out[-1]] = np.load(path)
+    if set(draws) != {"avx2", "avx512"}:
+        pytest.skip(f"this CPU runs {sorted(draws)} only")
+    np.testing.assert_array_equal(draws["avx2"].view(np.uint32), draws["avx512"].view(np.uint32))
+
+
 @pytest.mark.parametrize("shape", [[1], [3], [4], [5], [2, 3], [7, 11, 3], [1000, 1001]])
 @pytest.mark.parametrize("dtype", [tf.int32, tf.int64])
 def test_op_noise_matches_stateless_normal(shape, dtype):
