@@ -21,7 +21,9 @@ for cu in "$root"/csrc/core/*.cu; do
   sources+=("$translated")
 done
 # The CPU's AVX2 noise, with the flags of csrc/core/gaussian_avx2.cc (see kernels_test.cc's
-# gaussian_case; it runs only where the CPU has AVX2 and FMA).
+# expect_same_noise; it runs only where the CPU has AVX2 and FMA). Linked last, so that the linker
+# keeps the other files' copies of inline functions they share (as CMakeLists.txt orders the ISA
+# files).
 g++ -std=c++20 -O3 -mavx2 -mfma -ffp-contract=off -I"$root/csrc" -c "$here/cpu_noise_avx2.cc" -o "$work/cpu_noise_avx2.o"
 # -iquote: the translated sources include the other headers ("noise.h") from csrc/core.
 g++ -std=c++20 -O1 -pthread -w -I"$here" -iquote "$root/csrc/core" -I"$root/csrc" \
