@@ -1,9 +1,13 @@
 """The noise contract: Philox4x32-10 + Box-Muller equal to tf.random.stateless_normal."""
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import tensorflow as tf
 
+from conftest import subprocess_env
 from fusedbnn import _core, ops
 
 SEEDS = [(0, 0), (1, 2), (-1, -1), (-5, 7), (2**31 - 1, -(2**31)), (123456789, 987654321)]
@@ -12,6 +16,18 @@ SIZES = [1, 3, 4, 5, 7, 63, 64, 65, 1000]
 
 def tf_normal(shape, seed, dtype=tf.int64):
     return tf.random.stateless_normal(shape, seed=tf.constant(seed, dtype)).numpy()
+
+
+def run_with_isa(isa_env, code, *args):
+    """The words a child Python running `code` (with `args`) prints, its CPU kernels forced to
+    `isa_env` through FUSEDBNN_ISA (a CPU without that instruction set runs the best it has)."""
+    return subprocess.run(
+        [sys.executable, "-c", code, *args],
+        env=subprocess_env(FUSEDBNN_ISA=isa_env),
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
 
 
 @pytest.mark.parametrize("seed", SEEDS)
@@ -70,23 +86,14 @@ def test_index_past_two_to_the_31(start, seed):
 
 
 @pytest.mark.parametrize("isa_env", ["scalar", "avx2", "avx512"])
-def test_every_instruction_set_meets_the_bound(isa_env, tmp_path):
+def test_every_instruction_set_meets_the_bound(isa_env):
     """Each compiled instruction set (forced through FUSEDBNN_ISA) stays within 2e-6 of TensorFlow."""
-    import subprocess
-    import sys
-
     code = (
         "import numpy as np, tensorflow as tf; from fusedbnn import _core;"
         "n=200003; e=tf.random.stateless_normal([n], seed=tf.constant([9, 10], tf.int64)).numpy();"
         "print(_core.isa(), float(np.abs(_core.normal(n, (9, 10)) - e).max()))"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code],
-        env={**__import__("os").environ, "FUSEDBNN_ISA": isa_env},
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.split()
+    out = run_with_isa(isa_env, code)
     isa, err = out[-2], float(out[-1])
     assert isa in ("scalar", "avx2", "avx512")
     assert err <= 2e-6
@@ -98,10 +105,6 @@ def test_vector_instruction_sets_draw_the_same_bits(tmp_path):
     """AVX2 and AVX-512 share noise.h's Box-Muller with the CUDA kernels, and so draw the same bits
     (tests/gpu checks the GPU's bit for bit against whichever of the two its machine's CPU runs).
     The second range crosses the carry of the counter's first word, where both take the exact path."""
-    import os
-    import subprocess
-    import sys
-
     code = (
         "import sys, numpy as np; from fusedbnn import _core;"
         "np.save(sys.argv[1], np.concatenate([_core.normal(100003, (3, -4)),"
@@ -110,14 +113,8 @@ def test_vector_instruction_sets_draw_the_same_bits(tmp_path):
     draws = {}
     for isa_env in ("avx2", "avx512"):
         path = tmp_path / f"{isa_env}.npy"
-        out = subprocess.run(
-            [sys.executable, "-c", code, str(path)],
-            env={**os.environ, "FUSEDBNN_ISA": isa_env},
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.split()
-        draws[out[-1]] = np.load(path)
+        isa = run_with_isa(isa_env, code, str(path))[-1]
+        draws[isa] = np.load(path)
     if set(draws) != {"avx2", "avx512"}:
         pytest.skip(f"this CPU runs {sorted(draws)} only")
     np.testing.assert_array_equal(draws["avx2"].view(np.uint32), draws["avx512"].view(np.uint32))
