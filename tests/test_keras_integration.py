@@ -154,6 +154,27 @@ def test_subclassed_bayesian_model_trains_with_several_samples():
     assert history.history["loss"][-1] < 0.5 * history.history["loss"][0]
 
 
+def test_several_samples_average_sparse_gradients():
+    """A plain Keras Embedding's gradient is sparse (IndexedSlices); num_samples > 1 adds the passes'
+    slices. Frozen, every pass is the same, so two passes must make the step of one."""
+    ids = keras.Input((5,), dtype="int32")
+    lookup = keras.layers.Embedding(20, 4)
+    model = fusedbnn.BayesianModel(ids, Linear(20, 2, seed=7)(keras.layers.Flatten()(lookup(ids))))
+    set_frozen(model, True)
+    rng = np.random.default_rng(2)
+    x, y = rng.integers(0, 20, (32, 5)).astype(np.int32), rng.normal(size=(32, 2)).astype(np.float32)
+    start, table = model.get_weights(), lookup.embeddings.numpy()
+    tables = {}
+    for num_samples in (1, 2, 3):
+        model.set_weights(start)
+        model.compile(optimizer=keras.optimizers.SGD(0.5), loss=ELBOLoss("mse", num_samples=num_samples))
+        model.fit(x, y, batch_size=len(x), epochs=1, verbose=0)
+        tables[num_samples] = lookup.embeddings.numpy()
+    assert np.abs(tables[1] - table).max() > 1e-3  # the step moved the table
+    assert_allclose(tables[2], tables[1], rtol=1e-5, atol=1e-7)
+    assert_allclose(tables[3], tables[1], rtol=1e-5, atol=1e-7)
+
+
 def _digits_example():
     pytest.importorskip("sklearn", reason="the digits example needs scikit-learn (pip install .[test])")
     path = os.path.join(

@@ -102,9 +102,9 @@ class BayesianModel(keras.Model):
                 gradients = (
                     pass_gradients
                     if gradients is None
-                    else [None if total is None else total + g for total, g in zip(gradients, pass_gradients)]
+                    else [_add_gradients(total, g) for total, g in zip(gradients, pass_gradients)]
                 )
-                done += [g for g in pass_gradients if g is not None]
+                done += [g for g in tf.nest.flatten(pass_gradients, expand_composites=True) if g is not None]
             losses.append(loss)
             predictions.append(y_pred)
             with tf.control_dependencies(done):
@@ -112,7 +112,7 @@ class BayesianModel(keras.Model):
         count = len(losses)
         mean_prediction = tf.nest.map_structure(lambda *p: tf.add_n(p) / count, *predictions)
         if gradients is not None:
-            gradients = [None if g is None else g / count for g in gradients]
+            gradients = [_divide_gradient(g, count) for g in gradients]
         return tf.add_n(losses) / count, mean_prediction, gradients
 
     def _track_loss(self, loss, x):
@@ -170,3 +170,22 @@ def _functional_variant(cls):
         name = f"Functional{cls.__name__}"
         _functional_variants[cls] = type(name, (cls, Functional), {"__module__": cls.__module__})
     return _functional_variants[cls]
+
+
+def _add_gradients(total, g):
+    """The sum of two passes' gradients of a variable; None (no gradient in a pass) counts as zero.
+    Sparse gradients (embedding lookups) stay sparse: their slices are listed together, and the
+    optimizer adds the slices of a repeated row."""
+    if total is None or g is None:
+        return g if total is None else total
+    if isinstance(total, tf.IndexedSlices) and isinstance(g, tf.IndexedSlices):
+        return tf.IndexedSlices(
+            tf.concat([total.values, g.values], 0), tf.concat([total.indices, g.indices], 0), total.dense_shape
+        )
+    return tf.convert_to_tensor(total) + tf.convert_to_tensor(g)
+
+
+def _divide_gradient(g, count):
+    if isinstance(g, tf.IndexedSlices):
+        return tf.IndexedSlices(g.values / count, g.indices, g.dense_shape)
+    return None if g is None else g / count
