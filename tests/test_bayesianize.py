@@ -361,6 +361,37 @@ def test_unsupported_layers_are_warned_and_kept():
     assert_allclose(bayesian(ids), model(ids), rtol=0, atol=1e-5)
 
 
+def test_kept_layers_keep_the_state_that_is_not_in_their_weights(tmp_path):
+    """Adapted preprocessing layers derive their state from their weights (Normalization's mean) or
+    keep it outside any weight (a lookup layer's vocabulary); wrapped layers keep theirs inside the
+    wrapper. The copies compute what the originals do, and after a save and a load too."""
+    rng = np.random.default_rng(7)
+    numbers, words, codes = keras.Input((4,)), keras.Input((3,), dtype="string"), keras.Input((3,), dtype="int64")
+    normalization = keras.layers.Normalization(name="normalization")
+    normalization.adapt(rng.normal(3.0, 2.0, (50, 4)).astype(np.float32))
+    string_lookup, integer_lookup = keras.layers.StringLookup(), keras.layers.IntegerLookup()
+    string_lookup.adapt(["a", "b", "c", "d", "a"])
+    integer_lookup.adapt(np.array([5, 7, 9, 11]))
+    features = [
+        keras.layers.Dense(3)(normalization(numbers)),
+        keras.layers.Flatten()(keras.layers.Embedding(string_lookup.vocabulary_size(), 2)(string_lookup(words))),
+        keras.layers.Flatten()(keras.layers.Embedding(integer_lookup.vocabulary_size(), 2)(integer_lookup(codes))),
+        keras.layers.Bidirectional(keras.layers.LSTM(2))(keras.layers.Reshape((2, 2))(numbers)),
+    ]
+    model = keras.Model([numbers, words, codes], keras.layers.Dense(2)(keras.layers.Concatenate()(features)))
+    inputs = [
+        tf.constant(rng.normal(3.0, 2.0, (2, 4)), tf.float32),
+        tf.constant([["a", "c", "z"], ["d", "b", "a"]]),
+        tf.constant([[5, 9, 3], [11, 7, 5]], tf.int64),
+    ]
+    bayesian = bayesianize(model, rho_init=TINY_RHO)
+    assert_allclose(bayesian(inputs), model(inputs), rtol=0, atol=1e-5)
+    freeze_at_means(bayesian)
+    path = tmp_path / "model.keras"
+    bayesian.save(path)
+    assert_allclose(keras.models.load_model(path)(inputs), model(inputs), rtol=0, atol=1e-5)
+
+
 def test_layers_restricts_the_conversion_to_names():
     model = functional_model()
     bayesian = bayesianize(model, layers=["conv1d", "inner"])  # a named model: all inside it

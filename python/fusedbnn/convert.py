@@ -7,6 +7,7 @@
 
 import math
 import numbers
+import tempfile
 import warnings
 
 import keras
@@ -273,9 +274,19 @@ class _Converter:
         return copy
 
     def copy_kept_weights(self):
+        """Each kept layer's state, as ``model.save`` writes it and ``load_model`` reads it back, layer
+        by layer (wrapped layers too): its variables, then what the layer derives from them (an
+        adapted Normalization's mean and variance), and its assets (a lookup layer's vocabulary,
+        which is in no variable)."""
         for original, copy in self.kept:
-            for target, source in zip(copy.weights, original.weights, strict=True):
-                target.assign(source)
+            for source, target in zip(original._flatten_layers(), copy._flatten_layers(), strict=True):
+                store = {}
+                source.save_own_variables(store)
+                target.load_own_variables(store)
+                if hasattr(source, "save_assets"):
+                    with tempfile.TemporaryDirectory() as assets:
+                        source.save_assets(assets)
+                        target.load_assets(assets)
 
     def _distribution(self, layer_name, parameter, trained):
         """The posterior of one parameter, named ``<layer>/<parameter>``, centred on ``trained``."""
