@@ -192,6 +192,22 @@ def test_num_samples_averages_the_elbo_over_fresh_forward_passes():
     assert_allclose(model.evaluate(x, y, batch_size=len(x), verbose=0), np.mean(per_pass), rtol=1e-5)
 
 
+def test_one_elbo_loss_compiled_into_two_models_adds_each_ones_kl():
+    x, y = regression_data(16)
+    kl_weight = 50.0  # the two models' KL per parameter differ by ~0.05
+    elbo = ELBOLoss("mse", kl_weight=kl_weight)
+    inputs = keras.Input((4,))
+    models = [regression_model(fusedbnn.BayesianModel), keras.Model(inputs, Linear(4, 1, seed=3)(inputs))]
+    for model in models:
+        model.compile(optimizer="sgd", loss=elbo)
+        for layer in bayesian_modules(model):
+            layer.freeze()
+    expected = [frozen_elbo(model, x, y, kl_weight) for model in models]
+    assert abs(expected[0] - expected[1]) > 0.1
+    for model, value in zip(models, expected):
+        assert_allclose(model.evaluate(x, y, batch_size=len(x), verbose=0), value, rtol=1e-5)
+
+
 def test_elbo_needs_a_model_and_bayesian_model_for_several_samples():
     x, y = regression_data(8)
     model = regression_model()

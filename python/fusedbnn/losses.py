@@ -146,7 +146,8 @@ class ELBOLoss(keras.losses.Loss):
         dataset_size: None, or the number of training examples N: the KL term is then ``KL / N``.
         model: the model whose KL is added, or None to bind it later. A model compiled with this loss
             binds itself (``BayesianModel.compile``, or on the first step of any Keras model: that
-            is how a model loaded from a ``.keras`` file gets its loss back).
+            is how a model loaded from a ``.keras`` file gets its loss back). In a Keras step the
+            model running the step is used, so one loss object can be compiled into several models.
     """
 
     def __init__(
@@ -187,11 +188,14 @@ class ELBOLoss(keras.losses.Loss):
         # Keras passes sample_weight as the third positional argument; illia passes the model there.
         if model is not None and not isinstance(model, keras.layers.Layer):
             model, sample_weight = None, model
-        if model is None and self.bound_model() is None:
-            compiled_by = _model_compiled_with(self)
-            if compiled_by is not None:
-                self.bind(compiled_by)
-        model = model if model is not None else self.bound_model()
+        if model is None:
+            # The model whose step calls this loss comes first: one loss object compiled into two
+            # models adds each model's own KL, whichever was bound first.
+            model = _model_compiled_with(self)
+            if model is None:
+                model = self.bound_model()
+            elif self.bound_model() is None:
+                self.bind(model)
         if model is None:
             raise ValueError(
                 "ELBOLoss needs the model whose KL it adds: pass ELBOLoss(..., model=model), call "
