@@ -574,7 +574,9 @@ def _embedding_grad(grad_op, op, dy, table_shape):
     """
     ids, w_mu, w_rho, w_seed = op.inputs
     options = {name: op.get_attr(name) for name in ("padding_idx", "max_norm", "norm_type")}
-    dw_drho = op.outputs[1]
+    # The op's gradient for dw_drho is not computed (it would need the noise): differentiating
+    # through it must raise, not give a second-order gradient without that term.
+    dw_drho = _first_order_only(op.outputs[1], op)
     if options["max_norm"] > 0.0:
         indices, dw_mu, dw_rho = grad_op(dy, dw_drho, ids, w_mu, w_rho, w_seed, **options)
     else:
@@ -647,3 +649,44 @@ def _lstm_grad(op, dh_seq, dh_last, dc_last, _dw, _dgates, _dcells, dkl):
     )
     # The priors get no gradient (fixed hyperparameters, as the layers' are).
     return dx, dw_mu, dw_rho, None, db_mu, db_rho, None, dh0, dc0, None, None, None, None
+
+
+def _second_order_error(op_type):
+    return NotImplementedError(
+        f"fusedbnn's fused gradients are first-order only: a gradient of a gradient (a gradient "
+        f"penalty, a Hessian-vector product, forward-mode autodiff) reached {op_type}. Use "
+        f"fusedbnn.reference's function of the same name there (plain TensorFlow, every order)."
+    )
+
+
+def _no_second_order_gradient(op, *_):
+    raise _second_order_error(op.type)
+
+
+def _first_order_only(tensor, op):
+    """``tensor``, for a first-order gradient of ``op``; differentiating it raises."""
+
+    @tf.custom_gradient
+    def identity(x):
+        def grad(_):
+            raise _second_order_error(op.type)
+
+        return tf.identity(x), grad
+
+    return identity(tensor)
+
+
+for _grad_op in (
+    "SampleGaussianGrad",
+    "SampleGaussianKlGrad",
+    "GaussianKlGrad",
+    "GaussianKlAnalyticGrad",
+    "LinearGrad",
+    "FlipoutLinearGrad",
+    "LocalReparamLinearGrad",
+    "Conv2DGrad",
+    "EmbeddingGrad",
+    "EmbeddingFromVariablesGrad",
+    "LstmGrad",
+):
+    tf.RegisterGradient(f"FusedBnn>{_grad_op}")(_no_second_order_gradient)
