@@ -20,11 +20,10 @@ from fusedbnn import _core, ops
 from op_specs import SPEC_IDS, SPECS
 
 NON_FINITE = [float("nan"), float("inf"), float("-inf")]
-# A known deviation: the vector kernels' exp is clamped below at -87.3 (and their log at the least
-# normal float), so rho = -inf gives sigma = 1.2e-38 rather than 0 and a finite KL where the
-# reference's is +inf, for both KLs. Samples and gradients are unaffected (sigma * eps vanishes
-# beside mu).
-KL_AT_MINUS_INFINITE_RHO = {(kl, "rho", float("-inf")) for kl in ("gaussian_kl", "gaussian_kl_analytic")}
+# A known deviation: at rho = -inf both KLs are +inf, as the reference's, but their gradients stay
+# finite (the kernels' exp clamps at -87.3, so sigma is 1.2e-38, not 0), where the reference's
+# divide 0 by 0. Samples and their gradients are unaffected (sigma * eps vanishes beside mu).
+KL_GRADIENT_AT_MINUS_INFINITE_RHO = {(kl, "rho", float("-inf")) for kl in ("gaussian_kl", "gaussian_kl_analytic")}
 
 
 def planted(tensor, flat_index, value):
@@ -55,7 +54,7 @@ def test_non_finite_values_reach_only_the_affected_outputs(spec):
     for name in spec.differentiable_in(base):
         size = base[name].shape.num_elements()
         for value in NON_FINITE:
-            if (spec.name, name, value) in KL_AT_MINUS_INFINITE_RHO:
+            if (spec.name, name, value) in KL_GRADIENT_AT_MINUS_INFINITE_RHO:
                 continue
             index = int(rng.integers(size))
             args = {**base, name: planted(base[name], index, value)}
@@ -143,19 +142,24 @@ def test_softplus_is_stable_at_extreme_rho():
     assert np.isinf(illia[EXTREME_RHO > 89]).all()
 
 
-def test_kl_is_finite_and_accurate_at_extreme_rho():
-    """log sigma in the KL stays exact where sigma is tiny (rho < -20) or huge (rho > 88)."""
-    rho = EXTREME_RHO[np.abs(EXTREME_RHO) < 1e4]
-    n = rho.size
+@pytest.mark.parametrize("rho", np.concatenate([EXTREME_RHO[EXTREME_RHO < 1e4], [-88.0, -100.0, -1e4, -1e30]]))
+def test_kl_is_finite_and_accurate_at_extreme_rho(rho):
+    """log sigma in both KLs stays exact where sigma is tiny (rho < -20), even where it flushes to 0
+    (rho < -87.3), or huge (rho > 88). 37 elements: the vector kernels and their tails."""
+    n = 37
     seed = tf.constant([5, 6], tf.int64)
-    mu = np.zeros(n, np.float32)
-    kl = ops.gaussian_kl(tf.constant(mu), tf.constant(rho), seed, 0.0, 1.0).numpy()
+    mu, rho_t = tf.zeros([n]), tf.fill([n], np.float32(rho))
     eps = tf.random.stateless_normal([n], seed=seed).numpy().astype(np.float64)
-    sigma = np.logaddexp(0.0, rho.astype(np.float64))
+    rho = np.float64(np.float32(rho))
+    sigma = np.logaddexp(0.0, rho)
+    log_sigma = rho if rho < -30 else np.log(sigma)  # float64: log(softplus) - rho < 1e-13 there
     w = sigma * eps
-    expected = np.sum(-np.log(sigma) - 0.5 * eps**2 + 0.5 * w**2)
-    assert np.isfinite(kl)
-    assert kl == pytest.approx(expected, rel=1e-4)
+    expected = np.sum(-log_sigma - 0.5 * eps**2 + 0.5 * w**2)
+    kl = ops.gaussian_kl(mu, rho_t, seed, 0.0, 1.0).numpy()
+    assert np.isfinite(kl) and kl == pytest.approx(expected, rel=1e-5, abs=1e-3)
+    analytic = ops.gaussian_kl_analytic(mu, rho_t, 0.0, 1.0).numpy()
+    expected = n * (-log_sigma + 0.5 * sigma**2 - 0.5)
+    assert np.isfinite(analytic) and analytic == pytest.approx(expected, rel=1e-5, abs=1e-3)
 
 
 # --- 64-bit indexing --------------------------------------------------------------------------

@@ -99,7 +99,7 @@ struct KlTerm {
   __device__ float operator()(float e, float mu, float rho, float mean) const {
     const float sigma = softplus(rho);
     const float z = (fmaf(sigma, e, mu) - mean) * inv_std_prior;
-    return (log_std_prior - logf(sigma)) + 0.5f * (z * z - e * e);
+    return (log_std_prior - log_softplus(rho, sigma)) + 0.5f * (z * z - e * e);
   }
 };
 
@@ -107,7 +107,7 @@ struct KlAnalyticTerm {
   float inv_2var_prior, log_std_prior_minus_half;
   __device__ float operator()(float, float mu, float rho, float mean) const {
     const float sigma = softplus(rho), d = mu - mean;
-    return (log_std_prior_minus_half - logf(sigma)) + fmaf(sigma, sigma, d * d) * inv_2var_prior;
+    return (log_std_prior_minus_half - log_softplus(rho, sigma)) + fmaf(sigma, sigma, d * d) * inv_2var_prior;
   }
 };
 

@@ -326,13 +326,13 @@ struct GaussianImpl {
 
   // sigma = softplus(r) and log(sigma). For r < 0, softplus(r) = e q(e) with e = exp(r) and
   // q(e) = log1p(e) / e, so log(sigma) = r + log q(e): one polynomial in e (a least-squares fit of
-  // log q(e) / e on [0, 1], absolute error 3e-8) in place of a log, the KL's costliest term. exp
-  // clamps its argument at -87.3, and so does r here. A vector with a lane r >= 0 (or NaN) takes the
-  // log in those lanes.
+  // log q(e) / e on [0, 1], absolute error 3e-8) in place of a log, the KL's costliest term. It
+  // holds for every r < 0: where exp clamps its argument (-87.3) and sigma flushes, log q(e) is 0
+  // and log(sigma) is r, exact. A vector with a lane r >= 0 (or NaN) takes the log in those lanes.
   static void softplus_log(F r, F* sigma, F* log_sigma) {
     if constexpr (std::is_same_v<T, ScalarExact>) {
       *sigma = M::softplus(r);
-      *log_sigma = M::log(*sigma);
+      *log_sigma = log_of_softplus(r, *sigma);
     } else {
       const F zero = M::set1(0.0f), e = M::exp(M::sub(zero, M::abs(r)));
       *sigma = M::add(M::max(r, zero), M::log1p_unit(e));
@@ -344,13 +344,22 @@ struct GaussianImpl {
       p = M::fma(p, e, M::set1(-1.24473125e-1f));
       p = M::fma(p, e, M::set1(2.08286598e-1f));
       p = M::fma(p, e, M::set1(-4.99998480e-1f));
-      const F fast = M::fma(p, e, M::max(M::set1(-87.3f), r));
+      const F fast = M::fma(p, e, r);
       const auto negative = M::lt(r, zero);
       if (M::reduce_add(M::select(negative, zero, M::set1(1.0f))) == 0.0f) {
         *log_sigma = fast;
       } else {
         *log_sigma = M::select(negative, fast, M::log(*sigma));
       }
+    }
+  }
+
+  // log(sigma) of sigma = softplus(r) by noise.h's log_softplus, over lanes.
+  static F log_of_softplus(F r, F sigma) {
+    if constexpr (std::is_same_v<T, ScalarExact>) {
+      return log_softplus(r, sigma);
+    } else {
+      return M::select(M::lt(r, M::set1(kLogSoftplusIsX)), r, M::log(sigma));
     }
   }
 
@@ -458,7 +467,8 @@ struct GaussianImpl {
     return sum_with_prior<false>(nullptr, 0, n, mu, rho, prior, [&](F, F m, F r, F mean) {
       // log(std_prior / sigma) + (sigma^2 + (mu - mu_prior)^2) / (2 std_prior^2) - 1/2
       const F sigma = M::softplus(r), d = M::sub(m, mean);
-      return M::add(M::sub(log_sp_minus_half, M::log(sigma)), M::mul(M::fma(sigma, sigma, M::mul(d, d)), inv_2var));
+      return M::add(M::sub(log_sp_minus_half, log_of_softplus(r, sigma)),
+                    M::mul(M::fma(sigma, sigma, M::mul(d, d)), inv_2var));
     });
   }
 

@@ -114,6 +114,13 @@ FUSEDBNN_HOST float eps_at(const NoiseStream& s, uint64_t i) {
 // softplus(x) = log(1 + exp(x)), without overflow for large x nor underflow to 0 for x << 0.
 FUSEDBNN_HD float stable_softplus(float x) { return fmaxf(x, 0.0f) + log1pf(expf(-fabsf(x))); }
 
+// Below it, log(softplus(x)) is x in float: softplus(x) = exp(x) (1 - exp(x) / 2 + ...), a relative
+// term under 1.1e-9, while softplus(x) itself flushes to 0 below -87.3 (no denormals).
+constexpr float kLogSoftplusIsX = -20.0f;
+
+// log(sigma) for sigma = softplus(rho), for every rho (the KL's -log(sigma) term).
+FUSEDBNN_HD float log_softplus(float rho, float sigma) { return rho < kLogSoftplusIsX ? rho : logf(sigma); }
+
 // log(1 + e) for e in [0, 1], the only range softplus needs: e * P(e), P a degree-8 Chebyshev fit of
 // log1p(e) / e (relative error 2e-7 in float, as logf), about half the cost of log1p with the
 // rounding correction that tiny e needs. Ops supplies set1, fma and mul: the vectorised CPU kernels
