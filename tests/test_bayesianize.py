@@ -423,6 +423,8 @@ def test_bad_arguments_raise():
         ({"moped_delta": 0.0}, "moped_delta must be None or a positive float"),
         ({"mu_prior": math.nan}, "mu_prior must be None or a finite float"),
         ({"std_prior": -1.0}, "std_prior"),
+        ({"rho_init": -90.0}, r"rho_init must be a finite float >= -80"),
+        ({"rho_init": math.inf}, r"rho_init must be a finite float >= -80"),
         ({"layers": "out"}, "layers must be a list of layer names"),
     ):
         with pytest.raises(ValueError, match=match):

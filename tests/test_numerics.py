@@ -16,7 +16,7 @@ import pytest
 import tensorflow as tf
 
 from conftest import assert_allclose, subprocess_env
-from fusedbnn import _core, ops
+from fusedbnn import GaussianDistribution, _core, ops
 from op_specs import SPEC_IDS, SPECS
 
 NON_FINITE = [float("nan"), float("inf"), float("-inf")]
@@ -160,6 +160,16 @@ def test_kl_is_finite_and_accurate_at_extreme_rho(rho):
     analytic = ops.gaussian_kl_analytic(mu, rho_t, 0.0, 1.0).numpy()
     expected = n * (-log_sigma + 0.5 * sigma**2 - 0.5)
     assert np.isfinite(analytic) and analytic == pytest.approx(expected, rel=1e-5, abs=1e-3)
+
+
+def test_initial_rho_keeps_sigma_a_normal_float():
+    """rho_init >= -80: sigma of every initial rho stays a normal float32, so a frozen sample's log
+    density is finite; below about -87 sigma flushes to 0 and it would be 0 / 0."""
+    with pytest.raises(ValueError, match=r"rho_init must be a finite float >= -80"):
+        GaussianDistribution((3,), rho_init=-90.0)
+    distribution = GaussianDistribution((1000,), rho_init=-80.0, seed=1)
+    assert np.all(distribution.sigma.numpy() >= np.finfo(np.float32).tiny)
+    assert np.isfinite(distribution.log_prob(distribution.sample()).numpy())
 
 
 # --- 64-bit indexing --------------------------------------------------------------------------

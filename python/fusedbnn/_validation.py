@@ -44,6 +44,22 @@ def float_inputs(layer, inputs):
     return inputs
 
 
+# sigma = softplus(rho) below about -87.3 is no normal float32 (TensorFlow's CPU threads flush it to
+# 0): a frozen sample then loses sigma and its log density divides 0 by 0. softplus(-80) = 1.8e-35,
+# with room for rho's N(rho_init, 0.1) start.
+MIN_RHO_INIT = -80.0
+
+
+def rho_init_value(value, name="rho_init"):
+    """``value`` as a float, or ValueError naming ``name`` unless finite and at least MIN_RHO_INIT."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not MIN_RHO_INIT <= value < np.inf:
+        raise ValueError(
+            f"{name} must be a finite float >= {MIN_RHO_INIT:g} (sigma = softplus({name}); below about -87 "
+            f"sigma is no normal float32), got {value!r}"
+        )
+    return float(value)
+
+
 def positive_std(value, name="std_prior"):
     if not value > 0:
         raise ValueError(f"{name} must be positive, got {value}")

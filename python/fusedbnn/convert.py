@@ -16,7 +16,7 @@ import tensorflow as tf
 from keras.src.models.functional import Functional
 
 from fusedbnn import nn, ops
-from fusedbnn._validation import positive_std
+from fusedbnn._validation import positive_std, rho_init_value
 from fusedbnn.distributions import GaussianDistribution
 from fusedbnn.models import BayesianModel
 
@@ -83,7 +83,7 @@ def bayesianize(
         mu_prior: the prior mean, a float for every weight; None means the trained weights under
             MOPED, else 0.
         std_prior: the prior's standard deviation, positive.
-        rho_init: every rho without MOPED (sigma = softplus(rho_init)).
+        rho_init: every rho without MOPED (sigma = softplus(rho_init)), at least -80.
         estimator: the estimator of the converted Dense and Conv layers: "reparameterization" (one
             weight sample per call), "flipout" or "local_reparameterization" (per-example noise;
             docs/design.md, "Estimators"). Embeddings and LSTMs keep the first.
@@ -113,15 +113,13 @@ def bayesianize(
         raise ValueError(f"moped_delta must be None or a positive float, got {moped_delta!r}")
     if mu_prior is not None and not _is_finite(mu_prior):
         raise ValueError(f"mu_prior must be None or a finite float, got {mu_prior!r}")
-    if not _is_finite(rho_init):
-        raise ValueError(f"rho_init must be a finite float, got {rho_init!r}")
     if isinstance(layers, str):
         raise ValueError(f"layers must be a list of layer names, got the string {layers!r}")
     converter = _Converter(
         float(moped_delta) if moped_delta else None,
         None if mu_prior is None else float(mu_prior),
         positive_std(std_prior),
-        float(rho_init),
+        rho_init_value(rho_init),
         None if layers is None else set(layers),
         estimator,
     )

@@ -6,7 +6,7 @@ import tensorflow as tf
 
 from fusedbnn import _plain, ops
 from fusedbnn._seeds import derived_seed
-from fusedbnn._validation import positive_std
+from fusedbnn._validation import positive_std, rho_init_value
 
 
 def log_ratio(x, mu, sigma, mu_prior, std_prior):
@@ -35,7 +35,7 @@ class GaussianDistribution(keras.layers.Layer):
     Args:
         shape: shape of the parameter tensor, every size positive.
         mu_prior, std_prior: the prior N(mu_prior, std_prior^2); std_prior must be positive.
-        mu_init, rho_init: centres of the initial values of mu and rho.
+        mu_init, rho_init: centres of the initial values of mu and rho (rho_init >= -80).
         seed: optional int seed for the initial values and for ``sample()`` without a seed.
     """
 
@@ -47,7 +47,7 @@ class GaussianDistribution(keras.layers.Layer):
         self.shape = tuple(int(s) for s in shape)
         mu_prior, std_prior = float(mu_prior), positive_std(std_prior)
         self.mu_init = float(mu_init)
-        self.rho_init = float(rho_init)
+        self.rho_init = rho_init_value(rho_init)
         self.seed = seed
         self._seed_generator = keras.random.SeedGenerator(derived_seed(seed, "sample"))
         # Variables and sampling stay float32 under mixed precision (autocast=False).
