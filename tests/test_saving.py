@@ -78,6 +78,11 @@ def moments(layer, x):
     return mean, np.sqrt(var)
 
 
+def test_distribution_config_holds_the_priors_as_written():
+    config = fusedbnn.GaussianDistribution((2,), mu_prior=0.2, std_prior=0.1).get_config()
+    assert (repr(config["mu_prior"]), repr(config["std_prior"])) == ("0.2", "0.1")  # not 0.10000000149...
+
+
 def test_an_unfrozen_reloaded_layer_samples_the_same_distribution(tmp_path):
     inputs_ = keras.Input((5,))
     layer = Linear(

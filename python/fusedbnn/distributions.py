@@ -134,5 +134,5 @@ def _as_float(variable):
     """A float32 scalar variable's current value as the shortest Python float that it rounds from
     (0.1, not 0.10000000149), read outside any function being traced."""
     with tf.init_scope():
-        value = keras.ops.convert_to_numpy(variable)
+        value = keras.ops.convert_to_numpy(variable)[()]  # a float32 scalar: a 0-d array prints as float64
     return float(np.format_float_positional(value, unique=True))
