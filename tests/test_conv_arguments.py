@@ -196,6 +196,7 @@ REJECTED_1D = [
     ("dilation", dict(dilation=[2, 1, 1]), "NWC", "batch and channel"),
     ("dilation", dict(dilation=[1, 2, 1]), "NCW", "batch and channel"),
     ("dilation", dict(dilation=[0]), "NWC", "positive"),
+    ("padding", dict(padding="causal"), "NWC", r"an int or \[left, right\], got 'causal'"),  # the 1-D forms only
 ]
 
 

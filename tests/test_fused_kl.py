@@ -98,6 +98,11 @@ def test_kl_priors_need_one_weight_sample():
         ops.linear(x, *w, *b, estimator="flipout", x_seed=[1, 2], kl_priors=priors)
     with pytest.raises(tf.errors.InvalidArgumentError, match="w_std_prior must be positive"):
         ops.linear(x, *w, *b, kl_priors=((0.0, tf.constant(-1.0)), (0.0, 0.1)))
+    for malformed in ((0.0, 0.1), ((0.0, 0.1, 2.0), (0.0, 0.1)), ((0.0, 0.1),)):
+        with pytest.raises(ValueError, match=r"kl_priors must be \(\(w_mu_prior, w_std_prior\), \(b_mu_prior"):
+            ops.linear(x, *w, *b, kl_priors=malformed)
+        with pytest.raises(ValueError, match=r"kl_priors must be"):
+            ops.conv1d(x[:, :, None], w[0][None], w[1][None], w[2], kl_priors=malformed)
 
 
 @pytest.mark.skipif(os.environ.get("FUSEDBNN_ISA") is not None, reason="already pinned to one instruction set")

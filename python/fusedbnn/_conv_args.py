@@ -144,7 +144,7 @@ def conv1d_args(stride, padding, dilation, groups, data_format):
     if data_format not in FORMATS_1D:
         raise ValueError(f"data_format must be one of {FORMATS_1D}, got {data_format!r}")
     channels_last = data_format == "NWC"
-    if isinstance(padding, str):
+    if isinstance(padding, str) and padding.upper() in ("VALID", "SAME"):
         padding_2d = padding
     elif _is_int(padding):
         padding_2d = [[0, 0], [padding, padding]]

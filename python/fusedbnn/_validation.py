@@ -16,6 +16,8 @@ def positive_int(value, name):
 
 def float_tensor(value, name):
     """``value`` as a float32 tensor, or ValueError naming ``name``."""
+    if value is None:
+        raise ValueError(f"{name} must be a float32 tensor, got None")
     tensor = tf.convert_to_tensor(value)
     if tensor.dtype != tf.float32:
         raise ValueError(f"{name} must be a float32 tensor, got dtype {tensor.dtype.name}")
@@ -24,6 +26,8 @@ def float_tensor(value, name):
 
 def seed_tensor(seed, name):
     """``seed`` as an int32/int64 tensor of shape [2] (other integer dtypes cast to int64)."""
+    if seed is None:
+        raise ValueError(f"{name} must be a seed of shape [2] (two ints), got None")
     tensor = tf.convert_to_tensor(seed)
     if tensor.dtype not in (tf.int32, tf.int64):
         if not tensor.dtype.is_integer:

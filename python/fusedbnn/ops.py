@@ -142,14 +142,21 @@ def _estimator_seed(estimator, x_seed):
     return tf.cast(seed_tensor(x_seed, "x_seed"), tf.int64)
 
 
+def _checked_kl_priors(kl_priors):
+    """``kl_priors`` (None or two pairs), else ValueError."""
+    if kl_priors is not None and (
+        len(kl_priors) != 2 or not all(isinstance(p, (list, tuple)) and len(p) == 2 for p in kl_priors)
+    ):
+        raise ValueError(f"kl_priors must be ((w_mu_prior, w_std_prior), (b_mu_prior, b_std_prior)), got {kl_priors!r}")
+    return kl_priors
+
+
 def _kl_priors(kl_priors, w_mu, b_mu, use_bias):
     """The prior inputs of a layer op: ``(w_mu_prior, w_std_prior, b_mu_prior, b_std_prior)`` from
     ``((w_mu_prior, w_std_prior), (b_mu_prior, b_std_prior))`` (the bias pair only with a bias), or
     placeholders the op does not read when ``kl_priors`` is None."""
-    if kl_priors is None:
+    if _checked_kl_priors(kl_priors) is None:
         return (tf.constant(0.0), tf.constant(1.0)) * 2
-    if len(kl_priors) != 2:
-        raise ValueError("kl_priors must be ((w_mu_prior, w_std_prior), (b_mu_prior, b_std_prior))")
     w_prior = _prior(w_mu, *kl_priors[0])
     b_prior = _prior(b_mu, *kl_priors[1]) if use_bias else (tf.constant(0.0), tf.constant(1.0))
     return (*w_prior, *b_prior)
@@ -387,7 +394,7 @@ def _conv(x, w_mu, w_rho, w_seed, b_mu, b_rho, b_seed, args, engine, rank, estim
     x = float_tensor(x, "x")
     w_mu, w_rho, w_seed = _mu_rho_seed(w_mu, w_rho, w_seed, prefix="w_")
     x_seed = _estimator_seed(estimator, x_seed)
-    if kl_priors is not None and estimator != "reparameterization":
+    if _checked_kl_priors(kl_priors) is not None and estimator != "reparameterization":
         raise ValueError(f"kl_priors needs estimator 'reparameterization' (one weight sample), got {estimator!r}")
     if engine not in _ENGINES:
         raise ValueError(f"engine must be one of {_ENGINES}, got {engine!r}")
