@@ -100,3 +100,10 @@ def test_predict_mc_shows_progress_when_asked_and_checks_arguments(capsys):
         args = {"num_samples": 2, **bad}
         with pytest.raises(ValueError, match=next(iter(bad))):
             predict_mc(model, x, **args)
+    with pytest.raises(ValueError, match=r"x must be arrays or tensors with a batch axis.*np\.asarray"):
+        predict_mc(model, x.tolist(), 2)
+
+
+def test_predict_mc_of_no_examples_has_no_rows():
+    model, _ = noisy_model()
+    assert predict_mc(model, np.ones((0, 4), np.float32), 2, verbose=0).shape == (2, 0, 3)

@@ -77,12 +77,18 @@ def _pass_over(model, x, batch_size):
     if isinstance(x, (tf.data.Dataset, keras.utils.PyDataset)):
         return lambda: model.predict(x, verbose=0)
     x = tf.nest.map_structure(tf.convert_to_tensor, x)
+    if any(t.shape.rank == 0 for t in tf.nest.flatten(x)):
+        raise ValueError(
+            "x must be arrays or tensors with a batch axis, or a nest of them for several inputs; a "
+            "Python list is a nest of inputs: pass np.asarray(x) for a list of examples"
+        )
     sizes = {int(t.shape[0]) for t in tf.nest.flatten(x)}
     if len(sizes) != 1:
         raise ValueError(f"x must have one batch size across its inputs, got sizes {sorted(sizes)}")
     size = sizes.pop()
     forward = tf.function(lambda batch: model(batch, training=False), jit_compile=False, reduce_retracing=True)
-    batches = [tf.nest.map_structure(lambda t: t[i : i + batch_size], x) for i in range(0, size, batch_size)]
+    # No examples: one empty batch, so that the prediction has its shape with 0 rows.
+    batches = [tf.nest.map_structure(lambda t: t[i : i + batch_size], x) for i in range(0, max(size, 1), batch_size)]
 
     def one_pass():
         outputs = [forward(batch) for batch in batches]
