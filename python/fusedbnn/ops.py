@@ -452,9 +452,11 @@ def conv2d(
         x: ``[batch, h, w, in]`` (NHWC) or ``[batch, in, h, w]`` (NCHW), float32.
         w_mu, w_rho, w_seed: the kernel's parameters and its seed (int32/int64 ``[2]``).
         b_mu, b_rho, b_seed: the bias's, or all None for no bias.
-        stride, dilation: an int or ``[h, w]``; stride > 1 together with dilation > 1 is allowed.
-        padding: "VALID", "SAME" (TensorFlow's arithmetic), ``[[top, bottom], [left, right]]``, or
-            an int or ``[pad_h, pad_w]`` for symmetric padding.
+        stride, dilation: an int, ``[h, w]``, or any form ``tf.nn.conv2d`` takes (``[s]``, or
+            ``[1, h, w, 1]`` for NHWC); stride > 1 together with dilation > 1 is allowed.
+        padding: "VALID", "SAME" (TensorFlow's arithmetic), ``[[top, bottom], [left, right]]``,
+            ``tf.nn.conv2d``'s four pairs (``[[0, 0], [top, bottom], [left, right], [0, 0]]`` for
+            NHWC), or an int or ``[pad_h, pad_w]`` for symmetric padding.
         groups: divides both channel counts; ``groups == in`` is a depthwise convolution.
         data_format: "NHWC" or "NCHW", both on the CPU.
         engine: "fused" runs the convolution inside the fused op (``FusedBnn>Conv2D`` and its fused
@@ -492,7 +494,8 @@ def conv1d(
 ):
     """Bayesian 1-D convolution, the 2-D one with a unit height: ``x`` is ``[batch, width, in]`` (NWC)
     or ``[batch, in, width]`` (NCW), the kernel ``[k, in/groups, out]``; ``stride`` and ``dilation``
-    are ints, ``padding`` "VALID", "SAME", an int or ``[left, right]``. Otherwise as ``conv2d``
+    are ints (or ``tf.nn.conv1d``'s ``[s]`` and ``[1, s, 1]`` for NWC), ``padding`` "VALID", "SAME",
+    an int or ``[left, right]``. Otherwise as ``conv2d``
     (the estimators' signs and ``eps_out`` are those of the unit-height 2-D convolution)."""
     args = _conv_args.conv1d_args(stride, padding, dilation, groups, data_format)
     return _conv(x, w_mu, w_rho, w_seed, b_mu, b_rho, b_seed, args, engine, 1, estimator, x_seed, kl_priors)
