@@ -4,9 +4,10 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from test_layer_harness import LAYERS, as_model, main_output
 
 import fusedbnn
-from conftest import assert_allclose
+from conftest import MODES, assert_allclose, run
 from fusedbnn import GaussianDistribution, nn
 from fusedbnn.losses import ELBOLoss, KLDivergenceLoss
 from fusedbnn.uncertainty import predict_mc
@@ -31,7 +32,7 @@ class IlliaStyleScale(nn.BayesianModule):
         self.frozen = False
 
     def kl_cost(self):
-        return self.distribution.log_prob(self.w), self.distribution.num_params
+        return self.distribution.log_prob(self.w if self.frozen else None), self.distribution.num_params
 
     def call(self, inputs):
         w = self.w if self.frozen else self.distribution.sample()
@@ -76,17 +77,87 @@ def test_priors_are_variables_read_by_traced_kls():
     assert GaussianDistribution.from_config(config).std_prior.numpy() == np.float32(0.5)
 
 
-def test_setting_frozen_freezes_and_traced_functions_see_it():
-    layer = nn.Linear(4, 3, seed=1)
-    x = tf.ones([2, 4])
-    traced = tf.function(lambda: layer(x))
-    layer.freeze()
-    frozen_output = traced().numpy()
-    layer.frozen = False
-    assert not layer.frozen
-    assert not np.allclose(traced(), frozen_output)
-    layer.frozen = True
-    np.testing.assert_array_equal(traced(), frozen_output)
+@pytest.fixture(params=sorted(LAYERS))
+def case(request):
+    return LAYERS[request.param]
+
+
+def test_setting_frozen_fixes_the_last_sample_as_freeze_does_and_traced_functions_see_it(case):
+    """illia's ``frozen = True`` keeps using the last sample: it is freeze(), inner modules included,
+    never zeros, and after freeze() and unfreeze() the newest sample, not the older frozen one."""
+    make, x, frozen_pairs = case
+    layer = make(seed=1)
+    traced = tf.function(lambda: main_output(layer(x)))
+    for _ in range(2):  # the second round re-freezes after unfreezing
+        last = traced().numpy()
+        kl_last = layer.kl_cost()[0]
+        layer.frozen = True
+        assert layer.frozen and all(m.frozen for m in layer._flatten_layers() if isinstance(m, nn.BayesianModule))
+        np.testing.assert_allclose(traced(), last, rtol=1e-5, atol=1e-5)
+        np.testing.assert_array_equal(traced(), traced())
+        assert_allclose(layer.kl_cost()[0], kl_last, rtol=1e-4, atol=1e-2)
+        for value, dist in frozen_pairs(layer):
+            assert_is_a_sample(value, dist)
+        layer.frozen = False
+        assert not layer.frozen and not np.allclose(traced(), last)
+
+
+def assert_is_a_sample(value, dist):
+    """``value`` is a draw of ``dist`` (within 6 sigma of mu, not mu itself): not zeros, which lie
+    about 0.1 (the spread of the initial mu) from mu while sigma is about 1e-3."""
+    deviation = np.abs(np.asarray(value) - dist.mu.numpy())
+    assert np.all(deviation < 6 * dist.sigma.numpy()) and np.any(deviation > 0)
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("how", ["freeze", "use_mean", "setter"])
+def test_freezing_before_the_first_call_fixes_a_first_sample(case, how, mode):
+    """illia's freeze() samples first if nothing was sampled; SequenceLSTM, whose parameters are made
+    when it is built, fixes them as it builds them, also when a tf.function's first trace builds it."""
+    make, x, frozen_pairs = case
+    layer = make(seed=2)
+    if how == "setter":
+        layer.frozen = True
+    else:
+        layer.freeze(use_mean=how == "use_mean")
+    output = run(mode, lambda: main_output(layer(x)))
+    assert np.any(output != 0)
+    np.testing.assert_allclose(main_output(layer(x)), output, rtol=1e-5, atol=1e-6)  # eager: other rounding
+    expected_kl = 0.0
+    for value, dist in frozen_pairs(layer):
+        if how == "use_mean":
+            np.testing.assert_array_equal(value, dist.mu)
+        else:
+            assert_is_a_sample(value, dist)
+        expected_kl += float(dist.log_prob(value))
+    kl, num_params = layer.kl_cost()
+    assert num_params == sum(dist.num_params for _, dist in frozen_pairs(layer))
+    assert_allclose(kl, expected_kl, rtol=1e-4, atol=1e-2)
+    assert abs(float(kl)) < 10 * num_params  # the issue's zeros gave about -6600 per parameter
+
+
+def test_trainable_false_in_the_constructor_stops_training_as_in_keras(case, tmp_path):
+    """``trainable=False`` in the constructor (as ``keras.layers.Dense(4, trainable=False)``) makes
+    the distributions non-trainable too: a model around the layer trains nothing of it, also after a
+    config round trip and a .keras save and load; ``trainable = True`` makes them trainable again."""
+    make, x, _ = case
+    layer = make(seed=3, trainable=False)
+    model = as_model(layer, x)
+    assert not layer.trainable and layer.trainable_weights == [] and model.trainable_weights == []
+    copy = type(layer).from_config(layer.get_config())
+    assert as_model(copy, x).trainable_weights == []
+    model.save(tmp_path / "m.keras")
+    assert keras.models.load_model(tmp_path / "m.keras").trainable_weights == []
+    start = [v.numpy() for v in model.weights if "seed" not in v.path and "noise" not in v.path]
+    model.compile(optimizer=keras.optimizers.SGD(0.1), loss=ELBOLoss("mse", kl_weight=1e-2))
+    target = np.ones_like(model.predict(x, verbose=0))
+    model.fit(x, target, epochs=1, verbose=0)
+    end = [v.numpy() for v in model.weights if "seed" not in v.path and "noise" not in v.path]
+    for before, after in zip(start, end):
+        np.testing.assert_array_equal(before, after)
+    layer.trainable = True
+    mus = [v for v in as_model(layer, x).trainable_weights if v.path.endswith("/mu")]
+    assert mus and all(v.trainable for v in mus)
 
 
 def test_w_and_b_hold_the_last_calls_sample():
@@ -139,6 +210,12 @@ def test_an_illia_style_custom_module_trains_saves_and_predicts(tmp_path):
     model = fusedbnn.BayesianModel(inputs, IlliaStyleScale(3)(nn.Linear(3, 3, seed=1)(inputs)))
     kl_loss = KLDivergenceLoss()(model)
     assert np.isfinite(float(kl_loss))
+    # Unfrozen, its KL is a one-sample estimate: it averages to the closed form.
+    scale = next(m for m in fusedbnn.losses.bayesian_modules(model) if isinstance(m, IlliaStyleScale))
+    estimates = [float(scale.kl_cost()[0]) for _ in range(400)]
+    assert np.mean(estimates) == pytest.approx(float(scale.distribution.kl_analytic()), rel=0.05)
+    with pytest.raises(ValueError, match=r"kl_cost\(\) of module '.*' \(IlliaStyleScale\) takes no analytic"):
+        KLDivergenceLoss(analytic=True)(model)
     model.compile(optimizer=keras.optimizers.Adam(0.02), loss=ELBOLoss("mse", num_samples=2, kl_weight=1e-3))
     history = model.fit(x, y, epochs=20, batch_size=16, verbose=0)
     assert history.history["loss"][-1] < 0.5 * history.history["loss"][0]

@@ -47,7 +47,8 @@ class SampledParameter(tf.__internal__.tracking.AutoTrackable):
             self.seed = layer.add_weight(
                 name=f"{name}_seed", shape=(2,), dtype="int64", initializer="zeros", trainable=False
             )
-        self.seed.assign(layer._seed_generator.next())
+        with tf.init_scope():  # outside any trace: a tf.function's first trace, which builds, is discarded
+            self.seed.assign(layer._seed_generator.next())
         self._add_frozen_variables(layer, name)
         self.generator_state = layer._seed_generator.state
 

@@ -1,5 +1,7 @@
 """The walk over a model's Bayesian layers, shared by the layers, the losses and the uncertainty tools."""
 
+import inspect
+
 import keras
 
 
@@ -38,5 +40,13 @@ def child_modules(module):
 
 def kl_cost_of(module, analytic=False):
     """``module.kl_cost()``, or ``module.kl_cost(analytic=True)``: a custom module written the illia
-    way, whose ``kl_cost`` takes no argument, serves the default."""
-    return module.kl_cost(analytic=True) if analytic else module.kl_cost()
+    way, whose ``kl_cost`` takes no argument, serves the default only."""
+    if not analytic:
+        return module.kl_cost()
+    if "analytic" not in inspect.signature(module.kl_cost).parameters:
+        raise ValueError(
+            f"the analytic KL needs kl_cost(analytic=True), but the kl_cost() of module '{module.name}' "
+            f"({type(module).__name__}) takes no analytic argument: give it one, or use the one-sample KL "
+            "(analytic=False, analytic_kl=False)"
+        )
+    return module.kl_cost(analytic=True)

@@ -14,9 +14,11 @@ class BayesianModule(keras.layers.Layer):
     ``freeze()`` fixes the parameters (at the last call's sample, or at the posterior means with
     ``use_mean=True``; stored in non-trainable variables, kept by saving) and ``unfreeze()`` resumes
     sampling. The frozen flag is a variable, so functions that Keras has already traced see the
-    change; setting ``frozen`` sets it. ``kl_cost()`` returns ``(kl, num_params)`` for the sample of
-    the last call, or for the fixed values when frozen; ``kl_cost(analytic=True)`` the closed-form
-    KL. The fused ops cannot be compiled by XLA, so ``supports_jit`` is False.
+    change; setting ``frozen``, as illia's modules do, is ``freeze()`` or ``unfreeze()``. ``kl_cost()``
+    returns ``(kl, num_params)`` for the sample of the last call, or for the fixed values when frozen;
+    ``kl_cost(analytic=True)`` the closed-form KL. ``trainable=False`` given to the constructor makes
+    the distributions and inner modules non-trainable, as setting ``trainable`` does. The fused ops
+    cannot be compiled by XLA, so ``supports_jit`` is False.
 
     A subclass declares its parameters with ``_add_parameter(name, distribution, argument, shape)``
     and implements two
@@ -47,7 +49,17 @@ class BayesianModule(keras.layers.Layer):
         self._seed_generators.remove(self._seed_generator)
         self._track_variable(self._seed_generator.state)
         self._bayesian_parameters = []
+        self._frozen_at_mean = False  # freeze()'s use_mean, for parameters that build() adds later
+        self._unfixed_parameters = []  # those added while frozen, not fixed yet
         self._call_kl = _fused_kl.CallKl()
+
+    def __setattr__(self, name, value):
+        # Keras makes the new variables of a layer built with trainable=False non-trainable, but not
+        # those of its sublayers (the distributions, the LSTM's embedding): mark each sublayer as it
+        # is tracked, as setting layer.trainable = False afterwards would.
+        if isinstance(value, keras.layers.Layer) and not getattr(self, "_trainable", True):
+            value.trainable = False
+        super().__setattr__(name, value)
 
     def __call__(self, *args, **kwargs):
         if control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph()):
@@ -63,35 +75,62 @@ class BayesianModule(keras.layers.Layer):
         dist = _parameter.make_distribution(dist, shape, argument, self.seed, scope=self.name)
         parameter = parameter_class(self, dist, name)
         self._bayesian_parameters.append(parameter)
+        if self.frozen:  # declared in build() after freeze(): fixed at its first sample (or mu)
+            self._unfixed_parameters.append(parameter)
+            self._fix_parameters_declared_frozen()
         return parameter
+
+    def _fix_parameters_declared_frozen(self):
+        """Freeze the parameters declared after ``freeze()`` once their variables hold values, outside
+        any trace. A build inside the first trace of a ``tf.function`` makes them empty (filled before
+        the function traces again, without building): ``call`` then fixes them."""
+        if not self._unfixed_parameters:
+            return
+        with tf.init_scope():
+            variables = [v for p in self._unfixed_parameters for v in (p.seed, *p.dist.weights)]
+            if not all(tf.raw_ops.VarIsInitializedOp(resource=v.handle) for v in variables):
+                return
+            for parameter in self._unfixed_parameters:
+                parameter.freeze(self._frozen_at_mean)
+            self._unfixed_parameters.clear()
 
     @property
     def frozen(self):
         """Whether the layer uses its fixed values instead of sampling: a Python bool, read from the
         flag variable (while tracing, its value at trace time: code that branches on it in Python,
         as illia's modules do, is traced for that value; this package's layers read the variable
-        inside the graph instead)."""
+        inside the graph instead). Setting it is ``freeze()`` (True) or ``unfreeze()`` (False): an
+        illia layer set frozen keeps using its last sample ``self.w``, so the fixed values become
+        the last call's sample, never zeros or an older frozen sample."""
         with tf.init_scope():
             return bool(self._frozen.numpy())
 
     @frozen.setter
     def frozen(self, value):
-        self._frozen.assign(value)
+        self._set_frozen(bool(value))
 
     def freeze(self, use_mean=False):
         """Fix the parameters at the sample of the last call (or a first sample), or with
         ``use_mean=True`` at the posterior means, and stop sampling."""
-        for module in _walk.child_modules(self):
-            module.freeze(use_mean)
-        for parameter in self._bayesian_parameters:
-            parameter.freeze(use_mean)
-        self.frozen = True
+        self._set_frozen(True, use_mean)
 
     def unfreeze(self):
         """Resume sampling on every call."""
+        self._set_frozen(False)
+
+    def _set_frozen(self, frozen, use_mean=False):
+        """``freeze(use_mean)`` or ``unfreeze()``. The ``frozen`` setter calls this, not ``freeze()``:
+        an illia-style subclass's own ``freeze()`` sets ``frozen``."""
         for module in _walk.child_modules(self):
-            module.unfreeze()
-        self.frozen = False
+            if frozen:
+                module.freeze(use_mean)
+            else:
+                module.unfreeze()
+        if frozen:
+            for parameter in self._bayesian_parameters:
+                parameter.freeze(use_mean)
+            self._frozen_at_mean = use_mean
+        self._frozen.assign(frozen)
 
     def kl_cost(self, analytic=False):
         """``(kl, num_params)``: the one-sample KL estimate at the last call's sample (or at the
@@ -130,6 +169,7 @@ class BayesianModule(keras.layers.Layer):
         return parameter.kl(self._frozen, analytic)
 
     def call(self, inputs, **kwargs):
+        self._fix_parameters_declared_frozen()
         inputs = tf.nest.map_structure(_to_float32, inputs)
         kl_priors = self._fused_kl_priors() if _fused_kl.graph_building() else None
         if kl_priors is None:
