@@ -4,6 +4,7 @@ of 1, N or N+2 ints (1 at the batch and channel positions of the data format), a
 padding of N+2 pairs ([0, 0] at batch and channel). Forms tf.nn rejects raise a ValueError naming the
 argument."""
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -129,6 +130,18 @@ def test_the_reviewers_reproducer_matches_tf_nn_conv2d_and_conv1d():
         layer = nn.Conv1d(4, 6, 3, seed=1, **kwargs)
         layer.freeze()
         assert_allclose(layer(x), tf.nn.conv1d(x, layer.w, **tf_kwargs) + layer.b, rtol=2e-4, atol=2e-4)
+
+
+def test_a_numpy_stride_saves_and_loads(tmp_path):
+    """tf.nn takes a NumPy array for strides; the layer keeps it in its config as a list."""
+    x = x_of("NHWC", (8, 8))
+    inputs = keras.Input((8, 8, 4))
+    layer = nn.Conv2d(4, 6, 3, stride=np.array([1, 2, 2, 1]), dilation=np.array([1]), seed=1)
+    model = keras.Model(inputs, layer(inputs))
+    layer.freeze()
+    assert layer.get_config()["stride"] == [1, 2, 2, 1]
+    model.save(tmp_path / "m.keras")
+    np.testing.assert_array_equal(keras.models.load_model(tmp_path / "m.keras")(x), model(x))
 
 
 @pytest.mark.parametrize("data_format", FORMATS_2D)

@@ -83,6 +83,12 @@ def spatial_ints(value, rank, channels_last, name):
     return tuple(int(v) for v in values)
 
 
+def as_config(value):
+    """An argument as a layer's config keeps it: a NumPy array (as tf.nn takes for strides) as the
+    list it holds, which Keras can save and load."""
+    return value.tolist() if isinstance(value, np.ndarray) else value
+
+
 def _is_pair(value):
     return isinstance(value, (list, tuple)) and len(value) == 2 and all(_is_int(v) for v in value)
 

@@ -46,7 +46,8 @@ class _BayesianConv(WeightAndBiasModule):
         self._kernel = _conv_args.int_tuple(kernel_size, self.rank, "kernel_size")
         # illia reads data_format=None as the channels-last default.
         data_format = self._default_format if data_format is None else data_format
-        self.stride, self.padding, self.dilation, self.data_format = stride, padding, dilation, data_format
+        self.stride, self.padding, self.dilation = (_conv_args.as_config(v) for v in (stride, padding, dilation))
+        self.data_format = data_format
         parse = _conv_args.conv1d_args if self.rank == 1 else _conv_args.conv2d_args
         self._args = parse(stride, padding, dilation, self.groups, data_format)
         self.use_bias = bool(use_bias)
@@ -138,10 +139,12 @@ class Conv2d(_BayesianConv):
     Args:
         input_channels, output_channels: channel counts, positive.
         kernel_size: an int or ``[kh, kw]``.
-        stride, dilation: an int or ``[h, w]`` (``dilation=None`` means 1); stride > 1 together
-            with dilation > 1 is allowed.
+        stride, dilation: an int or ``[h, w]`` (``dilation=None`` means 1), or any form
+            ``tf.nn.conv2d`` takes (``[s]``, ``[1, h, w, 1]`` for NHWC); stride > 1 together with
+            dilation > 1 is allowed.
         padding: "VALID", "SAME", an int (the same on every side, as in PyTorch and illia),
-            ``[pad_h, pad_w]`` or ``[[top, bottom], [left, right]]``.
+            ``[pad_h, pad_w]``, ``[[top, bottom], [left, right]]`` or ``tf.nn.conv2d``'s four pairs
+            (``[[0, 0], [top, bottom], [left, right], [0, 0]]`` for NHWC).
         groups: divides both channel counts; ``groups == input_channels`` is depthwise.
         data_format: "NHWC" or "NCHW" (both run on the CPU); None means "NHWC", as in illia.
         weights_distribution: GaussianDistribution of the kernel's shape, or None for the default
@@ -200,7 +203,7 @@ class Conv1d(_BayesianConv):
     Args:
         input_channels, output_channels: channel counts, positive.
         kernel_size: an int (or a one-element list).
-        stride, dilation: ints.
+        stride, dilation: ints, or ``tf.nn.conv1d``'s ``[s]`` and ``[1, s, 1]`` (NWC).
         padding: "VALID", "SAME", an int or ``[left, right]``.
         groups: divides both channel counts; ``groups == input_channels`` is depthwise.
         data_format: "NWC" or "NCW" (both run on the CPU); None means "NWC", as in illia.
