@@ -231,6 +231,15 @@ def test_lstm_config_round_trip_and_bad_arguments():
             nn.LSTM(*kwargs)
     with pytest.raises(ValueError, match="batch, steps, 1"):
         layer(tf.zeros([2, 3, 2], tf.int64))
+    with pytest.raises(ValueError, match=r"init_states must be \(h0, c0\), got 1 tensors"):
+        layer(tf.zeros([2, 3], tf.int64), (tf.zeros([2, 3]),))
+
+
+def test_sequence_lstm_refuses_other_features_than_it_was_built_with():
+    layer = nn.SequenceLSTM(4, seed=1)
+    layer(tf.zeros([2, 3, 5]))
+    with pytest.raises(ValueError, match=r"sequence_lstm.*axis -1 of input shape to have value 5.*\(2, 3, 7\)"):
+        layer(tf.zeros([2, 3, 7]))
 
 
 def test_saving_keeps_the_frozen_weights(tmp_path, rng):

@@ -181,6 +181,10 @@ class LSTM(BayesianModule):
         if shape.rank == 3:
             ids = tf.squeeze(ids, axis=-1)
         if init_states is not None:
+            if len(init_states) != 2:
+                raise ValueError(
+                    f"LSTM layer '{self.name}': init_states must be (h0, c0), got {len(init_states)} tensors"
+                )
             init_states = tuple(tf.cast(s, tf.float32) for s in init_states)
         y, h, c = super().call(self.embedding(ids), init_states=init_states)
         return y, (h, c)
@@ -284,6 +288,8 @@ class SequenceLSTM(BayesianModule):
         )
         self._b = self._add_parameter("b", self.bias_distribution, "bias_distribution", (4 * self.units,))
         self.weights_distribution, self.bias_distribution = self._w.dist, self._b.dist
+        # Later inputs must have these features: Keras's check names the layer and the axis.
+        self.input_spec = keras.layers.InputSpec(ndim=3, axes={-1: features})
 
     @property
     def w(self):
