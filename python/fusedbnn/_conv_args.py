@@ -24,12 +24,11 @@ def _is_int(value):
     return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
 
-def int_tuple(value, length, name, minimum=1):
-    """``value`` (an int, or a sequence of ``length`` ints) as a tuple of ints >= ``minimum``."""
+def int_tuple(value, length, name):
+    """``value`` (an int, or a sequence of ``length`` ints) as a tuple of positive ints."""
     values = (value,) * length if _is_int(value) else tuple(value) if isinstance(value, (list, tuple)) else None
-    if values is None or len(values) != length or not all(_is_int(v) and v >= minimum for v in values):
-        kind = "positive" if minimum == 1 else "non-negative"
-        raise ValueError(f"{name} must be a {kind} int or a list of {length} such ints, got {value!r}")
+    if values is None or len(values) != length or not all(_is_int(v) and v >= 1 for v in values):
+        raise ValueError(f"{name} must be a positive int or a list of {length} such ints, got {value!r}")
     return tuple(int(v) for v in values)
 
 
