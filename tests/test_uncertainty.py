@@ -36,6 +36,21 @@ def test_logits_give_the_same_measures_as_their_softmax():
         assert_allclose(measure(logits, from_logits=True), measure(probs), rtol=1e-10)
 
 
+def test_one_class_is_a_binary_classifiers_probability_or_logit():
+    # Three samples of p(y = 1) for two examples: sure and disagreeing, then all unsure.
+    p1 = np.array([[[0.1], [0.5]], [[0.9], [0.5]], [[0.5], [0.5]]])
+    two_classes = np.concatenate([1.0 - p1, p1], axis=-1)
+    logits = np.log(p1 / (1.0 - p1))
+    for measure in (predictive_entropy, expected_entropy, mutual_information):
+        expected = measure(two_classes)
+        assert_allclose(measure(p1), expected, rtol=1e-12)
+        assert_allclose(measure(logits, from_logits=True), expected, rtol=1e-12, atol=1e-15)
+    assert mutual_information(p1)[0] > 0.1  # the disagreement shows (it read 0 as one softmax class)
+    assert_allclose(predictive_entropy(np.array([[[800.0]], [[-800.0]]]), from_logits=True), [LN2], rtol=1e-12)
+    with pytest.raises(ValueError, match=r"binary classifier's probabilities p\(y = 1\), in \[0, 1\]"):
+        predictive_entropy(np.array([[[1.5]]]))
+
+
 def test_measures_reject_what_is_not_a_stack_of_probabilities():
     with pytest.raises(ValueError, match="samples must have shape"):
         predictive_entropy(np.ones(3) / 3)

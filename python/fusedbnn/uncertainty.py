@@ -8,6 +8,9 @@ samples the predictive distribution. For a classifier with sampled class probabi
 * expected entropy ``mean_s H[p_s]``: aleatoric part (noise in the data);
 * mutual information = predictive entropy - expected entropy: epistemic part (uncertainty about
   the weights), large where the sampled models disagree.
+
+A binary classifier's single output (probability p(y = 1), or its logit) counts as the two classes
+``[1 - p, p]``.
 """
 
 import time
@@ -36,7 +39,8 @@ def predict_mc(model, x, num_samples, batch_size=None, aggregate=False, verbose=
         x: inputs: an array, a tensor, a nest of them, or a dataset.
         num_samples: number of passes, positive.
         batch_size: examples per forward call (32 when None, as in Keras); unused for datasets.
-        aggregate: False to return the stack; True to return ``(mean, std)`` over the samples.
+        aggregate: False to return the stack; True to return ``(mean, std)`` over the samples
+            (NumPy's ``std``: the samples' own spread, ddof=0).
         verbose: 0 silent, 1 a progress bar over samples, "auto" a progress bar when the rest of
             the run is expected to take more than a few seconds (judged after the second sample).
 
@@ -98,10 +102,20 @@ def _pass_over(model, x, batch_size):
 
 
 def _probabilities(samples, from_logits):
-    """``samples`` [S, ..., C] as float64 probabilities, validated."""
+    """``samples`` [S, ..., C] as float64 probabilities, validated; one class (C = 1) is a binary
+    classifier's p(y = 1) (a sigmoid's input with ``from_logits``), made into [1 - p, p]."""
     p = np.asarray(samples, dtype=np.float64)
     if p.ndim < 2:
         raise ValueError(f"samples must have shape [num_samples, ..., num_classes], got shape {p.shape}")
+    if p.shape[-1] == 1:
+        if from_logits:
+            p = 0.5 * (1.0 + np.tanh(0.5 * p))  # the sigmoid, without overflow
+        elif ((p < 0) | (p > 1)).any():
+            raise ValueError(
+                "samples with one class are a binary classifier's probabilities p(y = 1), in [0, 1]; "
+                "pass from_logits=True for its logits"
+            )
+        return np.concatenate([1.0 - p, p], axis=-1)
     if from_logits:
         p = np.exp(p - p.max(axis=-1, keepdims=True))
         return p / p.sum(axis=-1, keepdims=True)
@@ -122,7 +136,8 @@ def predictive_entropy(samples, from_logits=False):
     """``H[mean_s p_s]`` in nats, per example: the total uncertainty.
 
     ``samples``: class probabilities (or logits with ``from_logits``) of shape [S, ..., C], as
-    ``predict_mc`` returns them. Result shape [...].
+    ``predict_mc`` returns them; C = 1 is a binary classifier's p(y = 1) (a sigmoid output, or its
+    logit with ``from_logits``). Result shape [...].
     """
     return _entropy(_probabilities(samples, from_logits).mean(axis=0))
 
