@@ -63,6 +63,9 @@ def test_derived_seed_is_stateless_fold_in():
         ([1, 1], 1),
         ([3, 5], 7),
         ([2, 3, 17], 9),
+        ([2, 3, 2, 17], 9),
+        ([3, 0, 5], 4),
+        ([9], 4),
         ([70, 300], 130),
         ([5, 129], 65),
         ([0, 7], 5),
@@ -77,24 +80,31 @@ def test_linear_matches_reference(mode, estimator, x_shape, n_out, bias, rng):
 
 
 @pytest.mark.parametrize("estimator", ESTIMATORS)
-def test_core_matches_the_op(estimator, rng):
-    args = linear_inputs(rng, [6, 70], 33)
+@pytest.mark.parametrize("x_shape", [[6, 70], [2, 3, 70]])
+def test_core_matches_the_op(estimator, x_shape, rng):
+    args = linear_inputs(rng, x_shape, 33)
     x_seed = (11, -3)
     y, *grads_op = grads(
         lambda: ops.linear(**args, estimator=estimator, x_seed=x_seed),
         [args[k] for k in ("x", "w_mu", "w_rho", "b_mu", "b_rho")],
     )
-    dy = np.cos(np.arange(y.numpy().size, dtype=np.float32)).reshape(y.shape)
+    rows = 6
+    dy = np.cos(np.arange(y.numpy().size, dtype=np.float32)).reshape(rows, -1)
     numpy_args = [np.asarray(args[k]) if "seed" not in k else tuple(args[k].numpy()) for k in args]
+    numpy_args[0] = numpy_args[0].reshape(rows, -1)
     if estimator == "flipout":
-        y_core = _core.flipout_linear(*numpy_args, x_seed=x_seed)
-        grads_core = _core.flipout_linear_grad(dy, *numpy_args, x_seed=x_seed)
+        per_example = {"x_seed": x_seed, "rows_per_example": rows // x_shape[0]}
+        y_core = _core.flipout_linear(*numpy_args, **per_example)
+        grads_core = _core.flipout_linear_grad(dy, *numpy_args, **per_example)
     else:
         y_core, y_std = _core.local_reparam_linear(*numpy_args, x_seed=x_seed)
         grads_core = _core.local_reparam_linear_grad(dy, *numpy_args, x_seed=x_seed, y_std=y_std)
-    assert_allclose(y_core, y, rtol=1e-5, atol=1e-5)
+    assert_allclose(y_core, tf.reshape(y, [rows, -1]), rtol=1e-5, atol=1e-5)
+    grads_op[0] = tf.reshape(grads_op[0], [rows, -1])
     for c, o in zip(grads_core, grads_op):
         assert_allclose(c, o, rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="rows_per_example must be positive and divide the rows"):
+        _core.flipout_linear(*numpy_args, x_seed=x_seed, rows_per_example=4)
 
 
 @pytest.mark.parametrize("estimator", ESTIMATORS)
@@ -214,6 +224,23 @@ def test_examples_of_a_batch_are_uncorrelated(estimator, correlated, rng):
             assert corr > 0.999
         else:
             assert abs(corr) < 5 / np.sqrt(N_DRAWS)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_positions_of_an_example_share_its_flipout_weight_sample(mode, rng):
+    # x [examples, positions, in] with one input row everywhere: flipout perturbs the weights once
+    # per example, so an example's positions agree and its examples differ; local reparameterization
+    # draws every position's output noise independently (docs/design.md).
+    x = tf.constant(np.tile(rng.normal(size=[1, 1, 6]), [3, 5, 1]).astype(np.float32))
+    w_mu, w_rho = gaussian_params(rng, [4, 6], rho_center=-1.0)
+    for estimator, positions_agree in (("flipout", True), ("local_reparameterization", False)):
+
+        def run(x=x, estimator=estimator):
+            return ops.linear(x, w_mu, w_rho, tf.constant([1, 2]), estimator=estimator, x_seed=tf.constant([3, 4]))
+
+        y = (tf.function(run) if mode == "function" else run)().numpy()
+        assert np.allclose(y, y[:, :1], rtol=0, atol=1e-6) == positions_agree, estimator
+        assert not np.allclose(y[0], y[1]) and not np.allclose(y[1], y[2]), estimator
 
 
 # --- layers ------------------------------------------------------------------------------------

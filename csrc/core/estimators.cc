@@ -47,13 +47,27 @@ void for_row_blocks(const ParallelFor& pf, int64_t rows, int64_t width, const Fn
   });
 }
 
-// signs[r, :] of the sign stream k over a [rows, width] tensor.
-std::vector<float> signs(const ParallelFor& pf, const NoiseStream& x_stream, EstimatorStream k, int64_t rows,
+// signs[e, :] of the sign stream k over a [examples, width] tensor.
+std::vector<float> signs(const ParallelFor& pf, const NoiseStream& x_stream, EstimatorStream k, int64_t examples,
                          int64_t width) {
   const NoiseStream s = derived_stream(x_stream, k);
+  std::vector<float> out(examples * width);
+  for_row_blocks(pf, examples, width,
+                 [&](int64_t e0, int64_t e1) { fill_signs(s, e0 * width, e1 * width, out.data() + e0 * width); });
+  return out;
+}
+
+// a[r, :] * signs[r / rows_per_example, :] over a [rows, width] tensor: every row of an example
+// takes the example's signs.
+std::vector<float> signed_rows(const ParallelFor& pf, const float* a, const std::vector<float>& signs, int64_t rows,
+                               int64_t width, int64_t rows_per_example) {
   std::vector<float> out(rows * width);
-  for_row_blocks(pf, rows, width,
-                 [&](int64_t r0, int64_t r1) { fill_signs(s, r0 * width, r1 * width, out.data() + r0 * width); });
+  for_row_blocks(pf, rows, width, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      const float* s = signs.data() + r / rows_per_example * width;
+      for (int64_t i = 0; i < width; ++i) out[r * width + i] = a[r * width + i] * s[i];
+    }
+  });
   return out;
 }
 
@@ -100,12 +114,14 @@ void fill_signs(const NoiseStream& s, int64_t begin, int64_t end, float* out) {
   }
 }
 
-void flipout_linear_forward(const ParallelFor& pf, const LinearParams& p, const NoiseStream& x_stream, float* y) {
+void flipout_linear_forward(const ParallelFor& pf, const LinearParams& p, const NoiseStream& x_stream,
+                            int64_t rows_per_example, float* y) {
   if (p.rows == 0 || p.out == 0) return;
   mean_product(pf, p, p.x, false, y);
-  const std::vector<float> s_in = signs(pf, x_stream, EstimatorStream::kSignsIn, p.rows, p.in);
-  const std::vector<float> s_out = signs(pf, x_stream, EstimatorStream::kSignsOut, p.rows, p.out);
-  const std::vector<float> x_signed = product(pf, p.x, s_in.data(), p.rows, p.in);
+  const int64_t examples = p.rows / rows_per_example;
+  const std::vector<float> s_in = signs(pf, x_stream, EstimatorStream::kSignsIn, examples, p.in);
+  const std::vector<float> s_out = signs(pf, x_stream, EstimatorStream::kSignsOut, examples, p.out);
+  const std::vector<float> x_signed = signed_rows(pf, p.x, s_in, p.rows, p.in, rows_per_example);
   const GaussianKernels& k = best_kernels();
   const int64_t tile_rows = forward_rows_per_tile(p);
   pf(ceil_div(p.out, tile_rows), 2 * tile_rows * p.in * (p.rows + 20), [&](int64_t first, int64_t last) {
@@ -119,7 +135,7 @@ void flipout_linear_forward(const ParallelFor& pf, const LinearParams& p, const 
                                   product.data(), rows});
       for (int64_t r = 0; r < p.rows; ++r) {
         float* y_row = y + r * p.out + o0;
-        const float* s_row = s_out.data() + r * p.out + o0;
+        const float* s_row = s_out.data() + r / rows_per_example * p.out + o0;
         for (int64_t o = 0; o < rows; ++o) y_row[o] += product[r * rows + o] * s_row[o];
       }
     }
@@ -129,15 +145,17 @@ void flipout_linear_forward(const ParallelFor& pf, const LinearParams& p, const 
 
 // With dy_s = dy * s_out and x_s = x * s_in:
 //   dx = dy mu + (dy_s (sigma * eps)) * s_in,  dmu = dy^T x,  drho = (dy_s^T x_s) * eps * sigmoid(rho).
-void flipout_linear_backward(const ParallelFor& pf, const LinearGradParams& g, const NoiseStream& x_stream) {
+void flipout_linear_backward(const ParallelFor& pf, const LinearGradParams& g, const NoiseStream& x_stream,
+                             int64_t rows_per_example) {
   if (g.has_bias) sampled_bias_backward(pf, g);
   if (zero_grads_if_empty(g)) return;
   mean_grad(pf, g);
   mean_product(pf, g, g.dy, true, g.dx);
-  const std::vector<float> s_in = signs(pf, x_stream, EstimatorStream::kSignsIn, g.rows, g.in);
-  const std::vector<float> s_out = signs(pf, x_stream, EstimatorStream::kSignsOut, g.rows, g.out);
-  const std::vector<float> x_signed = product(pf, g.x, s_in.data(), g.rows, g.in);
-  const std::vector<float> dy_signed = product(pf, g.dy, s_out.data(), g.rows, g.out);
+  const int64_t examples = g.rows / rows_per_example;
+  const std::vector<float> s_in = signs(pf, x_stream, EstimatorStream::kSignsIn, examples, g.in);
+  const std::vector<float> s_out = signs(pf, x_stream, EstimatorStream::kSignsOut, examples, g.out);
+  const std::vector<float> x_signed = signed_rows(pf, g.x, s_in, g.rows, g.in, rows_per_example);
+  const std::vector<float> dy_signed = signed_rows(pf, g.dy, s_out, g.rows, g.out, rows_per_example);
   const GaussianKernels& k = best_kernels();
   const int64_t tile_cols = backward_columns_per_tile(g);
   pf(ceil_div(g.in, tile_cols), 5 * tile_cols * g.out * (g.rows + 10), [&](int64_t first, int64_t last) {
@@ -156,7 +174,7 @@ void flipout_linear_backward(const ParallelFor& pf, const LinearGradParams& g, c
                                   dx_tile.data(), cols});
       for (int64_t r = 0; r < g.rows; ++r) {
         float* dx_row = g.dx + r * g.in + i0;
-        const float* s_row = s_in.data() + r * g.in + i0;
+        const float* s_row = s_in.data() + r / rows_per_example * g.in + i0;
         for (int64_t i = 0; i < cols; ++i) dx_row[i] += dx_tile[r * cols + i] * s_row[i];
       }
     }

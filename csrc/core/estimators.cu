@@ -35,13 +35,18 @@ cudaError_t for_groups(int64_t n, const Body& body, cudaStream_t stream) {
   return cudaGetLastError();
 }
 
-// out = in * signs: x_s and dy_s.
+// out[r, :] = in[r, :] * signs[r / rows_per_example, :] over [rows, width], by the groups of the
+// signs [examples, width]: x_s and dy_s.
 struct SignedCopy {
   NoiseStream signs;
   const float* in;
   float* out;
+  int64_t width, rows_per_example;
   __device__ void group(uint64_t g, float v[4]) const { sign_group(signs, g, v); }
-  __device__ void operator()(int64_t i, float sign) const { out[i] = in[i] * sign; }
+  __device__ void operator()(int64_t i, float sign) const {
+    const int64_t first = i / width * rows_per_example * width + i % width;
+    for (int64_t r = 0; r < rows_per_example; ++r) out[first + r * width] = in[first + r * width] * sign;
+  }
 };
 
 // P = sigma * eps: the sampling with zero means, as the CPU kernels draw it.
@@ -97,14 +102,15 @@ __device__ __forceinline__ void signs4(const NoiseStream& s, uint64_t f, float v
   for (int j = 0; j < 4; ++j) v[j] = skip + j < 4 ? lo[skip + j] : hi[skip + j - 4];
 }
 
-// c = acc * signs: flipout's noise term of y (s_out) or dx (s_in), [rows, cols].
+// c = acc * signs[m / rows_per_example, :]: flipout's noise term of y (s_out) or dx (s_in), [rows, cols].
 struct SignedStore {
   float* c;
   int64_t cols;
   NoiseStream signs;
+  int64_t rows_per_example;
   __device__ __forceinline__ void operator()(int64_t m, int64_t n, const float acc[4]) const {
     float s[4];
-    signs4(signs, static_cast<uint64_t>(m * cols + n), s);
+    signs4(signs, static_cast<uint64_t>(m / rows_per_example * cols + n), s);
 #pragma unroll
     for (int j = 0; j < 4; ++j) {
       if (n + j < cols) c[m * cols + n + j] = acc[j] * s[j];
@@ -262,23 +268,26 @@ size_t estimator_backward_scratch_bytes(LinearEstimator estimator, const LinearP
                                                 : ScratchFloats::bytes({p.rows * p.out});
 }
 
-cudaError_t flipout_linear_forward(const LinearParams& p, const NoiseStream& x_stream, void* scratch, float* y,
-                                   cudaStream_t stream) {
+cudaError_t flipout_linear_forward(const LinearParams& p, const NoiseStream& x_stream, int64_t rows_per_example,
+                                   void* scratch, float* y, cudaStream_t stream) {
   if (p.rows == 0 || p.out == 0) return cudaSuccess;
   ScratchFloats buffers(scratch);
   float* x_signed = buffers.take(p.rows * p.in);
   float* perturbation = buffers.take(p.out * p.in);
   const NoiseStream s_in = derived_stream(x_stream, EstimatorStream::kSignsIn);
   const NoiseStream s_out = derived_stream(x_stream, EstimatorStream::kSignsOut);
-  FUSEDBNN_RETURN_IF_FAILED(for_groups(p.rows * p.in, SignedCopy{s_in, p.x, x_signed}, stream));
+  const int64_t examples = p.rows / rows_per_example;
+  FUSEDBNN_RETURN_IF_FAILED(
+      for_groups(examples * p.in, SignedCopy{s_in, p.x, x_signed, p.in, rows_per_example}, stream));
   FUSEDBNN_RETURN_IF_FAILED(for_groups(p.out * p.in, Perturbation{p.w_stream, p.w_rho, perturbation}, stream));
   FUSEDBNN_RETURN_IF_FAILED(product(p.rows, p.out, p.in, Strided<false>{x_signed, p.in},
-                                    Strided<true>{perturbation, p.in}, SignedStore{y, p.out, s_out}, stream));
+                                    Strided<true>{perturbation, p.in}, SignedStore{y, p.out, s_out, rows_per_example},
+                                    stream));
   return add_forward_mean(p, nullptr, NoiseStream{}, y, stream);
 }
 
-cudaError_t flipout_linear_backward(const LinearGradParams& g, const NoiseStream& x_stream, void* scratch,
-                                    cudaStream_t stream) {
+cudaError_t flipout_linear_backward(const LinearGradParams& g, const NoiseStream& x_stream, int64_t rows_per_example,
+                                    void* scratch, cudaStream_t stream) {
   FUSEDBNN_RETURN_IF_FAILED(bias_grad(g, stream));
   if (g.in == 0) return cudaSuccess;
   ScratchFloats buffers(scratch);
@@ -287,15 +296,19 @@ cudaError_t flipout_linear_backward(const LinearGradParams& g, const NoiseStream
   float* perturbation = buffers.take(g.out * g.in);
   const NoiseStream s_in = derived_stream(x_stream, EstimatorStream::kSignsIn);
   const NoiseStream s_out = derived_stream(x_stream, EstimatorStream::kSignsOut);
-  FUSEDBNN_RETURN_IF_FAILED(for_groups(g.rows * g.in, SignedCopy{s_in, g.x, x_signed}, stream));
-  FUSEDBNN_RETURN_IF_FAILED(for_groups(g.rows * g.out, SignedCopy{s_out, g.dy, dy_signed}, stream));
+  const int64_t examples = g.rows / rows_per_example;
+  FUSEDBNN_RETURN_IF_FAILED(
+      for_groups(examples * g.in, SignedCopy{s_in, g.x, x_signed, g.in, rows_per_example}, stream));
+  FUSEDBNN_RETURN_IF_FAILED(
+      for_groups(examples * g.out, SignedCopy{s_out, g.dy, dy_signed, g.out, rows_per_example}, stream));
   FUSEDBNN_RETURN_IF_FAILED(for_groups(g.out * g.in, Perturbation{g.w_stream, g.w_rho, perturbation}, stream));
   FUSEDBNN_RETURN_IF_FAILED(mean_grad(g, stream));
   FUSEDBNN_RETURN_IF_FAILED(product(g.out, g.in, g.rows, Strided<true>{dy_signed, g.out},
                                     Strided<false>{x_signed, g.in},
                                     RhoGrad<LinearEstimator::kFlipout>{g.dw_rho, g.w_rho, g.in, g.w_stream}, stream));
   FUSEDBNN_RETURN_IF_FAILED(product(g.rows, g.in, g.out, Strided<false>{dy_signed, g.out},
-                                    Strided<false>{perturbation, g.in}, SignedStore{g.dx, g.in, s_in}, stream));
+                                    Strided<false>{perturbation, g.in}, SignedStore{g.dx, g.in, s_in, rows_per_example},
+                                    stream));
   return add_dx_mean(g, stream);
 }
 

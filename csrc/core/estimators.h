@@ -1,9 +1,12 @@
 // Per-example estimators of the Bayesian linear layer (docs/design.md, "Estimators"):
 //   flipout:                   y = x mu^T + ((x * s_in) (sigma * eps)^T) * s_out + b
 //   local reparameterization:  y = x mu^T + sqrt(x^2 (sigma^2)^T) * eps_out + b
-// with sigma = softplus(rho), eps the weight noise under w_seed, and the signs s_in [rows, in],
-// s_out [rows, out] and the output noise eps_out [rows, out] derived from x_seed. None of them is
-// stored: the backward passes regenerate them.
+// with sigma = softplus(rho), eps the weight noise under w_seed, and the signs s_in [examples, in],
+// s_out [examples, out] and the output noise eps_out [rows, out] derived from x_seed. None of them is
+// stored: the backward passes regenerate them. x [rows, in] holds rows_per_example consecutive rows
+// of each example (x [B, ..., in]: the positions between its first and last axes), which all take
+// the example's signs: one pseudo-independent weight sample per example, as the convolutions have
+// it. eps_out is per row: local reparameterization cannot correlate the rows of one example.
 #pragma once
 
 #include <cstdint>
@@ -54,8 +57,11 @@ struct VarianceKernels {
 const VarianceKernels& best_variance_kernels();
 
 // y [rows, out]. The perturbation sigma * eps is sampled tile by tile, as linear_forward samples W.
-void flipout_linear_forward(const ParallelFor& pf, const LinearParams& p, const NoiseStream& x_stream, float* y);
-void flipout_linear_backward(const ParallelFor& pf, const LinearGradParams& g, const NoiseStream& x_stream);
+// rows_per_example is positive and divides the rows.
+void flipout_linear_forward(const ParallelFor& pf, const LinearParams& p, const NoiseStream& x_stream,
+                            int64_t rows_per_example, float* y);
+void flipout_linear_backward(const ParallelFor& pf, const LinearGradParams& g, const NoiseStream& x_stream,
+                             int64_t rows_per_example);
 
 // y and y_std = sqrt(x^2 (sigma^2)^T), both [rows, out]; no weight noise is drawn. The backward pass
 // reads y_std (output-sized) instead of recomputing the product.

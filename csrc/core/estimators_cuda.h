@@ -24,11 +24,11 @@ namespace cuda {
 size_t estimator_forward_scratch_bytes(LinearEstimator estimator, const LinearParams& p);
 size_t estimator_backward_scratch_bytes(LinearEstimator estimator, const LinearParams& p);
 
-// y [rows, out].
-cudaError_t flipout_linear_forward(const LinearParams& p, const NoiseStream& x_stream, void* scratch, float* y,
-                                   cudaStream_t stream);
-cudaError_t flipout_linear_backward(const LinearGradParams& g, const NoiseStream& x_stream, void* scratch,
-                                    cudaStream_t stream);
+// y [rows, out]; rows_per_example as in estimators.h.
+cudaError_t flipout_linear_forward(const LinearParams& p, const NoiseStream& x_stream, int64_t rows_per_example,
+                                   void* scratch, float* y, cudaStream_t stream);
+cudaError_t flipout_linear_backward(const LinearGradParams& g, const NoiseStream& x_stream, int64_t rows_per_example,
+                                    void* scratch, cudaStream_t stream);
 
 // y and y_std = sqrt(x^2 (sigma^2)^T), both [rows, out]; the backward pass reads y_std.
 cudaError_t local_reparam_linear_forward(const LinearParams& p, const NoiseStream& x_stream, void* scratch, float* y,

@@ -25,6 +25,15 @@ inline NoiseStream stream(const Seed& seed) { return stream_from_seed(seed.first
 
 inline Array empty_like(const Array& a) { return Array(std::vector<py::ssize_t>(a.shape(), a.shape() + a.ndim())); }
 
+// Flipout's rows per example (core/estimators.h): positive, dividing the rows.
+inline int64_t checked_rows_per_example(int64_t rows, int64_t rows_per_example) {
+  if (rows_per_example < 1 || rows % rows_per_example != 0) {
+    throw std::invalid_argument("rows_per_example must be positive and divide the rows (" + std::to_string(rows) +
+                                "), got " + std::to_string(rows_per_example));
+  }
+  return rows_per_example;
+}
+
 inline void require_same_shape(const Array& a, const Array& b, const char* what) {
   if (a.ndim() != b.ndim() || !std::equal(a.shape(), a.shape() + a.ndim(), b.shape()))
     throw std::invalid_argument(std::string(what) + " must have the same shape");

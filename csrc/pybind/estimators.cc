@@ -13,19 +13,22 @@ namespace {
 using OptionalArray = std::optional<Array>;
 
 Array flipout_linear(const Array& x, const Array& w_mu, const Array& w_rho, const Seed& w_seed,
-                     const OptionalArray& b_mu, const OptionalArray& b_rho, const Seed& b_seed, const Seed& x_seed) {
+                     const OptionalArray& b_mu, const OptionalArray& b_rho, const Seed& b_seed, const Seed& x_seed,
+                     int64_t rows_per_example) {
   const LinearParams p = linear_params(x, w_mu, w_rho, w_seed, b_mu, b_rho, b_seed);
   Array y({p.rows, p.out});
-  flipout_linear_forward(serial_for(), p, stream(x_seed), y.mutable_data());
+  flipout_linear_forward(serial_for(), p, stream(x_seed), checked_rows_per_example(p.rows, rows_per_example),
+                         y.mutable_data());
   return y;
 }
 
 py::tuple flipout_linear_grad(const Array& dy, const Array& x, const Array& w_mu, const Array& w_rho,
                               const Seed& w_seed, const OptionalArray& b_mu, const OptionalArray& b_rho,
-                              const Seed& b_seed, const Seed& x_seed) {
+                              const Seed& b_seed, const Seed& x_seed, int64_t rows_per_example) {
   const LinearParams p = linear_params(x, w_mu, w_rho, w_seed, b_mu, b_rho, b_seed);
   LinearGradArrays grads(p, dy);
-  flipout_linear_backward(serial_for(), grads.params(p, dy), stream(x_seed));
+  flipout_linear_backward(serial_for(), grads.params(p, dy), stream(x_seed),
+                          checked_rows_per_example(p.rows, rows_per_example));
   return grads.tuple();
 }
 
@@ -63,12 +66,13 @@ Seed estimator_seed(const Seed& x_seed, int64_t k) { return Seed{folded_seed(str
 
 // x_seed is keyword-only: it follows the optional bias arguments, as in the TensorFlow ops.
 void register_estimators(py::module_& m) {
+  // rows_per_example: the rows of x [rows, in] that share one example's signs.
   m.def("flipout_linear", &flipout_linear, py::arg("x"), py::arg("w_mu"), py::arg("w_rho"), py::arg("w_seed"),
         py::arg("b_mu") = std::nullopt, py::arg("b_rho") = std::nullopt, py::arg("b_seed") = Seed{0, 0}, py::kw_only(),
-        py::arg("x_seed"));
+        py::arg("x_seed"), py::arg("rows_per_example") = 1);
   m.def("flipout_linear_grad", &flipout_linear_grad, py::arg("dy"), py::arg("x"), py::arg("w_mu"), py::arg("w_rho"),
         py::arg("w_seed"), py::arg("b_mu") = std::nullopt, py::arg("b_rho") = std::nullopt,
-        py::arg("b_seed") = Seed{0, 0}, py::kw_only(), py::arg("x_seed"));
+        py::arg("b_seed") = Seed{0, 0}, py::kw_only(), py::arg("x_seed"), py::arg("rows_per_example") = 1);
   m.def("local_reparam_linear", &local_reparam_linear, py::arg("x"), py::arg("w_mu"), py::arg("w_rho"),
         py::arg("w_seed"), py::arg("b_mu") = std::nullopt, py::arg("b_rho") = std::nullopt,
         py::arg("b_seed") = Seed{0, 0}, py::kw_only(), py::arg("x_seed"));

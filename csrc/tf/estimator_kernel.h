@@ -26,8 +26,14 @@ class EstimatorBase : public LinearBase {
   using LinearBase::LinearBase;
 
  protected:
-  tfl::Status read_estimator_params(tfl::OpKernelContext* ctx, LinearParams* p, NoiseStream* x_stream) {
+  // Also the rows of x per example (flipout's signs are per example): x [B, ..., in] has p->rows / B.
+  tfl::Status read_estimator_params(tfl::OpKernelContext* ctx, LinearParams* p, NoiseStream* x_stream,
+                                    int64_t* rows_per_example) {
     TF_RETURN_IF_ERROR(read_params(ctx, p));
+    const tfl::Tensor* x;
+    TF_RETURN_IF_ERROR(ctx->input("x", &x));
+    const int64_t examples = x->dims() >= 2 ? x->dim_size(0) : 1;
+    *rows_per_example = examples > 0 && p->rows > 0 ? p->rows / examples : 1;
     return read_seed(ctx, "x_seed", x_stream);
   }
 };
@@ -35,9 +41,9 @@ class EstimatorBase : public LinearBase {
 // The forward op of an estimator: y, and y_std for local reparameterization (null for flipout).
 // Backend runs the pass on its device:
 //   static tfl::Status forward(tfl::OpKernelContext*, LinearEstimator, const LinearParams&,
-//                              const NoiseStream& x_stream, float* y, float* y_std);
+//                              const NoiseStream& x_stream, int64_t rows_per_example, float* y, float* y_std);
 //   static tfl::Status backward(tfl::OpKernelContext*, LinearEstimator, const LinearGradParams&,
-//                               const NoiseStream& x_stream, const float* y_std);
+//                               const NoiseStream& x_stream, int64_t rows_per_example, const float* y_std);
 template <LinearEstimator kEstimator, class Backend>
 class EstimatorOp : public EstimatorBase {
  public:
@@ -45,13 +51,14 @@ class EstimatorOp : public EstimatorBase {
   void Compute(tfl::OpKernelContext* ctx) override {
     LinearParams p;
     NoiseStream x_stream;
-    OP_REQUIRES_OK(ctx, read_estimator_params(ctx, &p, &x_stream));
+    int64_t rows_per_example;
+    OP_REQUIRES_OK(ctx, read_estimator_params(ctx, &p, &x_stream, &rows_per_example));
     tfl::Tensor *y, *y_std = nullptr;
     OP_REQUIRES_OK(ctx, allocate_y(ctx, p, &y));
     if (kEstimator == LinearEstimator::kLocalReparam) {
       OP_REQUIRES_OK(ctx, ctx->allocate_output(1, y->shape(), &y_std));
     }
-    OP_REQUIRES_OK(ctx, Backend::forward(ctx, kEstimator, p, x_stream, y->flat<float>().data(),
+    OP_REQUIRES_OK(ctx, Backend::forward(ctx, kEstimator, p, x_stream, rows_per_example, y->flat<float>().data(),
                                          y_std != nullptr ? y_std->flat<float>().data() : nullptr));
   }
 };
@@ -64,7 +71,8 @@ class EstimatorGradOp : public EstimatorBase {
   void Compute(tfl::OpKernelContext* ctx) override {
     LinearGradParams g;
     NoiseStream x_stream;
-    OP_REQUIRES_OK(ctx, read_estimator_params(ctx, &g, &x_stream));
+    int64_t rows_per_example;
+    OP_REQUIRES_OK(ctx, read_estimator_params(ctx, &g, &x_stream, &rows_per_example));
     OP_REQUIRES_OK(ctx, allocate_grads(ctx, &g));
     const float* y_std = nullptr;
     if (kEstimator == LinearEstimator::kLocalReparam) {
@@ -72,7 +80,7 @@ class EstimatorGradOp : public EstimatorBase {
       OP_REQUIRES_OK(ctx, require_same_shape(ctx->input(0), "dy", y_std_tensor, "y_std"));
       y_std = y_std_tensor.flat<float>().data();
     }
-    OP_REQUIRES_OK(ctx, Backend::backward(ctx, kEstimator, g, x_stream, y_std));
+    OP_REQUIRES_OK(ctx, Backend::backward(ctx, kEstimator, g, x_stream, rows_per_example, y_std));
   }
 };
 

@@ -16,18 +16,18 @@ namespace {
 // The CPU pass of either estimator (core/estimators.h).
 struct CpuEstimators {
   static tfl::Status forward(tfl::OpKernelContext* ctx, LinearEstimator estimator, const LinearParams& p,
-                             const NoiseStream& x_stream, float* y, float* y_std) {
+                             const NoiseStream& x_stream, int64_t rows_per_example, float* y, float* y_std) {
     if (estimator == LinearEstimator::kFlipout) {
-      flipout_linear_forward(parallel_for(ctx), p, x_stream, y);
+      flipout_linear_forward(parallel_for(ctx), p, x_stream, rows_per_example, y);
     } else {
       local_reparam_linear_forward(parallel_for(ctx), p, x_stream, y, y_std);
     }
     return tfl::OkStatus();
   }
   static tfl::Status backward(tfl::OpKernelContext* ctx, LinearEstimator estimator, const LinearGradParams& g,
-                              const NoiseStream& x_stream, const float* y_std) {
+                              const NoiseStream& x_stream, int64_t rows_per_example, const float* y_std) {
     if (estimator == LinearEstimator::kFlipout) {
-      flipout_linear_backward(parallel_for(ctx), g, x_stream);
+      flipout_linear_backward(parallel_for(ctx), g, x_stream, rows_per_example);
     } else {
       local_reparam_linear_backward(parallel_for(ctx), g, x_stream, y_std);
     }

@@ -187,9 +187,11 @@ def linear(
 
     ``estimator`` (docs/design.md, "Estimators"): "reparameterization" samples one W per call for
     the whole batch; "flipout" computes ``x mu^T + ((x * s_in) (sigma * eps)^T) * s_out + b`` with
-    random signs per example; "local_reparameterization" computes
-    ``x mu^T + sqrt(x^2 (sigma^2)^T) * eps_out + b`` with output-shaped noise. The signs and
-    ``eps_out`` derive from ``x_seed`` (``[2]``, required by these two) and are never stored.
+    random signs per example (x's first axis: all positions of an example share them);
+    "local_reparameterization" computes ``x mu^T + sqrt(x^2 (sigma^2)^T) * eps_out + b`` with
+    output-shaped noise, independent across an example's positions too (exact for x ``[batch,
+    in]``; beyond, a loss that combines positions sees too little variance: use flipout). The signs
+    and ``eps_out`` derive from ``x_seed`` (``[2]``, required by these two) and are never stored.
     """
     x = float_tensor(x, "x")
     w_mu, w_rho, w_seed = _mu_rho_seed(w_mu, w_rho, w_seed, prefix="w_")

@@ -80,17 +80,24 @@ def _dense(x, w):
 def linear(x, w_mu, w_rho, w_seed, b_mu=None, b_rho=None, b_seed=None, estimator="reparameterization", x_seed=None):
     """``x @ W^T + b`` with W ``[out, in]`` and b sampled by ``sample_gaussian``; with
     ``estimator="flipout"`` ``x mu^T + ((x * s_in) (sigma * eps)^T) * s_out + b``, with
-    ``"local_reparameterization"`` ``x mu^T + sqrt(x^2 (sigma^2)^T) * eps_out + b``."""
+    ``"local_reparameterization"`` ``x mu^T + sqrt(x^2 (sigma^2)^T) * eps_out + b``. Flipout's
+    signs are per example (x's first axis; x of rank 1 is one example), shared by its positions."""
     _check_estimator(estimator, x_seed)
+    x = tf.convert_to_tensor(x)
     if estimator == "reparameterization":
         y = _dense(x, sample_gaussian(w_mu, w_rho, w_seed))
     else:
         sigma = tf.nn.softplus(w_rho)
-        batch = tf.shape(x)[:-1]
         y = _dense(x, w_mu)
         if estimator == "flipout":
-            s_in = estimator_signs(tf.concat([batch, tf.shape(w_mu)[1:]], 0), x_seed, 0)
-            s_out = estimator_signs(tf.concat([batch, tf.shape(w_mu)[:1]], 0), x_seed, 1)
+            examples = tf.shape(x)[:1] if x.shape.rank > 1 else tf.zeros([0], tf.int32)
+            positions = tf.ones([max(x.shape.rank - 2, 0)], tf.int32)
+
+            def per_example(width, k):
+                signs = estimator_signs(tf.concat([examples, [width]], 0), x_seed, k)
+                return tf.reshape(signs, tf.concat([examples, positions, [width]], 0))
+
+            s_in, s_out = per_example(tf.shape(w_mu)[1], 0), per_example(tf.shape(w_mu)[0], 1)
             perturbation = sigma * tf.random.stateless_normal(tf.shape(w_mu), seed=w_seed)
             y += _dense(x * s_in, perturbation) * s_out
         else:

@@ -275,12 +275,14 @@ void linear_case(int64_t rows, int64_t in, int64_t out, bool bias, int offset, b
 }
 
 // Both per-example estimators, forward and backward, in double from the host noise and signs; the
-// local reparameterization backward starts from the kernel's own y_std, as the op does.
-void estimator_case(LinearEstimator estimator, int64_t rows, int64_t in, int64_t out, bool bias, int offset) {
+// local reparameterization backward starts from the kernel's own y_std, as the op does. Flipout's
+// signs are those of row r / rows_per_example.
+void estimator_case(LinearEstimator estimator, int64_t rows, int64_t in, int64_t out, bool bias, int offset,
+                    int64_t rows_per_example = 1) {
   const bool flipout = estimator == LinearEstimator::kFlipout;
   const std::string name = std::string(flipout ? "flipout " : "local reparameterization ") + std::to_string(rows) +
                            "x" + std::to_string(in) + "->" + std::to_string(out) + (bias ? " bias" : "") +
-                           " offset=" + std::to_string(offset);
+                           " offset=" + std::to_string(offset) + " rows/example=" + std::to_string(rows_per_example);
   const auto x = random_floats(rows * in, 0, 1), mu = random_floats(out * in, 0, 0.5f),
              rho = random_floats(out * in, -3, 1), b_mu = random_floats(out, 0, 0.5f),
              b_rho = random_floats(out, -3, 1), dy_v = random_floats(rows * out, 0, 1);
@@ -288,18 +290,19 @@ void estimator_case(LinearEstimator estimator, int64_t rows, int64_t in, int64_t
                        stream_from_seed(rows, in), bias, b_mu.data(), b_rho.data(), stream_from_seed(out, 3)};
   const NoiseStream x_stream = stream_from_seed(in * 7 + rows, out - 5);
   const float* dy = dy_v.data() + offset;
-  const auto signs = [&](EstimatorStream k, int64_t n) {
-    std::vector<double> v(n);
+  // The signs of every row [rows, width]: element (r / rows_per_example, c) of the stream.
+  const auto signs = [&](EstimatorStream k, int64_t width) {
+    std::vector<double> v(rows * width);
     const NoiseStream s = derived_stream(x_stream, k);
-    for (int64_t i = 0; i < n; ++i) {
+    for (int64_t i = 0; i < rows * width; ++i) {
+      const int64_t e = i / width / rows_per_example * width + i % width;
       float group[4];
-      sign_group(s, i / 4, group);
-      v[i] = group[i % 4];
+      sign_group(s, e / 4, group);
+      v[i] = group[e % 4];
     }
     return v;
   };
-  const std::vector<double> s_in = signs(EstimatorStream::kSignsIn, rows * in),
-                            s_out = signs(EstimatorStream::kSignsOut, rows * out);
+  const std::vector<double> s_in = signs(EstimatorStream::kSignsIn, in), s_out = signs(EstimatorStream::kSignsOut, out);
   const NoiseStream eps_out_stream = derived_stream(x_stream, EstimatorStream::kOutputNoise);
 
   std::vector<double> eps(out * in), sigma(out * in), b(out, 0.0), b_eps(out, 0.0);
@@ -329,7 +332,7 @@ void estimator_case(LinearEstimator estimator, int64_t rows, int64_t in, int64_t
   std::vector<char> forward_scratch(cuda::estimator_forward_scratch_bytes(estimator, p));
   auto y_out = poisoned(rows * out), y_std_out = poisoned(rows * out);
   if (flipout) {
-    cuda::flipout_linear_forward(p, x_stream, forward_scratch.data(), y_out.data(), nullptr);
+    cuda::flipout_linear_forward(p, x_stream, rows_per_example, forward_scratch.data(), y_out.data(), nullptr);
   } else {
     cuda::local_reparam_linear_forward(p, x_stream, forward_scratch.data(), y_out.data(), y_std_out.data(), nullptr);
     expect_close(name + " y_std", y_std_out.data(), y_std);
@@ -372,7 +375,7 @@ void estimator_case(LinearEstimator estimator, int64_t rows, int64_t in, int64_t
   auto dbmu_out = poisoned(out), dbrho_out = poisoned(out);
   const LinearGradParams grad{p, dy, dx_out.data(), dmu_out.data(), drho_out.data(), dbmu_out.data(), dbrho_out.data()};
   if (flipout) {
-    cuda::flipout_linear_backward(grad, x_stream, backward_scratch.data(), nullptr);
+    cuda::flipout_linear_backward(grad, x_stream, rows_per_example, backward_scratch.data(), nullptr);
   } else {
     cuda::local_reparam_linear_backward(grad, x_stream, y_std_out.data(), backward_scratch.data(), nullptr);
   }
@@ -393,6 +396,12 @@ void estimator_cases() {
     for (int offset : {0, 1}) {
       for (const auto& s : shapes) estimator_case(estimator, s[0], s[1], s[2], offset == 0, offset);
     }
+  }
+  // Several rows per example (x [examples, positions, in]): 3 examples of 4 and 2 of 33, widths off
+  // the signs' 4-element groups.
+  for (int offset : {0, 1}) {
+    estimator_case(LinearEstimator::kFlipout, 12, 5, 7, offset == 0, offset, 4);
+    estimator_case(LinearEstimator::kFlipout, 66, 130, 67, offset == 1, offset, 33);
   }
   // The products pick their tiles from the multiprocessor count: at 65 x 7 -> 70 these counts reach
   // every choice in the forward and the backward products.
@@ -898,8 +907,8 @@ void launch_limit_cases() {
       cuda::linear_forward(p, d, d, nullptr);
       cuda::linear_backward(LinearGradParams{p, d, d, d, d, d, d}, d, nullptr);
       const NoiseStream x_stream = stream_from_seed(9, 10);
-      cuda::flipout_linear_forward(p, x_stream, d, d, nullptr);
-      cuda::flipout_linear_backward(LinearGradParams{p, d, d, d, d, d, d}, x_stream, d, nullptr);
+      cuda::flipout_linear_forward(p, x_stream, 1, d, d, nullptr);
+      cuda::flipout_linear_backward(LinearGradParams{p, d, d, d, d, d, d}, x_stream, 1, d, nullptr);
       cuda::local_reparam_linear_forward(p, x_stream, d, d, d, nullptr);
       cuda::local_reparam_linear_backward(LinearGradParams{p, d, d, d, d, d, d}, x_stream, d, d, nullptr);
     }

@@ -43,14 +43,17 @@ def host_signs(shape, x_seed, k):
     return torch.from_numpy(signs.reshape(shape)).cuda()
 
 
-def reference(estimator, x, w_mu, w_rho, w_seed, b, x_seed, dy):
-    """(y, y_std or None, dx, dw_mu, dw_rho, db_mu, db_rho) in float32."""
+def reference(estimator, x, w_mu, w_rho, w_seed, b, x_seed, dy, rows_per_example=1):
+    """(y, y_std or None, dx, dw_mu, dw_rho, db_mu, db_rho) in float32; flipout's signs are per
+    example of ``rows_per_example`` rows."""
     sigma = torch.nn.functional.softplus(w_rho)
     y_shape = (x.shape[0], w_mu.shape[0])
     y, dx, dw_mu = x @ w_mu.T, dy @ w_mu, dy.T @ x
     if estimator == "flipout":
         eps = host_eps(tuple(w_mu.shape), w_seed)
-        s_in, s_out = host_signs(tuple(x.shape), x_seed, 0), host_signs(y_shape, x_seed, 1)
+        examples = x.shape[0] // rows_per_example
+        s_in = host_signs((examples, x.shape[1]), x_seed, 0).repeat_interleave(rows_per_example, 0)
+        s_out = host_signs((examples, y_shape[1]), x_seed, 1).repeat_interleave(rows_per_example, 0)
         perturbation, x_signed, dy_signed = sigma * eps, x * s_in, dy * s_out
         y_std = None
         y = y + (x_signed @ perturbation.T) * s_out
@@ -73,11 +76,12 @@ def reference(estimator, x, w_mu, w_rho, w_seed, b, x_seed, dy):
     return [y, y_std, dx, dw_mu, dw_rho, db, db * b_eps * torch.sigmoid(b_rho)]
 
 
-def run(estimator, x, w_mu, w_rho, w_seed, bias_args, x_seed, dy):
+def run(estimator, x, w_mu, w_rho, w_seed, bias_args, x_seed, dy, rows_per_example=1):
     """The kernels' (y, y_std or None, dx, dw_mu, dw_rho, db_mu, db_rho)."""
     if estimator == "flipout":
-        y = torch_ops.flipout_linear(x, w_mu, w_rho, w_seed, *bias_args, x_seed=x_seed)
-        return [y, None, *torch_ops.flipout_linear_grad(dy, x, w_mu, w_rho, w_seed, *bias_args, x_seed=x_seed)]
+        per_example = {"x_seed": x_seed, "rows_per_example": rows_per_example}
+        y = torch_ops.flipout_linear(x, w_mu, w_rho, w_seed, *bias_args, **per_example)
+        return [y, None, *torch_ops.flipout_linear_grad(dy, x, w_mu, w_rho, w_seed, *bias_args, **per_example)]
     y, y_std = torch_ops.local_reparam_linear(x, w_mu, w_rho, w_seed, *bias_args, x_seed=x_seed)
     grads = torch_ops.local_reparam_linear_grad(dy, x, w_mu, w_rho, w_seed, *bias_args, x_seed=x_seed, y_std=y_std)
     return [y, y_std, *grads]
@@ -103,6 +107,19 @@ def test_forward_and_backward(estimator, rows, n_in, n_out, use_bias):
     check(
         run(estimator, x, w_mu, w_rho, w_seed, bias_args, x_seed, dy),
         reference(estimator, x, w_mu, w_rho, w_seed, b, x_seed, dy),
+    )
+
+
+@pytest.mark.parametrize("rows,rows_per_example,n_in,n_out", [(12, 4, 5, 7), (66, 33, 130, 257), (200, 100, 64, 64)])
+def test_flipout_signs_per_example_of_several_rows(rows, rows_per_example, n_in, n_out):
+    rng = rng_for("rows per example", rows, rows_per_example)
+    x = normal_tensor(rng, (rows, n_in))
+    w_mu, w_rho = gaussian_params(rng, (n_out, n_in))
+    b = (*gaussian_params(rng, (n_out,)), seed_of(rng))
+    dy = normal_tensor(rng, (rows, n_out))
+    check(
+        run("flipout", x, w_mu, w_rho, (3, 4), b, (5, 6), dy, rows_per_example),
+        reference("flipout", x, w_mu, w_rho, (3, 4), b, (5, 6), dy, rows_per_example),
     )
 
 

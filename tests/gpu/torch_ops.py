@@ -245,12 +245,15 @@ def _estimator_args(x, w_mu, w_rho, w_seed, b_mu, b_rho, b_seed, x_seed):
     return (rows, n_in, n_out), shared + (tuple(x_seed),)
 
 
-def flipout_linear(x, w_mu, w_rho, w_seed, b_mu=None, b_rho=None, b_seed=(0, 0), *, x_seed):
-    """y = x mu^T + ((x * s_in) (sigma * eps)^T) * s_out + b, signs from x_seed."""
+def flipout_linear(x, w_mu, w_rho, w_seed, b_mu=None, b_rho=None, b_seed=(0, 0), *, x_seed, rows_per_example=1):
+    """y = x mu^T + ((x * s_in) (sigma * eps)^T) * s_out + b, signs from x_seed, one set per example
+    of ``rows_per_example`` consecutive rows."""
     sizes, args = _estimator_args(x, w_mu, w_rho, w_seed, b_mu, b_rho, b_seed, x_seed)
     scratch = _scratch(core.cuda.estimator_forward_scratch_bytes("flipout", *sizes))
     y = _alloc((sizes[0], sizes[2]))
-    core.cuda.flipout_linear_forward(_ptr(x), *args, _ptr(scratch), _ptr(y), _stream())
+    core.cuda.flipout_linear_forward(
+        _ptr(x), *args, _ptr(scratch), _ptr(y), _stream(), rows_per_example=rows_per_example
+    )
     return y
 
 
@@ -263,7 +266,7 @@ def local_reparam_linear(x, w_mu, w_rho, w_seed, b_mu=None, b_rho=None, b_seed=(
     return y, y_std
 
 
-def _estimator_grad(estimator, dy, x, w_mu, w_rho, w_seed, b_mu, b_rho, b_seed, x_seed, y_std=None):
+def _estimator_grad(estimator, dy, x, w_mu, w_rho, w_seed, b_mu, b_rho, b_seed, x_seed, y_std=None, rows_per_example=1):
     sizes, args = _estimator_args(x, w_mu, w_rho, w_seed, b_mu, b_rho, b_seed, x_seed)
     _floats(dy, y_std)
     scratch = _scratch(core.cuda.estimator_backward_scratch_bytes(estimator, *sizes))
@@ -271,15 +274,19 @@ def _estimator_grad(estimator, dy, x, w_mu, w_rho, w_seed, b_mu, b_rho, b_seed, 
     db_mu, db_rho = (_alloc((sizes[2],)), _alloc((sizes[2],))) if b_mu is not None else (None, None)
     grads = (_ptr(scratch), _ptr(dx), _ptr(dw_mu), _ptr(dw_rho), _ptr(db_mu), _ptr(db_rho), _stream())
     if estimator == "flipout":
-        core.cuda.flipout_linear_backward(_ptr(dy), _ptr(x), *args, *grads)
+        core.cuda.flipout_linear_backward(_ptr(dy), _ptr(x), *args, *grads, rows_per_example=rows_per_example)
     else:
         core.cuda.local_reparam_linear_backward(_ptr(dy), _ptr(x), *args, _ptr(y_std), *grads)
     return dx, dw_mu, dw_rho, db_mu, db_rho
 
 
-def flipout_linear_grad(dy, x, w_mu, w_rho, w_seed, b_mu=None, b_rho=None, b_seed=(0, 0), *, x_seed):
+def flipout_linear_grad(
+    dy, x, w_mu, w_rho, w_seed, b_mu=None, b_rho=None, b_seed=(0, 0), *, x_seed, rows_per_example=1
+):
     """(dx, dw_mu, dw_rho, db_mu, db_rho) of flipout_linear; the bias ones None without a bias."""
-    return _estimator_grad("flipout", dy, x, w_mu, w_rho, w_seed, b_mu, b_rho, b_seed, x_seed)
+    return _estimator_grad(
+        "flipout", dy, x, w_mu, w_rho, w_seed, b_mu, b_rho, b_seed, x_seed, rows_per_example=rows_per_example
+    )
 
 
 def local_reparam_linear_grad(dy, x, w_mu, w_rho, w_seed, b_mu=None, b_rho=None, b_seed=(0, 0), *, x_seed, y_std):

@@ -36,27 +36,31 @@ void register_cuda_estimators(py::module_& m) {
   m.def(
       "flipout_linear_forward",
       [](Ptr x, int64_t rows, int64_t in, int64_t out, Ptr w_mu, Ptr w_rho, const Seed& w_seed, Ptr b_mu, Ptr b_rho,
-         const Seed& b_seed, const Seed& x_seed, Ptr scratch, Ptr y, Ptr s) {
+         const Seed& b_seed, const Seed& x_seed, Ptr scratch, Ptr y, Ptr s, int64_t rows_per_example) {
         const LinearParams p = linear_params(x, rows, in, out, w_mu, w_rho, w_seed, b_mu, b_rho, b_seed);
-        check(cuda::flipout_linear_forward(p, stream(x_seed), device<void>(scratch), device(y), as_stream(s)));
+        check(cuda::flipout_linear_forward(p, stream(x_seed), checked_rows_per_example(rows, rows_per_example),
+                                           device<void>(scratch), device(y), as_stream(s)));
       },
       py::arg("x"), py::arg("rows"), py::arg("in_features"), py::arg("out_features"), py::arg("w_mu"), py::arg("w_rho"),
       py::arg("w_seed"), py::arg("b_mu"), py::arg("b_rho"), py::arg("b_seed"), py::arg("x_seed"), py::arg("scratch"),
-      py::arg("y"), py::arg("stream") = 0, "y = x mu^T + ((x * s_in) (sigma * eps)^T) * s_out + b; b_mu = 0: no bias.");
+      py::arg("y"), py::arg("stream") = 0, py::kw_only(), py::arg("rows_per_example") = 1,
+      "y = x mu^T + ((x * s_in) (sigma * eps)^T) * s_out + b, signs per example of rows_per_example rows; b_mu = 0: "
+      "no bias.");
   m.def(
       "flipout_linear_backward",
       [](Ptr dy, Ptr x, int64_t rows, int64_t in, int64_t out, Ptr w_mu, Ptr w_rho, const Seed& w_seed, Ptr b_mu,
          Ptr b_rho, const Seed& b_seed, const Seed& x_seed, Ptr scratch, Ptr dx, Ptr dw_mu, Ptr dw_rho, Ptr db_mu,
-         Ptr db_rho, Ptr s) {
+         Ptr db_rho, Ptr s, int64_t rows_per_example) {
         const auto g = device_grad_params<LinearGradParams>(
             linear_params(x, rows, in, out, w_mu, w_rho, w_seed, b_mu, b_rho, b_seed), dy, dx, dw_mu, dw_rho, db_mu,
             db_rho);
-        check(cuda::flipout_linear_backward(g, stream(x_seed), device<void>(scratch), as_stream(s)));
+        check(cuda::flipout_linear_backward(g, stream(x_seed), checked_rows_per_example(rows, rows_per_example),
+                                            device<void>(scratch), as_stream(s)));
       },
       py::arg("dy"), py::arg("x"), py::arg("rows"), py::arg("in_features"), py::arg("out_features"), py::arg("w_mu"),
       py::arg("w_rho"), py::arg("w_seed"), py::arg("b_mu"), py::arg("b_rho"), py::arg("b_seed"), py::arg("x_seed"),
       py::arg("scratch"), py::arg("dx"), py::arg("dw_mu"), py::arg("dw_rho"), py::arg("db_mu"), py::arg("db_rho"),
-      py::arg("stream") = 0);
+      py::arg("stream") = 0, py::kw_only(), py::arg("rows_per_example") = 1);
   m.def(
       "local_reparam_linear_forward",
       [](Ptr x, int64_t rows, int64_t in, int64_t out, Ptr w_mu, Ptr w_rho, const Seed& w_seed, Ptr b_mu, Ptr b_rho,
