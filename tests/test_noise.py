@@ -128,3 +128,19 @@ def test_op_noise_matches_stateless_normal(shape, dtype):
     for seed in [(3, 4), (-9, 2**30)]:
         eps = ops.sample_gaussian(tf.zeros(shape), rho, tf.constant(seed, dtype)).numpy()
         np.testing.assert_allclose(eps, tf_normal(shape, seed, dtype), rtol=1e-6, atol=3e-6)
+
+
+def test_isa_names_ignore_case_and_unknown_ones_are_reported():
+    """FUSEDBNN_ISA="SCALAR " narrows like "scalar"; an unknown name is ignored with a line on stderr."""
+    code = "from fusedbnn import _core; _core.normal(8, (1, 2)); print(_core.isa())"
+    assert run_with_isa(" SCALAR ", code)[-1] == "scalar"
+    best = run_with_isa("", code)[-1]
+    unknown = subprocess.run(
+        [sys.executable, "-c", code],
+        env=subprocess_env(FUSEDBNN_ISA="avx3"),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert unknown.stdout.split()[-1] == best
+    assert f'FUSEDBNN_ISA="avx3" is not one of scalar, avx2, avx512; ignored, using {best}' in unknown.stderr

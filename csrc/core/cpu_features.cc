@@ -1,8 +1,10 @@
 #include "cpu_features.h"
 
+#include <cctype>
+#include <cstdio>
 #include <cstdlib>
-#include <cstring>
 #include <initializer_list>
+#include <string>
 
 namespace fusedbnn {
 namespace {
@@ -37,13 +39,20 @@ const char* isa_name(Isa isa) {
 
 Isa active_isa() {
   static const Isa isa = [] {
-    Isa best = detect();
+    const Isa best = detect();
     const char* forced = std::getenv("FUSEDBNN_ISA");
-    if (forced != nullptr) {
-      for (Isa candidate : {Isa::kScalar, Isa::kAvx2, Isa::kAvx512}) {
-        if (std::strcmp(forced, isa_name(candidate)) == 0 && candidate <= best) best = candidate;
-      }
+    if (forced == nullptr || *forced == '\0') return best;
+    // Case and surrounding spaces do not matter: "AVX2" is what oneDNN's ONEDNN_MAX_CPU_ISA takes.
+    std::string name(forced);
+    name.erase(0, name.find_first_not_of(" \t"));
+    name.erase(name.find_last_not_of(" \t") + 1);
+    for (char& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    for (Isa candidate : {Isa::kScalar, Isa::kAvx2, Isa::kAvx512}) {
+      if (name == isa_name(candidate)) return candidate < best ? candidate : best;
     }
+    // No exception can reach the user from here (the first kernel call): say it once on stderr.
+    std::fprintf(stderr, "fusedbnn: FUSEDBNN_ISA=\"%s\" is not one of scalar, avx2, avx512; ignored, using %s\n",
+                 forced, isa_name(best));
     return best;
   }();
   return isa;
