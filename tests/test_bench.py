@@ -72,3 +72,33 @@ def test_bench_names_the_machine_class_it_measured(isa, onednn, onednn_isa, mach
     assert machine["machine_class"] == machine_class
     assert machine["cpu"] and machine["logical_cores"] >= 1
     assert machine["cpu"] in result.stderr
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--pairs", "0"], "--pairs: must be a positive int, got 0"),
+        (["--cases", ","], "--cases names no case"),
+        (["--cases", "linear-x"], "unknown case"),
+        (["--json", "/nonexistent-folder/out.json"], "--json: cannot write"),
+        (["--gradient-variance", "--plot", "p.png"], "--json and --plot do not apply"),
+        (["--estimator", "flipout", "--cases", "embedding"], "--estimator applies to the linear and conv cases"),
+    ],
+)
+def test_bench_refuses_bad_options_before_measuring(argv, message, capsys):
+    from fusedbnn import bench
+
+    with pytest.raises(SystemExit):
+        bench.main(argv)
+    assert message in capsys.readouterr().err
+
+
+def test_bench_with_an_estimator_defaults_to_the_cases_that_take_one(monkeypatch):
+    from fusedbnn import bench
+
+    measured = []
+    monkeypatch.setattr(bench, "measure", lambda name, case, pairs, log: measured.append(name) or [])
+    monkeypatch.setattr(bench, "format_table", lambda rows: "")
+    bench.main(["--estimator", "flipout", "--pairs", "1"])
+    assert measured and all(name.startswith(("linear", "conv")) for name in measured)
+    assert set(measured) == {name for name in bench.CASES if name.startswith(("linear", "conv"))}

@@ -513,28 +513,53 @@ def plot(rows, path):
     plt.close(fig)
 
 
+def _positive_int(text):
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive int, got {text}")
+    return value
+
+
+def _writable(path):
+    """Checked before the run, so that a long run does not end in an unwritable path."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
+        raise argparse.ArgumentTypeError(f"cannot write {path}: {folder} is not a writable folder")
+    return path
+
+
+# The cases whose layers take an estimator.
+LAYER_CASES = ("linear", "conv")
+
+
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m fusedbnn.bench", description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--cases",
-        default=",".join([*CASES, KL_ANALYTIC]),
-        help="comma-separated, from: " + ", ".join([*CASES, *EXTRA_CASES, KL_ANALYTIC]),
+        help="comma-separated, from: "
+        + ", ".join([*CASES, *EXTRA_CASES, KL_ANALYTIC])
+        + " (default: all but the extra ones; the linear and conv ones with --estimator)",
     )
-    parser.add_argument("--pairs", type=int, default=30, help="interleaved timing rounds per pass")
-    parser.add_argument("--json", help="write the rows as JSON here")
-    parser.add_argument("--plot", help="write a PNG chart here")
+    parser.add_argument(
+        "--pairs", type=_positive_int, default=30, help="interleaved timing rounds per pass (default: 30)"
+    )
+    parser.add_argument("--json", type=_writable, help="write the rows as JSON here")
+    parser.add_argument("--plot", type=_writable, help="write a PNG chart here")
     parser.add_argument(
         "--estimator",
         default="reparameterization",
         choices=ops.ESTIMATORS,
-        help="the fused and reference sides of the linear and conv cases use this estimator",
+        help="the fused and reference sides of the linear and conv cases use this estimator (default: "
+        "reparameterization)",
     )
     parser.add_argument(
         "--gradient-variance",
         action="store_true",
-        help="print the gradient variance at batch 128 of the three estimators instead",
+        help="print the gradient variance at batch 128 of the three estimators instead (no --json, --plot)",
     )
     args = parser.parse_args(argv)
+    if args.gradient_variance and (args.json or args.plot):
+        parser.error("--gradient-variance prints its own table; --json and --plot do not apply to it")
     if args.gradient_variance:
         # The per-example estimators cut the noise's share by up to the batch size; how much of the
         # whole that is depends on the width: a wide input already averages much of it (n_in > B).
@@ -549,13 +574,19 @@ def main(argv=None):
                 f"var(dw_rho) {row['w_rho']:.3e}"
             )
         return rows
-    names = [c.strip() for c in args.cases.split(",") if c.strip()]
+    if args.cases is None:
+        every = [*CASES, KL_ANALYTIC]
+        names = every if args.estimator == "reparameterization" else [n for n in CASES if n.startswith(LAYER_CASES)]
+    else:
+        names = [c.strip() for c in args.cases.split(",") if c.strip()]
+        if not names:
+            parser.error("--cases names no case")
     known = {**CASES, **EXTRA_CASES, KL_ANALYTIC: None}
     unknown = [n for n in names if n not in known]
     if unknown:
         parser.error(f"unknown case(s) {unknown}; known: {', '.join(known)}")
     if args.estimator != "reparameterization":
-        layers = [n for n in names if n.startswith(("linear", "conv"))]
+        layers = [n for n in names if n.startswith(LAYER_CASES)]
         if layers != names:
             parser.error(f"--estimator applies to the linear and conv cases, not {sorted(set(names) - set(layers))}")
         known = {n: functools.partial(known[n], estimator=args.estimator) for n in names}
