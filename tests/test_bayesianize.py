@@ -420,8 +420,8 @@ def test_bad_arguments_raise():
     model = sequential_model()
     for kwargs, match in (
         ({"estimator": "flip"}, "estimator must be one of"),
-        ({"moped_delta": 0.0}, "moped_delta must be None or a positive float"),
-        ({"mu_prior": math.nan}, "mu_prior must be None or a finite float"),
+        ({"moped_delta": 0.0}, "moped_delta must be a positive finite number"),
+        ({"mu_prior": math.nan}, "mu_prior must be a finite number"),
         ({"std_prior": -1.0}, "std_prior"),
         ({"rho_init": -90.0}, r"rho_init must be a finite float >= -80"),
         ({"rho_init": math.inf}, r"rho_init must be a finite float >= -80"),

@@ -1,12 +1,14 @@
 """GaussianDistribution, BayesianModule and the Linear layer: illia's API, docs/design.md's behaviour."""
 
+import math
+
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from conftest import assert_allclose
-from fusedbnn import GaussianDistribution, nn, reference
+from fusedbnn import GaussianDistribution, losses, nn, ops, reference
 
 
 def illia_log_prob(x, mu, sigma, mu_prior, std_prior):
@@ -164,3 +166,27 @@ class TestLinear:
         model.compile(optimizer=keras.optimizers.Adam(0.05), loss="mse")
         history = model.fit(x, y, epochs=15, batch_size=32, verbose=0)
         assert history.history["loss"][-1] < 0.2 * history.history["loss"][0]
+
+
+@pytest.mark.parametrize(
+    "make, match",
+    [
+        (lambda: nn.Linear(8, 4, seed=1.5), "seed must be None or an int, got 1.5"),
+        (lambda: nn.Linear(8, 4, seed=True), "seed must be None or an int, got True"),
+        (lambda: nn.Embedding(8, 4, seed="x"), "seed must be None or an int, got 'x'"),
+        (lambda: nn.Linear(8, 4, use_bias="no"), "use_bias must be True or False, got 'no'"),
+        (lambda: nn.Conv2d(3, 4, 3, use_bias=1), "use_bias must be True or False, got 1"),
+        (lambda: GaussianDistribution((3,), std_prior="a"), "std_prior must be a positive finite number, got 'a'"),
+        (lambda: GaussianDistribution((3,), std_prior=math.inf), "std_prior must be a positive finite number"),
+        (lambda: GaussianDistribution((3,), mu_prior=math.nan), "mu_prior must be a finite number, got nan"),
+        (lambda: GaussianDistribution((3,), mu_init="0"), "mu_init must be a finite number"),
+        (lambda: GaussianDistribution((3,), seed=2.0), "seed must be None or an int, got 2.0"),
+        (lambda: losses.ELBOLoss("mse", kl_weight="a"), "kl_weight must be a finite number, got 'a'"),
+        (lambda: losses.KLDivergenceLoss(weight=math.nan), "weight must be a finite number, got nan"),
+        (lambda: ops.gaussian_kl_analytic(tf.zeros([2]), tf.zeros([2]), std_prior=math.inf), "std_prior must be"),
+    ],
+)
+def test_arguments_of_the_wrong_kind_raise_naming_them(make, match):
+    # Each was taken before: a float seed truncated, "no" as a bias, an infinite prior as an inf KL.
+    with pytest.raises(ValueError, match=match):
+        make()

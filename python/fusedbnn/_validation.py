@@ -1,6 +1,7 @@
 """Argument checks shared by the ops, layers and losses: each error names the argument as the caller
 wrote it, and says what was expected and what came."""
 
+import math
 import numbers
 
 import numpy as np
@@ -64,10 +65,40 @@ def rho_init_value(value, name="rho_init"):
     return float(value)
 
 
-def positive_std(value, name="std_prior"):
-    if not value > 0:
-        raise ValueError(f"{name} must be positive, got {value}")
+def _is_real(value):
+    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
+
+
+def finite_float(value, name):
+    """``value`` as a float, or ValueError naming ``name`` unless a finite real number."""
+    if not _is_real(value) or not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
     return float(value)
+
+
+def positive_std(value, name="std_prior"):
+    """``value`` as a float, or ValueError naming ``name`` unless a positive finite number."""
+    if not _is_real(value) or not 0 < value < math.inf:
+        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
+    return float(value)
+
+
+def optional_seed(value, name="seed"):
+    """None, or ``value`` as an int; ValueError naming ``name`` for anything else (a float would be
+    truncated: 1.5 would seed as 1)."""
+    if value is None:
+        return None
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise ValueError(f"{name} must be None or an int, got {value!r}")
+    return int(value)
+
+
+def boolean(value, name):
+    """``value`` as a bool, or ValueError naming ``name`` unless True or False (a string such as "no"
+    is truthy)."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
 
 
 def embedding_options(padding_idx, max_norm, norm_type):

@@ -5,8 +5,6 @@
 >>> bayesian.fit(x, y, epochs=3)
 """
 
-import math
-import numbers
 import tempfile
 import warnings
 
@@ -16,7 +14,7 @@ import tensorflow as tf
 from keras.src.models.functional import Functional
 
 from fusedbnn import nn, ops
-from fusedbnn._validation import positive_std, rho_init_value
+from fusedbnn._validation import finite_float, positive_std, rho_init_value
 from fusedbnn.distributions import GaussianDistribution
 from fusedbnn.models import BayesianModel
 
@@ -109,15 +107,11 @@ def bayesianize(
         raise ValueError(
             f"estimator must be one of {ops.ESTIMATORS} (the estimators the fusedbnn layers offer), got {estimator!r}"
         )
-    if moped_delta is not None and not (_is_finite(moped_delta) and moped_delta > 0):
-        raise ValueError(f"moped_delta must be None or a positive float, got {moped_delta!r}")
-    if mu_prior is not None and not _is_finite(mu_prior):
-        raise ValueError(f"mu_prior must be None or a finite float, got {mu_prior!r}")
     if isinstance(layers, str):
         raise ValueError(f"layers must be a list of layer names, got the string {layers!r}")
     converter = _Converter(
-        float(moped_delta) if moped_delta else None,
-        None if mu_prior is None else float(mu_prior),
+        None if moped_delta is None else positive_std(moped_delta, "moped_delta"),
+        None if mu_prior is None else finite_float(mu_prior, "mu_prior"),
         positive_std(std_prior),
         rho_init_value(rho_init),
         None if layers is None else set(layers),
@@ -131,10 +125,6 @@ def bayesianize(
         converted = BayesianModel(converted.input, converted.output, name=model.name)
     converter.copy_kept_weights()
     return converted
-
-
-def _is_finite(value):
-    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _layer_names(model):

@@ -6,7 +6,7 @@ import tensorflow as tf
 
 from fusedbnn import _plain, ops
 from fusedbnn._seeds import derived_seed
-from fusedbnn._validation import positive_std, rho_init_value
+from fusedbnn._validation import finite_float, optional_seed, positive_std, rho_init_value
 
 
 def log_ratio(x, mu, sigma, mu_prior, std_prior):
@@ -45,10 +45,10 @@ class GaussianDistribution(keras.layers.Layer):
         if not shape or any(not isinstance(s, (int, np.integer)) or s <= 0 for s in shape):
             raise ValueError(f"shape must be a non-empty sequence of positive ints, got {shape}")
         self.shape = tuple(int(s) for s in shape)
-        mu_prior, std_prior = float(mu_prior), positive_std(std_prior)
-        self.mu_init = float(mu_init)
+        mu_prior, std_prior = finite_float(mu_prior, "mu_prior"), positive_std(std_prior)
+        self.mu_init = finite_float(mu_init, "mu_init")
         self.rho_init = rho_init_value(rho_init)
-        self.seed = seed
+        self.seed = seed = optional_seed(seed)
         self._seed_generator = keras.random.SeedGenerator(derived_seed(seed, "sample"))
         # Variables and sampling stay float32 under mixed precision (autocast=False).
         self.mu = self.add_weight(

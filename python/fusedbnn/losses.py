@@ -11,7 +11,7 @@ import weakref
 import keras
 import tensorflow as tf
 
-from fusedbnn._validation import positive_int
+from fusedbnn._validation import finite_float, positive_int
 from fusedbnn._validation import reduction as checked_reduction
 from fusedbnn.nn._walk import bayesian_modules, kl_cost_of
 
@@ -49,7 +49,7 @@ class KLDivergenceLoss(keras.losses.Loss):
 
     def __init__(self, reduction="mean", weight=1.0, analytic=False, name="kl_divergence", **kwargs):
         super().__init__(reduction=checked_reduction(reduction), name=name, **kwargs)
-        self.weight = float(weight)
+        self.weight = finite_float(weight, "weight")
         self.analytic = bool(analytic)
 
     def __call__(self, model):
@@ -165,7 +165,7 @@ class ELBOLoss(keras.losses.Loss):
         self._loss_function_arg = loss_function
         self.loss_function = _as_loss(loss_function)
         self.num_samples = positive_int(num_samples, "num_samples")
-        self.kl_weight = float(kl_weight)
+        self.kl_weight = finite_float(kl_weight, "kl_weight")
         self.analytic_kl = bool(analytic_kl)
         self.dataset_size = None if dataset_size is None else positive_int(dataset_size, "dataset_size")
         self.kl_loss = KLDivergenceLoss(weight=self.kl_weight, analytic=self.analytic_kl)

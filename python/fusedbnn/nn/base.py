@@ -5,6 +5,7 @@ import tensorflow as tf
 from tensorflow.python.ops import control_flow_util
 
 from fusedbnn import _seeds, ops
+from fusedbnn._validation import optional_seed
 from fusedbnn.nn import _fused_kl, _parameter, _walk
 
 
@@ -37,7 +38,7 @@ class BayesianModule(keras.layers.Layer):
         kwargs.setdefault("autocast", False)  # the fused ops read float32 variables
         super().__init__(**kwargs)
         self.is_bayesian = True
-        self.seed = seed
+        self.seed = seed = optional_seed(seed)
         self.supports_jit = False
         with _seeds.on_host():
             self._frozen = self.add_weight(name="frozen", shape=(), dtype="bool", initializer="zeros", trainable=False)

@@ -4,7 +4,7 @@ import keras
 import tensorflow as tf
 
 from fusedbnn import _conv_args, _plain, ops
-from fusedbnn._validation import float_inputs, positive_int
+from fusedbnn._validation import boolean, float_inputs, positive_int
 from fusedbnn.nn.base import WeightAndBiasModule
 
 
@@ -50,7 +50,7 @@ class _BayesianConv(WeightAndBiasModule):
         self.data_format = data_format
         parse = _conv_args.conv1d_args if self.rank == 1 else _conv_args.conv2d_args
         self._args = parse(stride, padding, dilation, self.groups, data_format)
-        self.use_bias = bool(use_bias)
+        self.use_bias = boolean(use_bias, "use_bias")
         self.input_spec = keras.layers.InputSpec(ndim=self.rank + 2, axes={self._channel_axis(): self.input_channels})
         kernel_shape = (*self._kernel, self.input_channels // self.groups, self.output_channels)
         self._add_weight_and_bias(weights_distribution, bias_distribution, kernel_shape, self.output_channels)

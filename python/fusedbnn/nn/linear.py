@@ -3,7 +3,7 @@
 import keras
 
 from fusedbnn import _plain, ops
-from fusedbnn._validation import float_inputs, positive_int
+from fusedbnn._validation import boolean, float_inputs, positive_int
 from fusedbnn.nn.base import WeightAndBiasModule
 
 
@@ -42,7 +42,7 @@ class Linear(WeightAndBiasModule):
         self._set_estimator(estimator)
         self.input_size = positive_int(input_size, "input_size")
         self.output_size = positive_int(output_size, "output_size")
-        self.use_bias = bool(use_bias)
+        self.use_bias = boolean(use_bias, "use_bias")
         self.input_spec = keras.layers.InputSpec(min_ndim=1, axes={-1: self.input_size})
         self._add_weight_and_bias(
             weights_distribution, bias_distribution, (self.output_size, self.input_size), self.output_size
