@@ -1,7 +1,8 @@
 """Turn a trained Keras model Bayesian: ``bayesianize``, with MOPED initialisation.
 
 >>> bayesian = fusedbnn.bayesianize(trained, moped_delta=0.1)
->>> bayesian.compile("adam", loss=fusedbnn.losses.ELBOLoss(keras.losses.SparseCategoricalCrossentropy()))
+>>> loss = fusedbnn.losses.ELBOLoss(keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+>>> bayesian.compile("adam", loss=loss)
 >>> bayesian.fit(x, y, epochs=3)
 """
 
@@ -18,7 +19,7 @@ from fusedbnn._validation import finite_float, positive_std, rho_init_value
 from fusedbnn.distributions import GaussianDistribution
 from fusedbnn.models import BayesianModel
 
-__all__ = ["PerWeightPriorGaussian", "bayesianize"]
+__all__ = ["MIN_SIGMA", "PerWeightPriorGaussian", "bayesianize"]
 
 # MOPED's sigma = delta * |w| is floored here, so that a weight of exactly 0 gets a finite rho.
 MIN_SIGMA = 1e-8

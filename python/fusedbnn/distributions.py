@@ -8,6 +8,8 @@ from fusedbnn import _plain, ops
 from fusedbnn._seeds import derived_seed
 from fusedbnn._validation import finite_float, optional_seed, positive_std, rho_init_value
 
+__all__ = ["GaussianDistribution"]
+
 
 def log_ratio(x, mu, sigma, mu_prior, std_prior):
     """illia's ``sum(log N(x; mu, sigma)) - sum(log N(x; mu_prior, std_prior))``."""

@@ -1,7 +1,8 @@
 """KL and ELBO losses for models built from fusedbnn layers (illia's API, working on nested models).
 
 >>> model = fusedbnn.BayesianModel(inputs, outputs)
->>> model.compile("adam", loss=fusedbnn.losses.ELBOLoss(keras.losses.SparseCategoricalCrossentropy()))
+>>> loss = fusedbnn.losses.ELBOLoss(keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+>>> model.compile("adam", loss=loss)
 >>> model.fit(x, y)
 """
 

@@ -6,6 +6,8 @@ from keras.src.models.functional import Functional
 
 from fusedbnn.losses import ELBOLoss
 
+__all__ = ["BayesianModel"]
+
 
 def _functional_arguments(args, kwargs):
     return len(args) == 2 or (len(args) == 1 and "outputs" in kwargs) or {"inputs", "outputs"} <= kwargs.keys()

@@ -2,7 +2,8 @@
 
 Every op samples ``w = mu + softplus(rho) * eps`` inside, with ``eps`` equal to
 ``tf.random.stateless_normal(mu.shape, seed)`` and never stored: gradients regenerate it from
-``seed``. ``fusedbnn.reference`` has the same functions in plain TensorFlow (the tests' oracle).
+``seed``. ``fusedbnn.reference`` has the same functions in plain TensorFlow (the tests' oracle),
+without the ``kl_prior`` / ``kl_priors`` forms (their KL is ``gaussian_kl`` at the same seed).
 """
 
 import numbers
@@ -14,6 +15,18 @@ from tensorflow.python.ops import resource_variable_ops
 from fusedbnn import _conv_args, _plain
 from fusedbnn._loader import load_op_library
 from fusedbnn._validation import embedding_options, float_tensor, positive_std, seed_tensor
+
+__all__ = [
+    "ESTIMATORS",
+    "conv1d",
+    "conv2d",
+    "embedding",
+    "gaussian_kl",
+    "gaussian_kl_analytic",
+    "linear",
+    "lstm",
+    "sample_gaussian",
+]
 
 _ops = load_op_library()
 

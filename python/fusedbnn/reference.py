@@ -12,6 +12,20 @@ import tensorflow as tf
 
 from fusedbnn import _conv_args
 
+__all__ = [
+    "ESTIMATORS",
+    "conv1d",
+    "conv2d",
+    "embedding",
+    "estimator_seed",
+    "estimator_signs",
+    "gaussian_kl",
+    "gaussian_kl_analytic",
+    "linear",
+    "lstm",
+    "sample_gaussian",
+]
+
 
 def sample_gaussian(mu, rho, seed):
     """``mu + softplus(rho) * stateless_normal(shape(mu), seed)``."""

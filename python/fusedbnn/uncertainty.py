@@ -23,6 +23,8 @@ import tensorflow as tf
 from fusedbnn._validation import positive_int
 from fusedbnn.nn._walk import bayesian_modules
 
+__all__ = ["expected_entropy", "mutual_information", "predict_mc", "predictive_entropy"]
+
 # predict_mc shows a progress bar by itself ("auto") when the run is expected to take this long.
 _LONG_RUN_SECONDS = 5.0
 

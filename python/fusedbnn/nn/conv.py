@@ -133,7 +133,8 @@ _ILLIA_DIFFERENCES = """
 
 @keras.saving.register_keras_serializable(package="fusedbnn")
 class Conv2d(_BayesianConv):
-    """Bayesian 2-D convolution (illia's API): each unfrozen call samples the kernel and bias in
+    # A docstring built from parts is an expression, not a docstring: assigned to __doc__ instead.
+    __doc__ = """Bayesian 2-D convolution (illia's API): each unfrozen call samples the kernel and bias in
     fused ops (``fusedbnn.ops.conv2d``); the backward pass regenerates the noise.
 
     Args:
@@ -197,7 +198,8 @@ class Conv2d(_BayesianConv):
 
 @keras.saving.register_keras_serializable(package="fusedbnn")
 class Conv1d(_BayesianConv):
-    """Bayesian 1-D convolution (illia's API): each unfrozen call samples the kernel and bias in
+    # A docstring built from parts is an expression, not a docstring: assigned to __doc__ instead.
+    __doc__ = """Bayesian 1-D convolution (illia's API): each unfrozen call samples the kernel and bias in
     fused ops (``fusedbnn.ops.conv1d``); the backward pass regenerates the noise.
 
     Args:
