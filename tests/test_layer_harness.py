@@ -184,6 +184,24 @@ def test_mixed_precision(case, policy):
     assert all(g is not None for g in grads)
 
 
+@pytest.mark.parametrize("dtype", ["float64", "float16", "bfloat16"])
+def test_other_dtypes_keep_float32_variables_and_freeze(case, dtype):
+    # A layer given dtype= computes in float32 like under a mixed policy (docs/keras.md) and returns
+    # that dtype, frozen too: the frozen values were once created in the layer's dtype, and the
+    # frozen product then mixed float32 and float64.
+    make, x, _ = case
+    layer, twin = make(seed=7, dtype=dtype), make(seed=7)
+    inputs = tf.cast(x, dtype) if x.dtype.kind == "f" else x
+    for frozen in (False, True):
+        if frozen:
+            layer.freeze()
+            twin.freeze()
+        y, expected = main_output(layer(inputs)), main_output(twin(x))
+        assert y.dtype == dtype
+        assert_allclose(tf.cast(y, tf.float32), expected, rtol=1e-2, atol=1e-2)
+    assert all(v.dtype == "float32" for v in layer.weights if v.dtype.startswith("float"))
+
+
 def test_mixed_float16_fit_trains():
     keras.mixed_precision.set_global_policy("mixed_float16")
     try:

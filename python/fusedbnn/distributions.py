@@ -52,16 +52,18 @@ class GaussianDistribution(keras.layers.Layer):
         self.rho_init = rho_init_value(rho_init)
         self.seed = seed = optional_seed(seed)
         self._seed_generator = keras.random.SeedGenerator(derived_seed(seed, "sample"))
-        # Variables and sampling stay float32 under mixed precision (autocast=False).
+        # Variables and sampling are float32 under every dtype policy (the fused ops are float32).
         self.mu = self.add_weight(
             name="mu",
             shape=self.shape,
+            dtype="float32",
             autocast=False,
             initializer=keras.initializers.RandomNormal(self.mu_init, 0.1, seed=derived_seed(seed, "mu")),
         )
         self.rho = self.add_weight(
             name="rho",
             shape=self.shape,
+            dtype="float32",
             autocast=False,
             initializer=keras.initializers.RandomNormal(self.rho_init, 0.1, seed=derived_seed(seed, "rho")),
         )
@@ -69,6 +71,7 @@ class GaussianDistribution(keras.layers.Layer):
             name="mu_prior",
             shape=self._prior_mean_shape(),
             trainable=False,
+            dtype="float32",
             autocast=False,
             initializer=keras.initializers.Constant(mu_prior),
         )
@@ -76,6 +79,7 @@ class GaussianDistribution(keras.layers.Layer):
             name="std_prior",
             shape=(),
             trainable=False,
+            dtype="float32",
             autocast=False,
             initializer=keras.initializers.Constant(std_prior),
         )

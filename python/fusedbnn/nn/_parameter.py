@@ -55,7 +55,7 @@ class SampledParameter(tf.__internal__.tracking.AutoTrackable):
     def _add_frozen_variables(self, layer, name):
         """The variables that hold the frozen value (one, ``frozen_value``, unless overridden)."""
         self.frozen_value = layer.add_weight(
-            name=name, shape=self.dist.shape, initializer="zeros", trainable=False, autocast=False
+            name=name, shape=self.dist.shape, dtype="float32", initializer="zeros", trainable=False, autocast=False
         )
 
     def _set_frozen_value(self, value):

@@ -58,7 +58,12 @@ class _GateParameter(_parameter.SampledParameter):
         prefix = name.removesuffix("_gates")
         self.per_gate = {
             gate: layer.add_weight(
-                name=f"{prefix}{gate}", shape=shape, initializer="zeros", trainable=False, autocast=False
+                name=f"{prefix}{gate}",
+                shape=shape,
+                dtype="float32",
+                initializer="zeros",
+                trainable=False,
+                autocast=False,
             )
             for gate in GATES
         }
