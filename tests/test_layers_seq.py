@@ -242,6 +242,29 @@ def test_sequence_lstm_refuses_other_features_than_it_was_built_with():
         layer(tf.zeros([2, 3, 7]))
 
 
+def test_sequence_lstm_keeps_the_steps_in_a_functional_model():
+    # The frozen branch's TensorArray dropped the count of steps, so Flatten then Dense could not build.
+    inputs = keras.Input((5, 3))
+    hidden = nn.SequenceLSTM(4, return_sequences=True, seed=1)(inputs)
+    assert tuple(hidden.shape) == (None, 5, 4)
+    model = keras.Model(inputs, keras.layers.Dense(2)(keras.layers.Flatten()(hidden)))
+    assert model.predict(np.zeros((2, 5, 3), np.float32), verbose=0).shape == (2, 2)
+
+
+def test_lstm_embedding_takes_the_lstms_dtype_policy():
+    # Under a mixed_float16 global policy an LSTM given dtype="float32" computes in float32 throughout:
+    # its embedding once took the global policy and rounded the looked-up rows to float16.
+    ids = tf.constant([[1, 2, 3]])
+    expected, _ = nn.LSTM(7, 4, 5, 3, seed=2)(ids)
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        layer = nn.LSTM(7, 4, 5, 3, seed=2, dtype="float32")
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert layer.embedding.dtype_policy.name == "float32"
+    np.testing.assert_array_equal(layer(ids)[0], expected)
+
+
 def test_saving_keeps_the_frozen_weights(tmp_path, rng):
     ids = rng.integers(0, 13, size=[2, 5, 1])
     inputs = keras.Input(shape=(5, 1), dtype="int64")

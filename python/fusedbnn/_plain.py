@@ -126,4 +126,6 @@ def lstm_recurrence(x, w, b, initial_state=None):
         return t + 1, h, c, h_seq.write(t, h)
 
     _, h, c, h_seq = tf.while_loop(lambda t, *_: t < steps, step, (tf.constant(0), h, c, h_seq))
-    return tf.transpose(h_seq.stack(), [1, 0, 2]), (h, c)
+    h_seq = tf.transpose(h_seq.stack(), [1, 0, 2])
+    h_seq.set_shape(x.shape[:2].concatenate(h.shape[1:]))  # the TensorArray drops the steps' count
+    return h_seq, (h, c)

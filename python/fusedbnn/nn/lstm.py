@@ -129,6 +129,7 @@ class LSTM(BayesianModule):
                 sparse=sparse,
                 seed=_seeds.derived_seed(seed, "embedding"),
                 name="embedding",
+                dtype=self.dtype_policy,  # the LSTM's: its outputs feed the recurrence as they are
             )
         self.num_embeddings = self.embedding.num_embeddings
         self.embeddings_dim = self.embedding.embeddings_dim
