@@ -132,6 +132,23 @@ def test_compiled_bayesian_model_reloads_its_elbo_and_keeps_training(tmp_path):
     assert np.isfinite(history.history["loss"]).all()
 
 
+@keras.saving.register_keras_serializable(package="test_saving")
+class RegisteredBayesianModel(fusedbnn.BayesianModel):
+    """A user's subclass, built functionally."""
+
+
+def test_a_functional_subclass_of_bayesian_model_reloads_as_itself(tmp_path):
+    inputs_ = keras.Input((5,))
+    model = RegisteredBayesianModel(inputs_, Linear(5, 3, seed=1)(inputs_))
+    for layer in bayesian_modules(model):
+        layer.freeze()
+    model.save(tmp_path / "sub.keras")
+    loaded = keras.models.load_model(tmp_path / "sub.keras")
+    assert isinstance(loaded, RegisteredBayesianModel)
+    x = inputs(4)
+    np.testing.assert_array_equal(loaded.predict(x, verbose=0), model.predict(x, verbose=0))
+
+
 FRESH_PROCESS = textwrap.dedent("""
     import sys
     import numpy as np

@@ -3,6 +3,7 @@
 import keras
 import tensorflow as tf
 from keras.src.models.functional import Functional
+from keras.src.saving import object_registration
 
 from fusedbnn.losses import ELBOLoss
 
@@ -167,10 +168,15 @@ _functional_variants = {BayesianModel: FunctionalBayesianModel}
 
 
 def _functional_variant(cls):
-    """``cls`` with Functional mixed in (a BayesianModel subclass built from inputs and outputs)."""
+    """``cls`` with Functional mixed in (a BayesianModel subclass built from inputs and outputs).
+
+    The variant saves under ``cls``'s registered name: loading finds ``cls``, whose ``from_config``
+    rebuilds the functional model through ``cls(inputs, outputs)``, i.e. the variant again.
+    """
     if cls not in _functional_variants:
-        name = f"Functional{cls.__name__}"
-        _functional_variants[cls] = type(name, (cls, Functional), {"__module__": cls.__module__})
+        variant = type(f"Functional{cls.__name__}", (cls, Functional), {"__module__": cls.__module__})
+        object_registration.GLOBAL_CUSTOM_NAMES[variant] = keras.saving.get_registered_name(cls)
+        _functional_variants[cls] = variant
     return _functional_variants[cls]
 
 
