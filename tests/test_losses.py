@@ -219,6 +219,9 @@ def test_elbo_needs_a_model_and_bayesian_model_for_several_samples():
         ELBOLoss("mse", num_samples=0)
     with pytest.raises(ValueError, match="loss_function"):
         ELBOLoss(3)
+    # Accepted and then ignored before (a scalar came back for "none").
+    with pytest.raises(ValueError, match="ELBOLoss takes no reduction, got 'none'"):
+        ELBOLoss("mse", reduction="none")
     bayesian = regression_model(fusedbnn.BayesianModel)
     with pytest.raises(ValueError, match="disagree on num_samples"):
         bayesian.compile(loss=[ELBOLoss("mse", num_samples=2), ELBOLoss("mse", num_samples=3)])

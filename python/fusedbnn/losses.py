@@ -103,6 +103,10 @@ def _model_compiled_with(loss):
     return None
 
 
+# What keras.losses.Loss sets and saves when given no reduction.
+_KERAS_DEFAULT_REDUCTION = "sum_over_batch_size"
+
+
 @keras.saving.register_keras_serializable(package="fusedbnn")
 class ELBOLoss(keras.losses.Loss):
     """The negative ELBO, scaled per example: the data loss plus a KL term.
@@ -162,6 +166,12 @@ class ELBOLoss(keras.losses.Loss):
         name="elbo",
         **kwargs,
     ):
+        reduction = kwargs.pop("reduction", _KERAS_DEFAULT_REDUCTION)
+        if reduction != _KERAS_DEFAULT_REDUCTION:
+            raise ValueError(
+                f"ELBOLoss takes no reduction, got {reduction!r}: its data loss reduces as loss_function "
+                "does (give the reduction to loss_function), and the KL is one term per batch"
+            )
         super().__init__(name=name, **kwargs)
         self._loss_function_arg = loss_function
         self.loss_function = _as_loss(loss_function)
