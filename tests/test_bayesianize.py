@@ -361,6 +361,64 @@ def test_unsupported_layers_are_warned_and_kept():
     assert_allclose(bayesian(ids), model(ids), rtol=0, atol=1e-5)
 
 
+def kept_with_warnings(model):
+    """The converted model and the names of the layers bayesianize warned it kept."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        bayesian = bayesianize(model, rho_init=TINY_RHO)
+    kept = {m.split("'")[1] for m in (str(w.message) for w in caught) if "kept deterministic" in m}
+    return bayesian, kept
+
+
+def test_masks_across_nested_models_keep_the_layers_they_reach():
+    # Keras marks no mask on a nested model's outputs, nor inside a nested model called on a masked
+    # tensor: the Dense layers behind such masks were converted, and the pooling then averaged over
+    # the padding (outputs off by 0.01-0.03).
+    ids = np.random.default_rng(5).integers(1, 10, (3, 6)).astype(np.int32)
+    ids[:, -2:] = 0
+    tokens = keras.Input((6,), dtype="int32")
+    embed = keras.Sequential([keras.Input((6,), dtype="int32"), keras.layers.Embedding(10, 4, mask_zero=True)])
+    pooled = keras.layers.GlobalAveragePooling1D()(keras.layers.Dense(4, name="outer_dense")(embed(tokens)))
+    out_of_nested = randomize(keras.Model(tokens, keras.layers.Dense(2, name="after_pooling")(pooled)))
+    masked = keras.layers.Embedding(10, 4, mask_zero=True, name="outer_embedding")(tokens)
+    head = keras.Sequential(
+        [keras.Input((6, 4)), keras.layers.Dense(4, name="inner_dense"), keras.layers.GlobalAveragePooling1D()]
+    )
+    into_nested = randomize(keras.Model(tokens, keras.layers.Dense(2, name="after_head")(head(masked))))
+    for model, masked_dense, converted in (
+        (out_of_nested, "outer_dense", "after_pooling"),
+        (into_nested, "inner_dense", "after_head"),
+    ):
+        bayesian, kept = kept_with_warnings(model)
+        assert masked_dense in kept and converted not in kept
+        assert {m.name for m in bayesian_modules(bayesian)} == {converted}
+        assert_allclose(bayesian(ids), model(ids), rtol=0, atol=1e-6)
+
+
+def test_an_lstm_given_a_mask_argument_is_kept():
+    x = np.random.default_rng(0).normal(size=(2, 5, 3)).astype(np.float32)
+    mask = np.array([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]], bool)
+    inputs, mask_input = keras.Input((5, 3)), keras.Input((5,), dtype="bool")
+    model = keras.Model([inputs, mask_input], keras.layers.LSTM(2, name="lstm")(inputs, mask=mask_input))
+    bayesian, kept = kept_with_warnings(model)  # raised SequenceLSTM's "does not support masking"
+    assert kept == {"lstm"}
+    assert_allclose(bayesian([x, mask]), model([x, mask]), rtol=0, atol=0)
+
+
+def test_a_layer_used_inside_and_outside_a_nested_model_stays_one_layer():
+    shared = keras.layers.Dense(4, name="shared")
+    inner = keras.Sequential([keras.Input((4,)), shared], name="inner")
+    first, second = keras.Input((4,)), keras.Input((4,))
+    joined = keras.layers.Concatenate()([inner(first), shared(second)])
+    model = randomize(keras.Model([first, second], keras.layers.Dense(2, name="head")(joined)))
+    bayesian = bayesianize(model, rho_init=TINY_RHO)
+    copies = {id(layer) for layer in bayesian._flatten_layers() if layer.name == "shared"}
+    assert len(copies) == 1  # two untied copies before: their KL counted twice, and fit split them
+    assert len(bayesian.trainable_variables) == len(model.trainable_variables) * 2
+    x = [np.ones((2, 4), np.float32), -np.ones((2, 4), np.float32)]
+    assert_allclose(bayesian(x), model(x), rtol=0, atol=1e-5)
+
+
 def test_kept_layers_keep_the_state_that_is_not_in_their_weights(tmp_path):
     """Adapted preprocessing layers derive their state from their weights (Normalization's mean) or
     keep it outside any weight (a lookup layer's vocabulary); wrapped layers keep theirs inside the
@@ -426,6 +484,8 @@ def test_bad_arguments_raise():
         ({"rho_init": -90.0}, r"rho_init must be a finite float >= -80"),
         ({"rho_init": math.inf}, r"rho_init must be a finite float >= -80"),
         ({"layers": "out"}, "layers must be a list of layer names"),
+        ({"layers": 5}, "layers must be None or a list of layer names, got 5"),
+        ({"layers": [["head_dense"]]}, "layers must be None or a list of layer names"),
     ):
         with pytest.raises(ValueError, match=match):
             bayesianize(model, **kwargs)

@@ -110,6 +110,10 @@ def bayesianize(
         )
     if isinstance(layers, str):
         raise ValueError(f"layers must be a list of layer names, got the string {layers!r}")
+    if layers is not None and not (
+        isinstance(layers, (list, tuple, set, frozenset)) and all(isinstance(name, str) for name in layers)
+    ):
+        raise ValueError(f"layers must be None or a list of layer names, got {layers!r}")
     converter = _Converter(
         None if moped_delta is None else positive_std(moped_delta, "moped_delta"),
         None if mu_prior is None else finite_float(mu_prior, "mu_prior"),
@@ -117,6 +121,7 @@ def bayesianize(
         rho_init_value(rho_init),
         None if layers is None else set(layers),
         estimator,
+        _mask_receivers(model)[0],
     )
     unknown = sorted(converter.selected - _layer_names(model)) if converter.selected is not None else []
     if unknown:
@@ -138,13 +143,51 @@ def _layer_names(model):
     return names
 
 
-def _receives_mask(layer):
-    """Whether any call of ``layer`` in a model got an input that carries a Keras mask."""
-    return any(
-        getattr(tensor, "_keras_mask", None) is not None
-        for node in layer._inbound_nodes
-        for tensor in node.input_tensors
-    )
+def _mask_receivers(model, inputs_masked=None):
+    """``(ids, outputs_masked)``: the ids of the layers of ``model`` (nested models' included) that
+    some call gives a Keras mask, and whether each output of ``model`` carries one.
+
+    Keras marks the masked tensors of one graph (``_keras_mask``) but not across a nested model's
+    boundary: a mask made inside a nested model leaves its outputs unmarked, and one entering a
+    nested model is absent from its inner graph. This walk carries masks across, a layer passing a
+    mask on where its ``compute_mask`` would.
+    """
+    graph = model._functional if isinstance(model, keras.Sequential) else model
+    masked = {id(t): flag for t, flag in zip(graph.inputs, inputs_masked or [False] * len(graph.inputs))}
+    receivers = set()
+    for depth in sorted(graph._nodes_by_depth, reverse=True):
+        for node in graph._nodes_by_depth[depth]:
+            layer = node.operation
+            if not node.input_tensors:  # an InputLayer: its tensor is already in masked
+                continue
+            flags = [
+                masked.get(id(t), False) or getattr(t, "_keras_mask", None) is not None for t in node.input_tensors
+            ]
+            received = any(flags) or node.arguments.kwargs.get("mask") is not None
+            if received:
+                receivers.add(id(layer))
+            if isinstance(layer, (keras.Sequential, Functional)):
+                inner, outputs_masked = _mask_receivers(layer, flags)
+                receivers |= inner
+            else:
+                passes = received and _passes_mask(layer, node)
+                outputs_masked = [passes or getattr(t, "_keras_mask", None) is not None for t in node.output_tensors]
+            masked.update(zip(map(id, node.output_tensors), outputs_masked))
+    return receivers, [masked.get(id(t), False) for t in graph.outputs]
+
+
+def _passes_mask(layer, node):
+    """Whether ``layer``'s outputs carry a mask when its call at ``node`` gets one."""
+    if not isinstance(layer, keras.layers.Layer):
+        return False
+    if getattr(layer.compute_mask, "_is_default", False):
+        return layer.supports_masking
+    first = node.input_tensors[0]
+    try:
+        mask = layer.compute_mask(*node.arguments.args, mask=keras.KerasTensor(first.shape[:-1], "bool"))
+    except Exception:  # noqa: BLE001 (a user's compute_mask on a stand-in mask: assume it passes one on)
+        return True
+    return any(m is not None for m in tf.nest.flatten(mask))
 
 
 def _inverse_softplus(sigma):
@@ -156,8 +199,12 @@ class _Converter:
     """One conversion: the settings, and the layers copied unchanged, whose weights are copied once
     the new model has built them."""
 
-    def __init__(self, moped_delta, mu_prior, std_prior, rho_init, selected, estimator):
+    def __init__(self, moped_delta, mu_prior, std_prior, rho_init, selected, estimator, mask_receivers):
         self.estimator = estimator
+        self.mask_receivers = mask_receivers
+        # id of an original layer -> what _layer made of it: a layer used at several places (inside
+        # and outside a nested model) stays one layer, its weights shared as before.
+        self.made = {}
         self.moped_delta = moped_delta
         self.mu_prior = mu_prior
         self.std_prior = std_prior
@@ -206,6 +253,11 @@ class _Converter:
 
     def _layer(self, layer, taken):
         """``(new layer, activation layer to apply after it or None)`` for one layer of a model."""
+        if id(layer) not in self.made:
+            self.made[id(layer)] = self._make(layer, taken)
+        return self.made[id(layer)]
+
+    def _make(self, layer, taken):
         if not isinstance(layer, keras.layers.Layer):
             return layer, None  # a keras.ops operation in a functional graph: no weights, reused
         if isinstance(layer, (keras.Sequential, Functional)):
@@ -226,7 +278,7 @@ class _Converter:
                 else None
             )
             return self._keep(layer, reason), None
-        reason = _unsupported(layer)
+        reason = _unsupported(layer, self.mask_receivers)
         if reason:
             return self._keep(layer, reason), None
         converted = convert(self, layer)
@@ -384,12 +436,12 @@ _CONVERTERS = {
 }
 
 
-def _unsupported(layer):
+def _unsupported(layer, mask_receivers):
     """Why ``layer`` (of a type in ``_CONVERTERS``) cannot be converted without changing what it
-    computes, or None."""
+    computes, or None; ``mask_receivers`` holds the ids of the layers that get a Keras mask."""
     if getattr(layer, "quantization_mode", None) is not None:
         return f"quantized ({layer.quantization_mode}); the fusedbnn layers are float32"
-    if _receives_mask(layer):
+    if id(layer) in mask_receivers:
         return "its input carries a Keras mask, which the fusedbnn layers do not support or propagate"
     if isinstance(layer, keras.layers.Embedding) and layer.mask_zero:
         return "mask_zero=True: the fusedbnn Embedding makes no mask"
