@@ -54,6 +54,7 @@ def compare(mode, ids, w_mu, w_rho, w_seed, rtol=2e-4, atol=2e-4, **options):
         ([0], 4, 5),
         ([3, 0], 4, 5),
         ([2, 3], 4, 0),
+        ([0], 3, 0),
     ],
 )
 @pytest.mark.parametrize("id_dtype", [tf.int32, tf.int64])

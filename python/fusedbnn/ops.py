@@ -605,9 +605,9 @@ def _embedding_grad(grad_op, op, dy, table_shape):
     if options["max_norm"] > 0.0:
         indices, dw_mu, dw_rho = grad_op(dy, dw_drho, ids, w_mu, w_rho, w_seed, **options)
     else:
-        dim = tf.shape(dy)[-1:]
         indices = tf.reshape(ids, [-1])
-        dw_mu = tf.reshape(dy, tf.concat([[-1], dim], 0))
+        # [positions, dim] spelled out: with no positions and dim 0, a -1 would resolve to 1.
+        dw_mu = tf.reshape(dy, tf.concat([tf.shape(indices), tf.shape(dy)[-1:]], 0))
         if options["padding_idx"] >= 0:
             # dw_drho is zero at padding positions; dmu must be too ("get no gradient").
             dw_mu = dw_mu * tf.cast(indices != options["padding_idx"], dy.dtype)[:, None]
