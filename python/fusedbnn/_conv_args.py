@@ -175,3 +175,22 @@ def axis_output(size, kernel, stride, dilation, padding, before, after):
             "the output size would be negative"
         )
     return (padded - window) // stride + 1, before
+
+
+def spatial_outputs(sizes, kernel, args):
+    """The output sizes of a convolution's spatial axes (None where a size is unknown), from the
+    input's ``sizes`` and the ``kernel``'s along them; ValueError where one would be negative. A 1-D
+    convolution is the width axis of the unit-height 2-D one ``args`` describes."""
+    first = 2 - len(sizes)
+    outputs = []
+    for axis, (size, taps) in enumerate(zip(sizes, kernel), first):
+        if size is None or taps is None:
+            outputs.append(None)
+            continue
+        before_after = args.explicit[2 * axis : 2 * axis + 2]
+        try:
+            out, _ = axis_output(size, taps, args.strides[axis], args.dilations[axis], args.padding, *before_after)
+        except ValueError as error:  # named as the fused op names it
+            raise ValueError(f"{('height', 'width')[axis]}: {error}") from None
+        outputs.append(out)
+    return outputs

@@ -57,17 +57,7 @@ def _conv2d_nhwc(x, w, args, native_groups):
     TensorFlow's CPU convolution refuses: dilation (its CPU gradient does not support it, so the
     kernel is dilated with zeros instead) and, unless ``native_groups``, groups (one convolution per
     group; only oneDNN builds convolve groups in one op, forward and backward)."""
-    out_size = [None, None]
-    for axis in (0, 1):
-        if x.shape[axis + 1] is not None:
-            out_size[axis], _ = _conv_args.axis_output(
-                x.shape[axis + 1],
-                w.shape[axis],
-                args.strides[axis],
-                args.dilations[axis],
-                args.padding,
-                *args.explicit[2 * axis : 2 * axis + 2],
-            )
+    out_size = _conv_args.spatial_outputs(x.shape[1:3], w.shape[:2], args)
     if None not in out_size and 0 in (x.shape[0], *out_size):
         # oneDNN mishandles empty convolutions in graphs; keep the gradients defined (zero).
         zero = 0.0 * (tf.reduce_sum(x) + tf.reduce_sum(w))

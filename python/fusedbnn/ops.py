@@ -345,6 +345,9 @@ def _check_conv_shapes(x, w_mu, w_rho, bias, args, rank):
         )
     if out is not None and out % args.groups:
         raise ValueError(f"groups ({args.groups}) must divide w_mu's out channels ({out})")
+    if x.shape.rank is not None and w_mu.shape.rank is not None:
+        first = 1 if args.channels_last else 2
+        _conv_args.spatial_outputs(x.shape[first : first + rank], w_mu.shape[:rank], args)
     if bias is None:
         return
     b_mu, b_rho = bias

@@ -91,17 +91,8 @@ class _BayesianConv(WeightAndBiasModule):
     def compute_output_shape(self, input_shape):
         shape = list(input_shape)
         first_spatial = 1 if self._args.channels_last else 2
-        for i in range(self.rank):
-            axis, arg = first_spatial + i, 2 - self.rank + i  # Conv1d's axis is the 2-D width axis
-            if shape[axis] is not None:
-                shape[axis] = _conv_args.axis_output(
-                    shape[axis],
-                    self._kernel[i],
-                    self._args.strides[arg],
-                    self._args.dilations[arg],
-                    self._args.padding,
-                    *self._args.explicit[2 * arg : 2 * arg + 2],
-                )[0]
+        spatial = slice(first_spatial, first_spatial + self.rank)
+        shape[spatial] = _conv_args.spatial_outputs(shape[spatial], self._kernel, self._args)
         shape[self._channel_axis()] = self.output_channels
         return tuple(shape)
 
