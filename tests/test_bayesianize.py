@@ -419,6 +419,35 @@ def test_a_layer_used_inside_and_outside_a_nested_model_stays_one_layer():
     assert_allclose(bayesian(x), model(x), rtol=0, atol=1e-5)
 
 
+def test_what_a_conversion_keeps_or_says_it_drops():
+    x = np.ones((3, 4), np.float32)
+    # A Sequential's input keeps its name, so calls by name still work.
+    named = randomize(keras.Sequential([keras.Input((4,), name="features"), keras.layers.Dense(2)]))
+    assert_allclose(bayesianize(named, rho_init=TINY_RHO)({"features": x}), named(x), rtol=0, atol=1e-5)
+    # An activity regularizer is dropped with a warning; a weightless Lambda is shared silently;
+    # a Dense inside TimeDistributed stays deterministic with a warning.
+    inputs = keras.Input((5, 4))
+    hidden = keras.layers.Lambda(lambda t: 2.0 * t)(inputs)
+    hidden = keras.layers.TimeDistributed(keras.layers.Dense(3, name="inner"), name="per_step")(hidden)
+    outputs = keras.layers.Dense(2, activity_regularizer="l1", name="regularized")(hidden)
+    model = randomize(keras.Model(inputs, outputs))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        bayesian = bayesianize(model, rho_init=TINY_RHO)
+    messages = [str(w.message) for w in caught if "bayesianize" in str(w.message)]
+    assert len(messages) == 2
+    assert any("'regularized' (Dense) loses its activity_regularizer" in m for m in messages)
+    assert any("'per_step' (TimeDistributed) kept deterministic: it wraps inner" in m for m in messages)
+    assert {m.name for m in bayesian_modules(bayesian)} == {"regularized"}
+    # A nested functional model made non-trainable stays so.
+    nested_inputs = keras.Input((4,))
+    frozen = keras.Model(nested_inputs, keras.layers.Dense(3)(nested_inputs), name="frozen_part")
+    frozen.trainable = False
+    outer_inputs = keras.Input((4,))
+    outer = randomize(keras.Model(outer_inputs, keras.layers.Dense(2)(frozen(outer_inputs))))
+    assert bayesianize(outer).get_layer("frozen_part").trainable is False
+
+
 def test_kept_layers_keep_the_state_that_is_not_in_their_weights(tmp_path):
     """Adapted preprocessing layers derive their state from their weights (Normalization's mean) or
     keep it outside any weight (a lookup layer's vocabulary); wrapped layers keep theirs inside the

@@ -68,11 +68,12 @@ def bayesianize(
     A layer of those types is left as it is, with a warning naming it, where the conversion would
     change what it computes: an Embedding with ``mask_zero``, a layer whose input carries a Keras
     mask (the fusedbnn layers do not propagate masks), an LSTM with other activations, dropout,
-    no bias, ``go_backwards`` or ``stateful``, a quantized layer, or a subclass of these types.
+    no bias, ``go_backwards`` or ``stateful``, a quantized layer, a subclass of these types, or one
+    inside a wrapper (``TimeDistributed``, ``Bidirectional``: the wrapper is kept).
     Nested subclassed models are copied as they are, with a warning.
 
     Weight regularizers and constraints of the converted layers are dropped: the KL term of the
-    ELBO regularizes the Bayesian layers.
+    ELBO regularizes the Bayesian layers. An activity regularizer is dropped with a warning.
 
     Args:
         model: a built Sequential or functional Keras model (not subclassed).
@@ -241,11 +242,15 @@ class _Converter:
         inputs = tf.nest.map_structure(
             lambda x: keras.Input(batch_shape=x.shape, dtype=x.dtype, name=x._keras_history.operation.name), model.input
         )
-        return keras.models.clone_model(model, input_tensors=inputs, clone_function=clone, call_function=call)
+        cloned = keras.models.clone_model(model, input_tensors=inputs, clone_function=clone, call_function=call)
+        if not model.trainable:  # (setting True would override the layers' own flags)
+            cloned.trainable = False
+        return cloned
 
     def _sequential(self, model):
         taken = _layer_names(model)
-        layers = [keras.Input(batch_shape=model.inputs[0].shape, dtype=model.inputs[0].dtype)]
+        first = model.inputs[0]
+        layers = [keras.Input(batch_shape=first.shape, dtype=first.dtype, name=first._keras_history.operation.name)]
         for layer in model.layers:
             converted, activation = self._layer(layer, taken)
             layers += [converted] if activation is None else [converted, activation]
@@ -269,20 +274,26 @@ class _Converter:
             return self._keep(layer), None
         if convert is None:
             family = next((kind.__name__ for kind in _CONVERTERS if isinstance(layer, kind)), None)
-            named = self.selected is not None
-            reason = (
-                f"a subclass of {family}, whose call may differ"
-                if family
-                else "not a layer type that bayesianize converts"
-                if named
-                else None
-            )
+            wrapped = [inner.name for inner in layer._flatten_layers(include_self=False) if type(inner) in _CONVERTERS]
+            reason = None
+            if family:
+                reason = f"a subclass of {family}, whose call may differ"
+            elif wrapped:
+                reason = f"it wraps {', '.join(wrapped)}, and layers inside a wrapper are not converted"
+            elif self.selected is not None:
+                reason = "not a layer type that bayesianize converts"
             return self._keep(layer, reason), None
         reason = _unsupported(layer, self.mask_receivers)
         if reason:
             return self._keep(layer, reason), None
         converted = convert(self, layer)
         converted.trainable = layer.trainable
+        if getattr(layer, "activity_regularizer", None) is not None:
+            warnings.warn(
+                f"bayesianize: layer '{layer.name}' ({type(layer).__name__}) loses its activity_regularizer: "
+                "the fusedbnn layers take none",
+                stacklevel=2,
+            )
         activation = getattr(layer, "activation", None)
         if (
             activation is None
@@ -305,6 +316,8 @@ class _Converter:
         try:
             copy = layer.__class__.from_config(layer.get_config())
         except Exception as error:  # noqa: BLE001 (any failure of a user's config: share the layer instead)
+            if not layer.weights:  # nothing to share: no warning
+                return layer
             warnings.warn(
                 f"bayesianize: layer '{layer.name}' ({type(layer).__name__}) is shared with the original "
                 f"model, not copied: it cannot be rebuilt from its config ({error})",
