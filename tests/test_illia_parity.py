@@ -227,3 +227,20 @@ def test_an_illia_style_custom_module_trains_saves_and_predicts(tmp_path):
     model.save(tmp_path / "m.keras")
     loaded = keras.models.load_model(tmp_path / "m.keras")
     np.testing.assert_array_equal(loaded.predict(x[:5], verbose=0), expected)
+
+
+def test_samples_and_sampled_distributions_cannot_be_reassigned():
+    # illia code may assign layer.w or replace weights_distribution; here w is computed from the
+    # last call's seed, and a replaced distribution was silently ignored (the layer went on sampling
+    # from the old one, and the new one's mu and rho got no gradient).
+    layer = nn.Linear(4, 3, seed=1)
+    for name, value in (("w", tf.zeros([3, 4])), ("b", tf.zeros([3]))):
+        with pytest.raises(AttributeError, match=f"{name} is the last call's sample .* cannot be set; freeze"):
+            setattr(layer, name, value)
+    with pytest.raises(AttributeError, match="wf is the last call's sample"):
+        nn.LSTM(5, 3, 4, 2).wf = tf.zeros([7, 4])
+    with pytest.raises(AttributeError, match="weights_distribution cannot be replaced once the layer samples"):
+        layer.weights_distribution = GaussianDistribution((3, 4), mu_init=5.0)
+    with pytest.raises(AttributeError, match="bias_distribution cannot be replaced"):
+        layer.bias_distribution = GaussianDistribution((3,))
+    layer.weights_distribution = layer.weights_distribution  # the same one: nothing changes

@@ -55,12 +55,32 @@ class BayesianModule(keras.layers.Layer):
         self._call_kl = _fused_kl.CallKl()
 
     def __setattr__(self, name, value):
+        self._check_assignable(name, value)
         # Keras makes the new variables of a layer built with trainable=False non-trainable, but not
         # those of its sublayers (the distributions, the LSTM's embedding): mark each sublayer as it
         # is tracked, as setting layer.trainable = False afterwards would.
         if isinstance(value, keras.layers.Layer) and not getattr(self, "_trainable", True):
             value.trainable = False
         super().__setattr__(name, value)
+
+    def _check_assignable(self, name, value):
+        """AttributeError, saying why, for what illia code may assign but this layer computes: the
+        samples (``w``, ``b``, the LSTM's gates) and a declared parameter's distribution, which the
+        layer would otherwise go on sampling from unseen."""
+        attribute = getattr(type(self), name, None)
+        if isinstance(attribute, property) and attribute.fset is None:
+            raise AttributeError(
+                f"{type(self).__name__} layer '{self.name}': {name} is the last call's sample (or the "
+                "frozen value) and cannot be set; freeze() fixes it, and the distribution's mu and rho "
+                "are the variables to assign"
+            )
+        current = self.__dict__.get(name)
+        if current is not None and value is not current:
+            if any(p.dist is current for p in self.__dict__.get("_bayesian_parameters", ())):
+                raise AttributeError(
+                    f"{type(self).__name__} layer '{self.name}': {name} cannot be replaced once the layer "
+                    f"samples from it; pass {name}= to the constructor, or assign its mu and rho"
+                )
 
     def __call__(self, *args, **kwargs):
         if control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph()):
