@@ -251,6 +251,20 @@ def test_sequence_lstm_keeps_the_steps_in_a_functional_model():
     assert model.predict(np.zeros((2, 5, 3), np.float32), verbose=0).shape == (2, 2)
 
 
+@pytest.mark.parametrize("return_sequences", [False, True])
+@pytest.mark.parametrize("return_state", [False, True])
+def test_sequence_lstm_output_shape_is_what_it_returns(return_sequences, return_state):
+    layer = nn.SequenceLSTM(4, return_sequences=return_sequences, return_state=return_state, seed=1)
+    outputs = layer(tf.zeros([2, 5, 3]))
+    expected = tf.nest.map_structure(lambda t: tuple(t.shape), outputs)
+    assert tf.nest.flatten(layer.compute_output_shape((2, 5, 3))) == tf.nest.flatten(expected)
+
+
+def test_sequence_lstm_in_bidirectional_says_it_runs_forward_only():
+    with pytest.raises((TypeError, ValueError), match="SequenceLSTM runs forward only"):
+        keras.layers.Bidirectional(nn.SequenceLSTM(4, seed=1))
+
+
 def test_lstm_embedding_takes_the_lstms_dtype_policy():
     # Under a mixed_float16 global policy an LSTM given dtype="float32" computes in float32 throughout:
     # its embedding once took the global policy and rounded the looked-up rows to float16.

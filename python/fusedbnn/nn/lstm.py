@@ -274,6 +274,11 @@ class SequenceLSTM(BayesianModule):
         bias_distribution=None,
         **kwargs,
     ):
+        if kwargs.pop("go_backwards", False):  # what keras.layers.Bidirectional asks of its backward copy
+            raise ValueError(
+                "SequenceLSTM runs forward only (no go_backwards), so keras.layers.Bidirectional cannot wrap "
+                "it: run a second SequenceLSTM on the reversed sequence (tf.reverse(x, [1])) instead"
+            )
         super().__init__(seed=seed, **kwargs)
         self.units = positive_int(units, "units")
         self.return_sequences = bool(return_sequences)
@@ -323,6 +328,12 @@ class SequenceLSTM(BayesianModule):
         h_seq, h, c = super().call(inputs, initial_state=initial_state)
         output = h_seq if self.return_sequences else h
         return [output, h, c] if self.return_state else output
+
+    def compute_output_shape(self, input_shape):
+        batch, steps = input_shape[0], input_shape[1]
+        state = (batch, self.units)
+        output = (batch, steps, self.units) if self.return_sequences else state
+        return (output, state, state) if self.return_state else output
 
     def _fused_kl_priors(self):
         return _gate_kl_priors(self)
