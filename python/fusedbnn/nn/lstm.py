@@ -312,12 +312,15 @@ class SequenceLSTM(BayesianModule):
         """The gate bias ``[4 units]`` of the last call's sample, or the frozen one."""
         return self._b.value(self._frozen)
 
-    def call(self, inputs, initial_state=None, mask=None):
+    def _refuse_mask(self, mask):
         if mask is not None:
             raise ValueError(
                 f"SequenceLSTM layer '{self.name}' does not support masking: remove the Masking layer "
                 "(or mask_zero) before it, or pad the sequences to a common length"
             )
+
+    def call(self, inputs, initial_state=None, mask=None):
+        self._refuse_mask(mask)
         if initial_state is not None:
             if len(initial_state) != 2:
                 raise ValueError(
@@ -328,6 +331,11 @@ class SequenceLSTM(BayesianModule):
         h_seq, h, c = super().call(inputs, initial_state=initial_state)
         output = h_seq if self.return_sequences else h
         return [output, h, c] if self.return_state else output
+
+    def compute_output_spec(self, inputs, initial_state=None, mask=None):
+        # On symbolic inputs Keras calls this, not call(): refuse a mask here too.
+        self._refuse_mask(mask)
+        return super().compute_output_spec(inputs, initial_state=initial_state, mask=mask)
 
     def compute_output_shape(self, input_shape):
         batch, steps = input_shape[0], input_shape[1]
