@@ -57,7 +57,7 @@ MIN_RHO_INIT = -80.0
 
 def rho_init_value(value, name="rho_init"):
     """``value`` as a float, or ValueError naming ``name`` unless finite and at least MIN_RHO_INIT."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not MIN_RHO_INIT <= value < np.inf:
+    if not _is_real(value) or not MIN_RHO_INIT <= value < math.inf:
         raise ValueError(
             f"{name} must be a finite float >= {MIN_RHO_INIT:g} (sigma = softplus({name}); below about -87 "
             f"sigma is no normal float32), got {value!r}"
