@@ -14,7 +14,7 @@ from fusedbnn import nn
 from fusedbnn.losses import ELBOLoss
 
 MECHANISMS = ["keras_file", "save_weights", "checkpoint", "backup_and_restore"]
-KINDS = ["bayesian_model", "functional", "sequential"]
+KINDS = ["bayesian_model", "functional", "sequential", "illia_module"]
 
 
 def data():
@@ -23,11 +23,33 @@ def data():
     return x, (x @ rng.normal(size=(8, 1))).astype(np.float32)
 
 
+@keras.saving.register_keras_serializable(package="test_resume")
+class IlliaStyleScale(nn.BayesianModule):
+    """A module written as illia's docs write one: it samples through its distribution's
+    ``sample()``, whose own noise state must resume too."""
+
+    def __init__(self, units, **kwargs):
+        super().__init__(**kwargs)
+        self.units = units
+        self.distribution = fusedbnn.GaussianDistribution((units,), mu_init=1.0, rho_init=-2.0, seed=5)
+
+    def kl_cost(self):
+        return self.distribution.log_prob(), self.distribution.num_params
+
+    def call(self, inputs):
+        return inputs * self.distribution.sample()
+
+    def get_config(self):
+        return {**super().get_config(), "units": self.units}
+
+
 def make_model(kind, num_samples=1, frozen_first=False):
     keras.utils.set_random_seed(0)
     first, second = nn.Linear(8, 16, seed=1), nn.Linear(16, 1, seed=2)
     if kind == "sequential":
         model = keras.Sequential([keras.Input((8,)), first, keras.layers.ReLU(), second])
+    elif kind == "illia_module":
+        model = keras.Sequential([keras.Input((8,)), first, IlliaStyleScale(16), second])
     else:
         inputs = keras.Input((8,))
         outputs = second(keras.layers.ReLU()(first(inputs)))
@@ -133,3 +155,16 @@ def test_the_loss_of_a_loaded_plain_model_binds_to_it(tmp_path):
     assert loaded.loss.bound_model() is None  # Keras compiled it from the saved config
     fit(loaded, 1)
     assert loaded.loss.bound_model() is loaded
+
+
+def test_a_distribution_file_without_its_noise_state_still_loads():
+    """Files written before the distribution's noise state was saved hold its four weights alone."""
+    saved, loaded = fusedbnn.GaussianDistribution((3,), seed=1), fusedbnn.GaussianDistribution((3,), seed=2)
+    store = {}
+    saved.save_own_variables(store)
+    assert sorted(store) == ["0", "1", "2", "3", "noise_state"]
+    del store["noise_state"]
+    state = loaded._seed_generator.state.numpy()
+    loaded.load_own_variables(store)
+    np.testing.assert_array_equal(loaded.mu.numpy(), saved.mu.numpy())
+    np.testing.assert_array_equal(loaded._seed_generator.state.numpy(), state)

@@ -120,6 +120,28 @@ class GaussianDistribution(keras.layers.Layer):
         (fused, no sample)."""
         return ops.gaussian_kl_analytic(self.mu, self.rho, self.mu_prior, self.std_prior)
 
+    # The noise state of ``sample()`` is saved beside the four weights (not one of them, as illia's
+    # distribution has four), so that a module sampling through it resumes exactly from a .keras file,
+    # save_weights, BackupAndRestore or a tf.train.Checkpoint. Files written before it was saved hold
+    # the four alone.
+    _NOISE_STATE_KEY = "noise_state"
+
+    def save_own_variables(self, store):
+        super().save_own_variables(store)
+        store[self._NOISE_STATE_KEY] = self._seed_generator.state
+
+    def load_own_variables(self, store):
+        if self._NOISE_STATE_KEY in store.keys():
+            self._seed_generator.state.assign(store[self._NOISE_STATE_KEY])
+            store = {key: store[key] for key in store.keys() if key != self._NOISE_STATE_KEY}
+        super().load_own_variables(store)
+
+    def _trackable_children(self, save_type="checkpoint", **kwargs):
+        children = super()._trackable_children(save_type, **kwargs)
+        if save_type == "checkpoint":  # tf.train.Checkpoint too
+            children[self._NOISE_STATE_KEY] = self._seed_generator.state
+        return children
+
     def get_config(self):
         config = super().get_config()
         config.update(
