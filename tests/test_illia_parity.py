@@ -70,6 +70,8 @@ def test_priors_are_variables_read_by_traced_kls():
         assert b != a
         assert_allclose(a, e, rtol=1e-4, atol=1e-3)
     assert_allclose(d.log_prob(d.sample(seed)), expected[0], rtol=1e-4, atol=1e-3)
+    # illia's log_prob takes any tensor of weights: a float64 one (a NumPy draw, say) is read as float32.
+    assert_allclose(d.log_prob(tf.cast(d.sample(seed), tf.float64)), expected[0], rtol=1e-4, atol=1e-3)
     # The config holds floats, at the current values; a copy from it gets the same priors.
     config = d.get_config()
     assert (config["mu_prior"], config["std_prior"]) == (pytest.approx(-0.1), 0.5)

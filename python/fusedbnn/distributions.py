@@ -13,7 +13,7 @@ __all__ = ["GaussianDistribution"]
 
 def log_ratio(x, mu, sigma, mu_prior, std_prior):
     """illia's ``sum(log N(x; mu, sigma)) - sum(log N(x; mu_prior, std_prior))``."""
-    x = tf.convert_to_tensor(x, tf.float32)
+    x = tf.cast(x, tf.float32)  # a float64 tensor of weights too
     log_posterior = tf.reduce_sum(_plain.gaussian_log_density(x, mu, sigma))
     log_prior = tf.reduce_sum(
         _plain.gaussian_log_density(
