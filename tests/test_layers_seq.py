@@ -242,6 +242,17 @@ def test_sequence_lstm_refuses_other_features_than_it_was_built_with():
         layer(tf.zeros([2, 3, 7]))
 
 
+def test_sequence_lstm_kl_cost_before_build_says_to_build_it():
+    # Its parameters are declared in build(): the KL of an unbuilt layer was (0.0, 0), so the KL of
+    # an unbuilt subclassed model left it out silently.
+    layer = nn.SequenceLSTM(4, seed=1)
+    with pytest.raises(ValueError, match=r"sequence_lstm.* not built.*features"):
+        layer.kl_cost()
+    layer.build((2, 3, 5))
+    kl, num_params = layer.kl_cost()
+    assert num_params == (5 + 4) * 16 + 16 and np.isfinite(kl.numpy())
+
+
 def test_sequence_lstm_keeps_the_steps_in_a_functional_model():
     # The frozen branch's TensorArray dropped the count of steps, so Flatten then Dense could not build.
     inputs = keras.Input((5, 3))

@@ -302,6 +302,14 @@ class SequenceLSTM(BayesianModule):
         # Later inputs must have these features: Keras's check names the layer and the axis.
         self.input_spec = keras.layers.InputSpec(ndim=3, axes={-1: features})
 
+    def kl_cost(self, analytic=False):
+        if not self.built:  # else (0.0, 0): a model's KL would leave the layer out silently
+            raise ValueError(
+                f"SequenceLSTM layer '{self.name}' is not built: its parameters' shapes depend on the "
+                "inputs' features, so call it once (or build(input_shape)) before kl_cost()"
+            )
+        return super().kl_cost(analytic)
+
     @property
     def w(self):
         """The gate weights ``[features + units, 4 units]`` of the last call's sample, or the frozen ones."""
