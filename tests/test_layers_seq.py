@@ -84,6 +84,8 @@ def test_embedding_accepts_float_ids_and_rejects_bad_arguments():
         ({"num_embeddings": 4, "embeddings_dim": 3, "padding_idx": 4}, "padding_idx"),
         ({"num_embeddings": 4, "embeddings_dim": 3, "max_norm": -1.0}, "max_norm"),
         ({"num_embeddings": 4, "embeddings_dim": 3, "norm_type": 0}, "norm_type"),
+        ({"num_embeddings": 4, "embeddings_dim": 3, "max_norm": True}, "max_norm"),  # was a max_norm of 1
+        ({"num_embeddings": 4, "embeddings_dim": 3, "norm_type": True}, "norm_type"),
         (
             {"num_embeddings": 4, "embeddings_dim": 3, "weights_distribution": nn.Linear(4, 3).weights_distribution},
             "weights_distribution",

@@ -107,9 +107,9 @@ def embedding_options(padding_idx, max_norm, norm_type):
         isinstance(padding_idx, bool) or not isinstance(padding_idx, numbers.Integral) or padding_idx < 0
     ):
         raise ValueError(f"padding_idx must be None or an int >= 0, got {padding_idx!r}")
-    if max_norm is not None and not (isinstance(max_norm, numbers.Real) and max_norm > 0):
+    if max_norm is not None and not (_is_real(max_norm) and max_norm > 0):
         raise ValueError(f"max_norm must be None or positive, got {max_norm!r}")
-    if not (isinstance(norm_type, numbers.Real) and 0 < norm_type < float("inf")):
+    if not (_is_real(norm_type) and 0 < norm_type < float("inf")):
         raise ValueError(f"norm_type must be a positive finite number, got {norm_type!r}")
     return {
         "padding_idx": -1 if padding_idx is None else int(padding_idx),
