@@ -164,7 +164,7 @@ class FunctionalBayesianModel(BayesianModel, Functional):
     """The class of ``BayesianModel(inputs, outputs)``: a functional BayesianModel."""
 
 
-_functional_variants = {BayesianModel: FunctionalBayesianModel}
+_functional_variants = {}
 
 
 def _functional_variant(cls):
@@ -175,9 +175,20 @@ def _functional_variant(cls):
     """
     if cls not in _functional_variants:
         variant = type(f"Functional{cls.__name__}", (cls, Functional), {"__module__": cls.__module__})
-        object_registration.GLOBAL_CUSTOM_NAMES[variant] = keras.saving.get_registered_name(cls)
-        _functional_variants[cls] = variant
+        _register_variant(cls, variant)
     return _functional_variants[cls]
+
+
+def _register_variant(cls, variant):
+    """Make files of ``variant`` load as ``cls``: .keras files name it by ``cls``'s registered name,
+    legacy .h5 files by the variant's class name. (FunctionalBayesianModel is registered as
+    BayesianModel already, by its decorator.)"""
+    object_registration.GLOBAL_CUSTOM_NAMES.setdefault(variant, keras.saving.get_registered_name(cls))
+    object_registration.GLOBAL_CUSTOM_OBJECTS.setdefault(variant.__name__, cls)
+    _functional_variants[cls] = variant
+
+
+_register_variant(BayesianModel, FunctionalBayesianModel)
 
 
 def _add_gradients(total, g):
