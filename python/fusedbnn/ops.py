@@ -687,8 +687,20 @@ def _second_order_error(op_type):
     )
 
 
+def _second_order_gradients(op_type, inputs):
+    """The gradients of ``inputs`` in a gradient of a fused gradient: an error now when eager; in a
+    graph, gradients that raise the error when they run. Under a persistent or nested tape,
+    TensorFlow builds the second-order gradients of a tf.function's first-order ones without running
+    them (unless asked): building them must not fail a first-order gradient."""
+    if tf.executing_eagerly():
+        raise _second_order_error(op_type)
+    refuse = tf.debugging.Assert(False, [str(_second_order_error(op_type))])
+    with tf.control_dependencies([refuse]):
+        return [tf.zeros_like(x) if x.dtype.is_floating else None for x in inputs]
+
+
 def _no_second_order_gradient(op, *_):
-    raise _second_order_error(op.type)
+    return _second_order_gradients(op.type, op.inputs)
 
 
 def _first_order_only(tensor, op):
@@ -697,7 +709,7 @@ def _first_order_only(tensor, op):
     @tf.custom_gradient
     def identity(x):
         def grad(_):
-            raise _second_order_error(op.type)
+            return _second_order_gradients(op.type, [x])[0]
 
         return tf.identity(x), grad
 
