@@ -201,6 +201,43 @@ def test_a_non_finite_weight_or_input_reaches_only_the_gradients_it_affects(
     assert 0 < affected.sum() < affected.size
 
 
+@pytest.mark.parametrize(
+    "conv, x_shape, kernel_shape, kwargs, planted",
+    [
+        ("conv2d", [1, 7, 7, 2], [2, 2, 2, 3], dict(dilation=2), [0, 3, 3, 1]),
+        ("conv2d", [2, 9, 8, 2], [2, 3, 2, 3], dict(dilation=[2, 3], stride=2, padding="SAME"), [0, 5, 4, 1]),
+        (
+            "conv2d",
+            [1, 4, 8, 9],
+            [3, 2, 2, 4],
+            dict(dilation=[3, 2], stride=[1, 2], data_format="NCHW", groups=2),
+            [0, 2, 4, 4],
+        ),
+        ("conv1d", [2, 11, 4], [3, 4, 2], dict(dilation=2, padding=[2, 1]), [0, 5, 2]),
+    ],
+)
+@pytest.mark.parametrize("mode", MODES)
+def test_a_non_finite_input_reaches_only_the_outputs_that_read_it_with_tensorflows_kernels(
+    conv, x_shape, kernel_shape, kwargs, planted, mode
+):
+    """engine="tensorflow" (as the frozen layers) dilated the kernel with zero taps, whose products
+    with an Inf or NaN input made NaN of outputs that skip it."""
+    rng = np.random.default_rng(3)
+    x, w_mu, _, w_seed = conv_inputs(rng, x_shape, kernel_shape, bias=False)
+    x = tf.tensor_scatter_nd_update(x, [planted], [np.inf])  # a pixel that some outputs read
+    w_rho = tf.fill(w_mu.shape, -np.inf)  # sigma 0: w is mu exactly
+    fn = getattr(ops, conv)
+    fused, plain = (
+        run(mode, lambda engine=engine: fn(x, w_mu, w_rho, w_seed, engine=engine, **kwargs))
+        for engine in ("fused", "tensorflow")
+    )
+    np.testing.assert_array_equal(np.isnan(plain), np.isnan(fused))
+    np.testing.assert_array_equal(np.isinf(plain), np.isinf(fused))
+    finite = np.isfinite(fused)
+    assert 0 < finite.sum() < finite.size
+    assert_allclose(plain[finite], fused[finite], rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize("data_format", ["NHWC", "NCHW"])
 def test_conv2d_numeric_gradient(data_format):
     rng = np.random.default_rng(5)

@@ -20,57 +20,71 @@ def gaussian_log_density(x, mu, sigma):
 def dense(x, w, b):
     """``x @ w^T + b`` for x ``[..., in]``, w ``[out, in]`` and an optional bias ``[out]``."""
     y = tf.tensordot(x, w, axes=[[x.shape.rank - 1], [1]])
-    return y if b is None else tf.nn.bias_add(y, b)
+    return y if b is None else y + b  # not tf.nn.bias_add: x may be one example [in]
 
 
-def _dilate_kernel(w, axis, dilation):
-    """``w`` with ``dilation - 1`` zero taps between its taps along ``axis`` (0 or 1)."""
-    if dilation == 1:
-        return w
-    zeros_shape = list(w.shape)
-    zeros_shape.insert(axis + 1, dilation - 1)
-    spaced = tf.concat([tf.expand_dims(w, axis + 1), tf.zeros(zeros_shape, w.dtype)], axis=axis + 1)
-    merged = list(w.shape)
-    merged[axis] *= dilation
-    return tf.gather(tf.reshape(spaced, merged), tf.range((w.shape[axis] - 1) * dilation + 1), axis=axis)
+def _same_pads(x, window, strides):
+    """TensorFlow's SAME padding of NHWC ``x`` for windows of ``window`` taps (dilation included)
+    and ``strides``, as explicit ``[[top, bottom], [left, right]]``."""
+    pads = []
+    for axis in (0, 1):
+        size, stride = tf.shape(x)[axis + 1], strides[axis]
+        total = tf.maximum((-(-size // stride) - 1) * stride + window[axis] - size, 0)
+        pads.append([total // 2, total - total // 2])
+    return pads
 
 
-def _tf_conv2d(x, w, strides, padding):
-    """``tf.nn.conv2d`` of NHWC ``x`` with the (already dilated) kernel ``w``, except that unequal
-    strides run at stride 1 and are subsampled: TensorFlow 2.21's oneDNN kernels mishandle them
-    (Conv2DBackpropFilter writes out of bounds and corrupts the heap; the forward returns garbage for
-    one-channel inputs, e.g. x [2, 6, 5, 1], w [1, 3, 1, 3], strides [1, 3]; benchmarks/NOTES.md)."""
-    if strides[0] == strides[1]:
+def _dilated_valid_conv(x, w, dilations):
+    """VALID, stride-1 convolution of NHWC ``x`` with ``w`` dilated by ``dilations``, through
+    space_to_batch (as tf.nn.atrous_conv2d): each of the dilations' phases of ``x`` convolved with the
+    undilated kernel. Padded at the end to whole phases; the rows that padding adds are cropped."""
+    if dilations == (1, 1):
+        return tf.nn.conv2d(x, w, 1, "VALID")
+    ends = [(-tf.shape(x)[axis + 1]) % dilations[axis] for axis in (0, 1)]
+    pads = [[0, ends[0]], [0, ends[1]]]
+    y = tf.nn.conv2d(tf.space_to_batch(x, dilations, pads), w, 1, "VALID")
+    return tf.batch_to_space(y, dilations, pads)
+
+
+def _tf_conv2d(x, w, strides, dilations, padding):
+    """``tf.nn.conv2d`` of NHWC ``x``, except where TensorFlow's CPU kernels fail: those cases run on
+    explicitly padded ``x`` at stride 1 and are subsampled.
+    - Unequal strides: TensorFlow 2.21's oneDNN kernels mishandle them (Conv2DBackpropFilter writes
+      out of bounds and corrupts the heap; the forward returns garbage for one-channel inputs, e.g.
+      x [2, 6, 5, 1], w [1, 3, 1, 3], strides [1, 3]; benchmarks/NOTES.md).
+    - Dilation: the CPU gradients without oneDNN refuse it, and a kernel dilated with zero taps would
+      carry a NaN or inf of ``x`` into outputs that never read it (0 * inf): space_to_batch instead.
+    """
+    if strides[0] == strides[1] and dilations == (1, 1):
         return tf.nn.conv2d(x, w, strides, padding)
     if padding == "SAME":
-        pads = [[0, 0]]
-        for axis in (0, 1):
-            size, window, stride = tf.shape(x)[axis + 1], w.shape[axis], strides[axis]
-            total = tf.maximum((-(-size // stride) - 1) * stride + window - size, 0)
-            pads.append([total // 2, total - total // 2])
-        x, padding = tf.pad(x, pads + [[0, 0]]), "VALID"
-    return tf.nn.conv2d(x, w, 1, padding)[:, :: strides[0], :: strides[1], :]
+        window = [(w.shape[axis] - 1) * dilations[axis] + 1 for axis in (0, 1)]
+        padding = [[0, 0], *_same_pads(x, window, strides), [0, 0]]
+    if padding != "VALID":
+        x = tf.pad(x, padding)
+    return _dilated_valid_conv(x, w, dilations)[:, :: strides[0], :: strides[1], :]
 
 
 def _conv2d_nhwc(x, w, args, native_groups):
     """Convolution of NHWC ``x`` with the kernel ``w`` [kh, kw, in/groups, out], covering what
-    TensorFlow's CPU convolution refuses: dilation (its CPU gradient does not support it, so the
-    kernel is dilated with zeros instead) and, unless ``native_groups``, groups (one convolution per
-    group; only oneDNN builds convolve groups in one op, forward and backward)."""
+    TensorFlow's CPU convolution refuses: dilation and unequal strides (``_tf_conv2d``) and, unless
+    ``native_groups``, groups (one convolution per group; only oneDNN builds convolve groups in one
+    op, forward and backward)."""
     out_size = _conv_args.spatial_outputs(x.shape[1:3], w.shape[:2], args)
     if None not in out_size and 0 in (x.shape[0], *out_size):
         # oneDNN mishandles empty convolutions in graphs; keep the gradients defined (zero).
         zero = 0.0 * (tf.reduce_sum(x) + tf.reduce_sum(w))
         return tf.zeros([tf.shape(x)[0], *out_size, w.shape[3]], x.dtype) + zero
-    w = _dilate_kernel(_dilate_kernel(w, 0, args.dilations[0]), 1, args.dilations[1])
     padding = args.padding
     if padding == "EXPLICIT":
         top, bottom, left, right = args.explicit
         padding = [[0, 0], [top, bottom], [left, right], [0, 0]]
     if args.groups == 1 or native_groups:
-        return _tf_conv2d(x, w, args.strides, padding)
+        return _tf_conv2d(x, w, args.strides, tuple(args.dilations), padding)
     xs, ws = tf.split(x, args.groups, axis=3), tf.split(w, args.groups, axis=3)
-    return tf.concat([_tf_conv2d(xg, wg, args.strides, padding) for xg, wg in zip(xs, ws)], axis=3)
+    return tf.concat(
+        [_tf_conv2d(xg, wg, args.strides, tuple(args.dilations), padding) for xg, wg in zip(xs, ws)], axis=3
+    )
 
 
 def conv2d_with_kernel(x, w, b, args, native_groups=False):
