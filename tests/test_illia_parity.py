@@ -162,6 +162,26 @@ def test_trainable_false_in_the_constructor_stops_training_as_in_keras(case, tmp
     assert mus and all(v.trainable for v in mus)
 
 
+@pytest.mark.parametrize("analytic_kl", [False, True])
+def test_fit_leaves_a_frozen_layers_distributions_as_they_are(case, analytic_kl):
+    """illia's freeze(): "Once frozen, parameters are not resampled or updated". The KL term of a
+    frozen layer moved mu and rho: the log ratio at the fixed value has no minimum (the loss fell
+    without bound, sigma grew or vanished, and unfreeze() showed a ruined posterior); the analytic
+    KL pulled them to the prior."""
+    make, x, _ = case
+    layer = make(seed=4)
+    model = as_model(layer, x)
+    layer.freeze(use_mean=True)
+    start = [v.numpy() for v in layer.trainable_weights]
+    model.compile(optimizer=keras.optimizers.SGD(0.1), loss=ELBOLoss("mse", kl_weight=1.0, analytic_kl=analytic_kl))
+    target = np.ones_like(model.predict(x, verbose=0))
+    losses = model.fit(x, target, epochs=3, verbose=0).history["loss"]
+    assert np.isfinite(losses).all() and losses[0] == pytest.approx(losses[-1])
+    for before, variable in zip(start, layer.trainable_weights):
+        np.testing.assert_array_equal(variable.numpy(), before, err_msg=variable.path)
+    assert layer.kl_cost()[0].numpy() != 0.0  # the KL is still reported
+
+
 def test_w_and_b_hold_the_last_calls_sample():
     layer = nn.Linear(5, 3, seed=2)
     x = tf.random.normal([4, 5])

@@ -83,11 +83,14 @@ class SampledParameter(tf.__internal__.tracking.AutoTrackable):
 
     def kl(self, frozen, analytic=False):
         """KL of the last call's sample, or of the frozen value; with ``analytic`` the closed-form KL
-        of the distribution (no sample)."""
+        of the distribution (no sample). No gradient while frozen (``frozen_kl``)."""
         if analytic:
-            return self.dist.kl_analytic()
+            kl = self.dist.kl_analytic()
+            return tf.cond(frozen, lambda: tf.stop_gradient(kl), lambda: kl)
         return tf.cond(frozen, self.frozen_kl, lambda: self.dist.kl_at_seed(self.seed))
 
     def frozen_kl(self):
-        """The KL of the frozen value."""
-        return self.dist.log_prob(self.frozen_value)
+        """The KL of the frozen value, without gradient: frozen parameters are not updated (illia's
+        ``freeze()``), and at a fixed value this log ratio has no minimum in mu and rho: ``fit``
+        would drive sigma to 0 or without bound while the frozen outputs hid it."""
+        return tf.stop_gradient(self.dist.log_prob(self.frozen_value))
