@@ -82,6 +82,10 @@ class TestLinear:
         with grads:
             loss = tf.reduce_sum(layer(x))
         assert all(g is None for g in grads.gradient(loss, layer.trainable_weights))
+        # One example [in] gives [out], frozen as sampling (tf.nn.bias_add refused rank 1).
+        one = tf.function(layer)(x[0])
+        assert one.shape == (4,)
+        assert_allclose(one, y1[0], rtol=1e-5, atol=1e-6)
         layer.unfreeze()
         assert not layer.frozen and not np.allclose(layer(x).numpy(), y1)
 

@@ -95,6 +95,28 @@ def test_embedding_accepts_float_ids_and_rejects_bad_arguments():
             nn.Embedding(**kwargs)
 
 
+@pytest.mark.parametrize("frozen", [False, True])
+def test_ids_are_never_wrapped_into_the_table_and_sparse_ids_are_refused(frozen):
+    layer = nn.Embedding(11, 3, seed=0)
+    if frozen:
+        layer.freeze()
+    # Cast to int32, 2^32 + 2 looked up row 2 and 1e10 reported "got id -2147483648".
+    for ids in (tf.constant([2**32 + 2], tf.uint64), tf.constant([1e10])):
+        with pytest.raises(tf.errors.InvalidArgumentError, match="(got id|indices.*=) ?" + str(int(ids[0].numpy()))):
+            layer(ids)
+    assert layer(tf.constant([[3]], tf.uint8)).shape == (1, 1, 3)
+    for ids in (tf.ragged.constant([[1, 2], [3]]), tf.sparse.from_dense(tf.constant([[1, 0], [3, 0]]))):
+        with pytest.raises(ValueError, match=f"embedding.* takes dense inputs, got a {type(ids).__name__}"):
+            layer(ids)
+
+
+def test_sequence_lstm_refuses_integer_features_naming_the_layer():
+    layer = nn.SequenceLSTM(3, seed=1)
+    for call in (layer, tf.function(layer)):
+        with pytest.raises(ValueError, match="sequence_lstm.*must be floating point, got dtype int32"):
+            call(tf.ones([2, 4, 2], tf.int32))
+
+
 def test_embedding_config_round_trip():
     layer = nn.Embedding(
         12, 4, padding_idx=2, max_norm=1.5, norm_type=3.0, scale_grad_by_freq=True, sparse=True, seed=5, name="emb"

@@ -191,6 +191,12 @@ class BayesianModule(keras.layers.Layer):
 
     def call(self, inputs, **kwargs):
         self._fix_parameters_declared_frozen()
+        for value in tf.nest.flatten(inputs):
+            if isinstance(value, (tf.RaggedTensor, tf.SparseTensor)):
+                raise ValueError(
+                    f"{type(self).__name__} layer '{self.name}' takes dense inputs, got a {type(value).__name__}: "
+                    "pad it to a dense tensor first (ragged.to_tensor(), tf.sparse.to_dense)"
+                )
         inputs = tf.nest.map_structure(_to_float32, inputs)
         kl_priors = self._fused_kl_priors() if _fused_kl.graph_building() else None
         if kl_priors is None:

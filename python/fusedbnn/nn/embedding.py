@@ -9,9 +9,10 @@ from fusedbnn.nn.base import BayesianModule
 
 
 def token_ids(inputs):
-    """Integer ids from a layer input: int32/int64 kept, other dtypes cast to int32 as illia does."""
+    """Integer ids from a layer input: int32/int64 kept, other dtypes cast to int64 (floats
+    truncated, as illia does), where no id of an unsigned or float input wraps into the table."""
     ids = tf.convert_to_tensor(inputs)
-    return ids if ids.dtype in (tf.int32, tf.int64) else tf.cast(ids, tf.int32)
+    return ids if ids.dtype in (tf.int32, tf.int64) else tf.cast(ids, tf.int64)
 
 
 @keras.saving.register_keras_serializable(package="fusedbnn")
@@ -35,7 +36,7 @@ class Embedding(BayesianModule):
             None for the default prior N(0, 0.1^2).
         seed: optional int for reproducible initial values and noise.
 
-    Inputs are ids of any shape (int32 or int64; other dtypes are cast to int32), each in
+    Inputs are ids of any shape (int32 or int64; other dtypes are cast to int64), each in
     ``[0, num_embeddings)``; outputs have shape ``inputs.shape + (embeddings_dim,)``. ``kl_cost()``
     covers the whole table. ``w`` is the table of the last call's sample, or the fixed one after
     ``freeze()``.

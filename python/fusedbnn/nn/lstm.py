@@ -5,7 +5,7 @@ import numpy as np
 import tensorflow as tf
 
 from fusedbnn import _plain, _seeds, ops
-from fusedbnn._validation import positive_int
+from fusedbnn._validation import float_inputs, positive_int
 from fusedbnn.distributions import log_ratio
 from fusedbnn.nn import _parameter
 from fusedbnn.nn.base import BayesianModule
@@ -355,6 +355,7 @@ class SequenceLSTM(BayesianModule):
         return _gate_kl_priors(self)
 
     def _sampled_call(self, x, initial_state=None, kl_priors=None):
+        x = float_inputs(self, x)
         args = (*self._w.sampling_args(self), *self._b.sampling_args(self))
         if kl_priors is None:
             h_seq, (h, c) = ops.lstm(x, *args, initial_state=initial_state)
@@ -363,7 +364,9 @@ class SequenceLSTM(BayesianModule):
         return (h_seq, h, c), kl
 
     def _frozen_call(self, x, initial_state=None):
-        h_seq, (h, c) = _plain.lstm_recurrence(x, self._w.frozen_value, self._b.frozen_value, initial_state)
+        h_seq, (h, c) = _plain.lstm_recurrence(
+            float_inputs(self, x), self._w.frozen_value, self._b.frozen_value, initial_state
+        )
         return h_seq, h, c
 
     def get_config(self):
