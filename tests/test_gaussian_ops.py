@@ -143,6 +143,18 @@ def test_int32_and_int64_seeds_agree(rng):
     np.testing.assert_array_equal(a.numpy(), b.numpy())
 
 
+def test_a_seed_of_unknown_length_is_checked_when_it_runs(rng):
+    """A traced seed of static shape [None] was refused although [2] fits it (stateless_normal takes
+    it); its length is checked when the graph runs."""
+    mu, rho = gaussian_params(rng, [4])
+    sample = tf.function(
+        lambda seed: ops.sample_gaussian(mu, rho, seed), input_signature=[tf.TensorSpec([None], tf.int64)]
+    )
+    np.testing.assert_array_equal(sample(tf.constant([1, 2], tf.int64)), ops.sample_gaussian(mu, rho, [1, 2]))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="shape"):
+        sample(tf.constant([1, 2, 3], tf.int64))
+
+
 def test_stable_softplus_extremes():
     """sigma = softplus(rho) stays finite at rho > 88 and nonzero at rho < -20."""
     rho = tf.constant([100.0, 89.0, -25.0, -60.0])

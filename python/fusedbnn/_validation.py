@@ -34,7 +34,7 @@ def seed_tensor(seed, name):
         if not tensor.dtype.is_integer:
             raise ValueError(f"{name} must be an int32 or int64 tensor of shape [2], got dtype {tensor.dtype.name}")
         tensor = tf.cast(tensor, tf.int64)
-    if tensor.shape.rank is not None and tensor.shape != [2]:
+    if not tensor.shape.is_compatible_with([2]):  # [None] and unknown ranks are checked when the op runs
         raise ValueError(f"{name} must be a seed of shape [2], got shape {tensor.shape}")
     return tensor
 
