@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import fusedbnn
+from fusedbnn import nn
 from op_specs import SPEC_IDS, SPECS, large_args
 
 THREADS = 6
@@ -106,3 +108,30 @@ def test_tf_data_parallel_map_with_prefetch_matches_serial_calls(spec):
             )
     else:
         assert_all_equal(actual, expected, f"{spec.name} tf.data")
+
+
+@pytest.mark.parametrize("mode", ["eager", "function"])
+@pytest.mark.parametrize(
+    "make, x",
+    [
+        (lambda: nn.Linear(16, 8, seed=1), tf.eye(16)),
+        (lambda: nn.Embedding(16, 4, seed=1), tf.range(16)[None]),
+        (lambda: fusedbnn.GaussianDistribution((16, 8), seed=1), None),
+    ],
+    ids=["linear", "embedding", "distribution_sample"],
+)
+def test_concurrent_calls_of_one_layer_draw_distinct_noise(make, x, mode):
+    """The noise stream's step was a read then an assign (keras SeedGenerator.next()): calls running
+    at once drew the same seed, i.e. the same weights (27 of 240 calls in the review). Every call now
+    takes its own step: distinct samples, and the state advanced once per drawn seed."""
+    layer = make()
+    call = (lambda: layer.sample()) if x is None else (lambda: layer(x))
+    if mode == "function":
+        call = tf.function(call)
+    call()
+    start = layer._seed_generator.state.numpy()
+    count = 8 * THREADS
+    samples = in_threads(count, lambda k: [call()])
+    assert len({s[0].tobytes() for s in samples}) == count
+    seeds_per_call = 1 if x is None else len(layer._bayesian_parameters)
+    np.testing.assert_array_equal(layer._seed_generator.state.numpy() - start, [0, count * seeds_per_call])

@@ -5,6 +5,8 @@ import zlib
 
 import tensorflow as tf
 
+from fusedbnn._loader import load_op_library
+
 
 def derived_seed(seed, name):
     """A seed for the part ``name`` of something seeded with ``seed``, or None if ``seed`` is None.
@@ -22,6 +24,17 @@ def on_host():
     seeds (HostMemory inputs), so that a GPU op never waits for a device-to-host copy. Under a
     tf.distribute strategy, which places its own variables, no scope."""
     return contextlib.nullcontext() if tf.distribute.has_strategy() else tf.device("/CPU:0")
+
+
+def next_seed(generator):
+    """The next seed ([2] int64) of a ``keras.random.SeedGenerator``, as ``generator.next()`` gives
+    it, but read and advanced in one op under the state variable's lock (``FusedBnn>NextSeed``):
+    ``next()`` reads, then assigns in a second op, so calls of one layer running at once (threads, a
+    server's concurrent requests) drew the same noise. Under a tf.distribute strategy, whose
+    replicas each advance their own copy of the state, ``next()``."""
+    if tf.distribute.has_strategy():
+        return generator.next()
+    return load_op_library().fused_bnn_next_seed(generator.state.handle)
 
 
 def replica_seed(seed):

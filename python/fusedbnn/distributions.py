@@ -5,7 +5,7 @@ import numpy as np
 import tensorflow as tf
 
 from fusedbnn import _plain, ops
-from fusedbnn._seeds import derived_seed
+from fusedbnn._seeds import derived_seed, next_seed, on_host
 from fusedbnn._validation import finite_float, optional_seed, positive_std, rho_init_value
 
 __all__ = ["GaussianDistribution"]
@@ -51,7 +51,8 @@ class GaussianDistribution(keras.layers.Layer):
         self.mu_init = finite_float(mu_init, "mu_init")
         self.rho_init = rho_init_value(rho_init)
         self.seed = seed = optional_seed(seed)
-        self._seed_generator = keras.random.SeedGenerator(derived_seed(seed, "sample"))
+        with on_host():  # where FusedBnn>NextSeed advances it (a CPU kernel, as the layers' noise)
+            self._seed_generator = keras.random.SeedGenerator(derived_seed(seed, "sample"))
         # Variables and sampling are float32 under every dtype policy (the fused ops are float32).
         self.mu = self.add_weight(
             name="mu",
@@ -101,7 +102,7 @@ class GaussianDistribution(keras.layers.Layer):
 
     def next_seed(self):
         """A fresh int64 seed of shape [2] from this distribution's seed generator."""
-        return self._seed_generator.next()
+        return next_seed(self._seed_generator)
 
     def sample(self, seed=None):
         """One draw ``mu + softplus(rho) * eps``; ``seed`` ([2] ints) makes it reproducible."""

@@ -48,7 +48,7 @@ class SampledParameter(tf.__internal__.tracking.AutoTrackable):
                 name=f"{name}_seed", shape=(2,), dtype="int64", initializer="zeros", trainable=False
             )
         with tf.init_scope():  # outside any trace: a tf.function's first trace, which builds, is discarded
-            self.seed.assign(layer._seed_generator.next())
+            self.seed.assign(_seeds.next_seed(layer._seed_generator))
         self._add_frozen_variables(layer, name)
         self.generator_state = layer._seed_generator.state
 
@@ -64,7 +64,7 @@ class SampledParameter(tf.__internal__.tracking.AutoTrackable):
     def sampling_args(self, layer):
         """``(mu, rho, seed)`` for a fused op, with a fresh seed (per replica) remembered as the
         seed of the last call's sample."""
-        seed = _seeds.replica_seed(layer._seed_generator.next())
+        seed = _seeds.replica_seed(_seeds.next_seed(layer._seed_generator))
         self.seed.assign(seed)
         return self.dist.mu, self.dist.rho, seed
 

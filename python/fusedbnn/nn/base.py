@@ -250,7 +250,7 @@ class WeightAndBiasModule(BayesianModule):
         """The op's ``estimator`` and ``x_seed`` keyword arguments, with a fresh x_seed (per replica)."""
         if self.estimator == "reparameterization":
             return {}
-        return {"estimator": self.estimator, "x_seed": _seeds.replica_seed(self._seed_generator.next())}
+        return {"estimator": self.estimator, "x_seed": _seeds.replica_seed(_seeds.next_seed(self._seed_generator))}
 
     def _weight_and_bias_kl_priors(self):
         """``((w_mu_prior, w_std_prior), (b_mu_prior, b_std_prior))`` for a fused op's KL output
