@@ -222,9 +222,12 @@ def test_elbo_needs_a_model_and_bayesian_model_for_several_samples():
     # Accepted and then ignored before (a scalar came back for "none").
     with pytest.raises(ValueError, match="ELBOLoss takes no reduction, got 'none'"):
         ELBOLoss("mse", reduction="none")
+    # Each ELBOLoss of a several-output model added the whole KL (times its loss weight).
     bayesian = regression_model(fusedbnn.BayesianModel)
-    with pytest.raises(ValueError, match="disagree on num_samples"):
-        bayesian.compile(loss=[ELBOLoss("mse", num_samples=2), ELBOLoss("mse", num_samples=3)])
+    elbo = ELBOLoss("mse")
+    for loss in ([ELBOLoss("mse"), ELBOLoss("mse", num_samples=3)], {"a": elbo, "b": elbo}):
+        with pytest.raises(ValueError, match="got 2 ELBOLosses.*KL would count that many times.*one output"):
+            bayesian.compile(loss=loss)
 
 
 @pytest.mark.parametrize("analytic", [False, True])

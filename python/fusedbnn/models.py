@@ -47,16 +47,20 @@ class BayesianModel(keras.Model):
         return super().__new__(cls, *args, **kwargs)
 
     def compile(self, *args, **kwargs):
-        """``keras.Model.compile``; binds this model to the ELBOLosses in ``loss`` and reads ``num_samples``."""
+        """``keras.Model.compile``; binds this model to the ELBOLoss in ``loss`` (one at most: each
+        adds the whole KL term) and reads its ``num_samples``."""
         loss = kwargs.get("loss", args[1] if len(args) > 1 else None)
         elbo_losses = [item for item in tf.nest.flatten(loss) if isinstance(item, ELBOLoss)]
-        counts = {elbo.num_samples for elbo in elbo_losses}
-        if len(counts) > 1:
-            raise ValueError(f"the ELBOLosses given to compile() disagree on num_samples: {sorted(counts)}")
+        if len(elbo_losses) > 1:
+            raise ValueError(
+                f"compile() got {len(elbo_losses)} ELBOLosses (one per output?): each adds the model's whole "
+                "KL term, so the KL would count that many times (and be scaled by loss_weights). Give "
+                "ELBOLoss to one output and plain Keras losses to the others."
+            )
         for elbo in elbo_losses:
             if elbo.bound_model() is None:
                 elbo.bind(self)
-        self.num_samples = counts.pop() if counts else 1
+        self.num_samples = elbo_losses[0].num_samples if elbo_losses else 1
         super().compile(*args, **kwargs)
 
     def compile_from_config(self, config):
