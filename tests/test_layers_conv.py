@@ -123,6 +123,18 @@ def test_config_round_trip_and_saving(index, tmp_path):
     assert_allclose(loaded(x), model(x))
 
 
+@pytest.mark.parametrize("index", range(len(LAYERS)))
+def test_a_frozen_layer_traced_for_any_shape_gives_an_empty_batch_its_output_shape(index):
+    """TensorFlow's graph convolution returns an empty batch of unknown size in the input's shape;
+    the frozen layers passed it on ((0, 5, 5, 2) for (0, 3, 3, 3); the next layer then failed)."""
+    layer, x = make(index)
+    expected = layer(x).shape[1:]
+    layer.freeze()
+    traced = tf.function(layer, input_signature=[tf.TensorSpec([None] * len(x.shape), tf.float32)])
+    assert traced(x[:0]).shape == (0, *expected)
+    assert_allclose(traced(x), layer(x), rtol=1e-5, atol=1e-6)
+
+
 def test_data_format_none_means_channels_last():
     assert nn.Conv2d(3, 4, 3, data_format=None).data_format == "NHWC"
     assert nn.Conv1d(3, 4, 3, data_format=None).data_format == "NWC"

@@ -80,11 +80,32 @@ def _conv2d_nhwc(x, w, args, native_groups):
         top, bottom, left, right = args.explicit
         padding = [[0, 0], [top, bottom], [left, right], [0, 0]]
     if args.groups == 1 or native_groups:
-        return _tf_conv2d(x, w, args.strides, tuple(args.dilations), padding)
-    xs, ws = tf.split(x, args.groups, axis=3), tf.split(w, args.groups, axis=3)
-    return tf.concat(
-        [_tf_conv2d(xg, wg, args.strides, tuple(args.dilations), padding) for xg, wg in zip(xs, ws)], axis=3
-    )
+        y = _tf_conv2d(x, w, args.strides, tuple(args.dilations), padding)
+    else:
+        xs, ws = tf.split(x, args.groups, axis=3), tf.split(w, args.groups, axis=3)
+        y = tf.concat(
+            [_tf_conv2d(xg, wg, args.strides, tuple(args.dilations), padding) for xg, wg in zip(xs, ws)], axis=3
+        )
+    if x.shape[0] is None:
+        # In a graph, an empty batch of unknown size comes out of TensorFlow's convolution with the
+        # input's shape: give it the output's (a no-op for any other batch).
+        shape = tf.stack([tf.shape(x)[0], *_dynamic_spatial_outputs(x, w, args), w.shape[3]])
+        y = tf.ensure_shape(tf.reshape(y, shape), y.shape)
+    return y
+
+
+def _dynamic_spatial_outputs(x, w, args):
+    """The output sizes of the spatial axes of NHWC ``x``, as tensors (``_conv_args.axis_output``'s
+    arithmetic, for sizes known only when the graph runs)."""
+    sizes = []
+    for axis in (0, 1):
+        size, stride = tf.shape(x)[axis + 1], args.strides[axis]
+        if args.padding == "SAME":
+            sizes.append(-(-size // stride))
+        else:
+            window = (w.shape[axis] - 1) * args.dilations[axis] + 1
+            sizes.append((size + sum(args.explicit[2 * axis : 2 * axis + 2]) - window) // stride + 1)
+    return sizes
 
 
 def conv2d_with_kernel(x, w, b, args, native_groups=False):
