@@ -157,7 +157,8 @@ class BayesianModule(keras.layers.Layer):
         """``(kl, num_params)``: the one-sample KL estimate at the last call's sample (or at the
         frozen values) and the number of Bayesian parameters, inner modules included. With
         ``analytic=True``, ``kl`` is the closed-form KL(posterior || prior) of every parameter
-        instead: no sample, so it does not depend on the last call or on ``frozen``.
+        instead: no sample, so its value does not depend on the last call or on ``frozen``. A frozen
+        parameter's KL has no gradient: frozen parameters are not updated (illia's ``freeze()``).
 
         Inside the ``tf.function`` graph of the last call, while nothing in that graph has written
         the layer's variables since, the one-sample KL is the one the call's fused op computed from
